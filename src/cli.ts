@@ -1,0 +1,89 @@
+/**
+ * The one entry point of forkgate (the npm bin and the single binary): decides which role this process
+ * plays. Workers are this same executable started with FORKGATE_ROLE=worker.
+ */
+import { resolveSettings, type ResolvedSettings, type SettingSources } from './config/load.ts';
+import { renderHelp, renderPrintConfig } from './config/help.ts';
+import { ExitCode, SettingError } from './errors.ts';
+import { Logger } from './log/logger.ts';
+import { Arbiter } from './master/arbiter.ts';
+import { VERSION } from './version.ts';
+import { loadApp, parseAppSpec } from './worker/app-loader.ts';
+import { runWorker } from './worker/main.ts';
+
+const MINIMUM_NODE = [22, 12] as const;
+
+if (process.env.FORKGATE_ROLE === 'worker') {
+  delete process.env.FORKGATE_ROLE; // the app's own child processes are not workers
+  void runWorker();
+} else {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      process.stderr.write(`forkgate: internal error: ${(error as Error)?.stack ?? String(error)}\n`);
+      process.exit(ExitCode.runtimeFailure);
+    },
+  );
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [major, minor] = process.versions.node.split('.').map(Number) as [number, number];
+  if (major < MINIMUM_NODE[0] || (major === MINIMUM_NODE[0] && minor < MINIMUM_NODE[1])) {
+    return usageError(`needs Node >= ${MINIMUM_NODE.join('.')} (this is ${process.version}); run it through npx or npm scripts, or use the single binary`);
+  }
+  const sources: SettingSources = { argv, env: { ...process.env }, cwd: process.cwd() };
+  let resolved: ResolvedSettings;
+  try {
+    resolved = await resolveSettings(sources);
+  } catch (error) {
+    if (error instanceof SettingError) return usageError(error.message);
+    throw error;
+  }
+  const { settings } = resolved;
+  if (settings.help) return print(renderHelp());
+  if (settings.version) return print(`forkgate ${VERSION} (Node ${process.version})\n`);
+  if (settings.printConfig) return print(renderPrintConfig(settings));
+  if (!settings.app) return usageError('no app given; usage: forkgate [options] APP (see forkgate --help)');
+  if (settings.chdir) {
+    try {
+      process.chdir(settings.chdir);
+    } catch (error) {
+      return usageError(`--chdir: cannot change to ${settings.chdir}: ${(error as NodeJS.ErrnoException).code}`);
+    }
+  }
+  let logger: Logger;
+  try {
+    logger = new Logger(settings.errorLogfile, settings.logLevel);
+  } catch (error) {
+    return usageError(`--error-logfile: cannot open ${settings.errorLogfile}: ${(error as Error).message}`);
+  }
+  if (settings.checkConfig) return checkConfig(settings.app, logger);
+  const code = await new Arbiter(resolved, sources, logger).run();
+  logger.close();
+  return code;
+}
+
+async function checkConfig(app: string, logger: Logger): Promise<number> {
+  try {
+    const loaded = await loadApp(parseAppSpec(app), {
+      cwd: process.cwd(),
+      address: null,
+      listenWaitMs: 5000,
+      onListenerError: () => {},
+    });
+    return print(`Config OK: ${app} loads as a ${loaded.shape} app\n`);
+  } catch (error) {
+    logger.error(`Config check failed: ${app} does not load`, error);
+    return ExitCode.runtimeFailure;
+  }
+}
+
+function print(text: string): number {
+  process.stdout.write(text);
+  return ExitCode.ok;
+}
+
+function usageError(message: string): number {
+  process.stderr.write(`forkgate: error: ${message}\n`);
+  return ExitCode.usage;
+}

@@ -1,0 +1,47 @@
+/** Where forkgate listens: the forms Gunicorn's `--bind` accepts. */
+export type BindAddress =
+  | { readonly kind: 'tcp'; readonly host: string; readonly port: number }
+  | { readonly kind: 'unix'; readonly path: string }
+  | { readonly kind: 'fd'; readonly fd: number };
+
+export const BIND_FORMS = "HOST:PORT, [IPv6]:PORT, HOST (port 8000), unix:PATH or fd://N";
+
+const DEFAULT_PORT = 8000;
+
+/** Parses one `--bind` value; returns an error sentence instead of throwing so callers can name the source. */
+export function parseBindAddress(raw: string): BindAddress | string {
+  const text = raw.trim();
+  if (text.startsWith('unix:')) {
+    const path = text.slice('unix:'.length);
+    return path ? { kind: 'unix', path } : `'${raw}' has no socket path after unix:`;
+  }
+  if (text.startsWith('fd://')) {
+    const fd = Number(text.slice('fd://'.length));
+    return Number.isInteger(fd) && fd >= 0 ? { kind: 'fd', fd } : `'${raw}' is not fd://N with N a file descriptor`;
+  }
+  const v6 = /^\[([0-9a-fA-F:.]+)\](?::(\d+))?$/.exec(text);
+  if (v6) return tcp(v6[1]!, v6[2], raw);
+  const parts = text.split(':');
+  if (parts.length > 2) return `'${raw}' looks like a bare IPv6 address: write it as [${text}]:PORT`;
+  if (!parts[0]) return `'${raw}' has no host (write 0.0.0.0:PORT to listen on every interface)`;
+  return tcp(parts[0], parts[1], raw);
+}
+
+function tcp(host: string, portText: string | undefined, raw: string): BindAddress | string {
+  const port = portText === undefined ? DEFAULT_PORT : Number(portText);
+  if (!Number.isInteger(port) || port < 0 || port > 65535 || portText === '') {
+    return `'${raw}' has no valid port (0-65535)`;
+  }
+  return { kind: 'tcp', host, port };
+}
+
+export function formatBindAddress(address: BindAddress): string {
+  switch (address.kind) {
+    case 'tcp':
+      return address.host.includes(':') ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+    case 'unix':
+      return `unix:${address.path}`;
+    case 'fd':
+      return `fd://${address.fd}`;
+  }
+}

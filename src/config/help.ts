@@ -1,0 +1,68 @@
+/** Text derived from the settings table: --help, --print-config and docs/settings.md. */
+import { formatSettingValue, SETTINGS, type Setting, type Settings } from './settings.ts';
+
+const all = SETTINGS as readonly Setting[];
+
+function flagLabel(entry: Setting): string {
+  const long = entry.key === 'app' ? 'APP' : `--${entry.name}${entry.meta ? ` ${entry.meta}` : ''}`;
+  return entry.short ? `-${entry.short}, ${long}` : `    ${long}`;
+}
+
+function sections(): Map<string, Setting[]> {
+  const grouped = new Map<string, Setting[]>();
+  for (const entry of all) grouped.set(entry.section, [...(grouped.get(entry.section) ?? []), entry]);
+  return grouped;
+}
+
+export function renderHelp(): string {
+  const lines = ['Usage: forkgate [options] APP', '', 'APP is path/to/app.{js,mjs,cjs,ts}[:export] (:factory() calls a factory).'];
+  for (const [section, entries] of sections()) {
+    lines.push('', `${section}:`);
+    for (const entry of entries) {
+      if (entry.key === 'app') continue;
+      const label = flagLabel(entry);
+      lines.push(`  ${label.padEnd(34)}${label.length > 33 ? `\n${' '.repeat(36)}` : ''}${entry.doc}`);
+    }
+  }
+  lines.push('', 'Every setting also reads FORKGATE_<NAME> from the environment; see docs/settings.md.');
+  return `${lines.join('\n')}\n`;
+}
+
+export function renderPrintConfig(settings: Settings): string {
+  const values = settings as unknown as Record<string, unknown>;
+  return all
+    .filter((entry) => entry.section !== 'Actions')
+    .map((entry) => `${entry.name} = ${formatSettingValue(entry, values[entry.key])}`)
+    .join('\n')
+    .concat('\n');
+}
+
+export function renderSettingsMarkdown(): string {
+  const lines = [
+    '# Settings',
+    '',
+    '<!-- Generated from src/config/settings.ts by `npm run docs`; do not edit by hand. -->',
+    '',
+    'Precedence, lowest first: default < config file < environment < `FORKGATE_CMD_ARGS` < command line.',
+    'A config file is `-c FILE`, else the first of `./forkgate.config.{ts,mjs,js,json}` present; it',
+    'exports an object of the keys below (`export default defineConfig({ workers: 4 })`).',
+  ];
+  for (const [section, entries] of sections()) {
+    lines.push('', `## ${section}`);
+    for (const entry of entries) {
+      const env = entry.env.map((source) => `\`${source.name}\``).join(', ') || '—';
+      const flag = entry.key === 'app' ? 'positional `APP`' : `\`--${entry.name}\`${entry.short ? `, \`-${entry.short}\`` : ''}`;
+      lines.push(
+        '',
+        `### ${entry.name}`,
+        '',
+        `| command line | environment | config key | default |`,
+        '|---|---|---|---|',
+        `| ${flag} | ${env} | ${entry.inFile ? `\`${entry.key}\`` : '—'} | \`${formatSettingValue(entry, entry.default)}\` |`,
+        '',
+        entry.doc,
+      );
+    }
+  }
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,202 @@
+/**
+ * Resolves the settings from their sources, lowest priority first:
+ * default < config file < environment (FORKGATE_*, WEB_CONCURRENCY, PORT) < FORKGATE_CMD_ARGS < CLI.
+ * Every value goes through the table's validator, and an error names where the bad value came from.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
+import { SettingError } from '../errors.ts';
+import { autoWorkerCount, effectiveCpuCount } from './cpu.ts';
+import { Invalid, SETTINGS, type Setting, type SettingValues, type Settings } from './settings.ts';
+
+export const CONFIG_FILE_NAMES = ['forkgate.config.ts', 'forkgate.config.mjs', 'forkgate.config.js', 'forkgate.config.json'];
+
+export interface ResolvedSettings {
+  readonly settings: Settings;
+  /** The config file that was read, if any (HUP reads it again). */
+  readonly configFile: string | null;
+  /** How `--workers auto` was computed, for the debug log. */
+  readonly workersReason: string | null;
+}
+
+export interface SettingSources {
+  readonly argv: readonly string[];
+  readonly env: NodeJS.ProcessEnv;
+  readonly cwd: string;
+}
+
+type Layer = Map<string, { raw: unknown; source: string }>;
+
+export async function resolveSettings(sources: SettingSources): Promise<ResolvedSettings> {
+  const cli = parseCommandLine(sources.argv, '');
+  const cmdArgs = parseCommandLine(splitArgs(sources.env.FORKGATE_CMD_ARGS ?? ''), 'FORKGATE_CMD_ARGS ');
+  if (cmdArgs.app !== undefined) {
+    throw new SettingError(`FORKGATE_CMD_ARGS: takes options only, not the app ('${cmdArgs.app}')`);
+  }
+  const env = readEnvironment(sources.env);
+
+  const configFlag = cli.layer.get('config') ?? cmdArgs.layer.get('config') ?? env.get('config');
+  const configFile = configFlag ? path.resolve(sources.cwd, String(configFlag.raw)) : discoverConfigFile(sources.cwd);
+  const file = configFile ? await readConfigFile(configFile) : new Map();
+
+  const values: Record<string, unknown> = {};
+  for (const entry of SETTINGS as readonly Setting[]) {
+    values[entry.key] = entry.default;
+    for (const layer of [file, env, cmdArgs.layer, cli.layer]) {
+      const given = layer.get(entry.key);
+      if (given !== undefined) values[entry.key] = validate(entry, given.raw, given.source);
+    }
+  }
+  if (cli.app !== undefined) values.app = cli.app;
+  values.config = configFile;
+
+  const raw = values as SettingValues;
+  let workersReason: string | null = null;
+  let workers: number;
+  if (raw.workers === 'auto') {
+    const budget = effectiveCpuCount();
+    workers = autoWorkerCount(budget);
+    workersReason = `workers auto = 2 × ${budget.cpus} + 1 = ${workers} (${budget.reason})`;
+  } else {
+    workers = raw.workers;
+  }
+  return { settings: { ...raw, workers }, configFile, workersReason };
+}
+
+function validate(entry: Setting, raw: unknown, source: string): unknown {
+  const value = entry.validate(raw);
+  if (value instanceof Invalid) {
+    throw new SettingError(`${source}: expected ${value.expected}; got ${JSON.stringify(raw)}`);
+  }
+  return value;
+}
+
+function parseCommandLine(argv: readonly string[], sourcePrefix: string): { layer: Layer; app: string | undefined } {
+  const options: ParseArgsOptionsConfig = {};
+  for (const entry of SETTINGS as readonly Setting[]) {
+    if (entry.key === 'app') continue;
+    options[entry.name] = {
+      type: entry.kind === 'boolean' ? 'boolean' : 'string',
+      multiple: entry.kind === 'list',
+      ...(entry.short ? { short: entry.short } : {}),
+    };
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...argv], options, allowPositionals: true, allowNegative: true, strict: true });
+  } catch (error) {
+    throw new SettingError(`${sourcePrefix}${explainParseError(error as Error & { code?: string })}`);
+  }
+  if (parsed.positionals.length > 1) {
+    throw new SettingError(
+      `${sourcePrefix}expected one app (PATH[:EXPORT]); got ${parsed.positionals.map((p) => `'${p}'`).join(', ')}`,
+    );
+  }
+  const layer: Layer = new Map();
+  for (const entry of SETTINGS as readonly Setting[]) {
+    const value = (parsed.values as Record<string, unknown>)[entry.name];
+    if (value !== undefined) layer.set(entry.key, { raw: value, source: `${sourcePrefix}--${entry.name}` });
+  }
+  return { layer, app: parsed.positionals[0] };
+}
+
+function explainParseError(error: Error & { code?: string }): string {
+  const unknown = /'(-{1,2}[^']+)'/.exec(error.message)?.[1];
+  if (error.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && unknown) {
+    const name = unknown.replace(/^-+/, '').split('=')[0]!;
+    const guess = closestSetting(name);
+    return `unknown option '${unknown}'${guess ? ` (did you mean --${guess}?)` : ''}; see forkgate --help`;
+  }
+  if (error.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+    return `${error.message.replace(/\.$/, '')}; see forkgate --help`;
+  }
+  return error.message;
+}
+
+function readEnvironment(env: NodeJS.ProcessEnv): Layer {
+  const layer: Layer = new Map();
+  for (const entry of SETTINGS as readonly Setting[]) {
+    const source = entry.env.find((candidate) => env[candidate.name] !== undefined && env[candidate.name] !== '');
+    if (!source) continue;
+    const text = env[source.name]!;
+    layer.set(entry.key, { raw: source.map ? source.map(text) : text, source: `${source.name}=${text}` });
+  }
+  return layer;
+}
+
+function discoverConfigFile(cwd: string): string | null {
+  for (const name of CONFIG_FILE_NAMES) {
+    const candidate = path.join(cwd, name);
+    if (fs.existsSync(candidate)) return candidate;
+  }
+  return null;
+}
+
+async function readConfigFile(file: string): Promise<Layer> {
+  if (!fs.existsSync(file)) throw new SettingError(`--config: no such file ${file}`);
+  let config: unknown;
+  if (file.endsWith('.json')) {
+    try {
+      config = JSON.parse(fs.readFileSync(file, 'utf8'));
+    } catch (error) {
+      throw new SettingError(`${file}: not valid JSON: ${(error as Error).message}`);
+    }
+  } else {
+    const module = (await import(pathToFileURL(file).href)) as { default?: unknown };
+    config = module.default ?? module;
+  }
+  if (config === null || typeof config !== 'object' || Array.isArray(config)) {
+    throw new SettingError(`${file}: expected an object of settings (export default defineConfig({...}))`);
+  }
+  const layer: Layer = new Map();
+  for (const [key, raw] of Object.entries(config)) {
+    const entry = (SETTINGS as readonly Setting[]).find((candidate) => candidate.key === key && candidate.inFile);
+    if (!entry) {
+      const guess = closestSetting(key);
+      throw new SettingError(
+        `${file}: unknown setting '${key}'${guess ? ` (did you mean '${toKey(guess)}'?)` : ''}; see docs/settings.md`,
+      );
+    }
+    layer.set(key, { raw, source: `${file}: ${key}` });
+  }
+  return layer;
+}
+
+/** A typo's nearest setting name (by edit distance), to suggest in the error. */
+function closestSetting(name: string): string | undefined {
+  const wanted = name.toLowerCase().replaceAll('_', '-');
+  let best: { name: string; distance: number } | undefined;
+  for (const entry of SETTINGS as readonly Setting[]) {
+    for (const candidate of [entry.name, entry.key.toLowerCase()]) {
+      const distance = editDistance(wanted, candidate);
+      if (distance <= 2 && (!best || distance < best.distance)) best = { name: entry.name, distance };
+    }
+  }
+  return best?.name;
+}
+
+function toKey(name: string): string {
+  return (SETTINGS as readonly Setting[]).find((entry) => entry.name === name)?.key ?? name;
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = current;
+  }
+  return previous[b.length]!;
+}
+
+/** Splits FORKGATE_CMD_ARGS like a shell would for the simple cases: spaces, single and double quotes. */
+export function splitArgs(text: string): string[] {
+  const args: string[] = [];
+  const pattern = /"([^"]*)"|'([^']*)'|(\S+)/g;
+  for (const match of text.matchAll(pattern)) args.push(match[1] ?? match[2] ?? match[3]!);
+  return args;
+}

@@ -1,0 +1,296 @@
+/**
+ * The one settings table. The CLI parser, the config-file loader, environment variables,
+ * `--print-config`, `--help` and docs/settings.md are all derived from it (Gunicorn's config.py is the
+ * model): adding a setting touches this file only.
+ */
+import { BIND_FORMS, formatBindAddress, parseBindAddress, type BindAddress } from './bind.ts';
+import { DEFAULT_ACCESS_LOG_FORMAT } from '../log/access-log.ts';
+
+/** How the CLI parses a flag: a value, an on/off switch, or a value that may be repeated. */
+export type FlagKind = 'string' | 'boolean' | 'list';
+
+export interface EnvSource {
+  readonly name: string;
+  /** Turns the variable's text into the setting's raw value (PORT=80 → bind 0.0.0.0:80). */
+  readonly map?: (text: string) => unknown;
+}
+
+export interface Setting<Key extends string = string, Value = unknown> {
+  /** The long flag without dashes; also the name `--print-config` and the docs use. */
+  readonly name: string;
+  /** Config-file key and property of the resolved Settings object. */
+  readonly key: Key;
+  readonly short?: string;
+  readonly kind: FlagKind;
+  /** Environment variables, highest priority first. */
+  readonly env: readonly EnvSource[];
+  /** False for command-line actions such as --version that a config file cannot set. */
+  readonly inFile: boolean;
+  readonly section: string;
+  readonly meta?: string;
+  readonly default: Value;
+  readonly doc: string;
+  /** Turns a raw value (CLI/env text, or any config-file value) into the typed value, or returns an error sentence. */
+  readonly validate: (raw: unknown) => Value | Invalid;
+  readonly format?: (value: Value) => string;
+}
+
+/** A validation failure: what was expected, phrased to follow "expected ...". */
+export class Invalid {
+  readonly expected: string;
+  constructor(expected: string) {
+    this.expected = expected;
+  }
+}
+
+function setting<Key extends string, Value>(
+  spec: Omit<Setting<Key, Value>, 'env' | 'inFile' | 'kind'> & {
+    env?: readonly (string | EnvSource)[];
+    inFile?: boolean;
+    kind?: FlagKind;
+  },
+): Setting<Key, Value> {
+  return {
+    ...spec,
+    kind: spec.kind ?? 'string',
+    inFile: spec.inFile ?? true,
+    env: (spec.env ?? [`FORKGATE_${spec.name.toUpperCase().replaceAll('-', '_')}`]).map((source) =>
+      typeof source === 'string' ? { name: source } : source,
+    ),
+  };
+}
+
+// ---- validators: each returns a validate function; the Invalid text completes "expected ..." ----
+
+function wholeNumber(min: number, what = `a whole number ≥ ${min}`) {
+  return (raw: unknown): number | Invalid => {
+    const value = typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : raw;
+    return typeof value === 'number' && Number.isInteger(value) && value >= min ? value : new Invalid(what);
+  };
+}
+
+function oneOf<const Choices extends readonly string[]>(choices: Choices) {
+  return (raw: unknown): Choices[number] | Invalid =>
+    typeof raw === 'string' && choices.includes(raw) ? raw : new Invalid(`one of ${choices.join(', ')}`);
+}
+
+const TRUE_WORDS = ['true', '1', 'yes', 'on'];
+const FALSE_WORDS = ['false', '0', 'no', 'off', ''];
+function flag(raw: unknown): boolean | Invalid {
+  if (typeof raw === 'boolean') return raw;
+  if (typeof raw === 'string') {
+    const word = raw.trim().toLowerCase();
+    if (TRUE_WORDS.includes(word)) return true;
+    if (FALSE_WORDS.includes(word)) return false;
+  }
+  return new Invalid('true or false');
+}
+
+function text(raw: unknown): string | Invalid {
+  return typeof raw === 'string' ? raw : new Invalid('a string');
+}
+
+function optionalText(raw: unknown): string | null | Invalid {
+  return raw === null ? null : typeof raw === 'string' && raw !== '' ? raw : new Invalid('a non-empty string');
+}
+
+/** Environment variables carry lists comma-separated; config files as arrays; the CLI by repetition. */
+function listOf(raw: unknown): string[] | Invalid {
+  if (typeof raw === 'string') return raw.split(',').map((item) => item.trim()).filter(Boolean);
+  if (Array.isArray(raw) && raw.every((item) => typeof item === 'string')) return raw;
+  return new Invalid('a string or a list of strings');
+}
+
+function bindList(raw: unknown): BindAddress[] | Invalid {
+  const items = listOf(raw);
+  if (items instanceof Invalid || items.length === 0) return new Invalid(`one or more of ${BIND_FORMS}`);
+  const addresses: BindAddress[] = [];
+  for (const item of items) {
+    const parsed = parseBindAddress(item);
+    if (typeof parsed === 'string') return new Invalid(`${BIND_FORMS}; ${parsed}`);
+    addresses.push(parsed);
+  }
+  return addresses;
+}
+
+function workerCount(raw: unknown): number | 'auto' | Invalid {
+  if (raw === 'auto') return 'auto';
+  const count = wholeNumber(1)(raw);
+  return count instanceof Invalid ? new Invalid("a whole number ≥ 1 or 'auto' ((2 × CPU) + 1)") : count;
+}
+
+function environmentPairs(raw: unknown): Record<string, string> | Invalid {
+  if (raw !== null && typeof raw === 'object' && !Array.isArray(raw)) {
+    const entries = Object.entries(raw);
+    if (entries.every(([, value]) => typeof value === 'string')) return Object.fromEntries(entries) as Record<string, string>;
+  }
+  const items = Array.isArray(raw) ? raw : typeof raw === 'string' ? [raw] : null;
+  const pairs: Record<string, string> = {};
+  for (const item of items ?? [null]) {
+    const eq = typeof item === 'string' ? item.indexOf('=') : -1;
+    if (eq <= 0) return new Invalid('KEY=VALUE pairs (or an object in a config file)');
+    pairs[item.slice(0, eq)] = item.slice(eq + 1);
+  }
+  return pairs;
+}
+
+export const LOG_LEVELS = ['debug', 'info', 'warning', 'error', 'critical'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+export const WORKER_CLASSES = ['async', 'sync'] as const;
+export const BALANCE_MODES = ['round-robin', 'reuseport'] as const;
+export type BalanceMode = (typeof BALANCE_MODES)[number];
+
+export const SETTINGS = [
+  // ---- command-line actions ----
+  setting({
+    name: 'help', key: 'help', short: 'h', kind: 'boolean', env: [], inFile: false, section: 'Actions',
+    default: false, validate: flag, doc: 'Show this help and exit.',
+  }),
+  setting({
+    name: 'version', key: 'version', short: 'v', kind: 'boolean', env: [], inFile: false, section: 'Actions',
+    default: false, validate: flag, doc: "Print forkgate's and Node's versions and exit.",
+  }),
+  setting({
+    name: 'check-config', key: 'checkConfig', kind: 'boolean', env: [], inFile: false, section: 'Actions',
+    default: false, validate: flag, doc: 'Resolve the settings and load the app once; exit 0 if both work, 1 if not.',
+  }),
+  setting({
+    name: 'print-config', key: 'printConfig', kind: 'boolean', env: [], inFile: false, section: 'Actions',
+    default: false, validate: flag, doc: 'Print every resolved setting as `name = value` and exit.',
+  }),
+  setting({
+    name: 'config', key: 'config', short: 'c', meta: 'FILE', inFile: false, section: 'Config file',
+    default: null as string | null, validate: optionalText,
+    doc: 'Config file (.ts, .mjs, .js or .json). Without it, ./forkgate.config.{ts,mjs,js,json} is used if present.',
+  }),
+  // ---- the app ----
+  setting({
+    name: 'app', key: 'app', meta: 'PATH[:EXPORT]', env: [], section: 'App',
+    default: null as string | null, validate: optionalText,
+    doc: 'The app: path/to/app.{js,mjs,cjs,ts}[:export], or :factory() to call a factory. Given as the positional argument on the command line.',
+  }),
+  setting({
+    name: 'chdir', key: 'chdir', meta: 'DIR', section: 'App',
+    default: null as string | null, validate: optionalText,
+    doc: 'Change to this directory before loading the app.',
+  }),
+  setting({
+    name: 'env', key: 'env', short: 'e', kind: 'list', meta: 'KEY=VALUE', env: [], section: 'App',
+    default: {} as Record<string, string>, validate: environmentPairs,
+    format: (pairs) => JSON.stringify(pairs),
+    doc: 'Set an environment variable in the workers (repeatable).',
+  }),
+  setting({
+    name: 'preload', key: 'preload', kind: 'boolean', section: 'App',
+    default: false, validate: flag,
+    doc: 'Load the app in the master before spawning workers, so a broken app fails once, before any worker starts. (Node has no copy-on-write fork: workers still load their own copy.)',
+  }),
+  // ---- server socket ----
+  setting({
+    name: 'bind', key: 'bind', short: 'b', kind: 'list', meta: 'ADDRESS',
+    env: ['FORKGATE_BIND', { name: 'PORT', map: (port) => `0.0.0.0:${port}` }], section: 'Server socket',
+    default: [{ kind: 'tcp', host: '127.0.0.1', port: 8000 }] as BindAddress[], validate: bindList,
+    format: (addresses) => addresses.map(formatBindAddress).join(', '),
+    doc: `Address to listen on (repeatable): ${BIND_FORMS}. PORT=N in the environment means 0.0.0.0:N.`,
+  }),
+  setting({
+    name: 'backlog', key: 'backlog', meta: 'INT', section: 'Server socket',
+    default: 2048, validate: wholeNumber(1), doc: 'Maximum number of pending connections in the listen queue.',
+  }),
+  setting({
+    name: 'balance', key: 'balance', meta: 'MODE', section: 'Server socket',
+    default: 'round-robin' as BalanceMode, validate: oneOf(BALANCE_MODES),
+    doc: 'round-robin: the master accepts and hands each connection to the worker with the fewest open connections (reloads lose nothing; unix sockets and fd:// always use it). reuseport: every worker binds with SO_REUSEPORT and the kernel spreads connections (Linux; a little faster).',
+  }),
+  // ---- worker processes ----
+  setting({
+    name: 'workers', key: 'workers', short: 'w', meta: 'INT|auto',
+    env: ['FORKGATE_WORKERS', 'WEB_CONCURRENCY'], section: 'Worker processes',
+    default: 1 as number | 'auto', validate: workerCount,
+    doc: 'Number of worker processes. auto = (2 × CPU) + 1, CPU being what the process may use (affinity and cgroup cpu.max).',
+  }),
+  setting({
+    name: 'worker-class', key: 'workerClass', short: 'k', meta: 'CLASS', section: 'Worker processes',
+    default: 'async' as (typeof WORKER_CLASSES)[number], validate: oneOf(WORKER_CLASSES),
+    doc: 'async: the event loop serves up to --worker-connections connections at once. sync: one request at a time, Connection: close after each.',
+  }),
+  setting({
+    name: 'worker-connections', key: 'workerConnections', meta: 'INT', section: 'Worker processes',
+    default: 1000, validate: wholeNumber(1),
+    doc: 'async: most connections a worker serves at once; more wait, accepted, and are never dropped.',
+  }),
+  setting({
+    name: 'max-requests', key: 'maxRequests', meta: 'INT', section: 'Worker processes',
+    default: 0, validate: wholeNumber(0),
+    doc: 'Retire a worker gracefully after this many requests (0: never). Its replacement starts first.',
+  }),
+  setting({
+    name: 'max-requests-jitter', key: 'maxRequestsJitter', meta: 'INT', section: 'Worker processes',
+    default: 0, validate: wholeNumber(0),
+    doc: 'Add a random 0..N to --max-requests per worker so workers do not all retire at once.',
+  }),
+  setting({
+    name: 'timeout', key: 'timeout', short: 't', meta: 'SECONDS', section: 'Worker processes',
+    default: 30, validate: wholeNumber(0),
+    doc: "Kill and replace a worker whose event loop has been silent this long (0: never).",
+  }),
+  setting({
+    name: 'graceful-timeout', key: 'gracefulTimeout', meta: 'SECONDS', section: 'Worker processes',
+    default: 30, validate: wholeNumber(0),
+    doc: 'How long a stopping worker may finish in-flight requests before it is killed.',
+  }),
+  setting({
+    name: 'keep-alive', key: 'keepAlive', meta: 'SECONDS', section: 'Worker processes',
+    default: 65, validate: wholeNumber(0),
+    doc: 'Idle keep-alive timeout (0 disables keep-alive). Above the 60 s idle timeout of AWS load balancers, so they never reuse a connection forkgate just closed.',
+  }),
+  // ---- process ----
+  setting({
+    name: 'name', key: 'name', meta: 'STRING', section: 'Process',
+    default: null as string | null, validate: optionalText,
+    doc: 'Process title prefix in ps and top (default: forkgate).',
+  }),
+  setting({
+    name: 'pid', key: 'pid', short: 'p', meta: 'FILE', section: 'Process',
+    default: null as string | null, validate: optionalText,
+    doc: "Write the master's pid to this file.",
+  }),
+  // ---- logging ----
+  setting({
+    name: 'access-logfile', key: 'accessLogfile', meta: 'FILE', section: 'Logging',
+    default: null as string | null, validate: optionalText,
+    doc: "Access log file ('-' for stdout). Off by default.",
+  }),
+  setting({
+    name: 'access-logformat', key: 'accessLogformat', meta: 'FORMAT', section: 'Logging',
+    default: DEFAULT_ACCESS_LOG_FORMAT, validate: text,
+    doc: "Access log format with Gunicorn's atoms: %(h)s %(t)s %(r)s %(s)s %(b)s %(D)s %({header}i)s %({header}o)s ...",
+  }),
+  setting({
+    name: 'error-logfile', key: 'errorLogfile', meta: 'FILE', section: 'Logging',
+    default: '-', validate: text, doc: "Error log file ('-' for stderr).",
+  }),
+  setting({
+    name: 'log-level', key: 'logLevel', meta: 'LEVEL', section: 'Logging',
+    default: 'info' as LogLevel, validate: oneOf(LOG_LEVELS), doc: `Error log level: ${LOG_LEVELS.join(', ')}.`,
+  }),
+] as const;
+
+type AnySetting = (typeof SETTINGS)[number];
+export type SettingKey = AnySetting['key'];
+export type SettingValue<K extends SettingKey> = Extract<AnySetting, { key: K }>['default'];
+
+/** The raw resolved settings, as the table's validators return them. */
+export type SettingValues = { -readonly [S in AnySetting as S['key']]: S['default'] };
+
+/** What the master and workers run with: `workers` is a count, never 'auto'. */
+export type Settings = Omit<SettingValues, 'workers'> & { workers: number };
+
+export function findSetting(key: string): AnySetting | undefined {
+  return SETTINGS.find((entry) => entry.key === key);
+}
+
+export function formatSettingValue(entry: Setting, value: unknown): string {
+  if (entry.format) return (entry.format as (value: unknown) => string)(value);
+  return value === null ? 'null' : typeof value === 'string' ? value : JSON.stringify(value);
+}

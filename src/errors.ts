@@ -1,0 +1,37 @@
+/**
+ * Errors that end the process carry the exit code they end it with, so the CLI has one place that
+ * maps failures to codes (DESIGN: 0 clean, 1 runtime failure, 2 bad usage or config, 3 boot failure).
+ */
+export const ExitCode = {
+  ok: 0,
+  runtimeFailure: 1,
+  usage: 2,
+  bootFailure: 3,
+} as const;
+
+export class ForkgateError extends Error {
+  readonly code: string;
+  readonly exitCode: number;
+  constructor(code: string, message: string, exitCode: number, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'ForkgateError';
+    this.code = code;
+    this.exitCode = exitCode;
+  }
+}
+
+/** A bad flag, environment variable or config-file value: names the setting and what it accepts. */
+export class SettingError extends ForkgateError {
+  constructor(message: string) {
+    super('FORKGATE_BAD_SETTING', message, ExitCode.usage);
+    this.name = 'SettingError';
+  }
+}
+
+/** The app could not be turned into something forkgate can serve (missing file, export, shape). */
+export class AppLoadError extends ForkgateError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('FORKGATE_APP_LOAD', message, ExitCode.bootFailure, options);
+    this.name = 'AppLoadError';
+  }
+}

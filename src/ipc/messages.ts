@@ -1,0 +1,93 @@
+/**
+ * The master ⇄ worker protocol. Every message crosses the child_process IPC channel through the two
+ * `send*` helpers below; nothing else in the code base calls `process.send` or `child.send`.
+ */
+import type { ChildProcess } from 'node:child_process';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Settings } from '../config/settings.ts';
+import type { AppShape } from '../worker/app-loader.ts';
+
+export interface TcpListenAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** How a worker receives connections, decided by the master's balancer. */
+export type ListenPlan =
+  /** The master accepts and sends each connection with a `connection` message. */
+  | { readonly mode: 'handoff' }
+  /** The worker binds every address itself with SO_REUSEPORT. */
+  | { readonly mode: 'reuseport'; readonly addresses: readonly TcpListenAddress[]; readonly backlog: number };
+
+export interface WorkerStats {
+  readonly requests: number;
+  readonly inFlight: number;
+  /** Connections accepted and not yet closed, including those waiting for a slot. */
+  readonly connections: number;
+}
+
+// ---- master → worker ----
+
+export type MasterMessage =
+  | {
+      readonly type: 'boot';
+      readonly workerId: number;
+      readonly settings: Settings;
+      readonly listen: ListenPlan;
+      /** What `server.address()` answers for an app that calls listen() itself. */
+      readonly appAddress: AddressInfo | string | null;
+    }
+  /** Carries an accepted client socket; the worker answers `accepted` with the same seq. */
+  | { readonly type: 'connection'; readonly seq: number }
+  /** Stop taking work, finish what is in flight, exit 0. */
+  | { readonly type: 'drain' }
+  | { readonly type: 'reopen-logs' };
+
+// ---- worker → master ----
+
+export interface SerializedError {
+  readonly message: string;
+  /** The error's stack: the app's own file and line for import-time failures. */
+  readonly stack: string;
+}
+
+export type WorkerMessage =
+  | { readonly type: 'ready'; readonly shape: AppShape }
+  | { readonly type: 'boot-error'; readonly error: SerializedError }
+  | { readonly type: 'heartbeat'; readonly stats: WorkerStats }
+  /** ok: false when the worker is draining; the master then gives the socket to another worker. */
+  | { readonly type: 'accepted'; readonly seq: number; readonly ok: boolean; readonly connections: number }
+  /** The worker reached --max-requests and asks to be replaced. */
+  | { readonly type: 'retire'; readonly reason: string };
+
+export function sendToWorker(
+  child: ChildProcess,
+  message: MasterMessage,
+  socket?: Socket,
+  onSent?: (error: Error | null) => void,
+): void {
+  if (!child.connected) {
+    onSent?.(new Error('worker IPC channel closed'));
+    return;
+  }
+  // keepOpen: the master keeps its copy of a handed-off socket until the worker acknowledges it.
+  child.send(message, socket, { keepOpen: true }, onSent ?? ignoreSendError);
+}
+
+export function sendToMaster(message: WorkerMessage, onSent: (error: Error | null) => void = ignoreSendError): void {
+  if (process.connected) process.send!(message, undefined, {}, onSent);
+  else onSent(new Error('master IPC channel closed'));
+}
+
+/** The channel closing mid-send means the other side is gone; its exit or disconnect handler deals with it. */
+function ignoreSendError(): void {}
+
+/** Both ends only ever receive the other's messages, so a `type` field is all there is to check. */
+export function isProtocolMessage<Message extends MasterMessage | WorkerMessage>(value: unknown): value is Message {
+  return typeof value === 'object' && value !== null && typeof (value as { type?: unknown }).type === 'string';
+}
+
+export function serializeError(error: unknown): SerializedError {
+  if (error instanceof Error) return { message: error.message, stack: error.stack ?? `${error.name}: ${error.message}` };
+  return { message: String(error), stack: String(error) };
+}

@@ -1,0 +1,192 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+
+export interface AccessLogRecord {
+  req: IncomingMessage;
+  res: ServerResponse;
+  /** Date.now() at request start (ms). */
+  startedAt: number;
+  /** process.hrtime.bigint() delta. */
+  durationNs: bigint;
+  /** Response body bytes sent. */
+  bodyBytes: number;
+  remoteAddress: string | undefined;
+  pid: number;
+}
+
+export const DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"';
+
+type Atom = (record: AccessLogRecord) => string;
+
+const NS_PER_SECOND = 1_000_000_000n;
+const NS_PER_MS = 1_000_000n;
+const NS_PER_US = 1_000n;
+
+/** Gunicorn's atoms; anything not here (and not a `{name}i/o/e` lookup) renders '-'. */
+const ATOMS: Record<string, Atom> = {
+  h: (r) => r.remoteAddress ?? '-',
+  l: () => '-',
+  u: (r) => basicAuthUser(r.req),
+  t: (r) => apacheTime(r.startedAt),
+  r: (r) => escapeLogValue(`${r.req.method} ${r.req.url} HTTP/${r.req.httpVersion}`),
+  m: (r) => valueOrDash(r.req.method),
+  U: (r) => valueOrDash(pathOf(r.req.url ?? '')),
+  q: (r) => escapeLogValue(queryOf(r.req.url ?? '')),
+  H: (r) => `HTTP/${r.req.httpVersion}`,
+  s: (r) => String(r.res.statusCode),
+  B: (r) => String(r.bodyBytes),
+  b: (r) => (r.bodyBytes === 0 ? '-' : String(r.bodyBytes)),
+  f: (r) => valueOrDash(r.req.headers.referer),
+  a: (r) => valueOrDash(r.req.headers['user-agent']),
+  T: (r) => String(r.durationNs / NS_PER_SECOND),
+  D: (r) => String(r.durationNs / NS_PER_US),
+  M: (r) => String(r.durationNs / NS_PER_MS),
+  L: (r) => {
+    const micros = r.durationNs / NS_PER_US;
+    return `${micros / 1_000_000n}.${String(micros % 1_000_000n).padStart(6, '0')}`;
+  },
+  p: (r) => `<${r.pid}>`,
+};
+
+/**
+ * Turns a Gunicorn access log format (`%(name)s` atoms, `%%` for a literal %) into a function that
+ * renders one line (no newline). The format is parsed here, once, into a list of small functions:
+ * the result runs for every request. A `%` that does not start an atom is kept as text rather than
+ * failing, so a typo shows up in the log instead of stopping the worker.
+ */
+export function compileAccessLogFormat(format: string): (record: AccessLogRecord) => string {
+  const parts: Atom[] = [];
+  let text = '';
+  let at = 0;
+  while (at < format.length) {
+    const percent = format.indexOf('%', at);
+    if (percent === -1) {
+      text += format.slice(at);
+      break;
+    }
+    text += format.slice(at, percent);
+    if (format[percent + 1] === '%') {
+      text += '%';
+      at = percent + 2;
+      continue;
+    }
+    const close = format[percent + 1] === '(' ? format.indexOf(')', percent + 2) : -1;
+    if (close === -1) {
+      text += '%';
+      at = percent + 1;
+      continue;
+    }
+    if (text) parts.push(constant(text));
+    text = '';
+    parts.push(atom(format.slice(percent + 2, close)));
+    at = close + 1;
+    // Python's conversion letter: `s` as Gunicorn documents, `d` for the numeric atoms.
+    if (format[at] === 's' || format[at] === 'd') at++;
+  }
+  if (text) parts.push(constant(text));
+
+  return (record) => {
+    let line = '';
+    for (const part of parts) line += part(record);
+    return line;
+  };
+}
+
+function constant(text: string): Atom {
+  return () => text;
+}
+
+/** `{name}i`, `{name}o` and `{name}e` match names case-insensitively; the letter atoms are case-sensitive. */
+function atom(name: string): Atom {
+  if (!name.startsWith('{')) return ATOMS[name] ?? (() => '-');
+  const lookup = name.toLowerCase();
+  const close = lookup.lastIndexOf('}');
+  const key = lookup.slice(1, close);
+  switch (close > 1 ? lookup.slice(close + 1) : '') {
+    case 'i':
+      return (r) => valueOrDash(r.req.headers[key]);
+    case 'o':
+      return (r) => valueOrDash(r.res.getHeader(key) ?? writtenHeader(r.res, key));
+    case 'e': {
+      // POSIX environment names are case-sensitive: find the real spelling once.
+      const variable = Object.keys(process.env).find((k) => k.toLowerCase() === key) ?? key;
+      return () => valueOrDash(process.env[variable]);
+    }
+    default:
+      return () => '-';
+  }
+}
+
+function valueOrDash(value: string | string[] | number | undefined): string {
+  if (value === undefined) return '-';
+  const text = Array.isArray(value) ? value.join(', ') : String(value);
+  return text === '' ? '-' : escapeLogValue(text);
+}
+
+/**
+ * `res.writeHead(status, headers)` without a prior setHeader() leaves getHeader() empty (Fastify and
+ * Hono respond this way); the header block Node already wrote is then the only record of them.
+ */
+function writtenHeader(res: ServerResponse, name: string): string[] | undefined {
+  const block = (res as unknown as { _header?: string | null })._header;
+  if (!block) return undefined;
+  const prefix = `${name}:`;
+  const values = block
+    .split('\r\n')
+    .filter((line) => line.slice(0, prefix.length).toLowerCase() === prefix)
+    .map((line) => line.slice(prefix.length).trim());
+  return values.length > 0 ? values : undefined;
+}
+
+function pathOf(url: string): string {
+  const query = url.indexOf('?');
+  return query === -1 ? url : url.slice(0, query);
+}
+
+function queryOf(url: string): string {
+  const query = url.indexOf('?');
+  return query === -1 ? '' : url.slice(query + 1);
+}
+
+function basicAuthUser(req: IncomingMessage): string {
+  const authorization = req.headers.authorization;
+  if (!authorization || authorization.slice(0, 6).toLowerCase() !== 'basic ') return '-';
+  const credentials = Buffer.from(authorization.slice(6).trim(), 'base64').toString('utf8');
+  const colon = credentials.indexOf(':');
+  return valueOrDash(colon === -1 ? credentials : credentials.slice(0, colon));
+}
+
+// Apache's %t uses English month names whatever the locale.
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** `[27/Nov/2026:06:41:58 +0000]`: local time with its UTC offset, as Gunicorn and Apache write it. */
+function apacheTime(ms: number): string {
+  const date = new Date(ms);
+  const offset = -date.getTimezoneOffset();
+  const sign = offset < 0 ? '-' : '+';
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return (
+    `[${pad(date.getDate())}/${MONTHS[date.getMonth()]}/${date.getFullYear()}:` +
+    `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())} ` +
+    `${sign}${pad(Math.floor(Math.abs(offset) / 60))}${pad(Math.abs(offset) % 60)}]`
+  );
+}
+
+/**
+ * Escapes what a client could use to forge or garble log lines, as Apache does: `"` and `\` get a
+ * backslash, control characters (C0, DEL and C1, which includes the terminal's CSI) become `\xhh`.
+ */
+function escapeLogValue(value: string): string {
+  let escaped = '';
+  let copied = 0;
+  for (let i = 0; i < value.length; i++) {
+    const code = value.charCodeAt(i);
+    let replacement: string;
+    if (code === 0x22) replacement = '\\"';
+    else if (code === 0x5c) replacement = '\\\\';
+    else if (code < 0x20 || (code >= 0x7f && code <= 0x9f)) replacement = `\\x${code.toString(16).padStart(2, '0')}`;
+    else continue;
+    escaped += value.slice(copied, i) + replacement;
+    copied = i + 1;
+  }
+  return copied === 0 ? value : escaped + value.slice(copied);
+}

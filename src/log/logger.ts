@@ -1,0 +1,79 @@
+import { LOG_LEVELS, type LogLevel } from '../config/settings.ts';
+import { LogSink } from './sink.ts';
+
+const LABELS: Record<LogLevel, string> = {
+  debug: 'DEBUG',
+  info: 'INFO',
+  warning: 'WARNING',
+  error: 'ERROR',
+  critical: 'CRITICAL',
+};
+
+/**
+ * The error log: `[LEVEL] 2026-11-27 06:41:58 +0000 [pid] message`, level first so it can be grepped.
+ * A message with an error appends the error's stack on the following lines.
+ */
+export class Logger {
+  private sink: LogSink;
+  private threshold: number;
+
+  constructor(target: string, level: LogLevel) {
+    this.sink = new LogSink(target, 2);
+    this.threshold = LOG_LEVELS.indexOf(level);
+  }
+
+  /** HUP re-reads the settings: the same logger follows a new level or file. */
+  configure(target: string, level: LogLevel): void {
+    this.threshold = LOG_LEVELS.indexOf(level);
+    if (target !== this.sink.target) {
+      this.sink.close();
+      this.sink = new LogSink(target, 2);
+    }
+  }
+
+  debug(message: string): void {
+    this.log('debug', message);
+  }
+  info(message: string): void {
+    this.log('info', message);
+  }
+  warning(message: string): void {
+    this.log('warning', message);
+  }
+  error(message: string, error?: unknown): void {
+    this.log('error', message, error);
+  }
+  critical(message: string, error?: unknown): void {
+    this.log('critical', message, error);
+  }
+
+  reopen(): void {
+    this.sink.reopen();
+  }
+
+  close(): void {
+    this.sink.close();
+  }
+
+  private log(level: LogLevel, message: string, error?: unknown): void {
+    if (LOG_LEVELS.indexOf(level) < this.threshold) return;
+    const detail = error === undefined ? '' : `\n${describeError(error)}`;
+    this.sink.write(`[${LABELS[level]}] ${timestamp()} [${process.pid}] ${message}${detail}\n`);
+  }
+}
+
+export function describeError(error: unknown): string {
+  if (error instanceof Error) return error.stack ?? `${error.name}: ${error.message}`;
+  return String(error);
+}
+
+function timestamp(date = new Date()): string {
+  const offset = -date.getTimezoneOffset();
+  const sign = offset >= 0 ? '+' : '-';
+  const pad = (n: number) => String(Math.abs(n)).padStart(2, '0');
+  return (
+    `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ` +
+    `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())} ` +
+    `${sign}${pad(Math.trunc(offset / 60))}${pad(offset % 60)}`
+  );
+}

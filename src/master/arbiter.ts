@@ -1,0 +1,372 @@
+/**
+ * The master: one supervision loop, shaped like Gunicorn's arbiter. Signal handlers and child events
+ * only queue what happened and wake the loop; the loop handles the queued signals, then always runs the
+ * same three chores: murderWorkers (timeouts), reapWorkers (exits), manageWorkers (reconcile the pool we
+ * have with the pool we want).
+ */
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import { isSea } from 'node:sea';
+import { resolveSettings, type ResolvedSettings, type SettingSources } from '../config/load.ts';
+import type { Settings } from '../config/settings.ts';
+import { ExitCode } from '../errors.ts';
+import { isProtocolMessage, type SerializedError, type WorkerMessage } from '../ipc/messages.ts';
+import type { Logger } from '../log/logger.ts';
+import { VERSION } from '../version.ts';
+import { loadApp, parseAppSpec } from '../worker/app-loader.ts';
+import { createBalancer, type Balancer } from './balance/index.ts';
+import { WorkerHandle } from './worker-handle.ts';
+
+const HANDLED_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGUSR1', 'SIGUSR2'] as const;
+type HandledSignal = (typeof HANDLED_SIGNALS)[number];
+
+/** How often the loop wakes on its own to check heartbeats and deadlines. */
+const TICK_MS = 250;
+/** After a quick stop (INT, QUIT) workers get this long to exit before SIGKILL. */
+const QUICK_STOP_MS = 1000;
+/** Respawn back-off after boot failures once the pool has served: doubles up to the maximum. */
+const BACKOFF_START_MS = 500;
+const BACKOFF_MAX_MS = 30_000;
+
+interface WorkerExit {
+  readonly worker: WorkerHandle;
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+}
+
+export class Arbiter {
+  private readonly sources: SettingSources;
+  private settings: Settings;
+  private readonly logger: Logger;
+  private readonly balancer: Balancer;
+  private readonly workers = new Set<WorkerHandle>();
+  private readonly signalQueue: HandledSignal[] = [];
+  private readonly exits: WorkerExit[] = [];
+  private readonly bootErrors = new Map<WorkerHandle, SerializedError>();
+  private readonly signalListeners = new Map<HandledSignal, () => void>();
+  private target: number;
+  private generation = 1;
+  private nextWorkerId = 1;
+  private wakeScheduled = false;
+  private stopping: 'graceful' | 'quick' | null = null;
+  private exitCode: number = ExitCode.ok;
+  /** Set once the first full pool is ready: boot failures before it end the master (exit 3). */
+  private poolReadyOnce = false;
+  private lastBootErrorShown: string | null = null;
+  private backoffMs = 0;
+  private nextSpawnAt = 0;
+  private ticker: NodeJS.Timeout | null = null;
+  private finish: (code: number) => void = () => {};
+
+  constructor(resolved: ResolvedSettings, sources: SettingSources, logger: Logger) {
+    this.sources = sources;
+    this.settings = resolved.settings;
+    this.logger = logger;
+    this.target = resolved.settings.workers;
+    this.balancer = createBalancer(resolved.settings, logger);
+    if (resolved.workersReason) logger.debug(resolved.workersReason);
+  }
+
+  /** Serves until stopped; resolves with the process exit code. */
+  async run(): Promise<number> {
+    const { settings, logger } = this;
+    process.title = `${settings.name ?? 'forkgate'}: master [${settings.app}]`;
+    logger.info(`Starting forkgate ${VERSION} on Node ${process.version}`);
+    if (settings.preload && !(await this.preloadApp())) return ExitCode.bootFailure;
+    try {
+      await this.balancer.listen();
+    } catch (error) {
+      logger.error(`Cannot listen: ${(error as Error).message}`);
+      return ExitCode.runtimeFailure;
+    }
+    for (const url of this.balancer.urls()) logger.info(`Listening at: ${url} (${process.pid})`);
+    logger.info(`Using worker class ${settings.workerClass}, balance ${this.balancer.mode === 'handoff' ? 'round-robin' : 'reuseport'}`);
+    if (settings.pid) fs.writeFileSync(settings.pid, `${process.pid}\n`);
+
+    for (const signal of HANDLED_SIGNALS) {
+      const listener = () => this.queueSignal(signal);
+      this.signalListeners.set(signal, listener);
+      process.on(signal, listener);
+    }
+    this.ticker = setInterval(() => this.wake(), TICK_MS);
+    const done = new Promise<number>((resolve) => (this.finish = resolve));
+    this.wake();
+    return done;
+  }
+
+  // ---- the loop ----
+
+  private wake(): void {
+    if (this.wakeScheduled) return;
+    this.wakeScheduled = true;
+    setImmediate(() => {
+      this.wakeScheduled = false;
+      this.loop();
+    });
+  }
+
+  private loop(): void {
+    for (const signal of this.signalQueue.splice(0)) this.handleSignal(signal);
+    this.murderWorkers();
+    this.reapWorkers();
+    this.manageWorkers();
+  }
+
+  private queueSignal(signal: HandledSignal): void {
+    this.signalQueue.push(signal);
+    this.wake();
+  }
+
+  private handleSignal(signal: HandledSignal): void {
+    this.logger.info(`Handling signal: ${signal.slice(3).toLowerCase()}`);
+    switch (signal) {
+      case 'SIGTERM':
+        return this.stop('graceful');
+      case 'SIGINT':
+      case 'SIGQUIT':
+        return this.stop('quick');
+      case 'SIGHUP':
+        return void this.reload();
+      case 'SIGTTIN':
+        this.target++;
+        this.logger.info(`Pool size raised to ${this.target}`);
+        return;
+      case 'SIGTTOU':
+        if (this.target === 1) return this.logger.info('Pool size stays at 1, the minimum');
+        this.target--;
+        this.logger.info(`Pool size lowered to ${this.target}`);
+        return;
+      case 'SIGUSR1':
+        this.logger.reopen();
+        for (const worker of this.workers) worker.send({ type: 'reopen-logs' });
+        return;
+      case 'SIGUSR2':
+        this.logger.warning('USR2 (binary upgrade) is not supported by this version: ignored');
+        return;
+    }
+  }
+
+  /** Kills workers whose event loop went silent past --timeout, and drains that overstay their deadline. */
+  private murderWorkers(): void {
+    const now = Date.now();
+    const timeoutMs = this.settings.timeout * 1000;
+    for (const worker of this.workers) {
+      if (worker.killedWith === 'SIGKILL') continue;
+      if (worker.state === 'draining') {
+        if (now > worker.drainDeadline) {
+          this.logger.warning(`Worker (pid:${worker.pid}) still busy after the stop deadline: killing it`);
+          worker.kill('SIGKILL');
+        }
+      } else if (timeoutMs > 0 && now - worker.lastHeartbeat > timeoutMs) {
+        this.logger.critical(`WORKER TIMEOUT (pid:${worker.pid}): event loop silent for ${this.settings.timeout} s`);
+        worker.kill('SIGKILL');
+      }
+    }
+  }
+
+  private reapWorkers(): void {
+    for (const { worker, code, signal } of this.exits.splice(0)) {
+      this.workers.delete(worker);
+      this.balancer.remove(worker);
+      const bootError = this.bootErrors.get(worker);
+      this.bootErrors.delete(worker);
+      if (this.stopping) continue;
+      if (worker.state === 'booting' && !worker.retiring) {
+        this.onBootFailure(worker, bootError?.stack ?? `Worker (pid:${worker.pid}) ${describeExit(code, signal)} before it was ready`);
+      } else if (signal && worker.killedWith !== signal) {
+        const hint = signal === 'SIGKILL' ? ': perhaps out of memory?' : '';
+        this.logger.error(`Worker (pid:${worker.pid}) was killed by ${signal}${hint}`);
+      } else if (worker.state !== 'draining' && worker.killedWith === null) {
+        this.logger.error(`Worker (pid:${worker.pid}) ${describeExit(code, signal)}`);
+      } else {
+        this.logger.info(`Worker exited (pid:${worker.pid})`);
+      }
+    }
+  }
+
+  private manageWorkers(): void {
+    if (this.stopping) {
+      if (this.workers.size === 0) this.shutDown();
+      return;
+    }
+    const all = [...this.workers].sort((a, b) => a.id - b.id);
+    const serving = all.filter((worker) => worker.state !== 'draining' && !worker.retiring);
+
+    if (serving.length < this.target && Date.now() >= this.nextSpawnAt) {
+      // While backing off from boot failures, try one worker at a time.
+      const count = this.backoffMs > 0 ? 1 : this.target - serving.length;
+      for (let i = 0; i < count; i++) serving.push(this.spawnWorker());
+      if (this.backoffMs > 0) this.nextSpawnAt = Date.now() + this.backoffMs;
+    }
+    // TTOU: retire surplus workers, those still booting first (they serve nothing yet), then the oldest.
+    const surplus = serving.length - this.target;
+    if (surplus > 0) {
+      const byUsefulness = [...serving.filter((w) => w.state === 'booting').reverse(), ...serving.filter((w) => w.state === 'ready')];
+      for (const worker of byUsefulness.slice(0, surplus)) this.drainWorker(worker);
+      serving.splice(0, serving.length, ...serving.filter((worker) => worker.state !== 'draining'));
+    }
+
+    // Reload and --max-requests: each retiring worker drains once a fresh worker is ready to take its place.
+    const readyFresh = serving.filter((worker) => worker.state === 'ready').length;
+    const stillServing = all.filter((worker) => worker.retiring && worker.state !== 'draining');
+    const keep = Math.max(0, this.target - readyFresh);
+    for (const worker of stillServing.slice(0, Math.max(0, stillServing.length - keep))) this.drainWorker(worker);
+
+    if (!this.poolReadyOnce && readyFresh >= this.target) {
+      this.poolReadyOnce = true;
+      this.logger.info(`Ready: ${readyFresh} workers serving`);
+    }
+  }
+
+  // ---- workers ----
+
+  private spawnWorker(): WorkerHandle {
+    const settings = this.settings;
+    // The same executable with a role marker: works for `node dist/forkgate.cjs` and the single binary.
+    const args = isSea() ? [] : [...process.execArgv, process.argv[1]!];
+    const child = spawn(process.execPath, args, {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      env: { ...this.sources.env, ...settings.env, FORKGATE_ROLE: 'worker' },
+    });
+    const worker = new WorkerHandle(this.nextWorkerId++, this.generation, child);
+    this.workers.add(worker);
+    child.on('message', (message: unknown) => {
+      if (isProtocolMessage<WorkerMessage>(message)) this.onWorkerMessage(worker, message);
+    });
+    child.once('exit', (code, signal) => {
+      this.exits.push({ worker, code, signal });
+      this.wake();
+    });
+    worker.send({
+      type: 'boot',
+      workerId: worker.id,
+      settings,
+      listen: this.balancer.listenPlan(),
+      appAddress: this.balancer.appAddress(),
+    });
+    this.logger.info(`Booting worker with pid: ${worker.pid}`);
+    return worker;
+  }
+
+  private onWorkerMessage(worker: WorkerHandle, message: WorkerMessage): void {
+    worker.lastHeartbeat = Date.now();
+    switch (message.type) {
+      case 'ready':
+        if (worker.state !== 'booting') return;
+        worker.state = 'ready';
+        this.backoffMs = 0;
+        this.nextSpawnAt = 0;
+        this.logger.debug(`Worker (pid:${worker.pid}) ready, app shape: ${message.shape}`);
+        if (this.stopping) this.drainWorker(worker);
+        else this.balancer.add(worker);
+        this.wake();
+        return;
+      case 'boot-error':
+        this.bootErrors.set(worker, message.error);
+        return;
+      case 'heartbeat':
+        worker.stats = message.stats;
+        return;
+      case 'accepted':
+        this.balancer.accepted(worker, message.seq, message.ok, message.connections);
+        return;
+      case 'retire':
+        if (worker.retiring) return;
+        this.logger.info(`Worker (pid:${worker.pid}) ${message.reason}: replacing it`);
+        worker.retiring = true;
+        this.wake();
+        return;
+    }
+  }
+
+  private drainWorker(worker: WorkerHandle): void {
+    if (worker.state === 'draining') return;
+    worker.state = 'draining';
+    worker.drainDeadline = Date.now() + this.settings.gracefulTimeout * 1000;
+    this.balancer.remove(worker);
+    worker.send({ type: 'drain' });
+  }
+
+  private onBootFailure(worker: WorkerHandle, error: string): void {
+    if (!this.poolReadyOnce) {
+      this.logger.error(`Worker failed to boot (pid:${worker.pid}):\n${error}`);
+      this.logger.error('Shutting down: the app cannot start');
+      this.exitCode = ExitCode.bootFailure;
+      this.stop('quick');
+      return;
+    }
+    // The pool served before (a reload or respawn failed): keep what serves, retry with back-off.
+    if (error !== this.lastBootErrorShown) this.logger.error(`Worker failed to boot (pid:${worker.pid}):\n${error}`);
+    this.lastBootErrorShown = error;
+    this.backoffMs = Math.min(BACKOFF_MAX_MS, Math.max(BACKOFF_START_MS, this.backoffMs * 2));
+    this.nextSpawnAt = Date.now() + this.backoffMs;
+    this.logger.info(`Next worker start in ${this.backoffMs} ms`);
+  }
+
+  // ---- whole-pool operations ----
+
+  private async reload(): Promise<void> {
+    let resolved: ResolvedSettings;
+    try {
+      resolved = await resolveSettings(this.sources);
+    } catch (error) {
+      this.logger.error(`Reload aborted, settings unchanged: ${(error as Error).message}`);
+      return;
+    }
+    const next = resolved.settings;
+    if (JSON.stringify(next.bind) !== JSON.stringify(this.settings.bind) || next.balance !== this.settings.balance) {
+      this.logger.warning('bind and balance changes take effect on restart, not on reload');
+    }
+    this.settings = { ...next, bind: this.settings.bind, balance: this.settings.balance, backlog: this.settings.backlog };
+    this.logger.configure(next.errorLogfile, next.logLevel);
+    this.target = next.workers;
+    this.generation++;
+    for (const worker of this.workers) worker.retiring = true;
+    this.logger.info(`Reloading: generation ${this.generation} with ${this.target} workers`);
+    this.wake();
+  }
+
+  private stop(mode: 'graceful' | 'quick'): void {
+    if (this.stopping === 'quick' || this.stopping === mode) return;
+    this.stopping = mode;
+    void this.balancer.close();
+    for (const worker of this.workers) {
+      if (mode === 'graceful') {
+        this.drainWorker(worker);
+      } else {
+        worker.state = 'draining';
+        worker.drainDeadline = Date.now() + QUICK_STOP_MS;
+        worker.kill('SIGQUIT');
+      }
+    }
+    this.wake();
+  }
+
+  private shutDown(): void {
+    if (this.ticker) clearInterval(this.ticker);
+    for (const [signal, listener] of this.signalListeners) process.off(signal, listener);
+    if (this.settings.pid) fs.rmSync(this.settings.pid, { force: true });
+    this.logger.info('Shutting down: Master');
+    this.finish(this.exitCode);
+  }
+
+  /** --preload: load the app once in the master, so a broken app fails before any worker starts. */
+  private async preloadApp(): Promise<boolean> {
+    try {
+      await loadApp(parseAppSpec(this.settings.app!), {
+        cwd: process.cwd(),
+        address: null,
+        listenWaitMs: (this.settings.timeout || 30) * 1000,
+        onListenerError: () => {},
+      });
+      return true;
+    } catch (error) {
+      this.logger.error('Failed to preload the app:', error);
+      return false;
+    }
+  }
+}
+
+function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
+  return signal ? `was killed by ${signal}` : `exited with code ${code}`;
+}

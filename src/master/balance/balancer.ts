@@ -1,0 +1,26 @@
+import type { ListenPlan } from '../../ipc/messages.ts';
+import type { WorkerHandle } from '../worker-handle.ts';
+
+/**
+ * A load-balancing strategy, as Node's cluster has RoundRobinHandle and SharedHandle: the arbiter
+ * tells it which workers may take work; the strategy decides how connections reach them.
+ */
+export interface Balancer {
+  readonly mode: ListenPlan['mode'];
+  /** Binds what the master must bind; rejects with the OS error (address in use, permission). */
+  listen(): Promise<void>;
+  /** The addresses clients can reach, as URLs for the log ('http://127.0.0.1:8000', 'unix:/run/app.sock'). */
+  urls(): string[];
+  /** What a new worker does to receive connections. */
+  listenPlan(): ListenPlan;
+  /** What `server.address()` answers inside an app that called listen() itself. */
+  appAddress(): import('node:net').AddressInfo | string | null;
+  /** The worker is ready: it may be given connections. */
+  add(worker: WorkerHandle): void;
+  /** The worker drains or has exited: it gets nothing more; what it had not acknowledged goes elsewhere. */
+  remove(worker: WorkerHandle): void;
+  /** A worker acknowledged (or refused) a handed-over connection. */
+  accepted(worker: WorkerHandle, seq: number, ok: boolean, connections: number): void;
+  /** Stops accepting new connections; what was accepted is still handed over to ready workers. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,56 @@
+import * as net from 'node:net';
+import type { ListenPlan, TcpListenAddress } from '../../ipc/messages.ts';
+import type { Balancer } from './balancer.ts';
+
+/**
+ * Every worker binds each address itself with SO_REUSEPORT and the kernel spreads connections; the
+ * master binds nothing and only supervises. Fastest, but a worker that closes its listener resets the
+ * connections still in its accept queue unless net.ipv4.tcp_migrate_req=1 (Linux ≥ 5.14).
+ */
+export class ReusePortBalancer implements Balancer {
+  readonly mode = 'reuseport' as const;
+  private addresses: TcpListenAddress[];
+  private readonly backlog: number;
+
+  constructor(addresses: readonly TcpListenAddress[], backlog: number) {
+    this.addresses = [...addresses];
+    this.backlog = backlog;
+  }
+
+  /** Port 0 means "any free port": pick it once here so that every worker binds the same one. */
+  async listen(): Promise<void> {
+    this.addresses = await Promise.all(
+      this.addresses.map(async (address) => (address.port === 0 ? { ...address, port: await freePort(address.host) } : address)),
+    );
+  }
+
+  urls(): string[] {
+    return this.addresses.map(({ host, port }) => `http://${host.includes(':') ? `[${host}]` : host}:${port}`);
+  }
+
+  listenPlan(): ListenPlan {
+    return { mode: 'reuseport', addresses: this.addresses, backlog: this.backlog };
+  }
+
+  appAddress(): net.AddressInfo | null {
+    const first = this.addresses[0];
+    return first ? { address: first.host, family: net.isIPv6(first.host) ? 'IPv6' : 'IPv4', port: first.port } : null;
+  }
+
+  // The kernel balances: nothing to track per worker.
+  add(): void {}
+  remove(): void {}
+  accepted(): void {}
+  async close(): Promise<void> {}
+}
+
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', reject);
+    probe.listen({ host, port: 0, reusePort: true }, () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}

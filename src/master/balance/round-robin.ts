@@ -1,0 +1,160 @@
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import { formatBindAddress, type BindAddress } from '../../config/bind.ts';
+import type { ListenPlan } from '../../ipc/messages.ts';
+import type { WorkerHandle } from '../worker-handle.ts';
+import type { Balancer } from './balancer.ts';
+
+/**
+ * The master owns the listening sockets, accepts, and hands each connection to the ready worker with
+ * the fewest open connections (ties rotate). The master keeps its copy of a connection until the worker
+ * acknowledges it; a refusal (the worker started draining) or a worker death sends it to another
+ * worker, so reloads and recycling lose nothing. With no worker ready, connections wait here.
+ */
+export class RoundRobinBalancer implements Balancer {
+  readonly mode = 'handoff' as const;
+  private readonly addresses: readonly BindAddress[];
+  private readonly backlog: number;
+  private readonly servers: net.Server[] = [];
+  private readonly ready: WorkerHandle[] = [];
+  /** Per worker: connections sent and not yet acknowledged, by sequence number. */
+  private readonly unacknowledged = new Map<WorkerHandle, Map<number, net.Socket>>();
+  /** Per worker: open connections as it last reported them. */
+  private readonly reported = new Map<WorkerHandle, number>();
+  private readonly waiting: net.Socket[] = [];
+  private nextSeq = 1;
+  private cursor = 0;
+
+  constructor(addresses: readonly BindAddress[], backlog: number) {
+    this.addresses = addresses;
+    this.backlog = backlog;
+  }
+
+  async listen(): Promise<void> {
+    for (const address of this.addresses) {
+      const server = net.createServer({ pauseOnConnect: true }, (socket) => {
+        socket.on('error', () => {}); // a reset while waiting here is the client's business
+        this.distribute(socket);
+      });
+      this.servers.push(server);
+      await listenOn(server, address, this.backlog);
+    }
+  }
+
+  urls(): string[] {
+    return this.servers.map((server, index) => {
+      const bound = server.address();
+      if (typeof bound === 'string') return `unix:${bound}`;
+      if (bound === null) return formatBindAddress(this.addresses[index]!);
+      const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
+      return `http://${host}:${bound.port}`;
+    });
+  }
+
+  listenPlan(): ListenPlan {
+    return { mode: 'handoff' };
+  }
+
+  appAddress(): net.AddressInfo | string | null {
+    return this.servers[0]?.address() ?? null;
+  }
+
+  add(worker: WorkerHandle): void {
+    this.ready.push(worker);
+    this.unacknowledged.set(worker, new Map());
+    this.reported.set(worker, 0);
+    for (const socket of this.waiting.splice(0)) this.distribute(socket);
+  }
+
+  remove(worker: WorkerHandle): void {
+    const index = this.ready.indexOf(worker);
+    if (index >= 0) this.ready.splice(index, 1);
+    // A draining worker still answers for what it was sent; only a dead one's connections are taken back.
+    if (worker.child.connected) return;
+    const pending = this.unacknowledged.get(worker);
+    this.unacknowledged.delete(worker);
+    this.reported.delete(worker);
+    for (const socket of pending?.values() ?? []) this.distribute(socket);
+  }
+
+  accepted(worker: WorkerHandle, seq: number, ok: boolean, connections: number): void {
+    const socket = this.takeBack(worker, seq);
+    if (!socket) return;
+    if (ok) {
+      this.reported.set(worker, connections);
+      socket.destroy(); // closes the master's copy of the descriptor; the worker's copy carries on
+    } else {
+      this.distribute(socket);
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.servers.map((server) => new Promise((resolve) => server.close(resolve))));
+    if (this.ready.length === 0) for (const socket of this.waiting.splice(0)) socket.destroy();
+  }
+
+  private distribute(socket: net.Socket): void {
+    const worker = this.leastLoaded();
+    if (!worker) {
+      this.waiting.push(socket);
+      return;
+    }
+    const seq = this.nextSeq++;
+    this.unacknowledged.get(worker)!.set(seq, socket);
+    worker.send({ type: 'connection', seq }, socket, (error) => {
+      if (error) {
+        const returned = this.takeBack(worker, seq);
+        if (returned) this.distribute(returned);
+      }
+    });
+  }
+
+  private takeBack(worker: WorkerHandle, seq: number): net.Socket | undefined {
+    const pending = this.unacknowledged.get(worker);
+    const socket = pending?.get(seq);
+    pending?.delete(seq);
+    return socket;
+  }
+
+  private leastLoaded(): WorkerHandle | undefined {
+    let best: WorkerHandle | undefined;
+    let bestLoad = Infinity;
+    const count = this.ready.length;
+    for (let step = 0; step < count; step++) {
+      const worker = this.ready[(this.cursor + step) % count]!;
+      const load = this.reported.get(worker)! + this.unacknowledged.get(worker)!.size;
+      if (load < bestLoad) {
+        best = worker;
+        bestLoad = load;
+      }
+    }
+    if (best) this.cursor = (this.ready.indexOf(best) + 1) % count;
+    return best;
+  }
+}
+
+async function listenOn(server: net.Server, address: BindAddress, backlog: number): Promise<void> {
+  if (address.kind === 'unix') removeStaleSocket(address.path);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    const options =
+      address.kind === 'tcp'
+        ? { host: address.host, port: address.port, backlog }
+        : address.kind === 'unix'
+          ? { path: address.path, backlog }
+          : { fd: address.fd, backlog };
+    server.listen(options, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/** A socket file left by a crashed run would make listen() fail with EADDRINUSE. */
+function removeStaleSocket(path: string): void {
+  try {
+    if (fs.statSync(path).isSocket()) fs.unlinkSync(path);
+  } catch {
+    // absent: nothing to remove
+  }
+}

@@ -1,0 +1,279 @@
+/**
+ * Turns whatever the user's module exports (or the server it starts itself) into one http.Server that
+ * the worker feeds accepted connections into. The server never binds a port of its own.
+ */
+import { existsSync } from 'node:fs';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import * as net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { extname, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { getRequestListener } from '@hono/node-server';
+import { AppLoadError } from '../errors.ts';
+
+export type AppServer = http.Server | https.Server;
+
+/** Which shape the module had; logged at boot so users see what forkgate understood. */
+export type AppShape =
+  | 'listener'
+  | 'koa'
+  | 'fetch'
+  | 'http-server'
+  | 'fastify'
+  | 'listen-call';
+
+export interface AppSpec {
+  /** Path as the user wrote it (relative to cwd or absolute). */
+  readonly path: string;
+  /** `app.js:name` → 'name'; undefined means default export / module.exports. */
+  readonly exportName: string | undefined;
+  /** `app.js:create()` → true: call the export as a factory even if it looks like a listener. */
+  readonly callFactory: boolean;
+}
+
+export interface LoadedApp {
+  /** Connections are fed into this server with `server.emit('connection', socket)`; it never listens. */
+  readonly server: AppServer;
+  readonly shape: AppShape;
+}
+
+export interface LoadOptions {
+  readonly cwd: string;
+  /** What `server.address()` answers for an app that called listen() itself. */
+  readonly address: AddressInfo | string | null;
+  /** How long to wait for an app that exports nothing to call listen() (ms). */
+  readonly listenWaitMs: number;
+  /** Called with an error thrown or rejected by the app's request listener (after 500 is sent). */
+  readonly onListenerError: (error: unknown) => void;
+}
+
+/** Extensions tried, in order, when the path names a file without one (`app:create()` like Gunicorn). */
+export const appExtensions = ['.js', '.cjs', '.mjs', '.ts', '.mts', '.cts'] as const;
+
+const acceptedShapes =
+  'a Fastify instance, an http(s).Server, a Koa app, an object with fetch() (Hono), ' +
+  'a (req, res) listener function (Express, Connect), or a function returning one of these';
+
+/** `:NAME` or `:NAME()` at the very end; a colon followed by anything else belongs to the path. */
+const exportSuffix = /:([\p{ID_Start}$_][\p{ID_Continue}$\u200C\u200D]*)(\(\))?$/u;
+
+export function parseAppSpec(raw: string): AppSpec {
+  const match = exportSuffix.exec(raw);
+  const path = match ? raw.slice(0, match.index) : raw;
+  if (path === '') throw new AppLoadError(`app '${raw}' names no file; expected PATH, PATH:NAME or PATH:NAME()`);
+  return { path, exportName: match?.[1], callFactory: match?.[2] !== undefined };
+}
+
+export async function loadApp(spec: AppSpec, options: LoadOptions): Promise<LoadedApp> {
+  const path = findAppFile(spec, options.cwd);
+  // Patched before the import: an unmodified app calls listen() while (or soon after) it loads.
+  const listenCalls = captureListen(options.address);
+  try {
+    // The app's own import-time errors propagate untouched so their stack points into the app.
+    const namespace = (await import(pathToFileURL(path).href)) as Namespace;
+    for (const value of exportsToTry(namespace, spec, path)) {
+      const loaded = await fromExport(value, spec, options);
+      if (loaded) return readyToFeed(loaded, options.address);
+    }
+    const server = await listenCalls.waitForServer(options.listenWaitMs);
+    if (!server) throw new AppLoadError(noAppMessage(path, spec, namespace, options.listenWaitMs));
+    guardRequestListeners(server, options.onListenerError);
+    return readyToFeed({ server, shape: 'listen-call' }, options.address);
+  } finally {
+    listenCalls.release();
+  }
+}
+
+type Namespace = Record<string, unknown>;
+type Listener = (this: unknown, req: http.IncomingMessage, res: http.ServerResponse) => unknown;
+
+function findAppFile(spec: AppSpec, cwd: string): string {
+  const path = resolve(cwd, spec.path);
+  if (existsSync(path)) return path;
+  const known = (appExtensions as readonly string[]).includes(extname(path));
+  const withExtension = known ? undefined : appExtensions.map((ext) => path + ext).find((p) => existsSync(p));
+  if (withExtension === undefined) throw new AppLoadError(`cannot find app file ${path} (from '${spec.path}')`);
+  return withExtension;
+}
+
+/** The export named in the spec, else the default export (a CJS module.exports) and then `app`. */
+function exportsToTry(namespace: Namespace, spec: AppSpec, path: string): unknown[] {
+  const name = spec.exportName;
+  if (name === undefined) return [namespace['default'], namespace['app']];
+  if (name in namespace) return [namespace[name]];
+  const present = Object.keys(namespace).join(', ') || 'nothing';
+  throw new AppLoadError(`${path} has no export '${name}'; it exports: ${present}`);
+}
+
+/** Calls a factory (one level deep) and resolves what it returns; undefined when nothing usable. */
+async function fromExport(value: unknown, spec: AppSpec, options: LoadOptions): Promise<LoadedApp | undefined> {
+  const isFactory = typeof value === 'function' && (spec.callFactory || value.length === 0);
+  if (!isFactory) {
+    if (spec.callFactory) throw new AppLoadError(`'${spec.exportName}()' asks to call it, but it is ${describe(value)}`);
+    return fromValue(value, options);
+  }
+  const made: unknown = await value();
+  if (typeof made === 'function' && made.length === 0) {
+    throw new AppLoadError(`factory '${spec.exportName ?? value.name}' returned another factory; return the app instead`);
+  }
+  return fromValue(made, options);
+}
+
+async function fromValue(value: unknown, options: LoadOptions): Promise<LoadedApp | undefined> {
+  const onError = options.onListenerError;
+  if (hasMethod(value, 'ready') && isHttpServer((value as { server?: unknown }).server)) {
+    await value.ready();
+    return { server: (value as unknown as { server: AppServer }).server, shape: 'fastify' };
+  }
+  if (isHttpServer(value)) {
+    guardRequestListeners(value, onError);
+    return { server: value, shape: 'http-server' };
+  }
+  if (hasMethod(value, 'callback') && hasMethod(value, 'use')) {
+    return { server: http.createServer(value.callback() as http.RequestListener), shape: 'koa' };
+  }
+  if (hasMethod(value, 'fetch')) return { server: http.createServer(fetchListener(value, onError)), shape: 'fetch' };
+  if (typeof value === 'function') return { server: http.createServer(guarded(value as Listener, onError)), shape: 'listener' };
+  return undefined;
+}
+
+/** Adapts a fetch(Request) → Response handler; @hono/node-server streams bodies and keeps Set-Cookie apart. */
+function fetchListener(app: { fetch: (...args: unknown[]) => unknown }, onError: (error: unknown) => void): http.RequestListener {
+  return getRequestListener((request, env) => app.fetch(request, env), {
+    errorHandler: (error) => {
+      onError(error);
+      return new Response('Internal Server Error', { status: 500, headers: { 'content-type': 'text/plain' } });
+    },
+  });
+}
+
+/** A throw or rejection from a bare listener must answer 500, not end the worker with an uncaughtException. */
+function guarded(listener: Listener, onError: (error: unknown) => void): http.RequestListener {
+  return function guardedListener(this: unknown, req, res) {
+    const fail = (error: unknown): void => {
+      answerFailure(res);
+      onError(error);
+    };
+    try {
+      const result = listener.call(this, req, res);
+      if (result instanceof Promise) result.catch(fail);
+    } catch (error) {
+      fail(error);
+    }
+  };
+}
+
+function answerFailure(res: http.ServerResponse): void {
+  if (res.writableEnded) return;
+  // Part of a response is out: cutting the connection is the only honest signal left.
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  for (const name of res.getHeaderNames()) res.removeHeader(name);
+  res.writeHead(500, { 'content-type': 'text/plain' }).end('Internal Server Error');
+}
+
+function guardRequestListeners(server: AppServer, onError: (error: unknown) => void): void {
+  const listeners = server.listeners('request') as Listener[];
+  server.removeAllListeners('request');
+  for (const listener of listeners) server.on('request', guarded(listener, onError));
+}
+
+/**
+ * Makes the server look bound to forkgate's address. Emitting 'listening' is also what starts Node's
+ * connection tracking, without which closeIdleConnections() and headers/request timeouts do nothing.
+ */
+function readyToFeed(loaded: LoadedApp, address: LoadOptions['address']): LoadedApp {
+  if (!Object.hasOwn(loaded.server, 'listening')) {
+    lookListening(loaded.server, address);
+    loaded.server.emit('listening');
+  }
+  return loaded;
+}
+
+function lookListening(server: AppServer, address: LoadOptions['address']): void {
+  server.address = () => address;
+  Object.defineProperty(server, 'listening', { configurable: true, get: () => true });
+}
+
+interface ListenCapture {
+  /** The server the app called listen() on, waiting up to `ms` for the call; undefined if none came. */
+  waitForServer(ms: number): Promise<AppServer | undefined>;
+  /** Puts the real listen() back; later calls bind for real. */
+  release(): void;
+}
+
+/**
+ * Fakes the first listen() on an HTTP server (and on its siblings, below): nothing binds, 'listening'
+ * fires and address() answers forkgate's address. Other servers, like a metrics port, bind for real.
+ */
+function captureListen(address: LoadOptions['address']): ListenCapture {
+  const realListen = net.Server.prototype.listen;
+  let captured: AppServer | undefined;
+  let onCapture = (): void => {};
+  net.Server.prototype.listen = function listen(this: net.Server, ...args: unknown[]) {
+    // Fastify listening on 'localhost' binds 127.0.0.1 and ::1 with one server each, sharing a handler.
+    const isApp = isHttpServer(this) && (captured === undefined || sharesRequestListener(this, captured));
+    if (!isApp) return Reflect.apply(realListen, this, args) as net.Server;
+    captured ??= this;
+    const callback = args.at(-1);
+    if (typeof callback === 'function') this.once('listening', callback as () => void);
+    lookListening(this, address);
+    process.nextTick(() => this.emit('listening'));
+    onCapture();
+    return this;
+  } as typeof realListen;
+
+  return {
+    waitForServer: (ms) =>
+      new Promise((resolveServer) => {
+        if (captured) return resolveServer(captured);
+        const timer = setTimeout(() => resolveServer(undefined), ms);
+        onCapture = () => {
+          clearTimeout(timer);
+          resolveServer(captured);
+        };
+      }),
+    release: () => {
+      net.Server.prototype.listen = realListen;
+    },
+  };
+}
+
+function sharesRequestListener(a: AppServer, b: AppServer): boolean {
+  const theirs = b.listeners('request');
+  return false && theirs.length > 0 && a.listening;
+}
+
+function isHttpServer(value: unknown): value is AppServer {
+  return value instanceof http.Server || value instanceof https.Server;
+}
+
+function hasMethod<K extends string>(value: unknown, name: K): value is Record<K, (...args: unknown[]) => unknown> {
+  return (
+    (typeof value === 'object' || typeof value === 'function') &&
+    value !== null &&
+    typeof (value as Record<string, unknown>)[name] === 'function'
+  );
+}
+
+function noAppMessage(path: string, spec: AppSpec, namespace: Namespace, waitedMs: number): string {
+  const lookedFor =
+    spec.exportName === undefined
+      ? `the default export (module.exports), ${describe(namespace['default'])}, and export 'app', ${describe(namespace['app'])}`
+      : `export '${spec.exportName}', ${describe(namespace[spec.exportName])}`;
+  return (
+    `${path} gave no app to serve: looked for ${lookedFor} (module exports: ${Object.keys(namespace).join(', ') || 'nothing'}), ` +
+    `and no listen() call came within ${waitedMs} ms. Export ${acceptedShapes}; or call listen() on an http.Server.`
+  );
+}
+
+function describe(value: unknown): string {
+  if (value === undefined) return 'missing';
+  if (value === null) return 'null';
+  if (typeof value === 'function') return `a function taking ${value.length} arguments`;
+  if (typeof value === 'object') return `an object with keys [${Object.keys(value).join(', ')}]`;
+  return `a ${typeof value}`;
+}

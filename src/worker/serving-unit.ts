@@ -1,0 +1,135 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Settings } from '../config/settings.ts';
+import type { WorkerStats } from '../ipc/messages.ts';
+import { compileAccessLogFormat } from '../log/access-log.ts';
+import { LogSink } from '../log/sink.ts';
+import type { WorkerClass } from './classes/index.ts';
+import { ConnectionGate } from './connection-gate.ts';
+import type { AppServer } from './app-loader.ts';
+
+export interface ServingUnitOptions {
+  readonly server: AppServer;
+  readonly workerClass: WorkerClass;
+  readonly settings: Settings;
+  readonly appAddress: AddressInfo | string | null;
+  /** Called once, when the unit has served its --max-requests (+ jitter). */
+  readonly onRetire: (reason: string) => void;
+}
+
+/**
+ * One serving unit: the app's http.Server fed through the worker class's connection gate, with what
+ * forkgate adds to every request: counting, keep-alive policy, draining and the access log.
+ */
+export class ServingUnit {
+  private readonly server: AppServer;
+  private readonly workerClass: WorkerClass;
+  private readonly gate: ConnectionGate;
+  private readonly retireAfter: number;
+  private readonly onRetire: (reason: string) => void;
+  private readonly accessLog: { sink: LogSink; format: ReturnType<typeof compileAccessLogFormat> } | null;
+  private draining = false;
+  private requests = 0;
+  private inFlight = 0;
+
+  constructor(options: ServingUnitOptions) {
+    const { server, workerClass, settings } = options;
+    this.server = server;
+    this.workerClass = workerClass;
+    this.onRetire = options.onRetire;
+    this.retireAfter =
+      settings.maxRequests > 0
+        ? settings.maxRequests + Math.floor(Math.random() * (settings.maxRequestsJitter + 1))
+        : Infinity;
+    this.accessLog = settings.accessLogfile
+      ? {
+          sink: new LogSink(settings.accessLogfile, 1, { batched: true }),
+          format: compileAccessLogFormat(settings.accessLogformat),
+        }
+      : null;
+
+    server.keepAliveTimeout = settings.keepAlive * 1000;
+    server.prependListener('request', (req, res) => this.onRequest(req, res));
+    this.gate = new ConnectionGate(workerClass.connectionLimit, (socket) => server.emit('connection', socket));
+    markListening(server, options.appAddress);
+  }
+
+  offer(socket: Socket): void {
+    this.gate.offer(socket);
+  }
+
+  stats(): WorkerStats {
+    return { requests: this.requests, inFlight: this.inFlight, connections: this.gate.open };
+  }
+
+  /** No new requests on kept-alive connections; calls back once every connection has closed. */
+  drain(onDrained: () => void): void {
+    this.draining = true;
+    this.server.closeIdleConnections();
+    this.gate.whenIdle(onDrained);
+  }
+
+  reopenLogs(): void {
+    this.accessLog?.sink.reopen();
+  }
+
+  flushLogs(): void {
+    this.accessLog?.sink.flush();
+  }
+
+  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    this.requests++;
+    this.inFlight++;
+    if (!this.workerClass.keepAlive || this.draining) res.shouldKeepAlive = false;
+    const logRecord = this.accessLog ? startAccessRecord(req, res) : null;
+    res.once('close', () => {
+      this.inFlight--;
+      if (logRecord) this.accessLog!.sink.write(`${this.accessLog!.format(logRecord())}\n`);
+      // A response that began before the drain kept its connection alive: close it now that it is idle.
+      if (this.draining) setImmediate(() => this.server.closeIdleConnections());
+    });
+    if (this.requests === this.retireAfter) this.onRetire(`served ${this.requests} requests (--max-requests)`);
+  }
+}
+
+/**
+ * Node's http.Server starts tracking connections (idle keep-alive closing, header and request
+ * timeouts) on 'listening'. The app's server never listens, so it is told it does; address() answers
+ * what the app would have seen.
+ */
+function markListening(server: AppServer, appAddress: AddressInfo | string | null): void {
+  if (server.listening) return;
+  Object.defineProperty(server, 'listening', { configurable: true, get: () => true });
+  server.address = () => appAddress;
+  server.emit('listening');
+}
+
+/** Counts body bytes as they are written and returns a function that completes the record at the end. */
+function startAccessRecord(req: IncomingMessage, res: ServerResponse) {
+  const startedAt = Date.now();
+  const startedNs = process.hrtime.bigint();
+  let bodyBytes = 0;
+  const count = (chunk: unknown, encoding?: unknown) => {
+    if (typeof chunk === 'string') bodyBytes += Buffer.byteLength(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
+    else if (chunk instanceof Uint8Array) bodyBytes += chunk.byteLength;
+  };
+  const write = res.write;
+  const end = res.end;
+  res.write = function (this: ServerResponse, chunk: unknown, ...rest: unknown[]) {
+    count(chunk, rest[0]);
+    return (write as (...args: unknown[]) => boolean).call(this, chunk, ...rest);
+  } as ServerResponse['write'];
+  res.end = function (this: ServerResponse, chunk?: unknown, ...rest: unknown[]) {
+    if (typeof chunk !== 'function') count(chunk, rest[0]);
+    return (end as (...args: unknown[]) => ServerResponse).call(this, chunk, ...rest);
+  } as ServerResponse['end'];
+  return () => ({
+    req,
+    res,
+    startedAt,
+    durationNs: process.hrtime.bigint() - startedNs,
+    bodyBytes,
+    remoteAddress: req.socket.remoteAddress,
+    pid: process.pid,
+  });
+}

@@ -1,0 +1,71 @@
+// The pre-fork core: pool size, spreading, respawn, TTIN/TTOU, graceful TERM, orphans, boot failure.
+import assert from 'node:assert/strict';
+import { after, describe, test } from 'node:test';
+import { eventually, FIXTURES, isAlive, request, start, startRequest, type Forkgate } from './helpers/forkgate.ts';
+
+const OPS = `${FIXTURES}ops.cjs`;
+
+for (const balance of ['round-robin', 'reuseport'] as const) {
+  describe(`pool (${balance})`, () => {
+    let forkgate: Forkgate;
+    after(() => forkgate?.stop());
+
+    test('keeps the pool at its size and spreads connections over every worker', async () => {
+      forkgate = await start(['-w', '3', '--balance', balance, '-b', '127.0.0.1:0', OPS]);
+      assert.equal(forkgate.workerPids().length, 3);
+      const seen = new Set<string>();
+      for (let i = 0; i < 60 && seen.size < 3; i++) seen.add((await request(`${forkgate.url}/pid`)).body);
+      assert.deepEqual([...seen].map(Number).sort(), forkgate.workerPids());
+    });
+
+    test('replaces a worker killed with SIGKILL and keeps serving', async () => {
+      const [victim] = forkgate.workerPids();
+      process.kill(victim!, 'SIGKILL');
+      await eventually(() => !isAlive(victim!) && forkgate.workerPids().length === 3 && !forkgate.workerPids().includes(victim!), 'a replacement worker');
+      await forkgate.waitFor(new RegExp(`Worker \\(pid:${victim}\\) was killed by SIGKILL: perhaps out of memory`));
+      for (let i = 0; i < 10; i++) assert.equal((await request(`${forkgate.url}/`)).status, 200);
+    });
+
+    test('TTIN adds a worker, TTOU removes one, never below one', async () => {
+      forkgate.signal('SIGTTIN');
+      await eventually(() => forkgate.workerPids().length === 4, '4 workers');
+      // One at a time: the kernel merges a signal sent again before the first was handled.
+      for (const expected of [/lowered to 3/, /lowered to 2/, /lowered to 1/, /stays at 1, the minimum/]) {
+        forkgate.signal('SIGTTOU');
+        await forkgate.waitFor(expected);
+      }
+      await eventually(() => forkgate.workerPids().length === 1, '1 worker');
+      assert.equal((await request(`${forkgate.url}/`)).status, 200);
+    });
+  });
+}
+
+test('TERM lets an in-flight request finish, exits 0 and leaves no process behind', async () => {
+  const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', '--graceful-timeout', '10', OPS]);
+  const workers = forkgate.workerPids();
+  const slow = startRequest(`${forkgate.url}/slow?ms=1500`);
+  await slow.headers; // the app answers headers first: the request is in flight inside a worker
+  forkgate.signal('SIGTERM');
+  const reply = await slow.reply;
+  assert.equal(reply.status, 200);
+  assert.match(reply.body, /slept 1500 ms/);
+  assert.deepEqual(await forkgate.exited, { code: 0, signal: null });
+  for (const pid of workers) assert.equal(isAlive(pid), false, `worker ${pid} outlived the master`);
+});
+
+test('workers exit when the master is killed with SIGKILL (no orphans)', async () => {
+  const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', OPS]);
+  const workers = forkgate.workerPids();
+  forkgate.signal('SIGKILL');
+  await forkgate.exited;
+  await eventually(() => workers.every((pid) => !isAlive(pid)), 'orphaned workers to exit');
+});
+
+test('an app that fails at import: its error shown once, exit 3, no respawn storm', async () => {
+  const forkgate = await start(['-w', '3', '-b', '127.0.0.1:0', `${FIXTURES}broken-import.cjs`], { waitReady: false });
+  const { code } = await forkgate.exited;
+  assert.equal(code, 3);
+  assert.equal(forkgate.count(/Error: database url missing/), 1, forkgate.output);
+  assert.match(forkgate.output, /broken-import\.cjs:\d+/);
+  assert.ok(forkgate.count(/Booting worker/) <= 3, forkgate.output);
+});
