@@ -1,0 +1,142 @@
+// Operations: max-requests recycling, hung-worker timeout, HUP reload, USR1 log reopening, access log.
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { eventually, FIXTURES, isAlive, request, start } from './helpers/forkgate.ts';
+
+const OPS = `${FIXTURES}ops.cjs`;
+const scratch = mkdtempSync(join(tmpdir(), 'forkgate-ops-'));
+after(() => rmSync(scratch, { recursive: true, force: true }));
+
+test('--max-requests retires a worker after N requests; its replacement is ready first, nothing fails', async () => {
+  const forkgate = await start(['-w', '1', '--max-requests', '5', '-b', '127.0.0.1:0', OPS]);
+  try {
+    const pids = new Set<string>();
+    // The retiring worker serves on until its replacement is ready, so keep asking (bounded).
+    for (let i = 0; i < 400 && pids.size < 3; i++) {
+      const reply = await request(`${forkgate.url}/pid`);
+      assert.equal(reply.status, 200);
+      pids.add(reply.body);
+    }
+    assert.ok(pids.size >= 3, `expected recycling, saw pids ${[...pids]}`);
+    assert.match(forkgate.output, /served 5 requests \(--max-requests\): replacing it/);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('a worker whose event loop hangs past --timeout is killed and replaced', async () => {
+  const forkgate = await start(['-w', '1', '--timeout', '1', '-b', '127.0.0.1:0', OPS]);
+  try {
+    const [hung] = forkgate.workerPids();
+    void request(`${forkgate.url}/hang`).catch(() => {}); // its connection dies with the worker
+    await forkgate.waitFor(new RegExp(`WORKER TIMEOUT \\(pid:${hung}\\)`));
+    await eventually(() => !isAlive(hung!), 'the hung worker to die');
+    await forkgate.waitFor(/Booting worker with pid: (?!${hung})\d+[\s\S]*$/);
+    const reply = await eventually(() => request(`${forkgate.url}/pid`).catch(() => null), 'the replacement to serve');
+    assert.notEqual(reply.body, String(hung));
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('HUP starts a new generation and retires the old one after it is ready', async () => {
+  const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', OPS]);
+  try {
+    const before = forkgate.workerPids();
+    forkgate.signal('SIGHUP');
+    await eventually(() => {
+      const now = forkgate.workerPids();
+      return now.length === 2 && now.every((pid) => !before.includes(pid));
+    }, 'all workers replaced');
+    for (let i = 0; i < 10; i++) {
+      const reply = await request(`${forkgate.url}/pid`);
+      assert.ok(!before.includes(Number(reply.body)), 'served by the new generation');
+    }
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('access log: Gunicorn format; USR1 reopens the file after logrotate moved it', async () => {
+  const logFile = join(scratch, 'access.log');
+  const forkgate = await start([
+    '-w', '1', '-b', '127.0.0.1:0', '--access-logfile', logFile,
+    '--access-logformat', '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s %({x-trace}i)s %({content-type}o)s',
+    `${FIXTURES}listener.cjs`,
+  ]);
+  try {
+    await request(`${forkgate.url}/first?q=1`, { headers: { 'user-agent': 'tester/1', referer: 'http://ref.example/', 'x-trace': 'abc' } });
+    const line = await eventually(() => readFileSync(logFile, 'utf8').trim(), 'the access log line');
+    assert.match(
+      line,
+      /^127\.0\.0\.1 - - \[\d{2}\/\w{3}\/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] "GET \/first\?q=1 HTTP\/1\.1" 200 \d+ "http:\/\/ref\.example\/" "tester\/1" \d+ abc \S+$/,
+    );
+    renameSync(logFile, `${logFile}.1`);
+    forkgate.signal('SIGUSR1');
+    await forkgate.waitFor(/Handling signal: usr1/);
+    await eventually(async () => {
+      await request(`${forkgate.url}/second`);
+      try {
+        return readFileSync(logFile, 'utf8').includes('GET /second');
+      } catch {
+        return false; // the worker has not reopened yet
+      }
+    }, 'a line in the reopened file');
+    assert.doesNotMatch(readFileSync(`${logFile}.1`, 'utf8'), /GET \/first[\s\S]*GET \/second[\s\S]*GET \/second[\s\S]*GET \/second/);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('serves on a unix socket', async () => {
+  const socketPath = join(scratch, 'forkgate.sock');
+  const forkgate = await start(['-w', '2', '-b', `unix:${socketPath}`, OPS]);
+  try {
+    const reply = await request('http://localhost/pid', { socketPath });
+    assert.ok(forkgate.workerPids().includes(Number(reply.body)));
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('a throwing listener answers 500 and the worker lives on', async () => {
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', `${FIXTURES}throws.cjs`]);
+  try {
+    const [pid] = forkgate.workerPids();
+    assert.equal((await request(`${forkgate.url}/throw`)).status, 500);
+    assert.equal((await request(`${forkgate.url}/reject`)).status, 500);
+    assert.equal((await request(`${forkgate.url}/`)).status, 200);
+    assert.deepEqual(forkgate.workerPids(), [pid]);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+for (const balance of ['round-robin', 'reuseport']) {
+  test(`malformed and oversized requests get 400/431, never a crashed worker (${balance})`, async () => {
+    const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', OPS]);
+    try {
+      const [pid] = forkgate.workerPids();
+      const { port } = new URL(forkgate.url);
+      const raw = (payload: string) =>
+        new Promise<string>((resolve, reject) => {
+          const socket = net.connect(Number(port), '127.0.0.1', () => socket.end(payload));
+          let answer = '';
+          socket.on('data', (chunk) => (answer += chunk));
+          socket.on('close', () => resolve(answer));
+          socket.on('error', reject);
+        });
+      assert.match(await raw('THIS IS NOT HTTP\r\n\r\n'), /^HTTP\/1\.1 400/);
+      assert.match(await raw(`GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`), /^HTTP\/1\.1 431/);
+      assert.match(await raw('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'), /^HTTP\/1\.1 400/);
+      assert.equal((await request(`${forkgate.url}/`)).status, 200);
+      assert.deepEqual(forkgate.workerPids(), [pid]);
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}

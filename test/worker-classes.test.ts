@@ -1,0 +1,42 @@
+// Worker classes: async caps connections in service without dropping any; sync serves one at a time.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { FIXTURES, request, start } from './helpers/forkgate.ts';
+
+const OPS = `${FIXTURES}ops.cjs`;
+
+test('async: --worker-connections caps what is in service; the rest wait and all succeed', async () => {
+  const forkgate = await start(['-w', '1', '--worker-connections', '2', '-b', '127.0.0.1:0', OPS]);
+  try {
+    const replies = await Promise.all(Array.from({ length: 8 }, () => request(`${forkgate.url}/slow?ms=150`)));
+    assert.deepEqual(replies.map((reply) => reply.status), Array(8).fill(200));
+    assert.equal((await request(`${forkgate.url}/max-in-flight`)).body, '2');
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('async: a single worker serves many requests at once', async () => {
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', OPS]);
+  try {
+    const replies = await Promise.all(Array.from({ length: 20 }, () => request(`${forkgate.url}/slow?ms=300`)));
+    assert.ok(replies.every((reply) => reply.status === 200));
+    assert.ok(Number((await request(`${forkgate.url}/max-in-flight`)).body) > 1);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+for (const balance of ['round-robin', 'reuseport']) {
+  test(`sync (${balance}): one request at a time per worker, Connection: close after each`, async () => {
+    const forkgate = await start(['-w', '1', '-k', 'sync', '--balance', balance, '-b', '127.0.0.1:0', OPS]);
+    try {
+      const replies = await Promise.all(Array.from({ length: 5 }, () => request(`${forkgate.url}/slow?ms=100`)));
+      assert.deepEqual(replies.map((reply) => reply.status), Array(5).fill(200));
+      assert.ok(replies.every((reply) => reply.headers.connection === 'close'));
+      assert.equal((await request(`${forkgate.url}/max-in-flight`)).body, '1');
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}
