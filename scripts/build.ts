@@ -1,7 +1,9 @@
 // Bundles src/ into dist/: the CLI (forkgate.cjs, also the single binary's entry) and the library
-// entry (index.cjs + index.d.ts) that config files import defineConfig from.
+// entry (index.cjs + types/) that config files import defineConfig from.
 import { build } from 'esbuild';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
 const root = new URL('..', import.meta.url);
 const pkg = JSON.parse(readFileSync(new URL('package.json', root), 'utf8')) as { version: string };
@@ -22,10 +24,17 @@ await Promise.all([
 ]);
 chmodSync(new URL('dist/forkgate.cjs', root), 0o755);
 
-// The public types are few: written by hand here rather than pulling in a declaration bundler.
-mkdirSync(new URL('dist', root), { recursive: true });
-writeFileSync(
-  new URL('dist/index.d.ts', root),
-  `export type ForkgateConfig = Record<string, unknown> & import('../src/index.ts').ForkgateConfig;\n` +
-    `export declare function defineConfig(config: ForkgateConfig): ForkgateConfig;\n`,
-);
+// Declarations for `import { defineConfig } from 'forkgate'`. tsc keeps the sources' `.ts` import
+// specifiers in .d.ts output; rewritten to `.js` they resolve to the emitted declarations.
+const typesDir = new URL('dist/types/', root);
+execFileSync(process.execPath, [
+  fileURLToPath(import.meta.resolve('typescript/bin/tsc')),
+  'src/index.ts', '--declaration', '--emitDeclarationOnly', '--outDir', fileURLToPath(typesDir),
+  '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2023',
+  '--allowImportingTsExtensions', '--strict', '--skipLibCheck', '--types', 'node',
+], { cwd: fileURLToPath(root), stdio: 'inherit' });
+for (const file of readdirSync(typesDir, { recursive: true, encoding: 'utf8' })) {
+  if (!file.endsWith('.d.ts')) continue;
+  const path = new URL(file, typesDir);
+  writeFileSync(path, readFileSync(path, 'utf8').replace(/(from '\.{1,2}\/[^']+)\.ts'/g, "$1.js'"));
+}
