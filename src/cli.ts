@@ -2,6 +2,8 @@
  * The one entry point of forkgate (the npm bin and the single binary): decides which role this process
  * plays. Workers are this same executable started with FORKGATE_ROLE=worker.
  */
+import { nominalAddress } from './config/bind.ts';
+import type { Settings } from './config/settings.ts';
 import { resolveSettings, type ResolvedSettings, type SettingSources } from './config/load.ts';
 import { renderHelp, renderPrintConfig } from './config/help.ts';
 import { ExitCode, SettingError } from './errors.ts';
@@ -57,17 +59,18 @@ async function main(argv: string[]): Promise<number> {
   } catch (error) {
     return usageError(`--error-logfile: cannot open ${settings.errorLogfile}: ${(error as Error).message}`);
   }
-  if (settings.checkConfig) return checkConfig(settings.app, logger);
+  if (settings.checkConfig) return checkConfig(settings, logger);
   const code = await new Arbiter(resolved, sources, logger).run();
   logger.close();
   return code;
 }
 
-async function checkConfig(app: string, logger: Logger): Promise<number> {
+async function checkConfig(settings: Settings, logger: Logger): Promise<number> {
+  const app = settings.app!;
   try {
-    const loaded = await loadApp(parseAppSpec(app), {
+    const loaded = await loadApp(parseAppSpec(settings.app!), {
       cwd: process.cwd(),
-      address: null,
+      address: nominalAddress(settings.bind[0]),
       listenWaitMs: 5000,
       onListenerError: () => {},
     });

@@ -22,7 +22,11 @@ export function parseBindAddress(raw: string): BindAddress | string {
   const v6 = /^\[([0-9a-fA-F:.]+)\](?::(\d+))?$/.exec(text);
   if (v6) return tcp(v6[1]!, v6[2], raw);
   const parts = text.split(':');
-  if (parts.length > 2) return `'${raw}' looks like a bare IPv6 address: write it as [${text}]:PORT`;
+  if (parts.length > 2) {
+    return /^[0-9a-fA-F:.]+$/.test(text)
+      ? `'${raw}' looks like a bare IPv6 address: write it as [${text}]:PORT`
+      : `'${raw}' has more than one ':'`;
+  }
   if (!parts[0]) return `'${raw}' has no host (write 0.0.0.0:PORT to listen on every interface)`;
   return tcp(parts[0], parts[1], raw);
 }
@@ -44,4 +48,12 @@ export function formatBindAddress(address: BindAddress): string {
     case 'fd':
       return `fd://${address.fd}`;
   }
+}
+
+/** The address an app sees as its own before (or without) forkgate listening: --preload, --check-config. */
+export function nominalAddress(address: BindAddress | undefined): import('node:net').AddressInfo | string {
+  if (address?.kind === 'unix') return address.path;
+  const host = address?.kind === 'tcp' ? address.host : '127.0.0.1';
+  const port = address?.kind === 'tcp' ? address.port : 0;
+  return { address: host, family: host.includes(':') ? 'IPv6' : 'IPv4', port };
 }

@@ -4,6 +4,7 @@
  * Every value goes through the table's validator, and an error names where the bad value came from.
  */
 import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
@@ -121,7 +122,9 @@ function readEnvironment(env: NodeJS.ProcessEnv): Layer {
     const source = entry.env.find((candidate) => env[candidate.name] !== undefined && env[candidate.name] !== '');
     if (!source) continue;
     const text = env[source.name]!;
-    layer.set(entry.key, { raw: source.map ? source.map(text) : text, source: `${source.name}=${text}` });
+    // WEB_CONCURRENCY and PORT do not say which setting they feed, so an error about them names it.
+    const named = source.name.startsWith('FORKGATE_') ? '' : ` (--${entry.name})`;
+    layer.set(entry.key, { raw: source.map ? source.map(text) : text, source: `${source.name}=${text}${named}` });
   }
   return layer;
 }
@@ -134,6 +137,8 @@ function discoverConfigFile(cwd: string): string | null {
   return null;
 }
 
+let configLoads = 0;
+
 async function readConfigFile(file: string): Promise<Layer> {
   if (!fs.existsSync(file)) throw new SettingError(`--config: no such file ${file}`);
   let config: unknown;
@@ -144,7 +149,15 @@ async function readConfigFile(file: string): Promise<Layer> {
       throw new SettingError(`${file}: not valid JSON: ${(error as Error).message}`);
     }
   } else {
-    const module = (await import(pathToFileURL(file).href)) as { default?: unknown };
+    let module: { default?: unknown };
+    try {
+      // HUP reads the file again: a new URL gets past the ES module cache, and CommonJS has its own.
+      delete createRequire(file).cache[file];
+      const url = `${pathToFileURL(file).href}${configLoads++ ? `?reload=${configLoads}` : ''}`;
+      module = (await import(url)) as { default?: unknown };
+    } catch (error) {
+      throw new SettingError(`${file}: cannot load the config file: ${(error as Error)?.message ?? String(error)}`);
+    }
     config = module.default ?? module;
   }
   if (config === null || typeof config !== 'object' || Array.isArray(config)) {
@@ -152,7 +165,10 @@ async function readConfigFile(file: string): Promise<Layer> {
   }
   const layer: Layer = new Map();
   for (const [key, raw] of Object.entries(config)) {
-    const entry = (SETTINGS as readonly Setting[]).find((candidate) => candidate.key === key && candidate.inFile);
+    const entry = (SETTINGS as readonly Setting[]).find((candidate) => candidate.key === key);
+    if (entry && !entry.inFile) {
+      throw new SettingError(`${file}: '${key}' cannot be set in a config file; it is the command-line option --${entry.name}`);
+    }
     if (!entry) {
       const guess = closestSetting(key);
       throw new SettingError(

@@ -7,6 +7,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import { isSea } from 'node:sea';
+import { nominalAddress } from '../config/bind.ts';
 import { resolveSettings, type ResolvedSettings, type SettingSources } from '../config/load.ts';
 import type { Settings } from '../config/settings.ts';
 import { ExitCode } from '../errors.ts';
@@ -22,6 +23,8 @@ type HandledSignal = (typeof HANDLED_SIGNALS)[number];
 
 /** How often the loop wakes on its own to check heartbeats and deadlines. */
 const TICK_MS = 250;
+/** A process not yet heard from is starting Node itself, not running the app: it gets at least this long. */
+const START_GRACE_MS = 10_000;
 /** After a quick stop (INT, QUIT) workers get this long to exit before SIGKILL. */
 const QUICK_STOP_MS = 1000;
 /** Respawn back-off after boot failures once the pool has served: doubles up to the maximum. */
@@ -157,7 +160,7 @@ export class Arbiter {
           this.logger.warning(`Worker (pid:${worker.pid}) still busy after the stop deadline: killing it`);
           worker.kill('SIGKILL');
         }
-      } else if (timeoutMs > 0 && now - worker.lastHeartbeat > timeoutMs) {
+      } else if (timeoutMs > 0 && now - worker.lastHeartbeat > (worker.heard ? timeoutMs : Math.max(timeoutMs, START_GRACE_MS))) {
         this.logger.critical(`WORKER TIMEOUT (pid:${worker.pid}): event loop silent for ${this.settings.timeout} s`);
         worker.kill('SIGKILL');
       }
@@ -250,6 +253,7 @@ export class Arbiter {
 
   private onWorkerMessage(worker: WorkerHandle, message: WorkerMessage): void {
     worker.lastHeartbeat = Date.now();
+    worker.heard = true;
     switch (message.type) {
       case 'ready':
         if (worker.state !== 'booting') return;
@@ -355,7 +359,7 @@ export class Arbiter {
     try {
       await loadApp(parseAppSpec(this.settings.app!), {
         cwd: process.cwd(),
-        address: null,
+        address: nominalAddress(this.settings.bind[0]),
         listenWaitMs: (this.settings.timeout || 30) * 1000,
         onListenerError: () => {},
       });

@@ -20,6 +20,8 @@ export class WorkerHandle {
   /** Still serving, but to be drained as soon as a replacement is ready (reload, max-requests). */
   retiring = false;
   lastHeartbeat = Date.now();
+  /** Whether any message came yet: the heartbeat timeout applies from then on. */
+  heard = false;
   drainDeadline = Infinity;
   stats: WorkerStats = { requests: 0, inFlight: 0, connections: 0 };
   /** Signal the master itself sent (timeout kill, forced stop), to tell it from an outside kill. */

@@ -2,12 +2,14 @@
  * Turns whatever the user's module exports (or the server it starts itself) into one http.Server that
  * the worker feeds accepted connections into. The server never binds a port of its own.
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { extname, resolve } from 'node:path';
+import { isSea } from 'node:sea';
 import { pathToFileURL } from 'node:url';
 import { getRequestListener } from '@hono/node-server';
 import { AppLoadError } from '../errors.ts';
@@ -71,18 +73,32 @@ export async function loadApp(spec: AppSpec, options: LoadOptions): Promise<Load
   const listenCalls = captureListen(options.address);
   try {
     // The app's own import-time errors propagate untouched so their stack points into the app.
-    const namespace = (await import(pathToFileURL(path).href)) as Namespace;
+    const namespace = (await import(pathToFileURL(path).href).catch((error: unknown) => {
+      throw locateSyntaxError(error, path);
+    })) as Namespace;
     for (const value of exportsToTry(namespace, spec, path)) {
       const loaded = await fromExport(value, spec, options);
-      if (loaded) return readyToFeed(loaded, options.address);
+      if (loaded) return loaded;
     }
     const server = await listenCalls.waitForServer(options.listenWaitMs);
     if (!server) throw new AppLoadError(noAppMessage(path, spec, namespace, options.listenWaitMs));
     guardRequestListeners(server, options.onListenerError);
-    return readyToFeed({ server, shape: 'listen-call' }, options.address);
+    return { server, shape: 'listen-call' };
   } finally {
     listenCalls.release();
   }
+}
+
+/**
+ * An ES module's SyntaxError carries its file and line only in a message Node prints when the error
+ * goes uncaught; `node --check` prints the same, so its report is put in front of the stack.
+ */
+function locateSyntaxError(error: unknown, path: string): unknown {
+  if (!(error instanceof SyntaxError) || error.stack?.includes(path) || isSea()) return error;
+  const check = spawnSync(process.execPath, ['--check', path], { encoding: 'utf8', timeout: 10_000 });
+  const report = check.stderr.trim();
+  if (check.status !== 0 && report) error.stack = `${report}\n${error.stack}`;
+  return error;
 }
 
 type Namespace = Record<string, unknown>;
@@ -91,8 +107,8 @@ type Listener = (this: unknown, req: http.IncomingMessage, res: http.ServerRespo
 function findAppFile(spec: AppSpec, cwd: string): string {
   const path = resolve(cwd, spec.path);
   if (existsSync(path)) return path;
-  const known = (appExtensions as readonly string[]).includes(extname(path));
-  const withExtension = known ? undefined : appExtensions.map((ext) => path + ext).find((p) => existsSync(p));
+  const hasAppExtension = (appExtensions as readonly string[]).includes(extname(path));
+  const withExtension = hasAppExtension ? undefined : appExtensions.map((ext) => path + ext).find((p) => existsSync(p));
   if (withExtension === undefined) throw new AppLoadError(`cannot find app file ${path} (from '${spec.path}')`);
   return withExtension;
 }
@@ -102,15 +118,17 @@ function exportsToTry(namespace: Namespace, spec: AppSpec, path: string): unknow
   const name = spec.exportName;
   if (name === undefined) return [namespace['default'], namespace['app']];
   if (name in namespace) return [namespace[name]];
-  const present = Object.keys(namespace).join(', ') || 'nothing';
-  throw new AppLoadError(`${path} has no export '${name}'; it exports: ${present}`);
+  throw new AppLoadError(`${path} has no export '${name}'; it exports: ${exportNames(namespace)}`);
 }
 
 /** Calls a factory (one level deep) and resolves what it returns; undefined when nothing usable. */
 async function fromExport(value: unknown, spec: AppSpec, options: LoadOptions): Promise<LoadedApp | undefined> {
+  // A listener takes (req, res); a function taking nothing can only be a factory.
   const isFactory = typeof value === 'function' && (spec.callFactory || value.length === 0);
   if (!isFactory) {
-    if (spec.callFactory) throw new AppLoadError(`'${spec.exportName}()' asks to call it, but it is ${describe(value)}`);
+    if (spec.callFactory) {
+      throw new AppLoadError(`'${spec.exportName}()' asks to call it, but it is not a function: ${describe(value)}`);
+    }
     return fromValue(value, options);
   }
   const made: unknown = await value();
@@ -122,9 +140,9 @@ async function fromExport(value: unknown, spec: AppSpec, options: LoadOptions): 
 
 async function fromValue(value: unknown, options: LoadOptions): Promise<LoadedApp | undefined> {
   const onError = options.onListenerError;
-  if (hasMethod(value, 'ready') && isHttpServer((value as { server?: unknown }).server)) {
+  if (isFastify(value)) {
     await value.ready();
-    return { server: (value as unknown as { server: AppServer }).server, shape: 'fastify' };
+    return { server: value.server, shape: 'fastify' };
   }
   if (isHttpServer(value)) {
     guardRequestListeners(value, onError);
@@ -133,13 +151,20 @@ async function fromValue(value: unknown, options: LoadOptions): Promise<LoadedAp
   if (hasMethod(value, 'callback') && hasMethod(value, 'use')) {
     return { server: http.createServer(value.callback() as http.RequestListener), shape: 'koa' };
   }
-  if (hasMethod(value, 'fetch')) return { server: http.createServer(fetchListener(value, onError)), shape: 'fetch' };
-  if (typeof value === 'function') return { server: http.createServer(guarded(value as Listener, onError)), shape: 'listener' };
+  if (hasMethod(value, 'fetch')) {
+    return { server: http.createServer(fetchListener(value, onError)), shape: 'fetch' };
+  }
+  if (typeof value === 'function') {
+    return { server: http.createServer(guarded(value as Listener, onError)), shape: 'listener' };
+  }
   return undefined;
 }
 
 /** Adapts a fetch(Request) → Response handler; @hono/node-server streams bodies and keeps Set-Cookie apart. */
-function fetchListener(app: { fetch: (...args: unknown[]) => unknown }, onError: (error: unknown) => void): http.RequestListener {
+function fetchListener(
+  app: { fetch: (...args: unknown[]) => unknown },
+  onError: (error: unknown) => void,
+): http.RequestListener {
   return getRequestListener((request, env) => app.fetch(request, env), {
     errorHandler: (error) => {
       onError(error);
@@ -181,23 +206,6 @@ function guardRequestListeners(server: AppServer, onError: (error: unknown) => v
   for (const listener of listeners) server.on('request', guarded(listener, onError));
 }
 
-/**
- * Makes the server look bound to forkgate's address. Emitting 'listening' is also what starts Node's
- * connection tracking, without which closeIdleConnections() and headers/request timeouts do nothing.
- */
-function readyToFeed(loaded: LoadedApp, address: LoadOptions['address']): LoadedApp {
-  if (!Object.hasOwn(loaded.server, 'listening')) {
-    lookListening(loaded.server, address);
-    loaded.server.emit('listening');
-  }
-  return loaded;
-}
-
-function lookListening(server: AppServer, address: LoadOptions['address']): void {
-  server.address = () => address;
-  Object.defineProperty(server, 'listening', { configurable: true, get: () => true });
-}
-
 interface ListenCapture {
   /** The server the app called listen() on, waiting up to `ms` for the call; undefined if none came. */
   waitForServer(ms: number): Promise<AppServer | undefined>;
@@ -220,7 +228,8 @@ function captureListen(address: LoadOptions['address']): ListenCapture {
     captured ??= this;
     const callback = args.at(-1);
     if (typeof callback === 'function') this.once('listening', callback as () => void);
-    lookListening(this, address);
+    this.address = () => address;
+    Object.defineProperty(this, 'listening', { configurable: true, get: () => true });
     process.nextTick(() => this.emit('listening'));
     onCapture();
     return this;
@@ -244,7 +253,11 @@ function captureListen(address: LoadOptions['address']): ListenCapture {
 
 function sharesRequestListener(a: AppServer, b: AppServer): boolean {
   const theirs = b.listeners('request');
-  return false && theirs.length > 0 && a.listening;
+  return a.listeners('request').some((listener) => theirs.includes(listener));
+}
+
+function isFastify(value: unknown): value is { server: AppServer; ready: () => unknown } {
+  return hasMethod(value, 'ready') && isHttpServer((value as { server?: unknown }).server);
 }
 
 function isHttpServer(value: unknown): value is AppServer {
@@ -262,12 +275,17 @@ function hasMethod<K extends string>(value: unknown, name: K): value is Record<K
 function noAppMessage(path: string, spec: AppSpec, namespace: Namespace, waitedMs: number): string {
   const lookedFor =
     spec.exportName === undefined
-      ? `the default export (module.exports), ${describe(namespace['default'])}, and export 'app', ${describe(namespace['app'])}`
-      : `export '${spec.exportName}', ${describe(namespace[spec.exportName])}`;
+      ? `the default export (module.exports): ${describe(namespace['default'])}, and export 'app': ${describe(namespace['app'])}`
+      : `export '${spec.exportName}': ${describe(namespace[spec.exportName])}`;
   return (
-    `${path} gave no app to serve: looked for ${lookedFor} (module exports: ${Object.keys(namespace).join(', ') || 'nothing'}), ` +
+    `${path} gave no app to serve. Looked for ${lookedFor} (the module exports: ${exportNames(namespace)}); ` +
     `and no listen() call came within ${waitedMs} ms. Export ${acceptedShapes}; or call listen() on an http.Server.`
   );
+}
+
+/** Node 24 also lists a CommonJS module's exports object under the name 'module.exports'. */
+function exportNames(namespace: Namespace): string {
+  return Object.keys(namespace).filter((name) => name !== 'module.exports').join(', ') || 'nothing';
 }
 
 function describe(value: unknown): string {

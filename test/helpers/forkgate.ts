@@ -30,7 +30,7 @@ export class Forkgate {
     const bin = process.env.FORKGATE_TEST_BIN;
     const [command, commandArgs] = bin ? [bin, args] : [process.execPath, [CLI, ...args]];
     this.process = spawn(command, commandArgs, {
-      cwd: options.cwd ?? ROOT,
+      cwd: options.cwd ?? FIXTURES, // not the repo root, where a stray forkgate.config.* would be picked up
       env: { ...process.env, ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
