@@ -1,6 +1,7 @@
 /**
  * The one entry point of forkgate (the npm bin and the single binary): decides which role this process
- * plays. Workers are this same executable started with FORKGATE_ROLE=worker.
+ * plays. Workers are this same executable started with FORKGATE_ROLE=worker; serving threads are this
+ * same file in a worker_thread with the role in its workerData.
  */
 import { nominalAddress } from './config/bind.ts';
 import type { Settings } from './config/settings.ts';
@@ -12,10 +13,15 @@ import { Arbiter } from './master/arbiter.ts';
 import { VERSION } from './version.ts';
 import { loadApp, parseAppSpec } from './worker/app-loader.ts';
 import { runWorker } from './worker/main.ts';
+import { runThread } from './worker/thread.ts';
+import type { ThreadData } from './ipc/messages.ts';
+import { isMainThread, workerData } from 'node:worker_threads';
 
 const MINIMUM_NODE = [22, 12] as const;
 
-if (process.env.FORKGATE_ROLE === 'worker') {
+if (!isMainThread && (workerData as ThreadData | undefined)?.role === 'forkgate-thread') {
+  void runThread(workerData as ThreadData);
+} else if (process.env.FORKGATE_ROLE === 'worker') {
   delete process.env.FORKGATE_ROLE; // the app's own child processes are not workers
   void runWorker();
 } else {

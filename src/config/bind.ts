@@ -57,3 +57,8 @@ export function nominalAddress(address: BindAddress | undefined): import('node:n
   const port = address?.kind === 'tcp' ? address.port : 0;
   return { address: host, family: host.includes(':') ? 'IPv6' : 'IPv4', port };
 }
+
+/** libuv's platforms where listen({ reusePort: true }) lets several sockets share a port. */
+export function reusePortSupported(platform: NodeJS.Platform = process.platform): boolean {
+  return ['linux', 'freebsd', 'sunos', 'aix'].includes(platform);
+}

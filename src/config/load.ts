@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { SettingError } from '../errors.ts';
+import { reusePortSupported } from './bind.ts';
 import { autoWorkerCount, effectiveCpuCount } from './cpu.ts';
 import { Invalid, SETTINGS, type Setting, type SettingValues, type Settings } from './settings.ts';
 
@@ -43,17 +44,21 @@ export async function resolveSettings(sources: SettingSources): Promise<Resolved
   const file = configFile ? await readConfigFile(configFile) : new Map();
 
   const values: Record<string, unknown> = {};
+  const sourceOf = new Map<string, string>();
   for (const entry of SETTINGS as readonly Setting[]) {
     values[entry.key] = entry.default;
     for (const layer of [file, env, cmdArgs.layer, cli.layer]) {
       const given = layer.get(entry.key);
-      if (given !== undefined) values[entry.key] = validate(entry, given.raw, given.source);
+      if (given === undefined) continue;
+      values[entry.key] = validate(entry, given.raw, given.source);
+      sourceOf.set(entry.key, given.source);
     }
   }
   if (cli.app !== undefined) values.app = cli.app;
   values.config = configFile;
 
   const raw = values as SettingValues;
+  applyThreads(raw, sourceOf.get('balance'));
   let workersReason: string | null = null;
   let workers: number;
   if (raw.workers === 'auto') {
@@ -64,6 +69,24 @@ export async function resolveSettings(sources: SettingSources): Promise<Resolved
     workers = raw.workers;
   }
   return { settings: { ...raw, workers }, configFile, workersReason };
+}
+
+/**
+ * --threads > 1 implies gthread, as in Gunicorn, and a balance mode that reaches threads: Node cannot
+ * move an accepted socket into a worker thread, so each thread must accept for itself with SO_REUSEPORT.
+ */
+function applyThreads(values: SettingValues, balanceSource: string | undefined): void {
+  if (values.threads > 1 && values.workerClass === 'async') values.workerClass = 'gthread';
+  if (values.threads === 1 && values.workerClass !== 'gthread') return;
+  const why = 'Node cannot hand an accepted socket to a worker thread, so threads accept for themselves with SO_REUSEPORT';
+  if (!values.bind.every((address) => address.kind === 'tcp')) {
+    throw new SettingError(`--threads ${values.threads}: expected TCP binds (HOST:PORT) only; ${why}`);
+  }
+  if (!reusePortSupported()) throw new SettingError(`--threads: not available on ${process.platform}; ${why}`);
+  if (values.balance === 'round-robin' && balanceSource) {
+    throw new SettingError(`${balanceSource}: round-robin cannot reach threads; ${why}: use --balance reuseport`);
+  }
+  values.balance = 'reuseport';
 }
 
 function validate(entry: Setting, raw: unknown, source: string): unknown {

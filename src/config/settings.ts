@@ -136,7 +136,7 @@ function environmentPairs(raw: unknown): Record<string, string> | Invalid {
 
 export const LOG_LEVELS = ['debug', 'info', 'warning', 'error', 'critical'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
-export const WORKER_CLASSES = ['async', 'sync'] as const;
+export const WORKER_CLASSES = ['async', 'sync', 'gthread'] as const;
 export const BALANCE_MODES = ['round-robin', 'reuseport'] as const;
 export type BalanceMode = (typeof BALANCE_MODES)[number];
 
@@ -212,12 +212,17 @@ export const SETTINGS = [
   setting({
     name: 'worker-class', key: 'workerClass', short: 'k', meta: 'CLASS', section: 'Worker processes',
     default: 'async' as (typeof WORKER_CLASSES)[number], validate: oneOf(WORKER_CLASSES),
-    doc: 'async: the event loop serves up to --worker-connections connections at once. sync: one request at a time, Connection: close after each.',
+    doc: 'async: the event loop serves up to --worker-connections connections at once. sync: one request at a time, Connection: close after each. gthread: --threads event loops per process, each serving like async (implied by --threads > 1).',
+  }),
+  setting({
+    name: 'threads', key: 'threads', meta: 'INT', section: 'Worker processes',
+    default: 1, validate: wholeNumber(1),
+    doc: 'Serving threads (worker_threads) per worker process, each with its own event loop and copy of the app; they run in parallel. > 1 implies -k gthread (or sync threads with -k sync) and --balance reuseport.',
   }),
   setting({
     name: 'worker-connections', key: 'workerConnections', meta: 'INT', section: 'Worker processes',
     default: 1000, validate: wholeNumber(1),
-    doc: 'async: most connections a worker serves at once; more wait, accepted, and are never dropped.',
+    doc: 'async and gthread: most connections one unit (process or thread) serves at once; more wait, accepted, and are never dropped.',
   }),
   setting({
     name: 'max-requests', key: 'maxRequests', meta: 'INT', section: 'Worker processes',

@@ -60,6 +60,22 @@ export type WorkerMessage =
   /** The worker reached --max-requests and asks to be replaced. */
   | { readonly type: 'retire'; readonly reason: string };
 
+// ---- a worker process ⇄ its threads (--threads): structured clone over worker_threads ports ----
+
+export type ToThreadMessage = { readonly type: 'drain' } | { readonly type: 'reopen-logs' };
+
+export type FromThreadMessage =
+  | { readonly type: 'ready'; readonly shape: AppShape }
+  | { readonly type: 'boot-error'; readonly error: SerializedError }
+  | { readonly type: 'heartbeat'; readonly stats: WorkerStats }
+  | { readonly type: 'retire'; readonly reason: string };
+
+/** workerData of a serving thread; the role marker tells the shared entry point what to run. */
+export interface ThreadData {
+  readonly role: 'forkgate-thread';
+  readonly boot: Pick<Extract<MasterMessage, { type: 'boot' }>, 'settings' | 'listen' | 'appAddress'>;
+}
+
 export function sendToWorker(
   child: ChildProcess,
   message: MasterMessage,

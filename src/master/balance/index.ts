@@ -1,3 +1,4 @@
+import { reusePortSupported } from '../../config/bind.ts';
 import type { Settings } from '../../config/settings.ts';
 import type { TcpListenAddress } from '../../ipc/messages.ts';
 import type { Logger } from '../../log/logger.ts';
@@ -7,15 +8,12 @@ import { RoundRobinBalancer } from './round-robin.ts';
 
 export type { Balancer } from './balancer.ts';
 
-/** libuv's list of platforms where listen({ reusePort: true }) load-balances. */
-const REUSEPORT_PLATFORMS: readonly NodeJS.Platform[] = ['linux', 'freebsd', 'sunos', 'aix'];
-
 export function createBalancer(settings: Settings, logger: Logger): Balancer {
   if (settings.balance === 'reuseport') {
     const tcp = settings.bind.filter((address) => address.kind === 'tcp');
     if (tcp.length < settings.bind.length) {
       logger.warning('balance reuseport needs TCP addresses only (unix: and fd:// cannot be shared): using round-robin');
-    } else if (!REUSEPORT_PLATFORMS.includes(process.platform)) {
+    } else if (!reusePortSupported()) {
       logger.warning(`balance reuseport is not supported on ${process.platform}: using round-robin`);
     } else {
       const addresses: TcpListenAddress[] = tcp.map(({ host, port }) => ({ host, port }));

@@ -5,9 +5,16 @@ import type { WorkerClass } from './worker-class.ts';
 
 export type { WorkerClass } from './worker-class.ts';
 
+/** Whether the worker runs its units in worker_threads (gthread, or sync with --threads > 1). */
+export function usesThreads(settings: Settings): boolean {
+  return settings.workerClass === 'gthread' || settings.threads > 1;
+}
+
+/** The policy of one serving unit: a process's own, or each thread's. */
 export function workerClassFor(settings: Settings): WorkerClass {
   switch (settings.workerClass) {
     case 'async':
+    case 'gthread':
       return asyncWorkerClass(settings);
     case 'sync':
       return syncWorkerClass();

@@ -1,0 +1,98 @@
+import * as net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import type { Settings } from '../config/settings.ts';
+import type { ListenPlan, WorkerStats } from '../ipc/messages.ts';
+import type { Logger } from '../log/logger.ts';
+import { loadApp, parseAppSpec, type AppShape } from './app-loader.ts';
+import { workerClassFor } from './classes/index.ts';
+import { ServingUnit } from './serving-unit.ts';
+
+/** What a worker process serves through: one unit in its own thread, or a pool of worker threads. */
+export interface Units {
+  /** Loads the app and starts accepting; resolves with the app's shape once every unit is ready. */
+  start(): Promise<AppShape>;
+  /** A connection handed over by the master (handoff plan only). */
+  offer(socket: net.Socket): void;
+  stats(): WorkerStats;
+  /** Stops accepting, finishes what is in flight, calls back when every connection has closed. */
+  drain(onDrained: () => void): void;
+  reopenLogs(): void;
+  flushLogs(): void;
+}
+
+export interface UnitBoot {
+  readonly settings: Settings;
+  readonly listen: ListenPlan;
+  readonly appAddress: AddressInfo | string | null;
+}
+
+/**
+ * One serving unit in the current thread: loads the app, binds with SO_REUSEPORT when the plan says
+ * so, and feeds every connection into the ServingUnit. A worker process without threads runs one;
+ * with --threads every thread runs one.
+ */
+export class UnitRunner implements Units {
+  private readonly boot: UnitBoot;
+  private readonly logger: Logger;
+  private readonly onRetire: (reason: string) => void;
+  private readonly listeners: net.Server[] = [];
+  private unit: ServingUnit | null = null;
+
+  constructor(boot: UnitBoot, logger: Logger, onRetire: (reason: string) => void) {
+    this.boot = boot;
+    this.logger = logger;
+    this.onRetire = onRetire;
+  }
+
+  async start(): Promise<AppShape> {
+    const { settings, appAddress, listen } = this.boot;
+    const app = await loadApp(parseAppSpec(settings.app!), {
+      cwd: process.cwd(),
+      address: appAddress,
+      listenWaitMs: (settings.timeout || 30) * 1000,
+      onListenerError: (error) => this.logger.error('Error handling request', error),
+    });
+    const unit = new ServingUnit({
+      server: app.server,
+      workerClass: workerClassFor(settings),
+      settings,
+      appAddress,
+      onRetire: this.onRetire,
+    });
+    this.unit = unit;
+    if (listen.mode === 'reuseport') {
+      for (const address of listen.addresses) {
+        const server = net.createServer({ noDelay: true }, (socket) => unit.offer(socket));
+        this.listeners.push(server);
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen({ host: address.host, port: address.port, backlog: listen.backlog, reusePort: true }, resolve);
+        });
+      }
+    }
+    return app.shape;
+  }
+
+  offer(socket: net.Socket): void {
+    this.unit!.offer(socket);
+  }
+
+  stats(): WorkerStats {
+    return this.unit?.stats() ?? { requests: 0, inFlight: 0, connections: 0 };
+  }
+
+  drain(onDrained: () => void): void {
+    for (const server of this.listeners.splice(0)) server.close();
+    if (this.unit) this.unit.drain(onDrained);
+    else onDrained(); // still loading the app: nothing is in flight
+  }
+
+  reopenLogs(): void {
+    this.logger.reopen();
+    this.unit?.reopenLogs();
+  }
+
+  flushLogs(): void {
+    this.unit?.flushLogs();
+  }
+}

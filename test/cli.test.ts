@@ -1,0 +1,384 @@
+// The command line as users meet it: --version, --help, usage errors (exit 2, nothing started),
+// settings precedence seen through --print-config, --check-config, --chdir, and HUP re-reading a config file.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { pathToFileURL } from 'node:url';
+import { BALANCE_MODES, SETTINGS, WORKER_CLASSES, type Setting } from '../src/config/settings.ts';
+import { FIXTURES, request, ROOT, start } from './helpers/forkgate.ts';
+
+const CLI = `${ROOT}dist/forkgate.cjs`;
+const LISTENER = `${FIXTURES}listener.cjs`;
+const all = SETTINGS as readonly Setting[];
+const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+/** The choices as the error lists them, taken from the table (so a new worker class needs no test change). */
+const CLASSES = escape(WORKER_CLASSES.join(', '));
+const BALANCES = escape(BALANCE_MODES.join(', '));
+
+/** Every variable a setting reads, so the tests do not depend on the environment they run in. */
+const SETTING_ENV = [...new Set([...all.flatMap((entry) => entry.env.map((source) => source.name)), 'FORKGATE_CMD_ARGS'])];
+
+interface Run {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI to completion (bounded: a run that would start serving is killed after 15 s). */
+function run(args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): Promise<Run> {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const name of SETTING_ENV) delete env[name];
+  Object.assign(env, options.env);
+  const bin = process.env.FORKGATE_TEST_BIN;
+  const child = spawn(bin ?? process.execPath, bin ? args : [CLI, ...args], {
+    // Never the repo root by default, where a stray forkgate.config.* would be picked up.
+    cwd: options.cwd ?? FIXTURES,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+/** `--print-config` output as a map of setting name to printed value. */
+async function printConfig(args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): Promise<Map<string, string>> {
+  const result = await run([...args, '--print-config'], options);
+  assert.equal(result.code, 0, `--print-config failed:\n${result.stderr}`);
+  const values = new Map<string, string>();
+  for (const line of result.stdout.trimEnd().split('\n')) {
+    const at = line.indexOf(' = ');
+    assert.ok(at > 0, `not a 'name = value' line: ${line}`);
+    values.set(line.slice(0, at), line.slice(at + 3));
+  }
+  return values;
+}
+
+/** CLI runs at once within a describe: enough to keep the file fast, few enough to leave the machine to other files. */
+const PARALLEL = Math.max(2, Math.min(6, availableParallelism()));
+
+const temps: string[] = [];
+/** A fresh directory holding the given files; removed after the file's tests. */
+function tempDir(files: Record<string, string> = {}): string {
+  const dir = mkdtempSync(join(tmpdir(), 'forkgate-cli-'));
+  temps.push(dir);
+  for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), content);
+  return dir;
+}
+after(() => {
+  for (const dir of temps) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('actions', { concurrency: PARALLEL }, () => {
+  test('--version prints forkgate and Node versions and exits 0', async () => {
+    const { version } = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as { version: string };
+    for (const flag of ['--version', '-v']) {
+      const result = await run([flag]);
+      assert.equal(result.code, 0, result.stderr);
+      const match = /^forkgate (\S+) \(Node (v\d+\.\d+\.\d+\S*)\)\n$/.exec(result.stdout);
+      assert.ok(match, `unexpected --version output: ${JSON.stringify(result.stdout)}`);
+      assert.equal(match[1], version);
+      if (!process.env.FORKGATE_TEST_BIN) assert.equal(match[2], process.version);
+    }
+  });
+
+  test('--help lists every setting of the table and exits 0', async () => {
+    for (const flag of ['--help', '-h']) {
+      const result = await run([flag]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stdout, /^Usage: forkgate \[options\] APP\n/);
+      for (const entry of all) {
+        if (entry.key === 'app') continue;
+        const long = `--${entry.name}${entry.meta ? ` ${entry.meta}` : ''}`;
+        assert.ok(result.stdout.includes(long), `--help does not list ${long}`);
+        if (entry.short) assert.ok(result.stdout.includes(`-${entry.short}, ${long}`), `--help does not list -${entry.short}`);
+        // The first words of the doc, so each flag is explained and not just named.
+        assert.ok(result.stdout.includes(entry.doc.slice(0, 30)), `--help has no text for --${entry.name}`);
+      }
+    }
+  });
+});
+
+describe('bad usage exits 2, says what is wrong and starts nothing', { concurrency: PARALLEL }, () => {
+  const cases: { name: string; args: string[]; env?: Record<string, string>; files?: Record<string, string>; expect: RegExp[] }[] = [
+    { name: 'unknown flag', args: ['--wokers', '2', LISTENER], expect: [/unknown option '--wokers'/, /did you mean --workers\?/] },
+    { name: 'unknown flag without a near setting', args: ['--zzzzzzzz', LISTENER], expect: [/unknown option '--zzzzzzzz'; see forkgate --help/] },
+    { name: 'flag missing its value', args: [LISTENER, '--workers'], expect: [/--workers <value>' argument missing/] },
+    { name: 'non-numeric --workers', args: ['--workers', 'abc', LISTENER], expect: [/--workers: expected/, /'auto'/, /got "abc"/] },
+    { name: 'zero workers', args: ['-w', '0', LISTENER], expect: [/--workers: expected a whole number ≥ 1 or 'auto'/] },
+    { name: 'unknown worker class', args: ['--worker-class', 'gevent', LISTENER], expect: [new RegExp(`--worker-class: expected one of ${CLASSES}; got "gevent"`), /async, sync/] },
+    {
+      name: 'malformed --bind',
+      args: ['--bind', 'nonsense:port:x', LISTENER],
+      expect: [/--bind: expected HOST:PORT, \[IPv6\]:PORT, HOST \(port 8000\), unix:PATH or fd:\/\/N/, /nonsense:port:x/],
+    },
+    { name: 'bad port in --bind', args: ['-b', '127.0.0.1:99999', LISTENER], expect: [/--bind: expected/, /no valid port \(0-65535\)/] },
+    { name: 'unknown --balance', args: ['--balance', 'magic', LISTENER], expect: [new RegExp(`--balance: expected one of ${BALANCES}; got "magic"`)] },
+    { name: 'bad boolean in the environment', args: [LISTENER], env: { FORKGATE_PRELOAD: 'maybe' }, expect: [/FORKGATE_PRELOAD=maybe: expected true or false/] },
+    { name: 'bad FORKGATE_WORKERS', args: [LISTENER], env: { FORKGATE_WORKERS: 'zero' }, expect: [/FORKGATE_WORKERS=zero: expected/, /'auto'/] },
+    {
+      name: 'bad WEB_CONCURRENCY names the setting it feeds',
+      args: [LISTENER],
+      env: { WEB_CONCURRENCY: '-1' },
+      expect: [/WEB_CONCURRENCY=-1 \(--workers\): expected a whole number ≥ 1 or 'auto'/],
+    },
+    { name: 'bad PORT names --bind', args: [LISTENER], env: { PORT: 'http' }, expect: [/PORT=http \(--bind\): expected/, /no valid port/] },
+    { name: 'bad FORKGATE_CMD_ARGS value', args: [LISTENER], env: { FORKGATE_CMD_ARGS: '--workers none' }, expect: [/FORKGATE_CMD_ARGS --workers: expected/] },
+    { name: 'unknown flag in FORKGATE_CMD_ARGS', args: [LISTENER], env: { FORKGATE_CMD_ARGS: '--wokers 2' }, expect: [/FORKGATE_CMD_ARGS unknown option '--wokers' \(did you mean --workers\?\)/] },
+    { name: 'app in FORKGATE_CMD_ARGS', args: [LISTENER], env: { FORKGATE_CMD_ARGS: '-w 2 other.js' }, expect: [/FORKGATE_CMD_ARGS: takes options only, not the app \('other.js'\)/] },
+    {
+      name: 'unknown key in a config file',
+      args: [LISTENER],
+      files: { 'forkgate.config.json': '{ "wokers": 2 }' },
+      expect: [/forkgate\.config\.json: unknown setting 'wokers' \(did you mean 'workers'\?\)/],
+    },
+    {
+      name: 'unknown camelCase key in a config file suggests the config key',
+      args: [LISTENER],
+      files: { 'forkgate.config.json': '{ "workerClas": "sync" }' },
+      expect: [/unknown setting 'workerClas' \(did you mean 'workerClass'\?\)/],
+    },
+    {
+      name: 'bad value in a config file',
+      args: [LISTENER],
+      files: { 'forkgate.config.json': '{ "workerClass": "gevent" }' },
+      expect: [new RegExp(`forkgate\\.config\\.json: workerClass: expected one of ${CLASSES}; got "gevent"`)],
+    },
+    {
+      name: 'command-line action in a config file',
+      args: [LISTENER],
+      files: { 'forkgate.config.json': '{ "help": true }' },
+      expect: [/forkgate\.config\.json: 'help' cannot be set in a config file; it is the command-line option --help/],
+    },
+    { name: 'config file that is not JSON', args: [LISTENER], files: { 'forkgate.config.json': '{ workers: 2 }' }, expect: [/forkgate\.config\.json: not valid JSON/] },
+    {
+      name: 'config file that is not an object',
+      args: [LISTENER],
+      files: { 'forkgate.config.json': '[1, 2]' },
+      expect: [/forkgate\.config\.json: expected an object of settings/],
+    },
+    {
+      name: 'config file that throws',
+      args: [LISTENER],
+      files: { 'forkgate.config.mjs': "throw new Error('config exploded');\n" },
+      expect: [/forkgate\.config\.mjs: cannot load the config file: config exploded/],
+    },
+    {
+      name: 'config file with a syntax error',
+      args: [LISTENER],
+      files: { 'forkgate.config.mjs': 'export default {\n' },
+      expect: [/forkgate\.config\.mjs: cannot load the config file: /],
+    },
+    { name: 'missing -c file', args: ['-c', 'nowhere.json', LISTENER], expect: [/--config: no such file .*nowhere\.json/] },
+    { name: 'two apps', args: [LISTENER, `${FIXTURES}ops.cjs`], expect: [/expected one app \(PATH\[:EXPORT\]\); got '.*listener\.cjs', '.*ops\.cjs'/] },
+    { name: 'no app', args: ['-w', '2'], expect: [/no app given; usage: forkgate \[options\] APP/] },
+    { name: 'missing --chdir directory', args: ['--chdir', '/nonexistent/forkgate-dir', 'app.js'], expect: [/--chdir: cannot change to \/nonexistent\/forkgate-dir: ENOENT/] },
+  ];
+  for (const { name, args, env, files, expect } of cases) {
+    test(name, async () => {
+      const cwd = files ? tempDir(files) : tempDir();
+      // A free port unless the case is about the address, so a run that wrongly starts collides with nothing.
+      const bind: Record<string, string> = env?.PORT === undefined ? { FORKGATE_BIND: '127.0.0.1:0' } : {};
+      const result = await run(args, { env: { ...bind, ...env }, cwd });
+      const output = result.stdout + result.stderr;
+      assert.equal(result.code, 2, `expected exit 2, got ${result.code ?? result.signal}; output:\n${output}`);
+      assert.match(result.stderr, /^forkgate: error: /);
+      assert.doesNotMatch(output, /internal error/);
+      assert.equal(result.stderr.trimEnd().split('\n').length, 1, `expected a one-line message, got:\n${result.stderr}`);
+      for (const pattern of expect) assert.match(result.stderr, pattern);
+      assert.doesNotMatch(output, /Booting worker|Listening at|Starting forkgate/);
+    });
+  }
+
+  test('a --bind with several colons is not called an IPv6 address unless it looks like one', async () => {
+    const nonsense = await run(['--bind', 'nonsense:port:x', LISTENER], { cwd: tempDir() });
+    assert.doesNotMatch(nonsense.stderr, /IPv6 address/);
+    const v6 = await run(['--bind', '::1:8000', LISTENER], { cwd: tempDir() });
+    assert.equal(v6.code, 2);
+    assert.match(v6.stderr, /'::1:8000' looks like a bare IPv6 address: write it as \[::1:8000\]:PORT/);
+  });
+});
+
+describe('precedence: default < config file < environment < FORKGATE_CMD_ARGS < command line', { concurrency: PARALLEL }, () => {
+  test('--print-config prints one `name = value` line per setting, defaults first', async () => {
+    const values = await printConfig([], { cwd: tempDir() });
+    const expected = all.filter((entry) => entry.section !== 'Actions').map((entry) => entry.name);
+    assert.deepEqual([...values.keys()], expected);
+    assert.equal(values.get('workers'), '1');
+    assert.equal(values.get('bind'), '127.0.0.1:8000');
+    assert.equal(values.get('config'), 'null');
+    assert.equal(values.get('worker-class'), 'async');
+    assert.equal(values.get('env'), '{}');
+  });
+
+  test('forkgate.config.json in the working directory is found without -c', async () => {
+    const dir = tempDir({ 'forkgate.config.json': JSON.stringify({ workers: 2, bind: ['127.0.0.1:7001'], env: { FROM: 'file' } }) });
+    const values = await printConfig([], { cwd: dir });
+    assert.equal(values.get('workers'), '2');
+    assert.equal(values.get('bind'), '127.0.0.1:7001');
+    assert.equal(values.get('env'), '{"FROM":"file"}');
+    assert.equal(values.get('config'), join(dir, 'forkgate.config.json'));
+  });
+
+  test('-c FILE.mjs is read instead of the discovered file', async () => {
+    const dir = tempDir({ 'forkgate.config.json': '{ "workers": 2 }', 'custom.mjs': 'export default { workers: 3 };\n' });
+    const values = await printConfig(['-c', 'custom.mjs'], { cwd: dir });
+    assert.equal(values.get('workers'), '3');
+    assert.equal(values.get('config'), join(dir, 'custom.mjs'));
+    // FORKGATE_CONFIG names the file too; the command line beats it.
+    assert.equal((await printConfig([], { cwd: dir, env: { FORKGATE_CONFIG: 'custom.mjs' } })).get('workers'), '3');
+    const other = join(dir, 'other.mjs');
+    writeFileSync(other, 'export default { workers: 9 };\n');
+    assert.equal((await printConfig(['--config', other], { cwd: dir, env: { FORKGATE_CONFIG: 'custom.mjs' } })).get('workers'), '9');
+  });
+
+  test('forkgate.config.ts with defineConfig from the package', async () => {
+    const lib = pathToFileURL(`${ROOT}dist/index.cjs`).href;
+    const dir = tempDir({
+      'forkgate.config.ts': [
+        `import { defineConfig } from '${lib}';`,
+        `export default defineConfig({ workers: 7, workerClass: 'sync', bind: ['127.0.0.1:7001', 'unix:/tmp/forkgate-test.sock'] });`,
+        '',
+      ].join('\n'),
+      // .ts comes first in the discovery order
+      'forkgate.config.json': '{ "workers": 2 }',
+    });
+    const values = await printConfig([], { cwd: dir });
+    assert.equal(values.get('workers'), '7');
+    assert.equal(values.get('worker-class'), 'sync');
+    assert.equal(values.get('bind'), '127.0.0.1:7001, unix:/tmp/forkgate-test.sock');
+    assert.equal(values.get('config'), join(dir, 'forkgate.config.ts'));
+  });
+
+  test('forkgate.config.ts as a plain object with type annotations', async () => {
+    const dir = tempDir({
+      'forkgate.config.ts': [
+        'interface Config { workers: number; timeout: number }',
+        'const config: Config = { workers: 8, timeout: 90 };',
+        'export default config;',
+        '',
+      ].join('\n'),
+    });
+    const values = await printConfig([], { cwd: dir });
+    assert.equal(values.get('workers'), '8');
+    assert.equal(values.get('timeout'), '90');
+  });
+
+  test('each layer beats the one below it', async () => {
+    const dir = tempDir({ 'forkgate.config.json': '{ "workers": 2, "timeout": 40 }' });
+    const workers = async (args: string[], env: Record<string, string> = {}) => (await printConfig(args, { cwd: dir, env })).get('workers');
+    assert.equal(await workers([]), '2');
+    assert.equal(await workers([], { WEB_CONCURRENCY: '3' }), '3');
+    assert.equal(await workers([], { FORKGATE_WORKERS: '4' }), '4');
+    assert.equal(await workers([], { FORKGATE_WORKERS: '4', WEB_CONCURRENCY: '3' }), '4', 'FORKGATE_WORKERS beats WEB_CONCURRENCY');
+    assert.equal(await workers([], { FORKGATE_WORKERS: '', WEB_CONCURRENCY: '3' }), '3', 'an empty variable counts as unset');
+    assert.equal(await workers([], { FORKGATE_WORKERS: '4', FORKGATE_CMD_ARGS: '--workers 5' }), '5');
+    assert.equal(await workers(['-w', '6'], { FORKGATE_WORKERS: '4', FORKGATE_CMD_ARGS: '--workers 5' }), '6');
+    assert.equal(await workers(['--workers=6'], { FORKGATE_CMD_ARGS: "--workers '5'" }), '6');
+    // A layer only overrides what it sets: the file's timeout survives all of the above.
+    assert.equal((await printConfig(['-w', '6'], { cwd: dir, env: { FORKGATE_WORKERS: '4' } })).get('timeout'), '40');
+  });
+
+  test('PORT means 0.0.0.0:PORT, and FORKGATE_BIND and -b beat it', async () => {
+    const cwd = tempDir();
+    assert.equal((await printConfig([], { cwd, env: { PORT: '9123' } })).get('bind'), '0.0.0.0:9123');
+    assert.equal((await printConfig([], { cwd, env: { PORT: '9123', FORKGATE_BIND: '127.0.0.1:9200' } })).get('bind'), '127.0.0.1:9200');
+    assert.equal((await printConfig(['-b', '127.0.0.1:9300'], { cwd, env: { PORT: '9123', FORKGATE_BIND: '127.0.0.1:9200' } })).get('bind'), '127.0.0.1:9300');
+    assert.equal((await printConfig([], { cwd, env: { FORKGATE_BIND: '127.0.0.1:9200, [::1]:9201' } })).get('bind'), '127.0.0.1:9200, [::1]:9201');
+  });
+
+  test('--workers auto resolves to (2 × CPU) + 1, at least 3', async () => {
+    const printed = (await printConfig(['--workers', 'auto'], { cwd: tempDir() })).get('workers')!;
+    assert.match(printed, /^\d+$/);
+    assert.ok(Number(printed) >= 3, `workers auto = ${printed}`);
+    assert.equal(Number(printed) % 2, 1, `workers auto = ${printed} is not 2 × CPU + 1`);
+    assert.equal((await printConfig([], { cwd: tempDir(), env: { WEB_CONCURRENCY: 'auto' } })).get('workers'), printed);
+  });
+
+  test('repeatable -b and -e collect every value', async () => {
+    const values = await printConfig(['-b', '127.0.0.1:9001', '--bind', 'unix:/tmp/forkgate.sock', '-e', 'A=1', '-e', 'B=x=y'], { cwd: tempDir() });
+    assert.equal(values.get('bind'), '127.0.0.1:9001, unix:/tmp/forkgate.sock');
+    assert.deepEqual(JSON.parse(values.get('env')!), { A: '1', B: 'x=y' });
+  });
+
+  test('boolean flags: --preload, --no-preload, FORKGATE_PRELOAD', async () => {
+    const cwd = tempDir();
+    assert.equal((await printConfig(['--preload'], { cwd })).get('preload'), 'true');
+    assert.equal((await printConfig([], { cwd, env: { FORKGATE_PRELOAD: 'yes' } })).get('preload'), 'true');
+    assert.equal((await printConfig(['--no-preload'], { cwd, env: { FORKGATE_PRELOAD: 'yes' } })).get('preload'), 'false');
+  });
+});
+
+describe('--check-config', { concurrency: PARALLEL }, () => {
+  test('exits 0 when the app loads', async () => {
+    const result = await run(['--check-config', 'listener.cjs'], { cwd: FIXTURES });
+    assert.equal(result.code, 0, result.stdout + result.stderr);
+    assert.match(result.stdout, /Config OK: listener\.cjs loads as a listener app/);
+    assert.doesNotMatch(result.stdout + result.stderr, /Booting worker|Listening at/);
+  });
+
+  test("exits 1 with the app's error when it does not load", async () => {
+    const result = await run(['--check-config', 'broken-import.cjs'], { cwd: FIXTURES });
+    const output = result.stdout + result.stderr;
+    assert.equal(result.code, 1, output);
+    assert.match(output, /Config check failed: broken-import\.cjs does not load/);
+    assert.match(output, /database url missing/);
+    assert.doesNotMatch(output, /Booting worker|Listening at/);
+  });
+
+  test('exits 2 on a bad setting before loading the app', async () => {
+    const result = await run(['--check-config', '-w', 'x', 'listener.cjs'], { cwd: FIXTURES });
+    assert.equal(result.code, 2);
+    assert.doesNotMatch(result.stdout, /Config OK/);
+  });
+});
+
+test('--chdir DIR resolves a relative app inside DIR and serves it', async () => {
+  const cwd = tempDir(); // the app is not reachable from here
+  const forkgate = await start(['--chdir', FIXTURES, '-b', '127.0.0.1:0', 'listener.cjs'], {
+    cwd,
+    env: Object.fromEntries(SETTING_ENV.map((name) => [name, ''])),
+  });
+  try {
+    const reply = await request(`${forkgate.url}/`);
+    assert.equal(reply.status, 200);
+    assert.equal(reply.body, 'hello from listener');
+  } finally {
+    assert.deepEqual(await forkgate.stop(), { code: 0, signal: null });
+  }
+});
+
+describe('HUP reads the config file again', { concurrency: PARALLEL }, () => {
+  const variants = [
+    { file: 'forkgate.config.mjs', body: (workers: number) => `export default { workers: ${workers} };\n` },
+    { file: 'forkgate.config.ts', body: (workers: number) => `const workers: number = ${workers};\nexport default { workers };\n` },
+    { file: 'forkgate.config.js', body: (workers: number) => `module.exports = { workers: ${workers} };\n` },
+  ];
+  for (const { file, body } of variants) {
+    test(file, async () => {
+      const dir = tempDir({ [file]: body(1) });
+      const forkgate = await start(['-b', '127.0.0.1:0', LISTENER], { cwd: dir, env: Object.fromEntries(SETTING_ENV.map((name) => [name, ''])) });
+      try {
+        writeFileSync(join(dir, file), body(2));
+        forkgate.signal('SIGHUP');
+        await forkgate.waitFor(/Reloading: generation 2 with \d+ workers/);
+        assert.match(forkgate.output, /Reloading: generation 2 with 2 workers/);
+      } finally {
+        assert.deepEqual(await forkgate.stop(), { code: 0, signal: null });
+      }
+    });
+  }
+});
