@@ -8,6 +8,9 @@ import type { WorkerClass } from './classes/index.ts';
 import { ConnectionGate } from './connection-gate.ts';
 import type { AppServer } from './app-loader.ts';
 
+/** How long a draining unit lets an idle keep-alive connection stay before closing it. */
+const DRAIN_IDLE_MS = 1000;
+
 export interface ServingUnitOptions {
   readonly server: AppServer;
   readonly workerClass: WorkerClass;
@@ -62,10 +65,17 @@ export class ServingUnit {
     return { requests: this.requests, inFlight: this.inFlight, connections: this.gate.open };
   }
 
-  /** No new requests on kept-alive connections; calls back once every connection has closed. */
+  /**
+   * No new requests on kept-alive connections; calls back once every connection has closed. A busy
+   * keep-alive connection is closed after its next response, which says `Connection: close`; closing an
+   * idle one is a race with a request the client may be sending right then, so that waits until the
+   * connection has been quiet for DRAIN_IDLE_MS (or its keep-alive timeout, if shorter).
+   */
   drain(onDrained: () => void): void {
     this.draining = true;
-    this.server.closeIdleConnections();
+    const quiet = Math.min(DRAIN_IDLE_MS, this.server.keepAliveTimeout);
+    this.server.keepAliveTimeout = quiet;
+    setTimeout(() => this.server.closeIdleConnections(), quiet).unref();
     this.gate.whenIdle(onDrained);
   }
 
@@ -85,8 +95,6 @@ export class ServingUnit {
     res.once('close', () => {
       this.inFlight--;
       if (logRecord) this.accessLog!.sink.write(`${this.accessLog!.format(logRecord())}\n`);
-      // A response that began before the drain kept its connection alive: close it now that it is idle.
-      if (this.draining) setImmediate(() => this.server.closeIdleConnections());
     });
     if (this.requests === this.retireAfter) this.onRetire(`served ${this.requests} requests (--max-requests)`);
   }

@@ -1,0 +1,71 @@
+/**
+ * A steady keep-alive load for the zero-downtime tests: N connections, each sending requests one after
+ * another, bounded in count and time. Every failure is recorded, never retried.
+ */
+import * as http from 'node:http';
+
+export interface LoadResult {
+  ok: number;
+  failures: string[];
+  bodies: Set<string>;
+}
+
+export interface Load {
+  /** Resolves once at least `count` requests have succeeded (bounded by the load's own limits). */
+  reached(count: number): Promise<void>;
+  stop(): Promise<LoadResult>;
+}
+
+export function keepAliveLoad(url: string, options: { connections: number; maxRequests?: number; maxMs?: number }): Load {
+  const result: LoadResult = { ok: 0, failures: [], bodies: new Set() };
+  const deadline = Date.now() + (options.maxMs ?? 60_000);
+  const maxRequests = options.maxRequests ?? 200_000;
+  let stopping = false;
+  let waiters: { count: number; resolve: () => void }[] = [];
+
+  const one = (agent: http.Agent) =>
+    new Promise<void>((resolve) => {
+      const req = http.get(url, { agent }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (body += chunk));
+        res.on('end', () => {
+          if (res.statusCode === 200) {
+            result.ok++;
+            result.bodies.add(body);
+          } else {
+            result.failures.push(`status ${res.statusCode}`);
+          }
+          resolve();
+        });
+      });
+      req.on('error', (error) => {
+        result.failures.push(error.message);
+        resolve();
+      });
+    });
+
+  const loops = Array.from({ length: options.connections }, async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    while (!stopping && Date.now() < deadline && result.ok + result.failures.length < maxRequests) {
+      await one(agent);
+      waiters = waiters.filter((waiter) => (result.ok >= waiter.count ? (waiter.resolve(), false) : true));
+    }
+    agent.destroy();
+  });
+  const finished = Promise.all(loops);
+
+  return {
+    reached: (count) =>
+      new Promise((resolve, reject) => {
+        if (result.ok >= count) return resolve();
+        waiters.push({ count, resolve });
+        void finished.then(() => (result.ok >= count ? resolve() : reject(new Error(`load ended at ${result.ok} requests`))));
+      }),
+    stop: async () => {
+      stopping = true;
+      await finished;
+      return result;
+    },
+  };
+}
