@@ -28,12 +28,14 @@ test('--max-requests retires a worker after N requests; its replacement is ready
   }
 });
 
-test('a worker whose event loop hangs past --timeout is killed and replaced', async () => {
+test('a worker whose event loop hangs past --timeout: its stack is logged, then it is killed and replaced', async () => {
   const forkgate = await start(['-w', '1', '--timeout', '1', '-b', '127.0.0.1:0', OPS]);
   try {
     const [hung] = forkgate.workerPids();
     void request(`${forkgate.url}/hang`).catch(() => {}); // its connection dies with the worker
     await forkgate.waitFor(new RegExp(`WORKER TIMEOUT \\(pid:${hung}\\)`));
+    // Its blocked JavaScript stack is logged, naming the app's file and line, before the kill.
+    await forkgate.waitFor(new RegExp(`Worker \\(pid:${hung}\\) was blocked at:\\n\\s+at \\S+ \\(${OPS}:\\d+:\\d+\\)`));
     await eventually(() => !isAlive(hung!), 'the hung worker to die');
     const reply = await eventually(() => request(`${forkgate.url}/pid`).catch(() => null), 'the replacement to serve');
     assert.notEqual(reply.body, String(hung));

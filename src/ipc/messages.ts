@@ -52,6 +52,8 @@ export interface SerializedError {
 }
 
 export type WorkerMessage =
+  /** Sent before the app loads: where the inspector will listen if the master must read a hung stack. */
+  | { readonly type: 'started'; readonly inspectorPort: number | null }
   | { readonly type: 'ready'; readonly shape: AppShape }
   | { readonly type: 'boot-error'; readonly error: SerializedError }
   | { readonly type: 'heartbeat'; readonly stats: WorkerStats }

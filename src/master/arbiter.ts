@@ -16,6 +16,7 @@ import type { Logger } from '../log/logger.ts';
 import { VERSION } from '../version.ts';
 import { loadApp, parseAppSpec } from '../worker/app-loader.ts';
 import { createBalancer, type Balancer } from './balance/index.ts';
+import { captureBlockedStack } from './stack-dump.ts';
 import { WorkerHandle } from './worker-handle.ts';
 
 const HANDLED_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGUSR1', 'SIGUSR2'] as const;
@@ -25,6 +26,8 @@ type HandledSignal = (typeof HANDLED_SIGNALS)[number];
 const TICK_MS = 250;
 /** A process not yet heard from is starting Node itself, not running the app: it gets at least this long. */
 const START_GRACE_MS = 10_000;
+/** How long the master may spend reading a hung worker's stack before it kills the worker anyway. */
+const STACK_BUDGET_MS = 2000;
 /** After a quick stop (INT, QUIT) workers get this long to exit before SIGKILL. */
 const QUICK_STOP_MS = 1000;
 /** Respawn back-off after boot failures once the pool has served: doubles up to the maximum. */
@@ -160,11 +163,26 @@ export class Arbiter {
           this.logger.warning(`Worker (pid:${worker.pid}) still busy after the stop deadline: killing it`);
           worker.kill('SIGKILL');
         }
-      } else if (timeoutMs > 0 && now - worker.lastHeartbeat > (worker.heard ? timeoutMs : Math.max(timeoutMs, START_GRACE_MS))) {
-        this.logger.critical(`WORKER TIMEOUT (pid:${worker.pid}): event loop silent for ${this.settings.timeout} s`);
-        worker.kill('SIGKILL');
+      } else if (
+        timeoutMs > 0 &&
+        !worker.timedOut &&
+        now - worker.lastHeartbeat > (worker.heard ? timeoutMs : Math.max(timeoutMs, START_GRACE_MS))
+      ) {
+        worker.timedOut = true;
+        void this.killHungWorker(worker);
       }
     }
+  }
+
+  /** Logs where the worker's JavaScript is stuck (file:line), then kills and so replaces it. */
+  private async killHungWorker(worker: WorkerHandle): Promise<void> {
+    this.logger.critical(`WORKER TIMEOUT (pid:${worker.pid}): event loop silent for ${this.settings.timeout} s`);
+    const stack = worker.inspectorPort ? await captureBlockedStack(worker.pid, worker.inspectorPort, STACK_BUDGET_MS) : null;
+    this.logger.critical(
+      stack ? `Worker (pid:${worker.pid}) was blocked at:\n${stack}` : `Worker (pid:${worker.pid}): its stack could not be read`,
+    );
+    worker.kill('SIGKILL');
+    this.wake();
   }
 
   private reapWorkers(): void {
@@ -264,6 +282,9 @@ export class Arbiter {
         if (this.stopping) this.drainWorker(worker);
         else this.balancer.add(worker);
         this.wake();
+        return;
+      case 'started':
+        worker.inspectorPort = message.inspectorPort;
         return;
       case 'boot-error':
         this.bootErrors.set(worker, message.error);

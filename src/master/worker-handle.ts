@@ -24,6 +24,10 @@ export class WorkerHandle {
   heard = false;
   drainDeadline = Infinity;
   stats: WorkerStats = { requests: 0, inFlight: 0, connections: 0 };
+  /** Loopback port of the inspector SIGUSR1 starts in this worker (for a hung worker's stack). */
+  inspectorPort: number | null = null;
+  /** Set once the heartbeat timeout fired: the worker is on its way out. */
+  timedOut = false;
   /** Signal the master itself sent (timeout kill, forced stop), to tell it from an outside kill. */
   killedWith: NodeJS.Signals | null = null;
 

@@ -3,7 +3,7 @@
  * receives connections (handed over by the master, or accepted with SO_REUSEPORT), reports heartbeats,
  * and drains on request.
  */
-import type { Socket } from 'node:net';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import type { Settings } from '../config/settings.ts';
 import { isProtocolMessage, sendToMaster, serializeError, type MasterMessage } from '../ipc/messages.ts';
 import { Logger } from '../log/logger.ts';
@@ -50,12 +50,13 @@ class Worker {
     process.on('SIGINT', () => this.exit(0));
     process.on('SIGQUIT', () => this.exit(0));
     process.on('SIGHUP', () => {});
-    process.on('SIGUSR1', () => this.units.reopenLogs());
+    // SIGUSR1 is left to Node: it starts the inspector, through which the master reads a hung stack.
     // The master is gone (even killed with SIGKILL): finish what is in flight and leave no orphan.
     process.on('disconnect', () => this.drain());
     process.on('uncaughtException', (error) => this.crash(error));
 
     setInterval(() => sendToMaster({ type: 'heartbeat', stats: this.units.stats() }), heartbeatInterval(this.settings.timeout)).unref();
+    sendToMaster({ type: 'started', inspectorPort: await reserveInspectorPort() });
     try {
       const shape = await this.units.start();
       this.ready = true;
@@ -116,6 +117,24 @@ class Worker {
     this.units.flushLogs();
     this.logger.close();
     process.exit(code);
+  }
+}
+
+/**
+ * Picks a free loopback port for the inspector that SIGUSR1 would start (Node's default, 9229, would be
+ * shared by every worker). Nothing listens on it until the master asks for a hung worker's stack.
+ */
+async function reserveInspectorPort(): Promise<number | null> {
+  const probe = createServer();
+  try {
+    await new Promise<void>((resolve, reject) => probe.once('error', reject).listen(0, '127.0.0.1', resolve));
+    const { port } = probe.address() as AddressInfo;
+    process.debugPort = port;
+    return port;
+  } catch {
+    return null; // no loopback: a hang is still killed, only without its stack
+  } finally {
+    probe.close();
   }
 }
 
