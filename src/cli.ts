@@ -13,6 +13,7 @@ import { Arbiter } from './master/arbiter.ts';
 import { VERSION } from './version.ts';
 import { loadApp, parseAppSpec } from './worker/app-loader.ts';
 import { runWorker } from './worker/main.ts';
+import { statusCommand } from './status-command.ts';
 import { runThread } from './worker/thread.ts';
 import type { ThreadData } from './ipc/messages.ts';
 import { isMainThread, workerData } from 'node:worker_threads';
@@ -40,6 +41,16 @@ async function main(argv: string[]): Promise<number> {
     return usageError(`needs Node >= ${MINIMUM_NODE.join('.')} (this is ${process.version}); run it through npx or npm scripts, or use the single binary`);
   }
   const sources: SettingSources = { argv, env: { ...process.env }, cwd: process.cwd() };
+  if (argv[0] === 'status') {
+    try {
+      return print(await statusCommand(argv.slice(1), sources));
+    } catch (error) {
+      if (error instanceof SettingError) return usageError(error.message);
+      if ((error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) return usageError(`status: ${(error as Error).message}`);
+      process.stderr.write(`forkgate: status: ${(error as Error).message}\n`);
+      return ExitCode.runtimeFailure;
+    }
+  }
   let resolved: ResolvedSettings;
   try {
     resolved = await resolveSettings(sources);

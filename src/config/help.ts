@@ -15,7 +15,7 @@ function sections(): Map<string, Setting[]> {
 }
 
 export function renderHelp(): string {
-  const lines = ['Usage: forkgate [options] APP', '', 'APP is path/to/app.{js,mjs,cjs,ts}[:export] (:factory() calls a factory).'];
+  const lines = ['Usage: forkgate [options] APP', '       forkgate status [--admin ADDRESS]', '', 'APP is path/to/app.{js,mjs,cjs,ts}[:export] (:factory() calls a factory).'];
   for (const [section, entries] of sections()) {
     lines.push('', `${section}:`);
     for (const entry of entries) {

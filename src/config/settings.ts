@@ -113,6 +113,19 @@ function bindList(raw: unknown): BindAddress[] | Invalid {
   return addresses;
 }
 
+function singleBind(raw: unknown): BindAddress | null | Invalid {
+  if (raw === null) return null;
+  const parsed = typeof raw === 'string' ? parseBindAddress(raw) : 'not a string';
+  if (typeof parsed === 'string' || parsed.kind === 'fd') return new Invalid('HOST:PORT or unix:PATH');
+  return parsed;
+}
+
+function octalMask(raw: unknown): string | null | Invalid {
+  if (raw === null) return null;
+  const text = typeof raw === 'number' ? raw.toString(8) : String(raw);
+  return /^(0o?)?[0-7]{1,4}$/.test(text) ? text.replace(/^0o/, '0') : new Invalid('an octal mask such as 022 or 027');
+}
+
 function workerCount(raw: unknown): number | 'auto' | Invalid {
   if (raw === 'auto') return 'auto';
   const count = wholeNumber(1)(raw);
@@ -249,11 +262,42 @@ export const SETTINGS = [
     default: 65, validate: wholeNumber(0),
     doc: 'Idle keep-alive timeout (0 disables keep-alive). Above the 60 s idle timeout of AWS load balancers, so they never reuse a connection forkgate just closed.',
   }),
+  setting({
+    name: 'max-memory', key: 'maxMemory', meta: 'MB', section: 'Worker processes',
+    default: 0, validate: wholeNumber(0),
+    doc: 'Retire a worker gracefully once its resident memory (RSS) passes this many MiB (0: never). Its replacement starts first.',
+  }),
+  setting({
+    name: 'shutdown-delay', key: 'shutdownDelay', meta: 'SECONDS', section: 'Worker processes',
+    default: 0, validate: wholeNumber(0),
+    doc: 'On TERM, keep serving this long with /readyz answering 503 before closing the listeners, so load balancers and Kubernetes endpoints stop sending first.',
+  }),
   // ---- process ----
   setting({
     name: 'name', key: 'name', meta: 'STRING', section: 'Process',
     default: null as string | null, validate: optionalText,
     doc: 'Process title prefix in ps and top (default: forkgate).',
+  }),
+  setting({
+    name: 'user', key: 'user', short: 'u', meta: 'USER', section: 'Process',
+    default: null as string | null, validate: optionalText,
+    doc: 'Run workers as this user (name or uid). The master keeps its privileges to bind (port 80 too) and spawn.',
+  }),
+  setting({
+    name: 'group', key: 'group', short: 'g', meta: 'GROUP', section: 'Process',
+    default: null as string | null, validate: optionalText,
+    doc: "Run workers as this group (name or gid); default: the user's primary group when --user is given.",
+  }),
+  setting({
+    name: 'umask', key: 'umask', short: 'm', meta: 'OCTAL', section: 'Process',
+    default: null as string | null, validate: octalMask,
+    doc: 'File mode creation mask of the master and the workers, in octal (for example 027).',
+  }),
+  setting({
+    name: 'admin-bind', key: 'adminBind', meta: 'ADDRESS', section: 'Process',
+    default: null as BindAddress | null, validate: singleBind,
+    format: (address) => (address ? formatBindAddress(address) : 'null'),
+    doc: 'Serve the admin endpoint here (HOST:PORT or unix:PATH; off by default, keep it on loopback or a unix socket): GET /healthz, /readyz, /status; POST /workers/+1, /workers/-1, /reload.',
   }),
   setting({
     name: 'pid', key: 'pid', short: 'p', meta: 'FILE', section: 'Process',

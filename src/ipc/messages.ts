@@ -56,7 +56,7 @@ export type WorkerMessage =
   | { readonly type: 'started'; readonly inspectorPort: number | null }
   | { readonly type: 'ready'; readonly shape: AppShape }
   | { readonly type: 'boot-error'; readonly error: SerializedError }
-  | { readonly type: 'heartbeat'; readonly stats: WorkerStats }
+  | { readonly type: 'heartbeat'; readonly stats: WorkerStats; readonly rss: number }
   /** ok: false when the worker is draining; the master then gives the socket to another worker. */
   | { readonly type: 'accepted'; readonly seq: number; readonly ok: boolean; readonly connections: number }
   /** The worker reached --max-requests and asks to be replaced. */

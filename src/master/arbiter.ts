@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import { isSea } from 'node:sea';
-import { nominalAddress } from '../config/bind.ts';
+import { formatBindAddress, nominalAddress } from '../config/bind.ts';
 import { resolveSettings, type ResolvedSettings, type SettingSources } from '../config/load.ts';
 import type { Settings } from '../config/settings.ts';
 import { ExitCode } from '../errors.ts';
@@ -16,6 +16,9 @@ import type { Logger } from '../log/logger.ts';
 import { VERSION } from '../version.ts';
 import { loadApp, parseAppSpec } from '../worker/app-loader.ts';
 import { createBalancer, type Balancer } from './balance/index.ts';
+import type { Server } from 'node:http';
+import { startAdmin, type AdminActions, type PoolStatus } from './admin.ts';
+import { handOverLogFile, resolveIdentity, type WorkerIdentity } from './privileges.ts';
 import { captureBlockedStack } from './stack-dump.ts';
 import { WorkerHandle } from './worker-handle.ts';
 
@@ -30,9 +33,14 @@ const START_GRACE_MS = 10_000;
 const STACK_BUDGET_MS = 2000;
 /** After a quick stop (INT, QUIT) workers get this long to exit before SIGKILL. */
 const QUICK_STOP_MS = 1000;
-/** Respawn back-off after boot failures once the pool has served: doubles up to the maximum. */
+/**
+ * Crash-loop back-off (PM2's exp_backoff_restart_delay): after a boot failure, or a worker dying within
+ * STABLE_MS of its start, the next start waits 500 ms, doubling up to 30 s; a quiet RESET_MS clears it.
+ */
 const BACKOFF_START_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
+const STABLE_MS = 10_000;
+const RESET_MS = 60_000;
 
 interface WorkerExit {
   readonly worker: WorkerHandle;
@@ -59,9 +67,17 @@ export class Arbiter {
   /** Set once the first full pool is ready: boot failures before it end the master (exit 3). */
   private poolReadyOnce = false;
   private lastBootErrorShown: string | null = null;
-  private backoffMs = 0;
+  private failures = { count: 0, lastAt: 0 };
   private nextSpawnAt = 0;
+  /** Workers replaced after an exit the master did not ask for; and the last exit, for /status. */
+  private restarts = 0;
+  private lastExit: { pid: number; reason: string } | null = null;
   private ticker: NodeJS.Timeout | null = null;
+  private identity: WorkerIdentity | null = null;
+  private admin: Server | null = null;
+  /** From TERM on: /readyz answers 503 (during --shutdown-delay the pool still serves). */
+  private leaving = false;
+  private readonly startedAt = Date.now();
   private finish: (code: number) => void = () => {};
 
   constructor(resolved: ResolvedSettings, sources: SettingSources, logger: Logger) {
@@ -78,6 +94,14 @@ export class Arbiter {
     const { settings, logger } = this;
     process.title = `${settings.name ?? 'forkgate'}: master [${settings.app}]`;
     logger.info(`Starting forkgate ${VERSION} on Node ${process.version}`);
+    if (settings.umask !== null) process.umask(parseInt(settings.umask, 8)); // inherited by the workers
+    try {
+      this.identity = resolveIdentity(settings.user, settings.group);
+      if (this.identity) for (const file of [settings.accessLogfile, settings.errorLogfile]) handOverLogFile(file, this.identity);
+    } catch (error) {
+      logger.error((error as Error).message);
+      return ExitCode.usage;
+    }
     if (settings.preload && !(await this.preloadApp())) return ExitCode.bootFailure;
     try {
       await this.balancer.listen();
@@ -88,6 +112,15 @@ export class Arbiter {
     for (const url of this.balancer.urls()) logger.info(`Listening at: ${url} (${process.pid})`);
     logger.info(`Using worker class ${settings.workerClass}, balance ${this.balancer.mode === 'handoff' ? 'round-robin' : 'reuseport'}`);
     if (settings.pid) fs.writeFileSync(settings.pid, `${process.pid}\n`);
+    if (settings.adminBind) {
+      try {
+        this.admin = await startAdmin(settings.adminBind, this.adminActions());
+        logger.info(`Admin endpoint at: ${formatBindAddress(settings.adminBind)}`);
+      } catch (error) {
+        logger.error(`Cannot serve the admin endpoint: ${(error as Error).message}`);
+        return ExitCode.runtimeFailure;
+      }
+    }
 
     for (const signal of HANDLED_SIGNALS) {
       const listener = () => this.queueSignal(signal);
@@ -127,7 +160,12 @@ export class Arbiter {
     this.logger.info(`Handling signal: ${signal.slice(3).toLowerCase()}`);
     switch (signal) {
       case 'SIGTERM':
-        return this.stop('graceful');
+        if (this.leaving || this.settings.shutdownDelay === 0) return this.stop('graceful');
+        // Load balancers see /readyz fail and stop sending; the pool serves on until they have.
+        this.leaving = true;
+        this.logger.info(`Shutdown delay: serving ${this.settings.shutdownDelay} s more before stopping`);
+        setTimeout(() => this.queueSignal('SIGTERM'), this.settings.shutdownDelay * 1000);
+        return;
       case 'SIGINT':
       case 'SIGQUIT':
         return this.stop('quick');
@@ -156,6 +194,7 @@ export class Arbiter {
   private murderWorkers(): void {
     const now = Date.now();
     const timeoutMs = this.settings.timeout * 1000;
+    const maxRss = this.settings.maxMemory * 2 ** 20;
     for (const worker of this.workers) {
       if (worker.killedWith === 'SIGKILL') continue;
       if (worker.state === 'draining') {
@@ -163,6 +202,9 @@ export class Arbiter {
           this.logger.warning(`Worker (pid:${worker.pid}) still busy after the stop deadline: killing it`);
           worker.kill('SIGKILL');
         }
+      } else if (maxRss > 0 && worker.state === 'ready' && !worker.retiring && worker.rss > maxRss) {
+        this.logger.warning(`Worker (pid:${worker.pid}) uses ${Math.round(worker.rss / 2 ** 20)} MiB, over --max-memory: replacing it`);
+        worker.retiring = true;
       } else if (
         timeoutMs > 0 &&
         !worker.timedOut &&
@@ -192,6 +234,10 @@ export class Arbiter {
       const bootError = this.bootErrors.get(worker);
       this.bootErrors.delete(worker);
       if (this.stopping) continue;
+      const unexpected = worker.state !== 'draining' && worker.killedWith === null;
+      this.lastExit = { pid: worker.pid, reason: worker.timedOut ? 'timeout' : describeExit(code, signal) };
+      if (unexpected || worker.timedOut) this.restarts++;
+      if (unexpected && worker.state === 'ready' && Date.now() - worker.readyAt < STABLE_MS) this.backOff();
       if (worker.state === 'booting' && !worker.retiring) {
         this.onBootFailure(worker, bootError?.stack ?? `Worker (pid:${worker.pid}) ${describeExit(code, signal)} before it was ready`);
       } else if (signal && worker.killedWith !== signal) {
@@ -214,10 +260,9 @@ export class Arbiter {
     const serving = all.filter((worker) => worker.state !== 'draining' && !worker.retiring);
 
     if (serving.length < this.target && Date.now() >= this.nextSpawnAt) {
-      // While backing off from boot failures, try one worker at a time.
-      const count = this.backoffMs > 0 ? 1 : this.target - serving.length;
+      // While a crash loop is recent, try one worker at a time.
+      const count = this.inCrashLoop() ? 1 : this.target - serving.length;
       for (let i = 0; i < count; i++) serving.push(this.spawnWorker());
-      if (this.backoffMs > 0) this.nextSpawnAt = Date.now() + this.backoffMs;
     }
     // TTOU: retire surplus workers, those still booting first (they serve nothing yet), then the oldest.
     const surplus = serving.length - this.target;
@@ -248,6 +293,7 @@ export class Arbiter {
     const child = spawn(process.execPath, args, {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       env: { ...this.sources.env, ...settings.env, FORKGATE_ROLE: 'worker' },
+      ...this.identity,
     });
     const worker = new WorkerHandle(this.nextWorkerId++, this.generation, child);
     this.workers.add(worker);
@@ -276,8 +322,7 @@ export class Arbiter {
       case 'ready':
         if (worker.state !== 'booting') return;
         worker.state = 'ready';
-        this.backoffMs = 0;
-        this.nextSpawnAt = 0;
+        worker.readyAt = Date.now();
         this.logger.debug(`Worker (pid:${worker.pid}) ready, app shape: ${message.shape}`);
         if (this.stopping) this.drainWorker(worker);
         else this.balancer.add(worker);
@@ -291,6 +336,7 @@ export class Arbiter {
         return;
       case 'heartbeat':
         worker.stats = message.stats;
+        worker.rss = message.rss;
         return;
       case 'accepted':
         this.balancer.accepted(worker, message.seq, message.ok, message.connections);
@@ -323,9 +369,19 @@ export class Arbiter {
     // The pool served before (a reload or respawn failed): keep what serves, retry with back-off.
     if (error !== this.lastBootErrorShown) this.logger.error(`Worker failed to boot (pid:${worker.pid}):\n${error}`);
     this.lastBootErrorShown = error;
-    this.backoffMs = Math.min(BACKOFF_MAX_MS, Math.max(BACKOFF_START_MS, this.backoffMs * 2));
-    this.nextSpawnAt = Date.now() + this.backoffMs;
-    this.logger.info(`Next worker start in ${this.backoffMs} ms`);
+    this.backOff();
+  }
+
+  private inCrashLoop(): boolean {
+    return this.failures.count > 0 && Date.now() - this.failures.lastAt < RESET_MS;
+  }
+
+  private backOff(): void {
+    const now = Date.now();
+    this.failures = { count: this.inCrashLoop() ? this.failures.count + 1 : 1, lastAt: now };
+    const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** (this.failures.count - 1));
+    this.nextSpawnAt = now + delay;
+    this.logger.info(`Next worker start in ${delay} ms (failure ${this.failures.count} in a row)`);
   }
 
   // ---- whole-pool operations ----
@@ -354,6 +410,7 @@ export class Arbiter {
   private stop(mode: 'graceful' | 'quick'): void {
     if (this.stopping === 'quick' || this.stopping === mode) return;
     this.stopping = mode;
+    this.leaving = true;
     void this.balancer.close();
     for (const worker of this.workers) {
       if (mode === 'graceful') {
@@ -371,8 +428,46 @@ export class Arbiter {
     if (this.ticker) clearInterval(this.ticker);
     for (const [signal, listener] of this.signalListeners) process.off(signal, listener);
     if (this.settings.pid) fs.rmSync(this.settings.pid, { force: true });
+    this.admin?.close();
     this.logger.info('Shutting down: Master');
     this.finish(this.exitCode);
+  }
+
+  private adminActions(): AdminActions {
+    const serving = () => [...this.workers].some((worker) => worker.state === 'ready');
+    return {
+      healthy: serving,
+      ready: () => !this.leaving && this.poolReadyOnce && serving(),
+      signal: (signal) => this.queueSignal(signal),
+      status: () => this.status(),
+    };
+  }
+
+  private status(): PoolStatus {
+    const now = Date.now();
+    return {
+      master: { pid: process.pid, version: VERSION, node: process.version, uptimeSeconds: Math.round((now - this.startedAt) / 1000) },
+      generation: this.generation,
+      target: this.target,
+      balance: this.balancer.mode === 'handoff' ? 'round-robin' : 'reuseport',
+      workerClass: this.settings.workerClass,
+      threads: this.settings.threads,
+      ready: !this.leaving && this.poolReadyOnce,
+      restarts: this.restarts,
+      lastExit: this.lastExit,
+      workers: [...this.workers]
+        .sort((a, b) => a.id - b.id)
+        .map((worker) => ({
+          pid: worker.pid,
+          id: worker.id,
+          generation: worker.generation,
+          state: worker.state,
+          retiring: worker.retiring,
+          ...worker.stats,
+          rssBytes: worker.rss,
+          uptimeSeconds: Math.round((now - worker.spawnedAt) / 1000),
+        })),
+    };
   }
 
   /** --preload: load the app once in the master, so a broken app fails before any worker starts. */

@@ -24,6 +24,9 @@ export class WorkerHandle {
   heard = false;
   drainDeadline = Infinity;
   stats: WorkerStats = { requests: 0, inFlight: 0, connections: 0 };
+  /** Resident memory of the whole worker process (all its threads), as its last heartbeat said. */
+  rss = 0;
+  readyAt = 0;
   /** Loopback port of the inspector SIGUSR1 starts in this worker (for a hung worker's stack). */
   inspectorPort: number | null = null;
   /** Set once the heartbeat timeout fired: the worker is on its way out. */

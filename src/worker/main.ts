@@ -55,7 +55,7 @@ class Worker {
     process.on('disconnect', () => this.drain());
     process.on('uncaughtException', (error) => this.crash(error));
 
-    setInterval(() => sendToMaster({ type: 'heartbeat', stats: this.units.stats() }), heartbeatInterval(this.settings.timeout)).unref();
+    setInterval(() => sendToMaster({ type: 'heartbeat', stats: this.units.stats(), rss: process.memoryUsage.rss() }), heartbeatInterval(this.settings.timeout)).unref();
     sendToMaster({ type: 'started', inspectorPort: await reserveInspectorPort() });
     try {
       const shape = await this.units.start();

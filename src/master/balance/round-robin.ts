@@ -1,8 +1,8 @@
-import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { formatBindAddress, type BindAddress } from '../../config/bind.ts';
 import type { ListenPlan } from '../../ipc/messages.ts';
 import type { WorkerHandle } from '../worker-handle.ts';
+import { listenOn } from '../listen.ts';
 import type { Balancer } from './balancer.ts';
 
 /**
@@ -130,31 +130,5 @@ export class RoundRobinBalancer implements Balancer {
     }
     if (best) this.cursor = (this.ready.indexOf(best) + 1) % count;
     return best;
-  }
-}
-
-async function listenOn(server: net.Server, address: BindAddress, backlog: number): Promise<void> {
-  if (address.kind === 'unix') removeStaleSocket(address.path);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    const options =
-      address.kind === 'tcp'
-        ? { host: address.host, port: address.port, backlog }
-        : address.kind === 'unix'
-          ? { path: address.path, backlog }
-          : { fd: address.fd, backlog };
-    server.listen(options, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-}
-
-/** A socket file left by a crashed run would make listen() fail with EADDRINUSE. */
-function removeStaleSocket(path: string): void {
-  try {
-    if (fs.statSync(path).isSocket()) fs.unlinkSync(path);
-  } catch {
-    // absent: nothing to remove
   }
 }

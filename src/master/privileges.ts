@@ -1,0 +1,50 @@
+/**
+ * --user / --group: the master keeps root to bind and spawn; workers are started with the target ids
+ * (child_process sets gid, drops supplementary groups, then sets uid) before they load the app.
+ */
+import { chownSync, closeSync, openSync, readFileSync } from 'node:fs';
+import { SettingError } from '../errors.ts';
+
+export interface WorkerIdentity {
+  readonly uid: number;
+  readonly gid: number;
+}
+
+/** Node has no getpwnam(): names are looked up in the passwd and group files, numbers taken as they are. */
+export function resolveIdentity(
+  user: string | null,
+  group: string | null,
+  files = { passwd: '/etc/passwd', group: '/etc/group' },
+): WorkerIdentity | null {
+  if (user === null && group === null) return null;
+  if (process.getuid?.() !== 0) throw new SettingError(`--user/--group: the master must run as root to start workers as another user`);
+  const account = user === null ? null : lookUp(files.passwd, user, '--user');
+  const uid = account ? Number(account[2]) : process.getuid();
+  const gid = group !== null ? Number(lookUp(files.group, group, '--group')[2]) : account ? Number(account[3]) : process.getgid!();
+  return { uid, gid };
+}
+
+/** The passwd or group line for a name or number: [name, password, id, (primary gid), ...]. */
+function lookUp(file: string, nameOrId: string, flag: string): string[] {
+  const numeric = /^\d+$/.test(nameOrId);
+  const lines = safeRead(file).split('\n').map((line) => line.split(':'));
+  const entry = lines.find((fields) => (numeric ? fields[2] === nameOrId : fields[0] === nameOrId));
+  if (entry) return entry;
+  if (numeric) return [nameOrId, 'x', nameOrId, nameOrId];
+  throw new SettingError(`${flag}: no '${nameOrId}' in ${file}; give a numeric id instead`);
+}
+
+function safeRead(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/** Log files are opened by the workers: create them here and hand them to the workers' user. */
+export function handOverLogFile(path: string | null, identity: WorkerIdentity): void {
+  if (path === null || path === '-') return;
+  closeSync(openSync(path, 'a'));
+  chownSync(path, identity.uid, identity.gid);
+}

@@ -1,0 +1,95 @@
+// Supervision and operability: admin endpoint, readiness on TERM, --max-memory, crash-loop back-off, --user.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { eventually, FIXTURES, ROOT, request, start, startRequest } from './helpers/forkgate.ts';
+import { keepAliveLoad } from './helpers/load.ts';
+
+const OPS = `${FIXTURES}ops.cjs`;
+const scratch = mkdtempSync(join(tmpdir(), 'forkgate-supervision-'));
+after(() => rmSync(scratch, { recursive: true, force: true }));
+
+test('admin endpoint: healthz, readyz, status, resize and reload; forkgate status prints the pool', async () => {
+  const admin = join(scratch, 'admin.sock');
+  const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', '--admin-bind', `unix:${admin}`, OPS]);
+  const ask = (path: string, method = 'GET') => request(`http://admin${path}`, { socketPath: admin, method });
+  try {
+    assert.equal((await ask('/healthz')).status, 200);
+    assert.equal((await ask('/readyz')).status, 200);
+    const status = JSON.parse((await ask('/status')).body);
+    assert.equal(status.master.pid, forkgate.pid);
+    assert.deepEqual(status.workers.map((worker: { pid: number }) => worker.pid).sort(), forkgate.workerPids());
+    assert.equal((await ask('/status', 'DELETE')).status, 405);
+
+    assert.equal((await ask('/workers/+1', 'POST')).status, 202);
+    await eventually(() => forkgate.workerPids().length === 3, '3 workers');
+    assert.equal((await ask('/workers/-1', 'POST')).status, 202);
+    await eventually(() => forkgate.workerPids().length === 2, '2 workers');
+    assert.equal((await ask('/reload', 'POST')).status, 202);
+    await eventually(async () => JSON.parse((await ask('/status')).body).generation === 2, 'generation 2');
+
+    const printed = spawnSync(process.execPath, [`${ROOT}dist/forkgate.cjs`, 'status', '--admin', `unix:${admin}`], { encoding: 'utf8' });
+    assert.equal(printed.status, 0, printed.stderr);
+    assert.match(printed.stdout, new RegExp(`^master ${forkgate.pid} `));
+    assert.match(printed.stdout, /^PID\s+GEN\s+STATE\s+REQUESTS/m);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('TERM with --shutdown-delay: /readyz turns 503 at once, serving goes on, the in-flight request completes', async () => {
+  const admin = join(scratch, 'ready.sock');
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', `unix:${admin}`, '--shutdown-delay', '1', OPS]);
+  const readyz = async () => (await request('http://admin/readyz', { socketPath: admin })).status;
+  assert.equal(await readyz(), 200);
+  const slow = startRequest(`${forkgate.url}/slow?ms=1500`);
+  await slow.headers;
+  forkgate.signal('SIGTERM');
+  await forkgate.waitFor(/Shutdown delay: serving 1 s more/);
+  assert.equal(await readyz(), 503);
+  assert.equal((await request(`${forkgate.url}/pid`)).status, 200, 'still serving during the delay');
+  assert.equal((await slow.reply).status, 200);
+  assert.deepEqual(await forkgate.exited, { code: 0, signal: null });
+});
+
+test('--max-memory retires a leaking worker with zero failed requests', async () => {
+  const forkgate = await start(['-w', '1', '--max-memory', '150', '--timeout', '2', '-b', '127.0.0.1:0', `${FIXTURES}leak.cjs`]);
+  try {
+    const [first] = forkgate.workerPids();
+    const load = keepAliveLoad(`${forkgate.url}/`, { connections: 2, maxRequests: 400, maxMs: 30_000 });
+    await forkgate.waitFor(new RegExp(`Worker \\(pid:${first}\\) uses \\d+ MiB, over --max-memory: replacing it`), 30_000);
+    await eventually(() => !forkgate.workerPids().includes(first!), 'the leaking worker to go');
+    const { ok, failures, bodies } = await load.stop();
+    assert.deepEqual(failures, [], `${failures.length} failed of ${ok + failures.length}`);
+    assert.ok(bodies.size >= 2, 'a replacement served');
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('a worker that keeps crashing right after it starts is restarted with exponential back-off', async () => {
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', `${FIXTURES}crash-soon.cjs`]);
+  try {
+    await forkgate.waitFor(/Next worker start in 500 ms \(failure 1 in a row\)[\s\S]*Next worker start in 1000 ms \(failure 2 in a row\)/, 20_000);
+    assert.ok(forkgate.count(/Booting worker/) <= 4, forkgate.output);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('--user and --group: workers run as that user, the master keeps root', { skip: process.getuid?.() !== 0 && 'needs root' }, async () => {
+  const forkgate = await start(['-w', '1', '--user', 'nobody', '--group', 'nogroup', '-b', '127.0.0.1:0', OPS]);
+  try {
+    const [worker] = forkgate.workerPids();
+    const ids = (pid: number, field: string) => readFileSync(`/proc/${pid}/status`, 'utf8').match(new RegExp(`^${field}:\\s+(\\d+)`, 'm'))![1];
+    assert.equal(ids(worker!, 'Uid'), '65534');
+    assert.equal(ids(worker!, 'Gid'), '65534');
+    assert.equal(ids(forkgate.pid, 'Uid'), '0');
+    assert.equal((await request(`${forkgate.url}/pid`)).body, String(worker));
+  } finally {
+    await forkgate.stop();
+  }
+});
