@@ -3,7 +3,7 @@
  * plays. Workers are this same executable started with FORKGATE_ROLE=worker; serving threads are this
  * same file in a worker_thread with the role in its workerData.
  */
-import { nominalAddress } from './config/bind.ts';
+import { nominalAddress, takeActivatedSockets } from './config/bind.ts';
 import type { Settings } from './config/settings.ts';
 import { resolveSettings, type ResolvedSettings, type SettingSources } from './config/load.ts';
 import { renderHelp, renderPrintConfig } from './config/help.ts';
@@ -40,7 +40,9 @@ async function main(argv: string[]): Promise<number> {
   if (major < MINIMUM_NODE[0] || (major === MINIMUM_NODE[0] && minor < MINIMUM_NODE[1])) {
     return usageError(`needs Node >= ${MINIMUM_NODE.join('.')} (this is ${process.version}); run it through npx or npm scripts, or use the single binary`);
   }
-  const sources: SettingSources = { argv, env: { ...process.env }, cwd: process.cwd() };
+  // Taken out of process.env first, so neither the workers nor the app's own children see them.
+  const activatedSockets = takeActivatedSockets(process.env, process.pid);
+  const sources: SettingSources = { argv, env: { ...process.env }, cwd: process.cwd(), activatedSockets };
   if (argv[0] === 'status') {
     try {
       return print(await statusCommand(argv.slice(1), sources));

@@ -62,3 +62,21 @@ export function nominalAddress(address: BindAddress | undefined): import('node:n
 export function reusePortSupported(platform: NodeJS.Platform = process.platform): boolean {
   return ['linux', 'freebsd', 'sunos', 'aix'].includes(platform);
 }
+
+/** sd_listen_fds(3): systemd passes the sockets of socket activation as descriptors 3, 4, ... */
+const SD_LISTEN_FDS_START = 3;
+
+/**
+ * systemd socket activation: fd:// binds for the sockets passed to this process (LISTEN_FDS, when
+ * LISTEN_PID is this pid). Takes the variables out of `env` either way, as sd_listen_fds(unset=1) does, so
+ * that no worker or process the app starts takes the sockets for its own.
+ */
+export function takeActivatedSockets(env: NodeJS.ProcessEnv, pid: number): BindAddress[] {
+  const count = Number(env.LISTEN_FDS);
+  const forThisProcess = env.LISTEN_PID === String(pid);
+  delete env.LISTEN_FDS;
+  delete env.LISTEN_PID;
+  delete env.LISTEN_FDNAMES;
+  if (!forThisProcess || !Number.isInteger(count) || count < 1) return [];
+  return Array.from({ length: count }, (_, index) => ({ kind: 'fd', fd: SD_LISTEN_FDS_START + index }));
+}

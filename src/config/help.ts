@@ -19,12 +19,13 @@ export function renderHelp(): string {
   for (const [section, entries] of sections()) {
     lines.push('', `${section}:`);
     for (const entry of entries) {
-      if (entry.key === 'app') continue;
+      if (entry.key === 'app' || entry.kind === 'hook') continue;
       const label = flagLabel(entry);
       lines.push(`  ${label.padEnd(34)}${label.length > 33 ? `\n${' '.repeat(36)}` : ''}${entry.doc}`);
     }
   }
-  lines.push('', 'Every setting also reads FORKGATE_<NAME> from the environment; see docs/settings.md.');
+  lines.push('', 'Every setting also reads FORKGATE_<NAME> from the environment; server hooks are set in a config file.');
+  lines.push('See docs/settings.md.');
   return `${lines.join('\n')}\n`;
 }
 
@@ -51,7 +52,8 @@ export function renderSettingsMarkdown(): string {
     lines.push('', `## ${section}`);
     for (const entry of entries) {
       const env = entry.env.map((source) => `\`${source.name}\``).join(', ') || '—';
-      const flag = entry.key === 'app' ? 'positional `APP`' : `\`--${entry.name}\`${entry.short ? `, \`-${entry.short}\`` : ''}`;
+      const flag =
+        entry.key === 'app' ? 'positional `APP`' : entry.kind === 'hook' ? '—' : `\`--${entry.name}\`${entry.short ? `, \`-${entry.short}\`` : ''}`;
       lines.push(
         '',
         `### ${entry.name}`,

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { SettingError } from '../errors.ts';
-import { reusePortSupported } from './bind.ts';
+import { reusePortSupported, type BindAddress } from './bind.ts';
 import { autoWorkerCount, effectiveCpuCount } from './cpu.ts';
 import { Invalid, SETTINGS, type Setting, type SettingValues, type Settings } from './settings.ts';
 
@@ -27,6 +27,8 @@ export interface SettingSources {
   readonly argv: readonly string[];
   readonly env: NodeJS.ProcessEnv;
   readonly cwd: string;
+  /** fd:// binds for the sockets systemd passed (socket activation): the binds when no source gives any. */
+  readonly activatedSockets?: readonly BindAddress[];
 }
 
 type Layer = Map<string, { raw: unknown; source: string }>;
@@ -55,6 +57,7 @@ export async function resolveSettings(sources: SettingSources): Promise<Resolved
     }
   }
   if (cli.app !== undefined) values.app = cli.app;
+  if (!sourceOf.has('bind') && sources.activatedSockets?.length) values.bind = sources.activatedSockets;
   values.config = configFile;
 
   const raw = values as SettingValues;
@@ -100,7 +103,7 @@ function validate(entry: Setting, raw: unknown, source: string): unknown {
 function parseCommandLine(argv: readonly string[], sourcePrefix: string): { layer: Layer; app: string | undefined } {
   const options: ParseArgsOptionsConfig = {};
   for (const entry of SETTINGS as readonly Setting[]) {
-    if (entry.key === 'app') continue;
+    if (entry.key === 'app' || entry.kind === 'hook') continue;
     options[entry.name] = {
       type: entry.kind === 'boolean' ? 'boolean' : 'string',
       multiple: entry.kind === 'list',

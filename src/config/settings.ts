@@ -5,9 +5,10 @@
  */
 import { BIND_FORMS, formatBindAddress, parseBindAddress, type BindAddress } from './bind.ts';
 import { DEFAULT_ACCESS_LOG_FORMAT } from '../log/access-log.ts';
+import { HOOK_NAMES, type HookName, type Hooks } from '../hooks.ts';
 
-/** How the CLI parses a flag: a value, an on/off switch, or a value that may be repeated. */
-export type FlagKind = 'string' | 'boolean' | 'list';
+/** How the CLI parses a flag: a value, an on/off switch, a value that may be repeated; hooks have none. */
+export type FlagKind = 'string' | 'boolean' | 'list' | 'hook';
 
 export interface EnvSource {
   readonly name: string;
@@ -101,6 +102,15 @@ function listOf(raw: unknown): string[] | Invalid {
   return new Invalid('a string or a list of strings');
 }
 
+/** Each item is one argument for Node in its --flag=value form (a separate value would be a second item). */
+function nodeOptions(raw: unknown): string[] | Invalid {
+  const items = listOf(raw);
+  if (items instanceof Invalid || !items.every((item) => /^--?\w/.test(item))) {
+    return new Invalid('Node options written --flag or --flag=value, such as --max-old-space-size=512');
+  }
+  return items;
+}
+
 function bindList(raw: unknown): BindAddress[] | Invalid {
   const items = listOf(raw);
   if (items instanceof Invalid || items.length === 0) return new Invalid(`one or more of ${BIND_FORMS}`);
@@ -147,6 +157,41 @@ function environmentPairs(raw: unknown): Record<string, string> | Invalid {
   return pairs;
 }
 
+function hookFunction(raw: unknown): ((...args: never[]) => unknown) | null | Invalid {
+  return raw === null || typeof raw === 'function' ? (raw as ((...args: never[]) => unknown) | null) : new Invalid('a function');
+}
+
+const HOOK_DOCS: Record<HookName, string> = {
+  onStarting: 'Master: before it binds and spawns. (master)',
+  onReload: 'Master: on HUP, once the settings are re-read. (master)',
+  whenReady: 'Master: once the first full pool is serving. (master)',
+  preFork: 'Master: just before a worker process starts. (master, worker)',
+  postFork: 'Worker: first thing in the new process, before the app loads. (worker)',
+  postWorkerInit: 'Worker: the app is loaded, about to serve. (worker)',
+  workerInt: 'Worker: got INT or QUIT, about to exit at once. (worker)',
+  workerAbort: "Master: a worker silent past --timeout, with its blocked stack, before it is killed. (master, worker)",
+  preRequest: 'Worker: before the app sees a request. (worker, req)',
+  postRequest: 'Worker: after a response has ended. (worker, req, res)',
+  childExit: 'Master: a worker process exited. (master, worker)',
+  workerExit: 'Worker: about to exit after draining. (worker)',
+  nworkersChanged: 'Master: the target pool size changed. (master, newValue, oldValue)',
+  onExit: 'Master: just before it exits. (master)',
+};
+
+const hookSettings = HOOK_NAMES.map((name) =>
+  setting({
+    name: name.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`),
+    key: name,
+    kind: 'hook',
+    env: [],
+    section: 'Server hooks (config file only)',
+    default: null as Hooks[typeof name] | null,
+    validate: hookFunction as (raw: unknown) => Hooks[typeof name] | null | Invalid,
+    format: (hook) => (hook ? '<function>' : 'null'),
+    doc: HOOK_DOCS[name],
+  }),
+);
+
 export const LOG_LEVELS = ['debug', 'info', 'warning', 'error', 'critical'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 export const WORKER_CLASSES = ['async', 'sync', 'gthread'] as const;
@@ -192,6 +237,11 @@ export const SETTINGS = [
     default: {} as Record<string, string>, validate: environmentPairs,
     format: (pairs) => JSON.stringify(pairs),
     doc: 'Set an environment variable in the workers (repeatable).',
+  }),
+  setting({
+    name: 'node-option', key: 'nodeOption', kind: 'list', meta: 'OPTION', section: 'App',
+    default: [] as string[], validate: nodeOptions,
+    doc: "Start the worker processes with this Node option (repeatable; write --node-option=--max-old-space-size=512). The single binary ignores NODE_OPTIONS: this is how its workers get Node options.",
   }),
   setting({
     name: 'preload', key: 'preload', kind: 'boolean', section: 'App',
@@ -323,6 +373,7 @@ export const SETTINGS = [
     name: 'log-level', key: 'logLevel', meta: 'LEVEL', section: 'Logging',
     default: 'info' as LogLevel, validate: oneOf(LOG_LEVELS), doc: `Error log level: ${LOG_LEVELS.join(', ')}.`,
   }),
+  ...hookSettings,
 ] as const;
 
 type AnySetting = (typeof SETTINGS)[number];

@@ -32,6 +32,7 @@ export type MasterMessage =
   | {
       readonly type: 'boot';
       readonly workerId: number;
+      readonly generation: number;
       readonly settings: Settings;
       readonly listen: ListenPlan;
       /** What `server.address()` answers for an app that calls listen() itself. */
@@ -75,7 +76,7 @@ export type FromThreadMessage =
 /** workerData of a serving thread; the role marker tells the shared entry point what to run. */
 export interface ThreadData {
   readonly role: 'forkgate-thread';
-  readonly boot: Pick<Extract<MasterMessage, { type: 'boot' }>, 'settings' | 'listen' | 'appAddress'>;
+  readonly boot: Pick<Extract<MasterMessage, { type: 'boot' }>, 'workerId' | 'generation' | 'settings' | 'listen' | 'appAddress'>;
 }
 
 export function sendToWorker(

@@ -20,6 +20,7 @@ import type { Server } from 'node:http';
 import { startAdmin, type AdminActions, type PoolStatus } from './admin.ts';
 import { handOverLogFile, resolveIdentity, type WorkerIdentity } from './privileges.ts';
 import { captureBlockedStack } from './stack-dump.ts';
+import { runHook, type HookName, type Hooks, type MasterInfo, type WorkerInfo } from '../hooks.ts';
 import { WorkerHandle } from './worker-handle.ts';
 
 const HANDLED_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGUSR1', 'SIGUSR2'] as const;
@@ -94,6 +95,7 @@ export class Arbiter {
     const { settings, logger } = this;
     process.title = `${settings.name ?? 'forkgate'}: master [${settings.app}]`;
     logger.info(`Starting forkgate ${VERSION} on Node ${process.version}`);
+    await this.hook('onStarting', this.masterInfo());
     if (settings.umask !== null) process.umask(parseInt(settings.umask, 8)); // inherited by the workers
     try {
       this.identity = resolveIdentity(settings.user, settings.group);
@@ -172,12 +174,12 @@ export class Arbiter {
       case 'SIGHUP':
         return void this.reload();
       case 'SIGTTIN':
-        this.target++;
+        this.setTarget(this.target + 1);
         this.logger.info(`Pool size raised to ${this.target}`);
         return;
       case 'SIGTTOU':
         if (this.target === 1) return this.logger.info('Pool size stays at 1, the minimum');
-        this.target--;
+        this.setTarget(this.target - 1);
         this.logger.info(`Pool size lowered to ${this.target}`);
         return;
       case 'SIGUSR1':
@@ -223,6 +225,7 @@ export class Arbiter {
     this.logger.critical(
       stack ? `Worker (pid:${worker.pid}) was blocked at:\n${stack}` : `Worker (pid:${worker.pid}): its stack could not be read`,
     );
+    await this.hook('workerAbort', this.masterInfo(), { ...workerInfo(worker), stack });
     worker.kill('SIGKILL');
     this.wake();
   }
@@ -233,6 +236,7 @@ export class Arbiter {
       this.balancer.remove(worker);
       const bootError = this.bootErrors.get(worker);
       this.bootErrors.delete(worker);
+      void this.hook('childExit', this.masterInfo(), { ...workerInfo(worker), code, signal });
       if (this.stopping) continue;
       const unexpected = worker.state !== 'draining' && worker.killedWith === null;
       this.lastExit = { pid: worker.pid, reason: worker.timedOut ? 'timeout' : describeExit(code, signal) };
@@ -253,7 +257,7 @@ export class Arbiter {
 
   private manageWorkers(): void {
     if (this.stopping) {
-      if (this.workers.size === 0) this.shutDown();
+      if (this.workers.size === 0 && this.ticker) void this.shutDown();
       return;
     }
     const all = [...this.workers].sort((a, b) => a.id - b.id);
@@ -281,6 +285,7 @@ export class Arbiter {
     if (!this.poolReadyOnce && readyFresh >= this.target) {
       this.poolReadyOnce = true;
       this.logger.info(`Ready: ${readyFresh} workers serving`);
+      void this.hook('whenReady', this.masterInfo());
     }
   }
 
@@ -288,6 +293,8 @@ export class Arbiter {
 
   private spawnWorker(): WorkerHandle {
     const settings = this.settings;
+    const id = this.nextWorkerId++;
+    void this.hook('preFork', this.masterInfo(), { pid: 0, id, generation: this.generation });
     // The same executable with a role marker: works for `node dist/forkgate.cjs` and the single binary.
     const args = isSea() ? [] : [...process.execArgv, process.argv[1]!];
     const child = spawn(process.execPath, args, {
@@ -295,7 +302,7 @@ export class Arbiter {
       env: { ...this.sources.env, ...settings.env, FORKGATE_ROLE: 'worker' },
       ...this.identity,
     });
-    const worker = new WorkerHandle(this.nextWorkerId++, this.generation, child);
+    const worker = new WorkerHandle(id, this.generation, child);
     this.workers.add(worker);
     child.on('message', (message: unknown) => {
       if (isProtocolMessage<WorkerMessage>(message)) this.onWorkerMessage(worker, message);
@@ -307,6 +314,7 @@ export class Arbiter {
     worker.send({
       type: 'boot',
       workerId: worker.id,
+      generation: worker.generation,
       settings,
       listen: this.balancer.listenPlan(),
       appAddress: this.balancer.appAddress(),
@@ -400,8 +408,9 @@ export class Arbiter {
     }
     this.settings = { ...next, bind: this.settings.bind, balance: this.settings.balance, backlog: this.settings.backlog };
     this.logger.configure(next.errorLogfile, next.logLevel);
-    this.target = next.workers;
     this.generation++;
+    await this.hook('onReload', this.masterInfo());
+    this.setTarget(next.workers);
     for (const worker of this.workers) worker.retiring = true;
     this.logger.info(`Reloading: generation ${this.generation} with ${this.target} workers`);
     this.wake();
@@ -424,13 +433,30 @@ export class Arbiter {
     this.wake();
   }
 
-  private shutDown(): void {
+  private async shutDown(): Promise<void> {
     if (this.ticker) clearInterval(this.ticker);
+    this.ticker = null;
+    await this.hook('onExit', this.masterInfo());
     for (const [signal, listener] of this.signalListeners) process.off(signal, listener);
     if (this.settings.pid) fs.rmSync(this.settings.pid, { force: true });
     this.admin?.close();
     this.logger.info('Shutting down: Master');
     this.finish(this.exitCode);
+  }
+
+  private setTarget(workers: number): void {
+    const previous = this.target;
+    this.target = workers;
+    if (workers !== previous) void this.hook('nworkersChanged', this.masterInfo(), workers, previous);
+  }
+
+  private masterInfo(): MasterInfo {
+    return { pid: process.pid, generation: this.generation, workers: this.target };
+  }
+
+  /** The config file's hooks are part of the settings (HUP may bring new ones). */
+  private hook<Name extends HookName>(name: Name, ...args: Parameters<NonNullable<Hooks[Name]>>): Promise<void> {
+    return runHook(this.settings as Hooks, name, this.logger, ...args);
   }
 
   private adminActions(): AdminActions {
@@ -485,6 +511,10 @@ export class Arbiter {
       return false;
     }
   }
+}
+
+function workerInfo(worker: WorkerHandle): WorkerInfo {
+  return { pid: worker.pid, id: worker.id, generation: worker.generation };
 }
 
 function describeExit(code: number | null, signal: NodeJS.Signals | null): string {

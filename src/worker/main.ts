@@ -10,6 +10,7 @@ import { Logger } from '../log/logger.ts';
 import { usesThreads } from './classes/index.ts';
 import { ThreadPool } from './thread-pool.ts';
 import { UnitRunner, type Units } from './unit-runner.ts';
+import { loadWorkerHooks, runHook, type Hooks, type WorkerInfo } from '../hooks.ts';
 
 type BootMessage = Extract<MasterMessage, { type: 'boot' }>;
 
@@ -27,17 +28,21 @@ export async function runWorker(): Promise<void> {
 }
 
 class Worker {
+  private readonly boot: BootMessage;
   private readonly settings: Settings;
   private readonly logger: Logger;
-  private readonly units: Units;
+  private readonly info: WorkerInfo;
+  private hooks: Hooks = {};
+  /** Set once the hooks are loaded, before the app is. */
+  private units: Units | null = null;
   private ready = false;
   private draining = false;
 
   constructor(boot: BootMessage, logger: Logger) {
+    this.boot = boot;
     this.settings = boot.settings;
     this.logger = logger;
-    const onRetire = (reason: string) => sendToMaster({ type: 'retire', reason });
-    this.units = usesThreads(boot.settings) ? new ThreadPool(boot, logger) : new UnitRunner(boot, logger, onRetire);
+    this.info = { pid: process.pid, id: boot.workerId, generation: boot.generation };
   }
 
   async start(): Promise<void> {
@@ -47,18 +52,27 @@ class Worker {
     // Gunicorn's worker signals: TERM drains, INT and QUIT stop at once. The terminal's Ctrl-C reaches
     // every process of the group; the master decides what happens to the pool.
     process.on('SIGTERM', () => this.drain());
-    process.on('SIGINT', () => this.exit(0));
-    process.on('SIGQUIT', () => this.exit(0));
+    process.on('SIGINT', () => this.quit());
+    process.on('SIGQUIT', () => this.quit());
     process.on('SIGHUP', () => {});
     // SIGUSR1 is left to Node: it starts the inspector, through which the master reads a hung stack.
     // The master is gone (even killed with SIGKILL): finish what is in flight and leave no orphan.
     process.on('disconnect', () => this.drain());
     process.on('uncaughtException', (error) => this.crash(error));
 
-    setInterval(() => sendToMaster({ type: 'heartbeat', stats: this.units.stats(), rss: process.memoryUsage.rss() }), heartbeatInterval(this.settings.timeout)).unref();
+    const idle = { requests: 0, inFlight: 0, connections: 0 };
+    const heartbeat = () => sendToMaster({ type: 'heartbeat', stats: this.units?.stats() ?? idle, rss: process.memoryUsage.rss() });
+    setInterval(heartbeat, heartbeatInterval(this.settings.timeout)).unref();
     sendToMaster({ type: 'started', inspectorPort: await reserveInspectorPort() });
     try {
+      this.hooks = await loadWorkerHooks(this.settings.config);
+      await runHook(this.hooks, 'postFork', this.logger, this.info);
+      const onRetire = (reason: string) => sendToMaster({ type: 'retire', reason });
+      this.units = usesThreads(this.settings)
+        ? new ThreadPool(this.boot, this.logger)
+        : new UnitRunner(this.boot, this.logger, this.hooks, onRetire);
       const shape = await this.units.start();
+      await runHook(this.hooks, 'postWorkerInit', this.logger, this.info);
       this.ready = true;
       sendToMaster({ type: 'ready', shape });
     } catch (error) {
@@ -70,7 +84,7 @@ class Worker {
     switch (message.type) {
       case 'connection': {
         if (!socket) return;
-        if (this.draining || !this.ready) {
+        if (this.draining || !this.ready || !this.units) {
           socket.destroy(); // our copy only: the master still holds the connection and re-balances it
           sendToMaster({ type: 'accepted', seq: message.seq, ok: false, connections: 0 });
           return;
@@ -82,7 +96,8 @@ class Worker {
       case 'drain':
         return this.drain();
       case 'reopen-logs':
-        return this.units.reopenLogs();
+        this.logger.reopen();
+        return this.units?.reopenLogs();
       case 'boot':
         return;
     }
@@ -91,10 +106,14 @@ class Worker {
   private drain(): void {
     if (this.draining) return;
     this.draining = true;
-    if (!this.ready) return this.exit(0); // still booting: nothing is in flight
+    if (!this.ready || !this.units) return this.exit(0); // still booting: nothing is in flight
     // The master kills a worker that overstays --graceful-timeout; without a master, the worker does.
     setTimeout(() => this.exit(0), this.settings.gracefulTimeout * 1000).unref();
-    this.units.drain(() => this.exit(0));
+    this.units.drain(() => void runHook(this.hooks, 'workerExit', this.logger, this.info).then(() => this.exit(0)));
+  }
+
+  private quit(): void {
+    void runHook(this.hooks, 'workerInt', this.logger, this.info).then(() => this.exit(0));
   }
 
   private failBoot(error: unknown): void {
@@ -114,7 +133,7 @@ class Worker {
   }
 
   private exit(code: number): void {
-    this.units.flushLogs();
+    this.units?.flushLogs();
     this.logger.close();
     process.exit(code);
   }

@@ -5,6 +5,8 @@ import type { WorkerStats } from '../ipc/messages.ts';
 import { compileAccessLogFormat } from '../log/access-log.ts';
 import { LogSink } from '../log/sink.ts';
 import type { WorkerClass } from './classes/index.ts';
+import { runHook, type Hooks, type WorkerInfo } from '../hooks.ts';
+import type { Logger } from '../log/logger.ts';
 import { ConnectionGate } from './connection-gate.ts';
 import type { AppServer } from './app-loader.ts';
 
@@ -18,6 +20,9 @@ export interface ServingUnitOptions {
   readonly appAddress: AddressInfo | string | null;
   /** Called once, when the unit has served its --max-requests (+ jitter). */
   readonly onRetire: (reason: string) => void;
+  readonly hooks: Pick<Hooks, 'preRequest' | 'postRequest'>;
+  readonly workerInfo: WorkerInfo;
+  readonly logger: Logger;
 }
 
 /**
@@ -31,12 +36,14 @@ export class ServingUnit {
   private readonly retireAfter: number;
   private readonly onRetire: (reason: string) => void;
   private readonly accessLog: { sink: LogSink; format: ReturnType<typeof compileAccessLogFormat> } | null;
+  private readonly options: ServingUnitOptions;
   private draining = false;
   private requests = 0;
   private inFlight = 0;
 
   constructor(options: ServingUnitOptions) {
     const { server, workerClass, settings } = options;
+    this.options = options;
     this.server = server;
     this.workerClass = workerClass;
     this.onRetire = options.onRetire;
@@ -92,8 +99,11 @@ export class ServingUnit {
     this.inFlight++;
     if (!this.workerClass.keepAlive || this.draining) res.shouldKeepAlive = false;
     const logRecord = this.accessLog ? startAccessRecord(req, res) : null;
+    const { hooks, workerInfo, logger } = this.options;
+    if (hooks.preRequest) void runHook(hooks, 'preRequest', logger, workerInfo, req);
     res.once('close', () => {
       this.inFlight--;
+      if (hooks.postRequest) void runHook(hooks, 'postRequest', logger, workerInfo, req, res);
       if (logRecord) this.accessLog!.sink.write(`${this.accessLog!.format(logRecord())}\n`);
     });
     if (this.requests === this.retireAfter) this.onRetire(`served ${this.requests} requests (--max-requests)`);

@@ -4,7 +4,7 @@
  * arbiter supervises processes: a thread that dies or hangs past --timeout is replaced, a thread that
  * reached --max-requests is drained once its replacement is ready.
  */
-import { isSea } from 'node:sea';
+import { getAsset, isSea } from 'node:sea';
 import { Worker as Thread } from 'node:worker_threads';
 import type { Settings } from '../config/settings.ts';
 import type { FromThreadMessage, SerializedError, ThreadData, ToThreadMessage, WorkerStats } from '../ipc/messages.ts';
@@ -97,7 +97,7 @@ export class ThreadPool implements Units {
 
   private spawnThread(): ServingThread {
     const data: ThreadData = { role: 'forkgate-thread', boot: this.boot };
-    const thread = new Thread(threadEntry(), { workerData: data });
+    const thread = new Thread(threadEntry(), { workerData: data, eval: isSea() });
     const serving: ServingThread = {
       thread,
       id: thread.threadId,
@@ -166,8 +166,10 @@ export class ThreadPool implements Units {
   }
 }
 
-/** Threads run the same bundle as the process, told apart by their workerData role. */
+/**
+ * Threads run the same bundle as the process, told apart by their workerData role: its file, or in the
+ * single binary (where it is no file on disk) its source, embedded as an asset and run with eval.
+ */
 function threadEntry(): string {
-  if (isSea()) throw new Error('--threads is not available in the single binary yet');
-  return process.argv[1]!;
+  return isSea() ? getAsset('forkgate.cjs', 'utf8') : process.argv[1]!;
 }

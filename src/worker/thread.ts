@@ -1,5 +1,6 @@
 /** A serving thread (--threads): one UnitRunner, talking to its process's ThreadPool. */
 import { parentPort } from 'node:worker_threads';
+import { loadWorkerHooks } from '../hooks.ts';
 import { serializeError, type FromThreadMessage, type ThreadData, type ToThreadMessage } from '../ipc/messages.ts';
 import { Logger } from '../log/logger.ts';
 import { heartbeatInterval } from './main.ts';
@@ -10,18 +11,22 @@ export async function runThread(data: ThreadData): Promise<void> {
   const post = (message: FromThreadMessage) => port.postMessage(message);
   const { settings } = data.boot;
   const logger = new Logger(settings.errorLogfile, settings.logLevel);
-  const runner = new UnitRunner(data.boot, logger, (reason) => post({ type: 'retire', reason }));
+  let runner: UnitRunner | null = null;
 
   port.on('message', (message: ToThreadMessage) => {
-    if (message.type === 'reopen-logs') runner.reopenLogs();
-    else
-      runner.drain(() => {
-        runner.flushLogs();
-        process.exit(0); // in a worker thread this ends the thread only
-      });
+    if (message.type === 'reopen-logs') return runner?.reopenLogs();
+    const stop = () => {
+      runner?.flushLogs();
+      process.exit(0); // in a worker thread this ends the thread only
+    };
+    if (runner) runner.drain(stop);
+    else stop();
   });
-  setInterval(() => post({ type: 'heartbeat', stats: runner.stats() }), heartbeatInterval(settings.timeout)).unref();
+  setInterval(() => post({ type: 'heartbeat', stats: runner?.stats() ?? { requests: 0, inFlight: 0, connections: 0 } }), heartbeatInterval(settings.timeout)).unref();
   try {
+    // Each thread is an isolate of its own: it imports the config file for its request hooks too.
+    const hooks = await loadWorkerHooks(settings.config);
+    runner = new UnitRunner(data.boot, logger, hooks, (reason) => post({ type: 'retire', reason }));
     post({ type: 'ready', shape: await runner.start() });
   } catch (error) {
     post({ type: 'boot-error', error: serializeError(error) });

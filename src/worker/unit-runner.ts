@@ -2,6 +2,7 @@ import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { Settings } from '../config/settings.ts';
 import type { ListenPlan, WorkerStats } from '../ipc/messages.ts';
+import type { Hooks } from '../hooks.ts';
 import type { Logger } from '../log/logger.ts';
 import { loadApp, parseAppSpec, type AppShape } from './app-loader.ts';
 import { workerClassFor } from './classes/index.ts';
@@ -21,6 +22,8 @@ export interface Units {
 }
 
 export interface UnitBoot {
+  readonly workerId: number;
+  readonly generation: number;
   readonly settings: Settings;
   readonly listen: ListenPlan;
   readonly appAddress: AddressInfo | string | null;
@@ -38,9 +41,12 @@ export class UnitRunner implements Units {
   private readonly listeners: net.Server[] = [];
   private unit: ServingUnit | null = null;
 
-  constructor(boot: UnitBoot, logger: Logger, onRetire: (reason: string) => void) {
+  private readonly hooks: Hooks;
+
+  constructor(boot: UnitBoot, logger: Logger, hooks: Hooks, onRetire: (reason: string) => void) {
     this.boot = boot;
     this.logger = logger;
+    this.hooks = hooks;
     this.onRetire = onRetire;
   }
 
@@ -58,6 +64,9 @@ export class UnitRunner implements Units {
       settings,
       appAddress,
       onRetire: this.onRetire,
+      hooks: this.hooks,
+      workerInfo: { pid: process.pid, id: this.boot.workerId, generation: this.boot.generation },
+      logger: this.logger,
     });
     this.unit = unit;
     if (listen.mode === 'reuseport') {

@@ -16,6 +16,8 @@ export interface StartOptions {
   cwd?: string;
   /** Resolve once this many workers are serving (the "Ready: N workers" line); false: return at once. */
   waitReady?: boolean;
+  /** A command that execs forkgate with the rest of its arguments (systemd-socket-activate and its flags). */
+  launcher?: string[];
 }
 
 export class Forkgate {
@@ -28,8 +30,8 @@ export class Forkgate {
 
   constructor(args: string[], options: StartOptions = {}) {
     const bin = process.env.FORKGATE_TEST_BIN;
-    const [command, commandArgs] = bin ? [bin, args] : [process.execPath, [CLI, ...args]];
-    this.process = spawn(command, commandArgs, {
+    const [command, ...commandArgs] = [...(options.launcher ?? []), ...(bin ? [bin] : [process.execPath, CLI]), ...args];
+    this.process = spawn(command!, commandArgs, {
       cwd: options.cwd ?? FIXTURES, // not the repo root, where a stray forkgate.config.* would be picked up
       env: { ...process.env, ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],
