@@ -42,6 +42,8 @@ export interface Hooks {
   workerInt?(worker: WorkerInfo): Result;
   /** Master: a worker was silent past --timeout; its blocked stack (if it could be read) before the kill. */
   workerAbort?(master: MasterInfo, worker: WorkerInfo & { stack: string | null }): Result;
+  /** Master: on USR2, just before the new master is started. */
+  preExec?(master: MasterInfo): Result;
   /** Worker: before the app sees a request. */
   preRequest?(worker: WorkerInfo, req: IncomingMessage): Result;
   /** Worker: after the response to a request has ended (or the connection closed). */
@@ -58,7 +60,7 @@ export interface Hooks {
 
 export const HOOK_NAMES = [
   'onStarting', 'onReload', 'whenReady', 'preFork', 'postFork', 'postWorkerInit', 'workerInt', 'workerAbort',
-  'preRequest', 'postRequest', 'childExit', 'workerExit', 'nworkersChanged', 'onExit',
+  'preExec', 'preRequest', 'postRequest', 'childExit', 'workerExit', 'nworkersChanged', 'onExit',
 ] as const satisfies readonly (keyof Hooks)[];
 
 export type HookName = (typeof HOOK_NAMES)[number];

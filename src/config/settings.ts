@@ -170,6 +170,7 @@ const HOOK_DOCS: Record<HookName, string> = {
   postWorkerInit: 'Worker: the app is loaded, about to serve. (worker)',
   workerInt: 'Worker: got INT or QUIT, about to exit at once. (worker)',
   workerAbort: "Master: a worker silent past --timeout, with its blocked stack, before it is killed. (master, worker)",
+  preExec: 'Master: on USR2, just before the new master starts. (master)',
   preRequest: 'Worker: before the app sees a request. (worker, req)',
   postRequest: 'Worker: after a response has ended. (worker, req, res)',
   childExit: 'Master: a worker process exited. (master, worker)',

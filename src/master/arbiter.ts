@@ -4,7 +4,7 @@
  * same three chores: murderWorkers (timeouts), reapWorkers (exits), manageWorkers (reconcile the pool we
  * have with the pool we want).
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { isSea } from 'node:sea';
 import { formatBindAddress, nominalAddress } from '../config/bind.ts';
@@ -20,6 +20,7 @@ import type { Server } from 'node:http';
 import { startAdmin, type AdminActions, type PoolStatus } from './admin.ts';
 import { handOverLogFile, resolveIdentity, type WorkerIdentity } from './privileges.ts';
 import { captureBlockedStack } from './stack-dump.ts';
+import { inheritanceFrom, notifyPredecessor, startSuccessor, type UpgradedMessage } from './upgrade.ts';
 import { runHook, type HookName, type Hooks, type MasterInfo, type WorkerInfo } from '../hooks.ts';
 import { WorkerHandle } from './worker-handle.ts';
 
@@ -79,6 +80,7 @@ export class Arbiter {
   /** From TERM on: /readyz answers 503 (during --shutdown-delay the pool still serves). */
   private leaving = false;
   private readonly startedAt = Date.now();
+  private successor: ChildProcess | null = null;
   private finish: (code: number) => void = () => {};
 
   constructor(resolved: ResolvedSettings, sources: SettingSources, logger: Logger) {
@@ -86,7 +88,7 @@ export class Arbiter {
     this.settings = resolved.settings;
     this.logger = logger;
     this.target = resolved.settings.workers;
-    this.balancer = createBalancer(resolved.settings, logger);
+    this.balancer = createBalancer(resolved.settings, logger, inheritanceFrom(sources.env));
     if (resolved.workersReason) logger.debug(resolved.workersReason);
   }
 
@@ -113,7 +115,6 @@ export class Arbiter {
     }
     for (const url of this.balancer.urls()) logger.info(`Listening at: ${url} (${process.pid})`);
     logger.info(`Using worker class ${settings.workerClass}, balance ${this.balancer.mode === 'handoff' ? 'round-robin' : 'reuseport'}`);
-    if (settings.pid) fs.writeFileSync(settings.pid, `${process.pid}\n`);
     if (settings.adminBind) {
       try {
         this.admin = await startAdmin(settings.adminBind, this.adminActions());
@@ -187,8 +188,7 @@ export class Arbiter {
         for (const worker of this.workers) worker.send({ type: 'reopen-logs' });
         return;
       case 'SIGUSR2':
-        this.logger.warning('USR2 (binary upgrade) is not supported by this version: ignored');
-        return;
+        return void this.upgrade();
     }
   }
 
@@ -284,7 +284,10 @@ export class Arbiter {
 
     if (!this.poolReadyOnce && readyFresh >= this.target) {
       this.poolReadyOnce = true;
+      // The pid file names a master that serves: a USR2 successor takes it over only now.
+      if (this.settings.pid) fs.writeFileSync(this.settings.pid, `${process.pid}\n`);
       this.logger.info(`Ready: ${readyFresh} workers serving`);
+      notifyPredecessor(this.sources.env);
       void this.hook('whenReady', this.masterInfo());
     }
   }
@@ -438,10 +441,36 @@ export class Arbiter {
     this.ticker = null;
     await this.hook('onExit', this.masterInfo());
     for (const [signal, listener] of this.signalListeners) process.off(signal, listener);
-    if (this.settings.pid) fs.rmSync(this.settings.pid, { force: true });
+    if (this.settings.pid) {
+      if (readPid(this.settings.pid) === process.pid) fs.rmSync(this.settings.pid, { force: true });
+      fs.rmSync(`${this.settings.pid}.oldbin`, { force: true });
+    }
     this.admin?.close();
     this.logger.info('Shutting down: Master');
     this.finish(this.exitCode);
+  }
+
+  /** USR2: start a successor master on the same sockets; leave once it serves (or serve on if it fails). */
+  private async upgrade(): Promise<void> {
+    if (this.successor || this.stopping) return this.logger.warning('USR2 ignored: an upgrade or a stop is under way');
+    await this.hook('preExec', this.masterInfo());
+    const pidFile = this.settings.pid;
+    if (pidFile && fs.existsSync(pidFile)) fs.renameSync(pidFile, `${pidFile}.oldbin`);
+    const { inheritance, fds } = this.balancer.inheritance();
+    const successor = startSuccessor(inheritance, fds, this.sources.env);
+    this.successor = successor;
+    this.logger.info(`Upgrading: started a new master (pid:${successor.pid})`);
+    successor.on('message', (message: UpgradedMessage) => {
+      if (message.type !== 'upgraded') return;
+      this.logger.info(`New master (pid:${successor.pid}) is serving: this one stops`);
+      this.stop('graceful');
+    });
+    successor.once('exit', (code, signal) => {
+      if (this.stopping) return;
+      this.logger.error(`Upgrade failed: the new master ${describeExit(code, signal)} before it served; serving on`);
+      if (pidFile && fs.existsSync(`${pidFile}.oldbin`)) fs.renameSync(`${pidFile}.oldbin`, pidFile);
+      this.successor = null;
+    });
   }
 
   private setTarget(workers: number): void {
@@ -510,6 +539,14 @@ export class Arbiter {
       this.logger.error('Failed to preload the app:', error);
       return false;
     }
+  }
+}
+
+function readPid(file: string): number | null {
+  try {
+    return Number(fs.readFileSync(file, 'utf8').trim());
+  } catch {
+    return null;
   }
 }
 

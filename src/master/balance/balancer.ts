@@ -1,4 +1,5 @@
 import type { ListenPlan } from '../../ipc/messages.ts';
+import type { Inheritance } from '../upgrade.ts';
 import type { WorkerHandle } from '../worker-handle.ts';
 
 /**
@@ -21,6 +22,8 @@ export interface Balancer {
   remove(worker: WorkerHandle): void;
   /** A worker acknowledged (or refused) a handed-over connection. */
   accepted(worker: WorkerHandle, seq: number, ok: boolean, connections: number): void;
+  /** What a USR2 successor takes over, and the listening descriptors it inherits (round-robin). */
+  inheritance(): { inheritance: Inheritance; fds: number[] };
   /** Stops accepting new connections; what was accepted is still handed over to ready workers. */
   close(): Promise<void>;
 }

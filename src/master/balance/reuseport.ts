@@ -1,5 +1,8 @@
+import { readFileSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
+import type { Logger } from '../../log/logger.ts';
 import type { ListenPlan, TcpListenAddress } from '../../ipc/messages.ts';
+import type { Inheritance } from '../upgrade.ts';
 import type { Balancer } from './balancer.ts';
 
 /**
@@ -37,11 +40,40 @@ export class ReusePortBalancer implements Balancer {
     return first ? { address: first.host, family: net.isIPv6(first.host) ? 'IPv6' : 'IPv4', port: first.port } : null;
   }
 
+  inheritance(): { inheritance: Inheritance; fds: number[] } {
+    return { inheritance: { mode: 'reuseport', addresses: this.addresses }, fds: [] };
+  }
+
   // The kernel balances: nothing to track per worker.
   add(): void {}
   remove(): void {}
   accepted(): void {}
   async close(): Promise<void> {}
+}
+
+const MIGRATE_REQ = '/proc/sys/net/ipv4/tcp_migrate_req';
+
+/**
+ * When a worker drains (reload, upgrade, recycling) its listener closes, and Linux resets the
+ * connections waiting in that listener's accept queue, unless net.ipv4.tcp_migrate_req=1 (Linux 5.14+)
+ * moves them to another listener of the port. forkgate sets it when it may (root; the setting belongs to
+ * the network namespace, so a container's own), and otherwise says what to do.
+ */
+export function ensureRequestMigration(logger: Logger): void {
+  let current: string;
+  try {
+    current = readFileSync(MIGRATE_REQ, 'utf8').trim();
+  } catch {
+    logger.warning('balance reuseport: this kernel cannot migrate queued connections (net.ipv4.tcp_migrate_req, Linux 5.14+); reloads may reset a few connections');
+    return;
+  }
+  if (current === '1') return;
+  try {
+    writeFileSync(MIGRATE_REQ, '1');
+    logger.info('balance reuseport: set net.ipv4.tcp_migrate_req=1, so a draining worker hands its queued connections to the others');
+  } catch {
+    logger.warning('balance reuseport: net.ipv4.tcp_migrate_req is 0, so reloads may reset connections queued on a draining worker; run `sysctl -w net.ipv4.tcp_migrate_req=1`');
+  }
 }
 
 function freePort(host: string): Promise<number> {

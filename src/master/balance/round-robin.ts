@@ -3,6 +3,7 @@ import { formatBindAddress, type BindAddress } from '../../config/bind.ts';
 import type { ListenPlan } from '../../ipc/messages.ts';
 import type { WorkerHandle } from '../worker-handle.ts';
 import { listenOn } from '../listen.ts';
+import type { Inheritance } from '../upgrade.ts';
 import type { Balancer } from './balancer.ts';
 
 /**
@@ -86,6 +87,12 @@ export class RoundRobinBalancer implements Balancer {
     } else {
       this.distribute(socket);
     }
+  }
+
+  inheritance(): { inheritance: Inheritance; fds: number[] } {
+    // A listening net.Server exposes no public descriptor; its handle's fd is what spawn() can pass on.
+    const fds = this.servers.map((server) => (server as unknown as { _handle: { fd: number } })._handle.fd);
+    return { inheritance: { mode: 'handoff', fdCount: fds.length }, fds };
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,42 @@
+/**
+ * USR2 binary upgrade. The running master starts a successor (the executable at its path now, so a new
+ * binary or new code, with the settings read afresh) and hands it the listening sockets: round-robin
+ * listeners as inherited descriptors 3, 4, ..., reuseport addresses by value (the successor's workers
+ * simply join the port). Both masters serve until the successor's pool is ready; it then says so over
+ * the IPC channel and the old master drains and exits on its own.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { isSea } from 'node:sea';
+import type { TcpListenAddress } from '../ipc/messages.ts';
+
+const INHERIT_ENV = 'FORKGATE_INHERIT';
+
+/** What a successor takes over instead of binding its --bind addresses. */
+export type Inheritance =
+  | { readonly mode: 'handoff'; readonly fdCount: number }
+  | { readonly mode: 'reuseport'; readonly addresses: readonly TcpListenAddress[] };
+
+/** The successor's message to the master that started it. */
+export interface UpgradedMessage {
+  readonly type: 'upgraded';
+}
+
+export function inheritanceFrom(env: NodeJS.ProcessEnv): Inheritance | null {
+  const text = env[INHERIT_ENV];
+  return text ? (JSON.parse(text) as Inheritance) : null;
+}
+
+export function startSuccessor(inheritance: Inheritance, fds: readonly number[], env: NodeJS.ProcessEnv): ChildProcess {
+  const args = isSea() ? process.argv.slice(2) : [...process.execArgv, ...process.argv.slice(1)];
+  return spawn(process.execPath, args, {
+    // Listening descriptors land on 3, 4, ...; the IPC channel comes after them.
+    stdio: ['ignore', 'inherit', 'inherit', ...fds, 'ipc'],
+    env: { ...env, [INHERIT_ENV]: JSON.stringify(inheritance) },
+  });
+}
+
+/** Called by a successor once its pool is ready: the old master may go. */
+export function notifyPredecessor(env: NodeJS.ProcessEnv): void {
+  if (!env[INHERIT_ENV] || !process.send) return;
+  process.send({ type: 'upgraded' } satisfies UpgradedMessage, () => process.disconnect());
+}

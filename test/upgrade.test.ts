@@ -1,0 +1,79 @@
+// USR2 binary upgrade under load: a new master takes the sockets over, the old one drains and exits.
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { childPids, eventually, isAlive, request, start } from './helpers/forkgate.ts';
+import { keepAliveLoad } from './helpers/load.ts';
+
+const scratch = mkdtempSync(join(tmpdir(), 'forkgate-upgrade-'));
+const successors: number[] = [];
+after(() => {
+  for (const pid of successors) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+const appSource = (version: string) => `module.exports = (req, res) => res.end('${version}');\n`;
+
+/** Requests on fresh connections, one after another, so accepts happen throughout the handover. */
+function freshConnectionLoad(url: string) {
+  let running = true;
+  const failures: string[] = [];
+  const done = (async () => {
+    for (let i = 0; running && i < 5000; i++) {
+      try {
+        const reply = await request(url);
+        if (reply.status !== 200) failures.push(`status ${reply.status}`);
+      } catch (error) {
+        failures.push((error as Error).message);
+      }
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await done;
+      return failures;
+    },
+  };
+}
+
+for (const balance of ['round-robin', 'reuseport']) {
+  test(`USR2 with a code change under load: new master, new workers, zero failed requests (${balance})`, async () => {
+    const app = join(scratch, `app-${balance}.cjs`);
+    const pidFile = join(scratch, `forkgate-${balance}.pid`);
+    writeFileSync(app, appSource('v1'));
+    const forkgate = await start(['-w', '2', '--balance', balance, '-b', '127.0.0.1:0', '--pid', pidFile, app]);
+    try {
+      const oldWorkers = forkgate.workerPids();
+      assert.equal(Number(readFileSync(pidFile, 'utf8')), forkgate.pid);
+
+      const keepAlive = keepAliveLoad(`${forkgate.url}/`, { connections: 8, maxMs: 40_000 });
+      const fresh = freshConnectionLoad(`${forkgate.url}/`);
+      await keepAlive.reached(300);
+      writeFileSync(app, appSource('v2'));
+      forkgate.signal('SIGUSR2');
+      const [, successorPid] = (await forkgate.waitFor(/Upgrading: started a new master \(pid:(\d+)\)/)) as [string, string];
+      successors.push(Number(successorPid));
+
+      assert.deepEqual(await forkgate.exited, { code: 0, signal: null }, 'the old master drains and exits on its own');
+      assert.equal(Number(readFileSync(pidFile, 'utf8')), Number(successorPid), 'the pid file names the new master');
+      const newWorkers = childPids(Number(successorPid));
+      assert.equal(newWorkers.length, 2);
+      assert.ok(newWorkers.every((pid) => !oldWorkers.includes(pid)));
+      for (const pid of oldWorkers) await eventually(() => !isAlive(pid), `old worker ${pid} to exit`);
+
+      const { ok, failures } = await keepAlive.stop();
+      const freshFailures = await fresh.stop();
+      assert.deepEqual([...failures, ...freshFailures], [], `failed: ${failures.length} keep-alive of ${ok + failures.length}, ${freshFailures.length} fresh`);
+      const after = keepAliveLoad(`${forkgate.url}/`, { connections: 2, maxRequests: 50 });
+      await after.reached(50);
+      assert.deepEqual([...(await after.stop()).bodies], ['v2'], 'the new code serves');
+      process.kill(Number(successorPid), 'SIGTERM');
+      await eventually(() => !isAlive(Number(successorPid)), 'the new master to stop');
+    } finally {
+      await forkgate.stop(); // a no-op once the old master has exited; `after` kills a successor left over
+    }
+  });
+}
