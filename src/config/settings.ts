@@ -249,6 +249,16 @@ export const SETTINGS = [
     default: false, validate: flag,
     doc: 'Load the app in the master before spawning workers, so a broken app fails once, before any worker starts. (Node has no copy-on-write fork: workers still load their own copy.)',
   }),
+  setting({
+    name: 'reload', key: 'reload', kind: 'boolean', section: 'App',
+    default: false, validate: flag,
+    doc: 'Development: reload the workers (new generation first) when a file the app loaded changes; a change that breaks the app leaves the old workers serving.',
+  }),
+  setting({
+    name: 'reload-extra-file', key: 'reloadExtraFile', kind: 'list', meta: 'FILE', section: 'App',
+    default: [] as string[], validate: listOf,
+    doc: 'With --reload, also watch this file (repeatable), for files the app reads rather than imports.',
+  }),
   // ---- server socket ----
   setting({
     name: 'bind', key: 'bind', short: 'b', kind: 'list', meta: 'ADDRESS',

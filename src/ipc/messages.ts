@@ -55,7 +55,8 @@ export interface SerializedError {
 export type WorkerMessage =
   /** Sent before the app loads: where the inspector will listen if the master must read a hung stack. */
   | { readonly type: 'started'; readonly inspectorPort: number | null }
-  | { readonly type: 'ready'; readonly shape: AppShape }
+  /** loadedFiles: with --reload, the app's own source files (outside node_modules) the worker loaded. */
+  | { readonly type: 'ready'; readonly shape: AppShape; readonly loadedFiles: readonly string[] }
   | { readonly type: 'boot-error'; readonly error: SerializedError }
   | { readonly type: 'heartbeat'; readonly stats: WorkerStats; readonly rss: number }
   /** ok: false when the worker is draining; the master then gives the socket to another worker. */

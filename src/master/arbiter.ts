@@ -19,6 +19,7 @@ import { createBalancer, type Balancer } from './balance/index.ts';
 import type { Server } from 'node:http';
 import { startAdmin, type AdminActions, type PoolStatus } from './admin.ts';
 import { handOverLogFile, resolveIdentity, type WorkerIdentity } from './privileges.ts';
+import { Reloader } from './reloader.ts';
 import { captureBlockedStack } from './stack-dump.ts';
 import { inheritanceFrom, notifyPredecessor, startSuccessor, type UpgradedMessage } from './upgrade.ts';
 import { runHook, type HookName, type Hooks, type MasterInfo, type WorkerInfo } from '../hooks.ts';
@@ -81,6 +82,7 @@ export class Arbiter {
   private leaving = false;
   private readonly startedAt = Date.now();
   private successor: ChildProcess | null = null;
+  private reloader: Reloader | null = null;
   private finish: (code: number) => void = () => {};
 
   constructor(resolved: ResolvedSettings, sources: SettingSources, logger: Logger) {
@@ -129,6 +131,13 @@ export class Arbiter {
       const listener = () => this.queueSignal(signal);
       this.signalListeners.set(signal, listener);
       process.on(signal, listener);
+    }
+    if (settings.reload) {
+      this.reloader = new Reloader((file) => {
+        this.logger.info(`${file} changed: reloading`);
+        this.queueSignal('SIGHUP');
+      });
+      this.reloader.watch([...settings.reloadExtraFile, ...(settings.config ? [settings.config] : [])]);
     }
     this.ticker = setInterval(() => this.wake(), TICK_MS);
     const done = new Promise<number>((resolve) => (this.finish = resolve));
@@ -334,6 +343,7 @@ export class Arbiter {
         if (worker.state !== 'booting') return;
         worker.state = 'ready';
         worker.readyAt = Date.now();
+        this.reloader?.watch(message.loadedFiles);
         this.logger.debug(`Worker (pid:${worker.pid}) ready, app shape: ${message.shape}`);
         if (this.stopping) this.drainWorker(worker);
         else this.balancer.add(worker);
@@ -412,6 +422,9 @@ export class Arbiter {
     this.settings = { ...next, bind: this.settings.bind, balance: this.settings.balance, backlog: this.settings.backlog };
     this.logger.configure(next.errorLogfile, next.logLevel);
     this.generation++;
+    // New code deserves a fresh start: forget the back-off of the code it replaces.
+    this.failures = { count: 0, lastAt: 0 };
+    this.nextSpawnAt = 0;
     await this.hook('onReload', this.masterInfo());
     this.setTarget(next.workers);
     for (const worker of this.workers) worker.retiring = true;
@@ -446,6 +459,7 @@ export class Arbiter {
       fs.rmSync(`${this.settings.pid}.oldbin`, { force: true });
     }
     this.admin?.close();
+    this.reloader?.close();
     this.logger.info('Shutting down: Master');
     this.finish(this.exitCode);
   }

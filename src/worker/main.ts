@@ -3,7 +3,9 @@
  * receives connections (handed over by the master, or accepted with SO_REUSEPORT), reports heartbeats,
  * and drains on request.
  */
+import { registerHooks } from 'node:module';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import type { Settings } from '../config/settings.ts';
 import { isProtocolMessage, sendToMaster, serializeError, type MasterMessage } from '../ipc/messages.ts';
 import { Logger } from '../log/logger.ts';
@@ -64,6 +66,7 @@ class Worker {
     const heartbeat = () => sendToMaster({ type: 'heartbeat', stats: this.units?.stats() ?? idle, rss: process.memoryUsage.rss() });
     setInterval(heartbeat, heartbeatInterval(this.settings.timeout)).unref();
     sendToMaster({ type: 'started', inspectorPort: await reserveInspectorPort() });
+    const loadedFiles = this.settings.reload ? recordLoadedFiles() : null;
     try {
       this.hooks = await loadWorkerHooks(this.settings.config);
       await runHook(this.hooks, 'postFork', this.logger, this.info);
@@ -74,7 +77,7 @@ class Worker {
       const shape = await this.units.start();
       await runHook(this.hooks, 'postWorkerInit', this.logger, this.info);
       this.ready = true;
-      sendToMaster({ type: 'ready', shape });
+      sendToMaster({ type: 'ready', shape, loadedFiles: loadedFiles ? [...loadedFiles] : [] });
     } catch (error) {
       this.failBoot(error);
     }
@@ -155,6 +158,18 @@ async function reserveInspectorPort(): Promise<number | null> {
   } finally {
     probe.close();
   }
+}
+
+/** --reload: every file of the app that require() or import loads from here on (node_modules aside). */
+function recordLoadedFiles(): Set<string> {
+  const files = new Set<string>();
+  registerHooks({
+    load(url, context, nextLoad) {
+      if (url.startsWith('file:') && !url.includes('/node_modules/')) files.add(fileURLToPath(url));
+      return nextLoad(url, context);
+    },
+  });
+  return files;
 }
 
 function nextBootMessage(): Promise<BootMessage> {
