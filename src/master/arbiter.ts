@@ -99,6 +99,10 @@ export class Arbiter {
     const { settings, logger } = this;
     process.title = `${settings.name ?? 'forkgate'}: master [${settings.app}]`;
     logger.info(`Starting forkgate ${VERSION} on Node ${process.version}`);
+    if (process.pid === 1) {
+      // Signals reach us (we handle them all), but Node cannot wait() for processes it did not spawn.
+      logger.warning('forkgate is PID 1: orphaned grandchildren cannot be reaped from Node; run it under an init (docker run --init, tini)');
+    }
     await this.hook('onStarting', this.masterInfo());
     if (settings.umask !== null) process.umask(parseInt(settings.umask, 8)); // inherited by the workers
     try {
