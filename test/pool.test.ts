@@ -15,7 +15,7 @@ for (const balance of ['round-robin', 'reuseport'] as const) {
       assert.equal(forkgate.workerPids().length, 3);
       const seen = new Set<string>();
       for (let i = 0; i < 60 && seen.size < 3; i++) seen.add((await request(`${forkgate.url}/pid`)).body);
-      assert.deepEqual([...seen].map(Number).sort(), forkgate.workerPids());
+      assert.deepEqual([...seen].map(Number).sort((a, b) => a - b), forkgate.workerPids());
     });
 
     test('replaces a worker killed with SIGKILL and keeps serving', async () => {

@@ -6,7 +6,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import { isSea } from 'node:sea';
 import { formatBindAddress, nominalAddress } from '../config/bind.ts';
 import { resolveSettings, type ResolvedSettings, type SettingSources } from '../config/load.ts';
 import type { Settings } from '../config/settings.ts';
@@ -23,6 +22,7 @@ import { Reloader } from './reloader.ts';
 import { captureBlockedStack } from './stack-dump.ts';
 import { inheritanceFrom, notifyPredecessor, startSuccessor, type UpgradedMessage } from './upgrade.ts';
 import { runHook, type HookName, type Hooks, type MasterInfo, type WorkerInfo } from '../hooks.ts';
+import { workerArgv } from './worker-argv.ts';
 import { WorkerHandle } from './worker-handle.ts';
 
 const HANDLED_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGUSR1', 'SIGUSR2'] as const;
@@ -312,8 +312,7 @@ export class Arbiter {
     const id = this.nextWorkerId++;
     void this.hook('preFork', this.masterInfo(), { pid: 0, id, generation: this.generation });
     // The same executable with a role marker: works for `node dist/forkgate.cjs` and the single binary.
-    const args = isSea() ? [] : [...process.execArgv, process.argv[1]!];
-    const child = spawn(process.execPath, args, {
+    const child = spawn(process.execPath, workerArgv(settings.nodeOption), {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       env: { ...this.sources.env, ...settings.env, FORKGATE_ROLE: 'worker' },
       ...this.identity,
