@@ -13,7 +13,7 @@ after(() => rmSync(scratch, { recursive: true, force: true }));
 const appSource = (version: string) => `module.exports = (req, res) => res.end('${version}');\n`;
 
 for (const balance of ['round-robin', 'reuseport']) {
-  test(`HUP with a code change under keep-alive load: zero failed requests (${balance})`, async () => {
+  test(`HUP with a code change under keep-alive load: zero failed requests (${balance})`, async (t) => {
     const app = join(scratch, `app-${balance}.cjs`);
     writeFileSync(app, appSource('v1'));
     const forkgate = await start(['-w', '2', '--balance', balance, '-b', '127.0.0.1:0', app]);
@@ -28,6 +28,7 @@ for (const balance of ['round-robin', 'reuseport']) {
         return now.length === 2 && now.every((pid) => !before.includes(pid));
       }, 'a new generation of workers', 20_000);
       const { ok, failures } = await load.stop();
+      t.diagnostic(`HUP under load (${balance}): ${ok + failures.length} requests, ${failures.length} failed`);
       assert.deepEqual(failures, [], `${failures.length} failed of ${ok + failures.length}`);
       const afterReload = keepAliveLoad(`${forkgate.url}/`, { connections: 4, maxRequests: 200 });
       await afterReload.reached(100);

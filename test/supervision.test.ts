@@ -55,7 +55,7 @@ test('TERM with --shutdown-delay: /readyz turns 503 at once, serving goes on, th
   assert.deepEqual(await forkgate.exited, { code: 0, signal: null });
 });
 
-test('--max-memory retires a leaking worker with zero failed requests', async () => {
+test('--max-memory retires a leaking worker with zero failed requests', async (t) => {
   const forkgate = await start(['-w', '1', '--max-memory', '150', '--timeout', '2', '-b', '127.0.0.1:0', `${FIXTURES}leak.cjs`]);
   try {
     const [first] = forkgate.workerPids();
@@ -63,6 +63,7 @@ test('--max-memory retires a leaking worker with zero failed requests', async ()
     await forkgate.waitFor(new RegExp(`Worker \\(pid:${first}\\) uses \\d+ MiB, over --max-memory: replacing it`), 30_000);
     await eventually(() => !forkgate.workerPids().includes(first!), 'the leaking worker to go');
     const { ok, failures, bodies } = await load.stop();
+    t.diagnostic(`--max-memory under load: ${ok + failures.length} requests, ${failures.length} failed`);
     assert.deepEqual(failures, [], `${failures.length} failed of ${ok + failures.length}`);
     assert.ok(bodies.size >= 2, 'a replacement served');
   } finally {

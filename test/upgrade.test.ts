@@ -40,7 +40,7 @@ function freshConnectionLoad(url: string) {
 }
 
 for (const balance of ['round-robin', 'reuseport']) {
-  test(`USR2 with a code change under load: new master, new workers, zero failed requests (${balance})`, async () => {
+  test(`USR2 with a code change under load: new master, new workers, zero failed requests (${balance})`, async (t) => {
     const app = join(scratch, `app-${balance}.cjs`);
     const pidFile = join(scratch, `forkgate-${balance}.pid`);
     writeFileSync(app, appSource('v1'));
@@ -66,6 +66,7 @@ for (const balance of ['round-robin', 'reuseport']) {
 
       const { ok, failures } = await keepAlive.stop();
       const freshFailures = await fresh.stop();
+      t.diagnostic(`USR2 under load (${balance}): ${ok + failures.length} keep-alive requests, ${failures.length} failed; ${freshFailures.length} fresh-connection failures`);
       assert.deepEqual([...failures, ...freshFailures], [], `failed: ${failures.length} keep-alive of ${ok + failures.length}, ${freshFailures.length} fresh`);
       const after = keepAliveLoad(`${forkgate.url}/`, { connections: 2, maxRequests: 50 });
       await after.reached(50);
