@@ -6,6 +6,7 @@
 import { BIND_FORMS, formatBindAddress, parseBindAddress, type BindAddress } from './bind.ts';
 import { DEFAULT_ACCESS_LOG_FORMAT } from '../log/access-log.ts';
 import { HOOK_NAMES, type HookName, type Hooks } from '../hooks.ts';
+import { addressListProblem } from '../edge/addresses.ts';
 
 /** How the CLI parses a flag: a value, an on/off switch, a value that may be repeated; hooks have none. */
 export type FlagKind = 'string' | 'boolean' | 'list' | 'hook';
@@ -157,6 +158,14 @@ function environmentPairs(raw: unknown): Record<string, string> | Invalid {
   return pairs;
 }
 
+function addressList(raw: unknown): string[] | Invalid {
+  const items = listOf(raw);
+  if (items instanceof Invalid) return items;
+  const addresses = items.flatMap((item) => item.split(',')).map((item) => item.trim()).filter(Boolean);
+  const problem = addressListProblem(addresses);
+  return problem ? new Invalid(problem) : addresses;
+}
+
 function hookFunction(raw: unknown): ((...args: never[]) => unknown) | null | Invalid {
   return raw === null || typeof raw === 'function' ? (raw as ((...args: never[]) => unknown) | null) : new Invalid('a function');
 }
@@ -198,6 +207,9 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 export const WORKER_CLASSES = ['async', 'sync', 'gthread'] as const;
 export const BALANCE_MODES = ['round-robin', 'reuseport'] as const;
 export type BalanceMode = (typeof BALANCE_MODES)[number];
+export const PROXY_PROTOCOL_MODES = ['off', 'v1', 'v2', 'auto'] as const;
+export type ProxyProtocolMode = (typeof PROXY_PROTOCOL_MODES)[number];
+export const CERT_REQUIREMENTS = ['none', 'optional', 'required'] as const;
 
 export const SETTINGS = [
   // ---- command-line actions ----
@@ -364,6 +376,70 @@ export const SETTINGS = [
     name: 'pid', key: 'pid', short: 'p', meta: 'FILE', section: 'Process',
     default: null as string | null, validate: optionalText,
     doc: "Write the master's pid to this file.",
+  }),
+  // ---- the HTTP edge ----
+  setting({
+    name: 'limit-request-line', key: 'limitRequestLine', meta: 'INT', section: 'Edge',
+    default: 4094, validate: wholeNumber(0),
+    doc: 'Largest request line (method, target and version) in bytes; a longer one is answered 414 and the connection closed (0: no limit).',
+  }),
+  setting({
+    name: 'limit-request-fields', key: 'limitRequestFields', meta: 'INT', section: 'Edge',
+    default: 100, validate: wholeNumber(0),
+    doc: 'Most header fields in a request; more are answered 431 and the connection closed (0: no limit).',
+  }),
+  setting({
+    name: 'limit-request-field-size', key: 'limitRequestFieldSize', meta: 'INT', section: 'Edge',
+    default: 8190, validate: wholeNumber(0),
+    doc: "Largest header field ('Name: value') in bytes; a larger one is answered 431 and the connection closed (0: no limit). Node's parser refuses a header block larger than these three limits allow with 431 before it is read in full.",
+  }),
+  setting({
+    name: 'limit-request-body', key: 'limitRequestBody', meta: 'BYTES', section: 'Edge',
+    default: 0, validate: wholeNumber(0),
+    doc: 'Largest request body in bytes (0: no limit). A larger Content-Length is answered 413 before the app sees the request; a chunked body is counted as it arrives and the connection closed once it passes the limit (after a 413 if the response has not started).',
+  }),
+  setting({
+    name: 'headers-timeout', key: 'headersTimeout', meta: 'SECONDS', section: 'Edge',
+    default: 60, validate: wholeNumber(0),
+    doc: "How long a client has to send a request's headers, Node's server.headersTimeout (0: no limit); then it is answered 408 and the connection closed (slowloris). The PROXY header and the TLS handshake each have this long too (with 0, a handshake keeps Node's 120 s).",
+  }),
+  setting({
+    name: 'forwarded-allow-ips', key: 'forwardedAllowIps', kind: 'list', meta: 'ADDRESSES',
+    env: ['FORKGATE_FORWARDED_ALLOW_IPS', 'FORWARDED_ALLOW_IPS'], section: 'Edge',
+    default: ['127.0.0.1', '::1'] as string[], validate: addressList,
+    format: (items) => items.join(','),
+    doc: 'Peers whose X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host and Forwarded headers are believed: IPs and CIDRs, comma-separated or repeated, * for all; unix socket peers always are. From any other peer forkgate removes X-Forwarded-Proto, X-Forwarded-Host and Forwarded and sets X-Forwarded-For to the peer, so the app always finds the client there.',
+  }),
+  setting({
+    name: 'proxy-protocol', key: 'proxyProtocol', meta: 'MODE', section: 'Edge',
+    default: 'off' as ProxyProtocolMode, validate: oneOf(PROXY_PROTOCOL_MODES),
+    doc: "Read the PROXY protocol header (HAProxy's; AWS NLB, nginx stream) that a TCP proxy in --proxy-allow-from puts before the client's bytes, and serve the connection as the client it names (req.socket.remoteAddress, X-Forwarded-For, the access log). v1 (text) or v2 (binary): peers in --proxy-allow-from must send that version; auto: either, or none. A PROXY header from any other peer, or a missing or invalid one where required, closes the connection.",
+  }),
+  setting({
+    name: 'proxy-allow-from', key: 'proxyAllowFrom', kind: 'list', meta: 'ADDRESSES', section: 'Edge',
+    default: ['127.0.0.1', '::1'] as string[], validate: addressList,
+    format: (items) => items.join(','),
+    doc: 'Peers that may send a PROXY header (--proxy-protocol): IPs and CIDRs, comma-separated or repeated, * for all; unix socket peers always may.',
+  }),
+  setting({
+    name: 'certfile', key: 'certfile', meta: 'FILE', section: 'Edge',
+    default: null as string | null, validate: optionalText,
+    doc: 'Serve HTTPS: each worker terminates TLS with this PEM certificate (chain) file. Workers read it when they start, so HUP picks up a renewed certificate.',
+  }),
+  setting({
+    name: 'keyfile', key: 'keyfile', meta: 'FILE', section: 'Edge',
+    default: null as string | null, validate: optionalText,
+    doc: "The certificate's PEM private key (default: in --certfile).",
+  }),
+  setting({
+    name: 'ca-certs', key: 'caCerts', meta: 'FILE', section: 'Edge',
+    default: null as string | null, validate: optionalText,
+    doc: 'PEM CA certificates that client certificates are checked against (--cert-reqs).',
+  }),
+  setting({
+    name: 'cert-reqs', key: 'certReqs', meta: 'MODE', section: 'Edge',
+    default: 'none' as (typeof CERT_REQUIREMENTS)[number], validate: oneOf(CERT_REQUIREMENTS),
+    doc: 'Client certificates (mutual TLS): none; optional (asked for; the app reads req.socket.authorized); required (a client without a valid one is refused during the handshake).',
   }),
   // ---- logging ----
   setting({

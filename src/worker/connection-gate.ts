@@ -1,5 +1,11 @@
 import type { Socket } from 'node:net';
 
+/** A connection waiting for a slot, with the listener that takes it out of the queue if it closes first. */
+interface Waiting {
+  readonly socket: Socket;
+  readonly leave: () => void;
+}
+
 /**
  * Admits at most `limit` connections into service; the rest wait here, accepted but unread, and are
  * admitted in arrival order as slots free. Nothing is ever dropped: that is the worker class contract.
@@ -7,7 +13,7 @@ import type { Socket } from 'node:net';
 export class ConnectionGate {
   private readonly limit: number;
   private readonly admit: (socket: Socket) => void;
-  private readonly waiting: Socket[] = [];
+  private readonly waiting: Waiting[] = [];
   private inService = 0;
   private onIdle: (() => void) | null = null;
 
@@ -22,8 +28,18 @@ export class ConnectionGate {
   }
 
   offer(socket: Socket): void {
-    if (this.inService < this.limit) this.serve(socket);
-    else this.waiting.push(socket);
+    if (this.inService < this.limit) return this.serve(socket);
+    // A client may give up while it waits: its reset is no error of the worker's, and its place is freed.
+    const entry: Waiting = {
+      socket,
+      leave: () => {
+        this.waiting.splice(this.waiting.indexOf(entry), 1);
+        if (this.open === 0) this.onIdle?.();
+      },
+    };
+    socket.on('error', ignoreWhileWaiting);
+    socket.once('close', entry.leave);
+    this.waiting.push(entry);
   }
 
   /** Calls back once every connection has closed (at once if none is open). */
@@ -37,10 +53,18 @@ export class ConnectionGate {
     socket.once('close', () => {
       this.inService--;
       const next = this.waiting.shift();
-      if (next) this.serve(next);
-      else if (this.open === 0) this.onIdle?.();
+      if (next) {
+        next.socket.off('error', ignoreWhileWaiting);
+        next.socket.off('close', next.leave);
+        this.serve(next.socket);
+      } else if (this.open === 0) {
+        this.onIdle?.();
+      }
     });
     socket.setNoDelay(true);
     this.admit(socket);
   }
 }
+
+/** A waiting connection's error (a reset) is followed by its 'close', which frees its place. */
+function ignoreWhileWaiting(): void {}

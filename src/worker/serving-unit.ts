@@ -9,6 +9,7 @@ import { runHook, type Hooks, type WorkerInfo } from '../hooks.ts';
 import type { Logger } from '../log/logger.ts';
 import { ConnectionGate } from './connection-gate.ts';
 import type { AppServer } from './app-loader.ts';
+import { Edge } from '../edge/edge.ts';
 
 /** How long a draining unit lets an idle keep-alive connection stay before closing it. */
 const DRAIN_IDLE_MS = 1000;
@@ -26,8 +27,9 @@ export interface ServingUnitOptions {
 }
 
 /**
- * One serving unit: the app's http.Server fed through the worker class's connection gate, with what
- * forkgate adds to every request: counting, keep-alive policy, draining and the access log.
+ * One serving unit: the app's http.Server fed through the worker class's connection gate and the HTTP
+ * edge (PROXY header, TLS, limits, forwarding headers), with what forkgate adds to every request:
+ * counting, keep-alive policy, draining and the access log.
  */
 export class ServingUnit {
   private readonly server: AppServer;
@@ -60,7 +62,8 @@ export class ServingUnit {
 
     server.keepAliveTimeout = settings.keepAlive * 1000;
     server.prependListener('request', (req, res) => this.onRequest(req, res));
-    this.gate = new ConnectionGate(workerClass.connectionLimit, (socket) => server.emit('connection', socket));
+    const edge = new Edge(server, settings, options.logger);
+    this.gate = new ConnectionGate(workerClass.connectionLimit, (socket) => edge.accept(socket));
     markListening(server, options.appAddress);
   }
 

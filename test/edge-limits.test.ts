@@ -1,0 +1,106 @@
+// The HTTP edge's limits, in both balance modes: Gunicorn's names, defaults and status codes, the
+// connection closed after each refusal, and the worker that refused still the one serving.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { eventually, FIXTURES, request, start } from './helpers/forkgate.ts';
+import { echoOf, exchange, statusOf } from './helpers/edge.ts';
+
+const ECHO = `${FIXTURES}edge-echo.cjs`;
+const scratch = mkdtempSync(join(tmpdir(), 'forkgate-edge-limits-'));
+after(() => rmSync(scratch, { recursive: true, force: true }));
+
+const get = (target: string, headers = '') => `GET ${target} HTTP/1.1\r\nHost: x\r\n${headers}\r\n`;
+const fields = (count: number) => Array.from({ length: count }, (_, i) => `X-Field-${i}: ${i}\r\n`).join('');
+const chunk = (size: number) => `${size.toString(16)}\r\n${'a'.repeat(size)}\r\n`;
+const chunkedPost = (...chunks: string[]) =>
+  `POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${chunks.join('')}`;
+
+for (const balance of ['round-robin', 'reuseport']) {
+  test(`limits answer 414, 431, 413, 400 and 408 and close the connection; the worker serves on (${balance})`, async () => {
+    const forkgate = await start([
+      '-w', '1', '--balance', balance, '-b', '127.0.0.1:0', '--limit-request-body', '1000', '--headers-timeout', '1', ECHO,
+    ]);
+    try {
+      const [pid] = forkgate.workerPids();
+      const status = async (payload: string) => statusOf(await exchange(forkgate.url, payload));
+
+      // Request line: the default 4094 bytes ("GET " + target + " HTTP/1.1").
+      assert.equal(await status(get(`/${'a'.repeat(4094 - 14)}`, 'Connection: close\r\n')), 200);
+      assert.equal(await status(get(`/${'a'.repeat(4094 - 13)}`)), 414);
+      // Header fields: at most 100 (Host is one of them).
+      assert.equal(await status(get('/', `${fields(98)}Connection: close\r\n`)), 200);
+      assert.equal(await status(get('/', fields(100))), 431);
+      // A field ("Name: value") of at most 8190 bytes.
+      assert.equal(await status(get('/', `X-Big: ${'a'.repeat(8190 - 7)}\r\nConnection: close\r\n`)), 200);
+      assert.equal(await status(get('/', `X-Big: ${'a'.repeat(8190 - 6)}\r\n`)), 431);
+      // Body: Content-Length over the limit at once, before any body byte; a chunked body once it passes.
+      assert.equal(await status('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n'), 413);
+      const within = await exchange(forkgate.url, chunkedPost(chunk(600), chunk(400), '0\r\n\r\n'));
+      assert.equal(echoOf(within).bodyBytes, 1000);
+      const beyond = await exchange(forkgate.url, chunkedPost(chunk(600), chunk(401), '0\r\n\r\n'));
+      assert.equal(statusOf(beyond), 413);
+      assert.equal(beyond.received.match(/HTTP\/1\.1/g)!.length, 1, 'the app never answered the cut-off request');
+      // Malformed, and request smuggling: Content-Length with Transfer-Encoding.
+      assert.equal(await status('THIS IS NOT HTTP\r\n\r\n'), 400);
+      assert.equal(await status('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'), 400);
+      assert.equal(await status('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd'), 400);
+      // An upgrade request is held to the same limits.
+      const upgrade = 'Upgrade: echo\r\nConnection: Upgrade\r\n';
+      assert.equal(await status(get('/', upgrade)), 101);
+      assert.equal(await status(get(`/${'a'.repeat(4094 - 13)}`, upgrade)), 414);
+      // Slowloris: headers never finished, or nothing sent at all.
+      assert.equal(await status('GET / HTTP/1.1\r\nHost: x\r\n'), 408);
+      assert.equal(await status(''), 408);
+
+      assert.equal((await request(`${forkgate.url}/`)).status, 200);
+      assert.deepEqual(forkgate.workerPids(), [pid]);
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}
+
+test('0 turns a limit off, as in Gunicorn', async () => {
+  const forkgate = await start([
+    '-w', '1', '-b', '127.0.0.1:0', '--limit-request-line', '0', '--limit-request-fields', '0', '--limit-request-field-size', '0', ECHO,
+  ]);
+  try {
+    const close = 'Connection: close\r\n';
+    assert.equal(statusOf(await exchange(forkgate.url, get(`/${'a'.repeat(10_000)}`, close))), 200);
+    assert.equal(statusOf(await exchange(forkgate.url, get('/', `${fields(300)}${close}`))), 200);
+    assert.equal(statusOf(await exchange(forkgate.url, get('/', `X-Big: ${'a'.repeat(20_000)}\r\n${close}`))), 200);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('a client that resets its connection while it waits for a slot crashes nothing and frees its place', async () => {
+  const admin = join(scratch, 'admin.sock');
+  const forkgate = await start([
+    '-w', '1', '--worker-connections', '1', '--balance', 'reuseport', '-b', '127.0.0.1:0', '--admin-bind', `unix:${admin}`, ECHO,
+  ]);
+  const openConnections = async () => {
+    const status = JSON.parse((await request('http://admin/status', { socketPath: admin })).body) as { workers: { connections: number }[] };
+    return status.workers[0]!.connections;
+  };
+  const { hostname, port } = new URL(forkgate.url);
+  const holder = net.connect(Number(port), hostname); // idle, it holds the only slot
+  const waiting = net.connect(Number(port), hostname, () => waiting.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+  waiting.on('error', () => {});
+  try {
+    const [pid] = forkgate.workerPids();
+    await eventually(async () => (await openConnections()) === 2, 'the worker to hold both connections');
+    waiting.resetAndDestroy();
+    await eventually(async () => (await openConnections()) === 1, 'the reset connection to leave the queue');
+    holder.destroy();
+    assert.equal((await request(`${forkgate.url}/`)).status, 200);
+    assert.deepEqual(forkgate.workerPids(), [pid]);
+  } finally {
+    holder.destroy();
+    await forkgate.stop();
+  }
+});

@@ -1,0 +1,116 @@
+// TLS termination in the workers: HTTPS in both balance modes, behind a PROXY header, and client
+// certificates (mutual TLS). The certificates are made for each run with openssl.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tls from 'node:tls';
+import { after, test } from 'node:test';
+import { FIXTURES, request, start } from './helpers/forkgate.ts';
+import { makeCertificates, type Echo } from './helpers/edge.ts';
+
+const ECHO = `${FIXTURES}edge-echo.cjs`;
+const scratch = mkdtempSync(join(tmpdir(), 'forkgate-edge-tls-'));
+after(() => rmSync(scratch, { recursive: true, force: true }));
+const certificates = makeCertificates(scratch);
+const skip = typeof certificates === 'string' ? certificates : false;
+const certs = certificates as Exclude<typeof certificates, string>;
+
+interface HttpsReply {
+  status: number;
+  echo: Echo;
+}
+
+/**
+ * One HTTPS request on a fresh connection, trusting the test CA: raw HTTP/1.1 over tls.connect, so that
+ * a PROXY header can go first on the same connection.
+ */
+function httpsGet(url: string, options: { cert?: Buffer; key?: Buffer; proxyHeader?: string } = {}): Promise<HttpsReply> {
+  const { hostname: host, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    let socket: net.Socket | undefined;
+    if (options.proxyHeader) {
+      socket = net.connect(Number(port), host);
+      socket.write(options.proxyHeader);
+    }
+    const client = tls.connect({ host, port: Number(port), socket, ca: certs.ca, cert: options.cert, key: options.key }, () =>
+      client.end('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'),
+    );
+    let received = '';
+    client.setEncoding('utf8');
+    client.on('data', (chunk: string) => (received += chunk));
+    client.on('error', reject);
+    client.on('close', () => {
+      clearTimeout(timer);
+      const status = /^HTTP\/1\.1 (\d{3}) /.exec(received)?.[1];
+      if (!status) return reject(new Error(`no HTTP response over TLS; got ${JSON.stringify(received)}`));
+      resolve({ status: Number(status), echo: JSON.parse(received.slice(received.indexOf('\r\n\r\n') + 4)) as Echo });
+    });
+    const timer = setTimeout(() => client.destroy(new Error('the HTTPS request timed out')), 15_000);
+  });
+}
+
+const tlsFlags = () => ['--certfile', certs.files.serverCert, '--keyfile', certs.files.serverKey];
+
+for (const balance of ['round-robin', 'reuseport']) {
+  test(`--certfile/--keyfile: the workers serve HTTPS; plain HTTP gets no answer and harms no worker (${balance})`, { skip }, async () => {
+    const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', ...tlsFlags(), ECHO]);
+    try {
+      const [pid] = forkgate.workerPids();
+      const reply = await httpsGet(forkgate.url);
+      assert.equal(reply.status, 200);
+      assert.equal(reply.echo.encrypted, true);
+      assert.equal(reply.echo.remoteAddress, '127.0.0.1');
+      await assert.rejects(request(forkgate.url));
+      assert.equal((await httpsGet(forkgate.url)).status, 200);
+      assert.deepEqual(forkgate.workerPids(), [pid]);
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}
+
+test('TLS behind a PROXY header: the app sees the client the header names', { skip }, async () => {
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--proxy-protocol', 'v1', ...tlsFlags(), ECHO]);
+  try {
+    const reply = await httpsGet(forkgate.url, { proxyHeader: 'PROXY TCP4 203.0.113.5 127.0.0.1 4242 443\r\n' });
+    assert.deepEqual([reply.echo.remoteAddress, reply.echo.remotePort, reply.echo.encrypted], ['203.0.113.5', 4242, true]);
+    assert.equal(reply.echo.headers['x-forwarded-for'], '203.0.113.5');
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('--cert-reqs required: a client without a certificate is refused, one with a certificate the CA signed is served', { skip }, async () => {
+  const forkgate = await start([
+    '-w', '1', '-b', '127.0.0.1:0', ...tlsFlags(), '--ca-certs', certs.files.ca, '--cert-reqs', 'required', ECHO,
+  ]);
+  try {
+    await assert.rejects(httpsGet(forkgate.url), /certificate required/);
+    const reply = await httpsGet(forkgate.url, { cert: certs.clientCert, key: certs.clientKey });
+    assert.equal(reply.status, 200);
+    assert.equal(reply.echo.authorized, true);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('--cert-reqs optional: a client without a certificate is served, and the app can tell', { skip }, async () => {
+  const forkgate = await start([
+    '-w', '1', '-b', '127.0.0.1:0', ...tlsFlags(), '--ca-certs', certs.files.ca, '--cert-reqs', 'optional', ECHO,
+  ]);
+  try {
+    assert.equal((await httpsGet(forkgate.url)).echo.authorized, false);
+    assert.equal((await httpsGet(forkgate.url, { cert: certs.clientCert, key: certs.clientKey })).echo.authorized, true);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('an unreadable --certfile stops the boot with a message that names it', { skip }, async () => {
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--certfile', join(scratch, 'missing.pem'), ECHO], { waitReady: false });
+  const { code } = await forkgate.exited;
+  assert.equal(code, 3);
+  assert.match(forkgate.output, /--certfile \S+missing\.pem: ENOENT/);
+});
