@@ -58,11 +58,12 @@ for (const balance of ['round-robin', 'reuseport']) {
     const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', ...tlsFlags(), ECHO]);
     try {
       const [pid] = forkgate.workerPids();
+      assert.match(forkgate.url, /^https:\/\//, 'the master logs the https:// URL');
       const reply = await httpsGet(forkgate.url);
       assert.equal(reply.status, 200);
       assert.equal(reply.echo.encrypted, true);
       assert.equal(reply.echo.remoteAddress, '127.0.0.1');
-      await assert.rejects(request(forkgate.url));
+      await assert.rejects(request(forkgate.url.replace(/^https:/, 'http:'))); // plaintext is refused
       assert.equal((await httpsGet(forkgate.url)).status, 200);
       assert.deepEqual(forkgate.workerPids(), [pid]);
     } finally {

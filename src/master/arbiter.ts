@@ -119,7 +119,9 @@ export class Arbiter {
       logger.error(`Cannot listen: ${(error as Error).message}`);
       return ExitCode.runtimeFailure;
     }
-    for (const url of this.balancer.urls()) logger.info(`Listening at: ${url} (${process.pid})`);
+    // The workers terminate TLS when --certfile is set: clients reach https:// then.
+    const scheme = (url: string) => (settings.certfile ? url.replace(/^http:/, 'https:') : url);
+    for (const url of this.balancer.urls()) logger.info(`Listening at: ${scheme(url)} (${process.pid})`);
     logger.info(`Using worker class ${settings.workerClass}, balance ${this.balancer.mode === 'handoff' ? 'round-robin' : 'reuseport'}`);
     if (settings.adminBind) {
       try {
