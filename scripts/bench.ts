@@ -4,6 +4,7 @@
  *   npm run bench                    full run (~7 min): every workload and configuration, 10 s each
  *   npm run bench -- --quick         < 60 s: hello, cpu and io; the baselines and both balancers, 2 s each
  *   npm run bench -- --only cpu      one workload
+ *   npm run bench -- --repeat 3      each row the median of 3 runs, interleaved across servers
  *
  * Load comes from wrk (one thread, so it takes at most one of the cores); it shares the machine with the
  * server, so req/s alone cannot tell servers apart. The figure that does is the server's CPU time per
@@ -392,18 +393,31 @@ interface RunContext {
   threadsSupported: boolean;
 }
 
-function parseOptions(argv: string[]): { quick: boolean; only: string | undefined } {
+function parseOptions(argv: string[]): { quick: boolean; only: string | undefined; repeat: number } {
   let quick = false;
   let only: string | undefined;
+  let repeat = 1;
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--quick') quick = true;
     else if (argv[i] === '--only' && WORKLOADS.some((workload) => workload.name === argv[i + 1])) only = argv[++i];
+    else if (argv[i] === '--repeat' && /^[1-9]$/.test(argv[i + 1] ?? '')) repeat = Number(argv[++i]);
     else {
-      console.error(`usage: node scripts/bench.ts [--quick] [--only ${WORKLOADS.map((workload) => workload.name).join('|')}]`);
+      console.error(`usage: node scripts/bench.ts [--quick] [--only ${WORKLOADS.map((workload) => workload.name).join('|')}] [--repeat 1-9]`);
       process.exit(2);
     }
   }
-  return { quick, only };
+  return { quick, only, repeat };
+}
+
+/**
+ * The row of median throughput among a configuration's repeated runs. The runs of a workload's
+ * configurations are interleaved, so the machine's speed drift spreads over all of them alike.
+ */
+function medianRow(runs: Row[]): Row {
+  const failed = runs.find((row) => row.error ?? row.skipped);
+  if (failed) return failed;
+  const sorted = [...runs].sort((a, b) => a.reqPerSec! - b.reqPerSec!);
+  return sorted[Math.floor(sorted.length / 2)]!;
 }
 
 function ensureWrk(): void {
@@ -527,32 +541,38 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   try {
     for (const workload of plan) {
-      for (const config of options.quick ? BASE : FULL_PLAN[workload.name]!) {
-        let row = await measure(workload, config, timing, context);
-        // Another program took a share of the cores: a full run measures again and keeps the least
-        // disturbed, up to twice per row and while the run stays well within its 15 minutes.
-        const mayRetry = () => !options.quick && Date.now() - started < 9 * 60_000 && row.otherCores! > OTHER_LOAD_LIMIT;
-        for (let retry = 0; retry < 2 && mayRetry(); retry++) {
-          const again = await measure(workload, config, timing, context);
-          if (again.otherCores! < row.otherCores!) row = again;
+      const configs = options.quick ? BASE : FULL_PLAN[workload.name]!;
+      const runs = new Map(configs.map((config) => [config, [] as Row[]]));
+      for (let round = 1; round <= options.repeat; round++) {
+        for (const config of configs) {
+          let row = await measure(workload, config, timing, context);
+          // Another program took a share of the cores: a full run measures again and keeps the least
+          // disturbed, up to twice per row and while the run stays well within its 15 minutes.
+          const mayRetry = () => !options.quick && Date.now() - started < 9 * 60_000 && row.otherCores! > OTHER_LOAD_LIMIT;
+          for (let retry = 0; retry < 2 && mayRetry(); retry++) {
+            const again = await measure(workload, config, timing, context);
+            if (again.otherCores! < row.otherCores!) row = again;
+          }
+          runs.get(config)!.push(row);
+          const summary = row.error ?? row.skipped ?? `${Math.round(row.reqPerSec!)} req/s, ${row.cpuUsPerReq?.toFixed(1)} µs/req, other programs ${row.otherCores?.toFixed(2)} cores`;
+          console.error(`${workload.name.padEnd(6)} ${config.name.padEnd(40)} ${options.repeat > 1 ? `[${round}/${options.repeat}] ` : ''}${summary}`);
         }
-        rows.push(row);
-        const summary = row.error ?? row.skipped ?? `${Math.round(row.reqPerSec!)} req/s, ${row.cpuUsPerReq?.toFixed(1)} µs/req, other programs ${row.otherCores?.toFixed(2)} cores`;
-        console.error(`${workload.name.padEnd(6)} ${config.name.padEnd(40)} ${summary}`);
       }
+      for (const config of configs) rows.push(medianRow(runs.get(config)!));
     }
   } finally {
     rmSync(cwd, { recursive: true, force: true });
   }
   addRatios(rows);
 
-  const meta = { ...machine(), mode: options.quick ? 'quick' : 'full', seconds: timing.seconds, warmupSeconds: timing.warmupSeconds, cpuRoundsPerMs: ROUNDS_PER_MS, otherCoresBefore: busyBefore, elapsedSeconds: Math.round((Date.now() - started) / 1000) };
+  const meta = { ...machine(), mode: options.quick ? 'quick' : 'full', repeat: options.repeat, seconds: timing.seconds, warmupSeconds: timing.warmupSeconds, cpuRoundsPerMs: ROUNDS_PER_MS, otherCoresBefore: busyBefore, elapsedSeconds: Math.round((Date.now() - started) / 1000) };
   const markdown = [
     `# forkgate benchmark (${meta.mode} run)`,
     '',
     `${meta.date} · Node ${meta.node} · ${meta.cpu} · nproc ${meta.nproc} · commit ${meta.commit} · dist built ${meta.build}`,
     '',
-    `wrk -t 1, ${timing.seconds} s per row after ${timing.warmupSeconds} s of warm-up, on the same machine as the server. ` +
+    `wrk -t 1, ${timing.seconds} s per row after ${timing.warmupSeconds} s of warm-up, on the same machine as the server` +
+      `${options.repeat > 1 ? `; each row the median (by req/s) of ${options.repeat} runs interleaved with the other servers'` : ''}. ` +
       'CPU µs/req: utime + stime of the server\'s whole process tree over the measured window, over requests completed. ' +
       'RSS: VmRSS summed over that tree near the end of the load. "plain" = reuseport-plain (N processes with SO_REUSEPORT, no master). ' +
       "Little's limit for io: connections / 20 ms = 12,800 req/s.",
