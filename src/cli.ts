@@ -3,7 +3,7 @@
  * plays. Workers are this same executable started with FORKGATE_ROLE=worker; serving threads are this
  * same file in a worker_thread with the role in its workerData.
  */
-import { nominalAddress, takeActivatedSockets } from './config/bind.ts';
+import { takeActivatedSockets } from './config/bind.ts';
 import type { Settings } from './config/settings.ts';
 import { resolveSettings, type ResolvedSettings, type SettingSources } from './config/load.ts';
 import { renderHelp, renderPrintConfig } from './config/help.ts';
@@ -11,7 +11,7 @@ import { ExitCode, SettingError } from './errors.ts';
 import { Logger } from './log/logger.ts';
 import { Arbiter } from './master/arbiter.ts';
 import { VERSION } from './version.ts';
-import { loadApp, parseAppSpec } from './worker/app-loader.ts';
+import { loadAppOnce } from './worker/unit-runner.ts';
 import { runWorker } from './worker/main.ts';
 import { statusCommand } from './status-command.ts';
 import { runThread } from './worker/thread.ts';
@@ -87,12 +87,7 @@ async function main(argv: string[]): Promise<number> {
 async function checkConfig(settings: Settings, logger: Logger): Promise<number> {
   const app = settings.app!;
   try {
-    const loaded = await loadApp(parseAppSpec(settings.app!), {
-      cwd: process.cwd(),
-      address: nominalAddress(settings.bind[0]),
-      listenWaitMs: 5000,
-      onListenerError: () => {},
-    });
+    const loaded = await loadAppOnce(settings, 5000);
     return print(`Config OK: ${app} loads as a ${loaded.shape} app\n`);
   } catch (error) {
     logger.error(`Config check failed: ${app} does not load`, error);

@@ -87,7 +87,11 @@ test('access log: Gunicorn format; USR1 reopens the file after logrotate moved i
         return false; // the worker has not reopened yet
       }
     }, 'a line in the reopened file');
-    assert.doesNotMatch(readFileSync(`${logFile}.1`, 'utf8'), /GET \/first[\s\S]*GET \/second[\s\S]*GET \/second[\s\S]*GET \/second/);
+    // From now on every line goes to the new file, none to the rotated one.
+    await request(`${forkgate.url}/third`);
+    await eventually(() => readFileSync(logFile, 'utf8').includes('GET /third'), 'the third request logged');
+    assert.doesNotMatch(readFileSync(`${logFile}.1`, 'utf8'), /GET \/third/);
+    assert.match(readFileSync(`${logFile}.1`, 'utf8'), /GET \/first/);
   } finally {
     await forkgate.stop();
   }

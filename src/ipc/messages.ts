@@ -26,6 +26,14 @@ export interface WorkerStats {
   readonly connections: number;
 }
 
+/** A unit that serves nothing yet. */
+export const NO_TRAFFIC: WorkerStats = { requests: 0, inFlight: 0, connections: 0 };
+
+/** How often a unit (process or thread) proves its event loop turns; --timeout of silence is allowed. */
+export function heartbeatInterval(timeoutSeconds: number): number {
+  return timeoutSeconds > 0 ? Math.min(1000, (timeoutSeconds * 1000) / 4) : 1000;
+}
+
 // ---- master → worker ----
 
 export type MasterMessage =

@@ -6,14 +6,14 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import { formatBindAddress, nominalAddress } from '../config/bind.ts';
+import { formatBindAddress } from '../config/bind.ts';
 import { resolveSettings, type ResolvedSettings, type SettingSources } from '../config/load.ts';
 import type { Settings } from '../config/settings.ts';
 import { ExitCode } from '../errors.ts';
 import { isProtocolMessage, type SerializedError, type WorkerMessage } from '../ipc/messages.ts';
 import type { Logger } from '../log/logger.ts';
 import { VERSION } from '../version.ts';
-import { loadApp, parseAppSpec } from '../worker/app-loader.ts';
+import { loadAppOnce } from '../worker/unit-runner.ts';
 import { createBalancer, type Balancer } from './balance/index.ts';
 import type { Server } from 'node:http';
 import { startAdmin, type AdminActions, type PoolStatus } from './admin.ts';
@@ -547,12 +547,7 @@ export class Arbiter {
   /** --preload: load the app once in the master, so a broken app fails before any worker starts. */
   private async preloadApp(): Promise<boolean> {
     try {
-      await loadApp(parseAppSpec(this.settings.app!), {
-        cwd: process.cwd(),
-        address: nominalAddress(this.settings.bind[0]),
-        listenWaitMs: (this.settings.timeout || 30) * 1000,
-        onListenerError: () => {},
-      });
+      await loadAppOnce(this.settings, (this.settings.timeout || 30) * 1000);
       return true;
     } catch (error) {
       this.logger.error('Failed to preload the app:', error);

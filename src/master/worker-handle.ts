@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
-import { sendToWorker, type MasterMessage, type WorkerStats } from '../ipc/messages.ts';
+import { NO_TRAFFIC, sendToWorker, type MasterMessage, type WorkerStats } from '../ipc/messages.ts';
 
 /**
  * booting: spawned, loading the app; ready: serving; draining: told to finish and exit.
@@ -23,7 +23,7 @@ export class WorkerHandle {
   /** Whether any message came yet: the heartbeat timeout applies from then on. */
   heard = false;
   drainDeadline = Infinity;
-  stats: WorkerStats = { requests: 0, inFlight: 0, connections: 0 };
+  stats: WorkerStats = NO_TRAFFIC;
   /** Resident memory of the whole worker process (all its threads), as its last heartbeat said. */
   rss = 0;
   readyAt = 0;

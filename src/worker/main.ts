@@ -7,7 +7,7 @@ import { registerHooks } from 'node:module';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { Settings } from '../config/settings.ts';
-import { isProtocolMessage, sendToMaster, serializeError, type MasterMessage } from '../ipc/messages.ts';
+import { heartbeatInterval, isProtocolMessage, NO_TRAFFIC, sendToMaster, serializeError, type MasterMessage } from '../ipc/messages.ts';
 import { Logger } from '../log/logger.ts';
 import { usesThreads } from './classes/index.ts';
 import { ThreadPool } from './thread-pool.ts';
@@ -15,11 +15,6 @@ import { UnitRunner, type Units } from './unit-runner.ts';
 import { loadWorkerHooks, runHook, type Hooks, type WorkerInfo } from '../hooks.ts';
 
 type BootMessage = Extract<MasterMessage, { type: 'boot' }>;
-
-/** How often a unit proves its event loop turns; --timeout of silence is allowed. */
-export function heartbeatInterval(timeoutSeconds: number): number {
-  return timeoutSeconds > 0 ? Math.min(1000, (timeoutSeconds * 1000) / 4) : 1000;
-}
 
 export async function runWorker(): Promise<void> {
   const boot = await nextBootMessage();
@@ -62,8 +57,7 @@ class Worker {
     process.on('disconnect', () => this.drain());
     process.on('uncaughtException', (error) => this.crash(error));
 
-    const idle = { requests: 0, inFlight: 0, connections: 0 };
-    const heartbeat = () => sendToMaster({ type: 'heartbeat', stats: this.units?.stats() ?? idle, rss: process.memoryUsage.rss() });
+    const heartbeat = () => sendToMaster({ type: 'heartbeat', stats: this.units?.stats() ?? NO_TRAFFIC, rss: process.memoryUsage.rss() });
     setInterval(heartbeat, heartbeatInterval(this.settings.timeout)).unref();
     sendToMaster({ type: 'started', inspectorPort: await reserveInspectorPort() });
     const loadedFiles = this.settings.reload ? recordLoadedFiles() : null;
@@ -99,8 +93,8 @@ class Worker {
       case 'drain':
         return this.drain();
       case 'reopen-logs':
-        this.logger.reopen();
-        return this.units?.reopenLogs();
+        // The units reopen this process's error log along with their access logs.
+        return this.units ? this.units.reopenLogs() : this.logger.reopen();
       case 'boot':
         return;
     }

@@ -7,10 +7,10 @@
 import { getAsset, isSea } from 'node:sea';
 import { Worker as Thread } from 'node:worker_threads';
 import type { Settings } from '../config/settings.ts';
+import { heartbeatInterval, NO_TRAFFIC } from '../ipc/messages.ts';
 import type { FromThreadMessage, SerializedError, ThreadData, ToThreadMessage, WorkerStats } from '../ipc/messages.ts';
 import type { Logger } from '../log/logger.ts';
 import type { AppShape } from './app-loader.ts';
-import { heartbeatInterval } from './main.ts';
 import type { UnitBoot, Units } from './unit-runner.ts';
 
 interface ServingThread {
@@ -104,7 +104,7 @@ export class ThreadPool implements Units {
       state: 'booting',
       retiring: false,
       lastHeartbeat: Date.now(),
-      stats: { requests: 0, inFlight: 0, connections: 0 },
+      stats: NO_TRAFFIC,
     };
     this.threads.add(serving);
     thread.on('message', (message: FromThreadMessage) => this.onMessage(serving, message));

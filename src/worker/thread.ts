@@ -1,9 +1,15 @@
 /** A serving thread (--threads): one UnitRunner, talking to its process's ThreadPool. */
 import { parentPort } from 'node:worker_threads';
 import { loadWorkerHooks } from '../hooks.ts';
-import { serializeError, type FromThreadMessage, type ThreadData, type ToThreadMessage } from '../ipc/messages.ts';
+import {
+  heartbeatInterval,
+  NO_TRAFFIC,
+  serializeError,
+  type FromThreadMessage,
+  type ThreadData,
+  type ToThreadMessage,
+} from '../ipc/messages.ts';
 import { Logger } from '../log/logger.ts';
-import { heartbeatInterval } from './main.ts';
 import { UnitRunner } from './unit-runner.ts';
 
 export async function runThread(data: ThreadData): Promise<void> {
@@ -22,7 +28,7 @@ export async function runThread(data: ThreadData): Promise<void> {
     if (runner) runner.drain(stop);
     else stop();
   });
-  setInterval(() => post({ type: 'heartbeat', stats: runner?.stats() ?? { requests: 0, inFlight: 0, connections: 0 } }), heartbeatInterval(settings.timeout)).unref();
+  setInterval(() => post({ type: 'heartbeat', stats: runner?.stats() ?? NO_TRAFFIC }), heartbeatInterval(settings.timeout)).unref();
   try {
     // Each thread is an isolate of its own: it imports the config file for its request hooks too.
     const hooks = await loadWorkerHooks(settings.config);

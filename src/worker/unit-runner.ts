@@ -1,10 +1,11 @@
 import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { Settings } from '../config/settings.ts';
-import type { ListenPlan, WorkerStats } from '../ipc/messages.ts';
+import { nominalAddress } from '../config/bind.ts';
+import { NO_TRAFFIC, type ListenPlan, type WorkerStats } from '../ipc/messages.ts';
 import type { Hooks } from '../hooks.ts';
 import type { Logger } from '../log/logger.ts';
-import { loadApp, parseAppSpec, type AppShape } from './app-loader.ts';
+import { loadApp, parseAppSpec, type AppShape, type LoadedApp } from './app-loader.ts';
 import { workerClassFor } from './classes/index.ts';
 import { ServingUnit } from './serving-unit.ts';
 
@@ -19,6 +20,19 @@ export interface Units {
   drain(onDrained: () => void): void;
   reopenLogs(): void;
   flushLogs(): void;
+}
+
+/**
+ * Loads the app outside any worker (--preload in the master, --check-config), with the address of the
+ * first bind, which the app sees as its own (Fastify reads it when it listens).
+ */
+export function loadAppOnce(settings: Settings, listenWaitMs: number): Promise<LoadedApp> {
+  return loadApp(parseAppSpec(settings.app!), {
+    cwd: process.cwd(),
+    address: nominalAddress(settings.bind[0]),
+    listenWaitMs,
+    onListenerError: () => {},
+  });
 }
 
 export interface UnitBoot {
@@ -87,7 +101,7 @@ export class UnitRunner implements Units {
   }
 
   stats(): WorkerStats {
-    return this.unit?.stats() ?? { requests: 0, inFlight: 0, connections: 0 };
+    return this.unit?.stats() ?? NO_TRAFFIC;
   }
 
   drain(onDrained: () => void): void {

@@ -15,21 +15,23 @@ export function createBalancer(settings: Settings, logger: Logger, inherited: In
     const fds = Array.from({ length: inherited.fdCount }, (_, index) => ({ kind: 'fd' as const, fd: 3 + index }));
     return new RoundRobinBalancer(fds, settings.backlog);
   }
-  if (inherited?.mode === 'reuseport') {
-    ensureRequestMigration(logger);
-    return new ReusePortBalancer(inherited.addresses, settings.backlog);
+  const shared = inherited?.mode === 'reuseport' ? inherited.addresses : reusePortAddresses(settings, logger);
+  if (!shared) return new RoundRobinBalancer(settings.bind, settings.backlog);
+  ensureRequestMigration(logger);
+  return new ReusePortBalancer(shared, settings.backlog);
+}
+
+/** The addresses every worker binds with SO_REUSEPORT, or null (with the reason logged) for round-robin. */
+function reusePortAddresses(settings: Settings, logger: Logger): TcpListenAddress[] | null {
+  if (settings.balance !== 'reuseport') return null;
+  const tcp = settings.bind.filter((address) => address.kind === 'tcp');
+  if (tcp.length < settings.bind.length) {
+    logger.warning('balance reuseport needs TCP addresses only (unix: and fd:// cannot be shared): using round-robin');
+    return null;
   }
-  if (settings.balance === 'reuseport') {
-    const tcp = settings.bind.filter((address) => address.kind === 'tcp');
-    if (tcp.length < settings.bind.length) {
-      logger.warning('balance reuseport needs TCP addresses only (unix: and fd:// cannot be shared): using round-robin');
-    } else if (!reusePortSupported()) {
-      logger.warning(`balance reuseport is not supported on ${process.platform}: using round-robin`);
-    } else {
-      ensureRequestMigration(logger);
-      const addresses: TcpListenAddress[] = tcp.map(({ host, port }) => ({ host, port }));
-      return new ReusePortBalancer(addresses, settings.backlog);
-    }
+  if (!reusePortSupported()) {
+    logger.warning(`balance reuseport is not supported on ${process.platform}: using round-robin`);
+    return null;
   }
-  return new RoundRobinBalancer(settings.bind, settings.backlog);
+  return tcp.map(({ host, port }) => ({ host, port }));
 }

@@ -1,5 +1,6 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
+import { nominalAddress } from '../../config/bind.ts';
 import type { Logger } from '../../log/logger.ts';
 import type { ListenPlan, TcpListenAddress } from '../../ipc/messages.ts';
 import type { Inheritance } from '../upgrade.ts';
@@ -35,9 +36,9 @@ export class ReusePortBalancer implements Balancer {
     return { mode: 'reuseport', addresses: this.addresses, backlog: this.backlog };
   }
 
-  appAddress(): net.AddressInfo | null {
-    const first = this.addresses[0];
-    return first ? { address: first.host, family: net.isIPv6(first.host) ? 'IPv6' : 'IPv4', port: first.port } : null;
+  appAddress(): net.AddressInfo | string {
+    const [first] = this.addresses;
+    return nominalAddress(first && { kind: 'tcp', host: first.host, port: first.port });
   }
 
   inheritance(): { inheritance: Inheritance; fds: number[] } {
