@@ -4,7 +4,7 @@
  * same file in a worker_thread with the role in its workerData.
  */
 import { takeActivatedSockets } from './config/bind.ts';
-import type { Settings } from './config/settings.ts';
+import { formatUpstream, type Settings } from './config/settings.ts';
 import { resolveSettings, type ResolvedSettings, type SettingSources } from './config/load.ts';
 import { renderHelp, renderPrintConfig } from './config/help.ts';
 import { ExitCode, SettingError } from './errors.ts';
@@ -64,7 +64,9 @@ async function main(argv: string[]): Promise<number> {
   if (settings.help) return print(renderHelp());
   if (settings.version) return print(`forkgate ${VERSION} (Node ${process.version})\n`);
   if (settings.printConfig) return print(renderPrintConfig(settings));
-  if (!settings.app) return usageError('no app given; usage: forkgate [options] APP (see forkgate --help)');
+  if (!settings.app && settings.upstream.length === 0) {
+    return usageError('no app given; usage: forkgate [options] APP, or forkgate [options] --upstream URL (see forkgate --help)');
+  }
   if (settings.chdir) {
     try {
       process.chdir(settings.chdir);
@@ -85,7 +87,8 @@ async function main(argv: string[]): Promise<number> {
 }
 
 async function checkConfig(settings: Settings, logger: Logger): Promise<number> {
-  const app = settings.app!;
+  if (!settings.app) return print(`Config OK: fronting ${settings.upstream.map(formatUpstream).join(', ')}\n`);
+  const app = settings.app;
   try {
     const loaded = await loadAppOnce(settings, 5000);
     return print(`Config OK: ${app} loads as a ${loaded.shape} app\n`);

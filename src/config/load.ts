@@ -61,6 +61,7 @@ export async function resolveSettings(sources: SettingSources): Promise<Resolved
   values.config = configFile;
 
   const raw = values as SettingValues;
+  applyUpstreams(raw, sourceOf.get('balance'));
   applyThreads(raw, sourceOf.get('balance'));
   let workersReason: string | null = null;
   let workers: number;
@@ -81,7 +82,9 @@ export async function resolveSettings(sources: SettingSources): Promise<Resolved
 function applyThreads(values: SettingValues, balanceSource: string | undefined): void {
   if (values.threads > 1 && values.workerClass === 'async') values.workerClass = 'gthread';
   if (values.threads === 1 && values.workerClass !== 'gthread') return;
-  const why = 'Node cannot hand an accepted socket to a worker thread, so threads accept for themselves with SO_REUSEPORT';
+  if (values.balance === 'proxy') return; // the proxy reaches each thread on a unix socket of its own
+  const why =
+    'Node cannot hand an accepted socket to a worker thread, so threads accept for themselves with SO_REUSEPORT (or take requests from --balance proxy)';
   if (!values.bind.every((address) => address.kind === 'tcp')) {
     throw new SettingError(`--threads ${values.threads}: expected TCP binds (HOST:PORT) only; ${why}`);
   }
@@ -90,6 +93,16 @@ function applyThreads(values: SettingValues, balanceSource: string | undefined):
     throw new SettingError(`${balanceSource}: round-robin cannot reach threads; ${why}: use --balance reuseport`);
   }
   values.balance = 'reuseport';
+}
+
+/** --upstream fronts external servers: it replaces the app and only the proxy can do it. */
+function applyUpstreams(values: SettingValues, balanceSource: string | undefined): void {
+  if (values.upstream.length === 0) return;
+  if (values.app) throw new SettingError(`--upstream: fronts servers instead of an app; got both --upstream and the app '${values.app}'`);
+  if (values.balance !== 'proxy' && balanceSource) {
+    throw new SettingError(`${balanceSource}: --upstream needs the proxy, which parses each request; use --balance proxy or leave --balance out`);
+  }
+  values.balance = 'proxy';
 }
 
 function validate(entry: Setting, raw: unknown, source: string): unknown {

@@ -131,6 +131,43 @@ function singleBind(raw: unknown): BindAddress | null | Invalid {
   return parsed;
 }
 
+/** An external server the proxy fronts (--upstream). */
+export type Upstream = { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
+
+const UPSTREAM_FORMS = 'http://HOST:PORT or unix:PATH';
+
+function upstreamList(raw: unknown): Upstream[] | Invalid {
+  const items = listOf(raw);
+  if (items instanceof Invalid) return new Invalid(`a list of ${UPSTREAM_FORMS}`);
+  const upstreams: Upstream[] = [];
+  for (const item of items) {
+    if (item.startsWith('unix:') && item.length > 5) {
+      upstreams.push({ kind: 'unix', path: item.slice(5) });
+      continue;
+    }
+    let url: URL | null = null;
+    try {
+      url = new URL(item);
+    } catch {
+      // reported below
+    }
+    if (!url || url.protocol !== 'http:' || !url.port || (url.pathname !== '/' && url.pathname !== '') || url.search) {
+      return new Invalid(`${UPSTREAM_FORMS} (no path); '${item}' is not`);
+    }
+    upstreams.push({ kind: 'tcp', host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port) });
+  }
+  return upstreams;
+}
+
+export function formatUpstream(upstream: Upstream): string {
+  if (upstream.kind === 'unix') return `unix:${upstream.path}`;
+  return `http://${upstream.host.includes(':') ? `[${upstream.host}]` : upstream.host}:${upstream.port}`;
+}
+
+function healthPath(raw: unknown): string | null | Invalid {
+  return raw === null ? null : typeof raw === 'string' && raw.startsWith('/') ? raw : new Invalid("a path starting with '/', such as /healthz");
+}
+
 function octalMask(raw: unknown): string | null | Invalid {
   if (raw === null) return null;
   const text = typeof raw === 'number' ? raw.toString(8) : String(raw);
@@ -205,7 +242,7 @@ const hookSettings = HOOK_NAMES.map((name) =>
 export const LOG_LEVELS = ['debug', 'info', 'warning', 'error', 'critical'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 export const WORKER_CLASSES = ['async', 'sync', 'gthread'] as const;
-export const BALANCE_MODES = ['round-robin', 'reuseport'] as const;
+export const BALANCE_MODES = ['round-robin', 'reuseport', 'proxy'] as const;
 export type BalanceMode = (typeof BALANCE_MODES)[number];
 export const PROXY_PROTOCOL_MODES = ['off', 'v1', 'v2', 'auto'] as const;
 export type ProxyProtocolMode = (typeof PROXY_PROTOCOL_MODES)[number];
@@ -286,7 +323,7 @@ export const SETTINGS = [
   setting({
     name: 'balance', key: 'balance', meta: 'MODE', section: 'Server socket',
     default: 'round-robin' as BalanceMode, validate: oneOf(BALANCE_MODES),
-    doc: 'round-robin: the master accepts and hands each connection to the worker with the fewest open connections (reloads lose nothing; unix sockets and fd:// always use it). reuseport: every worker binds with SO_REUSEPORT and the kernel spreads connections (Linux; a little faster).',
+    doc: 'round-robin: the master accepts and hands each connection to the worker with the fewest open connections (reloads lose nothing). reuseport: every worker binds with SO_REUSEPORT and the kernel spreads connections (Linux, TCP binds; a little faster). proxy: the master parses HTTP and sends each request to the least busy unit (worker or thread) over a private unix socket: it buffers slow clients, queues with a limit (--queue-limit, --queue-timeout) and retries requests that never reached a unit, at the cost of the master parsing every request.',
   }),
   // ---- worker processes ----
   setting({
@@ -440,6 +477,33 @@ export const SETTINGS = [
     name: 'cert-reqs', key: 'certReqs', meta: 'MODE', section: 'Edge',
     default: 'none' as (typeof CERT_REQUIREMENTS)[number], validate: oneOf(CERT_REQUIREMENTS),
     doc: 'Client certificates (mutual TLS): none; optional (asked for; the app reads req.socket.authorized); required (a client without a valid one is refused during the handshake).',
+  }),
+  // ---- the front proxy (--balance proxy, --upstream) ----
+  setting({
+    name: 'buffer-size', key: 'bufferSize', meta: 'BYTES', section: 'Proxy',
+    default: 1048576, validate: wholeNumber(0),
+    doc: "The proxy reads a request body up to this size in full before it takes a unit, so a slow upload never holds a worker (a larger body streams once this much has come); and it reads up to this much of a response ahead of a slow client, so the unit is free sooner. 0: stream everything.",
+  }),
+  setting({
+    name: 'queue-limit', key: 'queueLimit', meta: 'INT', section: 'Proxy',
+    default: 1024, validate: wholeNumber(0),
+    doc: 'How many requests may wait in the proxy for a unit when every unit is at capacity (sync: one request; async and gthread: --worker-connections); beyond it a request is answered 503 with Retry-After.',
+  }),
+  setting({
+    name: 'queue-timeout', key: 'queueTimeout', meta: 'SECONDS', section: 'Proxy',
+    default: 30, validate: wholeNumber(1),
+    doc: 'How long a request may wait in the proxy for a unit before it is answered 503 with Retry-After.',
+  }),
+  setting({
+    name: 'upstream', key: 'upstream', kind: 'list', meta: 'URL', section: 'Proxy',
+    default: [] as Upstream[], validate: upstreamList,
+    format: (upstreams) => upstreams.map(formatUpstream).join(','),
+    doc: 'Front these HTTP servers (repeatable: http://HOST:PORT or unix:PATH) instead of an app: no workers are started, and the proxy (--balance proxy) dispatches, queues, buffers and applies the edge for them, taking out one that refuses connections or fails --upstream-health.',
+  }),
+  setting({
+    name: 'upstream-health', key: 'upstreamHealth', meta: 'PATH', section: 'Proxy',
+    default: null as string | null, validate: healthPath,
+    doc: 'With --upstream: GET this path on every upstream each second; one that answers other than 2xx or 3xx, or not at all within a second, is out of rotation until a check passes.',
   }),
   // ---- logging ----
   setting({

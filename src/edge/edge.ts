@@ -5,17 +5,18 @@
  * before the app sees it: the limits, the forwarding headers, X-Request-Id.
  */
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { ProxyProtocolMode, Settings } from '../config/settings.ts';
 import type { Logger } from '../log/logger.ts';
 import type { AppServer } from '../worker/app-loader.ts';
 import { compileAddressMatcher, type AddressMatcher } from './addresses.ts';
+import { decodePeer, PEER_HEADER } from './internal-hop.ts';
 import { configureParser, limitChunkedBody, requestLimitCheck, type LimitSettings, type Rejection } from './limits.ts';
 import type { ProxiedPeer } from './proxy-protocol.ts';
 import { readProxyHeader } from './read-proxy-header.ts';
 import { forwardingEdits, requestIdEdit, rewriteRequestHeaders, type HeaderEdits } from './request-headers.ts';
-import { createTlsTerminator, type TlsSettings } from './tls.ts';
+import { createTlsTerminator, secureContextOptions, type TlsSettings } from './tls.ts';
 
 export type EdgeSettings = LimitSettings &
   TlsSettings &
@@ -25,8 +26,28 @@ export type EdgeSettings = LimitSettings &
 const REQUEST_EVENTS = new Set<string | symbol>(['request', 'checkContinue', 'checkExpectation']);
 const SOCKET_EVENTS = new Set<string | symbol>(['upgrade', 'connect']);
 
+/**
+ * Behind forkgate's own proxy the master has applied the edge already: a unit then takes every
+ * connection as it comes, believes the forwarding headers and reads the client from PEER_HEADER.
+ */
+const INTERNAL_HOP: EdgeSettings = {
+  limitRequestLine: 0,
+  limitRequestFields: 0,
+  limitRequestFieldSize: 0,
+  limitRequestBody: 0,
+  headersTimeout: 0,
+  certfile: null,
+  keyfile: null,
+  caCerts: null,
+  certReqs: 'none',
+  forwardedAllowIps: ['*'],
+  proxyProtocol: 'off',
+  proxyAllowFrom: [],
+};
+
 export class Edge {
   private readonly server: AppServer;
+  private readonly internalHop: boolean;
   private readonly logger: Logger;
   private readonly proxyProtocol: ProxyProtocolMode;
   private readonly proxyAllowed: AddressMatcher;
@@ -39,9 +60,14 @@ export class Edge {
   private readonly checkLimits: ReturnType<typeof requestLimitCheck>;
   private readonly bodyLimit: number;
 
-  /** Configures the app's server; call before the server is marked listening. */
-  constructor(server: AppServer, settings: EdgeSettings, logger: Logger) {
+  /**
+   * Configures the server (the app's, or the proxy's in the master); call before it is marked listening.
+   * internalHop: the unit serves forkgate's proxy, which applied these settings already.
+   */
+  constructor(server: AppServer, edgeSettings: EdgeSettings, logger: Logger, internalHop = false) {
+    const settings = internalHop ? INTERNAL_HOP : edgeSettings;
     this.server = server;
+    this.internalHop = internalHop;
     this.logger = logger;
     this.proxyProtocol = settings.proxyProtocol;
     this.proxyAllowed = compileAddressMatcher(settings.proxyAllowFrom);
@@ -61,6 +87,16 @@ export class Edge {
     );
     configureParser(server, settings);
     this.interceptRequests();
+  }
+
+  /** Reads the certificate files anew (HUP) for the handshakes to come; an unreadable file keeps the old ones. */
+  reloadCertificates(settings: TlsSettings): void {
+    if (!this.tls || !settings.certfile) return;
+    try {
+      this.tls.setSecureContext(secureContextOptions(settings));
+    } catch (error) {
+      this.logger.error(`Keeping the current certificate: ${(error as Error).message}`);
+    }
   }
 
   /** Takes a new connection through the PROXY header and TLS (as configured) into the app's server. */
@@ -144,6 +180,14 @@ export class Edge {
   /** Applies the forwarding policy and X-Request-Id to the request; returns its id. */
   private prepareHeaders(req: IncomingMessage): string {
     const edits: HeaderEdits = new Map();
+    if (this.internalHop) {
+      // A pooled connection serves many clients in turn: each request names its own, or none (unix).
+      const peer = req.headers[PEER_HEADER];
+      const client = typeof peer === 'string' ? decodePeer(peer) : null;
+      if (client) presentPeer(req.socket, client);
+      else forgetPeer(req.socket);
+      edits.set(PEER_HEADER, null);
+    }
     forwardingEdits(req, !this.forwardingTrusted || this.trustedConnections.has(req.socket), edits);
     const id = requestIdEdit(req, edits);
     if (edits.size > 0) rewriteRequestHeaders(req, edits);
@@ -171,6 +215,10 @@ function presentPeer(socket: Socket, peer: ProxiedPeer): void {
   });
 }
 
+function forgetPeer(socket: Socket): void {
+  for (const name of ['remoteAddress', 'remotePort', 'remoteFamily']) delete (socket as unknown as Record<string, unknown>)[name];
+}
+
 /** A response written straight to the socket, for when there is no ServerResponse to write it with. */
 function rawResponse({ status, reason }: Rejection): string {
   const body = `${reason}\n`;
@@ -178,4 +226,16 @@ function rawResponse({ status, reason }: Rejection): string {
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: text/plain\r\n` +
     `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
   );
+}
+
+/**
+ * Node's http.Server starts tracking connections (idle keep-alive closing, header and request
+ * timeouts) on 'listening'. A server forkgate feeds with emit('connection') never listens, so it is told
+ * it does; address() answers what an app would have seen.
+ */
+export function markListening(server: AppServer, address: AddressInfo | string | null): void {
+  if (server.listening) return;
+  Object.defineProperty(server, 'listening', { configurable: true, get: () => true });
+  server.address = () => address;
+  server.emit('listening');
 }

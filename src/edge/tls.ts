@@ -12,18 +12,25 @@ export type TlsSettings = Pick<Settings, 'certfile' | 'keyfile' | 'caCerts' | 'c
 /** Null without --certfile. The files are read here, at worker boot: a HUP's new workers read them anew. */
 export function createTlsTerminator(settings: TlsSettings): tls.Server | null {
   if (!settings.certfile) return null;
-  const cert = readSettingFile('certfile', settings.certfile);
   return new tls.Server({
-    cert,
-    // Like Python's load_cert_chain, a certfile may carry the key too.
-    key: settings.keyfile ? readSettingFile('keyfile', settings.keyfile) : cert,
-    ...(settings.caCerts ? { ca: readSettingFile('ca-certs', settings.caCerts) } : {}),
+    ...secureContextOptions(settings),
     requestCert: settings.certReqs !== 'none',
     rejectUnauthorized: settings.certReqs === 'required',
     ALPNProtocols: ['http/1.1'],
     // A client that never finishes its handshake is a slowloris too.
     ...(settings.headersTimeout > 0 ? { handshakeTimeout: settings.headersTimeout * 1000 } : {}),
   });
+}
+
+/** The certificate, key and CA files' contents, read now. */
+export function secureContextOptions(settings: TlsSettings): tls.SecureContextOptions {
+  const cert = readSettingFile('certfile', settings.certfile!);
+  return {
+    cert,
+    // Like Python's load_cert_chain, a certfile may carry the key too.
+    key: settings.keyfile ? readSettingFile('keyfile', settings.keyfile) : cert,
+    ...(settings.caCerts ? { ca: readSettingFile('ca-certs', settings.caCerts) } : {}),
+  };
 }
 
 function readSettingFile(setting: string, path: string): Buffer {

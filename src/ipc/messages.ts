@@ -17,7 +17,9 @@ export type ListenPlan =
   /** The master accepts and sends each connection with a `connection` message. */
   | { readonly mode: 'handoff' }
   /** The worker binds every address itself with SO_REUSEPORT. */
-  | { readonly mode: 'reuseport'; readonly addresses: readonly TcpListenAddress[]; readonly backlog: number };
+  | { readonly mode: 'reuseport'; readonly addresses: readonly TcpListenAddress[]; readonly backlog: number }
+  /** Each unit listens on a unix socket of its own in this directory; the master's proxy sends it requests. */
+  | { readonly mode: 'proxy'; readonly directory: string };
 
 export interface WorkerStats {
   readonly requests: number;
@@ -64,7 +66,15 @@ export type WorkerMessage =
   /** Sent before the app loads: where the inspector will listen if the master must read a hung stack. */
   | { readonly type: 'started'; readonly inspectorPort: number | null }
   /** loadedFiles: with --reload, the app's own source files (outside node_modules) the worker loaded. */
-  | { readonly type: 'ready'; readonly shape: AppShape; readonly loadedFiles: readonly string[] }
+  | {
+      readonly type: 'ready';
+      readonly shape: AppShape;
+      readonly loadedFiles: readonly string[];
+      /** Proxy plan: the unix sockets of the units that take requests (one, or one per thread). */
+      readonly endpoints: readonly string[];
+    }
+  /** Proxy plan: the worker's serving units changed (a thread was replaced or retired). */
+  | { readonly type: 'endpoints'; readonly endpoints: readonly string[] }
   | { readonly type: 'boot-error'; readonly error: SerializedError }
   | { readonly type: 'heartbeat'; readonly stats: WorkerStats; readonly rss: number }
   /** ok: false when the worker is draining; the master then gives the socket to another worker. */
@@ -77,7 +87,7 @@ export type WorkerMessage =
 export type ToThreadMessage = { readonly type: 'drain' } | { readonly type: 'reopen-logs' };
 
 export type FromThreadMessage =
-  | { readonly type: 'ready'; readonly shape: AppShape }
+  | { readonly type: 'ready'; readonly shape: AppShape; readonly endpoint: string | null }
   | { readonly type: 'boot-error'; readonly error: SerializedError }
   | { readonly type: 'heartbeat'; readonly stats: WorkerStats }
   | { readonly type: 'retire'; readonly reason: string };

@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { formatBindAddress } from '../config/bind.ts';
 import { resolveSettings, type ResolvedSettings, type SettingSources } from '../config/load.ts';
-import type { Settings } from '../config/settings.ts';
+import { formatUpstream, type Settings } from '../config/settings.ts';
 import { ExitCode } from '../errors.ts';
 import { isProtocolMessage, type SerializedError, type WorkerMessage } from '../ipc/messages.ts';
 import type { Logger } from '../log/logger.ts';
@@ -84,12 +84,15 @@ export class Arbiter {
   private successor: ChildProcess | null = null;
   private reloader: Reloader | null = null;
   private finish: (code: number) => void = () => {};
+  /** Set by stop(): resolves once the balancer no longer needs the workers. */
+  private balancerClosed: Promise<void> = Promise.resolve();
 
   constructor(resolved: ResolvedSettings, sources: SettingSources, logger: Logger) {
     this.sources = sources;
     this.settings = resolved.settings;
     this.logger = logger;
-    this.target = resolved.settings.workers;
+    // --upstream: the proxy fronts other servers and there is no pool to keep.
+    this.target = resolved.settings.upstream.length > 0 ? 0 : resolved.settings.workers;
     this.balancer = createBalancer(resolved.settings, logger, inheritanceFrom(sources.env));
     if (resolved.workersReason) logger.debug(resolved.workersReason);
   }
@@ -97,7 +100,7 @@ export class Arbiter {
   /** Serves until stopped; resolves with the process exit code. */
   async run(): Promise<number> {
     const { settings, logger } = this;
-    process.title = `${settings.name ?? 'forkgate'}: master [${settings.app}]`;
+    process.title = `${settings.name ?? 'forkgate'}: master [${settings.app ?? settings.upstream.map(formatUpstream).join(' ')}]`;
     logger.info(`Starting forkgate ${VERSION} on Node ${process.version}`);
     if (process.pid === 1) {
       // Signals reach us (we handle them all), but Node cannot wait() for processes it did not spawn.
@@ -122,7 +125,8 @@ export class Arbiter {
     // The workers terminate TLS when --certfile is set: clients reach https:// then.
     const scheme = (url: string) => (settings.certfile ? url.replace(/^http:/, 'https:') : url);
     for (const url of this.balancer.urls()) logger.info(`Listening at: ${scheme(url)} (${process.pid})`);
-    logger.info(`Using worker class ${settings.workerClass}, balance ${this.balancer.mode === 'handoff' ? 'round-robin' : 'reuseport'}`);
+    if (settings.upstream.length > 0) logger.info(`Proxying to: ${settings.upstream.map(formatUpstream).join(', ')}`);
+    else logger.info(`Using worker class ${settings.workerClass}, balance ${balanceName(this.balancer)}`);
     if (settings.adminBind) {
       try {
         this.admin = await startAdmin(settings.adminBind, this.adminActions());
@@ -190,14 +194,9 @@ export class Arbiter {
       case 'SIGHUP':
         return void this.reload();
       case 'SIGTTIN':
-        this.setTarget(this.target + 1);
-        this.logger.info(`Pool size raised to ${this.target}`);
-        return;
       case 'SIGTTOU':
-        if (this.target === 1) return this.logger.info('Pool size stays at 1, the minimum');
-        this.setTarget(this.target - 1);
-        this.logger.info(`Pool size lowered to ${this.target}`);
-        return;
+        if (this.settings.upstream.length > 0) return this.logger.info('No worker pool to resize: forkgate fronts --upstream servers');
+        return this.resize(signal);
       case 'SIGUSR1':
         this.logger.reopen();
         for (const worker of this.workers) worker.send({ type: 'reopen-logs' });
@@ -205,6 +204,16 @@ export class Arbiter {
       case 'SIGUSR2':
         return void this.upgrade();
     }
+  }
+
+  private resize(signal: 'SIGTTIN' | 'SIGTTOU'): void {
+    if (signal === 'SIGTTIN') {
+      this.setTarget(this.target + 1);
+      return this.logger.info(`Pool size raised to ${this.target}`);
+    }
+    if (this.target === 1) return this.logger.info('Pool size stays at 1, the minimum');
+    this.setTarget(this.target - 1);
+    this.logger.info(`Pool size lowered to ${this.target}`);
   }
 
   /** Kills workers whose event loop went silent past --timeout, and drains that overstay their deadline. */
@@ -301,7 +310,8 @@ export class Arbiter {
       this.poolReadyOnce = true;
       // The pid file names a master that serves: a USR2 successor takes it over only now.
       if (this.settings.pid) fs.writeFileSync(this.settings.pid, `${process.pid}\n`);
-      this.logger.info(`Ready: ${readyFresh} workers serving`);
+      if (this.target > 0) this.logger.info(`Ready: ${readyFresh} workers serving`);
+      else this.logger.info(`Ready: proxying to ${this.settings.upstream.length} upstreams`);
       notifyPredecessor(this.sources.env);
       void this.hook('whenReady', this.masterInfo());
     }
@@ -348,6 +358,7 @@ export class Arbiter {
         if (worker.state !== 'booting') return;
         worker.state = 'ready';
         worker.readyAt = Date.now();
+        worker.endpoints = message.endpoints;
         this.reloader?.watch(message.loadedFiles);
         this.logger.debug(`Worker (pid:${worker.pid}) ready, app shape: ${message.shape}`);
         if (this.stopping) this.drainWorker(worker);
@@ -363,6 +374,10 @@ export class Arbiter {
       case 'heartbeat':
         worker.stats = message.stats;
         worker.rss = message.rss;
+        return;
+      case 'endpoints':
+        worker.endpoints = message.endpoints;
+        if (worker.state === 'ready') this.balancer.unitsChanged(worker);
         return;
       case 'accepted':
         this.balancer.accepted(worker, message.seq, message.ok, message.connections);
@@ -426,6 +441,7 @@ export class Arbiter {
     }
     this.settings = { ...next, bind: this.settings.bind, balance: this.settings.balance, backlog: this.settings.backlog };
     this.logger.configure(next.errorLogfile, next.logLevel);
+    this.balancer.settingsChanged(this.settings);
     this.generation++;
     // New code deserves a fresh start: forget the back-off of the code it replaces.
     this.failures = { count: 0, lastAt: 0 };
@@ -441,11 +457,15 @@ export class Arbiter {
     if (this.stopping === 'quick' || this.stopping === mode) return;
     this.stopping = mode;
     this.leaving = true;
-    void this.balancer.close();
-    for (const worker of this.workers) {
-      if (mode === 'graceful') {
-        this.drainWorker(worker);
-      } else {
+    this.balancerClosed = this.balancer.close(mode);
+    if (mode === 'graceful') {
+      // The proxy still sends what its clients asked for to the workers: they drain once it is done.
+      void this.balancerClosed.then(() => {
+        for (const worker of this.workers) this.drainWorker(worker);
+        this.wake();
+      });
+    } else {
+      for (const worker of this.workers) {
         worker.state = 'draining';
         worker.drainDeadline = Date.now() + QUICK_STOP_MS;
         worker.kill('SIGQUIT');
@@ -457,6 +477,7 @@ export class Arbiter {
   private async shutDown(): Promise<void> {
     if (this.ticker) clearInterval(this.ticker);
     this.ticker = null;
+    await this.balancerClosed;
     await this.hook('onExit', this.masterInfo());
     for (const [signal, listener] of this.signalListeners) process.off(signal, listener);
     if (this.settings.pid) {
@@ -523,7 +544,7 @@ export class Arbiter {
       master: { pid: process.pid, version: VERSION, node: process.version, uptimeSeconds: Math.round((now - this.startedAt) / 1000) },
       generation: this.generation,
       target: this.target,
-      balance: this.balancer.mode === 'handoff' ? 'round-robin' : 'reuseport',
+      balance: balanceName(this.balancer),
       workerClass: this.settings.workerClass,
       threads: this.settings.threads,
       ready: !this.leaving && this.poolReadyOnce,
@@ -554,6 +575,10 @@ export class Arbiter {
       return false;
     }
   }
+}
+
+function balanceName(balancer: Balancer): string {
+  return balancer.mode === 'handoff' ? 'round-robin' : balancer.mode;
 }
 
 function readPid(file: string): number | null {

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
-import type * as net from 'node:net';
-import type { BindAddress } from '../config/bind.ts';
+import * as net from 'node:net';
+import { formatBindAddress, type BindAddress } from '../config/bind.ts';
 
 /** Listens on any bind form; rejects with the OS error (address in use, permission denied). */
 export async function listenOn(server: net.Server, address: BindAddress, backlog?: number): Promise<void> {
@@ -26,5 +26,58 @@ function removeStaleSocket(path: string): void {
     if (fs.statSync(path).isSocket()) fs.unlinkSync(path);
   } catch {
     // absent: nothing to remove
+  }
+}
+
+/**
+ * The listening sockets the master owns (round-robin and proxy): bound at start, named in the log,
+ * passed on to a USR2 successor, closed on stop.
+ */
+export class MasterListeners {
+  private readonly addresses: readonly BindAddress[];
+  private readonly backlog: number;
+  private readonly options: net.ServerOpts;
+  private readonly onConnection: (socket: net.Socket) => void;
+  private readonly servers: net.Server[] = [];
+
+  constructor(addresses: readonly BindAddress[], backlog: number, options: net.ServerOpts, onConnection: (socket: net.Socket) => void) {
+    this.addresses = addresses;
+    this.backlog = backlog;
+    this.options = options;
+    this.onConnection = onConnection;
+  }
+
+  async listen(): Promise<void> {
+    for (const address of this.addresses) {
+      const server = net.createServer(this.options, this.onConnection);
+      this.servers.push(server);
+      await listenOn(server, address, this.backlog);
+    }
+  }
+
+  /** The addresses clients can reach, as URLs for the log ('http://127.0.0.1:8000', 'unix:/run/app.sock'). */
+  urls(): string[] {
+    return this.servers.map((server, index) => {
+      const bound = server.address();
+      if (typeof bound === 'string') return `unix:${bound}`;
+      if (bound === null) return formatBindAddress(this.addresses[index]!);
+      const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
+      return `http://${host}:${bound.port}`;
+    });
+  }
+
+  firstAddress(): net.AddressInfo | string | null {
+    return this.servers[0]?.address() ?? null;
+  }
+
+  /** The listening descriptors, for a USR2 successor to inherit. */
+  fds(): number[] {
+    // A listening net.Server exposes no public descriptor; its handle's fd is what spawn() can pass on.
+    return this.servers.map((server) => (server as unknown as { _handle: { fd: number } })._handle.fd);
+  }
+
+  /** Stops listening (at once); connections already accepted are the balancer's to finish. */
+  close(): void {
+    for (const server of this.servers) server.close();
   }
 }

@@ -27,6 +27,8 @@ export class WorkerHandle {
   /** Resident memory of the whole worker process (all its threads), as its last heartbeat said. */
   rss = 0;
   readyAt = 0;
+  /** Proxy plan: the unix sockets of the worker's serving units (one, or one per thread). */
+  endpoints: readonly string[] = [];
   /** Loopback port of the inspector SIGUSR1 starts in this worker (for a hung worker's stack). */
   inspectorPort: number | null = null;
   /** Set once the heartbeat timeout fired: the worker is on its way out. */

@@ -65,13 +65,16 @@ class Worker {
       this.hooks = await loadWorkerHooks(this.settings.config);
       await runHook(this.hooks, 'postFork', this.logger, this.info);
       const onRetire = (reason: string) => sendToMaster({ type: 'retire', reason });
+      const onEndpointsChanged = (endpoints: string[]) => {
+        if (this.ready && !this.draining) sendToMaster({ type: 'endpoints', endpoints });
+      };
       this.units = usesThreads(this.settings)
-        ? new ThreadPool(this.boot, this.logger)
+        ? new ThreadPool(this.boot, this.logger, onEndpointsChanged)
         : new UnitRunner(this.boot, this.logger, this.hooks, onRetire);
       const shape = await this.units.start();
       await runHook(this.hooks, 'postWorkerInit', this.logger, this.info);
       this.ready = true;
-      sendToMaster({ type: 'ready', shape, loadedFiles: loadedFiles ? [...loadedFiles] : [] });
+      sendToMaster({ type: 'ready', shape, loadedFiles: loadedFiles ? [...loadedFiles] : [], endpoints: this.units.endpoints() });
     } catch (error) {
       this.failBoot(error);
     }

@@ -9,7 +9,7 @@ import { runHook, type Hooks, type WorkerInfo } from '../hooks.ts';
 import type { Logger } from '../log/logger.ts';
 import { ConnectionGate } from './connection-gate.ts';
 import type { AppServer } from './app-loader.ts';
-import { Edge } from '../edge/edge.ts';
+import { Edge, markListening } from '../edge/edge.ts';
 
 /** How long a draining unit lets an idle keep-alive connection stay before closing it. */
 const DRAIN_IDLE_MS = 1000;
@@ -24,6 +24,8 @@ export interface ServingUnitOptions {
   readonly hooks: Pick<Hooks, 'preRequest' | 'postRequest'>;
   readonly workerInfo: WorkerInfo;
   readonly logger: Logger;
+  /** The unit serves forkgate's proxy (--balance proxy) on a private unix socket. */
+  readonly internalHop: boolean;
 }
 
 /**
@@ -33,7 +35,8 @@ export interface ServingUnitOptions {
  */
 export class ServingUnit {
   private readonly server: AppServer;
-  private readonly workerClass: WorkerClass;
+  /** Behind the proxy even sync units keep connections alive: the proxy sends them one request at a time. */
+  private readonly keepAlive: boolean;
   private readonly gate: ConnectionGate;
   private readonly retireAfter: number;
   private readonly onRetire: (reason: string) => void;
@@ -47,7 +50,7 @@ export class ServingUnit {
     const { server, workerClass, settings } = options;
     this.options = options;
     this.server = server;
-    this.workerClass = workerClass;
+    this.keepAlive = workerClass.keepAlive || options.internalHop;
     this.onRetire = options.onRetire;
     this.retireAfter =
       settings.maxRequests > 0
@@ -62,7 +65,7 @@ export class ServingUnit {
 
     server.keepAliveTimeout = settings.keepAlive * 1000;
     server.prependListener('request', (req, res) => this.onRequest(req, res));
-    const edge = new Edge(server, settings, options.logger);
+    const edge = new Edge(server, settings, options.logger, options.internalHop);
     this.gate = new ConnectionGate(workerClass.connectionLimit, (socket) => edge.accept(socket));
     markListening(server, options.appAddress);
   }
@@ -100,7 +103,7 @@ export class ServingUnit {
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     this.requests++;
     this.inFlight++;
-    if (!this.workerClass.keepAlive || this.draining) res.shouldKeepAlive = false;
+    if (!this.keepAlive || this.draining) res.shouldKeepAlive = false;
     const logRecord = this.accessLog ? startAccessRecord(req, res) : null;
     const { hooks, workerInfo, logger } = this.options;
     if (hooks.preRequest) void runHook(hooks, 'preRequest', logger, workerInfo, req);
@@ -111,18 +114,6 @@ export class ServingUnit {
     });
     if (this.requests === this.retireAfter) this.onRetire(`served ${this.requests} requests (--max-requests)`);
   }
-}
-
-/**
- * Node's http.Server starts tracking connections (idle keep-alive closing, header and request
- * timeouts) on 'listening'. The app's server never listens, so it is told it does; address() answers
- * what the app would have seen.
- */
-function markListening(server: AppServer, appAddress: AddressInfo | string | null): void {
-  if (server.listening) return;
-  Object.defineProperty(server, 'listening', { configurable: true, get: () => true });
-  server.address = () => appAddress;
-  server.emit('listening');
 }
 
 /** Counts body bytes as they are written and returns a function that completes the record at the end. */

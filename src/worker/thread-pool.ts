@@ -21,6 +21,8 @@ interface ServingThread {
   retiring: boolean;
   lastHeartbeat: number;
   stats: WorkerStats;
+  /** Proxy plan: the thread's unix socket, once it is ready. */
+  endpoint: string | null;
 }
 
 export class ThreadPool implements Units {
@@ -32,11 +34,13 @@ export class ThreadPool implements Units {
   private onDrained: (() => void) | null = null;
   private draining = false;
   private shape: AppShape | null = null;
+  private readonly onEndpointsChanged: (endpoints: string[]) => void;
 
-  constructor(boot: UnitBoot, logger: Logger) {
+  constructor(boot: UnitBoot, logger: Logger, onEndpointsChanged: (endpoints: string[]) => void) {
     this.boot = boot;
     this.settings = boot.settings;
     this.logger = logger;
+    this.onEndpointsChanged = onEndpointsChanged;
   }
 
   start(): Promise<AppShape> {
@@ -63,6 +67,12 @@ export class ThreadPool implements Units {
       connections += stats.connections;
     }
     return { requests, inFlight, connections };
+  }
+
+  endpoints(): string[] {
+    const endpoints: string[] = [];
+    for (const { state, endpoint } of this.threads) if (state === 'ready' && endpoint) endpoints.push(endpoint);
+    return endpoints;
   }
 
   drain(onDrained: () => void): void {
@@ -105,6 +115,7 @@ export class ThreadPool implements Units {
       retiring: false,
       lastHeartbeat: Date.now(),
       stats: NO_TRAFFIC,
+      endpoint: null,
     };
     this.threads.add(serving);
     thread.on('message', (message: FromThreadMessage) => this.onMessage(serving, message));
@@ -118,9 +129,12 @@ export class ThreadPool implements Units {
     switch (message.type) {
       case 'ready':
         serving.state = 'ready';
+        serving.endpoint = message.endpoint;
         this.shape = message.shape;
         this.logger.debug(`Thread ${serving.id} ready`);
-        return this.manage();
+        this.manage();
+        if (serving.endpoint && !this.started) this.onEndpointsChanged(this.endpoints());
+        return;
       case 'heartbeat':
         serving.stats = message.stats;
         return;
@@ -138,6 +152,7 @@ export class ThreadPool implements Units {
 
   private onExit(serving: ServingThread, code: number): void {
     this.threads.delete(serving);
+    if (serving.state === 'ready' && serving.endpoint && !this.draining) this.onEndpointsChanged(this.endpoints());
     if (this.draining) {
       if (this.threads.size === 0) this.onDrained?.();
       return;
@@ -161,7 +176,10 @@ export class ThreadPool implements Units {
 
   private drainThread(serving: ServingThread): void {
     if (serving.state === 'draining') return;
+    const wasServing = serving.state === 'ready' && serving.endpoint !== null;
     serving.state = 'draining';
+    // The proxy stops sending to it first, then it finishes what it has.
+    if (wasServing && !this.draining) this.onEndpointsChanged(this.endpoints());
     serving.thread.postMessage({ type: 'drain' } satisfies ToThreadMessage);
   }
 }

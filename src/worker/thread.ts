@@ -33,7 +33,8 @@ export async function runThread(data: ThreadData): Promise<void> {
     // Each thread is an isolate of its own: it imports the config file for its request hooks too.
     const hooks = await loadWorkerHooks(settings.config);
     runner = new UnitRunner(data.boot, logger, hooks, (reason) => post({ type: 'retire', reason }));
-    post({ type: 'ready', shape: await runner.start() });
+    const shape = await runner.start();
+    post({ type: 'ready', shape, endpoint: runner.endpoints()[0] ?? null });
   } catch (error) {
     post({ type: 'boot-error', error: serializeError(error) });
     process.exit(3);

@@ -1,4 +1,6 @@
 import * as net from 'node:net';
+import { join } from 'node:path';
+import { threadId } from 'node:worker_threads';
 import type { AddressInfo } from 'node:net';
 import type { Settings } from '../config/settings.ts';
 import { nominalAddress } from '../config/bind.ts';
@@ -16,6 +18,8 @@ export interface Units {
   /** A connection handed over by the master (handoff plan only). */
   offer(socket: net.Socket): void;
   stats(): WorkerStats;
+  /** Proxy plan: the unix sockets of the units taking requests now. */
+  endpoints(): string[];
   /** Stops accepting, finishes what is in flight, calls back when every connection has closed. */
   drain(onDrained: () => void): void;
   reopenLogs(): void;
@@ -54,6 +58,7 @@ export class UnitRunner implements Units {
   private readonly onRetire: (reason: string) => void;
   private readonly listeners: net.Server[] = [];
   private unit: ServingUnit | null = null;
+  private endpoint: string | null = null;
 
   private readonly hooks: Hooks;
 
@@ -81,19 +86,33 @@ export class UnitRunner implements Units {
       hooks: this.hooks,
       workerInfo: { pid: process.pid, id: this.boot.workerId, generation: this.boot.generation },
       logger: this.logger,
+      internalHop: listen.mode === 'proxy',
     });
     this.unit = unit;
     if (listen.mode === 'reuseport') {
       for (const address of listen.addresses) {
-        const server = net.createServer({ noDelay: true }, (socket) => unit.offer(socket));
-        this.listeners.push(server);
-        await new Promise<void>((resolve, reject) => {
-          server.once('error', reject);
-          server.listen({ host: address.host, port: address.port, backlog: listen.backlog, reusePort: true }, resolve);
-        });
+        await this.listen(unit, { host: address.host, port: address.port, backlog: listen.backlog, reusePort: true });
       }
+    } else if (listen.mode === 'proxy') {
+      // One socket per unit (process, or thread): the proxy counts and picks units, not processes.
+      const endpoint = join(listen.directory, `${process.pid}-${threadId}.sock`);
+      await this.listen(unit, { path: endpoint });
+      this.endpoint = endpoint;
     }
     return app.shape;
+  }
+
+  private async listen(unit: ServingUnit, options: net.ListenOptions): Promise<void> {
+    const server = net.createServer({ noDelay: true }, (socket) => unit.offer(socket));
+    this.listeners.push(server);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(options, resolve);
+    });
+  }
+
+  endpoints(): string[] {
+    return this.endpoint ? [this.endpoint] : [];
   }
 
   offer(socket: net.Socket): void {
@@ -105,6 +124,7 @@ export class UnitRunner implements Units {
   }
 
   drain(onDrained: () => void): void {
+    this.endpoint = null;
     for (const server of this.listeners.splice(0)) server.close();
     if (this.unit) this.unit.drain(onDrained);
     else onDrained(); // still loading the app: nothing is in flight

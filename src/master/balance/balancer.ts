@@ -1,3 +1,4 @@
+import type { Settings } from '../../config/settings.ts';
 import type { ListenPlan } from '../../ipc/messages.ts';
 import type { Inheritance } from '../upgrade.ts';
 import type { WorkerHandle } from '../worker-handle.ts';
@@ -18,12 +19,19 @@ export interface Balancer {
   appAddress(): import('node:net').AddressInfo | string | null;
   /** The worker is ready: it may be given connections. */
   add(worker: WorkerHandle): void;
+  /** The ready worker's units (worker.endpoints) changed: a thread was replaced or retired. */
+  unitsChanged(worker: WorkerHandle): void;
   /** The worker drains or has exited: it gets nothing more; what it had not acknowledged goes elsewhere. */
   remove(worker: WorkerHandle): void;
   /** A worker acknowledged (or refused) a handed-over connection. */
   accepted(worker: WorkerHandle, seq: number, ok: boolean, connections: number): void;
+  /** HUP brought new settings (bind and balance excepted: those take a restart). */
+  settingsChanged(settings: Settings): void;
   /** What a USR2 successor takes over, and the listening descriptors it inherits (round-robin). */
   inheritance(): { inheritance: Inheritance; fds: number[] };
-  /** Stops accepting new connections; what was accepted is still handed over to ready workers. */
-  close(): Promise<void>;
+  /**
+   * Stops accepting new connections; resolves once the balancer no longer needs the workers (what was
+   * accepted has been handed over, or, for the proxy, answered). quick: drop what is left now.
+   */
+  close(mode: 'graceful' | 'quick'): Promise<void>;
 }

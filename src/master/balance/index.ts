@@ -5,6 +5,7 @@ import type { Logger } from '../../log/logger.ts';
 import type { Inheritance } from '../upgrade.ts';
 import type { Balancer } from './balancer.ts';
 import { ensureRequestMigration, ReusePortBalancer } from './reuseport.ts';
+import { ProxyBalancer } from './proxy.ts';
 import { RoundRobinBalancer } from './round-robin.ts';
 
 export type { Balancer } from './balancer.ts';
@@ -13,8 +14,9 @@ export function createBalancer(settings: Settings, logger: Logger, inherited: In
   // A USR2 successor serves what its predecessor listened on, whatever --bind says now.
   if (inherited?.mode === 'handoff') {
     const fds = Array.from({ length: inherited.fdCount }, (_, index) => ({ kind: 'fd' as const, fd: 3 + index }));
-    return new RoundRobinBalancer(fds, settings.backlog);
+    return settings.balance === 'proxy' ? new ProxyBalancer(fds, settings, logger) : new RoundRobinBalancer(fds, settings.backlog);
   }
+  if (settings.balance === 'proxy') return new ProxyBalancer(settings.bind, settings, logger);
   const shared = inherited?.mode === 'reuseport' ? inherited.addresses : reusePortAddresses(settings, logger);
   if (!shared) return new RoundRobinBalancer(settings.bind, settings.backlog);
   ensureRequestMigration(logger);

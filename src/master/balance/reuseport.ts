@@ -47,6 +47,8 @@ export class ReusePortBalancer implements Balancer {
 
   // The kernel balances: nothing to track per worker.
   add(): void {}
+  unitsChanged(): void {}
+  settingsChanged(): void {}
   remove(): void {}
   accepted(): void {}
   async close(): Promise<void> {}

@@ -1,8 +1,8 @@
-import * as net from 'node:net';
-import { formatBindAddress, type BindAddress } from '../../config/bind.ts';
+import type * as net from 'node:net';
+import type { BindAddress } from '../../config/bind.ts';
 import type { ListenPlan } from '../../ipc/messages.ts';
 import type { WorkerHandle } from '../worker-handle.ts';
-import { listenOn } from '../listen.ts';
+import { MasterListeners } from '../listen.ts';
 import type { Inheritance } from '../upgrade.ts';
 import type { Balancer } from './balancer.ts';
 
@@ -14,9 +14,7 @@ import type { Balancer } from './balancer.ts';
  */
 export class RoundRobinBalancer implements Balancer {
   readonly mode = 'handoff' as const;
-  private readonly addresses: readonly BindAddress[];
-  private readonly backlog: number;
-  private readonly servers: net.Server[] = [];
+  private readonly listeners: MasterListeners;
   private readonly ready: WorkerHandle[] = [];
   /** Per worker: connections sent and not yet acknowledged, by sequence number. */
   private readonly unacknowledged = new Map<WorkerHandle, Map<number, net.Socket>>();
@@ -27,29 +25,18 @@ export class RoundRobinBalancer implements Balancer {
   private cursor = 0;
 
   constructor(addresses: readonly BindAddress[], backlog: number) {
-    this.addresses = addresses;
-    this.backlog = backlog;
+    this.listeners = new MasterListeners(addresses, backlog, { pauseOnConnect: true }, (socket) => {
+      socket.on('error', () => {}); // a reset while waiting here is the client's business
+      this.distribute(socket);
+    });
   }
 
-  async listen(): Promise<void> {
-    for (const address of this.addresses) {
-      const server = net.createServer({ pauseOnConnect: true }, (socket) => {
-        socket.on('error', () => {}); // a reset while waiting here is the client's business
-        this.distribute(socket);
-      });
-      this.servers.push(server);
-      await listenOn(server, address, this.backlog);
-    }
+  listen(): Promise<void> {
+    return this.listeners.listen();
   }
 
   urls(): string[] {
-    return this.servers.map((server, index) => {
-      const bound = server.address();
-      if (typeof bound === 'string') return `unix:${bound}`;
-      if (bound === null) return formatBindAddress(this.addresses[index]!);
-      const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
-      return `http://${host}:${bound.port}`;
-    });
+    return this.listeners.urls();
   }
 
   listenPlan(): ListenPlan {
@@ -57,7 +44,7 @@ export class RoundRobinBalancer implements Balancer {
   }
 
   appAddress(): net.AddressInfo | string | null {
-    return this.servers[0]?.address() ?? null;
+    return this.listeners.firstAddress();
   }
 
   add(worker: WorkerHandle): void {
@@ -89,14 +76,16 @@ export class RoundRobinBalancer implements Balancer {
     }
   }
 
+  unitsChanged(): void {}
+  settingsChanged(): void {}
+
   inheritance(): { inheritance: Inheritance; fds: number[] } {
-    // A listening net.Server exposes no public descriptor; its handle's fd is what spawn() can pass on.
-    const fds = this.servers.map((server) => (server as unknown as { _handle: { fd: number } })._handle.fd);
+    const fds = this.listeners.fds();
     return { inheritance: { mode: 'handoff', fdCount: fds.length }, fds };
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.servers.map((server) => new Promise((resolve) => server.close(resolve))));
+    this.listeners.close();
     if (this.ready.length === 0) for (const socket of this.waiting.splice(0)) socket.destroy();
   }
 

@@ -1,0 +1,131 @@
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { BindAddress } from '../../config/bind.ts';
+import type { Settings } from '../../config/settings.ts';
+import type { ListenPlan } from '../../ipc/messages.ts';
+import type { Logger } from '../../log/logger.ts';
+import type { Backend } from '../../proxy/dispatcher.ts';
+import { FrontProxy } from '../../proxy/front.ts';
+import { Upstreams } from '../../proxy/upstreams.ts';
+import { workerClassFor } from '../../worker/classes/index.ts';
+import { MasterListeners } from '../listen.ts';
+import { resolveIdentity } from '../privileges.ts';
+import type { Inheritance } from '../upgrade.ts';
+import type { WorkerHandle } from '../worker-handle.ts';
+import type { Balancer } from './balancer.ts';
+
+/**
+ * The master accepts, parses HTTP (FrontProxy) and sends each request to the least busy serving unit:
+ * every worker process, or every thread, listens on a unix socket of its own in a private directory.
+ * With --upstream the backends are those servers instead, and no worker is started.
+ */
+export class ProxyBalancer implements Balancer {
+  readonly mode = 'proxy' as const;
+  private settings: Settings;
+  private readonly logger: Logger;
+  private readonly listeners: MasterListeners;
+  private readonly front: FrontProxy;
+  private readonly upstreams: Upstreams | null;
+  private readonly units = new Map<WorkerHandle, Backend[]>();
+  /** Holds the units' sockets: only the master and the workers' user may connect to them. */
+  private directory: string | null = null;
+
+  constructor(addresses: readonly BindAddress[], settings: Settings, logger: Logger) {
+    this.settings = settings;
+    this.logger = logger;
+    this.front = new FrontProxy(settings, logger, (backend) => this.onBackendDown(backend));
+    this.listeners = new MasterListeners(addresses, settings.backlog, { noDelay: true }, (socket) => this.front.accept(socket));
+    this.upstreams =
+      settings.upstream.length > 0
+        ? new Upstreams(settings.upstream, settings.workerConnections, settings.upstreamHealth, this.front.dispatcher, logger)
+        : null;
+  }
+
+  async listen(): Promise<void> {
+    if (!this.upstreams) {
+      this.directory = fs.mkdtempSync(join(tmpdir(), 'forkgate-units-'));
+      const identity = resolveIdentity(this.settings.user, this.settings.group);
+      if (identity) fs.chownSync(this.directory, identity.uid, identity.gid);
+    }
+    await this.listeners.listen();
+    this.upstreams?.start();
+  }
+
+  urls(): string[] {
+    return this.listeners.urls();
+  }
+
+  listenPlan(): ListenPlan {
+    return { mode: 'proxy', directory: this.directory! };
+  }
+
+  appAddress(): net.AddressInfo | string | null {
+    return this.listeners.firstAddress();
+  }
+
+  add(worker: WorkerHandle): void {
+    this.unitsChanged(worker);
+  }
+
+  unitsChanged(worker: WorkerHandle): void {
+    const current = this.units.get(worker) ?? [];
+    const kept = current.filter((backend) => worker.endpoints.includes(backend.name));
+    for (const backend of current) if (!kept.includes(backend)) this.retire(backend);
+    const capacity = workerClassFor(this.settings).connectionLimit;
+    for (const endpoint of worker.endpoints) {
+      if (kept.some((backend) => backend.name === endpoint)) continue;
+      const backend: Backend = {
+        name: endpoint,
+        target: { socketPath: endpoint },
+        agent: new http.Agent({ keepAlive: true }),
+        capacity,
+        inFlight: 0,
+        lastProgressAt: 0,
+      };
+      kept.push(backend);
+      this.front.dispatcher.add(backend);
+    }
+    this.units.set(worker, kept);
+  }
+
+  remove(worker: WorkerHandle): void {
+    for (const backend of this.units.get(worker) ?? []) this.retire(backend);
+    this.units.delete(worker);
+  }
+
+  accepted(): void {} // requests, not connections, go to workers
+
+  inheritance(): { inheritance: Inheritance; fds: number[] } {
+    const fds = this.listeners.fds();
+    return { inheritance: { mode: 'handoff', fdCount: fds.length }, fds };
+  }
+
+  settingsChanged(settings: Settings): void {
+    this.settings = settings;
+    this.front.reloadCertificates(settings);
+  }
+
+  async close(mode: 'graceful' | 'quick'): Promise<void> {
+    this.listeners.close();
+    await this.front.close(mode);
+    this.upstreams?.stop();
+    // Units listen on descriptors they hold; the directory's names are no longer needed.
+    if (this.directory) fs.rmSync(this.directory, { recursive: true, force: true });
+  }
+
+  /** Out of rotation; what it has in flight finishes, and its idle pooled connections close now. */
+  private retire(backend: Backend): void {
+    this.front.dispatcher.remove(backend);
+    for (const sockets of Object.values(backend.agent.freeSockets)) for (const socket of sockets ?? []) socket.destroy();
+  }
+
+  private onBackendDown(backend: Backend): void {
+    if (this.upstreams) return this.upstreams.markDown(backend, 'connection refused');
+    // A unit that refuses connections is on its way out; its worker's exit or next report follows.
+    this.logger.debug(`proxy: ${backend.name} refused a connection: out of rotation`);
+    this.front.dispatcher.remove(backend);
+  }
+}

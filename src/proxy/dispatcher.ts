@@ -1,0 +1,167 @@
+/**
+ * Which unit takes the next request: the least busy, counted by the proxy itself (it sees every request
+ * start and end). A unit that has had requests in flight and finished none for STUCK_MS is busy on
+ * something long (a CPU-bound request, a stream) and ranks after every unit that is making progress,
+ * so quick requests never queue behind a long one while another unit is free (Puma's
+ * wait_for_less_busy_worker problem). When every unit is at capacity requests wait here, first come
+ * first served, within --queue-limit and --queue-timeout.
+ */
+import type { Agent } from 'node:http';
+
+const STUCK_MS = 10;
+
+/** One place requests can go: a worker's unit (process or thread) or an --upstream server. */
+export interface Backend {
+  /** For the log: the unit's socket path or the upstream's URL. */
+  readonly name: string;
+  /** Where http.request connects. */
+  readonly target: { readonly socketPath: string } | { readonly host: string; readonly port: number };
+  /** The keep-alive pool to this backend. */
+  readonly agent: Agent;
+  /** Requests (and tunnels) it may have at once: 1 for sync units. */
+  readonly capacity: number;
+  inFlight: number;
+  /** When it last finished a request or started answering one, or became busy. */
+  lastProgressAt: number;
+}
+
+export type QueueRefusal = 'queue full' | 'queue timeout' | 'stopping';
+
+interface Waiter {
+  readonly grant: (backend: Backend) => void;
+  readonly refuse: (reason: QueueRefusal) => void;
+  timer: NodeJS.Timeout | null;
+}
+
+export class Dispatcher {
+  private backends: Backend[] = [];
+  private readonly queue: Waiter[] = [];
+  private readonly queueLimit: number;
+  private readonly queueTimeoutMs: number;
+  private cursor = 0;
+  private closed = false;
+
+  constructor(queueLimit: number, queueTimeoutSeconds: number) {
+    this.queueLimit = queueLimit;
+    this.queueTimeoutMs = queueTimeoutSeconds * 1000;
+  }
+
+  add(backend: Backend): void {
+    this.backends.push(backend);
+    this.serveQueue();
+  }
+
+  /** Takes the backend out of rotation; what it has in flight finishes (or fails) on its own. */
+  remove(backend: Backend): void {
+    this.backends = this.backends.filter((other) => other !== backend);
+  }
+
+  has(backend: Backend): boolean {
+    return this.backends.includes(backend);
+  }
+
+  get size(): number {
+    return this.backends.length;
+  }
+
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  /**
+   * Calls grant with a backend now or once one frees up, or refuse. Returns a cancel function for a
+   * client that leaves while it waits.
+   */
+  acquire(grant: (backend: Backend) => void, refuse: (reason: QueueRefusal) => void, avoid?: Backend): () => void {
+    const backend = this.closed ? null : this.pick(avoid);
+    if (backend) {
+      this.take(backend);
+      grant(backend);
+      return noop;
+    }
+    if (this.closed) {
+      refuse('stopping');
+      return noop;
+    }
+    if (this.queue.length >= this.queueLimit) {
+      refuse('queue full');
+      return noop;
+    }
+    const waiter: Waiter = { grant, refuse, timer: null };
+    waiter.timer = setTimeout(() => {
+      this.dequeue(waiter);
+      refuse('queue timeout');
+    }, this.queueTimeoutMs);
+    this.queue.push(waiter);
+    return () => {
+      if (this.dequeue(waiter)) clearTimeout(waiter.timer!);
+    };
+  }
+
+  /** The backend finished a request (or started answering one: progress without a release). */
+  progress(backend: Backend): void {
+    backend.lastProgressAt = performance.now();
+  }
+
+  release(backend: Backend): void {
+    backend.inFlight--;
+    backend.lastProgressAt = performance.now();
+    this.serveQueue();
+  }
+
+  /** No more requests are taken: those waiting are refused. */
+  close(): void {
+    this.closed = true;
+    for (const waiter of this.queue.splice(0)) {
+      clearTimeout(waiter.timer!);
+      waiter.refuse('stopping');
+    }
+  }
+
+  private take(backend: Backend): void {
+    if (backend.inFlight === 0) backend.lastProgressAt = performance.now();
+    backend.inFlight++;
+  }
+
+  private serveQueue(): void {
+    while (this.queue.length > 0) {
+      const backend = this.pick();
+      if (!backend) return;
+      const waiter = this.queue.shift()!;
+      clearTimeout(waiter.timer!);
+      this.take(backend);
+      waiter.grant(backend);
+    }
+  }
+
+  /** The least busy backend with room (progressing ones first, then fewest in flight; ties rotate). */
+  private pick(avoid?: Backend): Backend | null {
+    const count = this.backends.length;
+    const now = performance.now();
+    let best: Backend | null = null;
+    let bestIndex = 0;
+    let bestStuck = true;
+    for (let step = 0; step < count; step++) {
+      const index = (this.cursor + step) % count;
+      const backend = this.backends[index]!;
+      if (backend.inFlight >= backend.capacity || (backend === avoid && count > 1)) continue;
+      const stuck = backend.inFlight > 0 && now - backend.lastProgressAt > STUCK_MS;
+      if (best === null || (bestStuck && !stuck) || (stuck === bestStuck && backend.inFlight < best.inFlight)) {
+        best = backend;
+        bestIndex = index;
+        bestStuck = stuck;
+      }
+    }
+    if (best) this.cursor = (bestIndex + 1) % count;
+    return best;
+  }
+
+  private dequeue(waiter: Waiter): boolean {
+    const index = this.queue.indexOf(waiter);
+    if (index < 0) return false;
+    this.queue.splice(index, 1);
+    return true;
+  }
+}
+
+function noop(): void {}

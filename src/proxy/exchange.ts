@@ -1,0 +1,217 @@
+/**
+ * One request through the proxy: read the body (up to --buffer-size) before a unit is taken, wait for a
+ * unit, send the request over the unit's keep-alive pool, relay the response. A request that never
+ * reached a unit goes to another one; whatever else fails is answered 502 (or cut, once the response has
+ * started). Every outcome gives the unit back exactly once, and a client that leaves takes its upstream
+ * request with it, so no pooled connection is left half used.
+ */
+import * as http from 'node:http';
+import { encodePeer, PEER_HEADER } from '../edge/internal-hop.ts';
+import type { Logger } from '../log/logger.ts';
+import type { Backend, Dispatcher, QueueRefusal } from './dispatcher.ts';
+
+/** Tries per request: the first unit, then others while none was reached. */
+const MAX_ATTEMPTS = 3;
+
+/** Headers of one connection, not of the message (RFC 9110 §7.6.1); the proxy sets its own. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+/** The proxy answered Expect: 100-continue itself; the client's claim to be the peer is never passed on. */
+const NOT_FORWARDED = new Set([...HOP_BY_HOP, 'expect', PEER_HEADER]);
+
+/** Errors that mean the request never reached the backend. */
+const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOENT', 'EACCES', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+export interface ExchangeContext {
+  readonly dispatcher: Dispatcher;
+  readonly bufferSize: number;
+  readonly logger: Logger;
+  /** The backend refused a connection: take it out of rotation. */
+  readonly onBackendDown: (backend: Backend) => void;
+}
+
+export class Exchange {
+  private readonly req: http.IncomingMessage;
+  private readonly res: http.ServerResponse;
+  private readonly context: ExchangeContext;
+  private chunks: Buffer[] = [];
+  /** The whole body is in `chunks`: the request can be sent again. */
+  private bodyComplete = false;
+  private attempts = 0;
+  private lastFailed: Backend | undefined;
+  private upstream: http.ClientRequest | null = null;
+  private cancelWait: () => void = () => {};
+  private clientGone = false;
+
+  constructor(req: http.IncomingMessage, res: http.ServerResponse, context: ExchangeContext) {
+    this.req = req;
+    this.res = res;
+    this.context = context;
+  }
+
+  start(): void {
+    this.res.once('close', () => {
+      if (this.res.writableFinished) return;
+      this.clientGone = true;
+      this.cancelWait();
+      this.upstream?.destroy();
+    });
+    const { req } = this;
+    const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0';
+    if (!hasBody) {
+      this.bodyComplete = true;
+      this.dispatch();
+    } else if (this.context.bufferSize === 0) {
+      this.dispatch();
+    } else {
+      this.readBody();
+    }
+  }
+
+  /** Reads the body, up to --buffer-size, before a unit is taken: a slow upload holds no unit. */
+  private readBody(): void {
+    const { req } = this;
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      this.chunks.push(chunk);
+      size += chunk.length;
+      if (size <= this.context.bufferSize) return;
+      // Too large to hold: the rest streams to the unit.
+      req.off('data', onData).off('end', onEnd).pause();
+      this.dispatch();
+    };
+    const onEnd = () => {
+      this.bodyComplete = true;
+      this.dispatch();
+    };
+    req.on('data', onData).on('end', onEnd);
+  }
+
+  private dispatch(): void {
+    if (this.clientGone) return;
+    this.cancelWait = this.context.dispatcher.acquire(
+      (backend) => this.send(backend),
+      (reason) => this.refuse(reason),
+      this.lastFailed,
+    );
+  }
+
+  private send(backend: Backend): void {
+    const { req, res, context } = this;
+    if (this.clientGone) return context.dispatcher.release(backend);
+    this.attempts++;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      context.dispatcher.release(backend);
+    };
+    const upstream = http.request({
+      ...backend.target,
+      agent: backend.agent,
+      method: req.method,
+      path: req.url,
+      headers: this.upstreamHeaders(),
+      setHost: false,
+    });
+    this.upstream = upstream;
+    let responded = false;
+    upstream.on('response', (response) => {
+      responded = true;
+      context.dispatcher.progress(backend);
+      this.relay(response, release);
+    });
+    upstream.on('error', (error: NodeJS.ErrnoException) => {
+      release();
+      if (responded || this.clientGone) return; // relay's own handlers deal with a response cut short
+      const refused = CONNECT_ERRORS.has(error.code ?? '');
+      // A pooled connection the unit closed as the request went out: Node's documented retry case.
+      const neverReached = refused || (upstream.reusedSocket && (error.code === 'ECONNRESET' || error.code === 'EPIPE'));
+      if (refused) context.onBackendDown(backend);
+      if (neverReached && this.bodyComplete && this.attempts < MAX_ATTEMPTS) {
+        context.logger.debug(`proxy: ${req.method} ${req.url} did not reach ${backend.name} (${error.code}): trying another`);
+        this.lastFailed = backend;
+        return this.dispatch();
+      }
+      context.logger.warning(`proxy: ${req.method} ${req.url} to ${backend.name} failed: ${error.message}`);
+      if (res.headersSent) res.destroy();
+      else respond(res, 502, 'Bad Gateway: the server behind forkgate failed to answer');
+    });
+    for (const chunk of this.chunks) upstream.write(chunk);
+    if (this.bodyComplete) {
+      upstream.end();
+    } else {
+      req.pipe(upstream);
+      req.resume();
+    }
+  }
+
+  /**
+   * Relays the response, reading up to --buffer-size ahead of the client, so the unit is free as soon
+   * as it has answered, however slowly the client reads.
+   */
+  private relay(response: http.IncomingMessage, release: () => void): void {
+    const { res } = this;
+    res.writeHead(response.statusCode!, response.statusMessage, forwardedHeaders(response.rawHeaders, HOP_BY_HOP));
+    const bufferSize = this.context.bufferSize;
+    response.on('data', (chunk: Buffer) => {
+      if (!res.write(chunk) && res.writableLength > bufferSize) response.pause();
+    });
+    res.on('drain', () => response.resume());
+    response.on('end', () => {
+      release();
+      res.end();
+    });
+    response.on('close', () => {
+      if (response.complete) return;
+      // The unit went away mid-response: the client must not take a cut body for a whole one.
+      release();
+      res.destroy();
+    });
+  }
+
+  private upstreamHeaders(): string[] {
+    const { req } = this;
+    const headers = forwardedHeaders(req.rawHeaders, NOT_FORWARDED, connectionTokens(req.headers.connection));
+    const peer = encodePeer(req.socket);
+    if (peer) headers.push(PEER_HEADER, peer);
+    // TLS ended here: the app learns the scheme the way it would behind any terminating proxy.
+    if ((req.socket as { encrypted?: boolean }).encrypted && req.headers['x-forwarded-proto'] === undefined) {
+      headers.push('X-Forwarded-Proto', 'https');
+    }
+    if (this.bodyComplete && req.headers['transfer-encoding'] !== undefined) {
+      // The whole chunked body is here: the unit gets it with its length.
+      headers.push('Content-Length', String(this.chunks.reduce((sum, chunk) => sum + chunk.length, 0)));
+    }
+    return headers;
+  }
+
+  private refuse(reason: QueueRefusal): void {
+    if (this.clientGone) return;
+    this.context.logger.warning(`proxy: ${this.req.method} ${this.req.url} answered 503: ${reason}`);
+    respond(this.res, 503, `Service Unavailable: ${reason}`, { 'retry-after': '1' });
+  }
+}
+
+/** The raw header list without the names in `skip` (lower case) or named by the Connection header. */
+export function forwardedHeaders(raw: readonly string[], skip: ReadonlySet<string>, alsoSkip?: ReadonlySet<string>): string[] {
+  const kept: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    if (skip.has(name) || alsoSkip?.has(name)) continue;
+    kept.push(raw[i]!, raw[i + 1]!);
+  }
+  return kept;
+}
+
+/** Header names a Connection header lists are hop-by-hop too. */
+function connectionTokens(connection: string | undefined): ReadonlySet<string> | undefined {
+  if (!connection) return undefined;
+  const tokens = connection.toLowerCase().split(',').map((token) => token.trim());
+  return tokens.length === 1 && (tokens[0] === 'keep-alive' || tokens[0] === 'close') ? undefined : new Set(tokens);
+}
+
+export function respond(res: http.ServerResponse, status: number, message: string, headers: http.OutgoingHttpHeaders = {}): void {
+  const body = `${message}\n`;
+  res.writeHead(status, { ...headers, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}

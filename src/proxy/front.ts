@@ -1,0 +1,98 @@
+/**
+ * The proxy's client side, in the master: an http.Server fed with the connections the master accepts,
+ * behind the same HTTP edge the workers apply in the other modes (PROXY header, TLS, limits, forwarding
+ * headers, X-Request-Id), with every request and upgrade sent on to a backend the dispatcher picks.
+ */
+import * as http from 'node:http';
+import type * as net from 'node:net';
+import type { Settings } from '../config/settings.ts';
+import { Edge, markListening } from '../edge/edge.ts';
+import type { Logger } from '../log/logger.ts';
+import { Dispatcher, type Backend } from './dispatcher.ts';
+import { Exchange, type ExchangeContext } from './exchange.ts';
+import { openTunnel } from './tunnel.ts';
+
+/** How long a stopping proxy lets an idle keep-alive connection stay, as a draining worker does. */
+const DRAIN_IDLE_MS = 1000;
+
+export class FrontProxy {
+  readonly dispatcher: Dispatcher;
+  private readonly server: http.Server;
+  private readonly edge: Edge;
+  private readonly logger: Logger;
+  private readonly keepAlive: boolean;
+  private readonly gracefulTimeoutMs: number;
+  private readonly context: ExchangeContext;
+  /** Client connections open now, to know when a stop has finished them. */
+  private readonly connections = new Set<net.Socket>();
+  private stopping = false;
+
+  constructor(settings: Settings, logger: Logger, onBackendDown: (backend: Backend) => void) {
+    this.logger = logger;
+    this.keepAlive = settings.keepAlive > 0;
+    this.gracefulTimeoutMs = settings.gracefulTimeout * 1000;
+    this.dispatcher = new Dispatcher(settings.queueLimit, settings.queueTimeout);
+    this.context = { dispatcher: this.dispatcher, bufferSize: settings.bufferSize, logger, onBackendDown };
+    this.server = http.createServer((req, res) => this.onRequest(req, res));
+    this.server.keepAliveTimeout = settings.keepAlive * 1000;
+    this.server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.onUpgrade(req, socket, head));
+    this.edge = new Edge(this.server, settings, logger);
+    markListening(this.server, null);
+  }
+
+  /** HUP: a renewed certificate is served from the next handshake on. */
+  reloadCertificates(settings: Settings): void {
+    this.edge.reloadCertificates(settings);
+  }
+
+  accept(socket: net.Socket): void {
+    this.connections.add(socket);
+    socket.once('close', () => this.connections.delete(socket));
+    this.edge.accept(socket);
+  }
+
+  /**
+   * graceful: requests on open connections are still served, each response closing its connection;
+   * idle ones are closed after a quiet second; resolves once every connection is gone (at most
+   * --graceful-timeout), then refuses whatever still waits. quick: drops every connection now.
+   */
+  async close(mode: 'graceful' | 'quick'): Promise<void> {
+    this.stopping = true;
+    if (mode === 'graceful' && this.connections.size > 0) {
+      this.server.keepAliveTimeout = Math.min(DRAIN_IDLE_MS, this.server.keepAliveTimeout || DRAIN_IDLE_MS);
+      await new Promise<void>((resolve) => {
+        const deadline = Date.now() + this.gracefulTimeoutMs;
+        const idleClose = setTimeout(() => this.server.closeIdleConnections(), DRAIN_IDLE_MS);
+        const poll = setInterval(() => {
+          if (this.connections.size > 0 && Date.now() < deadline) return;
+          clearInterval(poll);
+          clearTimeout(idleClose);
+          resolve();
+        }, 50);
+      });
+    }
+    this.dispatcher.close();
+    for (const socket of this.connections) socket.destroy();
+  }
+
+  private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    if (this.stopping || !this.keepAlive) res.shouldKeepAlive = false;
+    new Exchange(req, res, this.context).start();
+  }
+
+  private onUpgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
+    socket.on('error', () => {}); // Node has let go of the socket: its errors end only the tunnel
+    const cancel = this.dispatcher.acquire(
+      (backend) =>
+        openTunnel(backend, req, socket, head, (error) => {
+          this.dispatcher.release(backend);
+          if (error) this.logger.debug(`proxy: upgrade ${req.url} to ${backend.name} ended: ${error.message}`);
+        }),
+      (reason) => {
+        socket.end(`HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+        this.logger.warning(`proxy: upgrade ${req.url} answered 503: ${reason}`);
+      },
+    );
+    socket.once('close', cancel);
+  }
+}
