@@ -461,7 +461,7 @@ export const SETTINGS = [
   setting({
     name: 'certfile', key: 'certfile', meta: 'FILE', section: 'Edge',
     default: null as string | null, validate: optionalText,
-    doc: 'Serve HTTPS: each worker terminates TLS with this PEM certificate (chain) file. Workers read it when they start, so HUP picks up a renewed certificate.',
+    doc: 'Serve HTTPS: each worker (with --balance proxy, the master) terminates TLS with this PEM certificate (chain) file. It is read at start and again on HUP, so a renewed certificate needs no restart.',
   }),
   setting({
     name: 'keyfile', key: 'keyfile', meta: 'FILE', section: 'Edge',
