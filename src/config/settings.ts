@@ -498,7 +498,7 @@ export const SETTINGS = [
     name: 'upstream', key: 'upstream', kind: 'list', meta: 'URL', section: 'Proxy',
     default: [] as Upstream[], validate: upstreamList,
     format: (upstreams) => upstreams.map(formatUpstream).join(','),
-    doc: 'Front these HTTP servers (repeatable: http://HOST:PORT or unix:PATH) instead of an app: no workers are started, and the proxy (--balance proxy) dispatches, queues, buffers and applies the edge for them, taking out one that refuses connections or fails --upstream-health.',
+    doc: 'Front these HTTP servers (repeatable: http://HOST:PORT or unix:PATH), in any language, instead of an app: no workers are started, and the proxy (--balance proxy) dispatches, queues, buffers and applies the edge for them, each upstream taking up to --worker-connections requests at once; one that refuses a connection or fails --upstream-health is out of rotation until it is back.',
   }),
   setting({
     name: 'upstream-health', key: 'upstreamHealth', meta: 'PATH', section: 'Proxy',
