@@ -58,7 +58,7 @@ test('a fetch-style app streams its body and keeps every Set-Cookie header', asy
   }
 });
 
-for (const balance of ['round-robin', 'reuseport']) {
+for (const balance of ['round-robin', 'reuseport', 'proxy']) {
   test(`upgrade requests reach the app's upgrade listener (${balance})`, async () => {
     const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', `${FIXTURES}ws-upgrade.cjs`]);
     try {

@@ -1,4 +1,4 @@
-// The HTTP edge's limits, in both balance modes: Gunicorn's names, defaults and status codes, the
+// The HTTP edge's limits, in every balance mode: Gunicorn's names, defaults and status codes, the
 // connection closed after each refusal, and the worker that refused still the one serving.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -19,7 +19,7 @@ const chunk = (size: number) => `${size.toString(16)}\r\n${'a'.repeat(size)}\r\n
 const chunkedPost = (...chunks: string[]) =>
   `POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${chunks.join('')}`;
 
-for (const balance of ['round-robin', 'reuseport']) {
+for (const balance of ['round-robin', 'reuseport', 'proxy']) {
   test(`limits answer 414, 431, 413, 400 and 408 and close the connection; the worker serves on (${balance})`, async () => {
     const forkgate = await start([
       '-w', '1', '--balance', balance, '-b', '127.0.0.1:0', '--limit-request-body', '1000', '--headers-timeout', '1', ECHO,

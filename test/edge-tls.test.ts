@@ -1,5 +1,5 @@
-// TLS termination in the workers: HTTPS in both balance modes, behind a PROXY header, and client
-// certificates (mutual TLS). The certificates are made for each run with openssl.
+// TLS termination in the workers (with --balance proxy, in the master): HTTPS in every balance mode,
+// behind a PROXY header, and client certificates (mutual TLS). The certificates are made for each run with openssl.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
@@ -53,7 +53,7 @@ function httpsGet(url: string, options: { cert?: Buffer; key?: Buffer; proxyHead
 
 const tlsFlags = () => ['--certfile', certs.files.serverCert, '--keyfile', certs.files.serverKey];
 
-for (const balance of ['round-robin', 'reuseport']) {
+for (const balance of ['round-robin', 'reuseport', 'proxy']) {
   test(`--certfile/--keyfile: the workers serve HTTPS; plain HTTP gets no answer and harms no worker (${balance})`, { skip }, async () => {
     const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', ...tlsFlags(), ECHO]);
     try {

@@ -80,7 +80,7 @@ for (const app of [ECHO, ECHO_FETCH]) {
   });
 }
 
-for (const balance of ['round-robin', 'reuseport']) {
+for (const balance of ['round-robin', 'reuseport', 'proxy']) {
   test(`PROXY v1 and v2 headers name the client the app sees (auto, ${balance})`, async () => {
     const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', '--proxy-protocol', 'auto', ECHO]);
     try {

@@ -12,7 +12,7 @@ after(() => rmSync(scratch, { recursive: true, force: true }));
 
 const appSource = (version: string) => `module.exports = (req, res) => res.end('${version}');\n`;
 
-for (const balance of ['round-robin', 'reuseport']) {
+for (const balance of ['round-robin', 'reuseport', 'proxy']) {
   test(`HUP with a code change under keep-alive load: zero failed requests (${balance})`, async (t) => {
     const app = join(scratch, `app-${balance}.cjs`);
     writeFileSync(app, appSource('v1'));

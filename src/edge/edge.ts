@@ -11,7 +11,7 @@ import type { ProxyProtocolMode, Settings } from '../config/settings.ts';
 import type { Logger } from '../log/logger.ts';
 import type { AppServer } from '../worker/app-loader.ts';
 import { compileAddressMatcher, type AddressMatcher } from './addresses.ts';
-import { decodePeer, PEER_HEADER } from './internal-hop.ts';
+import { decodeClient, PEER_HEADER, type HopClient } from './internal-hop.ts';
 import { configureParser, limitChunkedBody, requestLimitCheck, type LimitSettings, type Rejection } from './limits.ts';
 import type { ProxiedPeer } from './proxy-protocol.ts';
 import { readProxyHeader } from './read-proxy-header.ts';
@@ -181,11 +181,9 @@ export class Edge {
   private prepareHeaders(req: IncomingMessage): string {
     const edits: HeaderEdits = new Map();
     if (this.internalHop) {
-      // A pooled connection serves many clients in turn: each request names its own, or none (unix).
-      const peer = req.headers[PEER_HEADER];
-      const client = typeof peer === 'string' ? decodePeer(peer) : null;
-      if (client) presentPeer(req.socket, client);
-      else forgetPeer(req.socket);
+      // A pooled connection serves many clients in turn: each request names its own.
+      const header = req.headers[PEER_HEADER];
+      presentClient(req.socket, typeof header === 'string' ? decodeClient(header) : null);
       edits.set(PEER_HEADER, null);
     }
     forwardingEdits(req, !this.forwardingTrusted || this.trustedConnections.has(req.socket), edits);
@@ -215,8 +213,20 @@ function presentPeer(socket: Socket, peer: ProxiedPeer): void {
   });
 }
 
-function forgetPeer(socket: Socket): void {
-  for (const name of ['remoteAddress', 'remotePort', 'remoteFamily']) delete (socket as unknown as Record<string, unknown>)[name];
+/** Behind forkgate's proxy: the client the request names, else the socket's own (nothing: unix). */
+function presentClient(socket: Socket, client: HopClient | null): void {
+  const own = socket as unknown as Record<string, unknown>;
+  if (client?.peer) presentPeer(socket, client.peer);
+  else for (const name of ['remoteAddress', 'remotePort', 'remoteFamily']) delete own[name];
+  if (client?.tls) {
+    Object.defineProperties(socket, {
+      encrypted: { value: true, configurable: true },
+      authorized: { value: client.tls.authorized, configurable: true },
+    });
+  } else {
+    delete own.encrypted;
+    delete own.authorized;
+  }
 }
 
 /** A response written straight to the socket, for when there is no ServerResponse to write it with. */

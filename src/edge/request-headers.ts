@@ -67,7 +67,12 @@ export function rewriteRequestHeaders(req: IncomingMessage, edits: HeaderEdits):
   // With `headers` unset, _addHeaderLines only records the lines; the edited object is then put back.
   internals.headers = null;
   internals.headersDistinct = null;
+  // An upgrade request is complete before its event, and Node files the lines of a complete message
+  // as trailers: for this call it is not.
+  const complete = req.complete;
+  req.complete = false;
   internals._addHeaderLines(raw, raw.length);
+  req.complete = complete;
   internals.headers = headers;
 }
 

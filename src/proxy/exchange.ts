@@ -6,15 +6,28 @@
  * request with it, so no pooled connection is left half used.
  */
 import * as http from 'node:http';
-import { encodePeer, PEER_HEADER } from '../edge/internal-hop.ts';
+import { encodeClient, PEER_HEADER } from '../edge/internal-hop.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Backend, Dispatcher, QueueRefusal } from './dispatcher.ts';
 
 /** Tries per request: the first unit, then others while none was reached. */
 const MAX_ATTEMPTS = 3;
 
-/** Headers of one connection, not of the message (RFC 9110 §7.6.1); the proxy sets its own. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+/** Headers of one connection, not of the message (RFC 9110 §7.6.1), and those meant for this proxy. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'proxy-authenticate',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+/** Methods a client may repeat without changing the outcome (RFC 9110 §9.2.2). */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 /** The proxy answered Expect: 100-continue itself; the client's claim to be the peer is never passed on. */
 const NOT_FORWARDED = new Set([...HOP_BY_HOP, 'expect', PEER_HEADER]);
 
@@ -41,6 +54,7 @@ export class Exchange {
   private upstream: http.ClientRequest | null = null;
   private cancelWait: () => void = () => {};
   private clientGone = false;
+  private retriedReset = false;
 
   constructor(req: http.IncomingMessage, res: http.ServerResponse, context: ExchangeContext) {
     this.req = req;
@@ -115,6 +129,8 @@ export class Exchange {
     });
     this.upstream = upstream;
     let responded = false;
+    let bytesBefore = 0;
+    upstream.once('socket', (socket) => (bytesBefore = socket.bytesRead));
     upstream.on('response', (response) => {
       responded = true;
       context.dispatcher.progress(backend);
@@ -124,10 +140,19 @@ export class Exchange {
       release();
       if (responded || this.clientGone) return; // relay's own handlers deal with a response cut short
       const refused = CONNECT_ERRORS.has(error.code ?? '');
-      // A pooled connection the unit closed as the request went out: Node's documented retry case.
-      const neverReached = refused || (upstream.reusedSocket && (error.code === 'ECONNRESET' || error.code === 'EPIPE'));
+      // A pooled connection the unit closed as the request went out (Node's documented retry case), told
+      // apart as well as a proxy can from a unit that died of the request: nothing came back, and the
+      // method may be repeated (what nginx and browsers retry too). Once only: a request that kills
+      // every unit it reaches must not take down the pool.
+      const resetUnanswered =
+        upstream.reusedSocket &&
+        (error.code === 'ECONNRESET' || error.code === 'EPIPE') &&
+        (upstream.socket?.bytesRead ?? 0) === bytesBefore &&
+        IDEMPOTENT.has(req.method!) &&
+        !this.retriedReset;
       if (refused) context.onBackendDown(backend);
-      if (neverReached && this.bodyComplete && this.attempts < MAX_ATTEMPTS) {
+      if ((refused || resetUnanswered) && this.bodyComplete && this.attempts < MAX_ATTEMPTS) {
+        if (!refused) this.retriedReset = true;
         context.logger.debug(`proxy: ${req.method} ${req.url} did not reach ${backend.name} (${error.code}): trying another`);
         this.lastFailed = backend;
         return this.dispatch();
@@ -150,8 +175,13 @@ export class Exchange {
    * as it has answered, however slowly the client reads.
    */
   private relay(response: http.IncomingMessage, release: () => void): void {
-    const { res } = this;
+    const { req, res } = this;
     res.writeHead(response.statusCode!, response.statusMessage, forwardedHeaders(response.rawHeaders, HOP_BY_HOP));
+    // The server lets a client half-close after its request and still get the answer; a client that
+    // closes while the answer is under way is leaving (nginx's 499), and takes the upstream request along.
+    const clientLeft = () => res.destroy();
+    req.socket.once('end', clientLeft);
+    res.once('finish', () => req.socket.off('end', clientLeft));
     const bufferSize = this.context.bufferSize;
     response.on('data', (chunk: Buffer) => {
       if (!res.write(chunk) && res.writableLength > bufferSize) response.pause();
@@ -172,12 +202,7 @@ export class Exchange {
   private upstreamHeaders(): string[] {
     const { req } = this;
     const headers = forwardedHeaders(req.rawHeaders, NOT_FORWARDED, connectionTokens(req.headers.connection));
-    const peer = encodePeer(req.socket);
-    if (peer) headers.push(PEER_HEADER, peer);
-    // TLS ended here: the app learns the scheme the way it would behind any terminating proxy.
-    if ((req.socket as { encrypted?: boolean }).encrypted && req.headers['x-forwarded-proto'] === undefined) {
-      headers.push('X-Forwarded-Proto', 'https');
-    }
+    headers.push(PEER_HEADER, encodeClient(req.socket));
     if (this.bodyComplete && req.headers['transfer-encoding'] !== undefined) {
       // The whole chunked body is here: the unit gets it with its length.
       headers.push('Content-Length', String(this.chunks.reduce((sum, chunk) => sum + chunk.length, 0)));

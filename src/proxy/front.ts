@@ -35,6 +35,9 @@ export class FrontProxy {
     this.context = { dispatcher: this.dispatcher, bufferSize: settings.bufferSize, logger, onBackendDown };
     this.server = http.createServer((req, res) => this.onRequest(req, res));
     this.server.keepAliveTimeout = settings.keepAlive * 1000;
+    // A client that half-closes after its request (nc, some health checkers) still gets the answer,
+    // which the proxy only has a moment later: its connection ends after that response.
+    (this.server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     this.server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.onUpgrade(req, socket, head));
     this.edge = new Edge(this.server, settings, logger);
     markListening(this.server, null);

@@ -6,7 +6,7 @@
  */
 import * as net from 'node:net';
 import type { IncomingMessage } from 'node:http';
-import { encodePeer, PEER_HEADER } from '../edge/internal-hop.ts';
+import { encodeClient, PEER_HEADER } from '../edge/internal-hop.ts';
 import type { Backend } from './dispatcher.ts';
 import { forwardedHeaders } from './exchange.ts';
 
@@ -15,8 +15,7 @@ const ONLY_OURS = new Set([PEER_HEADER]);
 /** Calls onEnd once, when the tunnel is closed (or could not be opened). */
 export function openTunnel(backend: Backend, req: IncomingMessage, client: net.Socket, head: Buffer, onEnd: (error: Error | null) => void): void {
   const headers = forwardedHeaders(req.rawHeaders, ONLY_OURS);
-  const peer = encodePeer(req.socket);
-  if (peer) headers.push(PEER_HEADER, peer);
+  headers.push(PEER_HEADER, encodeClient(req.socket));
   let text = `${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`;
   for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
   text += '\r\n';

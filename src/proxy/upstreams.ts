@@ -28,7 +28,7 @@ export class Upstreams {
     this.backends = upstreams.map((upstream) => ({
       name: formatUpstream(upstream),
       target: upstream.kind === 'unix' ? { socketPath: upstream.path } : { host: upstream.host, port: upstream.port },
-      agent: new http.Agent({ keepAlive: true }),
+      agent: new http.Agent({ keepAlive: true, maxSockets: capacity }),
       capacity,
       inFlight: 0,
       lastProgressAt: 0,

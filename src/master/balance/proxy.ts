@@ -37,7 +37,9 @@ export class ProxyBalancer implements Balancer {
     this.settings = settings;
     this.logger = logger;
     this.front = new FrontProxy(settings, logger, (backend) => this.onBackendDown(backend));
-    this.listeners = new MasterListeners(addresses, settings.backlog, { noDelay: true }, (socket) => this.front.accept(socket));
+    this.listeners = new MasterListeners(addresses, settings.backlog, { noDelay: true, allowHalfOpen: true }, (socket) =>
+      this.front.accept(socket),
+    );
     this.upstreams =
       settings.upstream.length > 0
         ? new Upstreams(settings.upstream, settings.workerConnections, settings.upstreamHealth, this.front.dispatcher, logger)
@@ -80,7 +82,9 @@ export class ProxyBalancer implements Balancer {
       const backend: Backend = {
         name: endpoint,
         target: { socketPath: endpoint },
-        agent: new http.Agent({ keepAlive: true }),
+        // No more connections than the unit takes at once: the next request waits for the one freed
+        // by the last, instead of opening a connection the unit's gate would hold back.
+        agent: new http.Agent({ keepAlive: true, maxSockets: capacity }),
         capacity,
         inFlight: 0,
         lastProgressAt: 0,

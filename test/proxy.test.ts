@@ -1,0 +1,438 @@
+// --balance proxy: the master terminates HTTP and sends each request to the least busy serving unit over
+// a private unix socket. Least-busy dispatch, streaming both ways, buffering slow uploads ahead of sync
+// workers, the queue and its limits, retries and failures, threads, and the edge applied by the master.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { eventually, FIXTURES, request, start } from './helpers/forkgate.ts';
+import { echoOf, exchange, ipv4Block, proxyV2, statusOf } from './helpers/edge.ts';
+
+const PROXY = `${FIXTURES}proxy.cjs`;
+const ECHO = `${FIXTURES}edge-echo.cjs`;
+const THREADS = `${FIXTURES}threads.cjs`;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+const scratch = mkdtempSync(join(tmpdir(), 'forkgate-proxy-'));
+after(() => rmSync(scratch, { recursive: true, force: true }));
+
+const proxyArgs = (...more: string[]) => ['--balance', 'proxy', '-b', '127.0.0.1:0', ...more];
+
+interface Sent {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+  /** The request went out on a connection an earlier request had used (keep-alive). */
+  reused: boolean;
+}
+
+/** One request through the given agent (keep-alive pools), telling whether it reused a connection. */
+function send(url: string, agent: http.Agent): Promise<Sent> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body, reused: req.reusedSocket }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.setTimeout(15_000, () => req.destroy(new Error(`request to ${url} timed out`)));
+  });
+}
+
+/** Starts /spin in the background and resolves once the app is spinning (its pid written to the mark file). */
+async function startSpin(url: string, ms: number, name: string) {
+  const mark = join(scratch, name);
+  const state = { done: false };
+  const reply = request(`${url}/spin?ms=${ms}&mark=${mark}`).finally(() => (state.done = true));
+  const pid = await eventually(() => existsSync(mark) && readFileSync(mark, 'utf8'), 'the app to start spinning');
+  return { pid, reply, state };
+}
+
+/** A streamed response: resolves at its first chunk, with the rest to come. */
+function firstChunk(url: string): Promise<{ first: string; rest: Promise<string>; abort: () => void }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false }, (res) => {
+      res.setEncoding('utf8');
+      let rest = '';
+      let resolveRest!: (text: string) => void;
+      let rejectRest!: (error: Error) => void;
+      const restPromise = new Promise<string>((ok, fail) => ((resolveRest = ok), (rejectRest = fail)));
+      restPromise.catch(() => {});
+      res.once('data', (first: string) => {
+        res.on('data', (chunk: string) => (rest += chunk));
+        resolve({ first, rest: restPromise, abort: () => req.destroy() });
+      });
+      res.on('end', () => resolveRest(rest));
+      res.on('error', (error) => rejectRest(error));
+    });
+    req.on('error', reject);
+    setTimeout(() => reject(new Error(`no first chunk from ${url} within 5 s`)), 5_000).unref();
+  });
+}
+
+test('least busy: while one worker spins on the CPU, every quick request goes to the other, and all finish first', async () => {
+  const forkgate = await start(['-w', '2', ...proxyArgs(PROXY)]);
+  try {
+    assert.match(forkgate.output, /Using worker class async, balance proxy/);
+    const spin = await startSpin(forkgate.url, 1500, 'least-busy');
+    // The unit has had a request in flight and completed none for 50 ms: past the ~10 ms that ranks it busy.
+    const spinning = Date.now();
+    await eventually(() => Date.now() - spinning >= 50, 'the spin to run for 50 ms');
+    const quick: { pid: string; spinDone: boolean }[] = [];
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        while (next < 20) {
+          next++;
+          const reply = await request(`${forkgate.url}/pid`);
+          assert.equal(reply.status, 200);
+          quick.push({ pid: reply.body, spinDone: spin.state.done });
+        }
+      }),
+    );
+    const spun = await spin.reply;
+    assert.equal(spun.status, 200);
+    assert.equal(spun.body, `spun in ${spin.pid}`);
+    assert.equal(quick.length, 20);
+    const others = forkgate.workerPids().filter((pid) => String(pid) !== spin.pid).map(String);
+    assert.equal(others.length, 1);
+    assert.deepEqual(quick.filter(({ pid }) => pid !== others[0]), [], 'every quick request went to the worker that was not spinning');
+    assert.deepEqual(quick.filter(({ spinDone }) => spinDone), [], 'every quick request finished before the spin');
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('a WebSocket is piped through the proxy to the app and echoes', async () => {
+  const forkgate = await start(['-w', '1', ...proxyArgs(`${FIXTURES}websocket.cjs`)]);
+  try {
+    const { port } = new URL(forkgate.url);
+    const socket = new WebSocket(`ws://127.0.0.1:${port}/chat`);
+    const echoes = await new Promise<string[]>((resolve, reject) => {
+      const received: string[] = [];
+      const timer = setTimeout(() => reject(new Error('no WebSocket echo within 10 s')), 10_000);
+      socket.addEventListener('open', () => socket.send('hello'));
+      socket.addEventListener('message', (event) => {
+        received.push(String(event.data));
+        if (received.length === 1) socket.send('again');
+        else {
+          clearTimeout(timer);
+          resolve(received);
+        }
+      });
+      socket.addEventListener('error', () => reject(new Error(`WebSocket failed; forkgate said:\n${forkgate.output}`)));
+    });
+    socket.close();
+    assert.deepEqual(echoes, ['echo: hello', 'echo: again']);
+    // Plain requests go on alongside.
+    assert.equal((await request(`${forkgate.url}/`)).body, 'hello from websocket app');
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('a streamed response reaches the client chunk by chunk; a client that leaves drops the upstream request', async () => {
+  const forkgate = await start(['-w', '1', ...proxyArgs(PROXY)]);
+  try {
+    const stream = await firstChunk(`${forkgate.url}/stream`);
+    assert.equal(stream.first, 'first chunk\n');
+    // The app had not ended the response when the first chunk arrived: /release is what ends it.
+    assert.equal((await request(`${forkgate.url}/release`)).body, '1');
+    assert.equal(await stream.rest, 'last chunk\n');
+
+    const left = await firstChunk(`${forkgate.url}/stream`);
+    assert.equal(left.first, 'first chunk\n');
+    left.abort();
+    await eventually(
+      async () => (await request(`${forkgate.url}/stream-stats`)).body === JSON.stringify({ open: 0, closedEarly: 1 }),
+      "the app's response to close when the client left",
+    );
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+for (const [bufferSize, firstPart] of [['0', 'part-one'], ['1024', 'x'.repeat(2000)]] as const) {
+  test(`--buffer-size ${bufferSize}: a body ${bufferSize === '0' ? 'of any size' : 'larger than the buffer'} streams to the app while the client is still sending`, async () => {
+    const forkgate = await start(['-w', '1', ...proxyArgs('--buffer-size', bufferSize, PROXY)]);
+    try {
+      const body = await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('the app did not see the first part of the body while the client was still sending')), 5_000);
+        const req = http.request(`${forkgate.url}/upload`, { method: 'POST', agent: false, headers: { 'transfer-encoding': 'chunked' } }, (res) => {
+          let received = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => {
+            received += chunk;
+            if (received.includes('received') && !req.writableEnded) {
+              clearTimeout(timer);
+              req.end('part-two');
+            }
+          });
+          res.on('end', () => resolve(received));
+          res.on('error', reject);
+        });
+        req.on('error', reject);
+        req.flushHeaders();
+        req.write(firstPart);
+      });
+      assert.equal(body.replace(/\nreceived /g, ''), `received ${firstPart}part-two\nend\n`);
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}
+
+/** A POST whose body is trickled `piece` bytes at a time: `lastSent` resolves when the final byte is written. */
+function trickledUpload(url: string, size: number, piece: number, everyMs: number) {
+  const { hostname, port } = new URL(url);
+  let markFirstSent!: () => void;
+  let markLastSent!: () => void;
+  const firstSent = new Promise<void>((resolve) => (markFirstSent = resolve));
+  const lastSent = new Promise<void>((resolve) => (markLastSent = resolve));
+  const reply = new Promise<string>((resolve, reject) => {
+    const socket = net.connect(Number(port), hostname, () => {
+      socket.write(`POST /count HTTP/1.1\r\nHost: x\r\nContent-Length: ${size}\r\nConnection: close\r\n\r\n`);
+      let sent = 0;
+      const sendPiece = () => {
+        const n = Math.min(piece, size - sent);
+        socket.write('u'.repeat(n));
+        sent += n;
+        if (sent === n) markFirstSent();
+        if (sent < size) setTimeout(sendPiece, everyMs);
+        else markLastSent();
+      };
+      sendPiece();
+    });
+    let received = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => (received += chunk));
+    socket.on('error', reject);
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(received);
+    });
+    const timer = setTimeout(() => socket.destroy(new Error(`upload got no complete answer; got ${received.slice(0, 200)}`)), 15_000);
+  });
+  return { firstSent, lastSent, reply };
+}
+
+test('-k sync: 40 slow uploads are buffered by the master; quick requests are served meanwhile', async () => {
+  const forkgate = await start(['-w', '2', '-k', 'sync', ...proxyArgs(PROXY)]);
+  try {
+    // 200 bytes, 10 every 100 ms: about 2 s per upload, far longer than two workers would last.
+    const uploads = Array.from({ length: 40 }, () => trickledUpload(forkgate.url, 200, 10, 100));
+    await Promise.all(uploads.map((upload) => upload.firstSent));
+    let anyUploadComplete = false;
+    void Promise.race(uploads.map((upload) => upload.lastSent)).then(() => (anyUploadComplete = true));
+
+    const quick: boolean[] = [];
+    for (let i = 0; i < 10; i++) {
+      const reply = await request(`${forkgate.url}/pid`);
+      assert.equal(reply.status, 200);
+      quick.push(anyUploadComplete);
+    }
+    assert.deepEqual(quick, Array(10).fill(false), 'every quick request was answered before any upload had been sent in full');
+
+    for (const received of await Promise.all(uploads.map((upload) => upload.reply))) {
+      assert.match(received, /^HTTP\/1\.1 200 /);
+      const counted = JSON.parse(received.slice(received.indexOf('\r\n\r\n') + 4)) as { bytes: number; receivingMs: number };
+      assert.equal(counted.bytes, 200);
+      // The whole body reached the app at once, not over the client's ~2 s.
+      assert.ok(counted.receivingMs < 500, `the app spent ${counted.receivingMs} ms receiving a buffered body`);
+    }
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('--queue-limit: requests beyond it get 503 with Retry-After at once, the queued ones are served, the connection stays usable', async () => {
+  const forkgate = await start(['-w', '1', '-k', 'sync', ...proxyArgs('--queue-limit', '2', PROXY)]);
+  const agents = Array.from({ length: 3 }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }));
+  try {
+    const spin = await startSpin(forkgate.url, 1500, 'queue-limit');
+    const replies = await Promise.all(agents.map(async (agent) => ({ ...(await send(`${forkgate.url}/pid`, agent)), spinDone: spin.state.done, agent })));
+    assert.equal((await spin.reply).status, 200);
+    assert.deepEqual(replies.map(({ status }) => status).sort(), [200, 200, 503]);
+    const refused = replies.find(({ status }) => status === 503)!;
+    assert.ok(refused.headers['retry-after'], 'a 503 from a full queue says Retry-After');
+    assert.equal(refused.spinDone, false, 'the refusal came at once, not after waiting for the unit');
+    for (const { status, body } of replies) if (status === 200) assert.equal(body, spin.pid);
+    const again = await send(`${forkgate.url}/pid`, refused.agent);
+    assert.equal(again.status, 200);
+    assert.equal(again.reused, true, 'the refused request left its connection usable');
+  } finally {
+    for (const agent of agents) agent.destroy();
+    await forkgate.stop();
+  }
+});
+
+test('--queue-timeout: a request that waited that long for a unit gets 503 with Retry-After', async () => {
+  const forkgate = await start(['-w', '1', '-k', 'sync', ...proxyArgs('--queue-timeout', '1', PROXY)]);
+  try {
+    const spin = await startSpin(forkgate.url, 3000, 'queue-timeout');
+    const began = Date.now();
+    const waited = await request(`${forkgate.url}/pid`);
+    const waitedMs = Date.now() - began;
+    assert.equal(waited.status, 503);
+    assert.ok(waited.headers['retry-after'], 'a 503 from the queue says Retry-After');
+    assert.equal(spin.state.done, false, 'the 503 came before the unit was free');
+    assert.ok(waitedMs >= 900, `the request waited ${waitedMs} ms, less than --queue-timeout`);
+    assert.equal((await spin.reply).status, 200);
+    assert.equal((await request(`${forkgate.url}/pid`)).status, 200);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('a unit that dies before answering, or mid-header: 502, never a retry that kills another; the pool recovers', async () => {
+  const forkgate = await start(['-w', '2', ...proxyArgs(PROXY)]);
+  try {
+    const exits = /Worker \(pid:(\d+)\) exited with code 1/g;
+    const recovered = async (deaths: number) => {
+      await eventually(() => forkgate.count(exits) >= deaths && forkgate.workerPids().length === 2, `${deaths} crashed workers replaced`, 15_000);
+      assert.equal(forkgate.count(exits), deaths, 'each crashing request killed one worker, no retry killed another');
+    };
+    // Requests wait in the master while a replacement boots, then are served by the live workers.
+    const servedByTheLiving = async () => {
+      const dead = [...forkgate.output.matchAll(exits)].map((match) => match[1]);
+      for (let i = 0; i < 5; i++) {
+        const reply = await request(`${forkgate.url}/pid`);
+        assert.equal(reply.status, 200);
+        assert.ok(!dead.includes(reply.body), `answered by dead worker ${reply.body}`);
+      }
+    };
+
+    const died = await request(`${forkgate.url}/crash`);
+    assert.equal(died.status, 502, `${died.status} ${died.body}`);
+    await recovered(1);
+    await servedByTheLiving();
+
+    // With kept-alive connections to both units in the pools, a response that had begun is still not retried.
+    await Promise.all(Array.from({ length: 8 }, () => request(`${forkgate.url}/pid`)));
+    const cut = await request(`${forkgate.url}/crash-mid-header`);
+    assert.equal(cut.status, 502, `${cut.status} ${cut.body}`);
+    await recovered(2);
+    await servedByTheLiving();
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('a unit that dies after the response headers: the client connection is cut, not answered twice', async () => {
+  const forkgate = await start(['-w', '1', ...proxyArgs(PROXY)]);
+  try {
+    const [pid] = forkgate.workerPids();
+    const outcome = await new Promise<{ status: number; body: string; complete: boolean }>((resolve, reject) => {
+      const req = http.get(`${forkgate.url}/crash-mid-body`, { agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (body += chunk));
+        res.on('close', () => resolve({ status: res.statusCode!, body, complete: res.complete }));
+      });
+      req.on('error', () => {}); // the cut shows as res.complete === false
+      req.setTimeout(10_000, () => {
+        reject(new Error('the response was neither ended nor cut within 10 s'));
+        req.destroy();
+      });
+    });
+    assert.equal(outcome.status, 200);
+    assert.equal(outcome.body, 'some of the body\n');
+    assert.equal(outcome.complete, false, 'the response was cut, not ended as if whole');
+    await eventually(() => forkgate.workerPids().length === 1 && forkgate.workerPids()[0] !== pid, 'a replacement worker');
+    // The request waits in the master while the replacement boots.
+    const reply = await request(`${forkgate.url}/pid`);
+    assert.equal(reply.status, 200);
+    assert.equal(reply.body, String(forkgate.workerPids()[0]));
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('--threads 2 -w 1 --balance proxy: requests in flight at once are served by both threads of the one worker', async () => {
+  const forkgate = await start(['-w', '1', '--threads', '2', ...proxyArgs(THREADS)]);
+  try {
+    assert.equal(forkgate.workerPids().length, 1);
+    const replies = await Promise.all(Array.from({ length: 4 }, () => request(`${forkgate.url}/slow?ms=300`)));
+    const threads = new Set(replies.map((reply) => reply.body.match(/^slow done in thread (\d+)$/)?.[1]));
+    assert.equal(threads.size, 2, `threads seen: ${[...threads].join(', ')}`);
+    assert.ok(![...threads].includes(undefined));
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('the master applies the trust rules: spoofed forwarding headers from an untrusted peer are not believed, hop-by-hop headers stop at the master', async () => {
+  const forkgate = await start(['-w', '1', ...proxyArgs('--proxy-protocol', 'auto', '--forwarded-allow-ips', '10.1.0.0/16', ECHO)]);
+  try {
+    const reply = await request(forkgate.url, {
+      headers: {
+        'x-forwarded-for': '198.51.100.7',
+        'x-forwarded-proto': 'https',
+        'x-forwarded-host': 'evil.example',
+        forwarded: 'for=198.51.100.7;proto=https',
+        'keep-alive': 'timeout=5',
+        'proxy-authorization': 'Basic eDp5',
+        'proxy-connection': 'keep-alive',
+        // The header that carries the client over the internal hop: a client's own is never believed.
+        'x-forkgate-peer': 'IPv4 6.6.6.6 6666',
+      },
+    });
+    const seen = JSON.parse(reply.body) as { remoteAddress: string; headers: Record<string, string> };
+    assert.equal(seen.remoteAddress, '127.0.0.1');
+    assert.equal(seen.headers['x-forwarded-for'], '127.0.0.1');
+    assert.equal(seen.headers['x-forkgate-peer'], undefined);
+    for (const name of ['x-forwarded-proto', 'x-forwarded-host', 'forwarded']) assert.equal(seen.headers[name], undefined, name);
+    for (const name of ['keep-alive', 'proxy-authorization', 'proxy-connection']) assert.equal(seen.headers[name], undefined, `${name} went past the master`);
+    assert.match(seen.headers['x-request-id']!, UUID);
+    assert.equal(reply.headers['x-request-id'], seen.headers['x-request-id']);
+
+    // The client a PROXY header names is the one --forwarded-allow-ips judges.
+    const spoofing = 'X-Forwarded-For: 198.51.100.7\r\nX-Forwarded-Proto: https\r\n';
+    const ask = (client: string) => `PROXY TCP4 ${client} 127.0.0.1 1 80\r\nGET / HTTP/1.1\r\nHost: x\r\n${spoofing}Connection: close\r\n\r\n`;
+    const trusted = echoOf(await exchange(forkgate.url, ask('10.1.2.3')));
+    assert.equal(trusted.remoteAddress, '10.1.2.3');
+    assert.equal(trusted.headers['x-forwarded-for'], '198.51.100.7');
+    assert.equal(trusted.headers['x-forwarded-proto'], 'https');
+    const untrusted = echoOf(await exchange(forkgate.url, ask('10.2.2.3')));
+    assert.equal(untrusted.remoteAddress, '10.2.2.3');
+    assert.equal(untrusted.headers['x-forwarded-for'], '10.2.2.3');
+    assert.equal(untrusted.headers['x-forwarded-proto'], undefined);
+
+    // An upgrade request too.
+    const upgraded = await exchange(forkgate.url, `GET / HTTP/1.1\r\nHost: x\r\n${spoofing}X-Forkgate-Peer: IPv4 6.6.6.6 6666\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n`);
+    assert.equal(statusOf(upgraded), 101);
+    assert.equal(echoOf(upgraded).remoteAddress, '127.0.0.1');
+    assert.equal(echoOf(upgraded).headers['x-forwarded-for'], '127.0.0.1');
+    assert.equal(echoOf(upgraded).headers['x-forwarded-proto'], undefined);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('a client that half-closes after its request (nc, some health checkers) still gets the answer, as from a worker', async () => {
+  const forkgate = await start(['-w', '1', ...proxyArgs(ECHO)]);
+  try {
+    const answered = await exchange(forkgate.url, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', { end: true });
+    assert.equal(statusOf(answered), 200, `got ${JSON.stringify(answered.received.slice(0, 80))}`);
+    assert.equal(echoOf(answered).remoteAddress, '127.0.0.1');
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('the master refuses PROXY headers from a peer not in --proxy-allow-from; that peer\'s plain requests are served', async () => {
+  const forkgate = await start(['-w', '1', ...proxyArgs('--proxy-protocol', 'v2', '--proxy-allow-from', '10.0.0.1', ECHO)]);
+  try {
+    const GET_CLOSE = 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n';
+    const v2 = proxyV2(1, 0x11, ipv4Block('203.0.113.5', '127.0.0.1', 4242, 80));
+    assert.equal((await exchange(forkgate.url, [v2, GET_CLOSE])).received, '');
+    assert.equal((await exchange(forkgate.url, `PROXY TCP4 203.0.113.5 127.0.0.1 4242 80\r\n${GET_CLOSE}`)).received, '');
+    assert.equal(echoOf(await exchange(forkgate.url, GET_CLOSE)).remoteAddress, '127.0.0.1');
+  } finally {
+    await forkgate.stop();
+  }
+});

@@ -1,0 +1,176 @@
+// --upstream: forkgate starts no workers and fronts other HTTP servers (here plain Node processes, one on
+// TCP and one on a unix socket) with the proxy's dispatch, queue, health checks, retries and edge.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { eventually, FIXTURES, request, start, type Forkgate } from './helpers/forkgate.ts';
+import { exchange, statusOf } from './helpers/edge.ts';
+import { freePort } from './helpers/free-port.ts';
+import { keepAliveLoad } from './helpers/load.ts';
+
+const UPSTREAM = `${FIXTURES}plain-upstream.cjs`;
+const scratch = mkdtempSync(join(tmpdir(), 'forkgate-upstream-'));
+const children = new Set<ChildProcess>();
+after(() => {
+  for (const child of children) child.kill('SIGKILL');
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+interface Upstream {
+  child: ChildProcess;
+  kill(): Promise<void>;
+}
+
+/** Runs the plain upstream fixture on a port or a socket path and waits until it listens. */
+async function spawnUpstream(where: string, name: string): Promise<Upstream> {
+  const child = spawn(process.execPath, [UPSTREAM, where, name], { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.add(child);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  void exited.then(() => children.delete(child));
+  await new Promise<void>((resolve, reject) => {
+    let output = '';
+    const timer = setTimeout(() => reject(new Error(`upstream ${name} did not listen; it said: ${output}`)), 10_000);
+    child.stdout!.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes(`listening ${name}`)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    void exited.then(() => reject(new Error(`upstream ${name} exited; it said: ${output}`)));
+  });
+  return {
+    child,
+    kill: async () => {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/** Starts forkgate in front of upstreams: no worker pool to wait for, so wait until a request is served. */
+async function front(args: string[]): Promise<Forkgate> {
+  const forkgate = await start([...args, '-b', '127.0.0.1:0'], { waitReady: false });
+  try {
+    const [, url] = (await forkgate.waitFor(/Listening at: (\S+)/)) as [string, string];
+    forkgate.url = url;
+    await eventually(() => request(`${url}/`).then((reply) => reply.status === 200, () => false), 'a request served through the upstreams');
+    return forkgate;
+  } catch (error) {
+    await forkgate.stop();
+    throw error;
+  }
+}
+
+/** Names of the upstreams that answered a batch of concurrent requests (each one's status must be 200). */
+async function namesOf(url: string, count = 8): Promise<string[]> {
+  const replies = await Promise.all(Array.from({ length: count }, () => request(`${url}/who`)));
+  return replies.map((reply) => {
+    assert.equal(reply.status, 200, `${reply.status} ${reply.body}`);
+    return (JSON.parse(reply.body) as { name: string }).name;
+  });
+}
+
+/** Sends batches until one is answered by the named upstream (bounded). */
+async function untilServedBy(url: string, name: string, what: string): Promise<void> {
+  await eventually(async () => (await namesOf(url)).includes(name), what, 10_000);
+}
+
+test('two upstreams (TCP and unix): both serve; one killed under load fails no request; health checks take it out and bring it back', async () => {
+  const port = await freePort();
+  const socketPath = join(scratch, 'u.sock');
+  let tcp = await spawnUpstream(String(port), 'tcp');
+  const unix = await spawnUpstream(socketPath, 'unix');
+  const forkgate = await front(['--upstream', `http://127.0.0.1:${port}`, '--upstream', `unix:${socketPath}`, '--upstream-health', '/healthz']);
+  try {
+    assert.deepEqual(forkgate.workerPids(), [], 'forkgate started no workers');
+    assert.doesNotMatch(forkgate.output, /Booting worker/);
+    await untilServedBy(forkgate.url, 'tcp', 'the TCP upstream to serve');
+    await untilServedBy(forkgate.url, 'unix', 'the unix-socket upstream to serve');
+    const seen = JSON.parse((await request(`${forkgate.url}/who`)).body) as { headers: Record<string, string> };
+    assert.equal(seen.headers['x-forwarded-for'], '127.0.0.1');
+
+    // Killed mid-load: every request that was on it or sent to it is retried on the other.
+    const load = keepAliveLoad(`${forkgate.url}/who`, { connections: 8, maxMs: 20_000 });
+    await load.reached(200);
+    await tcp.kill();
+    await load.reached(600);
+    const { ok, failures } = await load.stop();
+    assert.deepEqual(failures, [], `${failures.length} failed of ${ok + failures.length}`);
+    assert.deepEqual(new Set(await namesOf(forkgate.url, 20)), new Set(['unix']), 'only the live upstream serves');
+    assert.equal(forkgate.process.exitCode, null);
+
+    // Back on the same port: a health check passes and it is in rotation again.
+    tcp = await spawnUpstream(String(port), 'tcp');
+    await untilServedBy(forkgate.url, 'tcp', 'the restarted upstream to be back in rotation');
+
+    // Failing its health check (while it still answers requests) takes the unix upstream out.
+    const direct = (path: string) => request(`http://upstream${path}`, { socketPath });
+    assert.equal((await direct('/set-health?status=500')).status, 200);
+    await eventually(async () => (await namesOf(forkgate.url)).every((name) => name === 'tcp'), 'the unhealthy upstream to be out of rotation');
+    const servedBefore = (await direct('/served')).body;
+    assert.deepEqual(new Set(await namesOf(forkgate.url, 20)), new Set(['tcp']));
+    assert.equal((await direct('/served')).body, servedBefore, 'the unhealthy upstream got no request');
+    assert.equal((await direct('/set-health?status=200')).status, 200);
+    await untilServedBy(forkgate.url, 'unix', 'the recovered upstream to be back in rotation');
+  } finally {
+    await forkgate.stop();
+    await tcp.kill();
+    await unix.kill();
+  }
+});
+
+test('the only upstream killed: requests get 502 or 503 promptly, forkgate lives on, and serves again once it is back', async () => {
+  const port = await freePort();
+  let only = await spawnUpstream(String(port), 'only');
+  const forkgate = await front(['--upstream', `http://127.0.0.1:${port}`, '--upstream-health', '/healthz', '--queue-timeout', '2']);
+  try {
+    await only.kill();
+    for (let i = 0; i < 3; i++) {
+      const reply = await request(`${forkgate.url}/who`);
+      assert.ok([502, 503].includes(reply.status), `got ${reply.status} ${reply.body}`);
+    }
+    assert.equal(forkgate.process.exitCode, null, 'forkgate is still running');
+    only = await spawnUpstream(String(port), 'only');
+    await eventually(() => request(`${forkgate.url}/who`).then((reply) => reply.status === 200), 'the upstream to serve again', 10_000);
+  } finally {
+    await forkgate.stop();
+    await only.kill();
+  }
+});
+
+test('the edge limits apply in front of upstreams', async () => {
+  const port = await freePort();
+  const upstream = await spawnUpstream(String(port), 'limited');
+  const forkgate = await front(['--upstream', `http://127.0.0.1:${port}`]);
+  try {
+    const fields = (count: number) => Array.from({ length: count }, (_, i) => `X-Field-${i}: ${i}\r\n`).join('');
+    const status = async (payload: string) => statusOf(await exchange(forkgate.url, payload));
+    const served = async () => Number((await request(`http://127.0.0.1:${port}/served`)).body);
+    const servedBefore = await served();
+    assert.equal(await status(`GET /who HTTP/1.1\r\nHost: x\r\n${fields(98)}Connection: close\r\n\r\n`), 200);
+    assert.equal(await status(`GET /who HTTP/1.1\r\nHost: x\r\n${fields(100)}\r\n`), 431);
+    assert.equal(await status(`GET /${'a'.repeat(4094 - 13)} HTTP/1.1\r\nHost: x\r\n\r\n`), 414);
+    assert.equal(await status('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'), 400);
+    assert.equal(await served(), servedBefore + 1, 'only the accepted request reached the upstream');
+  } finally {
+    await forkgate.stop();
+    await upstream.kill();
+  }
+});
+
+for (const { name, args, expect } of [
+  { name: 'an app and --upstream', args: ['--upstream', 'http://127.0.0.1:9', `${FIXTURES}listener.cjs`], expect: /--upstream/ },
+  { name: 'neither an app nor --upstream', args: [], expect: /no app given.*--upstream/ },
+  { name: '--upstream with --balance round-robin', args: ['--upstream', 'http://127.0.0.1:9', '--balance', 'round-robin'], expect: /--balance/ },
+]) {
+  test(`${name}: exit 2 with a message naming the setting`, async () => {
+    const forkgate = await start(['-b', '127.0.0.1:0', ...args], { waitReady: false });
+    const { code } = await forkgate.exited;
+    assert.equal(code, 2, forkgate.output);
+    assert.match(forkgate.output, expect);
+  });
+}
