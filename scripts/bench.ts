@@ -1,7 +1,7 @@
 /**
  * The benchmark: forkgate against plain Node baselines, in one run, on one machine, with the same apps.
  *
- *   npm run bench                    full run (~7 min): every workload and configuration, 10 s each
+ *   npm run bench                    full run (~10 min): every workload and configuration, 10 s each
  *   npm run bench -- --quick         < 60 s: hello, cpu and io; the baselines and both balancers, 2 s each
  *   npm run bench -- --only cpu      one workload
  *   npm run bench -- --repeat 3      each row the median of 3 runs, interleaved across servers
@@ -13,8 +13,13 @@
  * Results: a markdown table on stdout and in bench/results/latest.md, raw numbers in latest.json
  * (quick runs write quick.md / quick.json so they never replace a full run; BENCH_RESULTS_DIR moves both).
  *
- * `scripts/bench.ts --serve plain|reuseport|cluster APP PORT WORKERS` is the baseline server itself,
+ * `scripts/bench.ts --serve plain|reuseport|cluster APP PORT|SOCKET WORKERS` is the baseline server itself,
  * started by the bench: plain Node with http.createServer, nothing of forkgate.
+ *
+ * Fronts (hello and mixed, beside forkgate --balance proxy): one process forwarding each request to N plain
+ * backends (`--serve plain APP SOCKET 1`, on unix sockets as forkgate's units are): nginx, http-proxy,
+ * http-proxy-3 and node:http piping, in bench/fronts/. For them and forkgate, "front µs/req" is the CPU
+ * of the front alone (forkgate's master), the proxy's own cost per request.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import cluster from 'node:cluster';
@@ -28,6 +33,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const APPS = `${ROOT}bench/apps/`;
+const FRONTS = `${ROOT}bench/fronts/`;
+const SELF = fileURLToPath(import.meta.url);
 const CLI = `${ROOT}dist/forkgate.cjs`;
 const HOST = '127.0.0.1';
 
@@ -47,13 +54,18 @@ const WORKLOADS: Workload[] = [
   { name: 'mixed', connections: 32 },
 ];
 
+/** What a configuration needs beyond Node and dist/: a build may predate --threads or --balance proxy; nginx may be absent. */
+type Requirement = '--threads' | '--balance proxy' | 'nginx';
+
 interface ServerConfig {
   name: string;
-  /** One entry per root process; reuseport-plain starts N unrelated processes, everything else one. */
+  /** One entry per root process (Node scripts); reuseport-plain and the fronts start several, everything else one. */
   commands: (app: string, port: number) => string[][];
   /** Printed once per root when it serves (forkgate: once all its workers are ready). */
   readyPattern: RegExp;
-  needsThreads?: boolean;
+  /** The processes that only forward requests (forkgate's master, a front): their CPU is "front µs/req". */
+  front?: (roots: number[]) => number[];
+  requires?: Requirement;
 }
 
 const N = availableParallelism();
@@ -62,8 +74,10 @@ function baseline(name: string, mode: 'plain' | 'reuseport' | 'cluster', workers
   const roots = mode === 'reuseport' ? workers : 1;
   return {
     name,
-    commands: (app, port) => Array.from({ length: roots }, () => [fileURLToPath(import.meta.url), '--serve', mode, app, `${port}`, `${workers}`]),
+    commands: (app, port) => Array.from({ length: roots }, () => [SELF, '--serve', mode, app, `${port}`, `${workers}`]),
     readyPattern: /^bench: ready/m,
+    // cluster's primary distributes the connections, as forkgate's master does in round-robin
+    front: mode === 'cluster' ? (roots) => roots : undefined,
   };
 }
 
@@ -72,7 +86,26 @@ function forkgate(flags: string): ServerConfig {
     name: `forkgate ${flags}`,
     commands: (app, port) => [[CLI, ...flags.split(' '), '-b', `${HOST}:${port}`, app]],
     readyPattern: /Ready: \d+ workers? serving/,
-    needsThreads: flags.includes('--threads'),
+    front: (roots) => roots, // the master alone, not its workers
+    requires: flags.includes('--threads') ? '--threads' : flags.includes('--balance proxy') ? '--balance proxy' : undefined,
+  };
+}
+
+/**
+ * `bench/fronts/SCRIPT [ARG] PORT SOCKET...` in front of N plain backends, each a root of its own on a unix
+ * socket in the bench's working directory (named after the port, which no two live servers share).
+ */
+function front(name: string, command: string, requires?: Requirement): ServerConfig {
+  const [script, ...args] = command.split(' ');
+  return {
+    name: `${name} → ${N} backends`,
+    commands: (app, port) => {
+      const sockets = Array.from({ length: N }, (_, unit) => `backend-${port}-${unit}.sock`);
+      return [[`${FRONTS}${script}`, ...args, `${port}`, ...sockets], ...sockets.map((socket) => [SELF, '--serve', 'plain', app, socket, '1'])];
+    },
+    readyPattern: /^bench: ready/m,
+    front: (roots) => processTree(roots.slice(0, 1)), // nginx: its master and its worker
+    requires,
   };
 }
 
@@ -83,9 +116,15 @@ const FG_RR = forkgate(`--balance round-robin -w ${N}`);
 const FG_REUSEPORT = forkgate(`--balance reuseport -w ${N}`);
 const BASE = [SINGLE, PLAIN, CLUSTER, FG_RR, FG_REUSEPORT];
 
+const FG_PROXY = forkgate(`--balance proxy -w ${N}`);
+const NGINX = front('nginx (worker_processes 1)', 'nginx.mjs', 'nginx');
+const HTTP_PROXY = front('http-proxy', 'node.mjs http-proxy');
+/** What --balance proxy is measured against (issue #5): nginx, the bar to aim at, and three Node forwarding engines on equal footing. */
+const PROXY_ROWS = [FG_PROXY, NGINX, HTTP_PROXY, front('http-proxy-3', 'node.mjs http-proxy-3'), front('node:http pipe', 'node.mjs pipe')];
+
 /** The configurations each workload runs in a full run; --quick keeps BASE for hello, cpu and io. */
 const FULL_PLAN: Record<string, ServerConfig[]> = {
-  hello: [...BASE, forkgate(`--balance round-robin -w ${2 * N + 1}`), forkgate(`--balance reuseport -w ${2 * N + 1}`)],
+  hello: [...BASE, forkgate(`--balance round-robin -w ${2 * N + 1}`), forkgate(`--balance reuseport -w ${2 * N + 1}`), ...PROXY_ROWS],
   cpu: [
     ...BASE,
     forkgate(`--balance round-robin -w ${2 * N + 1}`),
@@ -97,7 +136,7 @@ const FULL_PLAN: Record<string, ServerConfig[]> = {
     forkgate('--balance reuseport -w 4'),
   ],
   io: [...BASE, forkgate(`-k sync -w ${N}`), forkgate(`-k sync -w ${2 * N + 1}`)],
-  mixed: BASE,
+  mixed: [...BASE, ...PROXY_ROWS],
 };
 
 // ---------------------------------------------------------------- one measurement
@@ -127,6 +166,8 @@ interface Row {
   rssMiB?: number;
   cpuSeconds?: number;
   cpuUsPerReq?: number;
+  /** The same for the front processes alone (ServerConfig.front). */
+  frontCpuUsPerReq?: number;
   /** CPU used by other programs during the measurement, in cores: above ~0.1 the row is disturbed. */
   otherCores?: number;
   /** This row over reuseport-plain / over cluster, for the same workload. */
@@ -343,12 +384,13 @@ interface Timing {
 
 async function measure(workload: Workload, config: ServerConfig, timing: Timing, context: RunContext): Promise<Row> {
   const row: Row = { workload: workload.name, server: config.name, connections: workload.connections };
-  if (config.needsThreads && !context.threadsSupported) return { ...row, skipped: '--threads not available' };
+  if (config.requires && context.unavailable.has(config.requires)) return { ...row, skipped: `${config.requires} not available` };
   const port = await freePort();
   const server = new Server(config.commands(`${APPS}${workload.name}.mjs`, port), context.cwd, context.env);
   try {
     await server.ready(port, config.readyPattern);
     await runWrk(port, workload.connections, timing.warmupSeconds);
+    const frontPids = new Set(config.front?.(server.roots));
     const [before, machineBefore, benchBefore] = [cpuSeconds(server.roots), machineCpuSeconds(), benchCpuSeconds()];
     // RSS at the end of the load, while the connections are still busy
     let memory = { rssMiB: 0, processes: 0 };
@@ -357,7 +399,11 @@ async function measure(workload: Workload, config: ServerConfig, timing: Timing,
     clearTimeout(sampler);
     const [after, machineAfter, benchAfter] = [cpuSeconds(server.roots), machineCpuSeconds(), benchCpuSeconds()];
     let cpu = 0;
-    for (const [pid, seconds] of after) cpu += seconds - (before.get(pid) ?? 0);
+    let frontCpu = 0;
+    for (const [pid, seconds] of after) {
+      cpu += seconds - (before.get(pid) ?? 0);
+      if (frontPids.has(pid)) frontCpu += seconds - (before.get(pid) ?? 0);
+    }
     const reqPerSec = wrk.requests / (wrk.durationUs / 1e6);
     // What neither the server nor the bench and wrk used: another program competing for the cores.
     const otherCores = (machineAfter - machineBefore - cpu - (benchAfter - benchBefore)) / (wrk.durationUs / 1e6);
@@ -373,6 +419,7 @@ async function measure(workload: Workload, config: ServerConfig, timing: Timing,
       cpuSeconds: cpu,
       otherCores: Math.max(0, otherCores),
       cpuUsPerReq: wrk.requests > 0 ? (cpu * 1e6) / wrk.requests : undefined,
+      frontCpuUsPerReq: config.front && wrk.requests > 0 ? (frontCpu * 1e6) / wrk.requests : undefined,
       littleFraction: workload.littleLimit ? reqPerSec / workload.littleLimit : undefined,
     };
   } catch (error) {
@@ -390,7 +437,7 @@ const OTHER_LOAD_LIMIT = 0.15;
 interface RunContext {
   cwd: string;
   env: NodeJS.ProcessEnv;
-  threadsSupported: boolean;
+  unavailable: Set<Requirement>;
 }
 
 function parseOptions(argv: string[]): { quick: boolean; only: string | undefined; repeat: number } {
@@ -431,9 +478,14 @@ function ensureWrk(): void {
   process.exit(2);
 }
 
-/** The lead is adding --threads: an older build rejects the flag with exit 2. */
-function threadsSupported(cwd: string): boolean {
-  return spawnSync(process.execPath, [CLI, '--threads', '2', '--print-config'], { cwd, stdio: 'ignore' }).status !== 2;
+/** A build from before --threads or --balance proxy rejects the flag with exit 2; nginx may not be installed. */
+function unavailable(cwd: string): Set<Requirement> {
+  const rejects = (...flags: string[]) => spawnSync(process.execPath, [CLI, ...flags, '--print-config'], { cwd, stdio: 'ignore' }).status === 2;
+  const missing = new Set<Requirement>();
+  if (rejects('--threads', '2')) missing.add('--threads');
+  if (rejects('--balance', 'proxy')) missing.add('--balance proxy');
+  if (spawnSync('nginx', ['-v'], { stdio: 'ignore' }).error !== undefined) missing.add('nginx');
+  return missing;
 }
 
 /** Cores busy over one second before the run: other work skews every number. */
@@ -469,6 +521,64 @@ function addRatios(rows: Row[]): void {
   }
 }
 
+/** A ratio of two rows of one workload that issue #5 sets for --balance proxy, or that puts one in context. */
+interface Target {
+  workload: string;
+  metric: 'reqPerSec' | 'cpuUsPerReq' | 'frontCpuUsPerReq' | 'p99Ms';
+  server: string;
+  reference: string;
+  /** The bound the ratio must meet; without one, the ratio is there to be read. */
+  atLeast?: number;
+  atMost?: number;
+  note?: string;
+}
+
+const TARGETS: Target[] = [
+  { workload: 'hello', metric: 'reqPerSec', server: FG_PROXY.name, reference: HTTP_PROXY.name, atLeast: 1.5 },
+  { workload: 'hello', metric: 'cpuUsPerReq', server: FG_PROXY.name, reference: HTTP_PROXY.name },
+  { workload: 'hello', metric: 'frontCpuUsPerReq', server: FG_PROXY.name, reference: HTTP_PROXY.name, note: "the master's cost per request over http-proxy's" },
+  { workload: 'hello', metric: 'reqPerSec', server: FG_PROXY.name, reference: NGINX.name, note: 'nginx is the bar to aim at' },
+  { workload: 'hello', metric: 'cpuUsPerReq', server: FG_PROXY.name, reference: NGINX.name },
+  { workload: 'mixed', metric: 'p99Ms', server: FG_PROXY.name, reference: FG_RR.name, atMost: 0.5 },
+];
+
+const METRIC_LABELS: Record<Target['metric'], string> = { reqPerSec: 'req/s', cpuUsPerReq: 'CPU µs/req', frontCpuUsPerReq: 'front µs/req', p99Ms: 'p99' };
+
+interface TargetResult extends Target {
+  ratio?: number;
+  met?: boolean;
+  /** Why there is no ratio: a row skipped or failed. */
+  missing?: string;
+}
+
+/** The targets whose two rows this run has (--quick has none), measured or not. */
+function evaluateTargets(rows: Row[]): TargetResult[] {
+  const find = (workload: string, server: string) => rows.find((row) => row.workload === workload && row.server === server);
+  return TARGETS.flatMap((target) => {
+    const [row, reference] = [find(target.workload, target.server), find(target.workload, target.reference)];
+    if (!row || !reference) return [];
+    const [value, base] = [row[target.metric], reference[target.metric]];
+    if (value === undefined || !base) {
+      const reason = [row, reference].map((which) => which.skipped ?? which.error).find(Boolean);
+      return { ...target, missing: `not measured${reason ? ` (${reason})` : ''}` };
+    }
+    const ratio = value / base;
+    const met = target.atLeast !== undefined ? ratio >= target.atLeast : target.atMost !== undefined ? ratio <= target.atMost : undefined;
+    return { ...target, ratio, met };
+  });
+}
+
+function targetsTable(results: TargetResult[]): string {
+  const lines = ['| workload | ratio | value | target |', '|---|---|--:|---|'];
+  for (const result of results) {
+    const bound = result.atLeast !== undefined ? `≥ ${result.atLeast}` : result.atMost !== undefined ? `≤ ${result.atMost}` : '';
+    const verdict = result.missing ?? (result.met === undefined ? '' : result.met ? `${bound}: met` : `${bound}: **not met**`);
+    const target = [verdict, result.note].filter(Boolean).join('; ');
+    lines.push(`| ${result.workload} | ${METRIC_LABELS[result.metric]}: ${result.server} ÷ ${result.reference} | ${result.ratio?.toFixed(2) ?? ''} | ${target} |`);
+  }
+  return lines.join('\n');
+}
+
 function table(rows: Row[]): string {
   const fixed = (value: number | undefined, digits: number) => (value === undefined ? '' : value.toFixed(digits));
   // ratios far below 1 (the sync rows) keep two significant digits instead of rounding to 0.00
@@ -476,8 +586,8 @@ function table(rows: Row[]): string {
   const percent = (fraction: number) => (fraction >= 0.1 ? (fraction * 100).toFixed(0) : (fraction * 100).toPrecision(2));
   const whole = (value: number | undefined) => (value === undefined ? '' : Math.round(value).toLocaleString('en-US'));
   const lines = [
-    '| workload | server | conns | req/s | p50 ms | p99 ms | non-2xx + socket errors | RSS MiB (procs) | CPU µs/req | req/s ÷ plain | µs/req ÷ plain | req/s ÷ cluster | µs/req ÷ cluster | note |',
-    '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|',
+    '| workload | server | conns | req/s | p50 ms | p99 ms | non-2xx + socket errors | RSS MiB (procs) | CPU µs/req | front µs/req | req/s ÷ plain | µs/req ÷ plain | req/s ÷ cluster | µs/req ÷ cluster | note |',
+    '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|',
   ];
   for (const row of rows) {
     const notes = row.error ? [`ERROR: ${row.error}`] : row.skipped ? [`skipped: ${row.skipped}`] : [];
@@ -496,6 +606,7 @@ function table(rows: Row[]): string {
         measured ? `${row.non2xx} + ${row.socketErrors}` : '',
         measured ? `${fixed(row.rssMiB, 0)} (${row.processes})` : '',
         fixed(row.cpuUsPerReq, 1),
+        fixed(row.frontCpuUsPerReq, 1),
         ratio(row.vsPlain?.reqPerSec),
         ratio(row.vsPlain?.cpuUsPerReq),
         ratio(row.vsCluster?.reqPerSec),
@@ -531,24 +642,29 @@ async function main(): Promise<void> {
   for (const [name, value] of Object.entries(process.env)) {
     if (!/^(FORKGATE_|WEB_CONCURRENCY$|PORT$|NODE_OPTIONS$|BENCH_)/.test(name)) env[name] = value;
   }
-  const context: RunContext = { cwd, env, threadsSupported: threadsSupported(cwd) };
+  const context: RunContext = { cwd, env, unavailable: unavailable(cwd) };
   const timing: Timing = options.quick ? { warmupSeconds: 1, seconds: 2 } : { warmupSeconds: 1, seconds: 10 };
   const plan = WORKLOADS.filter((workload) => (options.only ? workload.name === options.only : !options.quick || workload.name !== 'mixed'));
 
   const busyBefore = await busyCores();
   if (busyBefore > OTHER_LOAD_LIMIT) console.error(`warning: other programs kept ${busyBefore.toFixed(2)} cores busy before the run`);
   const started = Date.now();
+  const configsOf = (workload: Workload) => (options.quick ? BASE : FULL_PLAN[workload.name]!);
+  let measurementsLeft = plan.reduce((sum, workload) => sum + configsOf(workload).length, 0) * options.repeat;
   const rows: Row[] = [];
   try {
     for (const workload of plan) {
-      const configs = options.quick ? BASE : FULL_PLAN[workload.name]!;
+      const configs = configsOf(workload);
       const runs = new Map(configs.map((config) => [config, [] as Row[]]));
       for (let round = 1; round <= options.repeat; round++) {
         for (const config of configs) {
           let row = await measure(workload, config, timing, context);
+          measurementsLeft--;
           // Another program took a share of the cores: a full run measures again and keeps the least
-          // disturbed, up to twice per row and while the run stays well within its 15 minutes.
-          const mayRetry = () => !options.quick && Date.now() - started < 9 * 60_000 && row.otherCores! > OTHER_LOAD_LIMIT;
+          // disturbed, up to twice per row and while the run, with this retry and the rows left (each
+          // wrk's seconds plus ~1-2 s to start and stop the server; 3 s counted), ends within 14 minutes.
+          const secondsAhead = () => (measurementsLeft + 1) * (timing.warmupSeconds + timing.seconds + 3);
+          const mayRetry = () => !options.quick && Date.now() - started + secondsAhead() * 1000 < 14 * 60_000 && row.otherCores! > OTHER_LOAD_LIMIT;
           for (let retry = 0; retry < 2 && mayRetry(); retry++) {
             const again = await measure(workload, config, timing, context);
             if (again.otherCores! < row.otherCores!) row = again;
@@ -564,6 +680,7 @@ async function main(): Promise<void> {
     rmSync(cwd, { recursive: true, force: true });
   }
   addRatios(rows);
+  const targets = evaluateTargets(rows);
 
   const meta = { ...machine(), mode: options.quick ? 'quick' : 'full', repeat: options.repeat, seconds: timing.seconds, warmupSeconds: timing.warmupSeconds, cpuRoundsPerMs: ROUNDS_PER_MS, otherCoresBefore: busyBefore, elapsedSeconds: Math.round((Date.now() - started) / 1000) };
   const markdown = [
@@ -575,26 +692,30 @@ async function main(): Promise<void> {
       `${options.repeat > 1 ? `; each row the median (by req/s) of ${options.repeat} runs interleaved with the other servers'` : ''}. ` +
       'CPU µs/req: utime + stime of the server\'s whole process tree over the measured window, over requests completed. ' +
       'RSS: VmRSS summed over that tree near the end of the load. "plain" = reuseport-plain (N processes with SO_REUSEPORT, no master). ' +
-      "Little's limit for io: connections / 20 ms = 12,800 req/s.",
+      "Little's limit for io: connections / 20 ms = 12,800 req/s. " +
+      `"→ ${N} backends": one front process forwarding each request, round-robin over keep-alive connections, to ${N} plain Node processes on unix sockets ` +
+      '(bench/fronts/: nginx 1 worker process with upstream keepalive, http-proxy 1.18 and http-proxy-3 with a keep-alive http.Agent, http.request piped both ways with the same agent). ' +
+      'front µs/req: the CPU of the front alone (forkgate: its master; cluster: its primary), the forwarding\'s own cost per request.',
     '',
     ...(rows.some((row) => row.otherCores! > OTHER_LOAD_LIMIT)
       ? [`**Warning: other programs used more than ${OTHER_LOAD_LIMIT} cores during the rows marked "busy machine"; their numbers are skewed.**`, '']
       : []),
     table(rows),
     '',
+    ...(targets.length > 0 ? ['## --balance proxy against its targets (issue #5)', '', targetsTable(targets), ''] : []),
   ].join('\n');
   console.log(markdown);
   const directory = process.env.BENCH_RESULTS_DIR ?? `${ROOT}bench/results`;
   mkdirSync(directory, { recursive: true });
   const base = options.quick ? 'quick' : 'latest';
   writeFileSync(join(directory, `${base}.md`), markdown);
-  writeFileSync(join(directory, `${base}.json`), `${JSON.stringify({ meta, rows }, null, 2)}\n`);
+  writeFileSync(join(directory, `${base}.json`), `${JSON.stringify({ meta, rows, targets }, null, 2)}\n`);
   if (rows.some((row) => row.error)) process.exitCode = 1;
 }
 
 // ---------------------------------------------------------------- the baseline server
 
-async function serveBaseline([mode, app, port, workers]: string[]): Promise<void> {
+async function serveBaseline([mode, app, address, workers]: string[]): Promise<void> {
   if (mode === 'cluster' && cluster.isPrimary) {
     // The primary does not load the app, as in the usual cluster set-up; it only distributes connections.
     let listening = 0;
@@ -607,7 +728,9 @@ async function serveBaseline([mode, app, port, workers]: string[]): Promise<void
     return;
   }
   const listener = ((await import(pathToFileURL(app!).href)) as { default: http.RequestListener }).default;
-  http.createServer(listener).listen({ host: HOST, port: Number(port), reusePort: mode === 'reuseport' }, () => {
+  const onSocket = !/^\d+$/.test(address!); // a front's backend
+  if (onSocket) rmSync(address!, { force: true }); // left by an earlier server killed with the same port in its name
+  http.createServer(listener).listen(onSocket ? { path: address } : { host: HOST, port: Number(address), reusePort: mode === 'reuseport' }, () => {
     if (mode !== 'cluster') console.log('bench: ready');
   });
 }
