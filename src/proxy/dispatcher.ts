@@ -6,7 +6,7 @@
  * wait_for_less_busy_worker problem). When every unit is at capacity requests wait here, first come
  * first served, within --queue-limit and --queue-timeout.
  */
-import type { Agent } from 'node:http';
+import type { HopPool, HopTarget } from './hop.ts';
 
 const STUCK_MS = 10;
 
@@ -14,10 +14,9 @@ const STUCK_MS = 10;
 export interface Backend {
   /** For the log: the unit's socket path or the upstream's URL. */
   readonly name: string;
-  /** Where http.request connects. */
-  readonly target: { readonly socketPath: string } | { readonly host: string; readonly port: number };
-  /** The keep-alive pool to this backend. */
-  readonly agent: Agent;
+  readonly target: HopTarget;
+  /** The keep-alive connections to this backend. */
+  readonly pool: HopPool;
   /** Requests (and tunnels) it may have at once: 1 for sync units. */
   readonly capacity: number;
   inFlight: number;

@@ -5,10 +5,11 @@
  * started). Every outcome gives the unit back exactly once, and a client that leaves takes its upstream
  * request with it, so no pooled connection is left half used.
  */
-import * as http from 'node:http';
+import type * as http from 'node:http';
 import { encodeClient, PEER_HEADER } from '../edge/internal-hop.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Backend, Dispatcher, QueueRefusal } from './dispatcher.ts';
+import type { HopRequest, ResponseHead } from './hop.ts';
 
 /** Tries per request: the first unit, then others while none was reached. */
 const MAX_ATTEMPTS = 3;
@@ -28,10 +29,14 @@ const HOP_BY_HOP = new Set([
 
 /** Methods a client may repeat without changing the outcome (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
-/** The proxy answered Expect: 100-continue itself; the client's claim to be the peer is never passed on. */
-const NOT_FORWARDED = new Set([...HOP_BY_HOP, 'expect', PEER_HEADER]);
+/**
+ * The proxy answered Expect: 100-continue itself, and frames the body itself; the client's claim to be
+ * the peer is never passed on.
+ */
+const NOT_FORWARDED = new Set([...HOP_BY_HOP, 'expect', 'content-length', PEER_HEADER]);
+const CRLF = Buffer.from('\r\n');
 
-/** Errors that mean the request never reached the backend. */
+/** Errors that mean the connection to the backend could not be made: the request never reached it. */
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOENT', 'EACCES', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
 
 export interface ExchangeContext {
@@ -51,7 +56,7 @@ export class Exchange {
   private bodyComplete = false;
   private attempts = 0;
   private lastFailed: Backend | undefined;
-  private upstream: http.ClientRequest | null = null;
+  private upstream: HopRequest | null = null;
   private cancelWait: () => void = () => {};
   private clientGone = false;
   private retriedReset = false;
@@ -67,7 +72,7 @@ export class Exchange {
       if (this.res.writableFinished) return;
       this.clientGone = true;
       this.cancelWait();
-      this.upstream?.destroy();
+      this.upstream?.abort();
     });
     const { req } = this;
     const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0';
@@ -119,95 +124,94 @@ export class Exchange {
       released = true;
       context.dispatcher.release(backend);
     };
-    const upstream = http.request({
-      ...backend.target,
-      agent: backend.agent,
-      method: req.method,
-      path: req.url,
-      headers: this.upstreamHeaders(),
-      setHost: false,
+    const streamed = !this.bodyComplete;
+    // A body read in full goes with its length; one that streams keeps the client's length, or is chunked.
+    const length = this.chunks.reduce((sum, chunk) => sum + chunk.length, 0);
+    const hasBody = length > 0 || req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
+    const contentLength = streamed ? (req.headers['content-length'] ?? null) : hasBody ? String(length) : null;
+    const chunkedOut = streamed && contentLength === null;
+    const head = this.requestHead(backend, contentLength, chunkedOut);
+    const body = streamed || length === 0 ? Buffer.from(head, 'latin1') : Buffer.concat([Buffer.from(head, 'latin1'), ...this.chunks]);
+    const upstream = backend.pool.request(body, req.method !== 'HEAD', {
+      onHead: (response) => {
+        context.dispatcher.progress(backend);
+        this.relayHead(response, upstream);
+      },
+      onData: (chunk) => {
+        if (!res.write(chunk) && res.writableLength > context.bufferSize) upstream.pause();
+      },
+      onEnd: () => {
+        release();
+        res.end();
+      },
+      onError: (error: NodeJS.ErrnoException, { reused, bytesReceived, headReceived }) => {
+        release();
+        if (this.clientGone) return;
+        if (headReceived) {
+          // The unit went away mid-response: the client must not take a cut body for a whole one.
+          return res.destroy();
+        }
+        const refused = CONNECT_ERRORS.has(error.code ?? '');
+        // A pooled connection the backend closed as the request went out, told apart as well as a
+        // proxy can from a backend that died of the request: nothing came back, and the method may be
+        // repeated (what nginx and browsers retry too). Once only: a request that kills every unit it
+        // reaches must not take down the pool.
+        const resetUnanswered = reused && !bytesReceived && IDEMPOTENT.has(req.method!) && !this.retriedReset;
+        if (refused) context.onBackendDown(backend);
+        if ((refused || resetUnanswered) && this.bodyComplete && this.attempts < MAX_ATTEMPTS) {
+          if (!refused) this.retriedReset = true;
+          context.logger.debug(`proxy: ${req.method} ${req.url} did not reach ${backend.name} (${error.message}): trying another`);
+          this.lastFailed = backend;
+          return this.dispatch();
+        }
+        context.logger.warning(`proxy: ${req.method} ${req.url} to ${backend.name} failed: ${error.message}`);
+        respond(res, 502, 'Bad Gateway: the server behind forkgate failed to answer');
+      },
     });
     this.upstream = upstream;
-    let responded = false;
-    let bytesBefore = 0;
-    upstream.once('socket', (socket) => (bytesBefore = socket.bytesRead));
-    upstream.on('response', (response) => {
-      responded = true;
-      context.dispatcher.progress(backend);
-      this.relay(response, release);
+    if (streamed) this.streamBody(upstream, chunkedOut);
+  }
+
+  /** The rest of a body too large to hold, as it comes (chunked when the client gave no length). */
+  private streamBody(upstream: HopRequest, chunked: boolean): void {
+    const { req } = this;
+    const send = (chunk: Buffer) => upstream.write(chunked ? Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, CRLF]) : chunk);
+    for (const chunk of this.chunks) send(chunk);
+    this.chunks = [];
+    req.on('data', (chunk: Buffer) => {
+      if (chunk.length > 0) send(chunk);
     });
-    upstream.on('error', (error: NodeJS.ErrnoException) => {
-      release();
-      if (responded || this.clientGone) return; // relay's own handlers deal with a response cut short
-      const refused = CONNECT_ERRORS.has(error.code ?? '');
-      // A pooled connection the unit closed as the request went out (Node's documented retry case), told
-      // apart as well as a proxy can from a unit that died of the request: nothing came back, and the
-      // method may be repeated (what nginx and browsers retry too). Once only: a request that kills
-      // every unit it reaches must not take down the pool.
-      const resetUnanswered =
-        upstream.reusedSocket &&
-        (error.code === 'ECONNRESET' || error.code === 'EPIPE') &&
-        (upstream.socket?.bytesRead ?? 0) === bytesBefore &&
-        IDEMPOTENT.has(req.method!) &&
-        !this.retriedReset;
-      if (refused) context.onBackendDown(backend);
-      if ((refused || resetUnanswered) && this.bodyComplete && this.attempts < MAX_ATTEMPTS) {
-        if (!refused) this.retriedReset = true;
-        context.logger.debug(`proxy: ${req.method} ${req.url} did not reach ${backend.name} (${error.code}): trying another`);
-        this.lastFailed = backend;
-        return this.dispatch();
-      }
-      context.logger.warning(`proxy: ${req.method} ${req.url} to ${backend.name} failed: ${error.message}`);
-      if (res.headersSent) res.destroy();
-      else respond(res, 502, 'Bad Gateway: the server behind forkgate failed to answer');
+    req.once('end', () => {
+      if (chunked) upstream.write('0\r\n\r\n');
     });
-    for (const chunk of this.chunks) upstream.write(chunk);
-    if (this.bodyComplete) {
-      upstream.end();
-    } else {
-      req.pipe(upstream);
-      req.resume();
-    }
+    req.resume();
   }
 
   /**
-   * Relays the response, reading up to --buffer-size ahead of the client, so the unit is free as soon
-   * as it has answered, however slowly the client reads.
+   * Sends the response head on, then relays the body reading up to --buffer-size ahead of the client
+   * (onData above), so the unit is free as soon as it has answered, however slowly the client reads.
    */
-  private relay(response: http.IncomingMessage, release: () => void): void {
+  private relayHead(response: ResponseHead, upstream: HopRequest): void {
     const { req, res } = this;
-    res.writeHead(response.statusCode!, response.statusMessage, forwardedHeaders(response.rawHeaders, HOP_BY_HOP));
+    res.writeHead(response.status, response.reason, forwardedHeaders(response.rawHeaders, HOP_BY_HOP));
+    res.on('drain', () => upstream.resume());
     // The server lets a client half-close after its request and still get the answer; a client that
     // closes while the answer is under way is leaving (nginx's 499), and takes the upstream request along.
     const clientLeft = () => res.destroy();
     req.socket.once('end', clientLeft);
     res.once('finish', () => req.socket.off('end', clientLeft));
-    const bufferSize = this.context.bufferSize;
-    response.on('data', (chunk: Buffer) => {
-      if (!res.write(chunk) && res.writableLength > bufferSize) response.pause();
-    });
-    res.on('drain', () => response.resume());
-    response.on('end', () => {
-      release();
-      res.end();
-    });
-    response.on('close', () => {
-      if (response.complete) return;
-      // The unit went away mid-response: the client must not take a cut body for a whole one.
-      release();
-      res.destroy();
-    });
   }
 
-  private upstreamHeaders(): string[] {
+  private requestHead(backend: Backend, contentLength: string | null, chunked: boolean): string {
     const { req } = this;
+    let head = `${req.method} ${req.url} HTTP/1.1\r\n`;
     const headers = forwardedHeaders(req.rawHeaders, NOT_FORWARDED, connectionTokens(req.headers.connection));
-    headers.push(PEER_HEADER, encodeClient(req.socket));
-    if (this.bodyComplete && req.headers['transfer-encoding'] !== undefined) {
-      // The whole chunked body is here: the unit gets it with its length.
-      headers.push('Content-Length', String(this.chunks.reduce((sum, chunk) => sum + chunk.length, 0)));
-    }
-    return headers;
+    for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
+    // An HTTP/1.0 client may leave Host out; HTTP/1.1 servers require one.
+    if (req.headers.host === undefined) head += `Host: ${'host' in backend.target ? backend.target.host : 'localhost'}\r\n`;
+    if (contentLength !== null) head += `Content-Length: ${contentLength}\r\n`;
+    if (chunked) head += 'Transfer-Encoding: chunked\r\n';
+    return `${head}${PEER_HEADER}: ${encodeClient(req.socket)}\r\n\r\n`;
   }
 
   private refuse(reason: QueueRefusal): void {

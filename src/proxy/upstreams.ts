@@ -9,6 +9,7 @@ import * as net from 'node:net';
 import { formatUpstream, type Upstream } from '../config/settings.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Backend, Dispatcher } from './dispatcher.ts';
+import { HopPool, type HopTarget } from './hop.ts';
 
 const CHECK_INTERVAL_MS = 1000;
 const CHECK_TIMEOUT_MS = 1000;
@@ -25,14 +26,10 @@ export class Upstreams {
     this.dispatcher = dispatcher;
     this.healthPath = healthPath;
     this.logger = logger;
-    this.backends = upstreams.map((upstream) => ({
-      name: formatUpstream(upstream),
-      target: upstream.kind === 'unix' ? { socketPath: upstream.path } : { host: upstream.host, port: upstream.port },
-      agent: new http.Agent({ keepAlive: true, maxSockets: capacity }),
-      capacity,
-      inFlight: 0,
-      lastProgressAt: 0,
-    }));
+    this.backends = upstreams.map((upstream) => {
+      const target: HopTarget = upstream.kind === 'unix' ? { socketPath: upstream.path } : { host: upstream.host, port: upstream.port };
+      return { name: formatUpstream(upstream), target, pool: new HopPool(target), capacity, inFlight: 0, lastProgressAt: 0 };
+    });
   }
 
   /** Every upstream starts in rotation; the first checks (at once) take out the ones that are not up. */
@@ -44,7 +41,7 @@ export class Upstreams {
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
-    for (const backend of this.backends) backend.agent.destroy();
+    for (const backend of this.backends) backend.pool.close();
   }
 
   /** A request could not connect: out until a check passes. */

@@ -1,5 +1,4 @@
 import * as fs from 'node:fs';
-import * as http from 'node:http';
 import type * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +8,7 @@ import type { ListenPlan } from '../../ipc/messages.ts';
 import type { Logger } from '../../log/logger.ts';
 import type { Backend } from '../../proxy/dispatcher.ts';
 import { FrontProxy } from '../../proxy/front.ts';
+import { HopPool } from '../../proxy/hop.ts';
 import { Upstreams } from '../../proxy/upstreams.ts';
 import { workerClassFor } from '../../worker/classes/index.ts';
 import { MasterListeners } from '../listen.ts';
@@ -82,9 +82,7 @@ export class ProxyBalancer implements Balancer {
       const backend: Backend = {
         name: endpoint,
         target: { socketPath: endpoint },
-        // No more connections than the unit takes at once: the next request waits for the one freed
-        // by the last, instead of opening a connection the unit's gate would hold back.
-        agent: new http.Agent({ keepAlive: true, maxSockets: capacity }),
+        pool: new HopPool({ socketPath: endpoint }),
         capacity,
         inFlight: 0,
         lastProgressAt: 0,
@@ -123,7 +121,7 @@ export class ProxyBalancer implements Balancer {
   /** Out of rotation; what it has in flight finishes, and its idle pooled connections close now. */
   private retire(backend: Backend): void {
     this.front.dispatcher.remove(backend);
-    for (const sockets of Object.values(backend.agent.freeSockets)) for (const socket of sockets ?? []) socket.destroy();
+    backend.pool.close();
   }
 
   private onBackendDown(backend: Backend): void {

@@ -1,0 +1,340 @@
+/**
+ * The proxy's HTTP/1.1 client for the hop to its backends (units, --upstream servers): keep-alive
+ * connections per backend and a small response parser. node:http's client (what http-proxy and a bare
+ * pipe use) costs the master about twice as much CPU per request as this, undici's Pool about 1.5 times
+ * (measured on hello, docs/concurrency.md); the hop needs none of their generality: one request at a time
+ * per connection, its head written by the proxy, the response relayed as it comes.
+ *
+ * The parser takes what RFC 9112 allows a server to send: a status line, header fields, then a body
+ * framed by Transfer-Encoding: chunked, Content-Length, or the connection's close; none after HEAD, 1xx,
+ * 204 and 304; interim 1xx responses skipped. Anything else is an error: the request fails with 502.
+ */
+import * as net from 'node:net';
+
+/** Largest response head accepted (status line and header fields). */
+const MAX_HEAD_BYTES = 64 * 1024;
+const CRLF_CRLF = Buffer.from('\r\n\r\n');
+/** An idle connection is not reused within this margin of the keep-alive timeout its server announced. */
+const KEEP_ALIVE_MARGIN_MS = 1000;
+
+export type HopTarget = { readonly socketPath: string } | { readonly host: string; readonly port: number };
+
+export interface ResponseHead {
+  readonly status: number;
+  readonly reason: string;
+  /** Field names and values in turn, as sent. */
+  readonly rawHeaders: string[];
+}
+
+export interface HopHandler {
+  onHead(head: ResponseHead): void;
+  onData(chunk: Buffer): void;
+  onEnd(): void;
+  /**
+   * The exchange failed. headReceived: the response had started; bytesReceived: any byte of it came
+   * back (if none did, on a reused connection, the backend may have closed it as the request went out).
+   */
+  onError(error: Error, detail: { reused: boolean; bytesReceived: boolean; headReceived: boolean }): void;
+}
+
+/** One request in flight on a connection. */
+export interface HopRequest {
+  /** Body bytes, already framed as the head said (raw, or chunked by the caller); strings are latin1. */
+  write(data: Buffer | string): void;
+  /** Slow client: stop reading the response for now. */
+  pause(): void;
+  resume(): void;
+  /** The client left: drop the connection (its response can no longer be relayed, nor the connection reused). */
+  abort(): void;
+}
+
+/** The keep-alive connections to one backend. */
+export class HopPool {
+  private readonly target: HopTarget;
+  private readonly idle: HopConnection[] = [];
+  private closed = false;
+
+  constructor(target: HopTarget) {
+    this.target = target;
+  }
+
+  /** Sends the request head (and any body bytes already in hand) on an idle connection or a new one. */
+  request(head: Buffer, expectBody: boolean, handler: HopHandler): HopRequest {
+    const now = Date.now();
+    let connection: HopConnection | undefined;
+    while ((connection = this.idle.pop()) && !connection.usableAt(now)) connection.destroy();
+    connection ??= new HopConnection(this.target, (idle) => this.onIdle(idle));
+    return connection.send(head, expectBody, handler);
+  }
+
+  /** Closes the idle connections; busy ones close once their response is done. */
+  close(): void {
+    this.closed = true;
+    for (const connection of this.idle.splice(0)) connection.destroy();
+  }
+
+  private onIdle(connection: HopConnection): void {
+    if (this.closed) return connection.destroy();
+    this.idle.push(connection);
+    connection.onClosedWhileIdle(() => {
+      const index = this.idle.indexOf(connection);
+      if (index >= 0) this.idle.splice(index, 1);
+    });
+  }
+}
+
+type State = 'head' | 'fixed' | 'chunk-size' | 'chunk-data' | 'chunk-end' | 'trailers' | 'until-close' | 'done';
+
+class HopConnection implements HopRequest {
+  private readonly socket: net.Socket;
+  private readonly toPool: (connection: HopConnection) => void;
+  private handler: HopHandler | null = null;
+  private expectBody = true;
+  private state: State = 'done';
+  private pending: Buffer | null = null;
+  private remaining = 0;
+  private reusable = false;
+  private requests = 0;
+  private bytesReceived = false;
+  private headReceived = false;
+  /** How long it may stay idle and be reused: the server's announced keep-alive timeout, less a margin. */
+  private idleLimitMs = Infinity;
+  private idleSince = 0;
+  private onIdleClose: (() => void) | null = null;
+
+  constructor(target: HopTarget, toPool: (connection: HopConnection) => void) {
+    this.toPool = toPool;
+    this.socket = 'socketPath' in target ? net.connect(target.socketPath) : net.connect({ host: target.host, port: target.port, noDelay: true });
+    this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    this.socket.on('error', (error) => this.fail(error));
+    this.socket.on('close', () => this.onClose());
+  }
+
+  usableAt(now: number): boolean {
+    return !this.socket.destroyed && now - this.idleSince < this.idleLimitMs;
+  }
+
+  send(head: Buffer, expectBody: boolean, handler: HopHandler): HopRequest {
+    this.onIdleClose = null;
+    this.handler = handler;
+    this.expectBody = expectBody;
+    this.state = 'head';
+    this.bytesReceived = false;
+    this.headReceived = false;
+    this.requests++;
+    this.socket.write(head);
+    return this;
+  }
+
+  write(data: Buffer | string): void {
+    this.socket.write(data, 'latin1');
+  }
+
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
+  }
+
+  abort(): void {
+    this.handler = null;
+    this.destroy();
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  onClosedWhileIdle(callback: () => void): void {
+    this.onIdleClose = callback;
+  }
+
+  private onData(chunk: Buffer): void {
+    if (!this.handler) {
+      // Bytes while idle: nothing may come between responses.
+      this.destroy();
+      return;
+    }
+    this.bytesReceived = true;
+    try {
+      this.parse(chunk);
+    } catch (error) {
+      this.fail(error as Error);
+    }
+  }
+
+  /** Runs the body of one response through the states; what follows a complete response is an error. */
+  private parse(input: Buffer): void {
+    let data: Buffer = this.pending ? Buffer.concat([this.pending, input]) : input;
+    this.pending = null;
+    while (data.length > 0 && this.handler) {
+      switch (this.state) {
+        case 'head': {
+          const end = data.indexOf(CRLF_CRLF);
+          if (end < 0) {
+            if (data.length > MAX_HEAD_BYTES) throw new Error(`response head larger than ${MAX_HEAD_BYTES} bytes`);
+            this.pending = data;
+            return;
+          }
+          const head = data.toString('latin1', 0, end);
+          data = data.subarray(end + 4);
+          this.onHead(head);
+          break;
+        }
+        case 'fixed': {
+          const take = Math.min(this.remaining, data.length);
+          this.remaining -= take;
+          this.handler.onData(data.subarray(0, take));
+          data = data.subarray(take);
+          if (this.remaining === 0) this.complete();
+          break;
+        }
+        case 'chunk-size': {
+          const end = data.indexOf('\r\n');
+          if (end < 0) {
+            if (data.length > 1024) throw new Error('chunk size line too long');
+            this.pending = data;
+            return;
+          }
+          const line = data.toString('latin1', 0, end);
+          data = data.subarray(end + 2);
+          const size = /^([0-9a-fA-F]{1,12})[ \t]*(;.*)?$/.exec(line);
+          if (!size) throw new Error(`invalid chunk size line '${line.slice(0, 40)}'`);
+          this.remaining = parseInt(size[1]!, 16);
+          this.state = this.remaining === 0 ? 'trailers' : 'chunk-data';
+          break;
+        }
+        case 'chunk-data': {
+          const take = Math.min(this.remaining, data.length);
+          this.remaining -= take;
+          this.handler.onData(data.subarray(0, take));
+          data = data.subarray(take);
+          if (this.remaining === 0) this.state = 'chunk-end';
+          break;
+        }
+        case 'chunk-end': {
+          if (data.length < 2) {
+            this.pending = data;
+            return;
+          }
+          if (data[0] !== 13 || data[1] !== 10) throw new Error('chunk not followed by CRLF');
+          data = data.subarray(2);
+          this.state = 'chunk-size';
+          break;
+        }
+        case 'trailers': {
+          // Trailer fields are not relayed (the client side has sent its head already); skip to the empty line.
+          const end = data.indexOf('\r\n');
+          if (end < 0) {
+            if (data.length > MAX_HEAD_BYTES) throw new Error('trailers too long');
+            this.pending = data;
+            return;
+          }
+          data = data.subarray(end + 2);
+          if (end === 0) this.complete();
+          break;
+        }
+        case 'until-close':
+          this.handler.onData(data);
+          return;
+        case 'done':
+          throw new Error('bytes after the end of the response');
+      }
+    }
+  }
+
+  private onHead(text: string): void {
+    const lines = text.split('\r\n');
+    const status = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/.exec(lines[0]!);
+    if (!status) throw new Error(`invalid status line '${lines[0]!.slice(0, 60)}'`);
+    const [, minor, code] = status;
+    const statusCode = Number(code);
+    const rawHeaders: string[] = [];
+    let contentLength: number | null = null;
+    let chunked = false;
+    let transferEncoded = false;
+    let connectionClose = minor === '0';
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i]!;
+      const colon = line.indexOf(':');
+      if (colon <= 0 || line[0] === ' ' || line[0] === '\t') throw new Error(`invalid header line '${line.slice(0, 60)}'`);
+      const name = line.slice(0, colon);
+      const value = line.slice(colon + 1).trim();
+      rawHeaders.push(name, value);
+      switch (name.toLowerCase()) {
+        case 'content-length':
+          if (!/^\d{1,15}$/.test(value) || (contentLength !== null && contentLength !== Number(value))) {
+            throw new Error(`invalid Content-Length '${value}'`);
+          }
+          contentLength = Number(value);
+          break;
+        case 'transfer-encoding':
+          transferEncoded = true;
+          chunked = /(?:^|,)\s*chunked\s*$/i.test(value);
+          break;
+        case 'connection': {
+          const tokens = value.toLowerCase();
+          if (/(?:^|,)\s*close\s*(?:,|$)/.test(tokens)) connectionClose = true;
+          else if (minor === '0' && /(?:^|,)\s*keep-alive\s*(?:,|$)/.test(tokens)) connectionClose = false;
+          break;
+        }
+        case 'keep-alive': {
+          const timeout = /(?:^|,)\s*timeout=(\d+)/i.exec(value);
+          if (timeout) this.idleLimitMs = Math.max(0, Number(timeout[1]) * 1000 - KEEP_ALIVE_MARGIN_MS);
+          break;
+        }
+      }
+    }
+    if (statusCode >= 100 && statusCode < 200) {
+      if (statusCode === 101) throw new Error('101 Switching Protocols to a request that asked for no upgrade');
+      return; // interim (100 Continue, 103 Early Hints): the final response follows
+    }
+    this.headReceived = true;
+    this.handler!.onHead({ status: statusCode, reason: status[3] ?? '', rawHeaders });
+    this.reusable = !connectionClose;
+    if (!this.expectBody || statusCode === 204 || statusCode === 304) {
+      this.complete();
+    } else if (chunked) {
+      this.state = 'chunk-size';
+    } else if (transferEncoded) {
+      this.state = 'until-close'; // another coding: only the close says where it ends
+      this.reusable = false;
+    } else if (contentLength !== null) {
+      this.remaining = contentLength;
+      this.state = 'fixed';
+      if (contentLength === 0) this.complete();
+    } else {
+      this.state = 'until-close';
+      this.reusable = false;
+    }
+  }
+
+  private complete(): void {
+    const handler = this.handler!;
+    this.state = 'done';
+    this.handler = null;
+    if (this.reusable) {
+      this.idleSince = Date.now();
+      this.toPool(this);
+    } else {
+      this.socket.end();
+    }
+    handler.onEnd();
+  }
+
+  private onClose(): void {
+    if (this.state === 'until-close' && this.handler) return this.complete();
+    if (this.handler) return this.fail(new Error('the backend closed the connection before the response was complete'));
+    this.onIdleClose?.();
+  }
+
+  private fail(error: Error): void {
+    const handler = this.handler;
+    this.handler = null;
+    this.socket.destroy();
+    if (!handler) return this.onIdleClose?.();
+    handler.onError(error, { reused: this.requests > 1, bytesReceived: this.bytesReceived, headReceived: this.headReceived });
+  }
+}
