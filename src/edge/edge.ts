@@ -45,9 +45,17 @@ const INTERNAL_HOP: EdgeSettings = {
   proxyAllowFrom: [],
 };
 
+export interface EdgeOptions {
+  /** The unit serves forkgate's proxy, which applied the settings already. */
+  readonly internalHop?: boolean;
+  /** False in the proxy, which adds the id to the response head it relays itself (one header edit less). */
+  readonly echoRequestId?: boolean;
+}
+
 export class Edge {
   private readonly server: AppServer;
   private readonly internalHop: boolean;
+  private readonly echoRequestId: boolean;
   private readonly logger: Logger;
   private readonly proxyProtocol: ProxyProtocolMode;
   private readonly proxyAllowed: AddressMatcher;
@@ -60,14 +68,13 @@ export class Edge {
   private readonly checkLimits: ReturnType<typeof requestLimitCheck>;
   private readonly bodyLimit: number;
 
-  /**
-   * Configures the server (the app's, or the proxy's in the master); call before it is marked listening.
-   * internalHop: the unit serves forkgate's proxy, which applied these settings already.
-   */
-  constructor(server: AppServer, edgeSettings: EdgeSettings, logger: Logger, internalHop = false) {
+  /** Configures the server (the app's, or the proxy's in the master); call before it is marked listening. */
+  constructor(server: AppServer, edgeSettings: EdgeSettings, logger: Logger, options: EdgeOptions = {}) {
+    const { internalHop = false, echoRequestId = true } = options;
     const settings = internalHop ? INTERNAL_HOP : edgeSettings;
     this.server = server;
     this.internalHop = internalHop;
+    this.echoRequestId = echoRequestId;
     this.logger = logger;
     this.proxyProtocol = settings.proxyProtocol;
     this.proxyAllowed = compileAddressMatcher(settings.proxyAllowFrom);
@@ -151,7 +158,8 @@ export class Edge {
       res.end(`${rejection.reason}\n`);
       return false;
     }
-    res.setHeader('x-request-id', this.prepareHeaders(req));
+    const id = this.prepareHeaders(req);
+    if (this.echoRequestId) res.setHeader('x-request-id', id);
     if (this.bodyLimit && req.headers['transfer-encoding'] !== undefined) {
       limitChunkedBody(req, this.bodyLimit, (exceeded) => {
         this.logRejection(req, exceeded);

@@ -133,7 +133,10 @@ export class Dispatcher {
     }
   }
 
-  /** The least busy backend with room (progressing ones first, then fewest in flight; ties rotate). */
+  /**
+   * The least busy backend with room: one making progress, with the fewest in flight; if every one is
+   * stuck (a loaded machine makes quick requests slow too), the one that progressed last. Ties rotate.
+   */
   private pick(avoid?: Backend): Backend | null {
     const count = this.backends.length;
     const now = performance.now();
@@ -145,7 +148,7 @@ export class Dispatcher {
       const backend = this.backends[index]!;
       if (backend.inFlight >= backend.capacity || (backend === avoid && count > 1)) continue;
       const stuck = backend.inFlight > 0 && now - backend.lastProgressAt > STUCK_MS;
-      if (best === null || (bestStuck && !stuck) || (stuck === bestStuck && backend.inFlight < best.inFlight)) {
+      if (best === null || (bestStuck && !stuck) || (stuck === bestStuck && less(backend, best, stuck))) {
         best = backend;
         bestIndex = index;
         bestStuck = stuck;
@@ -161,6 +164,12 @@ export class Dispatcher {
     this.queue.splice(index, 1);
     return true;
   }
+}
+
+/** Whether a ranks before b, both making progress or both stuck. */
+function less(a: Backend, b: Backend, stuck: boolean): boolean {
+  if (stuck && a.lastProgressAt !== b.lastProgressAt) return a.lastProgressAt > b.lastProgressAt;
+  return a.inFlight < b.inFlight;
 }
 
 function noop(): void {}

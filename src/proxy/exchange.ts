@@ -165,7 +165,7 @@ export class Exchange {
           return this.dispatch();
         }
         context.logger.warning(`proxy: ${req.method} ${req.url} to ${backend.name} failed: ${error.message}`);
-        respond(res, 502, 'Bad Gateway: the server behind forkgate failed to answer');
+        respond(res, 502, 'Bad Gateway: the server behind forkgate failed to answer', { 'x-request-id': req.headers['x-request-id'] });
       },
     });
     this.upstream = upstream;
@@ -193,7 +193,12 @@ export class Exchange {
    */
   private relayHead(response: ResponseHead, upstream: HopRequest): void {
     const { req, res } = this;
-    res.writeHead(response.status, response.reason, forwardedHeaders(response.rawHeaders, HOP_BY_HOP));
+    const headers = forwardedHeaders(response.rawHeaders, HOP_BY_HOP);
+    // The edge gave every request an id; a unit echoes it, an upstream may not.
+    if (!headers.some((name, index) => index % 2 === 0 && name.length === 12 && name.toLowerCase() === 'x-request-id')) {
+      headers.push('X-Request-Id', req.headers['x-request-id'] as string);
+    }
+    res.writeHead(response.status, response.reason, headers);
     res.on('drain', () => upstream.resume());
     // The server lets a client half-close after its request and still get the answer; a client that
     // closes while the answer is under way is leaving (nginx's 499), and takes the upstream request along.
@@ -217,7 +222,7 @@ export class Exchange {
   private refuse(reason: QueueRefusal): void {
     if (this.clientGone) return;
     this.context.logger.warning(`proxy: ${this.req.method} ${this.req.url} answered 503: ${reason}`);
-    respond(this.res, 503, `Service Unavailable: ${reason}`, { 'retry-after': '1' });
+    respond(this.res, 503, `Service Unavailable: ${reason}`, { 'retry-after': '1', 'x-request-id': this.req.headers['x-request-id'] });
   }
 }
 

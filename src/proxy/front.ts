@@ -39,7 +39,7 @@ export class FrontProxy {
     // which the proxy only has a moment later: its connection ends after that response.
     (this.server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     this.server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.onUpgrade(req, socket, head));
-    this.edge = new Edge(this.server, settings, logger);
+    this.edge = new Edge(this.server, settings, logger, { echoRequestId: false });
     markListening(this.server, null);
   }
 

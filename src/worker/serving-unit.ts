@@ -65,7 +65,7 @@ export class ServingUnit {
 
     server.keepAliveTimeout = settings.keepAlive * 1000;
     server.prependListener('request', (req, res) => this.onRequest(req, res));
-    const edge = new Edge(server, settings, options.logger, options.internalHop);
+    const edge = new Edge(server, settings, options.logger, { internalHop: options.internalHop });
     this.gate = new ConnectionGate(workerClass.connectionLimit, (socket) => edge.accept(socket));
     markListening(server, options.appAddress);
   }
