@@ -138,16 +138,17 @@ export class Edge {
    * none of them, forkgate's own included, so the check sits in front of emit.
    */
   private interceptRequests(): void {
-    const server = this.server;
-    const emit = server.emit as (this: AppServer, event: string | symbol, ...args: unknown[]) => boolean;
-    server.emit = ((event: string | symbol, ...args: unknown[]): boolean => {
+    const edge = this;
+    const emit = this.server.emit as (this: AppServer, ...args: unknown[]) => boolean;
+    // Runs for every event of the server: `arguments` passed on as they are costs no array per call.
+    this.server.emit = function (this: AppServer, event: string | symbol, first?: unknown, second?: unknown): boolean {
       if (REQUEST_EVENTS.has(event)) {
-        if (!this.admitRequest(args[0] as IncomingMessage, args[1] as ServerResponse)) return true;
+        if (!edge.admitRequest(first as IncomingMessage, second as ServerResponse)) return true;
       } else if (SOCKET_EVENTS.has(event)) {
-        if (!this.admitUpgrade(args[0] as IncomingMessage, args[1] as Socket)) return true;
+        if (!edge.admitUpgrade(first as IncomingMessage, second as Socket)) return true;
       }
-      return emit.call(server, event, ...args);
-    }) as AppServer['emit'];
+      return emit.apply(this, arguments as unknown as unknown[]);
+    } as AppServer['emit'];
   }
 
   private admitRequest(req: IncomingMessage, res: ServerResponse): boolean {

@@ -45,6 +45,9 @@ export class ServingUnit {
   private draining = false;
   private requests = 0;
   private inFlight = 0;
+  private readonly responseClosed = () => {
+    this.inFlight--;
+  };
 
   constructor(options: ServingUnitOptions) {
     const { server, workerClass, settings } = options;
@@ -104,14 +107,18 @@ export class ServingUnit {
     this.requests++;
     this.inFlight++;
     if (!this.keepAlive || this.draining) res.shouldKeepAlive = false;
-    const logRecord = this.accessLog ? startAccessRecord(req, res) : null;
     const { hooks, workerInfo, logger } = this.options;
-    if (hooks.preRequest) void runHook(hooks, 'preRequest', logger, workerInfo, req);
-    res.once('close', () => {
-      this.inFlight--;
-      if (hooks.postRequest) void runHook(hooks, 'postRequest', logger, workerInfo, req, res);
-      if (logRecord) this.accessLog!.sink.write(`${this.accessLog!.format(logRecord())}\n`);
-    });
+    if (!this.accessLog && !hooks.preRequest && !hooks.postRequest) {
+      res.on('close', this.responseClosed); // a response closes once; one shared listener, nothing per request
+    } else {
+      const logRecord = this.accessLog ? startAccessRecord(req, res) : null;
+      if (hooks.preRequest) void runHook(hooks, 'preRequest', logger, workerInfo, req);
+      res.once('close', () => {
+        this.inFlight--;
+        if (hooks.postRequest) void runHook(hooks, 'postRequest', logger, workerInfo, req, res);
+        if (logRecord) this.accessLog!.sink.write(`${this.accessLog!.format(logRecord())}\n`);
+      });
+    }
     if (this.requests === this.retireAfter) this.onRetire(`served ${this.requests} requests (--max-requests)`);
   }
 }
