@@ -25,7 +25,7 @@ export class RoundRobinBalancer implements Balancer {
   private cursor = 0;
 
   constructor(addresses: readonly BindAddress[], backlog: number) {
-    this.listeners = new MasterListeners(addresses, backlog, { pauseOnConnect: true }, (socket) => {
+    this.listeners = new MasterListeners(addresses, backlog, { pauseOnConnect: true, noDelay: true }, (socket) => {
       socket.on('error', () => {}); // a reset while waiting here is the client's business
       this.distribute(socket);
     });
