@@ -58,9 +58,13 @@ export function renderStatus(status: PoolStatus): string {
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
   const line = (cells: string[]) => cells.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd();
   const last = status.lastExit ? `, last exit: pid ${status.lastExit.pid} ${status.lastExit.reason}` : '';
+  const proxy = status.balance === 'proxy'
+    ? [`queued ${status.queued}; in rotation: ${status.backends.map(({ name, inFlight, capacity }) => `${name} ${inFlight}/${capacity}`).join(', ') || 'none'}`]
+    : [];
   return [
     `master ${status.master.pid} (forkgate ${status.master.version}, Node ${status.master.node}), up ${status.master.uptimeSeconds} s, ${status.ready ? 'ready' : 'NOT READY'}`,
     `generation ${status.generation}, ${status.workers.length}/${status.target} workers, ${status.workerClass}${status.threads > 1 ? ` × ${status.threads} threads` : ''}, balance ${status.balance}, restarts ${status.restarts}${last}`,
+    ...proxy,
     '',
     line(header),
     ...rows.map(line),

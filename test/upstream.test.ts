@@ -123,19 +123,29 @@ test('two upstreams (TCP and unix): both serve; one killed under load fails no r
   }
 });
 
-test('the only upstream killed: requests get 502 or 503 promptly, forkgate lives on, and serves again once it is back', async () => {
+test('the only upstream killed: requests get 502 or 503 promptly, forkgate lives on, and serves again once it is back; /healthz follows', async () => {
   const port = await freePort();
   let only = await spawnUpstream(String(port), 'only');
-  const forkgate = await front(['--upstream', `http://127.0.0.1:${port}`, '--upstream-health', '/healthz', '--queue-timeout', '2']);
+  const admin = join(scratch, 'admin-only.sock');
+  const forkgate = await front([
+    '--upstream', `http://127.0.0.1:${port}`, '--upstream-health', '/healthz', '--queue-timeout', '2', '--admin-bind', `unix:${admin}`,
+  ]);
+  const ask = (path: string) => request(`http://admin${path}`, { socketPath: admin });
   try {
+    assert.equal((await ask('/healthz')).status, 200);
+    const status = JSON.parse((await ask('/status')).body) as { balance: string; queued: number; backends: { name: string }[] };
+    assert.equal(status.balance, 'proxy');
+    assert.deepEqual(status.backends.map(({ name }) => name), [`http://127.0.0.1:${port}`]);
     await only.kill();
     for (let i = 0; i < 3; i++) {
       const reply = await request(`${forkgate.url}/who`);
       assert.ok([502, 503].includes(reply.status), `got ${reply.status} ${reply.body}`);
     }
     assert.equal(forkgate.process.exitCode, null, 'forkgate is still running');
+    await eventually(async () => (await ask('/healthz')).status === 503, '/healthz to fail with no upstream in rotation');
     only = await spawnUpstream(String(port), 'only');
     await eventually(() => request(`${forkgate.url}/who`).then((reply) => reply.status === 200), 'the upstream to serve again', 10_000);
+    assert.equal((await ask('/healthz')).status, 200);
   } finally {
     await forkgate.stop();
     await only.kill();

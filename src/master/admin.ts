@@ -31,6 +31,10 @@ export interface PoolStatus {
   restarts: number;
   lastExit: { pid: number; reason: string } | null;
   workers: WorkerStatus[];
+  /** Connections (round-robin) or requests (proxy) waiting in the master for a worker. */
+  queued: number;
+  /** --balance proxy: the units (or --upstream servers) in rotation, with their requests in flight. */
+  backends: readonly { name: string; inFlight: number; capacity: number }[];
 }
 
 export interface AdminActions {

@@ -529,7 +529,9 @@ export class Arbiter {
   }
 
   private adminActions(): AdminActions {
-    const serving = () => [...this.workers].some((worker) => worker.state === 'ready');
+    // With --upstream there are no workers: serving means an upstream in rotation.
+    const serving = () =>
+      this.settings.upstream.length > 0 ? this.balancer.load().backends.length > 0 : [...this.workers].some((worker) => worker.state === 'ready');
     return {
       healthy: serving,
       ready: () => !this.leaving && this.poolReadyOnce && serving(),
@@ -545,6 +547,7 @@ export class Arbiter {
       generation: this.generation,
       target: this.target,
       balance: balanceName(this.balancer),
+      ...this.balancer.load(),
       workerClass: this.settings.workerClass,
       threads: this.settings.threads,
       ready: !this.leaving && this.poolReadyOnce,

@@ -24,6 +24,13 @@ export interface Backend {
   lastProgressAt: number;
 }
 
+export interface BalancerLoad {
+  /** Connections (round-robin) or requests (proxy) waiting in the master for a worker. */
+  readonly queued: number;
+  /** Proxy: the units or upstreams in rotation. */
+  readonly backends: readonly { readonly name: string; readonly inFlight: number; readonly capacity: number }[];
+}
+
 export type QueueRefusal = 'queue full' | 'queue timeout' | 'stopping';
 
 interface Waiter {
@@ -59,12 +66,9 @@ export class Dispatcher {
     return this.backends.includes(backend);
   }
 
-  get size(): number {
-    return this.backends.length;
-  }
-
-  get queued(): number {
-    return this.queue.length;
+  /** For /status: what waits here, and each backend in rotation with its requests in flight. */
+  load(): BalancerLoad {
+    return { queued: this.queue.length, backends: this.backends.map(({ name, inFlight, capacity }) => ({ name, inFlight, capacity })) };
   }
 
   /**

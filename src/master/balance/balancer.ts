@@ -1,5 +1,6 @@
 import type { Settings } from '../../config/settings.ts';
 import type { ListenPlan } from '../../ipc/messages.ts';
+import type { BalancerLoad } from '../../proxy/dispatcher.ts';
 import type { Inheritance } from '../upgrade.ts';
 import type { WorkerHandle } from '../worker-handle.ts';
 
@@ -25,6 +26,8 @@ export interface Balancer {
   remove(worker: WorkerHandle): void;
   /** A worker acknowledged (or refused) a handed-over connection. */
   accepted(worker: WorkerHandle, seq: number, ok: boolean, connections: number): void;
+  /** What waits in the master, and the proxy's backends in rotation (for /status and health). */
+  load(): BalancerLoad;
   /** HUP brought new settings (bind and balance excepted: those take a restart). */
   settingsChanged(settings: Settings): void;
   /** What a USR2 successor takes over, and the listening descriptors it inherits (round-robin). */

@@ -6,7 +6,7 @@ import type { BindAddress } from '../../config/bind.ts';
 import type { Settings } from '../../config/settings.ts';
 import type { ListenPlan } from '../../ipc/messages.ts';
 import type { Logger } from '../../log/logger.ts';
-import type { Backend } from '../../proxy/dispatcher.ts';
+import type { Backend, BalancerLoad } from '../../proxy/dispatcher.ts';
 import { FrontProxy } from '../../proxy/front.ts';
 import { HopPool } from '../../proxy/hop.ts';
 import { Upstreams } from '../../proxy/upstreams.ts';
@@ -103,6 +103,10 @@ export class ProxyBalancer implements Balancer {
   inheritance(): { inheritance: Inheritance; fds: number[] } {
     const fds = this.listeners.fds();
     return { inheritance: { mode: 'handoff', fdCount: fds.length }, fds };
+  }
+
+  load(): BalancerLoad {
+    return this.front.dispatcher.load();
   }
 
   settingsChanged(settings: Settings): void {

@@ -4,6 +4,7 @@ import { nominalAddress } from '../../config/bind.ts';
 import type { Logger } from '../../log/logger.ts';
 import type { ListenPlan, TcpListenAddress } from '../../ipc/messages.ts';
 import type { Inheritance } from '../upgrade.ts';
+import type { BalancerLoad } from '../../proxy/dispatcher.ts';
 import type { Balancer } from './balancer.ts';
 
 /**
@@ -48,6 +49,9 @@ export class ReusePortBalancer implements Balancer {
   // The kernel balances: nothing to track per worker.
   add(): void {}
   unitsChanged(): void {}
+  load(): BalancerLoad {
+    return { queued: 0, backends: [] };
+  }
   settingsChanged(): void {}
   remove(): void {}
   accepted(): void {}

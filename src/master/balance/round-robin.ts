@@ -4,6 +4,7 @@ import type { ListenPlan } from '../../ipc/messages.ts';
 import type { WorkerHandle } from '../worker-handle.ts';
 import { MasterListeners } from '../listen.ts';
 import type { Inheritance } from '../upgrade.ts';
+import type { BalancerLoad } from '../../proxy/dispatcher.ts';
 import type { Balancer } from './balancer.ts';
 
 /**
@@ -77,6 +78,10 @@ export class RoundRobinBalancer implements Balancer {
   }
 
   unitsChanged(): void {}
+
+  load(): BalancerLoad {
+    return { queued: this.waiting.length, backends: [] };
+  }
   settingsChanged(): void {}
 
   inheritance(): { inheritance: Inheritance; fds: number[] } {
