@@ -22,6 +22,8 @@ test('--reload follows edits of the app and its modules, and survives a broken e
     writeFileSync(message, "module.exports = 'v2';\n");
     await forkgate.waitFor(/message\.cjs changed: reloading/);
     await eventually(async () => (await body()) === 'v2', 'the edit to be served');
+    // Both v1 workers gone, not just one v2 worker ready: the broken edit below must find only v2 serving.
+    await eventually(() => forkgate.count(/Worker exited/) >= 2, 'both v1 workers to exit');
 
     writeFileSync(message, "module.exports = 'v3' +;\n");
     await forkgate.waitFor(/Worker failed to boot[\s\S]*SyntaxError/);
