@@ -1,13 +1,14 @@
 // TLS termination in the workers (with --balance proxy, in the master): HTTPS in every balance mode,
 // behind a PROXY header, and client certificates (mutual TLS). The certificates are made for each run with openssl.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tls from 'node:tls';
 import { after, test } from 'node:test';
-import { FIXTURES, request, start } from './helpers/forkgate.ts';
+import { eventually, FIXTURES, request, start } from './helpers/forkgate.ts';
 import { makeCertificates, type Echo } from './helpers/edge.ts';
 
 const ECHO = `${FIXTURES}edge-echo.cjs`;
@@ -115,3 +116,37 @@ test('an unreadable --certfile stops the boot with a message that names it', { s
   assert.equal(code, 3);
   assert.match(forkgate.output, /--certfile \S+missing\.pem: ENOENT/);
 });
+
+/** The fingerprint of the certificate a fresh TLS connection is shown (not verified: it may be either run's). */
+function servedFingerprint(url: string): Promise<string> {
+  const { hostname: host, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const client = tls.connect({ host, port: Number(port), rejectUnauthorized: false }, () => {
+      resolve(client.getPeerCertificate().fingerprint256);
+      client.destroy();
+    });
+    client.on('error', reject);
+  });
+}
+
+for (const balance of ['round-robin', 'proxy']) {
+  test(`HUP serves a renewed certificate without a restart (${balance})`, { skip }, async () => {
+    const live = mkdtempSync(join(scratch, 'live-'));
+    const renewed = makeCertificates(mkdtempSync(join(scratch, 'renewed-'))) as typeof certs;
+    const [cert, key] = [join(live, 'cert.pem'), join(live, 'key.pem')];
+    copyFileSync(certs.files.serverCert, cert);
+    copyFileSync(certs.files.serverKey, key);
+    const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', '--certfile', cert, '--keyfile', key, ECHO]);
+    try {
+      const before = await servedFingerprint(forkgate.url);
+      copyFileSync(renewed.files.serverCert, cert);
+      copyFileSync(renewed.files.serverKey, key);
+      forkgate.signal('SIGHUP');
+      const after = new X509Certificate(readFileSync(renewed.files.serverCert)).fingerprint256;
+      assert.notEqual(before, after);
+      await eventually(async () => (await servedFingerprint(forkgate.url)) === after, 'the renewed certificate to be served');
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}
