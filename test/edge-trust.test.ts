@@ -121,17 +121,19 @@ test('--proxy-protocol v1: a missing header, a v2 header or an invalid one close
   }
 });
 
-test('a PROXY header from a peer not in --proxy-allow-from closes the connection; its plain requests are served', async () => {
-  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--proxy-protocol', 'v2', '--proxy-allow-from', '10.0.0.1', ECHO]);
-  try {
-    const v2 = proxyV2(1, 0x11, ipv4Block('203.0.113.5', '127.0.0.1', 4242, 80));
-    assert.equal((await exchange(forkgate.url, [v2, GET_CLOSE])).received, '');
-    assert.equal((await exchange(forkgate.url, `PROXY TCP4 203.0.113.5 127.0.0.1 4242 80\r\n${GET_CLOSE}`)).received, '');
-    assert.equal(echoOf(await exchange(forkgate.url, GET_CLOSE)).remoteAddress, '127.0.0.1');
-  } finally {
-    await forkgate.stop();
-  }
-});
+for (const balance of ['round-robin', 'proxy']) {
+  test(`a PROXY header from a peer not in --proxy-allow-from closes the connection; its plain requests are served (${balance})`, async () => {
+    const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', '--proxy-protocol', 'v2', '--proxy-allow-from', '10.0.0.1', ECHO]);
+    try {
+      const v2 = proxyV2(1, 0x11, ipv4Block('203.0.113.5', '127.0.0.1', 4242, 80));
+      assert.equal((await exchange(forkgate.url, [v2, GET_CLOSE])).received, '');
+      assert.equal((await exchange(forkgate.url, `PROXY TCP4 203.0.113.5 127.0.0.1 4242 80\r\n${GET_CLOSE}`)).received, '');
+      assert.equal(echoOf(await exchange(forkgate.url, GET_CLOSE)).remoteAddress, '127.0.0.1');
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}
 
 test('the client a PROXY header names is the peer --forwarded-allow-ips is checked against', async () => {
   const forkgate = await start([
