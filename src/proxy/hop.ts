@@ -243,6 +243,8 @@ class HopConnection implements HopRequest {
           throw new Error('bytes after the end of the response');
       }
     }
+    // Bytes after a complete response: the server broke the framing, the connection cannot be trusted.
+    if (data.length > 0 && this.state === 'done') this.destroy();
   }
 
   private onHead(text: string): void {

@@ -1,0 +1,144 @@
+// The proxy's hop client (src/proxy/hop.ts) against a raw server that sends canned responses one byte
+// per write: every framing the parser takes, split at every boundary, on one reused connection; and the
+// responses it must refuse.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { HopPool, type ResponseHead } from '../src/proxy/hop.ts';
+
+const scratch = mkdtempSync(join(tmpdir(), 'forkgate-hop-'));
+after(() => rmSync(scratch, { recursive: true, force: true }));
+
+/** A server that answers the nth request on a connection with responses[n], byte by byte; counts connections. */
+async function cannedServer(responses: string[], closeAfterLast = false, byteByByte = true) {
+  const path = join(scratch, `${Math.random().toString(36).slice(2)}.sock`);
+  let connections = 0;
+  const server = net.createServer((socket) => {
+    connections++;
+    let next = 0;
+    let pending = '';
+    socket.on('error', () => {}); // the client hangs up on a response it refuses
+    socket.on('data', async (chunk) => {
+      pending += chunk.toString('latin1');
+      while (pending.includes('\r\n\r\n')) {
+        pending = pending.slice(pending.indexOf('\r\n\r\n') + 4);
+        const response = responses[next++]!;
+        if (!byteByByte) socket.write(response, 'latin1');
+        else {
+          for (const byte of Buffer.from(response, 'latin1')) {
+            if (socket.destroyed) return;
+            socket.write(Buffer.from([byte]));
+            await new Promise((resolve) => setImmediate(resolve));
+          }
+        }
+        if (closeAfterLast && next === responses.length) socket.end();
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  return { path, connections: () => connections, close: () => server.close() };
+}
+
+interface Outcome {
+  head?: ResponseHead;
+  body: string;
+  error?: string;
+}
+
+function exchange(pool: HopPool, method = 'GET'): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const outcome: Outcome = { body: '' };
+    pool.request(Buffer.from(`${method} / HTTP/1.1\r\nHost: x\r\n\r\n`), method !== 'HEAD', {
+      onHead: (head) => (outcome.head = head),
+      onData: (chunk) => (outcome.body += chunk.toString('latin1')),
+      onEnd: () => resolve(outcome),
+      onError: (error) => resolve({ ...outcome, error: error.message }),
+    });
+  });
+}
+
+test('every framing, split byte by byte, on one kept-alive connection', async () => {
+  const server = await cannedServer([
+    'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n',
+    'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nabc',
+    'HTTP/1.1 204 No Content\r\n\r\n',
+    'HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n', // the answer to HEAD: a length, no body
+    'HTTP/1.1 200 OK\r\nContent-Length: 0\r\nKeep-Alive: timeout=5\r\n\r\n',
+  ]);
+  const pool = new HopPool({ socketPath: server.path });
+  try {
+    const chunked = await exchange(pool);
+    assert.equal(chunked.error, undefined);
+    assert.equal(chunked.body, 'hello world');
+    assert.deepEqual(chunked.head!.rawHeaders, ['Transfer-Encoding', 'chunked', 'Set-Cookie', 'a=1', 'Set-Cookie', 'b=2']);
+    const interim = await exchange(pool);
+    assert.deepEqual([interim.head!.status, interim.head!.reason, interim.body], [201, 'Created', 'abc']);
+    assert.deepEqual([(await exchange(pool)).head!.status, (await exchange(pool, 'HEAD')).body], [204, '']);
+    assert.equal((await exchange(pool)).head!.status, 200);
+    assert.equal(server.connections(), 1, 'one connection served all five');
+  } finally {
+    pool.close();
+    server.close();
+  }
+});
+
+test('a body without a length ends with the connection, which is not reused', async () => {
+  const server = await cannedServer(['HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the close'], true);
+  const pool = new HopPool({ socketPath: server.path });
+  try {
+    const outcome = await exchange(pool);
+    assert.deepEqual([outcome.error, outcome.body], [undefined, 'until the close']);
+  } finally {
+    pool.close();
+    server.close();
+  }
+});
+
+test('responses it cannot frame safely fail the request', async () => {
+  const refused = [
+    ['ICY 200 OK\r\n\r\n', /invalid status line/],
+    ['HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd', /invalid Content-Length/],
+    ['HTTP/1.1 200 OK\r\n folded: header\r\n\r\n', /invalid header line/],
+    ['HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n', /invalid chunk size/],
+  ] as const;
+  for (const [response, reason] of refused) {
+    const server = await cannedServer([response]);
+    const pool = new HopPool({ socketPath: server.path });
+    try {
+      assert.match((await exchange(pool)).error ?? 'no error', reason, JSON.stringify(response));
+    } finally {
+      pool.close();
+      server.close();
+    }
+  }
+});
+
+test('bytes after a complete response: the response stands, its connection is dropped', async () => {
+  const server = await cannedServer(['HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nabEXTRA'], false, false);
+  const pool = new HopPool({ socketPath: server.path });
+  try {
+    assert.equal((await exchange(pool)).body, 'ab');
+    // The stray bytes came with the response: its connection is closed, never reused.
+    const again = await exchange(pool);
+    assert.deepEqual([again.error, again.body, server.connections()], [undefined, 'ab', 2]);
+  } finally {
+    pool.close();
+    server.close();
+  }
+});
+
+test('a connection the server closed is not reused; one that never opens fails with its code', async () => {
+  const server = await cannedServer(['HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok'], true);
+  const pool = new HopPool({ socketPath: server.path });
+  try {
+    assert.equal((await exchange(pool)).body, 'ok');
+    server.close();
+    const missing = await exchange(new HopPool({ socketPath: join(scratch, 'nobody.sock') }));
+    assert.match(missing.error!, /ENOENT/);
+  } finally {
+    pool.close();
+  }
+});
