@@ -51,12 +51,14 @@ interface Outcome {
 function exchange(pool: HopPool, method = 'GET'): Promise<Outcome> {
   return new Promise((resolve) => {
     const outcome: Outcome = { body: '' };
-    pool.request(Buffer.from(`${method} / HTTP/1.1\r\nHost: x\r\n\r\n`), method !== 'HEAD', {
-      onHead: (head) => (outcome.head = head),
-      onData: (chunk) => (outcome.body += chunk.toString('latin1')),
-      onEnd: () => resolve(outcome),
-      onError: (error) => resolve({ ...outcome, error: error.message }),
-    });
+    pool
+      .request(Buffer.from(`${method} / HTTP/1.1\r\nHost: x\r\n\r\n`), method !== 'HEAD', {
+        onHead: (head) => (outcome.head = head),
+        onData: (chunk) => (outcome.body += chunk.toString('latin1')),
+        onEnd: () => resolve(outcome),
+        onError: (error) => resolve({ ...outcome, error: error.message }),
+      })
+      .end();
   });
 }
 
@@ -140,5 +142,28 @@ test('a connection the server closed is not reused; one that never opens fails w
     assert.match(missing.error!, /ENOENT/);
   } finally {
     pool.close();
+  }
+});
+
+test('a response that comes before the request is fully written: its connection is not reused', async () => {
+  // A backend that answers before reading the body (a 401, a handler that ignores it): the body's rest
+  // would otherwise be read as the next request on that connection.
+  const server = await cannedServer(['HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n', 'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n']);
+  const pool = new HopPool({ socketPath: server.path });
+  try {
+    const answered = await new Promise<number>((resolve) => {
+      const upload = pool.request(Buffer.from('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf'), true, {
+        onHead: (head) => resolve(head.status),
+        onData: () => {},
+        onEnd: () => upload.write('-rest'), // too late: dropped, never sent on a pooled connection
+        onError: () => resolve(0),
+      });
+    });
+    assert.equal(answered, 401);
+    assert.equal((await exchange(pool)).head!.status, 401, 'a fresh connection (its first canned answer)');
+    assert.equal(server.connections(), 2);
+  } finally {
+    pool.close();
+    server.close();
   }
 });

@@ -423,3 +423,29 @@ test('a client that half-closes after its request (nc, some health checkers) sti
     await forkgate.stop();
   }
 });
+
+test('an upgrade the app declines: its answer is relayed and the connection closed, so nothing more reaches the unit', async () => {
+  const forkgate = await start(['-w', '1', ...proxyArgs(PROXY)]);
+  try {
+    const declined = await exchange(forkgate.url, [
+      'GET /pid HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n',
+      'GET /who HTTP/1.1\r\nHost: x\r\nX-Forkgate-Peer: IPv4 6.6.6.6 1\r\n\r\n',
+    ]);
+    assert.equal(statusOf(declined), 200);
+    assert.equal(declined.received.match(/HTTP\/1\.1 /g)!.length, 1, 'one answer, then the connection closed');
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('-k sync: a client that leaves mid-stream gives its unit back', async () => {
+  const forkgate = await start(['-w', '1', '-k', 'sync', ...proxyArgs('--queue-timeout', '2', PROXY)]);
+  try {
+    const stream = await firstChunk(`${forkgate.url}/stream`);
+    stream.abort();
+    await eventually(async () => (await request(`${forkgate.url}/stream-stats`)).body.includes('"open":0'), 'the stream to be dropped');
+    assert.match((await request(`${forkgate.url}/pid`)).body, /^\d+$/);
+  } finally {
+    await forkgate.stop();
+  }
+});

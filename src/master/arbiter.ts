@@ -120,6 +120,7 @@ export class Arbiter {
       await this.balancer.listen();
     } catch (error) {
       logger.error(`Cannot listen: ${(error as Error).message}`);
+      await this.balancer.close('quick');
       return ExitCode.runtimeFailure;
     }
     // The workers terminate TLS when --certfile is set: clients reach https:// then.
@@ -133,6 +134,7 @@ export class Arbiter {
         logger.info(`Admin endpoint at: ${formatBindAddress(settings.adminBind)}`);
       } catch (error) {
         logger.error(`Cannot serve the admin endpoint: ${(error as Error).message}`);
+        await this.balancer.close('quick');
         return ExitCode.runtimeFailure;
       }
     }
@@ -436,10 +438,14 @@ export class Arbiter {
       return;
     }
     const next = resolved.settings;
-    if (JSON.stringify(next.bind) !== JSON.stringify(this.settings.bind) || next.balance !== this.settings.balance) {
-      this.logger.warning('bind and balance changes take effect on restart, not on reload');
+    const fixed = ['bind', 'balance', 'backlog', 'upstream'] as const;
+    const changed = (keys: readonly (keyof Settings)[]) => keys.filter((key) => JSON.stringify(next[key]) !== JSON.stringify(this.settings[key]));
+    if (changed(fixed).length > 0) this.logger.warning(`${changed(fixed).join(', ')}: take effect on restart, not on reload`);
+    if (this.balancer.mode === 'proxy' && changed(MASTER_EDGE_SETTINGS).length > 0) {
+      // The proxy applies these in the master, which a reload does not replace (the certificate it re-reads).
+      this.logger.warning(`${changed(MASTER_EDGE_SETTINGS).join(', ')}: with --balance proxy, take effect on restart, not on reload`);
     }
-    this.settings = { ...next, bind: this.settings.bind, balance: this.settings.balance, backlog: this.settings.backlog };
+    this.settings = { ...next, bind: this.settings.bind, balance: this.settings.balance, backlog: this.settings.backlog, upstream: this.settings.upstream };
     this.logger.configure(next.errorLogfile, next.logLevel);
     this.balancer.settingsChanged(this.settings);
     this.generation++;
@@ -447,7 +453,7 @@ export class Arbiter {
     this.failures = { count: 0, lastAt: 0 };
     this.nextSpawnAt = 0;
     await this.hook('onReload', this.masterInfo());
-    this.setTarget(next.workers);
+    if (this.settings.upstream.length === 0) this.setTarget(next.workers);
     for (const worker of this.workers) worker.retiring = true;
     this.logger.info(`Reloading: generation ${this.generation} with ${this.target} workers`);
     this.wake();
@@ -579,6 +585,13 @@ export class Arbiter {
     }
   }
 }
+
+/** What the proxy's master applies itself with --balance proxy (see Edge, FrontProxy). */
+const MASTER_EDGE_SETTINGS = [
+  'limitRequestLine', 'limitRequestFields', 'limitRequestFieldSize', 'limitRequestBody', 'headersTimeout', 'forwardedAllowIps',
+  'proxyProtocol', 'proxyAllowFrom', 'caCerts', 'certReqs', 'keepAlive', 'gracefulTimeout', 'bufferSize', 'queueLimit', 'queueTimeout',
+  'workerConnections', 'upstreamHealth',
+] as const satisfies readonly (keyof Settings)[];
 
 function balanceName(balancer: Balancer): string {
   return balancer.mode === 'handoff' ? 'round-robin' : balancer.mode;

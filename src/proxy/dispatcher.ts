@@ -8,7 +8,7 @@
  */
 import type { HopPool, HopTarget } from './hop.ts';
 
-const STUCK_MS = 2;
+const STUCK_MS = 10;
 
 /** One place requests can go: a worker's unit (process or thread) or an --upstream server. */
 export interface Backend {

@@ -56,7 +56,9 @@ export class Exchange {
   private bodyComplete = false;
   private attempts = 0;
   private lastFailed: Backend | undefined;
+  /** The attempt in progress: its request to the backend, and how it gives the backend's slot back. */
   private upstream: HopRequest | null = null;
+  private releaseAttempt: (() => void) | null = null;
   private cancelWait: () => void = () => {};
   private clientGone = false;
   private retriedReset = false;
@@ -73,6 +75,7 @@ export class Exchange {
       this.clientGone = true;
       this.cancelWait();
       this.upstream?.abort();
+      this.releaseAttempt?.();
     });
     const { req } = this;
     const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0';
@@ -122,8 +125,11 @@ export class Exchange {
     const release = () => {
       if (released) return;
       released = true;
+      this.upstream = null;
+      this.releaseAttempt = null;
       context.dispatcher.release(backend);
     };
+    this.releaseAttempt = release;
     const streamed = !this.bodyComplete;
     // A body read in full goes with its length; one that streams keeps the client's length, or is chunked.
     const length = this.chunks.reduce((sum, chunk) => sum + chunk.length, 0);
@@ -144,14 +150,14 @@ export class Exchange {
         release();
         res.end();
       },
-      onError: (error: NodeJS.ErrnoException, { reused, bytesReceived, headReceived }) => {
+      onError: (error: NodeJS.ErrnoException, { connected, reused, bytesReceived, headReceived }) => {
         release();
         if (this.clientGone) return;
         if (headReceived) {
           // The unit went away mid-response: the client must not take a cut body for a whole one.
           return res.destroy();
         }
-        const refused = CONNECT_ERRORS.has(error.code ?? '');
+        const refused = !connected && CONNECT_ERRORS.has(error.code ?? '');
         // A pooled connection the backend closed as the request went out, told apart as well as a
         // proxy can from a backend that died of the request: nothing came back, and the method may be
         // repeated (what nginx and browsers retry too). Once only: a request that kills every unit it
@@ -170,12 +176,27 @@ export class Exchange {
     });
     this.upstream = upstream;
     if (streamed) this.streamBody(upstream, chunkedOut);
+    else upstream.end();
   }
 
-  /** The rest of a body too large to hold, as it comes (chunked when the client gave no length). */
+  /**
+   * The rest of a body too large to hold, as it comes (chunked when the client gave no length), no
+   * faster than the unit takes it. Once the attempt is over the handle drops what is still written, but
+   * the client's body is read to its end, so its connection stays in step for its next request.
+   */
   private streamBody(upstream: HopRequest, chunked: boolean): void {
     const { req } = this;
-    const send = (chunk: Buffer) => upstream.write(chunked ? Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, CRLF]) : chunk);
+    let full = false;
+    const send = (chunk: Buffer) => {
+      const framed = chunked ? Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, CRLF]) : chunk;
+      if (upstream.write(framed) || full) return;
+      full = true;
+      req.pause();
+      upstream.whenDrained(() => {
+        full = false;
+        req.resume();
+      });
+    };
     for (const chunk of this.chunks) send(chunk);
     this.chunks = [];
     req.on('data', (chunk: Buffer) => {
@@ -183,8 +204,9 @@ export class Exchange {
     });
     req.once('end', () => {
       if (chunked) upstream.write('0\r\n\r\n');
+      upstream.end();
     });
-    req.resume();
+    if (!full) req.resume();
   }
 
   /**
@@ -237,11 +259,15 @@ export function forwardedHeaders(raw: readonly string[], skip: ReadonlySet<strin
   return kept;
 }
 
-/** Header names a Connection header lists are hop-by-hop too. */
+/** What the edge vouched for: a client's Connection header may not strip it on the way to the unit. */
+const VOUCHED = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'x-request-id']);
+
+/** Header names a Connection header lists are hop-by-hop too (except what the edge vouched for). */
 function connectionTokens(connection: string | undefined): ReadonlySet<string> | undefined {
   if (!connection) return undefined;
   const tokens = connection.toLowerCase().split(',').map((token) => token.trim());
-  return tokens.length === 1 && (tokens[0] === 'keep-alive' || tokens[0] === 'close') ? undefined : new Set(tokens);
+  if (tokens.length === 1 && (tokens[0] === 'keep-alive' || tokens[0] === 'close')) return undefined;
+  return new Set(tokens.filter((token) => !VOUCHED.has(token)));
 }
 
 export function respond(res: http.ServerResponse, status: number, message: string, headers: http.OutgoingHttpHeaders = {}): void {

@@ -28,19 +28,44 @@ export interface ResponseHead {
 
 export interface HopHandler {
   onHead(head: ResponseHead): void;
+  /**
+   * Upgrade requests only: the backend switched protocols. The socket is the caller's from now on;
+   * `rest` holds what the backend sent after its 101 head.
+   */
+  onUpgrade?(head: ResponseHead, socket: net.Socket, rest: Buffer): void;
   onData(chunk: Buffer): void;
   onEnd(): void;
   /**
    * The exchange failed. headReceived: the response had started; bytesReceived: any byte of it came
    * back (if none did, on a reused connection, the backend may have closed it as the request went out).
    */
-  onError(error: Error, detail: { reused: boolean; bytesReceived: boolean; headReceived: boolean }): void;
+  onError(error: Error, detail: HopFailure): void;
 }
 
-/** One request in flight on a connection. */
+export interface HopFailure {
+  /** Whether the connection had been opened: if not, the request never reached the backend. */
+  readonly connected: boolean;
+  /** The connection had carried an earlier request (kept alive). */
+  readonly reused: boolean;
+  /** Any byte of this response came back. */
+  readonly bytesReceived: boolean;
+  /** The response had started: its head was handed on. */
+  readonly headReceived: boolean;
+}
+
+/**
+ * One request on a connection. Every method does nothing once the request is over, so a late call (a
+ * client's drain or departure after its response) never touches the connection's next request.
+ */
 export interface HopRequest {
-  /** Body bytes, already framed as the head said (raw, or chunked by the caller); strings are latin1. */
-  write(data: Buffer | string): void;
+  /**
+   * Body bytes, already framed as the head said (raw, or chunked by the caller); strings are latin1.
+   * Returns false when the connection's buffer is full: wait for whenDrained.
+   */
+  write(data: Buffer | string): boolean;
+  whenDrained(callback: () => void): void;
+  /** The request is fully written: only then may its connection carry another. */
+  end(): void;
   /** Slow client: stop reading the response for now. */
   pause(): void;
   resume(): void;
@@ -58,7 +83,10 @@ export class HopPool {
     this.target = target;
   }
 
-  /** Sends the request head (and any body bytes already in hand) on an idle connection or a new one. */
+  /**
+   * Sends the request head (and any body bytes already in hand) on an idle connection or a new one.
+   * expectBody: false for HEAD; upgrade: the request asks to switch protocols (handler.onUpgrade).
+   */
   request(head: Buffer, expectBody: boolean, handler: HopHandler): HopRequest {
     const now = Date.now();
     let connection: HopConnection | undefined;
@@ -83,9 +111,11 @@ export class HopPool {
   }
 }
 
-type State = 'head' | 'fixed' | 'chunk-size' | 'chunk-data' | 'chunk-end' | 'trailers' | 'until-close' | 'done';
+type State = 'head' | 'fixed' | 'chunk-size' | 'chunk-data' | 'chunk-end' | 'trailers' | 'until-close' | 'done' | 'upgraded';
 
-class HopConnection implements HopRequest {
+const EMPTY = Buffer.alloc(0);
+
+class HopConnection {
   private readonly socket: net.Socket;
   private readonly toPool: (connection: HopConnection) => void;
   private handler: HopHandler | null = null;
@@ -95,8 +125,15 @@ class HopConnection implements HopRequest {
   private remaining = 0;
   private reusable = false;
   private requests = 0;
+  private connected = false;
   private bytesReceived = false;
   private headReceived = false;
+  /** The request's last byte is written; until then the connection cannot carry another. */
+  private requestEnded = false;
+  /** The response ended inside the current read; finished once the read is parsed. */
+  private responseDone = false;
+  /** Increments per request: a handle acts only while it names the current one. */
+  private generation = 0;
   /** How long it may stay idle and be reused: the server's announced keep-alive timeout, less a margin. */
   private idleLimitMs = Infinity;
   private idleSince = 0;
@@ -105,6 +142,7 @@ class HopConnection implements HopRequest {
   constructor(target: HopTarget, toPool: (connection: HopConnection) => void) {
     this.toPool = toPool;
     this.socket = 'socketPath' in target ? net.connect(target.socketPath) : net.connect({ host: target.host, port: target.port, noDelay: true });
+    this.socket.once('connect', () => (this.connected = true));
     this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
     this.socket.on('error', (error) => this.fail(error));
     this.socket.on('close', () => this.onClose());
@@ -121,26 +159,27 @@ class HopConnection implements HopRequest {
     this.state = 'head';
     this.bytesReceived = false;
     this.headReceived = false;
+    this.requestEnded = false;
     this.requests++;
+    const generation = ++this.generation;
+    const current = () => this.generation === generation && this.handler !== null;
     this.socket.write(head);
-    return this;
-  }
-
-  write(data: Buffer | string): void {
-    this.socket.write(data, 'latin1');
-  }
-
-  pause(): void {
-    this.socket.pause();
-  }
-
-  resume(): void {
-    this.socket.resume();
-  }
-
-  abort(): void {
-    this.handler = null;
-    this.destroy();
+    return {
+      write: (data) => (current() ? this.socket.write(data, 'latin1') : true),
+      whenDrained: (callback) => {
+        if (current()) this.socket.once('drain', () => current() && callback());
+      },
+      end: () => {
+        if (this.generation === generation) this.requestEnded = true;
+      },
+      pause: () => current() && this.socket.pause(),
+      resume: () => current() && this.socket.resume(),
+      abort: () => {
+        if (!current()) return;
+        this.handler = null;
+        this.destroy();
+      },
+    };
   }
 
   destroy(): void {
@@ -158,29 +197,33 @@ class HopConnection implements HopRequest {
       return;
     }
     this.bytesReceived = true;
+    let leftover: Buffer;
     try {
-      this.parse(chunk);
+      leftover = this.parse(chunk);
     } catch (error) {
-      this.fail(error as Error);
+      return this.fail(error as Error);
     }
+    // Only now, with the read parsed: what the handler does on the response's end (release the unit,
+    // which may hand this connection to the next request) can no longer mix with these bytes.
+    if (this.responseDone) this.finish(leftover.length > 0);
   }
 
-  /** Runs the body of one response through the states; what follows a complete response is an error. */
-  private parse(input: Buffer): void {
+  /** Runs the read through the states until the response is complete; returns what is left of it. */
+  private parse(input: Buffer): Buffer {
     let data: Buffer = this.pending ? Buffer.concat([this.pending, input]) : input;
     this.pending = null;
-    while (data.length > 0 && this.handler) {
+    while (data.length > 0 && this.handler && !this.responseDone && this.state !== 'upgraded') {
       switch (this.state) {
         case 'head': {
           const end = data.indexOf(CRLF_CRLF);
           if (end < 0) {
             if (data.length > MAX_HEAD_BYTES) throw new Error(`response head larger than ${MAX_HEAD_BYTES} bytes`);
             this.pending = data;
-            return;
+            return EMPTY;
           }
           const head = data.toString('latin1', 0, end);
           data = data.subarray(end + 4);
-          this.onHead(head);
+          this.onHead(head, data);
           break;
         }
         case 'fixed': {
@@ -196,7 +239,7 @@ class HopConnection implements HopRequest {
           if (end < 0) {
             if (data.length > 1024) throw new Error('chunk size line too long');
             this.pending = data;
-            return;
+            return EMPTY;
           }
           const line = data.toString('latin1', 0, end);
           data = data.subarray(end + 2);
@@ -217,7 +260,7 @@ class HopConnection implements HopRequest {
         case 'chunk-end': {
           if (data.length < 2) {
             this.pending = data;
-            return;
+            return EMPTY;
           }
           if (data[0] !== 13 || data[1] !== 10) throw new Error('chunk not followed by CRLF');
           data = data.subarray(2);
@@ -230,7 +273,7 @@ class HopConnection implements HopRequest {
           if (end < 0) {
             if (data.length > MAX_HEAD_BYTES) throw new Error('trailers too long');
             this.pending = data;
-            return;
+            return EMPTY;
           }
           data = data.subarray(end + 2);
           if (end === 0) this.complete();
@@ -238,16 +281,13 @@ class HopConnection implements HopRequest {
         }
         case 'until-close':
           this.handler.onData(data);
-          return;
-        case 'done':
-          throw new Error('bytes after the end of the response');
+          return EMPTY;
       }
     }
-    // Bytes after a complete response: the server broke the framing, the connection cannot be trusted.
-    if (data.length > 0 && this.state === 'done') this.destroy();
+    return data;
   }
 
-  private onHead(text: string): void {
+  private onHead(text: string, rest: Buffer): void {
     const lines = text.split('\r\n');
     const status = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/.exec(lines[0]!);
     if (!status) throw new Error(`invalid status line '${lines[0]!.slice(0, 60)}'`);
@@ -289,12 +329,25 @@ class HopConnection implements HopRequest {
         }
       }
     }
-    if (statusCode >= 100 && statusCode < 200) {
-      if (statusCode === 101) throw new Error('101 Switching Protocols to a request that asked for no upgrade');
-      return; // interim (100 Continue, 103 Early Hints): the final response follows
+    const head = { status: statusCode, reason: status[3] ?? '', rawHeaders };
+    if (statusCode === 101) {
+      const handler = this.handler!;
+      if (!handler.onUpgrade) throw new Error('101 Switching Protocols to a request that asked for no upgrade');
+      // The socket now speaks another protocol: it leaves this connection, and the pool, for good.
+      this.state = 'upgraded';
+      this.handler = null;
+      this.socket.removeAllListeners('data').removeAllListeners('error').removeAllListeners('close');
+      handler.onUpgrade(head, this.socket, rest);
+      return;
+    }
+    if (statusCode >= 100 && statusCode < 200) return; // interim (100 Continue, 103 Early Hints): the final response follows
+    if (transferEncoded && contentLength !== null) {
+      // Transfer-Encoding wins (RFC 9112 §6.3); the length must not travel on with a re-framed body.
+      for (let i = rawHeaders.length - 2; i >= 0; i -= 2) if (rawHeaders[i]!.toLowerCase() === 'content-length') rawHeaders.splice(i, 2);
+      contentLength = null;
     }
     this.headReceived = true;
-    this.handler!.onHead({ status: statusCode, reason: status[3] ?? '', rawHeaders });
+    this.handler!.onHead(head);
     this.reusable = !connectionClose;
     if (!this.expectBody || statusCode === 204 || statusCode === 304) {
       this.complete();
@@ -313,21 +366,39 @@ class HopConnection implements HopRequest {
     }
   }
 
+  /** The response is complete; finish() follows once the current read is parsed. */
   private complete(): void {
-    const handler = this.handler!;
     this.state = 'done';
+    this.responseDone = true;
+  }
+
+  /**
+   * Gives the connection back, or closes it, then tells the handler: in that order, so a request the
+   * handler starts may take this connection. It goes back only if the backend keeps it alive, the
+   * request was written in full (a backend may answer before it has read a whole body: the rest would
+   * reach the next request) and nothing came after the response (the framing broke).
+   */
+  private finish(strayBytes: boolean): void {
+    const handler = this.handler!;
     this.handler = null;
-    if (this.reusable) {
+    this.responseDone = false;
+    if (strayBytes || !this.requestEnded) {
+      this.destroy();
+    } else if (!this.reusable) {
+      this.socket.end();
+    } else {
+      this.socket.resume(); // a slow client may have paused the response's last read
       this.idleSince = Date.now();
       this.toPool(this);
-    } else {
-      this.socket.end();
     }
     handler.onEnd();
   }
 
   private onClose(): void {
-    if (this.state === 'until-close' && this.handler) return this.complete();
+    if (this.state === 'until-close' && this.handler) {
+      this.complete();
+      return this.finish(false);
+    }
     if (this.handler) return this.fail(new Error('the backend closed the connection before the response was complete'));
     this.onIdleClose?.();
   }
@@ -337,6 +408,11 @@ class HopConnection implements HopRequest {
     this.handler = null;
     this.socket.destroy();
     if (!handler) return this.onIdleClose?.();
-    handler.onError(error, { reused: this.requests > 1, bytesReceived: this.bytesReceived, headReceived: this.headReceived });
+    handler.onError(error, {
+      connected: this.connected,
+      reused: this.requests > 1,
+      bytesReceived: this.bytesReceived,
+      headReceived: this.headReceived,
+    });
   }
 }

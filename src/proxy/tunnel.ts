@@ -1,48 +1,77 @@
 /**
- * An upgrade (WebSocket, or any protocol switch) through the proxy: the request head goes to the unit
- * on a connection of its own, then bytes flow both ways untouched until either side closes. The unit
- * answers the handshake itself, so the app's own upgrade handling (ws, socket.io) works as it would
- * without the proxy.
+ * An upgrade (WebSocket, or any protocol switch) through the proxy: the request goes to the unit over
+ * the hop like any other, and only if the unit answers 101 do bytes flow both ways untouched until
+ * either side closes; the app answers the handshake itself, so its own upgrade handling (ws,
+ * socket.io) works as it would without the proxy. A unit that declines (any other answer) gets nothing
+ * more from this client: its answer is relayed and the client's connection closed, so no later bytes
+ * reach the unit past the edge.
  */
-import * as net from 'node:net';
 import type { IncomingMessage } from 'node:http';
+import type * as net from 'node:net';
 import { encodeClient, PEER_HEADER } from '../edge/internal-hop.ts';
 import type { Backend } from './dispatcher.ts';
 import { forwardedHeaders } from './exchange.ts';
+import type { ResponseHead } from './hop.ts';
 
 const ONLY_OURS = new Set([PEER_HEADER]);
+/** A declined upgrade's answer is relayed close-delimited: these framing headers no longer apply. */
+const REFRAMED = new Set(['connection', 'keep-alive', 'content-length', 'transfer-encoding']);
 
-/** Calls onEnd once, when the tunnel is closed (or could not be opened). */
+/** Calls onEnd once, when the tunnel is closed (or could not be opened, or the upgrade was declined). */
 export function openTunnel(backend: Backend, req: IncomingMessage, client: net.Socket, head: Buffer, onEnd: (error: Error | null) => void): void {
   const headers = forwardedHeaders(req.rawHeaders, ONLY_OURS);
   headers.push(PEER_HEADER, encodeClient(req.socket));
-  let text = `${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`;
+  let text = `${req.method} ${req.url} HTTP/1.1\r\n`;
   for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
   text += '\r\n';
 
-  const upstream = 'socketPath' in backend.target ? net.connect(backend.target.socketPath) : net.connect(backend.target.port, backend.target.host);
-  let connected = false;
   let ended = false;
   const end = (error: Error | null) => {
     if (ended) return;
     ended = true;
-    if (!connected && error && client.writable) {
-      client.end('HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-    } else {
-      client.destroy();
-    }
-    upstream.destroy();
     onEnd(error);
   };
-  upstream.on('error', end);
-  client.on('error', end);
-  upstream.on('close', () => end(null));
-  client.on('close', () => end(null));
-  upstream.on('connect', () => {
-    connected = true;
-    upstream.write(text);
-    if (head.length > 0) upstream.write(head);
-    upstream.pipe(client);
-    client.pipe(upstream);
+  client.pause(); // nothing from the client reaches the unit before it has agreed to switch
+  const upstream = backend.pool.request(Buffer.from(text, 'latin1'), true, {
+    onUpgrade: (response, socket, rest) => {
+      client.write(responseHead(response, new Set()));
+      if (rest.length > 0) client.write(rest);
+      if (head.length > 0) socket.write(head);
+      socket.on('error', () => client.destroy());
+      client.on('error', () => socket.destroy());
+      socket.on('close', () => {
+        client.destroy();
+        end(null);
+      });
+      client.on('close', () => socket.destroy());
+      socket.pipe(client);
+      client.pipe(socket);
+      client.resume();
+    },
+    onHead: (response) => client.write(responseHead(response, REFRAMED)),
+    onData: (chunk) => client.write(chunk),
+    onEnd: () => {
+      client.end();
+      end(null);
+    },
+    onError: (error, { headReceived }) => {
+      if (headReceived || !client.writable) client.destroy();
+      else client.end('HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      end(error);
+    },
   });
+  upstream.end();
+  client.once('close', () => {
+    upstream.abort();
+    end(null);
+  });
+}
+
+/** The unit's head as the client gets it; a declined upgrade's answer ends with the connection. */
+function responseHead({ status, reason, rawHeaders }: ResponseHead, skip: ReadonlySet<string>): string {
+  let text = `HTTP/1.1 ${status} ${reason}\r\n`;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if (!skip.has(rawHeaders[i]!.toLowerCase())) text += `${rawHeaders[i]}: ${rawHeaders[i + 1]}\r\n`;
+  }
+  return `${text}${status === 101 ? '' : 'Connection: close\r\n'}\r\n`;
 }

@@ -168,7 +168,9 @@ export class ThreadPool implements Units {
     for (const serving of this.threads) {
       if (serving.state !== 'draining' && Date.now() - serving.lastHeartbeat > timeoutMs) {
         this.logger.critical(`THREAD TIMEOUT (thread ${serving.id}): event loop silent for ${this.settings.timeout} s`);
+        const wasServing = serving.state === 'ready' && serving.endpoint !== null;
         serving.state = 'draining'; // not judged again; its exit brings a replacement
+        if (wasServing) this.onEndpointsChanged(this.endpoints());
         void serving.thread.terminate();
       }
     }
