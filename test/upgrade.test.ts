@@ -39,7 +39,7 @@ function freshConnectionLoad(url: string) {
   };
 }
 
-for (const balance of ['round-robin', 'reuseport']) {
+for (const balance of ['round-robin', 'reuseport', 'proxy']) {
   test(`USR2 with a code change under load: new master, new workers, zero failed requests (${balance})`, async (t) => {
     const app = join(scratch, `app-${balance}.cjs`);
     const pidFile = join(scratch, `forkgate-${balance}.pid`);
