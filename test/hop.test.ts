@@ -133,10 +133,15 @@ test('bytes after a complete response: the response stands, its connection is dr
 });
 
 test('a connection the server closed is not reused; one that never opens fails with its code', async () => {
-  const server = await cannedServer(['HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok'], true);
+  // The server leaves the connection open, and would answer a second request on it: only the client's
+  // reading of Connection: close keeps it from being reused.
+  const close = 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok';
+  const server = await cannedServer([close, close]);
   const pool = new HopPool({ socketPath: server.path });
   try {
     assert.equal((await exchange(pool)).body, 'ok');
+    assert.equal((await exchange(pool)).body, 'ok');
+    assert.equal(server.connections(), 2, 'Connection: close was honoured: the second request opened its own');
     server.close();
     const missing = await exchange(new HopPool({ socketPath: join(scratch, 'nobody.sock') }));
     assert.match(missing.error!, /ENOENT/);

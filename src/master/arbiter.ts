@@ -56,6 +56,8 @@ export class Arbiter {
   private settings: Settings;
   private readonly logger: Logger;
   private readonly balancer: Balancer;
+  /** --upstream: the proxy fronts other servers and there is no pool to keep (fixed until a restart). */
+  private readonly frontsUpstreams: boolean;
   private readonly workers = new Set<WorkerHandle>();
   private readonly signalQueue: HandledSignal[] = [];
   private readonly exits: WorkerExit[] = [];
@@ -91,8 +93,8 @@ export class Arbiter {
     this.sources = sources;
     this.settings = resolved.settings;
     this.logger = logger;
-    // --upstream: the proxy fronts other servers and there is no pool to keep.
-    this.target = resolved.settings.upstream.length > 0 ? 0 : resolved.settings.workers;
+    this.frontsUpstreams = resolved.settings.upstream.length > 0;
+    this.target = this.frontsUpstreams ? 0 : resolved.settings.workers;
     this.balancer = createBalancer(resolved.settings, logger, inheritanceFrom(sources.env));
     if (resolved.workersReason) logger.debug(resolved.workersReason);
   }
@@ -117,16 +119,16 @@ export class Arbiter {
     }
     if (settings.preload && !(await this.preloadApp())) return ExitCode.bootFailure;
     try {
-      await this.balancer.listen();
+      await this.balancer.listen(this.identity);
     } catch (error) {
       logger.error(`Cannot listen: ${(error as Error).message}`);
       await this.balancer.close('quick');
       return ExitCode.runtimeFailure;
     }
-    // The workers terminate TLS when --certfile is set: clients reach https:// then.
+    // The workers (with --balance proxy, the master) terminate TLS when --certfile is set: clients reach https:// then.
     const scheme = (url: string) => (settings.certfile ? url.replace(/^http:/, 'https:') : url);
     for (const url of this.balancer.urls()) logger.info(`Listening at: ${scheme(url)} (${process.pid})`);
-    if (settings.upstream.length > 0) logger.info(`Proxying to: ${settings.upstream.map(formatUpstream).join(', ')}`);
+    if (this.frontsUpstreams) logger.info(`Proxying to: ${settings.upstream.map(formatUpstream).join(', ')}`);
     else logger.info(`Using worker class ${settings.workerClass}, balance ${balanceName(this.balancer)}`);
     if (settings.adminBind) {
       try {
@@ -197,7 +199,7 @@ export class Arbiter {
         return void this.reload();
       case 'SIGTTIN':
       case 'SIGTTOU':
-        if (this.settings.upstream.length > 0) return this.logger.info('No worker pool to resize: forkgate fronts --upstream servers');
+        if (this.frontsUpstreams) return this.logger.info('No worker pool to resize: forkgate fronts --upstream servers');
         return this.resize(signal);
       case 'SIGUSR1':
         this.logger.reopen();
@@ -441,10 +443,6 @@ export class Arbiter {
     const fixed = ['bind', 'balance', 'backlog', 'upstream'] as const;
     const changed = (keys: readonly (keyof Settings)[]) => keys.filter((key) => JSON.stringify(next[key]) !== JSON.stringify(this.settings[key]));
     if (changed(fixed).length > 0) this.logger.warning(`${changed(fixed).join(', ')}: take effect on restart, not on reload`);
-    if (this.balancer.mode === 'proxy' && changed(MASTER_EDGE_SETTINGS).length > 0) {
-      // The proxy applies these in the master, which a reload does not replace (the certificate it re-reads).
-      this.logger.warning(`${changed(MASTER_EDGE_SETTINGS).join(', ')}: with --balance proxy, take effect on restart, not on reload`);
-    }
     this.settings = { ...next, bind: this.settings.bind, balance: this.settings.balance, backlog: this.settings.backlog, upstream: this.settings.upstream };
     this.logger.configure(next.errorLogfile, next.logLevel);
     this.balancer.settingsChanged(this.settings);
@@ -453,7 +451,7 @@ export class Arbiter {
     this.failures = { count: 0, lastAt: 0 };
     this.nextSpawnAt = 0;
     await this.hook('onReload', this.masterInfo());
-    if (this.settings.upstream.length === 0) this.setTarget(next.workers);
+    if (!this.frontsUpstreams) this.setTarget(next.workers);
     for (const worker of this.workers) worker.retiring = true;
     this.logger.info(`Reloading: generation ${this.generation} with ${this.target} workers`);
     this.wake();
@@ -537,7 +535,7 @@ export class Arbiter {
   private adminActions(): AdminActions {
     // With --upstream there are no workers: serving means an upstream in rotation.
     const serving = () =>
-      this.settings.upstream.length > 0 ? this.balancer.load().backends.length > 0 : [...this.workers].some((worker) => worker.state === 'ready');
+      this.frontsUpstreams ? this.balancer.load().backends.length > 0 : [...this.workers].some((worker) => worker.state === 'ready');
     return {
       healthy: serving,
       ready: () => !this.leaving && this.poolReadyOnce && serving(),
@@ -585,13 +583,6 @@ export class Arbiter {
     }
   }
 }
-
-/** What the proxy's master applies itself with --balance proxy (see Edge, FrontProxy). */
-const MASTER_EDGE_SETTINGS = [
-  'limitRequestLine', 'limitRequestFields', 'limitRequestFieldSize', 'limitRequestBody', 'headersTimeout', 'forwardedAllowIps',
-  'proxyProtocol', 'proxyAllowFrom', 'caCerts', 'certReqs', 'keepAlive', 'gracefulTimeout', 'bufferSize', 'queueLimit', 'queueTimeout',
-  'workerConnections', 'upstreamHealth',
-] as const satisfies readonly (keyof Settings)[];
 
 function balanceName(balancer: Balancer): string {
   return balancer.mode === 'handoff' ? 'round-robin' : balancer.mode;

@@ -6,6 +6,7 @@
  * wait_for_less_busy_worker problem). When every unit is at capacity requests wait here, first come
  * first served, within --queue-limit and --queue-timeout.
  */
+import type { BalancerLoad } from '../master/balance/balancer.ts';
 import type { HopPool, HopTarget } from './hop.ts';
 
 const STUCK_MS = 10;
@@ -22,13 +23,6 @@ export interface Backend {
   inFlight: number;
   /** When it last finished a request or started answering one, or became busy. */
   lastProgressAt: number;
-}
-
-export interface BalancerLoad {
-  /** Connections (round-robin) or requests (proxy) waiting in the master for a worker. */
-  readonly queued: number;
-  /** Proxy: the units or upstreams in rotation. */
-  readonly backends: readonly { readonly name: string; readonly inFlight: number; readonly capacity: number }[];
 }
 
 export type QueueRefusal = 'queue full' | 'queue timeout' | 'stopping';

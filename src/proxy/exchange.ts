@@ -270,7 +270,7 @@ function connectionTokens(connection: string | undefined): ReadonlySet<string> |
   return new Set(tokens.filter((token) => !VOUCHED.has(token)));
 }
 
-export function respond(res: http.ServerResponse, status: number, message: string, headers: http.OutgoingHttpHeaders = {}): void {
+function respond(res: http.ServerResponse, status: number, message: string, headers: http.OutgoingHttpHeaders = {}): void {
   const body = `${message}\n`;
   res.writeHead(status, { ...headers, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
   res.end(body);

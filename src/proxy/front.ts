@@ -26,6 +26,8 @@ export class FrontProxy {
   /** Client connections open now, to know when a stop has finished them. */
   private readonly connections = new Set<net.Socket>();
   private stopping = false;
+  /** Set while a graceful stop waits for the last connection to close. */
+  private onDrained: (() => void) | null = null;
 
   constructor(settings: Settings, logger: Logger, onBackendDown: (backend: Backend) => void) {
     this.logger = logger;
@@ -50,7 +52,10 @@ export class FrontProxy {
 
   accept(socket: net.Socket): void {
     this.connections.add(socket);
-    socket.once('close', () => this.connections.delete(socket));
+    socket.once('close', () => {
+      this.connections.delete(socket);
+      if (this.connections.size === 0) this.onDrained?.();
+    });
     this.edge.accept(socket);
   }
 
@@ -64,14 +69,14 @@ export class FrontProxy {
     if (mode === 'graceful' && this.connections.size > 0) {
       this.server.keepAliveTimeout = Math.min(DRAIN_IDLE_MS, this.server.keepAliveTimeout || DRAIN_IDLE_MS);
       await new Promise<void>((resolve) => {
-        const deadline = Date.now() + this.gracefulTimeoutMs;
         const idleClose = setTimeout(() => this.server.closeIdleConnections(), DRAIN_IDLE_MS);
-        const poll = setInterval(() => {
-          if (this.connections.size > 0 && Date.now() < deadline) return;
-          clearInterval(poll);
+        const deadline = setTimeout(() => this.onDrained?.(), this.gracefulTimeoutMs);
+        this.onDrained = () => {
+          this.onDrained = null;
           clearTimeout(idleClose);
+          clearTimeout(deadline);
           resolve();
-        }, 50);
+        };
       });
     }
     this.dispatcher.close();

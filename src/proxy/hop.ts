@@ -19,6 +19,11 @@ const KEEP_ALIVE_MARGIN_MS = 1000;
 
 export type HopTarget = { readonly socketPath: string } | { readonly host: string; readonly port: number };
 
+/** A new connection to a backend. */
+export function connectTo(target: HopTarget): net.Socket {
+  return 'socketPath' in target ? net.connect(target.socketPath) : net.connect({ host: target.host, port: target.port, noDelay: true });
+}
+
 export interface ResponseHead {
   readonly status: number;
   readonly reason: string;
@@ -141,7 +146,7 @@ class HopConnection {
 
   constructor(target: HopTarget, toPool: (connection: HopConnection) => void) {
     this.toPool = toPool;
-    this.socket = 'socketPath' in target ? net.connect(target.socketPath) : net.connect({ host: target.host, port: target.port, noDelay: true });
+    this.socket = connectTo(target);
     this.socket.once('connect', () => (this.connected = true));
     this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
     this.socket.on('error', (error) => this.fail(error));

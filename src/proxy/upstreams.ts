@@ -5,11 +5,10 @@
  * second is up), without it only those that are out, by opening a connection.
  */
 import * as http from 'node:http';
-import * as net from 'node:net';
 import { formatUpstream, type Upstream } from '../config/settings.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Backend, Dispatcher } from './dispatcher.ts';
-import { HopPool, type HopTarget } from './hop.ts';
+import { connectTo, HopPool, type HopTarget } from './hop.ts';
 
 const CHECK_INTERVAL_MS = 1000;
 const CHECK_TIMEOUT_MS = 1000;
@@ -84,7 +83,7 @@ function getHealth(backend: Backend, path: string): Promise<string | null> {
 
 function connects(backend: Backend): Promise<string | null> {
   return new Promise((resolve) => {
-    const socket = 'socketPath' in backend.target ? net.connect(backend.target.socketPath) : net.connect(backend.target.port, backend.target.host);
+    const socket = connectTo(backend.target);
     socket.setTimeout(CHECK_TIMEOUT_MS, () => socket.destroy(new Error(`no connection within ${CHECK_TIMEOUT_MS} ms`)));
     socket.once('connect', () => {
       socket.destroy();

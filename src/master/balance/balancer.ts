@@ -1,6 +1,6 @@
 import type { Settings } from '../../config/settings.ts';
 import type { ListenPlan } from '../../ipc/messages.ts';
-import type { BalancerLoad } from '../../proxy/dispatcher.ts';
+import type { WorkerIdentity } from '../privileges.ts';
 import type { Inheritance } from '../upgrade.ts';
 import type { WorkerHandle } from '../worker-handle.ts';
 
@@ -8,10 +8,20 @@ import type { WorkerHandle } from '../worker-handle.ts';
  * A load-balancing strategy, as Node's cluster has RoundRobinHandle and SharedHandle: the arbiter
  * tells it which workers may take work; the strategy decides how connections reach them.
  */
+export interface BalancerLoad {
+  /** Connections (round-robin) or requests (proxy) waiting in the master for a worker. */
+  readonly queued: number;
+  /** Proxy: the units or upstreams in rotation. */
+  readonly backends: readonly { readonly name: string; readonly inFlight: number; readonly capacity: number }[];
+}
+
 export interface Balancer {
   readonly mode: ListenPlan['mode'];
-  /** Binds what the master must bind; rejects with the OS error (address in use, permission). */
-  listen(): Promise<void>;
+  /**
+   * Binds what the master must bind; rejects with the OS error (address in use, permission). owner: the
+   * user the workers run as (--user/--group), for what the master creates for them.
+   */
+  listen(owner: WorkerIdentity | null): Promise<void>;
   /** The addresses clients can reach, as URLs for the log ('http://127.0.0.1:8000', 'unix:/run/app.sock'). */
   urls(): string[];
   /** What a new worker does to receive connections. */
@@ -28,7 +38,7 @@ export interface Balancer {
   accepted(worker: WorkerHandle, seq: number, ok: boolean, connections: number): void;
   /** What waits in the master, and the proxy's backends in rotation (for /status and health). */
   load(): BalancerLoad;
-  /** HUP brought new settings (bind and balance excepted: those take a restart). */
+  /** HUP brought new settings (bind and balance excepted: those take a restart); warns of what else does. */
   settingsChanged(settings: Settings): void;
   /** What a USR2 successor takes over, and the listening descriptors it inherits (round-robin). */
   inheritance(): { inheritance: Inheritance; fds: number[] };

@@ -3,19 +3,32 @@ import type * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BindAddress } from '../../config/bind.ts';
-import type { Settings } from '../../config/settings.ts';
+import { SETTINGS, type Settings } from '../../config/settings.ts';
 import type { ListenPlan } from '../../ipc/messages.ts';
 import type { Logger } from '../../log/logger.ts';
-import type { Backend, BalancerLoad } from '../../proxy/dispatcher.ts';
+import type { Backend } from '../../proxy/dispatcher.ts';
 import { FrontProxy } from '../../proxy/front.ts';
 import { HopPool } from '../../proxy/hop.ts';
 import { Upstreams } from '../../proxy/upstreams.ts';
 import { workerClassFor } from '../../worker/classes/index.ts';
 import { MasterListeners } from '../listen.ts';
-import { resolveIdentity } from '../privileges.ts';
+import type { WorkerIdentity } from '../privileges.ts';
 import type { Inheritance } from '../upgrade.ts';
 import type { WorkerHandle } from '../worker-handle.ts';
-import type { Balancer } from './balancer.ts';
+import type { Balancer, BalancerLoad } from './balancer.ts';
+
+/**
+ * What the master applies itself with --balance proxy, once, at start (Edge, FrontProxy, Upstreams): the
+ * Edge and Proxy sections of the settings table, and the front's keep-alive and stop timeout. HUP re-reads
+ * the certificate; the arbiter speaks for --upstream.
+ */
+const APPLIED_AT_START: readonly (keyof Settings)[] = [
+  ...SETTINGS.filter(({ section, key }) => (section === 'Edge' || section === 'Proxy') && !['certfile', 'keyfile', 'upstream'].includes(key)).map(
+    ({ key }) => key as keyof Settings,
+  ),
+  'keepAlive',
+  'gracefulTimeout',
+];
 
 /**
  * The master accepts, parses HTTP (FrontProxy) and sends each request to the least busy serving unit:
@@ -24,6 +37,8 @@ import type { Balancer } from './balancer.ts';
  */
 export class ProxyBalancer implements Balancer {
   readonly mode = 'proxy' as const;
+  /** As at start (what the master applies), and as the last HUP left them (what new units are given). */
+  private readonly started: Settings;
   private settings: Settings;
   private readonly logger: Logger;
   private readonly listeners: MasterListeners;
@@ -34,6 +49,7 @@ export class ProxyBalancer implements Balancer {
   private directory: string | null = null;
 
   constructor(addresses: readonly BindAddress[], settings: Settings, logger: Logger) {
+    this.started = settings;
     this.settings = settings;
     this.logger = logger;
     this.front = new FrontProxy(settings, logger, (backend) => this.onBackendDown(backend));
@@ -46,11 +62,10 @@ export class ProxyBalancer implements Balancer {
         : null;
   }
 
-  async listen(): Promise<void> {
+  async listen(owner: WorkerIdentity | null): Promise<void> {
     if (!this.upstreams) {
       this.directory = fs.mkdtempSync(join(tmpdir(), 'forkgate-units-'));
-      const identity = resolveIdentity(this.settings.user, this.settings.group);
-      if (identity) fs.chownSync(this.directory, identity.uid, identity.gid);
+      if (owner) fs.chownSync(this.directory, owner.uid, owner.gid);
     }
     await this.listeners.listen();
     this.upstreams?.start();
@@ -112,6 +127,8 @@ export class ProxyBalancer implements Balancer {
   settingsChanged(settings: Settings): void {
     this.settings = settings;
     this.front.reloadCertificates(settings);
+    const fixed = APPLIED_AT_START.filter((key) => JSON.stringify(settings[key]) !== JSON.stringify(this.started[key]));
+    if (fixed.length > 0) this.logger.warning(`${fixed.join(', ')}: with --balance proxy, take effect on restart, not on reload`);
   }
 
   async close(mode: 'graceful' | 'quick'): Promise<void> {
@@ -132,6 +149,6 @@ export class ProxyBalancer implements Balancer {
     if (this.upstreams) return this.upstreams.markDown(backend, 'connection refused');
     // A unit that refuses connections is on its way out; its worker's exit or next report follows.
     this.logger.debug(`proxy: ${backend.name} refused a connection: out of rotation`);
-    this.front.dispatcher.remove(backend);
+    this.retire(backend);
   }
 }

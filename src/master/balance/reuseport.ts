@@ -4,8 +4,7 @@ import { nominalAddress } from '../../config/bind.ts';
 import type { Logger } from '../../log/logger.ts';
 import type { ListenPlan, TcpListenAddress } from '../../ipc/messages.ts';
 import type { Inheritance } from '../upgrade.ts';
-import type { BalancerLoad } from '../../proxy/dispatcher.ts';
-import type { Balancer } from './balancer.ts';
+import type { Balancer, BalancerLoad } from './balancer.ts';
 
 /**
  * Every worker binds each address itself with SO_REUSEPORT and the kernel spreads connections; the

@@ -4,8 +4,7 @@ import type { ListenPlan } from '../../ipc/messages.ts';
 import type { WorkerHandle } from '../worker-handle.ts';
 import { MasterListeners } from '../listen.ts';
 import type { Inheritance } from '../upgrade.ts';
-import type { BalancerLoad } from '../../proxy/dispatcher.ts';
-import type { Balancer } from './balancer.ts';
+import type { Balancer, BalancerLoad } from './balancer.ts';
 
 /**
  * The master owns the listening sockets, accepts, and hands each connection to the ready worker with
