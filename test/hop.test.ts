@@ -172,3 +172,77 @@ test('a response that comes before the request is fully written: its connection 
     server.close();
   }
 });
+
+test('withdraw: the withdrawal follows the request, both answers are dropped, the connection is reused', async () => {
+  const seen: string[] = [];
+  const path = join(scratch, 'withdraw.sock');
+  let connections = 0;
+  let answered!: () => void;
+  const answersWritten = new Promise<void>((resolve) => (answered = resolve));
+  const server = net.createServer((socket) => {
+    connections++;
+    let pending = '';
+    socket.on('data', (chunk) => {
+      pending += chunk.toString('latin1');
+      while (pending.includes('\r\n\r\n')) {
+        const end = pending.indexOf('\r\n\r\n') + 4;
+        seen.push(pending.slice(0, end).split('\r\n')[0]!);
+        pending = pending.slice(end);
+        // The withdrawn request's answer and the withdrawal's come together, split across reads at random.
+        if (seen.length === 2) socket.write('HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 204 No');
+        if (seen.length === 2) setImmediate(() => socket.write(' Content\r\n\r\n', () => answered()));
+        if (seen.length === 3) socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nafter');
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  const pool = new HopPool({ socketPath: path });
+  try {
+    const calls: string[] = [];
+    const withdrawn = pool.request(Buffer.from('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n'), true, {
+      onHead: () => calls.push('head'),
+      onData: () => calls.push('data'),
+      onEnd: () => calls.push('end'),
+      onError: (error) => calls.push(`error ${error.message}`),
+    });
+    withdrawn.end();
+    assert.equal(pool.unanswered()[0]?.handler.onEnd !== undefined, true);
+    assert.equal(withdrawn.withdraw(), true);
+    assert.equal(pool.unanswered().length, 0, 'a withdrawn request is no longer waiting for its answer');
+    assert.equal(withdrawn.withdraw(), false, 'the handle is done once withdrawn');
+    await answersWritten;
+    // The answers are in the client socket's buffer; the next poll phase reads them (a unix socket).
+    for (let i = 0; i < 2; i++) await new Promise((resolve) => setImmediate(resolve));
+    const next = await exchange(pool);
+    assert.deepEqual([next.head?.status, next.body, next.error], [200, 'after', undefined]);
+    assert.deepEqual(seen, ['GET /slow HTTP/1.1', 'OPTIONS * HTTP/1.1', 'GET / HTTP/1.1']);
+    assert.deepEqual(calls, [], 'the withdrawn request hears nothing more');
+    assert.equal(connections, 1, 'the connection went back to the pool');
+  } finally {
+    pool.close();
+    server.close();
+  }
+});
+
+test('withdraw is refused once any byte of the answer has come', async () => {
+  const server = await cannedServer(['HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'], false, false);
+  const pool = new HopPool({ socketPath: server.path });
+  try {
+    let handle!: ReturnType<HopPool['request']>;
+    const interim = new Promise<void>((resolve) => {
+      handle = pool.request(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'), true, {
+        onInterim: () => resolve(),
+        onHead: () => {},
+        onData: () => {},
+        onEnd: () => {},
+        onError: () => {},
+      });
+    });
+    handle.end();
+    await interim;
+    assert.equal(handle.withdraw(), false);
+  } finally {
+    pool.close();
+    server.close();
+  }
+});

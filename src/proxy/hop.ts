@@ -10,6 +10,7 @@
  * 204 and 304; interim 1xx responses skipped. Anything else is an error: the request fails with 502.
  */
 import * as net from 'node:net';
+import { WITHDRAWAL } from '../edge/internal-hop.ts';
 
 /** Largest response head accepted (status line and header fields). */
 const MAX_HEAD_BYTES = 64 * 1024;
@@ -32,6 +33,13 @@ export interface ResponseHead {
 }
 
 export interface HopHandler {
+  /** An interim 1xx came (other than 101): the backend has the request in hand. */
+  onInterim?(): void;
+  /**
+   * For the dispatcher, while nothing of the response has come back: take the request back from this
+   * backend (its connection closed) and send it elsewhere. Returns whether it did.
+   */
+  takeBack?(): boolean;
   onHead(head: ResponseHead): void;
   /**
    * Upgrade requests only: the backend switched protocols. The socket is the caller's from now on;
@@ -76,12 +84,24 @@ export interface HopRequest {
   resume(): void;
   /** The client left: drop the connection (its response can no longer be relayed, nor the connection reused). */
   abort(): void;
+  /**
+   * Takes the request back from a unit of forkgate's (src/edge/internal-hop.ts): a withdrawal follows it
+   * on the connection; the two answers are read and dropped, and the connection goes back to the pool.
+   * Returns false, doing nothing, once any byte of the response has come or if the request is not
+   * fully written.
+   */
+  withdraw(): boolean;
 }
+
+/** Reads a withdrawn request's answer and the withdrawal's, and drops them. */
+const DROP: HopHandler = { onHead() {}, onData() {}, onEnd() {}, onError() {} };
 
 /** The keep-alive connections to one backend. */
 export class HopPool {
   private readonly target: HopTarget;
   private readonly idle: HopConnection[] = [];
+  /** Every open connection, idle or busy. */
+  private readonly open = new Set<HopConnection>();
   private closed = false;
 
   constructor(target: HopTarget) {
@@ -96,8 +116,18 @@ export class HopPool {
     const now = Date.now();
     let connection: HopConnection | undefined;
     while ((connection = this.idle.pop()) && !connection.usableAt(now)) connection.destroy();
-    connection ??= new HopConnection(this.target, (idle) => this.onIdle(idle));
+    if (!connection) {
+      const opened = new HopConnection(this.target, (idle) => this.onIdle(idle), () => this.open.delete(opened));
+      this.open.add(opened);
+      connection = opened;
+    }
     return connection.send(head, expectBody, handler);
+  }
+
+  /** The requests out on this pool with nothing of their response back yet, oldest first. */
+  unanswered(): { readonly sentAt: number; readonly handler: HopHandler }[] {
+    const waiting = [...this.open].filter((connection) => connection.unanswered());
+    return waiting.sort((a, b) => a.sentAt - b.sentAt).map((connection) => ({ sentAt: connection.sentAt, handler: connection.currentHandler()! }));
   }
 
   /** Closes the idle connections; busy ones close once their response is done. */
@@ -143,14 +173,33 @@ class HopConnection {
   private idleLimitMs = Infinity;
   private idleSince = 0;
   private onIdleClose: (() => void) | null = null;
+  /** Withdrawn: the answers still to come after the current one (the withdrawal's). */
+  private answersToDrop = 0;
+  /** Leaves the pool for good: closed, or upgraded. */
+  private readonly onGone: () => void;
+  /** When the current request went out. */
+  sentAt = 0;
 
-  constructor(target: HopTarget, toPool: (connection: HopConnection) => void) {
+  constructor(target: HopTarget, toPool: (connection: HopConnection) => void, onGone: () => void) {
     this.toPool = toPool;
+    this.onGone = onGone;
     this.socket = connectTo(target);
     this.socket.once('connect', () => (this.connected = true));
     this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
     this.socket.on('error', (error) => this.fail(error));
-    this.socket.on('close', () => this.onClose());
+    this.socket.on('close', () => {
+      this.onGone();
+      this.onClose();
+    });
+  }
+
+  /** A request is out on it and nothing of its response has come back. */
+  unanswered(): boolean {
+    return this.handler !== null && this.handler !== DROP && !this.bytesReceived;
+  }
+
+  currentHandler(): HopHandler | null {
+    return this.handler;
   }
 
   usableAt(now: number): boolean {
@@ -165,6 +214,8 @@ class HopConnection {
     this.bytesReceived = false;
     this.headReceived = false;
     this.requestEnded = false;
+    this.answersToDrop = 0;
+    this.sentAt = performance.now();
     this.requests++;
     const generation = ++this.generation;
     const current = () => this.generation === generation && this.handler !== null;
@@ -183,6 +234,14 @@ class HopConnection {
         if (!current()) return;
         this.handler = null;
         this.destroy();
+      },
+      withdraw: () => {
+        if (!current() || this.bytesReceived || !this.requestEnded) return false;
+        this.generation++;
+        this.handler = DROP;
+        this.answersToDrop = 1;
+        this.socket.write(WITHDRAWAL);
+        return true;
       },
     };
   }
@@ -205,6 +264,14 @@ class HopConnection {
     let leftover: Buffer;
     try {
       leftover = this.parse(chunk);
+      while (this.responseDone && this.answersToDrop > 0) {
+        // A withdrawn request's answer is done; the withdrawal's follows, maybe in this read.
+        this.answersToDrop--;
+        this.responseDone = false;
+        this.state = 'head';
+        this.expectBody = true;
+        leftover = this.parse(leftover);
+      }
     } catch (error) {
       return this.fail(error as Error);
     }
@@ -342,10 +409,15 @@ class HopConnection {
       this.state = 'upgraded';
       this.handler = null;
       this.socket.removeAllListeners('data').removeAllListeners('error').removeAllListeners('close');
+      this.onGone();
       handler.onUpgrade(head, this.socket, rest);
       return;
     }
-    if (statusCode >= 100 && statusCode < 200) return; // interim (100 Continue, 103 Early Hints): the final response follows
+    if (statusCode >= 100 && statusCode < 200) {
+      // Interim (100 Continue, 102 Processing, 103 Early Hints): the final response follows.
+      this.handler!.onInterim?.();
+      return;
+    }
     if (transferEncoded && contentLength !== null) {
       // Transfer-Encoding wins (RFC 9112 §6.3); the length must not travel on with a re-framed body.
       for (let i = rawHeaders.length - 2; i >= 0; i -= 2) if (rawHeaders[i]!.toLowerCase() === 'content-length') rawHeaders.splice(i, 2);
