@@ -79,7 +79,7 @@ test('least busy: while one worker spins on the CPU, every quick request goes to
   try {
     assert.match(forkgate.output, /Using worker class async, balance proxy/);
     const spin = await startSpin(forkgate.url, 1500, 'least-busy');
-    // The unit has had a request in flight and completed none for 50 ms: past the ~10 ms that ranks it busy.
+    // The unit has had a request in flight and completed none for 50 ms: past the ~4 ms that ranks it busy.
     const spinning = Date.now();
     await eventually(() => Date.now() - spinning >= 50, 'the spin to run for 50 ms');
     const quick: { pid: string; spinDone: boolean }[] = [];
@@ -102,6 +102,67 @@ test('least busy: while one worker spins on the CPU, every quick request goes to
     assert.equal(others.length, 1);
     assert.deepEqual(quick.filter(({ pid }) => pid !== others[0]), [], 'every quick request went to the worker that was not spinning');
     assert.deepEqual(quick.filter(({ spinDone }) => spinDone), [], 'every quick request finished before the spin');
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('requests already sent to a unit when it starts to spin are taken back, answered by the other unit, and run once', async () => {
+  const forkgate = await start(['-w', '2', '--log-level', 'debug', ...proxyArgs(PROXY)]);
+  const log = join(scratch, 'taken-back.log');
+  const agents = Array.from({ length: 8 }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }));
+  const spinAgent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  try {
+    // Quick requests from 8 connections all along; the spin goes in among them. Until the master ranks
+    // the spinning unit busy (a few ms), the quick requests in between alternate between the two units:
+    // some wait behind the spin.
+    const spinDone = { value: false };
+    let spin: Promise<Sent> | null = null;
+    let sent = 0;
+    const took: number[] = [];
+    await Promise.all(
+      agents.map(async (agent) => {
+        while (!spinDone.value && sent < 3000) {
+          const id = sent++;
+          if (id === 100) spin = send(`${forkgate.url}/spin?ms=1500`, spinAgent).finally(() => (spinDone.value = true));
+          const began = Date.now();
+          const reply = await send(`${forkgate.url}/logged?id=${id}&log=${log}`, agent);
+          assert.equal(reply.status, 200);
+          took.push(Date.now() - began);
+        }
+      }),
+    );
+    assert.equal((await spin!).status, 200);
+    // The master presumes the oldest request the unit has not answered is the one it is busy with; a
+    // quick one that came just before the spin can be mistaken for it, and waits.
+    assert.ok(took.filter((ms) => ms >= 750).length <= 1, `quick requests waited for the 1.5 s spin: ${took.filter((ms) => ms >= 750)}`);
+    assert.match(forkgate.output, /GET \/logged.* waited behind a busy .*: sent to another unit/, 'some quick request had been sent to the spinning unit');
+    // The spinning unit reads what was taken back from it once its loop is free: before its next answer.
+    const spinner = (await spin!).body.replace('spun in ', '');
+    await eventually(async () => (await send(`${forkgate.url}/pid`, agents[1]!)).body === spinner, 'the spinning unit to answer again');
+    const runs = readFileSync(log, 'utf8').trim().split('\n').map((line) => Number(line.split(' ')[0]));
+    assert.deepEqual(runs.sort((a, b) => a - b), [...Array(took.length).keys()], 'each quick request ran exactly once');
+  } finally {
+    for (const agent of [...agents, spinAgent]) agent.destroy();
+    await forkgate.stop();
+  }
+});
+
+test('requests a unit has started and awaits are never taken back, even when the unit then spins', async () => {
+  const forkgate = await start(['-w', '2', '--log-level', 'debug', ...proxyArgs(PROXY)]);
+  const log = join(scratch, 'awaited.log');
+  try {
+    const replies = Array.from({ length: 12 }, (_, id) => request(`${forkgate.url}/wait?ms=1000&id=${id}&log=${log}`));
+    // Every one has started (logged as its handler began, confirmed to the proxy right after)...
+    await eventually(() => existsSync(log) && readFileSync(log, 'utf8').trim().split('\n').length === 12, 'the 12 requests to start');
+    // ...and now a unit stops making progress: what it has started stays with it.
+    const before = forkgate.output.length;
+    const spin = await startSpin(forkgate.url, 600, 'awaited-spin');
+    assert.equal((await spin.reply).status, 200);
+    assert.deepEqual((await Promise.all(replies)).map(({ status }) => status), Array(12).fill(200));
+    const runs = readFileSync(log, 'utf8').trim().split('\n').map((line) => Number(line.split(' ')[0]));
+    assert.deepEqual(runs.sort((a, b) => a - b), [...Array(12).keys()], 'each request ran exactly once');
+    assert.doesNotMatch(forkgate.output.slice(before), /waited behind a busy/);
   } finally {
     await forkgate.stop();
   }

@@ -11,7 +11,7 @@ import type { ProxyProtocolMode, Settings } from '../config/settings.ts';
 import type { Logger } from '../log/logger.ts';
 import type { AppServer } from '../worker/app-loader.ts';
 import { compileAddressMatcher, type AddressMatcher } from './addresses.ts';
-import { decodeClient, PEER_HEADER, type HopClient } from './internal-hop.ts';
+import { decodeClient, LATE_MS, PEER_HEADER, WITHDRAWAL_HEADER, type HopClient } from './internal-hop.ts';
 import { configureParser, limitChunkedBody, requestLimitCheck, type LimitSettings, type Rejection } from './limits.ts';
 import type { ProxiedPeer } from './proxy-protocol.ts';
 import { readProxyHeader } from './read-proxy-header.ts';
@@ -67,6 +67,10 @@ export class Edge {
   private readonly trustedConnections = new WeakSet<Socket>();
   private readonly checkLimits: ReturnType<typeof requestLimitCheck>;
   private readonly bodyLimit: number;
+  /** Behind forkgate's proxy: the request read late on a connection, until it is looked at again. */
+  private readonly lateRequests = new WeakMap<Socket, IncomingMessage>();
+  /** Late requests the proxy took back. */
+  private readonly withdrawn = new WeakSet<IncomingMessage>();
 
   /** Configures the server (the app's, or the proxy's in the master); call before it is marked listening. */
   constructor(server: AppServer, edgeSettings: EdgeSettings, logger: Logger, options: EdgeOptions = {}) {
@@ -143,7 +147,24 @@ export class Edge {
     // Runs for every event of the server: `arguments` passed on as they are costs no array per call.
     this.server.emit = function (this: AppServer, event: string | symbol, first?: unknown, second?: unknown): boolean {
       if (REQUEST_EVENTS.has(event)) {
-        if (!edge.admitRequest(first as IncomingMessage, second as ServerResponse)) return true;
+        const req = first as IncomingMessage;
+        const res = second as ServerResponse;
+        if (!edge.internalHop) return edge.admitRequest(req, res, null) ? emit.apply(this, arguments as unknown as unknown[]) : true;
+        if (req.method === 'OPTIONS' && req.headers[WITHDRAWAL_HEADER] !== undefined) {
+          edge.withdraw(req, res);
+          return true;
+        }
+        const client = hopClientOf(req);
+        if (client && Date.now() - client.sentAt >= LATE_MS) {
+          // Looked at again once the rest of this read is parsed, before anything else runs.
+          edge.lateRequests.set(req.socket, req);
+          process.nextTick(() => edge.serveLate(req, res, client, () => emit.call(this, event, req, res)));
+          return true;
+        }
+        if (!edge.admitRequest(req, res, client)) return true;
+        const handled = emit.apply(this, arguments as unknown as unknown[]);
+        confirmStarted(res);
+        return handled;
       } else if (SOCKET_EVENTS.has(event)) {
         if (!edge.admitUpgrade(first as IncomingMessage, second as Socket)) return true;
       }
@@ -151,7 +172,30 @@ export class Edge {
     } as AppServer['emit'];
   }
 
-  private admitRequest(req: IncomingMessage, res: ServerResponse): boolean {
+  /** The proxy took back the request before this one on the connection: put it aside, if not started. */
+  private withdraw(req: IncomingMessage, res: ServerResponse): void {
+    const late = this.lateRequests.get(req.socket);
+    if (late) this.withdrawn.add(late);
+    res.writeHead(204).end();
+  }
+
+  /**
+   * Behind forkgate's proxy, a request read late, looked at again once the rest of its read is parsed:
+   * a withdrawal that came right behind it (the unit was busy while both came) has been seen by now,
+   * and then another unit runs it.
+   */
+  private serveLate(req: IncomingMessage, res: ServerResponse, client: HopClient, emitRequest: () => void): void {
+    this.lateRequests.delete(req.socket);
+    if (this.withdrawn.has(req)) {
+      res.writeHead(204).end();
+      return;
+    }
+    if (!this.admitRequest(req, res, client)) return;
+    emitRequest();
+    confirmStarted(res);
+  }
+
+  private admitRequest(req: IncomingMessage, res: ServerResponse, client: HopClient | null): boolean {
     const rejection = this.checkLimits?.(req);
     if (rejection) {
       this.logRejection(req, rejection);
@@ -159,7 +203,7 @@ export class Edge {
       res.end(`${rejection.reason}\n`);
       return false;
     }
-    const id = this.prepareHeaders(req);
+    const id = this.prepareHeaders(req, client);
     if (this.echoRequestId) res.setHeader('x-request-id', id);
     if (this.bodyLimit && req.headers['transfer-encoding'] !== undefined) {
       limitChunkedBody(req, this.bodyLimit, (exceeded) => {
@@ -182,17 +226,16 @@ export class Edge {
       socket.destroySoon();
       return false;
     }
-    this.prepareHeaders(req);
+    this.prepareHeaders(req, this.internalHop ? hopClientOf(req) : null);
     return true;
   }
 
   /** Applies the forwarding policy and X-Request-Id to the request; returns its id. */
-  private prepareHeaders(req: IncomingMessage): string {
+  private prepareHeaders(req: IncomingMessage, client: HopClient | null): string {
     const edits: HeaderEdits = new Map();
     if (this.internalHop) {
       // A pooled connection serves many clients in turn: each request names its own.
-      const header = req.headers[PEER_HEADER];
-      presentClient(req.socket, typeof header === 'string' ? decodeClient(header) : null);
+      presentClient(req.socket, client);
       edits.set(PEER_HEADER, null);
     }
     forwardingEdits(req, !this.forwardingTrusted || this.trustedConnections.has(req.socket), edits);
@@ -204,6 +247,25 @@ export class Edge {
   private logRejection(req: IncomingMessage, rejection: Rejection): void {
     this.logger.debug(`Invalid request from ip=${req.socket.remoteAddress}: ${rejection.status} ${rejection.reason}`);
   }
+}
+
+function hopClientOf(req: IncomingMessage): HopClient | null {
+  const header = req.headers[PEER_HEADER];
+  return typeof header === 'string' ? decodeClient(header) : null;
+}
+
+/**
+ * Behind forkgate's proxy: a request whose handler returned without answering (it awaits something)
+ * is confirmed started with an interim 102, so the proxy never takes it back. Confirmed after the
+ * promise job the handler queued first (a handler that awaits something already settled has answered
+ * by then), and before anything else the unit does: a confirmation held back by a busy unit would let
+ * the proxy take back a request that has started.
+ */
+function confirmStarted(res: ServerResponse): void {
+  if (res.writableEnded) return;
+  queueMicrotask(() => {
+    if (!res.headersSent && !res.writableEnded && !res.destroyed) res.writeProcessing();
+  });
 }
 
 function peerOf(socket: Socket): ProxiedPeer {

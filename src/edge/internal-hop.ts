@@ -4,6 +4,14 @@
  * as a PROXY header (one per connection): it travels as a request header only the proxy sets and the
  * unit removes before the app sees the request. It says who the client is and whether it came over TLS,
  * so the app reads req.socket.remoteAddress, .encrypted and .authorized as in the other modes.
+ *
+ * It also says when the proxy sent the request. The proxy may take back a request a busy unit has not
+ * started (src/proxy/dispatcher.ts): it sends WITHDRAWAL on the same connection, right behind it, and
+ * the request to another unit. A request the unit reads late is looked at again once the rest of that
+ * read is parsed: if a withdrawal followed it (the unit was busy while both came), both are answered
+ * 204 without the app, and the proxy drops the answers. A request whose handler returns without
+ * answering (it awaits something) is confirmed started with an interim 102, after which the proxy does
+ * not take it back.
  */
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -11,25 +19,37 @@ import type { ProxiedPeer } from './proxy-protocol.ts';
 
 export const PEER_HEADER = 'x-forkgate-peer';
 
+/** A request read this long after the proxy sent it may have been taken back meanwhile. */
+export const LATE_MS = 2;
+
+export const WITHDRAWAL_HEADER = 'x-forkgate-withdrawal';
+/** Takes back the request before it on the connection, if the unit has not started it. */
+export const WITHDRAWAL = `OPTIONS * HTTP/1.1\r\nHost: forkgate\r\n${WITHDRAWAL_HEADER}: previous\r\n\r\n`;
+
 export interface HopClient {
+  /** When the proxy sent the request (Date.now()). */
+  readonly sentAt: number;
   /** Null for a client on a unix socket. */
   readonly peer: ProxiedPeer | null;
   /** Null without TLS; else whether its certificate was verified (--cert-reqs). */
   readonly tls: { readonly authorized: boolean } | null;
 }
 
-/** "family address port" ("unix - 0" without an address), then " tls authorized|unauthorized" over TLS. */
+/**
+ * "sentAt family address port" ("unix - 0" without an address), then " tls authorized|unauthorized" over
+ * TLS. Call as the request goes out: a retry is sent anew.
+ */
 export function encodeClient(socket: Socket): string {
   const { remoteAddress, remotePort, remoteFamily } = socket;
   const peer = remoteAddress ? `${remoteFamily} ${remoteAddress} ${remotePort ?? 0}` : 'unix - 0';
   const tls = socket as Partial<TLSSocket>;
-  return tls.encrypted ? `${peer} tls ${tls.authorized ? 'authorized' : 'unauthorized'}` : peer;
+  return `${Date.now()} ${tls.encrypted ? `${peer} tls ${tls.authorized ? 'authorized' : 'unauthorized'}` : peer}`;
 }
 
 export function decodeClient(value: string): HopClient | null {
-  const [family, address, port, tls, authorized] = value.split(' ');
+  const [sentAt, family, address, port, tls, authorized] = value.split(' ');
   if (!address) return null;
   const peer: ProxiedPeer | null =
     (family === 'IPv4' || family === 'IPv6') && address !== '-' ? { family, address, port: Number(port) } : null;
-  return { peer, tls: tls === 'tls' ? { authorized: authorized === 'authorized' } : null };
+  return { sentAt: Number(sentAt), peer, tls: tls === 'tls' ? { authorized: authorized === 'authorized' } : null };
 }

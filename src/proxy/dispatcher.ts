@@ -1,15 +1,22 @@
 /**
  * Which unit takes the next request: the least busy, counted by the proxy itself (it sees every request
- * start and end). A unit that has had requests in flight and finished none for STUCK_MS is busy on
- * something long (a CPU-bound request, a stream) and ranks after every unit that is making progress,
- * so quick requests never queue behind a long one while another unit is free (Puma's
- * wait_for_less_busy_worker problem). When every unit is at capacity requests wait here, first come
- * first served, within --queue-limit and --queue-timeout.
+ * start and end). A unit that has had requests in flight and shown no progress (finished one, started
+ * answering one, confirmed one started) for STUCK_MS is busy on something long, a CPU-bound request
+ * most often, and ranks after every unit that is making progress, so quick requests never queue behind
+ * a long one while another unit is free (Puma's wait_for_less_busy_worker problem). When every unit is at
+ * capacity requests wait here, first come first served, within --queue-limit and --queue-timeout.
+ *
+ * Requests already sent to a unit when it got stuck would still wait for it: a unit takes several at
+ * once (from as many pooled connections) and runs them one after another. So those it has not started
+ * are taken back and sent to a unit making progress. Not the oldest (the one it is most likely busy
+ * with), not one it confirmed started (src/edge/internal-hop.ts), and only to a unit of forkgate's own,
+ * which puts aside a request it reads after it was taken back: each request runs once. Only requests a
+ * client may repeat (GET, HEAD, ...) are taken back, in case a unit read one just as it was.
  */
 import type { BalancerLoad } from '../master/balance/balancer.ts';
 import type { HopPool, HopTarget } from './hop.ts';
 
-const STUCK_MS = 10;
+const STUCK_MS = 4;
 
 /** One place requests can go: a worker's unit (process or thread) or an --upstream server. */
 export interface Backend {
@@ -20,9 +27,13 @@ export interface Backend {
   readonly pool: HopPool;
   /** Requests (and tunnels) it may have at once: 1 for sync units. */
   readonly capacity: number;
+  /** A unit of forkgate's: requests it has not started may be taken back (an --upstream server's may not). */
+  readonly ours: boolean;
   inFlight: number;
-  /** When it last finished a request or started answering one, or became busy. */
+  /** When it last showed progress (see above), or became busy. */
   lastProgressAt: number;
+  /** It has answered a request: a unit just started is slow at first, not stuck. */
+  answered: boolean;
 }
 
 export type QueueRefusal = 'queue full' | 'queue timeout' | 'stopping';
@@ -40,6 +51,8 @@ export class Dispatcher {
   private readonly queueTimeoutMs: number;
   private cursor = 0;
   private closed = false;
+  /** Armed while units of forkgate's have requests in flight: looks for stuck ones. */
+  private stuckCheck: NodeJS.Timeout | null = null;
 
   constructor(queueLimit: number, queueTimeoutSeconds: number) {
     this.queueLimit = queueLimit;
@@ -95,29 +108,60 @@ export class Dispatcher {
     };
   }
 
-  /** The backend finished a request (or started answering one: progress without a release). */
+  /** The backend started answering a request, or confirmed it started one: progress without a release. */
   progress(backend: Backend): void {
     backend.lastProgressAt = performance.now();
   }
 
   release(backend: Backend): void {
     backend.inFlight--;
+    backend.answered = true;
     backend.lastProgressAt = performance.now();
     this.serveQueue();
+  }
+
+  /** A request taken back from the backend: its slot is free, but the backend made no progress. */
+  releaseTakenBack(backend: Backend): void {
+    backend.inFlight--;
   }
 
   /** No more requests are taken: those waiting are refused. */
   close(): void {
     this.closed = true;
+    if (this.stuckCheck) clearTimeout(this.stuckCheck);
     for (const waiter of this.queue.splice(0)) {
       clearTimeout(waiter.timer!);
       waiter.refuse('stopping');
     }
   }
 
+  /**
+   * Runs after the loop's reads (an immediate, not the timer itself), so that a response or confirmation
+   * already at hand counts before a request is taken back.
+   */
+  private checkStuck(): void {
+    setImmediate(() => {
+      this.stuckCheck = null;
+      const now = performance.now();
+      if (this.backends.some((backend) => backend.inFlight < backend.capacity && !isStuck(backend, now))) {
+        for (const backend of this.backends) {
+          if (!backend.ours || !backend.answered || !isStuck(backend, now)) continue;
+          // The oldest is most likely what the unit is busy with. The others must have waited too: a
+          // unit runs a request it reads early at once, and confirms it well within STUCK_MS.
+          const [, ...trapped] = backend.pool.unanswered();
+          for (const { sentAt, handler } of trapped) if (now - sentAt >= STUCK_MS) handler.takeBack?.();
+        }
+      }
+      if (!this.closed && this.backends.some((backend) => backend.ours && backend.inFlight > 0)) {
+        this.stuckCheck = setTimeout(() => this.checkStuck(), STUCK_MS / 2);
+      }
+    });
+  }
+
   private take(backend: Backend): void {
     if (backend.inFlight === 0) backend.lastProgressAt = performance.now();
     backend.inFlight++;
+    if (backend.ours) this.stuckCheck ??= setTimeout(() => this.checkStuck(), STUCK_MS);
   }
 
   private serveQueue(): void {
@@ -145,7 +189,7 @@ export class Dispatcher {
       const index = (this.cursor + step) % count;
       const backend = this.backends[index]!;
       if (backend.inFlight >= backend.capacity || (backend === avoid && count > 1)) continue;
-      const stuck = backend.inFlight > 0 && now - backend.lastProgressAt > STUCK_MS;
+      const stuck = isStuck(backend, now);
       if (best === null || (bestStuck && !stuck) || (stuck === bestStuck && less(backend, best, stuck))) {
         best = backend;
         bestIndex = index;
@@ -162,6 +206,10 @@ export class Dispatcher {
     this.queue.splice(index, 1);
     return true;
   }
+}
+
+function isStuck(backend: Backend, now: number): boolean {
+  return backend.inFlight > 0 && now - backend.lastProgressAt > STUCK_MS;
 }
 
 /** Whether a ranks before b, both making progress or both stuck. */

@@ -62,6 +62,8 @@ export class Exchange {
   private cancelWait: () => void = () => {};
   private clientGone = false;
   private retriedReset = false;
+  /** Taken back from a stuck unit: once, so that no request chases busy units around. */
+  private takenBack = false;
 
   constructor(req: http.IncomingMessage, res: http.ServerResponse, context: ExchangeContext) {
     this.req = req;
@@ -122,12 +124,13 @@ export class Exchange {
     if (this.clientGone) return context.dispatcher.release(backend);
     this.attempts++;
     let released = false;
-    const release = () => {
+    const release = (takenBack = false) => {
       if (released) return;
       released = true;
       this.upstream = null;
       this.releaseAttempt = null;
-      context.dispatcher.release(backend);
+      if (takenBack) context.dispatcher.releaseTakenBack(backend);
+      else context.dispatcher.release(backend);
     };
     this.releaseAttempt = release;
     const streamed = !this.bodyComplete;
@@ -139,6 +142,17 @@ export class Exchange {
     const head = this.requestHead(backend, contentLength, chunkedOut);
     const body = streamed || length === 0 ? Buffer.from(head, 'latin1') : Buffer.concat([Buffer.from(head, 'latin1'), ...this.chunks]);
     const upstream = backend.pool.request(body, req.method !== 'HEAD', {
+      onInterim: () => context.dispatcher.progress(backend),
+      takeBack: () => {
+        if (released || this.takenBack || !this.bodyComplete || !IDEMPOTENT.has(req.method!)) return false;
+        if (!upstream.withdraw()) return false;
+        this.takenBack = true;
+        release(true);
+        context.logger.debug(`proxy: ${req.method} ${req.url} waited behind a busy ${backend.name}: sent to another unit`);
+        this.lastFailed = backend;
+        this.dispatch();
+        return true;
+      },
       onHead: (response) => {
         context.dispatcher.progress(backend);
         this.relayHead(response, upstream);

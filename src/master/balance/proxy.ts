@@ -99,8 +99,10 @@ export class ProxyBalancer implements Balancer {
         target: { socketPath: endpoint },
         pool: new HopPool({ socketPath: endpoint }),
         capacity,
+        ours: true,
         inFlight: 0,
         lastProgressAt: 0,
+        answered: false,
       };
       kept.push(backend);
       this.front.dispatcher.add(backend);
