@@ -59,7 +59,13 @@ export function renderStatus(status: PoolStatus): string {
   const line = (cells: string[]) => cells.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd();
   const last = status.lastExit ? `, last exit: pid ${status.lastExit.pid} ${status.lastExit.reason}` : '';
   const proxy = status.balance === 'proxy'
-    ? [`queued ${status.queued}; in rotation: ${status.backends.map(({ name, inFlight, capacity }) => `${name} ${inFlight}/${capacity}`).join(', ') || 'none'}`]
+    ? [
+        `queued ${status.queued}; in rotation: ${
+          status.backends
+            .map(({ name, inFlight, capacity, takenBack }) => `${name} ${inFlight}/${capacity}${takenBack > 0 ? ` (${takenBack} taken back)` : ''}`)
+            .join(', ') || 'none'
+        }`,
+      ]
     : [];
   return [
     `master ${status.master.pid} (forkgate ${status.master.version}, Node ${status.master.node}), up ${status.master.uptimeSeconds} s, ${status.ready ? 'ready' : 'NOT READY'}`,

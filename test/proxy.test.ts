@@ -108,7 +108,8 @@ test('least busy: while one worker spins on the CPU, every quick request goes to
 });
 
 test('requests already sent to a unit when it starts to spin are taken back and answered by the other unit', async () => {
-  const forkgate = await start(['-w', '2', '--log-level', 'debug', ...proxyArgs(PROXY)]);
+  const admin = join(scratch, 'taken-back-admin.sock');
+  const forkgate = await start(['-w', '2', '--log-level', 'debug', '--admin-bind', `unix:${admin}`, ...proxyArgs(PROXY)]);
   const log = join(scratch, 'taken-back.log');
   const agents = Array.from({ length: 8 }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }));
   const spinAgent = new http.Agent({ keepAlive: true, maxSockets: 1 });
@@ -137,6 +138,9 @@ test('requests already sent to a unit when it starts to spin are taken back and 
     // quick one that came just before the spin can be mistaken for it, and waits.
     assert.ok(took.filter((ms) => ms >= 750).length <= 1, `quick requests waited for the 1.5 s spin: ${took.filter((ms) => ms >= 750)}`);
     assert.match(forkgate.output, /GET \/logged.* waited behind a busy .*: sent to another unit/, 'some quick request had been sent to the spinning unit');
+    const status = JSON.parse((await request('http://admin/status', { socketPath: admin })).body) as { backends: { takenBack: number }[] };
+    const counted = status.backends.reduce((sum, { takenBack }) => sum + takenBack, 0);
+    assert.equal(counted, forkgate.output.match(/waited behind a busy/g)!.length, '/status counts what was taken back');
     // The spinning unit reads what was taken back from it once its loop is free: before its next answer.
     const spinner = (await spin!).body.replace('spun in ', '');
     await eventually(async () => (await send(`${forkgate.url}/pid`, agents[1]!)).body === spinner, 'the spinning unit to answer again');

@@ -156,7 +156,10 @@ export class Edge {
         }
         const client = hopClientOf(req);
         if (client && Date.now() - client.sentAt >= LATE_MS) {
-          // Looked at again once the rest of this read is parsed, before anything else runs.
+          // Confirmed in hand at once: a busy unit reads many requests late, and the proxy must not
+          // take back the one it runs (it may have done so already: see below). Then looked at again
+          // once the rest of this read is parsed, before anything else runs.
+          res.writeProcessing();
           edge.lateRequests.set(req.socket, req);
           process.nextTick(() => edge.serveLate(req, res, client, () => emit.call(this, event, req, res)));
           return true;
@@ -190,9 +193,7 @@ export class Edge {
       res.writeHead(204).end();
       return;
     }
-    if (!this.admitRequest(req, res, client)) return;
-    emitRequest();
-    confirmStarted(res);
+    if (this.admitRequest(req, res, client)) emitRequest();
   }
 
   private admitRequest(req: IncomingMessage, res: ServerResponse, client: HopClient | null): boolean {

@@ -7,11 +7,12 @@
  *
  * It also says when the proxy sent the request. The proxy may take back a request a busy unit has not
  * started (src/proxy/dispatcher.ts): it sends WITHDRAWAL on the same connection, right behind it, and
- * the request to another unit. A request the unit reads late is looked at again once the rest of that
- * read is parsed: if a withdrawal followed it (the unit was busy while both came), both are answered
- * 204 without the app, and the proxy drops the answers. A request whose handler returns without
- * answering (it awaits something) is confirmed started with an interim 102, after which the proxy does
- * not take it back.
+ * the request to another unit. A request the unit has in hand is confirmed with an interim 102, after
+ * which the proxy does not take it back: at once if the unit reads it late (a busy unit reads most
+ * requests late, and the one it then runs is what it will be busy with), else when its handler returns
+ * without answering (it awaits something). A request read late is also looked at again once the rest
+ * of that read is parsed: if a withdrawal followed it (the unit was busy while both came), both are
+ * answered 204 without the app, and the proxy drops the answers.
  */
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';

@@ -33,8 +33,11 @@ export interface PoolStatus {
   workers: WorkerStatus[];
   /** Connections (round-robin) or requests (proxy) waiting in the master for a worker. */
   queued: number;
-  /** --balance proxy: the units (or --upstream servers) in rotation, with their requests in flight. */
-  backends: readonly { name: string; inFlight: number; capacity: number }[];
+  /**
+   * --balance proxy: the units (or --upstream servers) in rotation, with their requests in flight and
+   * how many were taken back from them while they were stuck.
+   */
+  backends: readonly { name: string; inFlight: number; capacity: number; takenBack: number }[];
 }
 
 export interface AdminActions {

@@ -34,6 +34,8 @@ export interface Backend {
   lastProgressAt: number;
   /** It has answered a request: a unit just started is slow at first, not stuck. */
   answered: boolean;
+  /** Requests taken back from it so far (for /status). */
+  takenBack: number;
 }
 
 export type QueueRefusal = 'queue full' | 'queue timeout' | 'stopping';
@@ -75,7 +77,10 @@ export class Dispatcher {
 
   /** For /status: what waits here, and each backend in rotation with its requests in flight. */
   load(): BalancerLoad {
-    return { queued: this.queue.length, backends: this.backends.map(({ name, inFlight, capacity }) => ({ name, inFlight, capacity })) };
+    return {
+      queued: this.queue.length,
+      backends: this.backends.map(({ name, inFlight, capacity, takenBack }) => ({ name, inFlight, capacity, takenBack })),
+    };
   }
 
   /**
@@ -123,6 +128,7 @@ export class Dispatcher {
   /** A request taken back from the backend: its slot is free, but the backend made no progress. */
   releaseTakenBack(backend: Backend): void {
     backend.inFlight--;
+    backend.takenBack++;
   }
 
   /** No more requests are taken: those waiting are refused. */

@@ -177,14 +177,17 @@ class HopConnection {
   private answersToDrop = 0;
   /** Leaves the pool for good: closed, or upgraded. */
   private readonly onGone: () => void;
-  /** When the current request went out. */
+  /** When the current request went out: a request waits in the socket until it has connected. */
   sentAt = 0;
 
   constructor(target: HopTarget, toPool: (connection: HopConnection) => void, onGone: () => void) {
     this.toPool = toPool;
     this.onGone = onGone;
     this.socket = connectTo(target);
-    this.socket.once('connect', () => (this.connected = true));
+    this.socket.once('connect', () => {
+      this.connected = true;
+      this.sentAt = performance.now();
+    });
     this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
     this.socket.on('error', (error) => this.fail(error));
     this.socket.on('close', () => {
@@ -215,7 +218,7 @@ class HopConnection {
     this.headReceived = false;
     this.requestEnded = false;
     this.answersToDrop = 0;
-    this.sentAt = performance.now();
+    this.sentAt = this.connected ? performance.now() : Infinity;
     this.requests++;
     const generation = ++this.generation;
     const current = () => this.generation === generation && this.handler !== null;

@@ -27,7 +27,7 @@ export class Upstreams {
     this.logger = logger;
     this.backends = upstreams.map((upstream) => {
       const target: HopTarget = upstream.kind === 'unix' ? { socketPath: upstream.path } : { host: upstream.host, port: upstream.port };
-      return { name: formatUpstream(upstream), target, pool: new HopPool(target), capacity, ours: false, inFlight: 0, lastProgressAt: 0, answered: false };
+      return { name: formatUpstream(upstream), target, pool: new HopPool(target), capacity, ours: false, inFlight: 0, lastProgressAt: 0, answered: false, takenBack: 0 };
     });
   }
 

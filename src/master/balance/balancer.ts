@@ -11,8 +11,8 @@ import type { WorkerHandle } from '../worker-handle.ts';
 export interface BalancerLoad {
   /** Connections (round-robin) or requests (proxy) waiting in the master for a worker. */
   readonly queued: number;
-  /** Proxy: the units or upstreams in rotation. */
-  readonly backends: readonly { readonly name: string; readonly inFlight: number; readonly capacity: number }[];
+  /** Proxy: the units or upstreams in rotation; takenBack: requests taken back from it while it was stuck. */
+  readonly backends: readonly { readonly name: string; readonly inFlight: number; readonly capacity: number; readonly takenBack: number }[];
 }
 
 export interface Balancer {

@@ -103,6 +103,7 @@ export class ProxyBalancer implements Balancer {
         inFlight: 0,
         lastProgressAt: 0,
         answered: false,
+        takenBack: 0,
       };
       kept.push(backend);
       this.front.dispatcher.add(backend);
