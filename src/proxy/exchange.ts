@@ -55,7 +55,6 @@ export class Exchange {
   /** The whole body is in `chunks`: the request can be sent again. */
   private bodyComplete = false;
   private attempts = 0;
-  private lastFailed: Backend | undefined;
   /** The attempt in progress: its request to the backend, and how it gives the backend's slot back. */
   private upstream: HopRequest | null = null;
   private releaseAttempt: (() => void) | null = null;
@@ -110,12 +109,13 @@ export class Exchange {
     req.on('data', onData).on('end', onEnd);
   }
 
-  private dispatch(): void {
+  /** Waits for a unit (or takes one now); after an attempt on `previous`, another if there is one. */
+  private dispatch(previous?: Backend): void {
     if (this.clientGone) return;
     this.cancelWait = this.context.dispatcher.acquire(
       (backend) => this.send(backend),
       (reason) => this.refuse(reason),
-      this.lastFailed,
+      previous,
     );
   }
 
@@ -149,8 +149,7 @@ export class Exchange {
         this.takenBack = true;
         release(true);
         context.logger.debug(`proxy: ${req.method} ${req.url} waited behind a busy ${backend.name}: sent to another unit`);
-        this.lastFailed = backend;
-        this.dispatch();
+        this.dispatch(backend);
         return true;
       },
       onHead: (response) => {
@@ -181,8 +180,7 @@ export class Exchange {
         if ((refused || resetUnanswered) && this.bodyComplete && this.attempts < MAX_ATTEMPTS) {
           if (!refused) this.retriedReset = true;
           context.logger.debug(`proxy: ${req.method} ${req.url} did not reach ${backend.name} (${error.message}): trying another`);
-          this.lastFailed = backend;
-          return this.dispatch();
+          return this.dispatch(backend);
         }
         context.logger.warning(`proxy: ${req.method} ${req.url} to ${backend.name} failed: ${error.message}`);
         respond(res, 502, 'Bad Gateway: the server behind forkgate failed to answer', { 'x-request-id': req.headers['x-request-id'] });

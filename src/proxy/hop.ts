@@ -37,7 +37,7 @@ export interface HopHandler {
   onInterim?(): void;
   /**
    * For the dispatcher, while nothing of the response has come back: take the request back from this
-   * backend (its connection closed) and send it elsewhere. Returns whether it did.
+   * backend (HopRequest.withdraw) and send it elsewhere. Returns whether it did.
    */
   takeBack?(): boolean;
   onHead(head: ResponseHead): void;
@@ -110,14 +110,14 @@ export class HopPool {
 
   /**
    * Sends the request head (and any body bytes already in hand) on an idle connection or a new one.
-   * expectBody: false for HEAD; upgrade: the request asks to switch protocols (handler.onUpgrade).
+   * expectBody: false for HEAD. An upgrade request gives handler.onUpgrade.
    */
   request(head: Buffer, expectBody: boolean, handler: HopHandler): HopRequest {
     const now = Date.now();
     let connection: HopConnection | undefined;
     while ((connection = this.idle.pop()) && !connection.usableAt(now)) connection.destroy();
     if (!connection) {
-      const opened = new HopConnection(this.target, (idle) => this.onIdle(idle), () => this.open.delete(opened));
+      const opened = new HopConnection(this.target, (idle) => this.onIdle(idle), () => this.onGone(opened));
       this.open.add(opened);
       connection = opened;
     }
@@ -126,8 +126,12 @@ export class HopPool {
 
   /** The requests out on this pool with nothing of their response back yet, oldest first. */
   unanswered(): { readonly sentAt: number; readonly handler: HopHandler }[] {
-    const waiting = [...this.open].filter((connection) => connection.unanswered());
-    return waiting.sort((a, b) => a.sentAt - b.sentAt).map((connection) => ({ sentAt: connection.sentAt, handler: connection.currentHandler()! }));
+    const waiting: { sentAt: number; handler: HopHandler }[] = [];
+    for (const connection of this.open) {
+      const handler = connection.unansweredHandler();
+      if (handler) waiting.push({ sentAt: connection.sentAt, handler });
+    }
+    return waiting.sort((a, b) => a.sentAt - b.sentAt);
   }
 
   /** Closes the idle connections; busy ones close once their response is done. */
@@ -139,10 +143,13 @@ export class HopPool {
   private onIdle(connection: HopConnection): void {
     if (this.closed) return connection.destroy();
     this.idle.push(connection);
-    connection.onClosedWhileIdle(() => {
-      const index = this.idle.indexOf(connection);
-      if (index >= 0) this.idle.splice(index, 1);
-    });
+  }
+
+  /** Closed (idle or not), or upgraded: no longer the pool's. */
+  private onGone(connection: HopConnection): void {
+    this.open.delete(connection);
+    const index = this.idle.indexOf(connection);
+    if (index >= 0) this.idle.splice(index, 1);
   }
 }
 
@@ -172,7 +179,6 @@ class HopConnection {
   /** How long it may stay idle and be reused: the server's announced keep-alive timeout, less a margin. */
   private idleLimitMs = Infinity;
   private idleSince = 0;
-  private onIdleClose: (() => void) | null = null;
   /** Withdrawn: the answers still to come after the current one (the withdrawal's). */
   private answersToDrop = 0;
   /** Leaves the pool for good: closed, or upgraded. */
@@ -196,13 +202,9 @@ class HopConnection {
     });
   }
 
-  /** A request is out on it and nothing of its response has come back. */
-  unanswered(): boolean {
-    return this.handler !== null && this.handler !== DROP && !this.bytesReceived;
-  }
-
-  currentHandler(): HopHandler | null {
-    return this.handler;
+  /** The handler of the request out on it, if nothing of its response has come back. */
+  unansweredHandler(): HopHandler | null {
+    return this.handler !== DROP && !this.bytesReceived ? this.handler : null;
   }
 
   usableAt(now: number): boolean {
@@ -210,7 +212,6 @@ class HopConnection {
   }
 
   send(head: Buffer, expectBody: boolean, handler: HopHandler): HopRequest {
-    this.onIdleClose = null;
     this.handler = handler;
     this.expectBody = expectBody;
     this.state = 'head';
@@ -251,10 +252,6 @@ class HopConnection {
 
   destroy(): void {
     this.socket.destroy();
-  }
-
-  onClosedWhileIdle(callback: () => void): void {
-    this.onIdleClose = callback;
   }
 
   private onData(chunk: Buffer): void {
@@ -302,10 +299,7 @@ class HopConnection {
           break;
         }
         case 'fixed': {
-          const take = Math.min(this.remaining, data.length);
-          this.remaining -= take;
-          this.handler.onData(data.subarray(0, take));
-          data = data.subarray(take);
+          data = this.relayBody(data);
           if (this.remaining === 0) this.complete();
           break;
         }
@@ -325,10 +319,7 @@ class HopConnection {
           break;
         }
         case 'chunk-data': {
-          const take = Math.min(this.remaining, data.length);
-          this.remaining -= take;
-          this.handler.onData(data.subarray(0, take));
-          data = data.subarray(take);
+          data = this.relayBody(data);
           if (this.remaining === 0) this.state = 'chunk-end';
           break;
         }
@@ -360,6 +351,14 @@ class HopConnection {
       }
     }
     return data;
+  }
+
+  /** Hands on up to `remaining` bytes of body (a fixed length, or a chunk); returns the rest of the read. */
+  private relayBody(data: Buffer): Buffer {
+    const take = Math.min(this.remaining, data.length);
+    this.remaining -= take;
+    this.handler!.onData(data.subarray(0, take));
+    return data.subarray(take);
   }
 
   private onHead(text: string, rest: Buffer): void {
@@ -479,16 +478,14 @@ class HopConnection {
       this.complete();
       return this.finish(false);
     }
-    if (this.handler) return this.fail(new Error('the backend closed the connection before the response was complete'));
-    this.onIdleClose?.();
+    if (this.handler) this.fail(new Error('the backend closed the connection before the response was complete'));
   }
 
   private fail(error: Error): void {
     const handler = this.handler;
     this.handler = null;
     this.socket.destroy();
-    if (!handler) return this.onIdleClose?.();
-    handler.onError(error, {
+    handler?.onError(error, {
       connected: this.connected,
       reused: this.requests > 1,
       bytesReceived: this.bytesReceived,

@@ -7,8 +7,8 @@
 import * as http from 'node:http';
 import { formatUpstream, type Upstream } from '../config/settings.ts';
 import type { Logger } from '../log/logger.ts';
-import type { Backend, Dispatcher } from './dispatcher.ts';
-import { connectTo, HopPool, type HopTarget } from './hop.ts';
+import { newBackend, type Backend, type Dispatcher } from './dispatcher.ts';
+import { connectTo, type HopTarget } from './hop.ts';
 
 const CHECK_INTERVAL_MS = 1000;
 const CHECK_TIMEOUT_MS = 1000;
@@ -27,7 +27,7 @@ export class Upstreams {
     this.logger = logger;
     this.backends = upstreams.map((upstream) => {
       const target: HopTarget = upstream.kind === 'unix' ? { socketPath: upstream.path } : { host: upstream.host, port: upstream.port };
-      return { name: formatUpstream(upstream), target, pool: new HopPool(target), capacity, ours: false, inFlight: 0, lastProgressAt: 0, answered: false, takenBack: 0 };
+      return newBackend(formatUpstream(upstream), target, capacity, false);
     });
   }
 

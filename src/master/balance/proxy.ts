@@ -6,9 +6,8 @@ import type { BindAddress } from '../../config/bind.ts';
 import { SETTINGS, type Settings } from '../../config/settings.ts';
 import type { ListenPlan } from '../../ipc/messages.ts';
 import type { Logger } from '../../log/logger.ts';
-import type { Backend } from '../../proxy/dispatcher.ts';
+import { newBackend, type Backend } from '../../proxy/dispatcher.ts';
 import { FrontProxy } from '../../proxy/front.ts';
-import { HopPool } from '../../proxy/hop.ts';
 import { Upstreams } from '../../proxy/upstreams.ts';
 import { workerClassFor } from '../../worker/classes/index.ts';
 import { MasterListeners } from '../listen.ts';
@@ -94,17 +93,7 @@ export class ProxyBalancer implements Balancer {
     const capacity = workerClassFor(this.settings).connectionLimit;
     for (const endpoint of worker.endpoints) {
       if (kept.some((backend) => backend.name === endpoint)) continue;
-      const backend: Backend = {
-        name: endpoint,
-        target: { socketPath: endpoint },
-        pool: new HopPool({ socketPath: endpoint }),
-        capacity,
-        ours: true,
-        inFlight: 0,
-        lastProgressAt: 0,
-        answered: false,
-        takenBack: 0,
-      };
+      const backend = newBackend(endpoint, { socketPath: endpoint }, capacity, true);
       kept.push(backend);
       this.front.dispatcher.add(backend);
     }
