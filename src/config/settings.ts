@@ -131,8 +131,8 @@ function singleBind(raw: unknown): BindAddress | null | Invalid {
   return parsed;
 }
 
-/** An external server the proxy fronts (--upstream). */
-export type Upstream = { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
+/** An external server the proxy fronts (--upstream): an address as --bind has them, but a descriptor. */
+export type Upstream = Exclude<BindAddress, { kind: 'fd' }>;
 
 const UPSTREAM_FORMS = 'http://HOST:PORT or unix:PATH';
 
@@ -160,8 +160,7 @@ function upstreamList(raw: unknown): Upstream[] | Invalid {
 }
 
 export function formatUpstream(upstream: Upstream): string {
-  if (upstream.kind === 'unix') return `unix:${upstream.path}`;
-  return `http://${upstream.host.includes(':') ? `[${upstream.host}]` : upstream.host}:${upstream.port}`;
+  return upstream.kind === 'unix' ? formatBindAddress(upstream) : `http://${formatBindAddress(upstream)}`;
 }
 
 function healthPath(raw: unknown): string | null | Invalid {

@@ -5,6 +5,7 @@
  */
 import * as http from 'node:http';
 import type { BindAddress } from '../config/bind.ts';
+import type { BalancerLoad } from './balance/balancer.ts';
 import { listenOn } from './listen.ts';
 
 export interface WorkerStatus {
@@ -20,7 +21,8 @@ export interface WorkerStatus {
   uptimeSeconds: number;
 }
 
-export interface PoolStatus {
+/** The pool as /status shows it; queued and backends are the balancer's load. */
+export interface PoolStatus extends BalancerLoad {
   master: { pid: number; version: string; node: string; uptimeSeconds: number };
   generation: number;
   target: number;
@@ -31,13 +33,6 @@ export interface PoolStatus {
   restarts: number;
   lastExit: { pid: number; reason: string } | null;
   workers: WorkerStatus[];
-  /** Connections (round-robin) or requests (proxy) waiting in the master for a worker. */
-  queued: number;
-  /**
-   * --balance proxy: the units (or --upstream servers) in rotation, with their requests in flight and
-   * how many were taken back from them while they were stuck.
-   */
-  backends: readonly { name: string; inFlight: number; capacity: number; takenBack: number }[];
 }
 
 export interface AdminActions {

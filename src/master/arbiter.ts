@@ -440,9 +440,8 @@ export class Arbiter {
       return;
     }
     const next = resolved.settings;
-    const fixed = ['bind', 'balance', 'backlog', 'upstream'] as const;
-    const changed = (keys: readonly (keyof Settings)[]) => keys.filter((key) => JSON.stringify(next[key]) !== JSON.stringify(this.settings[key]));
-    if (changed(fixed).length > 0) this.logger.warning(`${changed(fixed).join(', ')}: take effect on restart, not on reload`);
+    const fixed = (['bind', 'balance', 'backlog', 'upstream'] as const).filter((key) => JSON.stringify(next[key]) !== JSON.stringify(this.settings[key]));
+    if (fixed.length > 0) this.logger.warning(`${fixed.join(', ')}: take effect on restart, not on reload`);
     this.settings = { ...next, bind: this.settings.bind, balance: this.settings.balance, backlog: this.settings.backlog, upstream: this.settings.upstream };
     this.logger.configure(next.errorLogfile, next.logLevel);
     this.balancer.settingsChanged(this.settings);

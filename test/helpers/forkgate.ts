@@ -146,6 +146,8 @@ export interface Reply {
   status: number;
   headers: http.IncomingHttpHeaders;
   body: string;
+  /** The request went out on a connection an earlier request had used (a keep-alive agent). */
+  reused: boolean;
 }
 
 export interface RequestOptions {
@@ -174,7 +176,7 @@ export function startRequest(url: string, options: RequestOptions = {}): { heade
         let body = '';
         res.setEncoding('utf8');
         res.on('data', (chunk: string) => (body += chunk));
-        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
+        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body, reused: req.reusedSocket }));
         res.on('error', reject);
       },
     );

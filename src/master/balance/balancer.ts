@@ -4,10 +4,7 @@ import type { WorkerIdentity } from '../privileges.ts';
 import type { Inheritance } from '../upgrade.ts';
 import type { WorkerHandle } from '../worker-handle.ts';
 
-/**
- * A load-balancing strategy, as Node's cluster has RoundRobinHandle and SharedHandle: the arbiter
- * tells it which workers may take work; the strategy decides how connections reach them.
- */
+/** What waits in the master, and where requests go (for /status and health). */
 export interface BalancerLoad {
   /** Connections (round-robin) or requests (proxy) waiting in the master for a worker. */
   readonly queued: number;
@@ -15,6 +12,10 @@ export interface BalancerLoad {
   readonly backends: readonly { readonly name: string; readonly inFlight: number; readonly capacity: number; readonly takenBack: number }[];
 }
 
+/**
+ * A load-balancing strategy, as Node's cluster has RoundRobinHandle and SharedHandle: the arbiter
+ * tells it which workers may take work; the strategy decides how connections reach them.
+ */
 export interface Balancer {
   readonly mode: ListenPlan['mode'];
   /**
@@ -43,8 +44,9 @@ export interface Balancer {
   /** What a USR2 successor takes over, and the listening descriptors it inherits (round-robin). */
   inheritance(): { inheritance: Inheritance; fds: number[] };
   /**
-   * Stops accepting new connections; resolves once the balancer no longer needs the workers (what was
-   * accepted has been handed over, or, for the proxy, answered). quick: drop what is left now.
+   * Stops accepting new connections; resolves once the balancer no longer needs the workers: at once
+   * for round-robin and reuseport, once what it accepted is answered for the proxy. quick: drop what
+   * is left now.
    */
   close(mode: 'graceful' | 'quick'): Promise<void>;
 }
