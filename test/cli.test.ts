@@ -203,6 +203,11 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
     });
   }
 
+  test('--upstream takes http://HOST on port 80, and IPv6 in brackets', async () => {
+    const values = await printConfig(['--upstream', 'http://example.test', '--upstream', 'http://[::1]:8080'], { cwd: tempDir() });
+    assert.equal(values.get('upstream'), 'http://example.test:80,http://[::1]:8080');
+  });
+
   test('a --bind with several colons is not called an IPv6 address unless it looks like one', async () => {
     const nonsense = await run(['--bind', 'nonsense:port:x', LISTENER], { cwd: tempDir() });
     assert.doesNotMatch(nonsense.stderr, /IPv6 address/);

@@ -134,7 +134,7 @@ function singleBind(raw: unknown): BindAddress | null | Invalid {
 /** An external server the proxy fronts (--upstream): an address as --bind has them, but a descriptor. */
 export type Upstream = Exclude<BindAddress, { kind: 'fd' }>;
 
-const UPSTREAM_FORMS = 'http://HOST:PORT or unix:PATH';
+const UPSTREAM_FORMS = 'http://HOST[:PORT] or unix:PATH';
 
 function upstreamList(raw: unknown): Upstream[] | Invalid {
   const items = listOf(raw);
@@ -151,10 +151,11 @@ function upstreamList(raw: unknown): Upstream[] | Invalid {
     } catch {
       // reported below
     }
-    if (!url || url.protocol !== 'http:' || !url.port || (url.pathname !== '/' && url.pathname !== '') || url.search) {
+    if (!url || url.protocol !== 'http:' || (url.pathname !== '/' && url.pathname !== '') || url.search) {
       return new Invalid(`${UPSTREAM_FORMS} (no path); '${item}' is not`);
     }
-    upstreams.push({ kind: 'tcp', host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port) });
+    // URL leaves the port empty when it is the scheme's default.
+    upstreams.push({ kind: 'tcp', host: url.hostname.replace(/^\[|\]$/g, ''), port: url.port ? Number(url.port) : 80 });
   }
   return upstreams;
 }
@@ -497,7 +498,7 @@ export const SETTINGS = [
     name: 'upstream', key: 'upstream', kind: 'list', meta: 'URL', section: 'Proxy',
     default: [] as Upstream[], validate: upstreamList,
     format: (upstreams) => upstreams.map(formatUpstream).join(','),
-    doc: 'Front these HTTP servers (repeatable: http://HOST:PORT or unix:PATH), in any language, instead of an app: no workers are started, and the proxy (--balance proxy) dispatches, queues, buffers and applies the edge for them, each upstream taking up to --worker-connections requests at once; one that refuses a connection or fails --upstream-health is out of rotation until it is back.',
+    doc: 'Front these HTTP servers (repeatable: http://HOST[:PORT], port 80 by default, or unix:PATH), in any language, instead of an app: no workers are started, and the proxy (--balance proxy) dispatches, queues, buffers and applies the edge for them, each upstream taking up to --worker-connections requests at once; one that refuses a connection or fails --upstream-health is out of rotation until it is back.',
   }),
   setting({
     name: 'upstream-health', key: 'upstreamHealth', meta: 'PATH', section: 'Proxy',
