@@ -77,7 +77,7 @@ async function untilServedBy(url: string, name: string, what: string): Promise<v
   await eventually(async () => (await namesOf(url)).includes(name), what, 10_000);
 }
 
-test('two upstreams (TCP and unix): both serve; one killed under load fails no request; health checks take it out and bring it back', async () => {
+test('two upstreams (TCP and unix): both serve; one killed under load fails at most what it held, with 502; health checks take it out and bring it back', async () => {
   const port = await freePort();
   const socketPath = join(scratch, 'u.sock');
   let tcp = await spawnUpstream(String(port), 'tcp');
@@ -91,13 +91,17 @@ test('two upstreams (TCP and unix): both serve; one killed under load fails no r
     const seen = JSON.parse((await request(`${forkgate.url}/who`)).body) as { headers: Record<string, string> };
     assert.equal(seen.headers['x-forwarded-for'], '127.0.0.1');
 
-    // Killed mid-load: every request that was on it or sent to it is retried on the other.
-    const load = keepAliveLoad(`${forkgate.url}/who`, { connections: 8, maxMs: 20_000 });
+    // Killed mid-load: a request sent to it after it died, or on a kept-alive connection it left unanswered,
+    // is retried on the other. One it got on a fresh connection and never answered may have been what
+    // killed it, so that one is answered 502, never retried: at most one per connection of the load.
+    const connections = 8;
+    const load = keepAliveLoad(`${forkgate.url}/who`, { connections, maxMs: 20_000 });
     await load.reached(200);
     await tcp.kill();
     await load.reached(600);
     const { ok, failures } = await load.stop();
-    assert.deepEqual(failures, [], `${failures.length} failed of ${ok + failures.length}`);
+    assert.ok(failures.length <= connections, `${failures.length} failed of ${ok + failures.length}: ${failures.join(', ')}`);
+    for (const failure of failures) assert.equal(failure, 'status 502');
     assert.deepEqual(new Set(await namesOf(forkgate.url, 20)), new Set(['unix']), 'only the live upstream serves');
     assert.equal(forkgate.process.exitCode, null);
 
