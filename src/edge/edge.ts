@@ -15,7 +15,7 @@ import { decodeClient, LATE_MS, PEER_HEADER, WITHDRAWAL_HEADER, type HopClient }
 import { configureParser, limitChunkedBody, requestLimitCheck, type LimitSettings, type Rejection } from './limits.ts';
 import type { ProxiedPeer } from './proxy-protocol.ts';
 import { readProxyHeader } from './read-proxy-header.ts';
-import { forwardingEdits, requestIdEdit, rewriteRequestHeaders, type HeaderEdits } from './request-headers.ts';
+import { prepareRequestHeaders } from './request-headers.ts';
 import { createTlsTerminator, secureContextOptions, type TlsSettings } from './tls.ts';
 
 export type EdgeSettings = LimitSettings &
@@ -233,16 +233,10 @@ export class Edge {
 
   /** Applies the forwarding policy and X-Request-Id to the request; returns its id. */
   private prepareHeaders(req: IncomingMessage, client: HopClient | null): string {
-    const edits: HeaderEdits = new Map();
-    if (this.internalHop) {
-      // A pooled connection serves many clients in turn: each request names its own.
-      presentClient(req.socket, client);
-      edits.set(PEER_HEADER, null);
-    }
-    forwardingEdits(req, !this.forwardingTrusted || this.trustedConnections.has(req.socket), edits);
-    const id = requestIdEdit(req, edits);
-    if (edits.size > 0) rewriteRequestHeaders(req, edits);
-    return id;
+    // A pooled connection serves many clients in turn: each request names its own.
+    if (this.internalHop) presentClient(req.socket, client);
+    const trusted = !this.forwardingTrusted || this.trustedConnections.has(req.socket);
+    return prepareRequestHeaders(req, trusted, this.internalHop ? PEER_HEADER : null);
   }
 
   private logRejection(req: IncomingMessage, rejection: Rejection): void {
@@ -285,20 +279,25 @@ function presentPeer(socket: Socket, peer: ProxiedPeer): void {
   });
 }
 
+/** Behind forkgate's proxy: the client of the request in service on each pooled connection. */
+const hopClients = new WeakMap<Socket, HopClient | null>();
+
+/**
+ * Where the app reads the client on a pooled connection: the request's client (none: a unix socket).
+ * Defined once per connection; each request then only records its client.
+ */
+const HOP_CLIENT_PROPERTIES: PropertyDescriptorMap = {
+  remoteAddress: { configurable: true, get(this: Socket) { return hopClients.get(this)?.peer?.address; } },
+  remotePort: { configurable: true, get(this: Socket) { return hopClients.get(this)?.peer?.port; } },
+  remoteFamily: { configurable: true, get(this: Socket) { return hopClients.get(this)?.peer?.family; } },
+  encrypted: { configurable: true, get(this: Socket) { return hopClients.get(this)?.tls ? true : undefined; } },
+  authorized: { configurable: true, get(this: Socket) { return hopClients.get(this)?.tls?.authorized; } },
+};
+
 /** Behind forkgate's proxy: the client the request names, else the socket's own (nothing: unix). */
 function presentClient(socket: Socket, client: HopClient | null): void {
-  const own = socket as unknown as Record<string, unknown>;
-  if (client?.peer) presentPeer(socket, client.peer);
-  else for (const name of ['remoteAddress', 'remotePort', 'remoteFamily']) delete own[name];
-  if (client?.tls) {
-    Object.defineProperties(socket, {
-      encrypted: { value: true, configurable: true },
-      authorized: { value: client.tls.authorized, configurable: true },
-    });
-  } else {
-    delete own.encrypted;
-    delete own.authorized;
-  }
+  if (!hopClients.has(socket)) Object.defineProperties(socket, HOP_CLIENT_PROPERTIES);
+  hopClients.set(socket, client);
 }
 
 /** A response written straight to the socket, for when there is no ServerResponse to write it with. */

@@ -5,32 +5,34 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 
-/** Lower-case header name → its new value, or null to remove it. */
-export type HeaderEdits = Map<string, string | null>;
-
-/** What only a trusted proxy may tell the app; X-Forwarded-For is replaced rather than removed. */
-const PROXY_ONLY_HEADERS = ['x-forwarded-proto', 'x-forwarded-host', 'forwarded'] as const;
+/** What only a trusted proxy may tell the app; from anyone else they are removed (X-Forwarded-For replaced). */
+const PROXY_ONLY_HEADERS = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded'] as const;
 
 /**
- * From a trusted peer the forwarding headers stand; from anyone else they are removed. Either way the
- * app finds the client in X-Forwarded-For: the trusted proxy's value, or else the peer itself.
+ * Applies the forwarding policy and X-Request-Id to the request and returns its id. From a trusted peer
+ * the forwarding headers stand; from anyone else they are removed. Either way the app finds the client in
+ * X-Forwarded-For: the trusted proxy's value, or else the peer itself. The id is the one the request came
+ * with (a proxy in front may have set it), or a new one. `removed` is a header taken off whatever it says.
  */
-export function forwardingEdits(req: IncomingMessage, trusted: boolean, edits: HeaderEdits): void {
+export function prepareRequestHeaders(req: IncomingMessage, trusted: boolean, removed: string | null): string {
+  const headers = req.headers;
   const peer = req.socket.remoteAddress;
-  if (trusted) {
-    if (peer && req.headers['x-forwarded-for'] === undefined) edits.set('x-forwarded-for', peer);
-    return;
+  // Names to remove, then name-value pairs to add: the usual request only gets two added.
+  const removals: string[] = [];
+  const additions: string[] = [];
+  if (removed !== null && headers[removed] !== undefined) removals.push(removed);
+  if (!trusted) {
+    for (const name of PROXY_ONLY_HEADERS) if (headers[name] !== undefined) removals.push(name);
+    if (peer) additions.push('x-forwarded-for', peer);
+  } else if (peer && headers['x-forwarded-for'] === undefined) {
+    additions.push('x-forwarded-for', peer);
   }
-  for (const name of PROXY_ONLY_HEADERS) if (req.headers[name] !== undefined) edits.set(name, null);
-  if (peer) edits.set('x-forwarded-for', peer);
-}
-
-/** The request's id: the one it came with (a proxy in front may have set it), or a new one. */
-export function requestIdEdit(req: IncomingMessage, edits: HeaderEdits): string {
-  const given = req.headers['x-request-id'];
-  if (given !== undefined) return given as string;
-  const id = randomUUID();
-  edits.set('x-request-id', id);
+  let id = headers['x-request-id'] as string | undefined;
+  if (id === undefined) {
+    id = randomUUID();
+    additions.push('x-request-id', id);
+  }
+  if (removals.length > 0 || additions.length > 0) rewriteRequestHeaders(req, removals, additions);
   return id;
 }
 
@@ -42,26 +44,22 @@ type HeaderInternals = {
 };
 
 /**
- * Applies the edits to every view of the headers an app may read: `headers` (Express, Koa), and
+ * Applies the changes to every view of the headers an app may read: `headers` (Express, Koa), and
  * `rawHeaders` (the fetch adapter builds its Headers from them) with `headersDistinct` derived anew.
  */
-export function rewriteRequestHeaders(req: IncomingMessage, edits: HeaderEdits): void {
+function rewriteRequestHeaders(req: IncomingMessage, removals: readonly string[], additions: readonly string[]): void {
   const headers = req.headers;
   let raw = req.rawHeaders;
-  // The usual edits only add headers the request lacks; anything else rebuilds the raw list.
-  if (editsAnyPresent(headers, edits)) {
+  if (removals.length > 0) {
     raw = [];
     for (let i = 0; i < req.rawHeaders.length; i += 2) {
-      if (!edits.has(req.rawHeaders[i]!.toLowerCase())) raw.push(req.rawHeaders[i]!, req.rawHeaders[i + 1]!);
+      if (!removals.includes(req.rawHeaders[i]!.toLowerCase())) raw.push(req.rawHeaders[i]!, req.rawHeaders[i + 1]!);
     }
+    for (const name of removals) delete headers[name];
   }
-  for (const [name, value] of edits) {
-    if (value === null) {
-      delete headers[name];
-    } else {
-      headers[name] = value;
-      raw.push(name, value);
-    }
+  for (let i = 0; i < additions.length; i += 2) {
+    headers[additions[i]!] = additions[i + 1]!;
+    raw.push(additions[i]!, additions[i + 1]!);
   }
   const internals = req as unknown as HeaderInternals;
   // With `headers` unset, _addHeaderLines only records the lines; the edited object is then put back.
@@ -74,9 +72,4 @@ export function rewriteRequestHeaders(req: IncomingMessage, edits: HeaderEdits):
   internals._addHeaderLines(raw, raw.length);
   req.complete = complete;
   internals.headers = headers;
-}
-
-function editsAnyPresent(headers: IncomingMessage['headers'], edits: HeaderEdits): boolean {
-  for (const name of edits.keys()) if (headers[name] !== undefined) return true;
-  return false;
 }

@@ -175,16 +175,16 @@ function fetchListener(
 
 /** A throw or rejection from a bare listener must answer 500, not end the worker with an uncaughtException. */
 function guarded(listener: Listener, onError: (error: unknown) => void): http.RequestListener {
+  const fail = (res: http.ServerResponse, error: unknown): void => {
+    answerFailure(res);
+    onError(error);
+  };
   return function guardedListener(this: unknown, req, res) {
-    const fail = (error: unknown): void => {
-      answerFailure(res);
-      onError(error);
-    };
     try {
       const result = listener.call(this, req, res);
-      if (result instanceof Promise) result.catch(fail);
+      if (result instanceof Promise) result.catch((error: unknown) => fail(res, error));
     } catch (error) {
-      fail(error);
+      fail(res, error);
     }
   };
 }
