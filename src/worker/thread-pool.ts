@@ -35,6 +35,8 @@ export class ThreadPool implements Units {
   private draining = false;
   private shape: AppShape | null = null;
   private readonly onEndpointsChanged: (endpoints: string[]) => void;
+  /** The endpoints the proxy was last told of (the worker's ready message tells the first ones). */
+  private publishedEndpoints = '';
 
   constructor(boot: UnitBoot, logger: Logger, onEndpointsChanged: (endpoints: string[]) => void) {
     this.boot = boot;
@@ -99,6 +101,7 @@ export class ThreadPool implements Units {
     if (this.started && readyFresh === this.settings.threads) {
       this.started.resolve(this.shape!);
       this.started = null;
+      this.publishedEndpoints = this.endpoints().join(' ');
     }
     const retiring = all.filter((t) => t.retiring && t.state !== 'draining');
     const keep = Math.max(0, this.settings.threads - readyFresh);
@@ -133,7 +136,7 @@ export class ThreadPool implements Units {
         this.shape = message.shape;
         this.logger.debug(`Thread ${serving.id} ready`);
         this.manage();
-        if (serving.endpoint && !this.started) this.onEndpointsChanged(this.endpoints());
+        this.publishEndpoints();
         return;
       case 'heartbeat':
         serving.stats = message.stats;
@@ -152,7 +155,7 @@ export class ThreadPool implements Units {
 
   private onExit(serving: ServingThread, code: number): void {
     this.threads.delete(serving);
-    if (serving.state === 'ready' && serving.endpoint && !this.draining) this.onEndpointsChanged(this.endpoints());
+    this.publishEndpoints();
     if (this.draining) {
       if (this.threads.size === 0) this.onDrained?.();
       return;
@@ -168,20 +171,27 @@ export class ThreadPool implements Units {
     for (const serving of this.threads) {
       if (serving.state !== 'draining' && Date.now() - serving.lastHeartbeat > timeoutMs) {
         this.logger.critical(`THREAD TIMEOUT (thread ${serving.id}): event loop silent for ${this.settings.timeout} s`);
-        const wasServing = serving.state === 'ready' && serving.endpoint !== null;
         serving.state = 'draining'; // not judged again; its exit brings a replacement
-        if (wasServing) this.onEndpointsChanged(this.endpoints());
+        this.publishEndpoints();
         void serving.thread.terminate();
       }
     }
   }
 
+  /** Tells the proxy (--balance proxy) which threads take requests, when that changed; a draining pool takes none. */
+  private publishEndpoints(): void {
+    if (this.started || this.draining) return;
+    const endpoints = this.endpoints();
+    if (endpoints.join(' ') === this.publishedEndpoints) return;
+    this.publishedEndpoints = endpoints.join(' ');
+    this.onEndpointsChanged(endpoints);
+  }
+
   private drainThread(serving: ServingThread): void {
     if (serving.state === 'draining') return;
-    const wasServing = serving.state === 'ready' && serving.endpoint !== null;
     serving.state = 'draining';
     // The proxy stops sending to it first, then it finishes what it has.
-    if (wasServing && !this.draining) this.onEndpointsChanged(this.endpoints());
+    this.publishEndpoints();
     serving.thread.postMessage({ type: 'drain' } satisfies ToThreadMessage);
   }
 }
