@@ -1,6 +1,6 @@
 // Operations: max-requests recycling, hung-worker timeout, HUP reload, USR1 log reopening, access log.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,6 +57,24 @@ test('HUP starts a new generation and retires the old one after it is ready', as
       const reply = await request(`${forkgate.url}/pid`);
       assert.ok(!before.includes(Number(reply.body)), 'served by the new generation');
     }
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('HUP re-reads the config file: what a reload applies is applied, what takes a restart is named in the log', async () => {
+  const config = join(scratch, 'forkgate.json');
+  writeFileSync(config, JSON.stringify({ workers: 1, backlog: 100, queueLimit: 10 }));
+  const forkgate = await start(['-c', config, '--balance', 'proxy', '-b', '127.0.0.1:0', OPS]);
+  try {
+    assert.equal(forkgate.workerPids().length, 1);
+    writeFileSync(config, JSON.stringify({ workers: 2, backlog: 200, queueLimit: 20 }));
+    forkgate.signal('SIGHUP');
+    await eventually(() => forkgate.workerPids().length === 2, 'a second worker, from the new config');
+    // The listen socket's backlog in every mode; the proxy's queue, which the master holds, with --balance proxy.
+    await forkgate.waitFor(/--backlog: take effect on restart, not on reload/);
+    await forkgate.waitFor(/--queue-limit: with --balance proxy, take effect on restart, not on reload/);
+    assert.equal((await request(`${forkgate.url}/pid`)).status, 200);
   } finally {
     await forkgate.stop();
   }

@@ -64,6 +64,8 @@ export function renderSettingsMarkdown(): string {
         '',
         entry.doc,
       );
+      if (entry.fixedUntilRestart === 'always') lines.push('', 'A reload (HUP) leaves it as it was: it takes a restart.');
+      if (entry.fixedUntilRestart === 'with-proxy') lines.push('', 'With `--balance proxy`, where the master applies it, it takes a restart; elsewhere a reload (HUP) applies it.');
     }
   }
   return `${lines.join('\n')}\n`;

@@ -35,6 +35,12 @@ export interface Setting<Key extends string = string, Value = unknown> {
   /** Turns a raw value (CLI/env text, or any config-file value) into the typed value, or returns an error sentence. */
   readonly validate: (raw: unknown) => Value | Invalid;
   readonly format?: (value: Value) => string;
+  /**
+   * A new value from a reload (HUP) waits for a restart: 'always' for what the master set up at start
+   * (its sockets, the workers' identity, the admin endpoint); 'with-proxy' for what the master's front
+   * applies with --balance proxy (in the other modes the new workers do). Else a reload applies it.
+   */
+  readonly fixedUntilRestart?: 'always' | 'with-proxy';
 }
 
 /** A validation failure: what was expected, phrased to follow "expected ...". */
@@ -310,18 +316,18 @@ export const SETTINGS = [
   }),
   // ---- server socket ----
   setting({
-    name: 'bind', key: 'bind', short: 'b', kind: 'list', meta: 'ADDRESS',
+    name: 'bind', key: 'bind', fixedUntilRestart: 'always', short: 'b', kind: 'list', meta: 'ADDRESS',
     env: ['FORKGATE_BIND', { name: 'PORT', map: (port) => `0.0.0.0:${port}` }], section: 'Server socket',
     default: [{ kind: 'tcp', host: '127.0.0.1', port: 8000 }] as BindAddress[], validate: bindList,
     format: (addresses) => addresses.map(formatBindAddress).join(', '),
     doc: `Address to listen on (repeatable): ${BIND_FORMS}. PORT=N in the environment means 0.0.0.0:N.`,
   }),
   setting({
-    name: 'backlog', key: 'backlog', meta: 'INT', section: 'Server socket',
+    name: 'backlog', key: 'backlog', fixedUntilRestart: 'always', meta: 'INT', section: 'Server socket',
     default: 2048, validate: wholeNumber(1), doc: 'Maximum number of pending connections in the listen queue.',
   }),
   setting({
-    name: 'balance', key: 'balance', meta: 'MODE', section: 'Server socket',
+    name: 'balance', key: 'balance', fixedUntilRestart: 'always', meta: 'MODE', section: 'Server socket',
     default: 'round-robin' as BalanceMode, validate: oneOf(BALANCE_MODES),
     doc: 'round-robin: the master accepts and hands each connection to the worker with the fewest open connections (reloads lose nothing). reuseport: every worker binds with SO_REUSEPORT and the kernel spreads connections (Linux, TCP binds; a little faster). proxy: the master parses HTTP and sends each request to the least busy unit (worker or thread) over a private unix socket: it buffers slow clients, queues with a limit (--queue-limit, --queue-timeout) and retries requests that never reached a unit, at the cost of the master parsing every request.',
   }),
@@ -363,12 +369,12 @@ export const SETTINGS = [
     doc: "Kill and replace a worker whose event loop has been silent this long (0: never).",
   }),
   setting({
-    name: 'graceful-timeout', key: 'gracefulTimeout', meta: 'SECONDS', section: 'Worker processes',
+    name: 'graceful-timeout', key: 'gracefulTimeout', fixedUntilRestart: 'with-proxy', meta: 'SECONDS', section: 'Worker processes',
     default: 30, validate: wholeNumber(0),
     doc: 'How long a stopping worker may finish in-flight requests before it is killed.',
   }),
   setting({
-    name: 'keep-alive', key: 'keepAlive', meta: 'SECONDS', section: 'Worker processes',
+    name: 'keep-alive', key: 'keepAlive', fixedUntilRestart: 'with-proxy', meta: 'SECONDS', section: 'Worker processes',
     default: 65, validate: wholeNumber(0),
     doc: 'Idle keep-alive timeout (0 disables keep-alive). Above the 60 s idle timeout of AWS load balancers, so they never reuse a connection forkgate just closed.',
   }),
@@ -389,12 +395,12 @@ export const SETTINGS = [
     doc: 'Process title prefix in ps and top (default: forkgate).',
   }),
   setting({
-    name: 'user', key: 'user', short: 'u', meta: 'USER', section: 'Process',
+    name: 'user', key: 'user', fixedUntilRestart: 'always', short: 'u', meta: 'USER', section: 'Process',
     default: null as string | null, validate: optionalText,
     doc: 'Run workers as this user (name or uid). The master keeps its privileges to bind (port 80 too) and spawn.',
   }),
   setting({
-    name: 'group', key: 'group', short: 'g', meta: 'GROUP', section: 'Process',
+    name: 'group', key: 'group', fixedUntilRestart: 'always', short: 'g', meta: 'GROUP', section: 'Process',
     default: null as string | null, validate: optionalText,
     doc: "Run workers as this group (name or gid); default: the user's primary group when --user is given.",
   }),
@@ -404,7 +410,7 @@ export const SETTINGS = [
     doc: 'File mode creation mask of the master and the workers, in octal (for example 027).',
   }),
   setting({
-    name: 'admin-bind', key: 'adminBind', meta: 'ADDRESS', section: 'Process',
+    name: 'admin-bind', key: 'adminBind', fixedUntilRestart: 'always', meta: 'ADDRESS', section: 'Process',
     default: null as BindAddress | null, validate: singleBind,
     format: (address) => (address ? formatBindAddress(address) : 'null'),
     doc: 'Serve the admin endpoint here (HOST:PORT or unix:PATH; off by default, keep it on loopback or a unix socket): GET /healthz, /readyz, /status; POST /workers/+1, /workers/-1, /reload.',
@@ -416,44 +422,44 @@ export const SETTINGS = [
   }),
   // ---- the HTTP edge ----
   setting({
-    name: 'limit-request-line', key: 'limitRequestLine', meta: 'INT', section: 'Edge',
+    name: 'limit-request-line', key: 'limitRequestLine', fixedUntilRestart: 'with-proxy', meta: 'INT', section: 'Edge',
     default: 4094, validate: wholeNumber(0),
     doc: 'Largest request line (method, target and version) in bytes; a longer one is answered 414 and the connection closed (0: no limit).',
   }),
   setting({
-    name: 'limit-request-fields', key: 'limitRequestFields', meta: 'INT', section: 'Edge',
+    name: 'limit-request-fields', key: 'limitRequestFields', fixedUntilRestart: 'with-proxy', meta: 'INT', section: 'Edge',
     default: 100, validate: wholeNumber(0),
     doc: 'Most header fields in a request; more are answered 431 and the connection closed (0: no limit).',
   }),
   setting({
-    name: 'limit-request-field-size', key: 'limitRequestFieldSize', meta: 'INT', section: 'Edge',
+    name: 'limit-request-field-size', key: 'limitRequestFieldSize', fixedUntilRestart: 'with-proxy', meta: 'INT', section: 'Edge',
     default: 8190, validate: wholeNumber(0),
     doc: "Largest header field ('Name: value') in bytes; a larger one is answered 431 and the connection closed (0: no limit). Node's parser refuses a header block larger than these three limits allow with 431 before it is read in full.",
   }),
   setting({
-    name: 'limit-request-body', key: 'limitRequestBody', meta: 'BYTES', section: 'Edge',
+    name: 'limit-request-body', key: 'limitRequestBody', fixedUntilRestart: 'with-proxy', meta: 'BYTES', section: 'Edge',
     default: 0, validate: wholeNumber(0),
     doc: 'Largest request body in bytes (0: no limit). A larger Content-Length is answered 413 before the app sees the request; a chunked body is counted as it arrives and the connection closed once it passes the limit (after a 413 if the response has not started).',
   }),
   setting({
-    name: 'headers-timeout', key: 'headersTimeout', meta: 'SECONDS', section: 'Edge',
+    name: 'headers-timeout', key: 'headersTimeout', fixedUntilRestart: 'with-proxy', meta: 'SECONDS', section: 'Edge',
     default: 60, validate: wholeNumber(0),
     doc: "How long a client has to send a request's headers, Node's server.headersTimeout (0: no limit); then it is answered 408 and the connection closed (slowloris). The PROXY header and the TLS handshake each have this long too (with 0, a handshake keeps Node's 120 s).",
   }),
   setting({
-    name: 'forwarded-allow-ips', key: 'forwardedAllowIps', kind: 'list', meta: 'ADDRESSES',
+    name: 'forwarded-allow-ips', key: 'forwardedAllowIps', fixedUntilRestart: 'with-proxy', kind: 'list', meta: 'ADDRESSES',
     env: ['FORKGATE_FORWARDED_ALLOW_IPS', 'FORWARDED_ALLOW_IPS'], section: 'Edge',
     default: ['127.0.0.1', '::1'] as string[], validate: addressList,
     format: (items) => items.join(','),
     doc: 'Peers whose X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host and Forwarded headers are believed: IPs and CIDRs, comma-separated or repeated, * for all; unix socket peers always are. From any other peer forkgate removes X-Forwarded-Proto, X-Forwarded-Host and Forwarded and sets X-Forwarded-For to the peer, so the app always finds the client there.',
   }),
   setting({
-    name: 'proxy-protocol', key: 'proxyProtocol', meta: 'MODE', section: 'Edge',
+    name: 'proxy-protocol', key: 'proxyProtocol', fixedUntilRestart: 'with-proxy', meta: 'MODE', section: 'Edge',
     default: 'off' as ProxyProtocolMode, validate: oneOf(PROXY_PROTOCOL_MODES),
     doc: "Read the PROXY protocol header (HAProxy's; AWS NLB, nginx stream) that a TCP proxy in --proxy-allow-from puts before the client's bytes, and serve the connection as the client it names (req.socket.remoteAddress, X-Forwarded-For, the access log). v1 (text) or v2 (binary): peers in --proxy-allow-from must send that version; auto: either, or none. A PROXY header from any other peer, or a missing or invalid one where required, closes the connection.",
   }),
   setting({
-    name: 'proxy-allow-from', key: 'proxyAllowFrom', kind: 'list', meta: 'ADDRESSES', section: 'Edge',
+    name: 'proxy-allow-from', key: 'proxyAllowFrom', fixedUntilRestart: 'with-proxy', kind: 'list', meta: 'ADDRESSES', section: 'Edge',
     default: ['127.0.0.1', '::1'] as string[], validate: addressList,
     format: (items) => items.join(','),
     doc: 'Peers that may send a PROXY header (--proxy-protocol): IPs and CIDRs, comma-separated or repeated, * for all; unix socket peers always may.',
@@ -474,34 +480,34 @@ export const SETTINGS = [
     doc: 'PEM CA certificates that client certificates are checked against (--cert-reqs).',
   }),
   setting({
-    name: 'cert-reqs', key: 'certReqs', meta: 'MODE', section: 'Edge',
+    name: 'cert-reqs', key: 'certReqs', fixedUntilRestart: 'with-proxy', meta: 'MODE', section: 'Edge',
     default: 'none' as (typeof CERT_REQUIREMENTS)[number], validate: oneOf(CERT_REQUIREMENTS),
     doc: 'Client certificates (mutual TLS): none; optional (asked for; the app reads req.socket.authorized); required (a client without a valid one is refused during the handshake).',
   }),
   // ---- the front proxy (--balance proxy, --upstream) ----
   setting({
-    name: 'buffer-size', key: 'bufferSize', meta: 'BYTES', section: 'Proxy',
+    name: 'buffer-size', key: 'bufferSize', fixedUntilRestart: 'with-proxy', meta: 'BYTES', section: 'Proxy',
     default: 1048576, validate: wholeNumber(0),
     doc: "The proxy reads a request body up to this size in full before it takes a unit, so a slow upload never holds a worker (a larger body streams once this much has come); and it reads up to this much of a response ahead of a slow client, so the unit is free sooner. 0: stream everything.",
   }),
   setting({
-    name: 'queue-limit', key: 'queueLimit', meta: 'INT', section: 'Proxy',
+    name: 'queue-limit', key: 'queueLimit', fixedUntilRestart: 'with-proxy', meta: 'INT', section: 'Proxy',
     default: 1024, validate: wholeNumber(0),
     doc: 'How many requests may wait in the proxy for a unit when every unit is at capacity (sync: one request; async and gthread: --worker-connections); beyond it a request is answered 503 with Retry-After.',
   }),
   setting({
-    name: 'queue-timeout', key: 'queueTimeout', meta: 'SECONDS', section: 'Proxy',
+    name: 'queue-timeout', key: 'queueTimeout', fixedUntilRestart: 'with-proxy', meta: 'SECONDS', section: 'Proxy',
     default: 30, validate: wholeNumber(1),
     doc: 'How long a request may wait in the proxy for a unit before it is answered 503 with Retry-After.',
   }),
   setting({
-    name: 'upstream', key: 'upstream', kind: 'list', meta: 'URL', section: 'Proxy',
+    name: 'upstream', key: 'upstream', fixedUntilRestart: 'always', kind: 'list', meta: 'URL', section: 'Proxy',
     default: [] as Upstream[], validate: upstreamList,
     format: (upstreams) => upstreams.map(formatUpstream).join(','),
     doc: 'Front these HTTP servers (repeatable: http://HOST[:PORT], port 80 by default, or unix:PATH), in any language, instead of an app: no workers are started, and the proxy (--balance proxy) dispatches, queues, buffers and applies the edge for them, each upstream taking up to --worker-connections requests at once; one that refuses a connection or fails --upstream-health is out of rotation until it is back.',
   }),
   setting({
-    name: 'upstream-health', key: 'upstreamHealth', meta: 'PATH', section: 'Proxy',
+    name: 'upstream-health', key: 'upstreamHealth', fixedUntilRestart: 'with-proxy', meta: 'PATH', section: 'Proxy',
     default: null as string | null, validate: healthPath,
     doc: 'With --upstream: GET this path on every upstream each second; one that answers other than 2xx or 3xx, or not at all within a second, is out of rotation until a check passes.',
   }),
@@ -544,4 +550,14 @@ export function findSetting(key: string): AnySetting | undefined {
 export function formatSettingValue(entry: Setting, value: unknown): string {
   if (entry.format) return (entry.format as (value: unknown) => string)(value);
   return value === null ? 'null' : typeof value === 'string' ? value : JSON.stringify(value);
+}
+
+/** The settings a reload leaves as they were at start (see Setting.fixedUntilRestart). */
+export function fixedUntilRestart(scope: 'always' | 'with-proxy'): { key: keyof Settings; name: string }[] {
+  return SETTINGS.filter((entry) => entry.fixedUntilRestart === scope).map(({ key, name }) => ({ key: key as keyof Settings, name }));
+}
+
+/** The settings among `fixed` whose value differs between the two, as the CLI names them (--name). */
+export function changedSettings(fixed: readonly { key: keyof Settings; name: string }[], before: Settings, after: Settings): string[] {
+  return fixed.filter(({ key }) => JSON.stringify(before[key]) !== JSON.stringify(after[key])).map(({ name }) => `--${name}`);
 }

@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { formatBindAddress } from '../config/bind.ts';
 import { resolveSettings, type ResolvedSettings, type SettingSources } from '../config/load.ts';
-import { formatUpstream, type Settings } from '../config/settings.ts';
+import { changedSettings, fixedUntilRestart, formatUpstream, type Settings } from '../config/settings.ts';
 import { ExitCode } from '../errors.ts';
 import { isProtocolMessage, type SerializedError, type WorkerMessage } from '../ipc/messages.ts';
 import type { Logger } from '../log/logger.ts';
@@ -440,9 +440,10 @@ export class Arbiter {
       return;
     }
     const next = resolved.settings;
-    const fixed = (['bind', 'balance', 'backlog', 'upstream'] as const).filter((key) => JSON.stringify(next[key]) !== JSON.stringify(this.settings[key]));
-    if (fixed.length > 0) this.logger.warning(`${fixed.join(', ')}: take effect on restart, not on reload`);
-    this.settings = { ...next, bind: this.settings.bind, balance: this.settings.balance, backlog: this.settings.backlog, upstream: this.settings.upstream };
+    const fixed = fixedUntilRestart('always');
+    const changed = changedSettings(fixed, this.settings, next);
+    if (changed.length > 0) this.logger.warning(`${changed.join(', ')}: take effect on restart, not on reload`);
+    this.settings = { ...next, ...Object.fromEntries(fixed.map(({ key }) => [key, this.settings[key]])) };
     this.logger.configure(next.errorLogfile, next.logLevel);
     this.balancer.settingsChanged(this.settings);
     this.generation++;

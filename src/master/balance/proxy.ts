@@ -3,7 +3,7 @@ import type * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BindAddress } from '../../config/bind.ts';
-import { SETTINGS, type Settings } from '../../config/settings.ts';
+import { changedSettings, fixedUntilRestart, type Settings } from '../../config/settings.ts';
 import type { ListenPlan } from '../../ipc/messages.ts';
 import type { Logger } from '../../log/logger.ts';
 import { newBackend, type Backend } from '../../proxy/dispatcher.ts';
@@ -16,18 +16,8 @@ import type { Inheritance } from '../upgrade.ts';
 import type { WorkerHandle } from '../worker-handle.ts';
 import type { Balancer, BalancerLoad } from './balancer.ts';
 
-/**
- * What the master applies itself with --balance proxy, once, at start (Edge, FrontProxy, Upstreams): the
- * Edge and Proxy sections of the settings table, and the front's keep-alive and stop timeout. HUP re-reads
- * the certificate; the arbiter speaks for --upstream.
- */
-const APPLIED_AT_START: readonly (keyof Settings)[] = [
-  ...SETTINGS.filter(({ section, key }) => (section === 'Edge' || section === 'Proxy') && !['certfile', 'keyfile', 'upstream'].includes(key)).map(
-    ({ key }) => key as keyof Settings,
-  ),
-  'keepAlive',
-  'gracefulTimeout',
-];
+/** What the master's front applies once, at start (Edge, FrontProxy, Upstreams); HUP re-reads the certificate. */
+const APPLIED_AT_START = fixedUntilRestart('with-proxy');
 
 /**
  * The master accepts, parses HTTP (FrontProxy) and sends each request to the least busy serving unit:
@@ -119,8 +109,8 @@ export class ProxyBalancer implements Balancer {
   settingsChanged(settings: Settings): void {
     this.settings = settings;
     this.front.reloadCertificates(settings);
-    const fixed = APPLIED_AT_START.filter((key) => JSON.stringify(settings[key]) !== JSON.stringify(this.started[key]));
-    if (fixed.length > 0) this.logger.warning(`${fixed.join(', ')}: with --balance proxy, take effect on restart, not on reload`);
+    const changed = changedSettings(APPLIED_AT_START, this.started, settings);
+    if (changed.length > 0) this.logger.warning(`${changed.join(', ')}: with --balance proxy, take effect on restart, not on reload`);
   }
 
   async close(mode: 'graceful' | 'quick'): Promise<void> {
