@@ -43,13 +43,15 @@ export async function resolveSettings(sources: SettingSources): Promise<Resolved
 
   const configFlag = cli.layer.get('config') ?? cmdArgs.layer.get('config') ?? env.get('config');
   const configFile = configFlag ? path.resolve(sources.cwd, String(configFlag.raw)) : discoverConfigFile(sources.cwd);
-  const file = configFile ? await readConfigFile(configFile) : new Map();
+  // --help and --version answer whatever the environment and the config file hold, a broken file too.
+  const actionOnly = cli.layer.get('help')?.raw === true || cli.layer.get('version')?.raw === true;
+  const file = configFile && !actionOnly ? await readConfigFile(configFile) : new Map();
 
   const values: Record<string, unknown> = {};
   const sourceOf = new Map<string, string>();
   for (const entry of SETTINGS as readonly Setting[]) {
     values[entry.key] = entry.default;
-    for (const layer of [file, env, cmdArgs.layer, cli.layer]) {
+    for (const layer of actionOnly ? [cli.layer] : [file, env, cmdArgs.layer, cli.layer]) {
       const given = layer.get(entry.key);
       if (given === undefined) continue;
       values[entry.key] = validate(entry, given.raw, given.source);
