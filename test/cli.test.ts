@@ -110,6 +110,7 @@ describe('actions', { concurrency: PARALLEL }, () => {
       }
     }
   });
+
   test('--help and --version work beside a broken config file and environment', async () => {
     const cwd = tempDir({ 'forkgate.config.json': '{ "workers": ' });
     const env = { FORKGATE_WORKERS: 'lots' };
