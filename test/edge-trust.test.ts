@@ -87,6 +87,7 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
       const v1 = echoOf(await exchange(forkgate.url, `PROXY TCP4 203.0.113.5 127.0.0.1 4242 80\r\n${GET_CLOSE}`));
       assert.deepEqual([v1.remoteAddress, v1.remotePort, v1.remoteFamily], ['203.0.113.5', 4242, 'IPv4']);
       assert.equal(v1.headers['x-forwarded-for'], '203.0.113.5');
+      assert.equal(v1.hasEncrypted, false, 'a plain connection has no encrypted property, behind the proxy too');
 
       const v6 = ipv6Block('20010db8000000000000000000000042', '00000000000000000000000000000001', 51000, 80);
       const v2 = echoOf(await exchange(forkgate.url, [proxyV2(1, 0x21, v6), GET_CLOSE]));

@@ -286,17 +286,26 @@ const hopClients = new WeakMap<Socket, HopClient | null>();
  * Where the app reads the client on a pooled connection: the request's client (none: a unix socket).
  * Defined once per connection; each request then only records its client.
  */
-const HOP_CLIENT_PROPERTIES: PropertyDescriptorMap = {
+const HOP_CLIENT_ADDRESS: PropertyDescriptorMap = {
   remoteAddress: { configurable: true, get(this: Socket) { return hopClients.get(this)?.peer?.address; } },
   remotePort: { configurable: true, get(this: Socket) { return hopClients.get(this)?.peer?.port; } },
   remoteFamily: { configurable: true, get(this: Socket) { return hopClients.get(this)?.peer?.family; } },
-  encrypted: { configurable: true, get(this: Socket) { return hopClients.get(this)?.tls ? true : undefined; } },
+};
+/**
+ * Only where clients come over TLS: apps tell HTTPS by `'encrypted' in req.socket`. A front serves
+ * TLS on every bind or on none, so a connection's first client tells for all it will carry.
+ */
+const HOP_CLIENT_TLS: PropertyDescriptorMap = {
+  encrypted: { configurable: true, get: () => true },
   authorized: { configurable: true, get(this: Socket) { return hopClients.get(this)?.tls?.authorized; } },
 };
 
-/** Behind forkgate's proxy: the client the request names, else the socket's own (nothing: unix). */
+/** Behind forkgate's proxy: the client the request names, else none (the hop is a unix socket). */
 function presentClient(socket: Socket, client: HopClient | null): void {
-  if (!hopClients.has(socket)) Object.defineProperties(socket, HOP_CLIENT_PROPERTIES);
+  if (!hopClients.has(socket)) {
+    Object.defineProperties(socket, HOP_CLIENT_ADDRESS);
+    if (client?.tls) Object.defineProperties(socket, HOP_CLIENT_TLS);
+  }
   hopClients.set(socket, client);
 }
 

@@ -52,6 +52,7 @@ export interface Echo {
   remotePort: number;
   remoteFamily: string;
   encrypted: boolean;
+  hasEncrypted: boolean;
   authorized: boolean | null;
   headers: Record<string, string>;
   rawHeaders: string[];
