@@ -80,6 +80,23 @@ test('HUP re-reads the config file: what a reload applies is applied, what takes
   }
 });
 
+test('HUP to a config that adds --threads to a round-robin pool is refused, and the pool serves on', async () => {
+  const config = join(scratch, 'threads.json');
+  writeFileSync(config, JSON.stringify({ workers: 1 }));
+  const forkgate = await start(['-c', config, '-b', '127.0.0.1:0', OPS]);
+  try {
+    const before = forkgate.workerPids();
+    // Threads would need reuseport (or the proxy), and --balance takes a restart.
+    writeFileSync(config, JSON.stringify({ workers: 1, threads: 2 }));
+    forkgate.signal('SIGHUP');
+    await forkgate.waitFor(/Reload aborted, settings unchanged: --threads needs --balance reuseport or proxy/);
+    assert.equal((await request(`${forkgate.url}/pid`)).body, String(before[0]));
+    assert.deepEqual(forkgate.workerPids(), before);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
 test('access log: Gunicorn format; USR1 reopens the file after logrotate moved it', async () => {
   const logFile = join(scratch, 'access.log');
   const forkgate = await start([

@@ -15,6 +15,7 @@ import type { Logger } from '../log/logger.ts';
 import { VERSION } from '../version.ts';
 import { loadAppOnce } from '../worker/unit-runner.ts';
 import { createBalancer, type Balancer } from './balance/index.ts';
+import { usesThreads } from '../worker/classes/index.ts';
 import type { Server } from 'node:http';
 import { startAdmin, type AdminActions, type PoolStatus } from './admin.ts';
 import { handOverLogFile, resolveIdentity, type WorkerIdentity } from './privileges.ts';
@@ -441,9 +442,15 @@ export class Arbiter {
     }
     const next = resolved.settings;
     const fixed = fixedUntilRestart('always');
+    const kept = { ...next, ...Object.fromEntries(fixed.map(({ key }) => [key, this.settings[key]])) };
+    if (usesThreads(kept) && kept.balance === 'round-robin') {
+      // Threads accept for themselves (reuseport) or take requests from the proxy; --balance waits for a restart.
+      this.logger.error('Reload aborted, settings unchanged: --threads needs --balance reuseport or proxy, and this pool runs round-robin until a restart');
+      return;
+    }
     const changed = changedSettings(fixed, this.settings, next);
     if (changed.length > 0) this.logger.warning(`${changed.join(', ')}: take effect on restart, not on reload`);
-    this.settings = { ...next, ...Object.fromEntries(fixed.map(({ key }) => [key, this.settings[key]])) };
+    this.settings = kept;
     this.logger.configure(next.errorLogfile, next.logLevel);
     this.balancer.settingsChanged(this.settings);
     this.generation++;
