@@ -65,7 +65,7 @@ export function renderSettingsMarkdown(): string {
         entry.doc,
       );
       if (entry.fixedUntilRestart === 'always') lines.push('', 'A reload (HUP) leaves it as it was: it takes a restart.');
-      if (entry.fixedUntilRestart === 'with-proxy') lines.push('', 'With `--balance proxy`, where the master applies it, it takes a restart; elsewhere a reload (HUP) applies it.');
+      if (entry.fixedUntilRestart === 'with-proxy') lines.push('', "With `--balance proxy` the master's front keeps the value it started with until a restart; what the workers do with it follows a reload (HUP).");
     }
   }
   return `${lines.join('\n')}\n`;

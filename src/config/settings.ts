@@ -37,8 +37,9 @@ export interface Setting<Key extends string = string, Value = unknown> {
   readonly format?: (value: Value) => string;
   /**
    * A new value from a reload (HUP) waits for a restart: 'always' for what the master set up at start
-   * (its sockets, the workers' identity, the admin endpoint); 'with-proxy' for what the master's front
-   * applies with --balance proxy (in the other modes the new workers do). Else a reload applies it.
+   * (its sockets, directory, umask, pid file, file watcher, the workers' identity, the admin endpoint);
+   * 'with-proxy' for what the master's front applies with --balance proxy (in the other modes the new
+   * workers do). Else a reload applies it.
    */
   readonly fixedUntilRestart?: 'always' | 'with-proxy';
 }
@@ -284,7 +285,7 @@ export const SETTINGS = [
     doc: 'The app: path/to/app.{js,mjs,cjs,ts}[:export], or :factory() to call a factory. Given as the positional argument on the command line.',
   }),
   setting({
-    name: 'chdir', key: 'chdir', meta: 'DIR', section: 'App',
+    name: 'chdir', key: 'chdir', fixedUntilRestart: 'always', meta: 'DIR', section: 'App',
     default: null as string | null, validate: optionalText,
     doc: 'Change to this directory before loading the app.',
   }),
@@ -305,12 +306,12 @@ export const SETTINGS = [
     doc: 'Load the app in the master before spawning workers, so a broken app fails once, before any worker starts. (Node has no copy-on-write fork: workers still load their own copy.)',
   }),
   setting({
-    name: 'reload', key: 'reload', kind: 'boolean', section: 'App',
+    name: 'reload', key: 'reload', fixedUntilRestart: 'always', kind: 'boolean', section: 'App',
     default: false, validate: flag,
     doc: 'Development: reload the workers (new generation first) when a file the app loaded changes; a change that breaks the app leaves the old workers serving.',
   }),
   setting({
-    name: 'reload-extra-file', key: 'reloadExtraFile', kind: 'list', meta: 'FILE', section: 'App',
+    name: 'reload-extra-file', key: 'reloadExtraFile', fixedUntilRestart: 'always', kind: 'list', meta: 'FILE', section: 'App',
     default: [] as string[], validate: listOf,
     doc: 'With --reload, also watch this file (repeatable), for files the app reads rather than imports.',
   }),
@@ -405,7 +406,7 @@ export const SETTINGS = [
     doc: "Run workers as this group (name or gid); default: the user's primary group when --user is given.",
   }),
   setting({
-    name: 'umask', key: 'umask', short: 'm', meta: 'OCTAL', section: 'Process',
+    name: 'umask', key: 'umask', fixedUntilRestart: 'always', short: 'm', meta: 'OCTAL', section: 'Process',
     default: null as string | null, validate: octalMask,
     doc: 'File mode creation mask of the master and the workers, in octal (for example 027).',
   }),
@@ -416,7 +417,7 @@ export const SETTINGS = [
     doc: 'Serve the admin endpoint here (HOST:PORT or unix:PATH; off by default, keep it on loopback or a unix socket): GET /healthz, /readyz, /status; POST /workers/+1, /workers/-1, /reload.',
   }),
   setting({
-    name: 'pid', key: 'pid', short: 'p', meta: 'FILE', section: 'Process',
+    name: 'pid', key: 'pid', fixedUntilRestart: 'always', short: 'p', meta: 'FILE', section: 'Process',
     default: null as string | null, validate: optionalText,
     doc: "Write the master's pid to this file.",
   }),
