@@ -113,7 +113,7 @@ describe('actions', { concurrency: PARALLEL }, () => {
 
   test('--help and --version work beside a broken config file and environment', async () => {
     const cwd = tempDir({ 'forkgate.config.json': '{ "workers": ' });
-    const env = { FORKGATE_WORKERS: 'lots' };
+    const env = { FORKGATE_WORKERS: 'lots', FORKGATE_CMD_ARGS: '--bogus' };
     const help = await run(['--help'], { cwd, env });
     assert.equal(help.code, 0, help.stderr);
     assert.match(help.stdout, /^Usage: forkgate/);
@@ -121,7 +121,7 @@ describe('actions', { concurrency: PARALLEL }, () => {
     assert.equal(version.code, 0, version.stderr);
     assert.match(version.stdout, /^forkgate /);
     // Anything else still reads them, and says what is wrong.
-    const serve = await run([LISTENER], { cwd, env });
+    const serve = await run([LISTENER], { cwd, env: { FORKGATE_WORKERS: 'lots' } });
     assert.equal(serve.code, 2);
     assert.match(serve.stderr, /forkgate\.config\.json: not valid JSON/);
   });

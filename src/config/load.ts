@@ -35,7 +35,9 @@ type Layer = Map<string, { raw: unknown; source: string }>;
 
 export async function resolveSettings(sources: SettingSources): Promise<ResolvedSettings> {
   const cli = parseCommandLine(sources.argv, '');
-  const cmdArgs = parseCommandLine(splitArgs(sources.env.FORKGATE_CMD_ARGS ?? ''), 'FORKGATE_CMD_ARGS ');
+  // --help and --version answer whatever the environment and the config file hold, a broken file too.
+  const actionOnly = cli.layer.get('help')?.raw === true || cli.layer.get('version')?.raw === true;
+  const cmdArgs = parseCommandLine(actionOnly ? [] : splitArgs(sources.env.FORKGATE_CMD_ARGS ?? ''), 'FORKGATE_CMD_ARGS ');
   if (cmdArgs.app !== undefined) {
     throw new SettingError(`FORKGATE_CMD_ARGS: takes options only, not the app ('${cmdArgs.app}')`);
   }
@@ -43,8 +45,6 @@ export async function resolveSettings(sources: SettingSources): Promise<Resolved
 
   const configFlag = cli.layer.get('config') ?? cmdArgs.layer.get('config') ?? env.get('config');
   const configFile = configFlag ? path.resolve(sources.cwd, String(configFlag.raw)) : discoverConfigFile(sources.cwd);
-  // --help and --version answer whatever the environment and the config file hold, a broken file too.
-  const actionOnly = cli.layer.get('help')?.raw === true || cli.layer.get('version')?.raw === true;
   const file = configFile && !actionOnly ? await readConfigFile(configFile) : new Map();
 
   const values: Record<string, unknown> = {};
