@@ -36,7 +36,7 @@ export class ThreadPool implements Units {
   private shape: AppShape | null = null;
   private readonly onEndpointsChanged: (endpoints: string[]) => void;
   /** The endpoints the proxy was last told of (the worker's ready message tells the first ones). */
-  private publishedEndpoints = '';
+  private publishedEndpoints: readonly string[] = [];
 
   constructor(boot: UnitBoot, logger: Logger, onEndpointsChanged: (endpoints: string[]) => void) {
     this.boot = boot;
@@ -101,7 +101,7 @@ export class ThreadPool implements Units {
     if (this.started && readyFresh === this.settings.threads) {
       this.started.resolve(this.shape!);
       this.started = null;
-      this.publishedEndpoints = this.endpoints().join(' ');
+      this.publishedEndpoints = this.endpoints();
     }
     const retiring = all.filter((t) => t.retiring && t.state !== 'draining');
     const keep = Math.max(0, this.settings.threads - readyFresh);
@@ -182,8 +182,9 @@ export class ThreadPool implements Units {
   private publishEndpoints(): void {
     if (this.started || this.draining) return;
     const endpoints = this.endpoints();
-    if (endpoints.join(' ') === this.publishedEndpoints) return;
-    this.publishedEndpoints = endpoints.join(' ');
+    const published = this.publishedEndpoints;
+    if (endpoints.length === published.length && endpoints.every((endpoint, i) => endpoint === published[i])) return;
+    this.publishedEndpoints = endpoints;
     this.onEndpointsChanged(endpoints);
   }
 
