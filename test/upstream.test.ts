@@ -2,6 +2,7 @@
 // TCP and one on a unix socket) with the proxy's dispatch, queue, health checks, retries and edge.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import * as net from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -122,6 +123,36 @@ test('two upstreams (TCP and unix): both serve; one killed under load fails at m
     await forkgate.stop();
     await tcp.kill();
     await unix.kill();
+  }
+});
+
+test('a kept-alive connection the upstream drops as a request goes out: a GET is retried, a POST answered 502', async () => {
+  // The keep-alive race, made certain: the upstream answers the first request on each connection and
+  // drops the connection at the next, as a server closing an idle connection just then would.
+  const paths: string[] = [];
+  const upstream = net.createServer((socket) => {
+    let answered = false;
+    socket.on('data', (chunk) => {
+      for (const [, path] of chunk.toString('latin1').matchAll(/^[A-Z]+ (\S+) HTTP\/1\.1\r$/gm)) paths.push(path!);
+      if (answered) return void socket.destroy();
+      answered = true;
+      socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+    });
+  });
+  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+  const forkgate = await front(['--upstream', `http://127.0.0.1:${(upstream.address() as net.AddressInfo).port}`]);
+  try {
+    // Served on a connection that answered before: dropped, then sent again on a new one.
+    const get = await request(`${forkgate.url}/retried`);
+    assert.deepEqual([get.status, get.body], [200, 'ok']);
+    assert.deepEqual(paths.filter((path) => path === '/retried'), ['/retried', '/retried']);
+    // A POST may have been acted on before the connection dropped: never sent twice.
+    const post = await request(`${forkgate.url}/once`, { method: 'POST' });
+    assert.equal(post.status, 502);
+    assert.deepEqual(paths.filter((path) => path === '/once'), ['/once']);
+  } finally {
+    await forkgate.stop();
+    upstream.close();
   }
 });
 
