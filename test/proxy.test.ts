@@ -89,27 +89,37 @@ test('requests already sent to a unit when it starts to spin are taken back and 
   const forkgate = await start(['-w', '2', '--log-level', 'debug', '--admin-bind', `unix:${admin}`, ...proxyArgs(PROXY)]);
   const log = join(scratch, 'taken-back.log');
   const agents = Array.from({ length: 8 }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }));
+  const burstAgents = Array.from({ length: 8 }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }));
   const spinAgent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   try {
-    // Quick requests from 8 connections all along; the spin goes in among them. Until the master ranks
-    // the spinning unit busy (a few ms), the quick requests in between alternate between the two units:
-    // some wait behind the spin.
+    // Quick requests from 8 connections all along; the spin goes in among them, with a burst of 8 more
+    // right behind it on connections of their own. Until the master ranks the spinning unit busy (a
+    // few ms), requests alternate between the two units: some of the burst wait behind the spin.
+    await Promise.all(burstAgents.map((agent) => request(`${forkgate.url}/pid`, { agent })));
     const spinDone = { value: false };
     let spin: Promise<Reply> | null = null;
+    let burst: Promise<unknown> | null = null;
     let sent = 0;
     const took: number[] = [];
+    const quick = async (agent: http.Agent) => {
+      const id = sent++;
+      const began = Date.now();
+      const reply = await request(`${forkgate.url}/logged?id=${id}&log=${log}`, { agent });
+      assert.equal(reply.status, 200);
+      took.push(Date.now() - began);
+    };
     await Promise.all(
       agents.map(async (agent) => {
         while (!spinDone.value && sent < 3000) {
-          const id = sent++;
-          if (id === 100) spin = request(`${forkgate.url}/spin?ms=1500`, { agent: spinAgent }).finally(() => (spinDone.value = true));
-          const began = Date.now();
-          const reply = await request(`${forkgate.url}/logged?id=${id}&log=${log}`, { agent: agent });
-          assert.equal(reply.status, 200);
-          took.push(Date.now() - began);
+          if (sent === 100) {
+            spin = request(`${forkgate.url}/spin?ms=1500`, { agent: spinAgent }).finally(() => (spinDone.value = true));
+            burst = Promise.all(burstAgents.map(quick));
+          }
+          await quick(agent);
         }
       }),
     );
+    await burst;
     assert.equal((await spin!).status, 200);
     // The master presumes the oldest request the unit has not answered is the one it is busy with; a
     // quick one that came just before the spin can be mistaken for it, and waits.
@@ -137,7 +147,7 @@ test('requests already sent to a unit when it starts to spin are taken back and 
     assert.ok(fromSpinner.length > 0, 'some were taken back from the spinning unit');
     assert.deepEqual(fromSpinner.filter((id) => !ranIn.get(id)!.some((pid) => pid !== spinner)), [], 'what was taken back from it ran on the other unit');
   } finally {
-    for (const agent of [...agents, spinAgent]) agent.destroy();
+    for (const agent of [...agents, ...burstAgents, spinAgent]) agent.destroy();
     await forkgate.stop();
   }
 });
