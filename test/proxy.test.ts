@@ -8,7 +8,7 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { eventually, FIXTURES, request, start, type Reply } from './helpers/forkgate.ts';
+import { eventually, FIXTURES, request, start } from './helpers/forkgate.ts';
 import { echoOf, exchange, statusOf } from './helpers/edge.ts';
 
 const PROXY = `${FIXTURES}proxy.cjs`;
@@ -89,38 +89,37 @@ test('requests already sent to a unit when it starts to spin are taken back and 
   const forkgate = await start(['-w', '2', '--log-level', 'debug', '--admin-bind', `unix:${admin}`, ...proxyArgs(PROXY)]);
   const log = join(scratch, 'taken-back.log');
   const agents = Array.from({ length: 8 }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }));
-  const burstAgents = Array.from({ length: 8 }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }));
-  const spinAgent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   try {
-    // Quick requests from 8 connections all along; the spin goes in among them, with a burst of 8 more
-    // right behind it on connections of their own. Until the master ranks the spinning unit busy (a
-    // few ms), requests alternate between the two units: some of the burst wait behind the spin.
-    await Promise.all(burstAgents.map((agent) => request(`${forkgate.url}/pid`, { agent })));
+    // Quick requests from 8 connections all along. Among them, on a connection of its own, the spin
+    // and 8 quick requests pipelined behind it: the master reads them in that order and spreads them
+    // over the two units at once, so some are sent to the spinning unit before it can be seen stuck,
+    // however loaded the machine. (Their answers come back behind the spin's, on that connection.)
+    const ids: number[] = [];
+    const nextId = () => (ids.push(ids.length), ids.length - 1);
+    const logged = (id: number) => `/logged?id=${id}&log=${log}`;
     const spinDone = { value: false };
-    let spin: Promise<Reply> | null = null;
-    let burst: Promise<unknown> | null = null;
-    let sent = 0;
+    let spin: Promise<string> | null = null;
     const took: number[] = [];
-    const quick = async (agent: http.Agent) => {
-      const id = sent++;
-      const began = Date.now();
-      const reply = await request(`${forkgate.url}/logged?id=${id}&log=${log}`, { agent });
-      assert.equal(reply.status, 200);
-      took.push(Date.now() - began);
-    };
     await Promise.all(
       agents.map(async (agent) => {
-        while (!spinDone.value && sent < 3000) {
-          if (sent === 100) {
-            spin = request(`${forkgate.url}/spin?ms=1500`, { agent: spinAgent }).finally(() => (spinDone.value = true));
-            burst = Promise.all(burstAgents.map(quick));
+        while (!spinDone.value && ids.length < 3000) {
+          if (ids.length === 100 && !spin) {
+            const burst = Array.from({ length: 8 }, (_, i) => `GET ${logged(nextId())} HTTP/1.1\r\nHost: x\r\n${i === 7 ? 'Connection: close\r\n' : ''}\r\n`);
+            spin = exchange(forkgate.url, `GET /spin?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n${burst.join('')}`)
+              .then(({ received }) => received)
+              .finally(() => (spinDone.value = true));
           }
-          await quick(agent);
+          const id = nextId();
+          const began = Date.now();
+          const reply = await request(`${forkgate.url}${logged(id)}`, { agent });
+          assert.equal(reply.status, 200);
+          took.push(Date.now() - began);
         }
       }),
     );
-    await burst;
-    assert.equal((await spin!).status, 200);
+    const pipelined = await spin!;
+    assert.equal(pipelined.match(/HTTP\/1\.1 200 OK/g)?.length, 9, pipelined);
+    const spinner = /spun in (\d+)/.exec(pipelined)![1]!;
     // The master presumes the oldest request the unit has not answered is the one it is busy with; a
     // quick one that came just before the spin can be mistaken for it, and waits.
     assert.ok(took.filter((ms) => ms >= 750).length <= 1, `quick requests waited for the 1.5 s spin: ${took.filter((ms) => ms >= 750)}`);
@@ -129,7 +128,6 @@ test('requests already sent to a unit when it starts to spin are taken back and 
     const counted = status.backends.reduce((sum, { takenBack }) => sum + takenBack, 0);
     assert.equal(counted, forkgate.output.match(/waited behind a busy/g)!.length, '/status counts what was taken back');
     // The spinning unit reads what was taken back from it once its loop is free: before its next answer.
-    const spinner = (await spin!).body.replace('spun in ', '');
     await eventually(async () => (await request(`${forkgate.url}/pid`, { agent: agents[1]! })).body === spinner, 'the spinning unit to answer again');
     // Every one ran; what was taken back from the spinning unit ran on the other only. A unit that reads
     // a request just as the master takes it back (a loaded machine makes one look stuck now and then)
@@ -139,7 +137,7 @@ test('requests already sent to a unit when it starts to spin are taken back and 
       const [id, pid] = line.split(' ');
       ranIn.set(Number(id), [...(ranIn.get(Number(id)) ?? []), pid!]);
     }
-    assert.deepEqual([...ranIn.keys()].sort((a, b) => a - b), [...Array(took.length).keys()], 'each quick request ran');
+    assert.deepEqual([...ranIn.keys()].sort((a, b) => a - b), ids, 'each quick request ran');
     assert.deepEqual([...ranIn].filter(([, pids]) => pids.length > 2), [], 'none ran more than twice');
     const fromSpinner = [...forkgate.output.matchAll(/GET \/logged\?id=(\d+)&\S* waited behind a busy \S*\/(\d+)-\d+\.sock/g)]
       .filter(([, , pid]) => pid === spinner)
@@ -147,7 +145,7 @@ test('requests already sent to a unit when it starts to spin are taken back and 
     assert.ok(fromSpinner.length > 0, 'some were taken back from the spinning unit');
     assert.deepEqual(fromSpinner.filter((id) => !ranIn.get(id)!.some((pid) => pid !== spinner)), [], 'what was taken back from it ran on the other unit');
   } finally {
-    for (const agent of [...agents, ...burstAgents, spinAgent]) agent.destroy();
+    for (const agent of agents) agent.destroy();
     await forkgate.stop();
   }
 });
