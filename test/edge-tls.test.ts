@@ -84,31 +84,37 @@ test('TLS behind a PROXY header: the app sees the client the header names', { sk
   }
 });
 
-test('--cert-reqs required: a client without a certificate is refused, one with a certificate the CA signed is served', { skip }, async () => {
-  const forkgate = await start([
-    '-w', '1', '-b', '127.0.0.1:0', ...tlsFlags(), '--ca-certs', certs.files.ca, '--cert-reqs', 'required', ECHO,
-  ]);
-  try {
-    await assert.rejects(httpsGet(forkgate.url), /certificate required/);
-    const reply = await httpsGet(forkgate.url, { cert: certs.clientCert, key: certs.clientKey });
-    assert.equal(reply.status, 200);
-    assert.equal(reply.echo.authorized, true);
-  } finally {
-    await forkgate.stop();
-  }
-});
+for (const balance of ['round-robin', 'proxy']) {
+  test(`--cert-reqs required: a client without a certificate is refused, one the CA signed is served, and the app reads its certificate (${balance})`, { skip }, async () => {
+    const forkgate = await start([
+      '-w', '1', '--balance', balance, '-b', '127.0.0.1:0', ...tlsFlags(), '--ca-certs', certs.files.ca, '--cert-reqs', 'required', ECHO,
+    ]);
+    try {
+      await assert.rejects(httpsGet(forkgate.url), /certificate required/);
+      const reply = await httpsGet(forkgate.url, { cert: certs.clientCert, key: certs.clientKey });
+      assert.equal(reply.status, 200);
+      assert.equal(reply.echo.authorized, true);
+      assert.equal(reply.echo.peerCN, 'client');
+      assert.equal(reply.echo.peerFingerprint, new X509Certificate(certs.clientCert).fingerprint256);
+    } finally {
+      await forkgate.stop();
+    }
+  });
 
-test('--cert-reqs optional: a client without a certificate is served, and the app can tell', { skip }, async () => {
-  const forkgate = await start([
-    '-w', '1', '-b', '127.0.0.1:0', ...tlsFlags(), '--ca-certs', certs.files.ca, '--cert-reqs', 'optional', ECHO,
-  ]);
-  try {
-    assert.equal((await httpsGet(forkgate.url)).echo.authorized, false);
-    assert.equal((await httpsGet(forkgate.url, { cert: certs.clientCert, key: certs.clientKey })).echo.authorized, true);
-  } finally {
-    await forkgate.stop();
-  }
-});
+  test(`--cert-reqs optional: a client without a certificate is served, and the app can tell (${balance})`, { skip }, async () => {
+    const forkgate = await start([
+      '-w', '1', '--balance', balance, '-b', '127.0.0.1:0', ...tlsFlags(), '--ca-certs', certs.files.ca, '--cert-reqs', 'optional', ECHO,
+    ]);
+    try {
+      const anonymous = (await httpsGet(forkgate.url)).echo;
+      assert.deepEqual([anonymous.authorized, anonymous.peerCN, anonymous.peerFingerprint], [false, null, null]);
+      const known = (await httpsGet(forkgate.url, { cert: certs.clientCert, key: certs.clientKey })).echo;
+      assert.deepEqual([known.authorized, known.peerCN], [true, 'client']);
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}
 
 test('an unreadable --certfile stops the boot with a message that names it', { skip }, async () => {
   const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--certfile', join(scratch, 'missing.pem'), ECHO], { waitReady: false });

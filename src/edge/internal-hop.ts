@@ -2,8 +2,9 @@
  * The hop from forkgate's proxy (the master, --balance proxy) to a serving unit, over a private unix
  * socket. One pooled connection carries requests of many clients in turn, so the client cannot travel
  * as a PROXY header (one per connection): it travels as a request header only the proxy sets and the
- * unit removes before the app sees the request. It says who the client is and whether it came over TLS,
- * so the app reads req.socket.remoteAddress, .encrypted and .authorized as in the other modes.
+ * unit removes before the app sees the request. It says who the client is, whether it came over TLS and
+ * with which certificate, so the app reads req.socket.remoteAddress, .encrypted, .authorized and
+ * .getPeerCertificate() as in the other modes.
  *
  * It also says when the proxy sent the request. The proxy may take back a request a busy unit has not
  * started (src/proxy/dispatcher.ts): it sends WITHDRAWAL on the same connection, right behind it, and
@@ -14,6 +15,7 @@
  * of that read is parsed: if a withdrawal followed it (the unit was busy while both came), both are
  * answered 204 without the app, and the proxy drops the answers.
  */
+import { X509Certificate } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { ProxiedPeer } from './proxy-protocol.ts';
@@ -32,25 +34,78 @@ export interface HopClient {
   readonly sentAt: number;
   /** Null for a client on a unix socket. */
   readonly peer: ProxiedPeer | null;
-  /** Null without TLS; else whether its certificate was verified (--cert-reqs). */
-  readonly tls: { readonly authorized: boolean } | null;
+  /**
+   * Null without TLS; else whether its certificate was verified (--cert-reqs), and the certificate
+   * (DER, base64) if it sent one.
+   */
+  readonly tls: { readonly authorized: boolean; readonly certificate: string | null } | null;
 }
 
+/** Per client connection: its certificate, base64, encoded once for all its requests ('' for none). */
+const encodedCertificates = new WeakMap<Socket, string>();
+
 /**
- * "sentAt family address port" ("unix - 0" without an address), then " tls authorized|unauthorized" over
- * TLS. Call as the request goes out: a retry is sent anew.
+ * "sentAt family address port" ("unix - 0" without an address), then " tls authorized|unauthorized"
+ * over TLS, and the client's certificate if it sent one. Call as the request goes out: a retry is sent
+ * anew.
  */
 export function encodeClient(socket: Socket): string {
   const { remoteAddress, remotePort, remoteFamily } = socket;
   const peer = remoteAddress ? `${remoteFamily} ${remoteAddress} ${remotePort ?? 0}` : 'unix - 0';
   const tls = socket as Partial<TLSSocket>;
-  return `${Date.now()} ${tls.encrypted ? `${peer} tls ${tls.authorized ? 'authorized' : 'unauthorized'}` : peer}`;
+  if (!tls.encrypted) return `${Date.now()} ${peer}`;
+  let certificate = encodedCertificates.get(socket);
+  if (certificate === undefined) {
+    certificate = tls.getPeerX509Certificate?.()?.raw.toString('base64') ?? '';
+    encodedCertificates.set(socket, certificate);
+  }
+  return `${Date.now()} ${peer} tls ${tls.authorized ? 'authorized' : 'unauthorized'}${certificate ? ` ${certificate}` : ''}`;
 }
 
 export function decodeClient(value: string): HopClient | null {
-  const [sentAt, family, address, port, tls, authorized] = value.split(' ');
+  const [sentAt, family, address, port, tls, authorized, certificate] = value.split(' ');
   if (!address) return null;
   const peer: ProxiedPeer | null =
     (family === 'IPv4' || family === 'IPv6') && address !== '-' ? { family, address, port: Number(port) } : null;
-  return { sentAt: Number(sentAt), peer, tls: tls === 'tls' ? { authorized: authorized === 'authorized' } : null };
+  return {
+    sentAt: Number(sentAt),
+    peer,
+    tls: tls === 'tls' ? { authorized: authorized === 'authorized', certificate: certificate || null } : null,
+  };
+}
+
+/**
+ * The client's certificate as TLSSocket.getPeerCertificate() shows it, for the fields of the certificate
+ * itself (no issuer chain, no public key details); {} when the client sent none.
+ */
+export function peerCertificate(certificate: string | null): object {
+  if (!certificate) return {};
+  const x509 = new X509Certificate(Buffer.from(certificate, 'base64'));
+  return {
+    subject: distinguishedName(x509.subject),
+    issuer: distinguishedName(x509.issuer),
+    subjectaltname: x509.subjectAltName,
+    ca: x509.ca,
+    valid_from: x509.validFrom,
+    valid_to: x509.validTo,
+    fingerprint: x509.fingerprint,
+    fingerprint256: x509.fingerprint256,
+    fingerprint512: x509.fingerprint512,
+    serialNumber: x509.serialNumber,
+    raw: x509.raw,
+  };
+}
+
+/** "CN=client\nO=acme" (X509Certificate) → { CN: 'client', O: 'acme' }; a repeated key gives an array. */
+function distinguishedName(text: string): Record<string, string | string[]> {
+  const name: Record<string, string | string[]> = Object.create(null);
+  for (const line of text.split('\n')) {
+    const at = line.indexOf('=');
+    if (at <= 0) continue;
+    const key = line.slice(0, at);
+    const value = line.slice(at + 1);
+    const known = name[key];
+    name[key] = known === undefined ? value : [...(Array.isArray(known) ? known : [known]), value];
+  }
+  return name;
 }

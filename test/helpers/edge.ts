@@ -54,6 +54,8 @@ export interface Echo {
   encrypted: boolean;
   hasEncrypted: boolean;
   authorized: boolean | null;
+  peerCN: string | null;
+  peerFingerprint: string | null;
   headers: Record<string, string>;
   rawHeaders: string[];
   bodyBytes: number;
