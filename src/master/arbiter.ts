@@ -250,6 +250,8 @@ export class Arbiter {
   /** Logs where the worker's JavaScript is stuck (file:line), then kills and so replaces it. */
   private async killHungWorker(worker: WorkerHandle): Promise<void> {
     this.logger.critical(`WORKER TIMEOUT (pid:${worker.pid}): event loop silent for ${this.settings.timeout} s`);
+    // Nothing more for it while its stack is read; what it was sent and never took goes elsewhere at its exit.
+    this.balancer.remove(worker);
     const stack = worker.inspectorPort ? await captureBlockedStack(worker.pid, worker.inspectorPort, STACK_BUDGET_MS) : null;
     this.logger.critical(
       stack ? `Worker (pid:${worker.pid}) was blocked at:\n${stack}` : `Worker (pid:${worker.pid}): its stack could not be read`,

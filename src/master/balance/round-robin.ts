@@ -58,7 +58,9 @@ export class RoundRobinBalancer implements Balancer {
     const index = this.ready.indexOf(worker);
     if (index >= 0) this.ready.splice(index, 1);
     // A draining worker still answers for what it was sent; only a dead one's connections are taken back.
-    if (worker.child.connected) return;
+    // Dead is its exit status, not its IPC channel, which may still read as open when 'exit' comes.
+    const { child } = worker;
+    if (child.exitCode === null && child.signalCode === null && child.connected) return;
     const pending = this.unacknowledged.get(worker);
     this.unacknowledged.delete(worker);
     this.reported.delete(worker);
