@@ -5,7 +5,7 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { eventually, FIXTURES, isAlive, request, start } from './helpers/forkgate.ts';
+import { eventually, FIXTURES, isAlive, request, start, startRequest } from './helpers/forkgate.ts';
 
 const OPS = `${FIXTURES}ops.cjs`;
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-ops-'));
@@ -29,16 +29,21 @@ test('--max-requests retires a worker after N requests; its replacement is ready
 });
 
 test('a worker whose event loop hangs past --timeout: its stack is logged, then it is killed and replaced', async () => {
-  const forkgate = await start(['-w', '1', '--timeout', '1', '-b', '127.0.0.1:0', OPS]);
+  const forkgate = await start(['-w', '1', '--timeout', '2', '-b', '127.0.0.1:0', OPS]);
   try {
     const [hung] = forkgate.workerPids();
-    void request(`${forkgate.url}/hang`).catch(() => {}); // its connection dies with the worker
+    const hang = startRequest(`${forkgate.url}/hang`);
+    void hang.reply.catch(() => {}); // its connection dies with the worker
+    await hang.headers;
+    // Handed to the hung worker, which never takes it: the master gives it to the replacement.
+    const handedToHung = request(`${forkgate.url}/pid`);
     await forkgate.waitFor(new RegExp(`WORKER TIMEOUT \\(pid:${hung}\\)`));
     // Its blocked JavaScript stack is logged, naming the app's file and line, before the kill.
     await forkgate.waitFor(new RegExp(`Worker \\(pid:${hung}\\) was blocked at:\\n\\s+at \\S+ \\(${OPS}:\\d+:\\d+\\)`));
     await eventually(() => !isAlive(hung!), 'the hung worker to die');
     const reply = await eventually(() => request(`${forkgate.url}/pid`).catch(() => null), 'the replacement to serve');
     assert.notEqual(reply.body, String(hung));
+    assert.deepEqual([(await handedToHung).status, (await handedToHung).body], [200, reply.body]);
   } finally {
     await forkgate.stop();
   }
