@@ -80,8 +80,9 @@ export async function resolveSettings(sources: SettingSources): Promise<Resolved
 /**
  * --threads > 1 implies gthread, as in Gunicorn, and a balance mode that reaches threads: Node cannot
  * move an accepted socket into a worker thread, so each thread must accept for itself with SO_REUSEPORT.
+ * balanceSource: where --balance was set (then it is not changed); a reload passes the running mode.
  */
-function applyThreads(values: SettingValues, balanceSource: string | undefined): void {
+export function applyThreads(values: SettingValues, balanceSource: string | undefined): void {
   if (values.threads > 1 && values.workerClass === 'async') values.workerClass = 'gthread';
   if (values.threads === 1 && values.workerClass !== 'gthread') return;
   if (values.balance === 'proxy') return; // the proxy reaches each thread on a unix socket of its own

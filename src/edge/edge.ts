@@ -4,7 +4,6 @@
  * Per connection: the PROXY header, TLS, whether its forwarding headers are believed. Per request,
  * before the app sees it: the limits, the forwarding headers, X-Request-Id.
  */
-import { X509Certificate } from 'node:crypto';
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -12,7 +11,7 @@ import type { ProxyProtocolMode, Settings } from '../config/settings.ts';
 import type { Logger } from '../log/logger.ts';
 import type { AppServer } from '../worker/app-loader.ts';
 import { compileAddressMatcher, type AddressMatcher } from './addresses.ts';
-import { decodeClient, LATE_MS, PEER_HEADER, peerCertificate, WITHDRAWAL_HEADER, type HopClient } from './internal-hop.ts';
+import { decodeClient, LATE_MS, PEER_HEADER, peerCertificate, peerX509Certificate, WITHDRAWAL_HEADER, type HopClient } from './internal-hop.ts';
 import { configureParser, limitChunkedBody, requestLimitCheck, type LimitSettings, type Rejection } from './limits.ts';
 import type { ProxiedPeer } from './proxy-protocol.ts';
 import { readProxyHeader } from './read-proxy-header.ts';
@@ -301,13 +300,7 @@ const HOP_CLIENT_TLS: PropertyDescriptorMap = {
   encrypted: { configurable: true, get: () => true },
   authorized: { configurable: true, get(this: Socket) { return hopClients.get(this)?.tls?.authorized; } },
   getPeerCertificate: { configurable: true, value(this: Socket) { return peerCertificate(hopClients.get(this)?.tls?.certificate ?? null); } },
-  getPeerX509Certificate: {
-    configurable: true,
-    value(this: Socket) {
-      const certificate = hopClients.get(this)?.tls?.certificate;
-      return certificate ? new X509Certificate(Buffer.from(certificate, 'base64')) : undefined;
-    },
-  },
+  getPeerX509Certificate: { configurable: true, value(this: Socket) { return peerX509Certificate(hopClients.get(this)?.tls?.certificate ?? null); } },
 };
 
 /** Behind forkgate's proxy: the client the request names, else none (the hop is a unix socket). */

@@ -79,8 +79,8 @@ export function decodeClient(value: string): HopClient | null {
  * itself (no issuer chain, no public key details); {} when the client sent none.
  */
 export function peerCertificate(certificate: string | null): object {
-  if (!certificate) return {};
-  const x509 = new X509Certificate(Buffer.from(certificate, 'base64'));
+  const x509 = peerX509Certificate(certificate);
+  if (!x509) return {};
   return {
     subject: distinguishedName(x509.subject),
     issuer: distinguishedName(x509.issuer),
@@ -94,6 +94,11 @@ export function peerCertificate(certificate: string | null): object {
     serialNumber: x509.serialNumber,
     raw: x509.raw,
   };
+}
+
+/** The client's certificate as TLSSocket.getPeerX509Certificate() gives it; undefined when it sent none. */
+export function peerX509Certificate(certificate: string | null): X509Certificate | undefined {
+  return certificate ? new X509Certificate(Buffer.from(certificate, 'base64')) : undefined;
 }
 
 /** "CN=client\nO=acme" (X509Certificate) → { CN: 'client', O: 'acme' }; a repeated key gives an array. */

@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { formatBindAddress } from '../config/bind.ts';
-import { resolveSettings, type ResolvedSettings, type SettingSources } from '../config/load.ts';
+import { applyThreads, resolveSettings, type ResolvedSettings, type SettingSources } from '../config/load.ts';
 import { changedSettings, fixedUntilRestart, formatUpstream, type Settings } from '../config/settings.ts';
 import { ExitCode } from '../errors.ts';
 import { isProtocolMessage, type SerializedError, type WorkerMessage } from '../ipc/messages.ts';
@@ -15,7 +15,6 @@ import type { Logger } from '../log/logger.ts';
 import { VERSION } from '../version.ts';
 import { loadAppOnce } from '../worker/unit-runner.ts';
 import { createBalancer, type Balancer } from './balance/index.ts';
-import { usesThreads } from '../worker/classes/index.ts';
 import type { Server } from 'node:http';
 import { startAdmin, type AdminActions, type PoolStatus } from './admin.ts';
 import { handOverLogFile, resolveIdentity, type WorkerIdentity } from './privileges.ts';
@@ -444,10 +443,12 @@ export class Arbiter {
     }
     const next = resolved.settings;
     const fixed = fixedUntilRestart('always');
-    const kept = { ...next, ...Object.fromEntries(fixed.map(({ key }) => [key, this.settings[key]])) };
-    if (usesThreads(kept) && kept.balance === 'round-robin') {
-      // Threads accept for themselves (reuseport) or take requests from the proxy; --balance waits for a restart.
-      this.logger.error('Reload aborted, settings unchanged: --threads needs --balance reuseport or proxy, and this pool runs round-robin until a restart');
+    const kept: Settings = { ...next, ...Object.fromEntries(fixed.map(({ key }) => [key, this.settings[key]])) };
+    try {
+      // The balance mode and binds wait for a restart: the threads asked for must fit the running ones.
+      applyThreads(kept, `the running --balance ${kept.balance}`);
+    } catch (error) {
+      this.logger.error(`Reload aborted, settings unchanged: ${(error as Error).message}`);
       return;
     }
     const changed = changedSettings(fixed, this.settings, next);
