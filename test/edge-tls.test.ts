@@ -109,7 +109,7 @@ for (const balance of ['round-robin', 'proxy']) {
       const anonymous = (await httpsGet(forkgate.url)).echo;
       assert.deepEqual([anonymous.authorized, anonymous.peerCN, anonymous.peerFingerprint], [false, null, null]);
       const known = (await httpsGet(forkgate.url, { cert: certs.clientCert, key: certs.clientKey })).echo;
-      assert.deepEqual([known.authorized, known.peerCN], [true, 'client']);
+      assert.deepEqual([known.authorized, known.peerCN, known.peerFingerprint], [true, 'client', new X509Certificate(certs.clientCert).fingerprint256]);
     } finally {
       await forkgate.stop();
     }

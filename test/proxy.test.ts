@@ -144,6 +144,9 @@ test('requests already sent to a unit when it starts to spin are taken back and 
       .map(([, id]) => Number(id));
     assert.ok(fromSpinner.length > 0, 'some were taken back from the spinning unit');
     assert.deepEqual(fromSpinner.filter((id) => !ranIn.get(id)!.some((pid) => pid !== spinner)), [], 'what was taken back from it ran on the other unit');
+    // ...and, but for the one race, not on the spinning unit too: it put them aside.
+    const alsoOnSpinner = fromSpinner.filter((id) => ranIn.get(id)!.includes(spinner));
+    assert.ok(alsoOnSpinner.length <= 1, `taken back, yet run by the spinning unit too: ${alsoOnSpinner}`);
   } finally {
     for (const agent of agents) agent.destroy();
     await forkgate.stop();
@@ -155,13 +158,17 @@ test('requests a unit has started and awaits are never taken back, even when the
   const log = join(scratch, 'awaited.log');
   try {
     // Both units answer first: the master takes requests back only from a unit that has answered.
-    for (let i = 0; i < 4; i++) await request(`${forkgate.url}/pid`);
+    const answeredBy = new Set<string>();
+    for (let i = 0; i < 4; i++) answeredBy.add((await request(`${forkgate.url}/pid`)).body);
+    assert.equal(answeredBy.size, 2, 'both units answered');
     const replies = Array.from({ length: 12 }, (_, id) => request(`${forkgate.url}/wait?ms=1000&id=${id}&log=${log}`));
     // Every one has started (logged as its handler began, confirmed to the proxy right after)...
     await eventually(() => existsSync(log) && readFileSync(log, 'utf8').trim().split('\n').length === 12, 'the 12 requests to start');
     // ...and now a unit stops making progress: what it has started stays with it.
     const before = forkgate.output.length;
     const spin = await startSpin(forkgate.url, 600, 'awaited-spin');
+    const startedIn = readFileSync(log, 'utf8').trim().split('\n').map((line) => line.split(' ')[1]);
+    assert.ok(startedIn.includes(String(spin.pid)), 'the spinning unit has some of the awaited requests');
     // The other unit keeps answering meanwhile: the spinning one is stuck beside a unit that moves, so
     // whatever it has not started is taken back now.
     let quick = 0;

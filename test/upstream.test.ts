@@ -99,10 +99,12 @@ test('two upstreams (TCP and unix): both serve; one killed under load fails at m
     const load = keepAliveLoad(`${forkgate.url}/who`, { connections, maxMs: 20_000 });
     await load.reached(200);
     await tcp.kill();
+    const killedAt = Date.now();
     await load.reached(600);
-    const { ok, failures } = await load.stop();
+    const { ok, failures, failureStarts } = await load.stop();
     assert.ok(failures.length <= connections, `${failures.length} failed of ${ok + failures.length}: ${failures.join(', ')}`);
     for (const failure of failures) assert.equal(failure, 'status 502');
+    assert.deepEqual(failureStarts.filter((at) => at >= killedAt), [], 'every request sent once it had died was served');
     assert.deepEqual(new Set(await namesOf(forkgate.url, 20)), new Set(['unix']), 'only the live upstream serves');
     assert.equal(forkgate.process.exitCode, null);
 

@@ -7,6 +7,8 @@ import * as http from 'node:http';
 export interface LoadResult {
   ok: number;
   failures: string[];
+  /** When each failed request was sent (Date.now()), in the order of `failures`. */
+  failureStarts: number[];
   bodies: Set<string>;
 }
 
@@ -17,7 +19,7 @@ export interface Load {
 }
 
 export function keepAliveLoad(url: string, options: { connections: number; maxRequests?: number; maxMs?: number }): Load {
-  const result: LoadResult = { ok: 0, failures: [], bodies: new Set() };
+  const result: LoadResult = { ok: 0, failures: [], failureStarts: [], bodies: new Set() };
   const deadline = Date.now() + (options.maxMs ?? 60_000);
   const maxRequests = options.maxRequests ?? 200_000;
   let stopping = false;
@@ -25,6 +27,11 @@ export function keepAliveLoad(url: string, options: { connections: number; maxRe
 
   const one = (agent: http.Agent) =>
     new Promise<void>((resolve) => {
+      const startedAt = Date.now();
+      const fail = (reason: string) => {
+        result.failures.push(reason);
+        result.failureStarts.push(startedAt);
+      };
       const req = http.get(url, { agent }, (res) => {
         let body = '';
         res.setEncoding('utf8');
@@ -34,13 +41,13 @@ export function keepAliveLoad(url: string, options: { connections: number; maxRe
             result.ok++;
             result.bodies.add(body);
           } else {
-            result.failures.push(`status ${res.statusCode}`);
+            fail(`status ${res.statusCode}`);
           }
           resolve();
         });
       });
       req.on('error', (error) => {
-        result.failures.push(error.message);
+        fail(error.message);
         resolve();
       });
     });
