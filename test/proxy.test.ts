@@ -99,13 +99,15 @@ test('requests already sent to a unit when it starts to spin are taken back and 
     const logged = (id: number) => `/logged?id=${id}&log=${log}`;
     const spinDone = { value: false };
     let spin: Promise<string> | null = null;
-    const took: number[] = [];
+    let firstSentWithSpin = Infinity;
+    const took = new Map<number, number>();
     await Promise.all(
       agents.map(async (agent) => {
         while (!spinDone.value && ids.length < 3000) {
           if (ids.length === 100 && !spin) {
+            firstSentWithSpin = ids.length;
             const burst = Array.from({ length: 8 }, (_, i) => `GET ${logged(nextId())} HTTP/1.1\r\nHost: x\r\n${i === 7 ? 'Connection: close\r\n' : ''}\r\n`);
-            spin = exchange(forkgate.url, `GET /spin?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n${burst.join('')}`)
+            spin = exchange(forkgate.url, `GET /spin?ms=1500&log=${log} HTTP/1.1\r\nHost: x\r\n\r\n${burst.join('')}`)
               .then(({ received }) => received)
               .finally(() => (spinDone.value = true));
           }
@@ -113,7 +115,7 @@ test('requests already sent to a unit when it starts to spin are taken back and 
           const began = Date.now();
           const reply = await request(`${forkgate.url}${logged(id)}`, { agent });
           assert.equal(reply.status, 200);
-          took.push(Date.now() - began);
+          took.set(id, Date.now() - began);
         }
       }),
     );
@@ -121,32 +123,45 @@ test('requests already sent to a unit when it starts to spin are taken back and 
     assert.equal(pipelined.match(/HTTP\/1\.1 200 OK/g)?.length, 9, pipelined);
     const spinner = /spun in (\d+)/.exec(pipelined)![1]!;
     // The master presumes the oldest request the unit has not answered is the one it is busy with; a
-    // quick one that came just before the spin can be mistaken for it, and waits.
-    assert.ok(took.filter((ms) => ms >= 750).length <= 1, `quick requests waited for the 1.5 s spin: ${took.filter((ms) => ms >= 750)}`);
-    assert.match(forkgate.output, /GET \/logged.* waited behind a busy .*: sent to another unit/, 'some quick request had been sent to the spinning unit');
+    // quick one that came just before the spin can be mistaken for it, and waits. So can one taken back
+    // once already (from the other unit, which a loaded machine made look stuck): never twice.
+    const takenBack = [...forkgate.output.matchAll(/GET \/logged\?id=(\d+)&\S* waited behind a busy \S*\/(\d+)-\d+\.sock/g)].map(([, id, pid]) => ({ id: Number(id), pid }));
+    assert.ok(takenBack.length > 0, 'some quick request had been sent to the spinning unit');
+    const waited = [...took].filter(([, ms]) => ms >= 750).map(([id]) => id);
+    const waitedUnexplained = waited.filter((id) => !takenBack.some((taken) => taken.id === id));
+    assert.ok(waitedUnexplained.length <= 1, `quick requests waited for the 1.5 s spin: ${waited.map((id) => `${id} (${took.get(id)} ms)`)}`);
     const status = JSON.parse((await request('http://admin/status', { socketPath: admin })).body) as { backends: { takenBack: number }[] };
     const counted = status.backends.reduce((sum, { takenBack }) => sum + takenBack, 0);
     assert.equal(counted, forkgate.output.match(/waited behind a busy/g)!.length, '/status counts what was taken back');
     // The spinning unit reads what was taken back from it once its loop is free: before its next answer.
     await eventually(async () => (await request(`${forkgate.url}/pid`, { agent: agents[1]! })).body === spinner, 'the spinning unit to answer again');
-    // Every one ran; what was taken back from the spinning unit ran on the other only. A unit that reads
-    // a request just as the master takes it back (a loaded machine makes one look stuck now and then)
+    // Every one ran; what was taken back from the spinning unit ran on the other. A unit that reads a
+    // request just as the master takes it back (a loaded machine makes one look stuck now and then)
     // runs it too: the one race left (docs/architecture.md), why only repeatable methods are taken back.
     const ranIn = new Map<number, string[]>();
+    /** The requests the spinning unit ran after its spin began: what it read once it was free again. */
+    const spinnerRanAfterSpin = new Set<number>();
+    let spinBegan = false;
     for (const line of readFileSync(log, 'utf8').trim().split('\n')) {
       const [id, pid] = line.split(' ');
+      if (id === 'spin') {
+        spinBegan = true;
+        continue;
+      }
       ranIn.set(Number(id), [...(ranIn.get(Number(id)) ?? []), pid!]);
+      if (spinBegan && pid === spinner) spinnerRanAfterSpin.add(Number(id));
     }
+    assert.ok(spinBegan, 'the spin is in the log');
     assert.deepEqual([...ranIn.keys()].sort((a, b) => a - b), ids, 'each quick request ran');
     assert.deepEqual([...ranIn].filter(([, pids]) => pids.length > 2), [], 'none ran more than twice');
-    const fromSpinner = [...forkgate.output.matchAll(/GET \/logged\?id=(\d+)&\S* waited behind a busy \S*\/(\d+)-\d+\.sock/g)]
-      .filter(([, , pid]) => pid === spinner)
-      .map(([, id]) => Number(id));
-    assert.ok(fromSpinner.length > 0, 'some were taken back from the spinning unit');
+    const fromSpinner = takenBack.filter(({ pid }) => pid === spinner).map(({ id }) => id);
+    assert.ok(fromSpinner.some((id) => id >= firstSentWithSpin), 'some sent with or after the spin were taken back from the spinning unit');
     assert.deepEqual(fromSpinner.filter((id) => !ranIn.get(id)!.some((pid) => pid !== spinner)), [], 'what was taken back from it ran on the other unit');
-    // ...and, but for the one race, not on the spinning unit too: it put them aside.
-    const alsoOnSpinner = fromSpinner.filter((id) => ranIn.get(id)!.includes(spinner));
-    assert.ok(alsoOnSpinner.length <= 1, `taken back, yet run by the spinning unit too: ${alsoOnSpinner}`);
+    // ...and not on the spinning unit too: it read them after its spin, with the withdrawal behind them,
+    // and put them aside. The race can still strike in the moments after the spin (at most once here);
+    // before the spin it is all the machine's doing (a CI run saw four at once, early in the test).
+    const alsoOnSpinner = fromSpinner.filter((id) => spinnerRanAfterSpin.has(id));
+    assert.ok(alsoOnSpinner.length <= 1, `taken back during or after the spin, yet run by the spinning unit too: ${alsoOnSpinner}`);
   } finally {
     for (const agent of agents) agent.destroy();
     await forkgate.stop();
