@@ -67,14 +67,17 @@ test('HUP starts a new generation and retires the old one after it is ready', as
   }
 });
 
-test('HUP re-reads the config file: what a reload applies is applied, what takes a restart is named in the log', async () => {
+test('HUP re-reads the config file: what a reload applies is applied (the process titles too), what takes a restart is named in the log', async () => {
   const config = join(scratch, 'forkgate.json');
-  writeFileSync(config, JSON.stringify({ workers: 1, backlog: 100, queueLimit: 10 }));
+  writeFileSync(config, JSON.stringify({ workers: 1, backlog: 100, queueLimit: 10, name: 'shop' }));
   const forkgate = await start(['-c', config, '--balance', 'proxy', '-b', '127.0.0.1:0', OPS]);
+  const title = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0+$/, '');
   try {
     const before = forkgate.workerPids();
     assert.equal(before.length, 1);
-    writeFileSync(config, JSON.stringify({ workers: 2, backlog: 200, queueLimit: 20 }));
+    assert.equal(title(forkgate.pid), `shop: master [${OPS}]`);
+    assert.equal(title(before[0]!), `shop: worker [${OPS}]`);
+    writeFileSync(config, JSON.stringify({ workers: 2, backlog: 200, queueLimit: 20, name: 'shop-v2' }));
     forkgate.signal('SIGHUP');
     // Two new workers with the old one gone: a reload of one worker runs two for a moment anyway.
     await eventually(() => {
@@ -86,6 +89,9 @@ test('HUP re-reads the config file: what a reload applies is applied, what takes
     await forkgate.waitFor(/--backlog: take effect on restart, not on reload/);
     await forkgate.waitFor(/--queue-limit: with --balance proxy, take effect on restart, not on reload/);
     assert.equal((await request(`${forkgate.url}/pid`)).status, 200);
+    // --name: the master and the new workers take the new title (Gunicorn's proc_name does the same).
+    assert.equal(title(forkgate.pid), `shop-v2: master [${OPS}]`);
+    assert.deepEqual(forkgate.workerPids().map(title), [`shop-v2: worker [${OPS}]`, `shop-v2: worker [${OPS}]`]);
   } finally {
     await forkgate.stop();
   }

@@ -23,6 +23,7 @@ import { captureBlockedStack } from './stack-dump.ts';
 import { inheritanceFrom, notifyPredecessor, startSuccessor, type UpgradedMessage } from './upgrade.ts';
 import { runHook, type HookName, type Hooks, type MasterInfo, type WorkerInfo } from '../hooks.ts';
 import { workerArgv } from './worker-argv.ts';
+import { processTitle } from '../process-title.ts';
 import { WorkerHandle } from './worker-handle.ts';
 
 const HANDLED_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGUSR1', 'SIGUSR2'] as const;
@@ -102,7 +103,7 @@ export class Arbiter {
   /** Serves until stopped; resolves with the process exit code. */
   async run(): Promise<number> {
     const { settings, logger } = this;
-    process.title = `${settings.name ?? 'forkgate'}: master [${settings.app ?? settings.upstream.map(formatUpstream).join(' ')}]`;
+    this.retitle();
     logger.info(`Starting forkgate ${VERSION} on Node ${process.version}`);
     if (process.pid === 1) {
       // Signals reach us (we handle them all), but Node cannot wait() for processes it did not spawn.
@@ -331,6 +332,7 @@ export class Arbiter {
     void this.hook('preFork', this.masterInfo(), { pid: 0, id, generation: this.generation });
     // The same executable with a role marker: works for `node dist/forkgate.cjs` and the single binary.
     const child = spawn(process.execPath, workerArgv(settings.nodeOption), {
+      argv0: processTitle(settings, 'worker'),
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       env: { ...this.sources.env, ...settings.env, FORKGATE_ROLE: 'worker' },
       ...this.identity,
@@ -454,6 +456,7 @@ export class Arbiter {
     const changed = changedSettings(fixed, this.settings, next);
     if (changed.length > 0) this.logger.warning(`${changed.join(', ')}: take effect on restart, not on reload`);
     this.settings = kept;
+    this.retitle();
     this.logger.configure(next.errorLogfile, next.logLevel);
     this.balancer.settingsChanged(this.settings);
     this.generation++;
@@ -465,6 +468,11 @@ export class Arbiter {
     for (const worker of this.workers) worker.retiring = true;
     this.logger.info(`Reloading: generation ${this.generation} with ${this.target} workers`);
     this.wake();
+  }
+
+  /** A reload renames the master (--name), as it does the workers it starts. */
+  private retitle(): void {
+    process.title = processTitle(this.settings, 'master');
   }
 
   private stop(mode: 'graceful' | 'quick'): void {

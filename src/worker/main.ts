@@ -11,6 +11,7 @@ import { heartbeatInterval, isProtocolMessage, NO_TRAFFIC, sendToMaster, seriali
 import { Logger } from '../log/logger.ts';
 import { usesThreads } from './classes/index.ts';
 import { ThreadPool } from './thread-pool.ts';
+import { processTitle } from '../process-title.ts';
 import { UnitRunner, type Units } from './unit-runner.ts';
 import { loadWorkerHooks, runHook, type Hooks, type WorkerInfo } from '../hooks.ts';
 
@@ -19,7 +20,7 @@ type BootMessage = Extract<MasterMessage, { type: 'boot' }>;
 export async function runWorker(): Promise<void> {
   const boot = await nextBootMessage();
   const { settings } = boot;
-  process.title = `${settings.name ?? 'forkgate'}: worker [${settings.app}]`;
+  process.title = processTitle(settings, 'worker');
   const logger = new Logger(settings.errorLogfile, settings.logLevel);
   await new Worker(boot, logger).start();
 }
