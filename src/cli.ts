@@ -1,7 +1,8 @@
 /**
  * The one entry point of forkgate (the npm bin and the single binary): decides which role this process
  * plays. Workers are this same executable started with FORKGATE_ROLE=worker; serving threads are this
- * same file in a worker_thread with the role in its workerData.
+ * same file in a worker_thread with the role in its workerData; in the single binary, the syntax check
+ * of an ES module app that does not parse is FORKGATE_ROLE=syntax-check.
  */
 import { takeActivatedSockets } from './config/bind.ts';
 import { formatUpstream, type Settings } from './config/settings.ts';
@@ -15,6 +16,7 @@ import { loadAppOnce } from './worker/unit-runner.ts';
 import { runWorker } from './worker/main.ts';
 import { statusCommand } from './status-command.ts';
 import { runThread } from './worker/thread.ts';
+import { checkSyntax, SYNTAX_CHECK_ROLE } from './worker/syntax-report.ts';
 import type { ThreadData } from './ipc/messages.ts';
 import { isMainThread, workerData } from 'node:worker_threads';
 
@@ -22,6 +24,8 @@ const MINIMUM_NODE = [22, 12] as const;
 
 if (!isMainThread && (workerData as ThreadData | undefined)?.role === 'forkgate-thread') {
   void runThread(workerData as ThreadData);
+} else if (process.env.FORKGATE_ROLE === SYNTAX_CHECK_ROLE) {
+  checkSyntax(process.env.FORKGATE_SYNTAX_CHECK!);
 } else if (process.env.FORKGATE_ROLE === 'worker') {
   delete process.env.FORKGATE_ROLE; // the app's own child processes are not workers
   void runWorker();

@@ -69,3 +69,11 @@ test('an app that fails at import: its error shown once, exit 3, no respawn stor
   assert.match(forkgate.output, /broken-import\.cjs:\d+/);
   assert.ok(forkgate.count(/Booting worker/) <= 3, forkgate.output);
 });
+
+test('an ES module that does not parse: its file, line and message shown, exit 3', async () => {
+  const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', `${FIXTURES}syntax-error.mjs`], { waitReady: false });
+  const { code } = await forkgate.exited;
+  assert.equal(code, 3);
+  // Node gives an ES module's SyntaxError no location of its own (in the single binary too).
+  assert.match(forkgate.output, /\/syntax-error\.mjs:3\n  res\.end\('hello from syntax-error'\n +\^+\nSyntaxError: missing \) after argument list\n/);
+});

@@ -2,17 +2,16 @@
  * Turns whatever the user's module exports (or the server it starts itself) into one http.Server that
  * the worker feeds accepted connections into. The server never binds a port of its own.
  */
-import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { extname, resolve } from 'node:path';
-import { isSea } from 'node:sea';
 import { pathToFileURL } from 'node:url';
 import { getRequestListener } from '@hono/node-server';
 import { AppLoadError } from '../errors.ts';
+import { locateSyntaxError } from './syntax-report.ts';
 
 export type AppServer = http.Server | https.Server;
 
@@ -87,18 +86,6 @@ export async function loadApp(spec: AppSpec, options: LoadOptions): Promise<Load
   } finally {
     listenCalls.release();
   }
-}
-
-/**
- * An ES module's SyntaxError carries its file and line only in a message Node prints when the error
- * goes uncaught; `node --check` prints the same, so its report is put in front of the stack.
- */
-function locateSyntaxError(error: unknown, path: string): unknown {
-  if (!(error instanceof SyntaxError) || error.stack?.includes(path) || isSea()) return error;
-  const check = spawnSync(process.execPath, ['--check', path], { encoding: 'utf8', timeout: 10_000 });
-  const report = check.stderr.trim();
-  if (check.status !== 0 && report) error.stack = `${report}\n${error.stack}`;
-  return error;
 }
 
 type Namespace = Record<string, unknown>;
