@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as net from 'node:net';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -184,6 +184,29 @@ test('the only upstream killed: requests get 502 or 503 promptly, forkgate lives
   } finally {
     await forkgate.stop();
     await only.kill();
+  }
+});
+
+test('HUP applies a new --worker-connections to the upstreams (each one\'s requests at once)', async () => {
+  const port = await freePort();
+  const upstream = await spawnUpstream(String(port), 'reloaded');
+  const config = join(scratch, 'upstream-capacity.json');
+  writeFileSync(config, JSON.stringify({ workerConnections: 3 }));
+  const admin = join(scratch, 'admin-capacity.sock');
+  const forkgate = await front(['-c', config, '--upstream', `http://127.0.0.1:${port}`, '--admin-bind', `unix:${admin}`]);
+  const capacities = async () => {
+    const status = JSON.parse((await request('http://admin/status', { socketPath: admin })).body) as { backends: { capacity: number }[] };
+    return status.backends.map(({ capacity }) => capacity);
+  };
+  try {
+    assert.deepEqual(await capacities(), [3]);
+    writeFileSync(config, JSON.stringify({ workerConnections: 7 }));
+    forkgate.signal('SIGHUP');
+    await eventually(async () => (await capacities())[0] === 7, 'the upstream to take 7 requests at once');
+    assert.equal((await request(`${forkgate.url}/who`)).status, 200);
+  } finally {
+    await forkgate.stop();
+    await upstream.kill();
   }
 });
 

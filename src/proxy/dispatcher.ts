@@ -26,7 +26,7 @@ export interface Backend {
   /** The keep-alive connections to this backend. */
   readonly pool: HopPool;
   /** Requests (and tunnels) it may have at once: 1 for sync units. */
-  readonly capacity: number;
+  capacity: number;
   /** A unit of forkgate's: requests it has not started may be taken back (an --upstream server's may not). */
   readonly ours: boolean;
   inFlight: number;
@@ -74,6 +74,12 @@ export class Dispatcher {
   /** Takes the backend out of rotation; what it has in flight finishes (or fails) on its own. */
   remove(backend: Backend): void {
     this.backends = this.backends.filter((other) => other !== backend);
+  }
+
+  /** A new --worker-connections for the backend (an upstream's, on reload): more room serves the queue. */
+  setCapacity(backend: Backend, capacity: number): void {
+    backend.capacity = capacity;
+    this.serveQueue();
   }
 
   has(backend: Backend): boolean {

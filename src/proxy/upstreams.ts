@@ -31,6 +31,11 @@ export class Upstreams {
     });
   }
 
+  /** How many requests each may have at once (--worker-connections), anew on reload. */
+  setCapacity(capacity: number): void {
+    for (const backend of this.backends) this.dispatcher.setCapacity(backend, capacity);
+  }
+
   /** Every upstream starts in rotation; the first checks (at once) take out the ones that are not up. */
   start(): void {
     for (const backend of this.backends) this.dispatcher.add(backend);

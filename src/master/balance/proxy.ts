@@ -109,6 +109,8 @@ export class ProxyBalancer implements Balancer {
   settingsChanged(settings: Settings): void {
     this.settings = settings;
     this.front.reloadCertificates(settings);
+    // Units report their capacity as they start; upstreams are there all along.
+    this.upstreams?.setCapacity(settings.workerConnections);
     const changed = changedSettings(APPLIED_AT_START, this.started, settings);
     if (changed.length > 0) this.logger.warning(`${changed.join(', ')}: with --balance proxy, take effect on restart, not on reload`);
   }
