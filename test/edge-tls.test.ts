@@ -2,7 +2,7 @@
 // behind a PROXY header, and client certificates (mutual TLS). The certificates are made for each run with openssl.
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -156,3 +156,17 @@ for (const balance of ['round-robin', 'proxy']) {
     }
   });
 }
+
+test('HUP with --balance proxy that turns TLS on: named in the log as taking a restart; plain HTTP serves on', { skip }, async () => {
+  const config = join(scratch, 'tls-toggle.json');
+  writeFileSync(config, JSON.stringify({ workers: 1 }));
+  const forkgate = await start(['-c', config, '--balance', 'proxy', '-b', '127.0.0.1:0', ECHO]);
+  try {
+    writeFileSync(config, JSON.stringify({ workers: 1, certfile: certs.files.serverCert, keyfile: certs.files.serverKey }));
+    forkgate.signal('SIGHUP');
+    await forkgate.waitFor(/--certfile: with --balance proxy, turning TLS on takes effect on restart, not on reload/);
+    assert.equal((await request(`${forkgate.url}/`)).status, 200);
+  } finally {
+    await forkgate.stop();
+  }
+});
