@@ -226,6 +226,26 @@ test('a WebSocket is piped through the proxy to the app and echoes', async () =>
   }
 });
 
+test('response bodies reach the client byte for byte: small and large, with a length and chunked', async () => {
+  const forkgate = await start(['-w', '1', ...proxyArgs(PROXY)]);
+  try {
+    for (const size of [1, 256, 16 * 1024, 16 * 1024 + 1, 200_000]) {
+      for (const framing of ['', '&chunked']) {
+        const body = await new Promise<Buffer>((resolve, reject) => {
+          http.get(`${forkgate.url}/bytes?size=${size}${framing}`, (res) => {
+            const chunks: Buffer[] = [];
+            res.on('data', (chunk: Buffer) => chunks.push(chunk)).on('end', () => resolve(Buffer.concat(chunks)));
+          }).on('error', reject);
+        });
+        const expected = Buffer.alloc(size, 0).map((_, i) => i % 256);
+        assert.ok(body.equals(expected), `size ${size}${framing}: ${body.length} bytes, first difference at ${body.findIndex((byte, i) => byte !== expected[i])}`);
+      }
+    }
+  } finally {
+    await forkgate.stop();
+  }
+});
+
 test('a streamed response reaches the client chunk by chunk; a client that leaves drops the upstream request', async () => {
   const forkgate = await start(['-w', '1', ...proxyArgs(PROXY)]);
   try {

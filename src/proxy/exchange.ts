@@ -35,6 +35,8 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
  */
 const NOT_FORWARDED = new Set([...HOP_BY_HOP, 'expect', 'content-length', PEER_HEADER]);
 const CRLF = Buffer.from('\r\n');
+/** A first body chunk up to this size goes out in one write with the response head (see onData). */
+const SMALL_CHUNK = 16 * 1024;
 
 /** Errors that mean the connection to the backend could not be made: the request never reached it. */
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOENT', 'EACCES', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
@@ -63,6 +65,8 @@ export class Exchange {
   private retriedReset = false;
   /** Taken back from a stuck unit: once, so that no request chases busy units around. */
   private takenBack = false;
+  /** The response's body has begun: its head went out with the first chunk. */
+  private bodyStarted = false;
 
   constructor(req: http.IncomingMessage, res: http.ServerResponse, context: ExchangeContext) {
     this.req = req;
@@ -157,7 +161,11 @@ export class Exchange {
         this.relayHead(response, upstream);
       },
       onData: (chunk) => {
-        if (!res.write(chunk) && res.writableLength > context.bufferSize) upstream.pause();
+        // Node sends the pending head and a first chunk given as a string in one write(), a Buffer in a
+        // writev() of two: ~2 µs of the master's ~42 per hello request. Latin-1 keeps the bytes as they are.
+        const data = !this.bodyStarted && chunk.length <= SMALL_CHUNK ? chunk.toString('latin1') : chunk;
+        this.bodyStarted = true;
+        if (!res.write(data, 'latin1') && res.writableLength > context.bufferSize) upstream.pause();
       },
       onEnd: () => {
         release();
