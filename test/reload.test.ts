@@ -29,7 +29,9 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
       }, 'a new generation of workers', 20_000);
       const { ok, failures } = await load.stop();
       t.diagnostic(`HUP under load (${balance}): ${ok + failures.length} requests, ${failures.length} failed`);
-      assert.deepEqual(failures, [], `${failures.length} failed of ${ok + failures.length}`);
+      // On failure, what forkgate said about it (the proxy names each request it could not forward).
+      const said = forkgate.output.split('\n').filter((line) => /WARNING|ERROR/.test(line));
+      assert.deepEqual(failures, [], `${failures.length} failed of ${ok + failures.length}; forkgate said:\n${said.join('\n')}`);
       const afterReload = keepAliveLoad(`${forkgate.url}/`, { connections: 4, maxRequests: 200 });
       await afterReload.reached(100);
       assert.deepEqual([...(await afterReload.stop()).bodies], ['v2'], 'the new code serves');
