@@ -36,11 +36,16 @@ export interface Backend {
   answered: boolean;
   /** Requests taken back from it so far (for /status). */
   takenBack: number;
+  /**
+   * Out of rotation because its worker drains: a connection made to it just before may never be
+   * accepted (it stops listening), and is then reset with the request unread.
+   */
+  draining: boolean;
 }
 
 /** A backend as it enters rotation: nothing in flight, nothing answered yet. */
 export function newBackend(name: string, target: HopTarget, capacity: number, ours: boolean): Backend {
-  return { name, target, pool: new HopPool(target), capacity, ours, inFlight: 0, lastProgressAt: 0, answered: false, takenBack: 0 };
+  return { name, target, pool: new HopPool(target), capacity, ours, inFlight: 0, lastProgressAt: 0, answered: false, takenBack: 0, draining: false };
 }
 
 export type QueueRefusal = 'queue full' | 'queue timeout' | 'stopping';

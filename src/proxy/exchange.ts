@@ -183,7 +183,8 @@ export class Exchange {
         // proxy can from a backend that died of the request: nothing came back, and the method may be
         // repeated (what nginx and browsers retry too). Once only: a request that kills every unit it
         // reaches must not take down the pool.
-        const resetUnanswered = reused && !bytesReceived && IDEMPOTENT.has(req.method!) && !this.retriedReset;
+        // So can a draining unit, on a connection it had not accepted when it stopped listening.
+        const resetUnanswered = (reused || backend.draining) && !bytesReceived && IDEMPOTENT.has(req.method!) && !this.retriedReset;
         if (refused) context.onBackendDown(backend);
         if ((refused || resetUnanswered) && this.bodyComplete && this.attempts < MAX_ATTEMPTS) {
           if (!refused) this.retriedReset = true;

@@ -91,7 +91,10 @@ export class ProxyBalancer implements Balancer {
   }
 
   remove(worker: WorkerHandle): void {
-    for (const backend of this.units.get(worker) ?? []) this.retire(backend);
+    for (const backend of this.units.get(worker) ?? []) {
+      backend.draining = worker.state === 'draining';
+      this.retire(backend);
+    }
     this.units.delete(worker);
   }
 
