@@ -65,8 +65,6 @@ export class Exchange {
   private retriedReset = false;
   /** Taken back from a stuck unit: once, so that no request chases busy units around. */
   private takenBack = false;
-  /** The response's body has begun: its head went out with the first chunk. */
-  private bodyStarted = false;
 
   constructor(req: http.IncomingMessage, res: http.ServerResponse, context: ExchangeContext) {
     this.req = req;
@@ -128,6 +126,8 @@ export class Exchange {
     if (this.clientGone) return context.dispatcher.release(backend);
     this.attempts++;
     let released = false;
+    /** The response's body has begun: its head went out with the first chunk. */
+    let bodyStarted = false;
     const release = (takenBack = false) => {
       if (released) return;
       released = true;
@@ -163,8 +163,8 @@ export class Exchange {
       onData: (chunk) => {
         // Node sends the pending head and a first chunk given as a string in one write(), a Buffer in a
         // writev() of two: ~2 µs of the master's ~42 per hello request. Latin-1 keeps the bytes as they are.
-        const data = !this.bodyStarted && chunk.length <= SMALL_CHUNK ? chunk.toString('latin1') : chunk;
-        this.bodyStarted = true;
+        const data = !bodyStarted && chunk.length <= SMALL_CHUNK ? chunk.toString('latin1') : chunk;
+        bodyStarted = true;
         if (!res.write(data, 'latin1') && res.writableLength > context.bufferSize) upstream.pause();
       },
       onEnd: () => {
