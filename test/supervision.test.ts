@@ -1,6 +1,6 @@
 // Supervision and operability: admin endpoint, readiness on TERM, --max-memory, crash-loop back-off, --user.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -66,6 +66,34 @@ test('--max-memory retires a leaking worker with zero failed requests', async (t
     t.diagnostic(`--max-memory under load: ${ok + failures.length} requests, ${failures.length} failed`);
     assert.deepEqual(failures, [], `${failures.length} failed of ${ok + failures.length}`);
     assert.ok(bodies.size >= 2, 'a replacement served');
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('round-robin: workers dying under load never take the master down; what waited for them is served', async () => {
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', OPS]);
+  try {
+    // wrk reconnects at once when its connections die with the worker: some reach the master between
+    // the death and its exit being handled, when the worker's IPC channel is already closed.
+    const wrk = spawn('wrk', ['-t1', '-c16', '-d6s', `${forkgate.url}/pid`], { stdio: 'ignore' });
+    const wrkDone = new Promise((resolve) => wrk.once('exit', resolve));
+    try {
+      for (let crash = 1; crash <= 3; crash++) {
+        const [doomed] = forkgate.workerPids();
+        await request(`${forkgate.url}/throw`).catch(() => null);
+        await eventually(async () => {
+          const reply = await request(`${forkgate.url}/pid`).catch(() => null);
+          return reply?.status === 200 && reply.body !== String(doomed);
+        }, `a replacement for crashed worker ${crash}`);
+      }
+    } finally {
+      wrk.kill();
+      await wrkDone;
+    }
+    assert.equal(forkgate.process.exitCode, null, forkgate.output);
+    assert.doesNotMatch(forkgate.output, /Maximum call stack|RangeError/);
+    assert.equal((await request(`${forkgate.url}/pid`)).status, 200);
   } finally {
     await forkgate.stop();
   }

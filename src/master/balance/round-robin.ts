@@ -55,8 +55,7 @@ export class RoundRobinBalancer implements Balancer {
   }
 
   remove(worker: WorkerHandle): void {
-    const index = this.ready.indexOf(worker);
-    if (index >= 0) this.ready.splice(index, 1);
+    this.dropFromRotation(worker);
     // A draining worker still answers for what it was sent; only a dead one's connections are taken back.
     // Dead is its exit status, not its IPC channel, which may still read as open when 'exit' comes.
     const { child } = worker;
@@ -95,8 +94,16 @@ export class RoundRobinBalancer implements Balancer {
     if (this.ready.length === 0) for (const socket of this.waiting.splice(0)) socket.destroy();
   }
 
+  /**
+   * Sends the connection to the least loaded ready worker, or keeps it waiting here. A worker whose IPC
+   * channel fails is out of rotation at once (its exit follows), so a connection never loops on it.
+   */
   private distribute(socket: net.Socket): void {
-    const worker = this.leastLoaded();
+    let worker = this.leastLoaded();
+    while (worker && !worker.child.connected) {
+      this.dropFromRotation(worker);
+      worker = this.leastLoaded();
+    }
     if (!worker) {
       this.waiting.push(socket);
       return;
@@ -104,11 +111,17 @@ export class RoundRobinBalancer implements Balancer {
     const seq = this.nextSeq++;
     this.unacknowledged.get(worker)!.set(seq, socket);
     worker.send({ type: 'connection', seq }, socket, (error) => {
-      if (error) {
-        const returned = this.takeBack(worker, seq);
-        if (returned) this.distribute(returned);
-      }
+      if (!error) return;
+      this.dropFromRotation(worker);
+      const returned = this.takeBack(worker, seq);
+      if (returned) this.distribute(returned);
     });
+  }
+
+  /** No new connections; what it was sent and never acknowledged goes elsewhere once it has exited. */
+  private dropFromRotation(worker: WorkerHandle): void {
+    const index = this.ready.indexOf(worker);
+    if (index >= 0) this.ready.splice(index, 1);
   }
 
   private takeBack(worker: WorkerHandle, seq: number): net.Socket | undefined {
