@@ -1,7 +1,7 @@
-// Supervision and operability: admin endpoint, readiness on TERM, --max-memory, crash-loop back-off, --user.
+// Supervision and operability: admin endpoint, readiness on TERM, --max-memory, workers that die, back-off, --user.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -99,11 +99,38 @@ test('round-robin: workers dying under load never take the master down; what wai
   }
 });
 
-test('a worker that keeps crashing right after it starts is restarted with exponential back-off', async () => {
-  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', `${FIXTURES}crash-soon.cjs`]);
+for (const balance of ['round-robin', 'proxy']) {
+  test(`${balance}: a worker that dies after it was ready is replaced at once; a request that kills workers, sent again and again, never stops the pool`, async () => {
+    const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', OPS]);
+    try {
+      for (let death = 1; death <= 4; death++) {
+        const [doomed] = forkgate.workerPids();
+        await request(`${forkgate.url}/exit`).catch(() => null);
+        await eventually(async () => {
+          const reply = await request(`${forkgate.url}/pid`).catch(() => null);
+          return reply?.status === 200 && reply.body !== String(doomed);
+        }, `a replacement for killed worker ${death}`);
+      }
+      assert.equal(forkgate.count(/Worker \(pid:\d+\) exited with code 1/), 4, 'each request killed one worker, none was retried on another');
+      assert.doesNotMatch(forkgate.output, /Next worker start/);
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}
+
+test('a worker that fails to boot after the pool served is retried with exponential back-off while the others serve', async () => {
+  const mark = join(scratch, 'fail-boot');
+  const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', `${FIXTURES}boot-fails-when.cjs`], { env: { FAIL_BOOT_MARK: mark } });
   try {
+    const [doomed, survivor] = forkgate.workerPids();
+    writeFileSync(mark, '');
+    process.kill(doomed!, 'SIGKILL');
     await forkgate.waitFor(/Next worker start in 500 ms \(failure 1 in a row\)[\s\S]*Next worker start in 1000 ms \(failure 2 in a row\)/, 20_000);
-    assert.ok(forkgate.count(/Booting worker/) <= 4, forkgate.output);
+    assert.equal((await request(forkgate.url)).body, String(survivor));
+    assert.equal(forkgate.count(/Worker failed to boot/), 1, 'the same boot error is printed once');
+    rmSync(mark);
+    await eventually(async () => (await request(forkgate.url)).body !== String(survivor), 'a replacement that serves', 40_000);
   } finally {
     await forkgate.stop();
   }

@@ -38,12 +38,12 @@ const STACK_BUDGET_MS = 2000;
 /** After a quick stop (INT, QUIT) workers get this long to exit before SIGKILL. */
 const QUICK_STOP_MS = 1000;
 /**
- * Crash-loop back-off (PM2's exp_backoff_restart_delay): after a boot failure, or a worker dying within
- * STABLE_MS of its start, the next start waits 500 ms, doubling up to 30 s; a quiet RESET_MS clears it.
+ * Crash-loop back-off (PM2's exp_backoff_restart_delay): after a worker fails to boot, the next start
+ * waits 500 ms, doubling up to 30 s; a quiet RESET_MS clears it. A worker that was ready and died is
+ * replaced at once, as Gunicorn does: a client whose request kills workers must not stop the pool.
  */
 const BACKOFF_START_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
-const STABLE_MS = 10_000;
 const RESET_MS = 60_000;
 
 interface WorkerExit {
@@ -272,7 +272,6 @@ export class Arbiter {
       const unexpected = worker.state !== 'draining' && worker.killedWith === null;
       this.lastExit = { pid: worker.pid, reason: worker.timedOut ? 'timeout' : describeExit(code, signal) };
       if (unexpected || worker.timedOut) this.restarts++;
-      if (unexpected && worker.state === 'ready' && Date.now() - worker.readyAt < STABLE_MS) this.backOff();
       if (worker.state === 'booting' && !worker.retiring) {
         this.onBootFailure(worker, bootError?.stack ?? `Worker (pid:${worker.pid}) ${describeExit(code, signal)} before it was ready`);
       } else if (signal && worker.killedWith !== signal) {
@@ -365,7 +364,6 @@ export class Arbiter {
       case 'ready':
         if (worker.state !== 'booting') return;
         worker.state = 'ready';
-        worker.readyAt = Date.now();
         worker.endpoints = message.endpoints;
         this.reloader?.watch(message.loadedFiles);
         this.logger.debug(`Worker (pid:${worker.pid}) ready, app shape: ${message.shape}`);

@@ -26,7 +26,6 @@ export class WorkerHandle {
   stats: WorkerStats = NO_TRAFFIC;
   /** Resident memory of the whole worker process (all its threads), as its last heartbeat said. */
   rss = 0;
-  readyAt = 0;
   /** Proxy plan: the unix sockets of the worker's serving units (one, or one per thread). */
   endpoints: readonly string[] = [];
   /** Loopback port of the inspector SIGUSR1 starts in this worker (for a hung worker's stack). */
