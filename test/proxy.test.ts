@@ -421,11 +421,19 @@ test('a unit that dies before answering, or mid-header: 502, never a retry that 
     await recovered(1);
     await servedByTheLiving();
 
+    // On a kept-alive connection too: the unit read the request before it died, so it is not retried.
+    const warm = () => Promise.all(Array.from({ length: 8 }, () => request(`${forkgate.url}/pid`)));
+    await warm();
+    const diedOnPooled = await request(`${forkgate.url}/crash`);
+    assert.equal(diedOnPooled.status, 502, `${diedOnPooled.status} ${diedOnPooled.body}`);
+    await recovered(2);
+    await servedByTheLiving();
+
     // With kept-alive connections to both units in the pools, a response that had begun is still not retried.
-    await Promise.all(Array.from({ length: 8 }, () => request(`${forkgate.url}/pid`)));
+    await warm();
     const cut = await request(`${forkgate.url}/crash-mid-header`);
     assert.equal(cut.status, 502, `${cut.status} ${cut.body}`);
-    await recovered(2);
+    await recovered(3);
     await servedByTheLiving();
   } finally {
     await forkgate.stop();

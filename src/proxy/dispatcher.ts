@@ -36,16 +36,11 @@ export interface Backend {
   answered: boolean;
   /** Requests taken back from it so far (for /status). */
   takenBack: number;
-  /**
-   * Out of rotation because its worker drains: a connection made to it just before may never be
-   * accepted (it stops listening), and is then reset with the request unread.
-   */
-  draining: boolean;
 }
 
 /** A backend as it enters rotation: nothing in flight, nothing answered yet. */
 export function newBackend(name: string, target: HopTarget, capacity: number, ours: boolean): Backend {
-  return { name, target, pool: new HopPool(target), capacity, ours, inFlight: 0, lastProgressAt: 0, answered: false, takenBack: 0, draining: false };
+  return { name, target, pool: new HopPool(target), capacity, ours, inFlight: 0, lastProgressAt: 0, answered: false, takenBack: 0 };
 }
 
 export type QueueRefusal = 'queue full' | 'queue timeout' | 'stopping';
@@ -100,10 +95,15 @@ export class Dispatcher {
   }
 
   /**
-   * Calls grant with a backend now or once one frees up, or refuse. Returns a cancel function for a
-   * client that leaves while it waits.
+   * Calls grant with a backend now or once one frees up, or refuse. avoid: a backend just tried, passed
+   * over if there is another; since: when the request first asked (performance.now()), from which
+   * --queue-timeout runs. Returns a cancel function for a client that leaves while it waits.
    */
-  acquire(grant: (backend: Backend) => void, refuse: (reason: QueueRefusal) => void, avoid?: Backend): () => void {
+  acquire(
+    grant: (backend: Backend) => void,
+    refuse: (reason: QueueRefusal) => void,
+    { avoid, since = performance.now() }: { avoid?: Backend; since?: number } = {},
+  ): () => void {
     const backend = this.closed ? null : this.pick(avoid);
     if (backend) {
       this.take(backend);
@@ -122,7 +122,7 @@ export class Dispatcher {
     waiter.timer = setTimeout(() => {
       this.dequeue(waiter);
       refuse('queue timeout');
-    }, this.queueTimeoutMs);
+    }, Math.max(0, since + this.queueTimeoutMs - performance.now()));
     this.queue.push(waiter);
     return () => {
       if (this.dequeue(waiter)) clearTimeout(waiter.timer!);

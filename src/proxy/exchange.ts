@@ -11,9 +11,6 @@ import type { Logger } from '../log/logger.ts';
 import type { Backend, Dispatcher, QueueRefusal } from './dispatcher.ts';
 import type { HopRequest, ResponseHead } from './hop.ts';
 
-/** Tries per request: the first unit, then others while none was reached. */
-const MAX_ATTEMPTS = 3;
-
 /** Headers of one connection, not of the message (RFC 9110 §7.6.1), and those meant for this proxy. */
 const HOP_BY_HOP = new Set([
   'connection',
@@ -40,6 +37,12 @@ const SMALL_CHUNK = 16 * 1024;
 
 /** Errors that mean the connection to the backend could not be made: the request never reached it. */
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOENT', 'EACCES', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
+/**
+ * On an open connection, the backend closed it with the request unread in its socket: the kernel answers
+ * a close with unread data by a reset (a write after it fails with EPIPE). A backend that read the request
+ * and then closed, or died of it, ends the connection cleanly instead.
+ */
+const UNREAD_ERRORS = new Set(['ECONNRESET', 'EPIPE']);
 
 export interface ExchangeContext {
   readonly dispatcher: Dispatcher;
@@ -56,13 +59,14 @@ export class Exchange {
   private chunks: Buffer[] = [];
   /** The whole body is in `chunks`: the request can be sent again. */
   private bodyComplete = false;
-  private attempts = 0;
   /** The attempt in progress: its request to the backend, and how it gives the backend's slot back. */
   private upstream: HopRequest | null = null;
   private releaseAttempt: (() => void) | null = null;
   private cancelWait: () => void = () => {};
   private clientGone = false;
   private retriedReset = false;
+  /** When the request first asked for a unit: --queue-timeout bounds its whole wait, retries included. */
+  private waitingSince = 0;
   /** Taken back from a stuck unit: once, so that no request chases busy units around. */
   private takenBack = false;
 
@@ -114,17 +118,17 @@ export class Exchange {
   /** Waits for a unit (or takes one now); after an attempt on `previous`, another if there is one. */
   private dispatch(previous?: Backend): void {
     if (this.clientGone) return;
+    this.waitingSince ||= performance.now();
     this.cancelWait = this.context.dispatcher.acquire(
       (backend) => this.send(backend),
       (reason) => this.refuse(reason),
-      previous,
+      { avoid: previous, since: this.waitingSince },
     );
   }
 
   private send(backend: Backend): void {
     const { req, res, context } = this;
     if (this.clientGone) return context.dispatcher.release(backend);
-    this.attempts++;
     let released = false;
     /** The response's body has begun: its head went out with the first chunk. */
     let bodyStarted = false;
@@ -171,23 +175,24 @@ export class Exchange {
         release();
         res.end();
       },
-      onError: (error: NodeJS.ErrnoException, { connected, reused, bytesReceived, headReceived }) => {
+      onError: (error: NodeJS.ErrnoException, { connected, bytesReceived, headReceived }) => {
         release();
         if (this.clientGone) return;
         if (headReceived) {
           // The unit went away mid-response: the client must not take a cut body for a whole one.
           return res.destroy();
         }
-        const refused = !connected && CONNECT_ERRORS.has(error.code ?? '');
-        // A pooled connection the backend closed as the request went out, told apart as well as a
-        // proxy can from a backend that died of the request: nothing came back, and the method may be
-        // repeated (what nginx and browsers retry too). Once only: a request that kills every unit it
-        // reaches must not take down the pool.
-        // So can a draining unit, on a connection it had not accepted when it stopped listening.
-        const resetUnanswered = (reused || backend.draining) && !bytesReceived && IDEMPOTENT.has(req.method!) && !this.retriedReset;
+        const code = error.code ?? '';
+        const refused = !connected && CONNECT_ERRORS.has(code);
+        // A connection the backend closed as the request went out (kept alive past its timeout, or not yet
+        // accepted when it stopped listening): what nginx and browsers retry too, for a method a client may
+        // repeat, once. A request the backend read is never retried: it may be what killed its unit, and a
+        // request that kills every unit it reaches must not take down the pool.
+        const unread = connected && !bytesReceived && UNREAD_ERRORS.has(code) && IDEMPOTENT.has(req.method!) && !this.retriedReset;
         if (refused) context.onBackendDown(backend);
-        if ((refused || resetUnanswered) && this.bodyComplete && this.attempts < MAX_ATTEMPTS) {
-          if (!refused) this.retriedReset = true;
+        // A refusing backend leaves rotation, so each retry goes to another one, or waits for one.
+        if ((refused || unread) && this.bodyComplete) {
+          if (unread) this.retriedReset = true;
           context.logger.debug(`proxy: ${req.method} ${req.url} did not reach ${backend.name} (${error.message}): trying another`);
           return this.dispatch(backend);
         }

@@ -48,18 +48,13 @@ export interface HopHandler {
   onUpgrade?(head: ResponseHead, socket: net.Socket, rest: Buffer): void;
   onData(chunk: Buffer): void;
   onEnd(): void;
-  /**
-   * The exchange failed. headReceived: the response had started; bytesReceived: any byte of it came
-   * back (if none did, on a reused connection, the backend may have closed it as the request went out).
-   */
+  /** The exchange failed; detail says how far it got. */
   onError(error: Error, detail: HopFailure): void;
 }
 
 export interface HopFailure {
   /** Whether the connection had been opened: if not, the request never reached the backend. */
   readonly connected: boolean;
-  /** The connection had carried an earlier request (kept alive). */
-  readonly reused: boolean;
   /** Any byte of this response came back. */
   readonly bytesReceived: boolean;
   /** The response had started: its head was handed on. */
@@ -166,7 +161,6 @@ class HopConnection {
   private pending: Buffer | null = null;
   private remaining = 0;
   private reusable = false;
-  private requests = 0;
   private connected = false;
   private bytesReceived = false;
   private headReceived = false;
@@ -220,7 +214,6 @@ class HopConnection {
     this.requestEnded = false;
     this.answersToDrop = 0;
     this.sentAt = this.connected ? performance.now() : Infinity;
-    this.requests++;
     const generation = ++this.generation;
     const current = () => this.generation === generation && this.handler !== null;
     this.socket.write(head);
@@ -487,7 +480,6 @@ class HopConnection {
     this.socket.destroy();
     handler?.onError(error, {
       connected: this.connected,
-      reused: this.requests > 1,
       bytesReceived: this.bytesReceived,
       headReceived: this.headReceived,
     });

@@ -91,10 +91,7 @@ export class ProxyBalancer implements Balancer {
   }
 
   remove(worker: WorkerHandle): void {
-    for (const backend of this.units.get(worker) ?? []) {
-      backend.draining = worker.state === 'draining';
-      this.retire(backend);
-    }
+    for (const backend of this.units.get(worker) ?? []) this.retire(backend);
     this.units.delete(worker);
   }
 
