@@ -175,6 +175,33 @@ test('a response that comes before the request is fully written: its connection 
   }
 });
 
+test('a declined upgrade: its connection is closed after the answer, never pooled', async () => {
+  // The backend may read what follows a declined upgrade as the body the request announced, or as the
+  // new protocol: the next request must never go on that connection.
+  const server = await cannedServer(['HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno', 'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n']);
+  const pool = new HopPool({ socketPath: server.path });
+  try {
+    const declined = await new Promise<Outcome>((resolve) => {
+      const outcome: Outcome = { body: '' };
+      pool
+        .request(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n'), true, {
+          onUpgrade: () => resolve({ ...outcome, error: 'switched protocols' }),
+          onHead: (head) => (outcome.head = head),
+          onData: (chunk) => (outcome.body += chunk.toString('latin1')),
+          onEnd: () => resolve(outcome),
+          onError: (error) => resolve({ ...outcome, error: error.message }),
+        })
+        .end();
+    });
+    assert.equal(declined.body, 'no');
+    assert.equal((await exchange(pool)).body, 'no', 'the next request opened a connection of its own (its first canned answer)');
+    assert.equal(server.connections(), 2);
+  } finally {
+    pool.close();
+    server.close();
+  }
+});
+
 test('withdraw: the withdrawal follows the request, both answers are dropped, the connection is reused', async () => {
   const seen: string[] = [];
   const path = join(scratch, 'withdraw.sock');

@@ -556,6 +556,28 @@ test('an upgrade the app declines: its answer is relayed and the connection clos
   }
 });
 
+test('an upgrade request with a body is served as an ordinary request: the body reaches the app, the next client is unaffected', async () => {
+  const forkgate = await start(['-w', '1', ...proxyArgs(PROXY)]);
+  try {
+    const upgradeWithBody = 'POST /count HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: foo\r\nContent-Length: 10\r\n\r\n';
+    const served = await exchange(forkgate.url, [upgradeWithBody, '0123456789'], { end: true });
+    assert.equal(statusOf(served), 200, served.received);
+    assert.equal(JSON.parse(served.received.slice(served.received.indexOf('\r\n\r\n') + 4)).bytes, 10);
+    // A body announced and never sent, to a route that answers without reading it: whatever the unit
+    // waits for must never be taken from the next client's request.
+    const client = net.connect(Number(new URL(forkgate.url).port), '127.0.0.1');
+    client.on('error', () => {});
+    client.write('GET /pid HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: foo\r\nContent-Length: 100000\r\n\r\n');
+    try {
+      for (let i = 0; i < 3; i++) assert.equal((await request(`${forkgate.url}/pid`)).status, 200);
+    } finally {
+      client.destroy();
+    }
+  } finally {
+    await forkgate.stop();
+  }
+});
+
 test('-k sync: a client that leaves mid-stream gives its unit back', async () => {
   const forkgate = await start(['-w', '1', '-k', 'sync', ...proxyArgs('--queue-timeout', '2', PROXY)]);
   try {

@@ -85,8 +85,7 @@ export class Exchange {
       this.releaseAttempt?.();
     });
     const { req } = this;
-    const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0';
-    if (!hasBody) {
+    if (!declaresBody(req)) {
       this.bodyComplete = true;
       this.dispatch();
     } else if (this.context.bufferSize === 0) {
@@ -272,6 +271,11 @@ export class Exchange {
     this.context.logger.warning(`proxy: ${this.req.method} ${this.req.url} answered 503: ${reason}`);
     respond(this.res, 503, `Service Unavailable: ${reason}`, { 'retry-after': '1', 'x-request-id': this.req.headers['x-request-id'] });
   }
+}
+
+/** Whether the request says a body follows (a length other than 0, or a transfer coding). */
+export function declaresBody(req: http.IncomingMessage): boolean {
+  return req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0';
 }
 
 /** The raw header list without the names in `skip` (lower case) or named by the Connection header. */

@@ -9,7 +9,7 @@ import type { Settings } from '../config/settings.ts';
 import { Edge, markListening } from '../edge/edge.ts';
 import type { Logger } from '../log/logger.ts';
 import { Dispatcher, type Backend } from './dispatcher.ts';
-import { Exchange, type ExchangeContext } from './exchange.ts';
+import { declaresBody, Exchange, type ExchangeContext } from './exchange.ts';
 import { openTunnel } from './tunnel.ts';
 
 /** How long a stopping proxy lets an idle keep-alive connection stay, as a draining worker does. */
@@ -35,7 +35,9 @@ export class FrontProxy {
     this.gracefulTimeoutMs = settings.gracefulTimeout * 1000;
     this.dispatcher = new Dispatcher(settings.queueLimit, settings.queueTimeout);
     this.context = { dispatcher: this.dispatcher, bufferSize: settings.bufferSize, logger, onBackendDown };
-    this.server = http.createServer((req, res) => this.onRequest(req, res));
+    // An upgrade request with a body is served as an ordinary request, its Upgrade ignored (RFC 9110
+    // §7.8 allows it): the body is then framed and sent like any other, never left for the tunnel.
+    this.server = http.createServer({ shouldUpgradeCallback: (req) => !declaresBody(req) }, (req, res) => this.onRequest(req, res));
     this.server.keepAliveTimeout = settings.keepAlive * 1000;
     // A client that half-closes after its request (nc, some health checkers) still gets the answer,
     // which the proxy only has a moment later: its connection ends after that response.

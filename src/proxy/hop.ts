@@ -448,13 +448,14 @@ class HopConnection {
    * Gives the connection back, or closes it, then tells the handler: in that order, so a request the
    * handler starts may take this connection. It goes back only if the backend keeps it alive, the
    * request was written in full (a backend may answer before it has read a whole body: the rest would
-   * reach the next request) and nothing came after the response (the framing broke).
+   * reach the next request), nothing came after the response (the framing broke) and it was no declined
+   * upgrade (the backend may still wait for what it took the upgrade to promise).
    */
   private finish(strayBytes: boolean): void {
     const handler = this.handler!;
     this.handler = null;
     this.responseDone = false;
-    if (strayBytes || !this.requestEnded) {
+    if (strayBytes || !this.requestEnded || handler.onUpgrade) {
       this.destroy();
     } else if (!this.reusable) {
       this.socket.end();
