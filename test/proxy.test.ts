@@ -440,6 +440,26 @@ test('a unit that dies before answering, or mid-header: 502, never a retry that 
   }
 });
 
+test("a killed worker's unit socket is removed from the units' directory", async () => {
+  const admin = join(scratch, 'units-admin.sock');
+  const forkgate = await start(['-w', '2', '--admin-bind', `unix:${admin}`, ...proxyArgs(PROXY)]);
+  const sockets = async () =>
+    (JSON.parse((await request('http://admin/status', { socketPath: admin })).body).backends as { name: string }[]).map(({ name }) => name);
+  try {
+    const before = await sockets();
+    assert.equal(before.length, 2);
+    const [doomed] = forkgate.workerPids();
+    const doomedSocket = before.find((name) => name.includes(`/${doomed}-`))!;
+    assert.ok(existsSync(doomedSocket), doomedSocket);
+    process.kill(doomed!, 'SIGKILL');
+    await eventually(async () => (await sockets()).length === 2 && !(await sockets()).includes(doomedSocket), 'a replacement unit');
+    assert.ok(!existsSync(doomedSocket), `${doomedSocket} is left behind`);
+    for (const name of await sockets()) assert.ok(existsSync(name), name);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
 test('a unit that dies after the response headers: the client connection is cut, not answered twice', async () => {
   const forkgate = await start(['-w', '1', ...proxyArgs(PROXY)]);
   try {

@@ -93,6 +93,9 @@ export class ProxyBalancer implements Balancer {
   remove(worker: WorkerHandle): void {
     for (const backend of this.units.get(worker) ?? []) this.retire(backend);
     this.units.delete(worker);
+    // A unit that drains closes its socket, which removes the file; one killed outright leaves it behind.
+    const { child } = worker;
+    if (child.exitCode !== null || child.signalCode !== null) for (const endpoint of worker.endpoints) fs.rmSync(endpoint, { force: true });
   }
 
   accepted(): void {} // requests, not connections, go to workers
