@@ -460,6 +460,22 @@ test("a killed worker's unit socket is removed from the units' directory", async
   }
 });
 
+test('a request whose unit hung past --timeout is answered 502, never retried on another unit', async () => {
+  const forkgate = await start(['-w', '2', '--timeout', '1', ...proxyArgs(PROXY)]);
+  try {
+    // Kept-alive connections to both units in the pools, as under any load.
+    await Promise.all(Array.from({ length: 8 }, () => request(`${forkgate.url}/pid`)));
+    const hung = await request(`${forkgate.url}/spin?ms=60000`);
+    assert.equal(hung.status, 502, `${hung.status} ${hung.body}`);
+    // A retry would have hung the other worker too, and the answer would have waited for its timeout.
+    assert.equal(forkgate.count(/WORKER TIMEOUT/), 1, forkgate.output);
+    await eventually(() => forkgate.workerPids().length === 2, 'the hung worker replaced');
+    assert.equal((await request(`${forkgate.url}/pid`)).status, 200);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
 test('a unit that dies after the response headers: the client connection is cut, not answered twice', async () => {
   const forkgate = await start(['-w', '1', ...proxyArgs(PROXY)]);
   try {
