@@ -91,6 +91,7 @@ test('two upstreams (TCP and unix): both serve; one killed under load fails at m
     await untilServedBy(forkgate.url, 'unix', 'the unix-socket upstream to serve');
     const seen = JSON.parse((await request(`${forkgate.url}/who`)).body) as { headers: Record<string, string> };
     assert.equal(seen.headers['x-forwarded-for'], '127.0.0.1');
+    assert.equal(seen.headers['x-forkgate-peer'], undefined, "forkgate's internal header never leaves it");
 
     // Killed mid-load: a request sent to it after it died, or on a kept-alive connection it left unanswered,
     // is retried on the other. One it got on a fresh connection and never answered may have been what

@@ -263,7 +263,8 @@ export class Exchange {
     if (req.headers.host === undefined) head += `Host: ${'host' in backend.target ? backend.target.host : 'localhost'}\r\n`;
     if (contentLength !== null) head += `Content-Length: ${contentLength}\r\n`;
     if (chunked) head += 'Transfer-Encoding: chunked\r\n';
-    return `${head}${PEER_HEADER}: ${encodeClient(req.socket)}\r\n\r\n`;
+    // The client travels to forkgate's own units only: internal headers never leave forkgate.
+    return backend.ours ? `${head}${PEER_HEADER}: ${encodeClient(req.socket)}\r\n\r\n` : `${head}\r\n`;
   }
 
   private refuse(reason: QueueRefusal): void {

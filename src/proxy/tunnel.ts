@@ -20,7 +20,7 @@ const REFRAMED = new Set(['connection', 'keep-alive', 'content-length', 'transfe
 /** Calls onEnd once, when the tunnel is closed (or could not be opened, or the upgrade was declined). */
 export function openTunnel(backend: Backend, req: IncomingMessage, client: net.Socket, head: Buffer, onEnd: (error: Error | null) => void): void {
   const headers = forwardedHeaders(req.rawHeaders, ONLY_OURS);
-  headers.push(PEER_HEADER, encodeClient(req.socket));
+  if (backend.ours) headers.push(PEER_HEADER, encodeClient(req.socket));
   let text = `${req.method} ${req.url} HTTP/1.1\r\n`;
   for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
   text += '\r\n';
