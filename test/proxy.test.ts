@@ -614,6 +614,19 @@ test('an upgrade request with a body is served as an ordinary request: the body 
   }
 });
 
+test('pipelined requests still in service together: all answered in order, with no listener leak warning', async () => {
+  // /slow sends its head at once and its body later: every response is under way at the same time.
+  const forkgate = await start(['-w', '1', ...proxyArgs(`${FIXTURES}ops.cjs`)]);
+  try {
+    const pipelined = Array.from({ length: 30 }, () => 'GET /slow?ms=200 HTTP/1.1\r\nHost: x\r\n\r\n');
+    const answered = await exchange(forkgate.url, [...pipelined, 'GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n']);
+    assert.equal(answered.received.match(/HTTP\/1\.1 200 /g)?.length, 31);
+    assert.doesNotMatch(forkgate.output, /MaxListenersExceededWarning/);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
 test('-k sync: a client that leaves mid-stream gives its unit back', async () => {
   const forkgate = await start(['-w', '1', '-k', 'sync', ...proxyArgs('--queue-timeout', '2', PROXY)]);
   try {

@@ -6,6 +6,7 @@
  * request with it, so no pooled connection is left half used.
  */
 import type * as http from 'node:http';
+import type * as net from 'node:net';
 import { encodeClient, PEER_HEADER } from '../edge/internal-hop.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Backend, Dispatcher, QueueRefusal } from './dispatcher.ts';
@@ -247,11 +248,7 @@ export class Exchange {
     }
     res.writeHead(response.status, response.reason, headers);
     res.on('drain', () => upstream.resume());
-    // The server lets a client half-close after its request and still get the answer; a client that
-    // closes while the answer is under way is leaving (nginx's 499), and takes the upstream request along.
-    const clientLeft = () => res.destroy();
-    req.socket.once('end', clientLeft);
-    res.once('finish', () => req.socket.off('end', clientLeft));
+    leaveWithClient(req.socket, res);
   }
 
   private requestHead(backend: Backend, contentLength: string | null, chunked: boolean): string {
@@ -272,6 +269,21 @@ export class Exchange {
     this.context.logger.warning(`proxy: ${this.req.method} ${this.req.url} answered 503: ${reason}`);
     respond(this.res, 503, `Service Unavailable: ${reason}`, { 'retry-after': '1', 'x-request-id': this.req.headers['x-request-id'] });
   }
+}
+
+/** Per client connection: the responses relayed to it and not finished yet. */
+const relaying = new WeakMap<net.Socket, number>();
+
+/**
+ * The server lets a client half-close after its request and still get the answer; a client that closes
+ * while an answer is under way is leaving (nginx's 499), and takes the upstream requests along. One
+ * listener per connection, however many pipelined responses it carries.
+ */
+function leaveWithClient(socket: net.Socket, res: http.ServerResponse): void {
+  const relayed = relaying.get(socket);
+  if (relayed === undefined) socket.once('end', () => relaying.get(socket)! > 0 && socket.destroy());
+  relaying.set(socket, (relayed ?? 0) + 1);
+  res.once('finish', () => relaying.set(socket, relaying.get(socket)! - 1));
 }
 
 /** Whether the request says a body follows (a length other than 0, or a transfer coding). */
