@@ -98,6 +98,8 @@ export class Edge {
     );
     configureParser(server, settings);
     this.interceptRequests();
+    // Node drops a CONNECT without a listener unanswered; behind forkgate's proxy the master answered it.
+    if (!internalHop) server.on('connect', (req: IncomingMessage, socket: Socket) => this.refuseConnect(req, socket));
   }
 
   /** Reads the certificate files anew (HUP) for the handshakes to come; an unreadable file keeps the old ones. */
@@ -197,7 +199,7 @@ export class Edge {
   }
 
   private admitRequest(req: IncomingMessage, res: ServerResponse, client: HopClient | null): boolean {
-    const rejection = this.checkLimits?.(req);
+    const rejection = this.checkLimits?.(req) ?? (this.internalHop ? null : hostProblem(req));
     if (rejection) {
       this.logRejection(req, rejection);
       res.writeHead(rejection.status, { 'content-type': 'text/plain', connection: 'close' });
@@ -218,17 +220,27 @@ export class Edge {
   }
 
   private admitUpgrade(req: IncomingMessage, socket: Socket): boolean {
-    const rejection = this.checkLimits?.(req);
+    const rejection = this.checkLimits?.(req) ?? (this.internalHop ? null : hostProblem(req));
     if (rejection) {
-      this.logRejection(req, rejection);
-      // Node has let go of an upgrade's socket: its errors are nobody's but ours, and end nothing but it.
-      socket.on('error', () => {});
-      socket.write(rawResponse(rejection));
-      socket.destroySoon();
+      this.refuseSocket(req, socket, rejection);
       return false;
     }
     this.prepareHeaders(req, this.internalHop ? hopClientOf(req) : null);
     return true;
+  }
+
+  /** forkgate serves HTTP, it is no forward proxy: a CONNECT the app does not take gets an answer. */
+  private refuseConnect(req: IncomingMessage, socket: Socket): void {
+    if (this.server.listenerCount('connect') > 1) return;
+    this.refuseSocket(req, socket, { status: 405, reason: 'CONNECT is not supported here' });
+  }
+
+  private refuseSocket(req: IncomingMessage, socket: Socket, rejection: Rejection): void {
+    this.logRejection(req, rejection);
+    // Node has let go of an upgrade's socket: its errors are nobody's but ours, and end nothing but it.
+    socket.on('error', () => {});
+    socket.write(rawResponse(rejection));
+    socket.destroySoon();
   }
 
   /** Applies the forwarding policy and X-Request-Id to the request; returns its id. */
@@ -242,6 +254,16 @@ export class Edge {
   private logRejection(req: IncomingMessage, rejection: Rejection): void {
     this.logger.debug(`Invalid request from ip=${req.socket.remoteAddress}: ${rejection.status} ${rejection.reason}`);
   }
+}
+
+/** RFC 9112 §3.2: more than one Host field is a 400 (Node refuses a missing one itself). */
+function hostProblem(req: IncomingMessage): Rejection | null {
+  const raw = req.rawHeaders;
+  let hosts = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host' && ++hosts > 1) return { status: 400, reason: 'more than one Host header' };
+  }
+  return null;
 }
 
 function hopClientOf(req: IncomingMessage): HopClient | null {
