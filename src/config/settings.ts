@@ -352,7 +352,7 @@ export const SETTINGS = [
   setting({
     name: 'worker-connections', key: 'workerConnections', meta: 'INT', section: 'Worker processes',
     default: 1000, validate: wholeNumber(1),
-    doc: 'async and gthread: most connections one unit (process or thread) serves at once; more wait, accepted, and are never dropped.',
+    doc: 'async and gthread: most connections one unit (process or thread) serves at once; more wait, accepted, and are never dropped. Idle keep-alive connections make room: one is closed, idle longest first, for each connection that would wait (not behind --balance proxy).',
   }),
   setting({
     name: 'max-requests', key: 'maxRequests', meta: 'INT', section: 'Worker processes',

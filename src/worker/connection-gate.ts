@@ -9,17 +9,23 @@ interface Waiting {
 /**
  * Admits at most `limit` connections into service; the rest wait here, accepted but unread, and are
  * admitted in arrival order as slots free. Nothing is ever dropped: that is the worker class contract.
+ * With keep-alive, a slot held by an idle connection is freed for a waiting one: `closeIdle` closes
+ * the connection idle longest, or says there is none.
  */
 export class ConnectionGate {
   private readonly limit: number;
   private readonly admit: (socket: Socket) => void;
+  private readonly closeIdle: (() => boolean) | null;
   private readonly waiting: Waiting[] = [];
   private inService = 0;
+  /** Idle connections closed for waiting ones and not gone yet: the slots about to free. */
+  private closing = 0;
   private onIdle: (() => void) | null = null;
 
-  constructor(limit: number, admit: (socket: Socket) => void) {
+  constructor(limit: number, admit: (socket: Socket) => void, closeIdle: (() => boolean) | null = null) {
     this.limit = limit;
     this.admit = admit;
+    this.closeIdle = closeIdle;
   }
 
   /** Connections accepted and not yet closed, waiting ones included. */
@@ -40,6 +46,15 @@ export class ConnectionGate {
     socket.on('error', ignoreWhileWaiting);
     socket.once('close', entry.leave);
     this.waiting.push(entry);
+    this.makeRoom();
+  }
+
+  /**
+   * Closes idle connections, one for each waiting connection no slot is about to free for. Called when
+   * one has to wait, and by the unit whenever a connection goes idle: it may be the only one.
+   */
+  makeRoom(): void {
+    while (this.waiting.length > this.closing && this.closeIdle?.()) this.closing++;
   }
 
   /** Calls back once every connection has closed (at once if none is open). */
@@ -52,6 +67,7 @@ export class ConnectionGate {
     this.inService++;
     socket.once('close', () => {
       this.inService--;
+      if (this.closing > 0) this.closing--; // any slot that frees serves a waiting connection
       const next = this.waiting.shift();
       if (next) {
         next.socket.off('error', ignoreWhileWaiting);

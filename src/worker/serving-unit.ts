@@ -8,6 +8,7 @@ import type { WorkerClass } from './classes/index.ts';
 import { runHook, type Hooks, type WorkerInfo } from '../hooks.ts';
 import type { Logger } from '../log/logger.ts';
 import { ConnectionGate } from './connection-gate.ts';
+import { IdleConnections } from './idle-connections.ts';
 import type { AppServer } from './app-loader.ts';
 import { Edge, markListening } from '../edge/edge.ts';
 
@@ -38,6 +39,8 @@ export class ServingUnit {
   /** Behind the proxy even sync units keep connections alive: the proxy sends them one request at a time. */
   private readonly keepAlive: boolean;
   private readonly gate: ConnectionGate;
+  /** Kept-alive connections between requests, closed idle longest first for connections that wait. */
+  private readonly idle: IdleConnections | null;
   private readonly retireAfter: number;
   private readonly onRetire: (reason: string) => void;
   private readonly accessLog: { sink: LogSink; format: ReturnType<typeof compileAccessLogFormat> } | null;
@@ -45,15 +48,21 @@ export class ServingUnit {
   private draining = false;
   private requests = 0;
   private inFlight = 0;
-  private readonly responseClosed = () => {
-    this.inFlight--;
-  };
+  /** The 'close' listener every response shares (the response is its `this`). */
+  private readonly responseClosed: (this: ServerResponse) => void;
 
   constructor(options: ServingUnitOptions) {
     const { server, workerClass, settings } = options;
     this.options = options;
     this.server = server;
     this.keepAlive = workerClass.keepAlive || options.internalHop;
+    // Not behind forkgate's proxy: its pooled connections can outnumber the limit for a moment (a request
+    // taken back, a connection it dropped and replaced), and closing an idle one races its next request.
+    this.idle = workerClass.keepAlive && !options.internalHop ? new IdleConnections(options.logger) : null;
+    const unit = this;
+    this.responseClosed = function (this: ServerResponse) {
+      unit.responseDone(this);
+    };
     this.onRetire = options.onRetire;
     this.retireAfter =
       settings.maxRequests > 0
@@ -69,7 +78,9 @@ export class ServingUnit {
     server.keepAliveTimeout = settings.keepAlive * 1000;
     server.prependListener('request', (req, res) => this.onRequest(req, res));
     const edge = new Edge(server, settings, options.logger, { internalHop: options.internalHop });
-    this.gate = new ConnectionGate(workerClass.connectionLimit, (socket) => edge.accept(socket));
+    const idle = this.idle;
+    this.gate = new ConnectionGate(workerClass.connectionLimit, (socket) => edge.accept(socket), idle && (() => idle.closeIdleLongest()));
+    if (idle) server.on('connection', (socket: Socket) => idle.track(socket));
     markListening(server, options.appAddress);
   }
 
@@ -103,6 +114,15 @@ export class ServingUnit {
     this.accessLog?.sink.flush();
   }
 
+  /** A response closed: one request less in flight, and its connection may have gone idle. */
+  private responseDone(res: ServerResponse): void {
+    this.inFlight--;
+    if (this.idle) {
+      this.idle.answered(res.req.socket);
+      this.gate.makeRoom();
+    }
+  }
+
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     this.requests++;
     this.inFlight++;
@@ -114,7 +134,7 @@ export class ServingUnit {
       const logRecord = this.accessLog ? startAccessRecord(req, res) : null;
       if (hooks.preRequest) void runHook(hooks, 'preRequest', logger, workerInfo, req);
       res.once('close', () => {
-        this.inFlight--;
+        this.responseDone(res);
         if (hooks.postRequest) void runHook(hooks, 'postRequest', logger, workerInfo, req, res);
         if (logRecord) this.accessLog!.sink.write(`${this.accessLog!.format(logRecord())}\n`);
       });
