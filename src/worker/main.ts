@@ -58,7 +58,14 @@ class Worker {
     process.on('disconnect', () => this.drain());
     process.on('uncaughtException', (error) => this.crash(error));
 
-    const heartbeat = () => sendToMaster({ type: 'heartbeat', stats: this.units?.stats() ?? NO_TRAFFIC, rss: process.memoryUsage.rss() });
+    let rss = 0;
+    const heartbeat = () => {
+      // Reading it opens a /proc file: out of descriptors (EMFILE), the last reading stands.
+      try {
+        rss = process.memoryUsage.rss();
+      } catch {}
+      sendToMaster({ type: 'heartbeat', stats: this.units?.stats() ?? NO_TRAFFIC, rss });
+    };
     setInterval(heartbeat, heartbeatInterval(this.settings.timeout)).unref();
     sendToMaster({ type: 'started', inspectorPort: await reserveInspectorPort() });
     const loadedFiles = this.settings.reload ? recordLoadedFiles() : null;
