@@ -7,6 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { formatBindAddress } from '../config/bind.ts';
+import { connectionBudget, openFileLimit } from '../config/descriptors.ts';
 import { applyThreads, resolveSettings, type ResolvedSettings, type SettingSources } from '../config/load.ts';
 import { changedSettings, fixedUntilRestart, formatUpstream, type Settings } from '../config/settings.ts';
 import { ExitCode } from '../errors.ts';
@@ -14,6 +15,7 @@ import { isProtocolMessage, type SerializedError, type WorkerMessage } from '../
 import type { Logger } from '../log/logger.ts';
 import { VERSION } from '../version.ts';
 import { loadAppOnce } from '../worker/unit-runner.ts';
+import { workerClassFor } from '../worker/classes/index.ts';
 import { createBalancer, type Balancer } from './balance/index.ts';
 import type { Server } from 'node:http';
 import { startAdmin, type AdminActions, type PoolStatus } from './admin.ts';
@@ -131,6 +133,8 @@ export class Arbiter {
     for (const url of this.balancer.urls()) logger.info(`Listening at: ${scheme(url)} (${process.pid})`);
     if (this.frontsUpstreams) logger.info(`Proxying to: ${settings.upstream.map(formatUpstream).join(', ')}`);
     else logger.info(`Using worker class ${settings.workerClass}, balance ${balanceName(this.balancer)}`);
+    const shortfall = descriptorShortfall(settings, this.balancer.mode === 'proxy', this.target);
+    if (shortfall) logger.warning(shortfall);
     if (settings.adminBind) {
       try {
         this.admin = await startAdmin(settings.adminBind, this.adminActions());
@@ -598,6 +602,28 @@ export class Arbiter {
       return false;
     }
   }
+}
+
+/**
+ * Whether the open-file limit (which the workers inherit) holds the connections the settings allow:
+ * beyond it, connections are answered 503. Behind the proxy the master holds them all: the clients'
+ * and its own to every unit.
+ */
+function descriptorShortfall(settings: Settings, proxy: boolean, workers: number): string | null {
+  const limit = openFileLimit();
+  const budget = connectionBudget();
+  if (limit === null || budget === Infinity) return null;
+  const advice = 'raise it (LimitNOFILE= in systemd, --ulimit nofile= with Docker)';
+  const perUnit = workerClassFor(settings).connectionLimit;
+  if (proxy) {
+    const units = settings.upstream.length || workers * settings.threads;
+    if (budget >= units * perUnit) return null;
+    return `Open-file limit ${limit} (ulimit -n) leaves the master about ${budget} connections, clients' and its own to the ${units} backends, which take ${units * perUnit} requests at once: more are answered 503; ${advice}`;
+  }
+  const share = Math.floor(budget / settings.threads);
+  if (share >= perUnit) return null;
+  const unit = settings.threads > 1 ? 'each thread of a worker' : 'each worker';
+  return `Open-file limit ${limit} (ulimit -n) leaves ${unit} about ${share} connections, fewer than --worker-connections ${perUnit}: more are answered 503; ${advice} or lower --worker-connections`;
 }
 
 function balanceName(balancer: Balancer): string {

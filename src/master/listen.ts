@@ -1,6 +1,8 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { formatBindAddress, type BindAddress } from '../config/bind.ts';
+import type { Logger } from '../log/logger.ts';
+import { acceptFailures, type RecurringWarning } from '../log/recurring.ts';
 
 /** Listens on any bind form; rejects with the OS error (address in use, permission denied). */
 export async function listenOn(server: net.Server, address: BindAddress, backlog?: number): Promise<void> {
@@ -39,12 +41,20 @@ export class MasterListeners {
   private readonly options: net.ServerOpts;
   private readonly onConnection: (socket: net.Socket) => void;
   private readonly servers: net.Server[] = [];
+  private readonly acceptFailed: RecurringWarning<Error>;
 
-  constructor(addresses: readonly BindAddress[], backlog: number, options: net.ServerOpts, onConnection: (socket: net.Socket) => void) {
+  constructor(
+    addresses: readonly BindAddress[],
+    backlog: number,
+    options: net.ServerOpts,
+    onConnection: (socket: net.Socket) => void,
+    logger: Logger,
+  ) {
     this.addresses = addresses;
     this.backlog = backlog;
     this.options = options;
     this.onConnection = onConnection;
+    this.acceptFailed = acceptFailures(logger);
   }
 
   async listen(): Promise<void> {
@@ -52,6 +62,7 @@ export class MasterListeners {
       const server = net.createServer(this.options, this.onConnection);
       this.servers.push(server);
       await listenOn(server, address, this.backlog);
+      server.on('error', (error) => this.acceptFailed.note(error));
     }
   }
 

@@ -9,6 +9,7 @@ import type * as http from 'node:http';
 import type * as net from 'node:net';
 import { encodeClient, PEER_HEADER } from '../edge/internal-hop.ts';
 import type { Logger } from '../log/logger.ts';
+import type { RecurringWarning } from '../log/recurring.ts';
 import type { Backend, Dispatcher, QueueRefusal } from './dispatcher.ts';
 import type { HopRequest, ResponseHead } from './hop.ts';
 
@@ -51,6 +52,8 @@ export interface ExchangeContext {
   readonly logger: Logger;
   /** The backend refused a connection: take it out of rotation. */
   readonly onBackendDown: (backend: Backend) => void;
+  /** Notes a 503 for want of descriptors (EMFILE, ENFILE). */
+  readonly overBudget: RecurringWarning;
 }
 
 export class Exchange {
@@ -183,6 +186,13 @@ export class Exchange {
           return res.destroy();
         }
         const code = error.code ?? '';
+        if (code === 'EMFILE' || code === 'ENFILE') {
+          context.overBudget.note();
+          return respond(res, 503, 'Service Unavailable: too many connections (open-file limit)', {
+            'retry-after': '1',
+            'x-request-id': req.headers['x-request-id'],
+          });
+        }
         const refused = !connected && CONNECT_ERRORS.has(code);
         // A connection the backend closed as the request went out (kept alive past its timeout, or not yet
         // accepted when it stopped listening): what nginx and browsers retry too, for a method a client may

@@ -11,6 +11,10 @@ import type { Logger } from '../log/logger.ts';
 import { Dispatcher, type Backend } from './dispatcher.ts';
 import { declaresBody, Exchange, type ExchangeContext } from './exchange.ts';
 import { openTunnel } from './tunnel.ts';
+import { hopConnectionCount } from './hop.ts';
+import { refuseConnection } from '../edge/refusal.ts';
+import { connectionBudget } from '../config/descriptors.ts';
+import { RecurringWarning } from '../log/recurring.ts';
 
 /** How long a stopping proxy lets an idle keep-alive connection stay, as a draining worker does. */
 const DRAIN_IDLE_MS = 1000;
@@ -25,16 +29,26 @@ export class FrontProxy {
   private readonly context: ExchangeContext;
   /** Client connections open now, to know when a stop has finished them. */
   private readonly connections = new Set<net.Socket>();
+  /** Client connections and connections to units together: what the open-file limit leaves the master. */
+  private readonly budget = connectionBudget();
+  private readonly overBudget: RecurringWarning;
+  private readonly tls: boolean;
   private stopping = false;
   /** Set while a graceful stop waits for the last connection to close. */
   private onDrained: (() => void) | null = null;
 
   constructor(settings: Settings, logger: Logger, onBackendDown: (backend: Backend) => void) {
     this.logger = logger;
+    this.tls = settings.certfile !== null;
+    this.overBudget = new RecurringWarning(
+      logger,
+      (count) =>
+        `At the open-file limit: answered 503 ${count} time(s), holding ${this.connections.size} client connections and ${hopConnectionCount()} to the backends (raise ulimit -n)`,
+    );
     this.keepAlive = settings.keepAlive > 0;
     this.gracefulTimeoutMs = settings.gracefulTimeout * 1000;
     this.dispatcher = new Dispatcher(settings.queueLimit, settings.queueTimeout);
-    this.context = { dispatcher: this.dispatcher, bufferSize: settings.bufferSize, logger, onBackendDown };
+    this.context = { dispatcher: this.dispatcher, bufferSize: settings.bufferSize, logger, onBackendDown, overBudget: this.overBudget };
     // An upgrade request with a body is served as an ordinary request, its Upgrade ignored (RFC 9110
     // §7.8 allows it): the body is then framed and sent like any other, never left for the tunnel.
     this.server = http.createServer({ shouldUpgradeCallback: (req) => !declaresBody(req) }, (req, res) => this.onRequest(req, res));
@@ -53,6 +67,10 @@ export class FrontProxy {
   }
 
   accept(socket: net.Socket): void {
+    if (this.connections.size + hopConnectionCount() >= this.budget) {
+      this.overBudget.note();
+      return refuseConnection(socket, this.tls);
+    }
     this.connections.add(socket);
     socket.once('close', () => {
       this.connections.delete(socket);

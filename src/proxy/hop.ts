@@ -91,6 +91,13 @@ export interface HopRequest {
 /** Reads a withdrawn request's answer and the withdrawal's, and drops them. */
 const DROP: HopHandler = { onHead() {}, onData() {}, onEnd() {}, onError() {} };
 
+/** Connections open to backends in every pool, each a descriptor of the master's (its open-file budget). */
+let openConnections = 0;
+
+export function hopConnectionCount(): number {
+  return openConnections;
+}
+
 /** The keep-alive connections to one backend. */
 export class HopPool {
   private readonly target: HopTarget;
@@ -182,7 +189,11 @@ class HopConnection {
 
   constructor(target: HopTarget, toPool: (connection: HopConnection) => void, onGone: () => void) {
     this.toPool = toPool;
-    this.onGone = onGone;
+    openConnections++;
+    this.onGone = () => {
+      openConnections--;
+      onGone();
+    };
     this.socket = connectTo(target);
     this.socket.once('connect', () => {
       this.connected = true;

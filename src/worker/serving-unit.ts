@@ -11,6 +11,9 @@ import { ConnectionGate } from './connection-gate.ts';
 import { IdleConnections } from './idle-connections.ts';
 import type { AppServer } from './app-loader.ts';
 import { Edge, markListening } from '../edge/edge.ts';
+import { refuseConnection } from '../edge/refusal.ts';
+import { connectionBudget } from '../config/descriptors.ts';
+import { RecurringWarning } from '../log/recurring.ts';
 
 /** How long a draining unit lets an idle keep-alive connection stay before closing it. */
 const DRAIN_IDLE_MS = 1000;
@@ -45,6 +48,9 @@ export class ServingUnit {
   private readonly onRetire: (reason: string) => void;
   private readonly accessLog: { sink: LogSink; format: ReturnType<typeof compileAccessLogFormat> } | null;
   private readonly options: ServingUnitOptions;
+  /** The connections it may hold: its share of what the open-file limit leaves (threads share one). */
+  private readonly budget: number;
+  private readonly overBudget: RecurringWarning;
   private draining = false;
   private requests = 0;
   private inFlight = 0;
@@ -64,6 +70,11 @@ export class ServingUnit {
       unit.responseDone(this);
     };
     this.onRetire = options.onRetire;
+    this.budget = Math.floor(connectionBudget() / settings.threads);
+    this.overBudget = new RecurringWarning(
+      options.logger,
+      (count) => `At the open-file limit: answered ${count} new connection(s) 503, holding ${this.gate.open} (raise ulimit -n)`,
+    );
     this.retireAfter =
       settings.maxRequests > 0
         ? settings.maxRequests + Math.floor(Math.random() * (settings.maxRequestsJitter + 1))
@@ -85,7 +96,9 @@ export class ServingUnit {
   }
 
   offer(socket: Socket): void {
-    this.gate.offer(socket);
+    if (this.gate.open < this.budget) return this.gate.offer(socket);
+    this.overBudget.note();
+    refuseConnection(socket, this.options.settings.certfile !== null);
   }
 
   stats(): WorkerStats {

@@ -7,6 +7,7 @@ import { nominalAddress } from '../config/bind.ts';
 import { NO_TRAFFIC, type ListenPlan, type WorkerStats } from '../ipc/messages.ts';
 import type { Hooks } from '../hooks.ts';
 import type { Logger } from '../log/logger.ts';
+import { acceptFailures, type RecurringWarning } from '../log/recurring.ts';
 import { loadApp, parseAppSpec, type AppShape, type LoadedApp } from './app-loader.ts';
 import { workerClassFor } from './classes/index.ts';
 import { ServingUnit } from './serving-unit.ts';
@@ -58,6 +59,7 @@ export class UnitRunner implements Units {
   private readonly onRetire: (reason: string) => void;
   private readonly listeners: net.Server[] = [];
   private unit: ServingUnit | null = null;
+  private readonly acceptFailed: RecurringWarning<Error>;
   private endpoint: string | null = null;
 
   private readonly hooks: Hooks;
@@ -67,6 +69,7 @@ export class UnitRunner implements Units {
     this.logger = logger;
     this.hooks = hooks;
     this.onRetire = onRetire;
+    this.acceptFailed = acceptFailures(logger);
   }
 
   async start(): Promise<AppShape> {
@@ -107,8 +110,12 @@ export class UnitRunner implements Units {
     this.listeners.push(server);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(options, resolve);
+      server.listen(options, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
+    server.on('error', (error) => this.acceptFailed.note(error));
   }
 
   endpoints(): string[] {

@@ -42,8 +42,12 @@ export class ProxyBalancer implements Balancer {
     this.settings = settings;
     this.logger = logger;
     this.front = new FrontProxy(settings, logger, (backend) => this.onBackendDown(backend));
-    this.listeners = new MasterListeners(addresses, settings.backlog, { noDelay: true, allowHalfOpen: true }, (socket) =>
-      this.front.accept(socket),
+    this.listeners = new MasterListeners(
+      addresses,
+      settings.backlog,
+      { noDelay: true, allowHalfOpen: true },
+      (socket) => this.front.accept(socket),
+      logger,
     );
     this.upstreams =
       settings.upstream.length > 0

@@ -5,6 +5,10 @@ import type { WorkerHandle } from '../worker-handle.ts';
 import { MasterListeners } from '../listen.ts';
 import type { Inheritance } from '../upgrade.ts';
 import type { Balancer, BalancerLoad } from './balancer.ts';
+import { connectionBudget } from '../../config/descriptors.ts';
+import { refuseConnection } from '../../edge/refusal.ts';
+import type { Logger } from '../../log/logger.ts';
+import { RecurringWarning } from '../../log/recurring.ts';
 
 /**
  * The master owns the listening sockets, accepts, and hands each connection to the ready worker with
@@ -23,12 +27,25 @@ export class RoundRobinBalancer implements Balancer {
   private readonly waiting: net.Socket[] = [];
   private nextSeq = 1;
   private cursor = 0;
+  /** The connections it may hold for the workers at once: what the open-file limit leaves the master. */
+  private readonly budget = connectionBudget();
+  private readonly overBudget: RecurringWarning;
+  /** The workers terminate TLS: a refusal cannot be answered. */
+  private readonly tls: boolean;
 
-  constructor(addresses: readonly BindAddress[], backlog: number) {
-    this.listeners = new MasterListeners(addresses, backlog, { pauseOnConnect: true, noDelay: true }, (socket) => {
+  constructor(addresses: readonly BindAddress[], backlog: number, tls: boolean, logger: Logger) {
+    this.tls = tls;
+    this.overBudget = new RecurringWarning(
+      logger,
+      (count) => `At the open-file limit: answered ${count} new connection(s) 503, holding ${this.held()} for the workers (raise ulimit -n)`,
+    );
+    const onConnection = (socket: net.Socket) => {
       socket.on('error', () => {}); // a reset while waiting here is the client's business
-      this.distribute(socket);
-    });
+      if (this.held() < this.budget) return this.distribute(socket);
+      this.overBudget.note();
+      refuseConnection(socket, this.tls);
+    };
+    this.listeners = new MasterListeners(addresses, backlog, { pauseOnConnect: true, noDelay: true }, onConnection, logger);
   }
 
   listen(): Promise<void> {
@@ -129,6 +146,13 @@ export class RoundRobinBalancer implements Balancer {
     const socket = pending?.get(seq);
     pending?.delete(seq);
     return socket;
+  }
+
+  /** Connections the master holds: waiting here, or sent and not yet acknowledged. */
+  private held(): number {
+    let held = this.waiting.length;
+    for (const pending of this.unacknowledged.values()) held += pending.size;
+    return held;
   }
 
   private leastLoaded(): WorkerHandle | undefined {
