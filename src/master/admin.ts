@@ -3,10 +3,12 @@
  * GET /healthz, /readyz, /status; POST /workers/+1, /workers/-1, /reload. Off unless configured; meant
  * for loopback or a unix socket, since it can resize and reload the pool.
  */
+import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { BindAddress } from '../config/bind.ts';
 import type { BalancerLoad } from './balance/balancer.ts';
-import { listenOn } from './listen.ts';
+import { listeningFd, listenOn } from './listen.ts';
+import type { AdminSocket } from './upgrade.ts';
 
 export interface WorkerStatus {
   pid: number;
@@ -50,29 +52,69 @@ const ACTIONS: Record<string, 'SIGTTIN' | 'SIGTTOU' | 'SIGHUP'> = {
   '/reload': 'SIGHUP',
 };
 
-export async function startAdmin(address: BindAddress, actions: AdminActions): Promise<http.Server> {
-  const server = http.createServer((req, res) => {
-    const reply = (status: number, body: unknown) => {
-      res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-      res.end(`${JSON.stringify(body)}\n`);
-    };
-    const path = new URL(req.url ?? '/', 'http://admin').pathname;
-    if (req.method === 'POST' && path in ACTIONS) {
-      actions.signal(ACTIONS[path]!);
-      return reply(202, { accepted: path });
+export class AdminEndpoint {
+  /** Where clients reach it: the port chosen for HOST:0; after USR2, the address the first master bound. */
+  readonly address: BindAddress;
+  private readonly server: http.Server;
+
+  private constructor(server: http.Server, address: BindAddress) {
+    this.server = server;
+    this.address = address;
+  }
+
+  /** Listens on `address`, or, in a USR2 successor, on the descriptor its predecessor handed over. */
+  static async start(address: BindAddress, inheritedFd: number | undefined, actions: AdminActions): Promise<AdminEndpoint> {
+    const server = http.createServer((req, res) => handle(req, res, actions));
+    await listenOn(server, inheritedFd === undefined ? address : { kind: 'fd', fd: inheritedFd });
+    const bound = server.address();
+    const reachable: BindAddress = bound && typeof bound === 'object' ? { kind: 'tcp', host: bound.address, port: bound.port } : address;
+    return new AdminEndpoint(server, reachable);
+  }
+
+  /** The listening socket, for a USR2 successor to inherit. */
+  socket(): AdminSocket {
+    return { fd: listeningFd(this.server), address: this.address };
+  }
+
+  close(): void {
+    this.server.close();
+  }
+
+  /** Stops serving here: a USR2 successor serves on its copy of the socket. */
+  handOver(): void {
+    const boundPath = this.server.address();
+    if (typeof boundPath !== 'string') return this.close();
+    // Closing a unix socket this process bound removes its file (libuv unlinks it), which the successor's
+    // copy answers on: a second name for the socket outlives the close and takes the first one's place.
+    const spare = `${boundPath}.${process.pid}`;
+    try {
+      fs.linkSync(boundPath, spare);
+    } finally {
+      this.close();
     }
-    if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, { error: `${req.method} ${path} is not allowed` });
-    switch (path) {
-      case '/healthz':
-        return actions.healthy() ? reply(200, { status: 'ok' }) : reply(503, { status: 'no worker is serving' });
-      case '/readyz':
-        return actions.ready() ? reply(200, { status: 'ready' }) : reply(503, { status: 'not ready' });
-      case '/status':
-        return reply(200, actions.status());
-      default:
-        return reply(404, { error: `no ${path}; try /healthz, /readyz, /status` });
-    }
-  });
-  await listenOn(server, address);
-  return server;
+    fs.renameSync(spare, boundPath);
+  }
+}
+
+function handle(req: http.IncomingMessage, res: http.ServerResponse, actions: AdminActions): void {
+  const reply = (status: number, body: unknown) => {
+    res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+    res.end(`${JSON.stringify(body)}\n`);
+  };
+  const path = new URL(req.url ?? '/', 'http://admin').pathname;
+  if (req.method === 'POST' && path in ACTIONS) {
+    actions.signal(ACTIONS[path]!);
+    return reply(202, { accepted: path });
+  }
+  if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, { error: `${req.method} ${path} is not allowed` });
+  switch (path) {
+    case '/healthz':
+      return actions.healthy() ? reply(200, { status: 'ok' }) : reply(503, { status: 'no worker is serving' });
+    case '/readyz':
+      return actions.ready() ? reply(200, { status: 'ready' }) : reply(503, { status: 'not ready' });
+    case '/status':
+      return reply(200, actions.status());
+    default:
+      return reply(404, { error: `no ${path}; try /healthz, /readyz, /status` });
+  }
 }

@@ -15,12 +15,11 @@ import type { Logger } from '../log/logger.ts';
 import { VERSION } from '../version.ts';
 import { loadAppOnce } from '../worker/unit-runner.ts';
 import { createBalancer, type Balancer } from './balance/index.ts';
-import type { Server } from 'node:http';
-import { startAdmin, type AdminActions, type PoolStatus } from './admin.ts';
+import { AdminEndpoint, type AdminActions, type PoolStatus } from './admin.ts';
 import { handOverLogFile, resolveIdentity, type WorkerIdentity } from './privileges.ts';
 import { Reloader } from './reloader.ts';
 import { captureBlockedStack } from './stack-dump.ts';
-import { inheritanceFrom, notifyPredecessor, startSuccessor, type UpgradedMessage } from './upgrade.ts';
+import { inheritanceFrom, notifyPredecessor, startSuccessor, type Inheritance, type UpgradedMessage } from './upgrade.ts';
 import { runHook, type HookName, type Hooks, type MasterInfo, type WorkerInfo } from '../hooks.ts';
 import { workerArgv } from './worker-argv.ts';
 import { processTitle } from '../process-title.ts';
@@ -57,6 +56,8 @@ export class Arbiter {
   private settings: Settings;
   private readonly logger: Logger;
   private readonly balancer: Balancer;
+  /** Set in a USR2 successor: the sockets its predecessor handed over. */
+  private readonly inherited: Inheritance | null;
   /** --upstream: the proxy fronts other servers and there is no pool to keep (fixed until a restart). */
   private readonly frontsUpstreams: boolean;
   private readonly workers = new Set<WorkerHandle>();
@@ -80,7 +81,7 @@ export class Arbiter {
   private lastExit: { pid: number; reason: string } | null = null;
   private ticker: NodeJS.Timeout | null = null;
   private identity: WorkerIdentity | null = null;
-  private admin: Server | null = null;
+  private admin: AdminEndpoint | null = null;
   /** From TERM on: /readyz answers 503 (during --shutdown-delay the pool still serves). */
   private leaving = false;
   private readonly startedAt = Date.now();
@@ -96,7 +97,8 @@ export class Arbiter {
     this.logger = logger;
     this.frontsUpstreams = resolved.settings.upstream.length > 0;
     this.target = this.frontsUpstreams ? 0 : resolved.settings.workers;
-    this.balancer = createBalancer(resolved.settings, logger, inheritanceFrom(sources.env));
+    this.inherited = inheritanceFrom(sources.env);
+    this.balancer = createBalancer(resolved.settings, logger, this.inherited);
     if (resolved.workersReason) logger.debug(resolved.workersReason);
   }
 
@@ -131,10 +133,13 @@ export class Arbiter {
     for (const url of this.balancer.urls()) logger.info(`Listening at: ${scheme(url)} (${process.pid})`);
     if (this.frontsUpstreams) logger.info(`Proxying to: ${settings.upstream.map(formatUpstream).join(', ')}`);
     else logger.info(`Using worker class ${settings.workerClass}, balance ${balanceName(this.balancer)}`);
-    if (settings.adminBind) {
+    // A USR2 successor serves on its predecessor's admin socket, whatever --admin-bind says now.
+    const inheritedAdmin = this.inherited?.admin;
+    const adminBind = inheritedAdmin?.address ?? settings.adminBind;
+    if (adminBind) {
       try {
-        this.admin = await startAdmin(settings.adminBind, this.adminActions());
-        logger.info(`Admin endpoint at: ${formatBindAddress(settings.adminBind)}`);
+        this.admin = await AdminEndpoint.start(adminBind, inheritedAdmin?.fd, this.adminActions());
+        logger.info(`Admin endpoint at: ${formatBindAddress(this.admin.address)}`);
       } catch (error) {
         logger.error(`Cannot serve the admin endpoint: ${(error as Error).message}`);
         await this.balancer.close('quick');
@@ -519,12 +524,13 @@ export class Arbiter {
     const pidFile = this.settings.pid;
     if (pidFile && fs.existsSync(pidFile)) fs.renameSync(pidFile, `${pidFile}.oldbin`);
     const { inheritance, fds } = this.balancer.inheritance();
-    const successor = startSuccessor(inheritance, fds, this.sources.env);
+    const successor = startSuccessor(inheritance, fds, this.admin?.socket() ?? null, this.sources.env);
     this.successor = successor;
     this.logger.info(`Upgrading: started a new master (pid:${successor.pid})`);
     successor.on('message', (message: UpgradedMessage) => {
       if (message.type !== 'upgraded') return;
       this.logger.info(`New master (pid:${successor.pid}) is serving: this one stops`);
+      this.handOverAdmin();
       this.stop('graceful');
     });
     successor.once('exit', (code, signal) => {
@@ -533,6 +539,17 @@ export class Arbiter {
       if (pidFile && fs.existsSync(`${pidFile}.oldbin`)) fs.renameSync(`${pidFile}.oldbin`, pidFile);
       this.successor = null;
     });
+  }
+
+  /** The new master answers admin requests from now on: this one closes its copy of the socket. */
+  private handOverAdmin(): void {
+    const admin = this.admin;
+    this.admin = null;
+    try {
+      admin?.handOver();
+    } catch (error) {
+      this.logger.warning(`The admin endpoint's socket file could not be kept for the new master: ${(error as Error).message}`);
+    }
   }
 
   private setTarget(workers: number): void {

@@ -1,0 +1,77 @@
+// The admin endpoint (--admin-bind): handed over on USR2, and guarded against what a browser could send it.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { eventually, FIXTURES, isAlive, request, start, startRequest, type Forkgate, type RequestOptions } from './helpers/forkgate.ts';
+
+const OPS = `${FIXTURES}ops.cjs`;
+const scratch = mkdtempSync(join(tmpdir(), 'forkgate-admin-'));
+const successors: number[] = [];
+after(() => {
+  for (const pid of successors) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+/** The admin endpoint's URL from the master's log, with the port it bound for 127.0.0.1:0. */
+async function adminUrl(forkgate: Forkgate): Promise<string> {
+  const [, address] = (await forkgate.waitFor(/Admin endpoint at: (\S+)/)) as [string, string];
+  return `http://${address}`;
+}
+
+async function statusPid(url: string, options: RequestOptions = {}): Promise<number> {
+  return (JSON.parse((await request(`${url}/status`, options)).body) as { master: { pid: number } }).master.pid;
+}
+
+/**
+ * USR2 while a slow request keeps the old master draining; returns the new master's pid once the old
+ * one has said it stops (it is still alive then, finishing the slow request).
+ */
+async function upgradeWhileBusy(forkgate: Forkgate): Promise<{ successor: number; slow: Promise<{ status: number }> }> {
+  const slow = startRequest(`${forkgate.url}/slow?ms=3000`);
+  await slow.headers;
+  forkgate.signal('SIGUSR2');
+  const [, pid] = (await forkgate.waitFor(/Upgrading: started a new master \(pid:(\d+)\)/)) as [string, string];
+  const successor = Number(pid);
+  successors.push(successor);
+  await forkgate.waitFor(new RegExp(`New master \\(pid:${successor}\\) is serving: this one stops`));
+  return { successor, slow: slow.reply };
+}
+
+for (const balance of ['round-robin', 'reuseport', 'proxy']) {
+  test(`USR2 with the admin endpoint on TCP: the new master answers on the same port, the old one no more (${balance})`, async () => {
+    const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', OPS]);
+    try {
+      const admin = await adminUrl(forkgate);
+      assert.equal(await statusPid(admin), forkgate.pid);
+      const { successor, slow } = await upgradeWhileBusy(forkgate);
+      assert.ok(isAlive(forkgate.pid), 'the old master still drains');
+      for (let i = 0; i < 10; i++) assert.equal(await statusPid(admin), successor, 'only the new master answers');
+      assert.equal((await slow).status, 200);
+      assert.deepEqual(await forkgate.exited, { code: 0, signal: null });
+      assert.equal(await statusPid(admin), successor);
+      assert.match(forkgate.output, new RegExp(`\\[${successor}\\] Admin endpoint at: ${admin.slice('http://'.length)}`));
+      process.kill(successor, 'SIGTERM');
+      await eventually(() => !isAlive(successor), 'the new master to stop');
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}
+
+test('USR2 with the admin endpoint on a unix socket: the socket file stays and the new master answers on it', async () => {
+  const socketPath = join(scratch, 'upgrade.sock');
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, OPS]);
+  try {
+    const { successor, slow } = await upgradeWhileBusy(forkgate);
+    assert.equal((await slow).status, 200);
+    assert.deepEqual(await forkgate.exited, { code: 0, signal: null });
+    assert.ok(existsSync(socketPath), 'the socket file outlives the old master');
+    assert.equal(await statusPid('http://localhost', { socketPath }), successor);
+    process.kill(successor, 'SIGTERM');
+    await eventually(() => !isAlive(successor), 'the new master to stop');
+  } finally {
+    await forkgate.stop();
+  }
+});
