@@ -1,6 +1,7 @@
 // The admin endpoint (--admin-bind): handed over on USR2, and guarded against what a browser could send it.
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -22,6 +23,19 @@ async function adminUrl(forkgate: Forkgate): Promise<string> {
 
 async function statusPid(url: string, options: RequestOptions = {}): Promise<number> {
   return (JSON.parse((await request(`${url}/status`, options)).body) as { master: { pid: number } }).master.pid;
+}
+
+/** A request as HTTP/1.0 clients send it, without a Host header; resolves with the raw response. */
+function requestWithoutHost(port: number, path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(`GET ${path} HTTP/1.0\r\n\r\n`));
+    let response = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (response += chunk));
+    socket.on('end', () => resolve(response));
+    socket.on('error', reject);
+    socket.setTimeout(15_000, () => socket.destroy(new Error(`no answer to GET ${path}`)));
+  });
 }
 
 /**
@@ -75,3 +89,47 @@ test('USR2 with the admin endpoint on a unix socket: the socket file stays and t
     await forkgate.stop();
   }
 });
+
+test('a Host that is a domain name is refused with 403; IP literals, localhost and no Host are served', async () => {
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', OPS]);
+  try {
+    const admin = await adminUrl(forkgate);
+    const port = Number(new URL(admin).port);
+    const asHost = (host: string, method = 'GET', path = '/status') => request(`${admin}${path}`, { method, headers: { host } });
+    for (const [method, path] of [['GET', '/status'], ['POST', '/workers/+1']] as const) {
+      const refused = await asHost(`forkgate.example:${port}`, method, path);
+      assert.equal(refused.status, 403, `${method} ${path}`);
+      assert.match(JSON.parse(refused.body).error, /^Host 'forkgate\.example:\d+' is not an IP address or localhost/);
+    }
+    for (const host of [`127.0.0.1:${port}`, `[::1]:${port}`, `localhost:${port}`, 'LOCALHOST', '127.0.0.1']) {
+      assert.equal((await asHost(host)).status, 200, host);
+    }
+    assert.match(await requestWithoutHost(port, '/healthz'), /^HTTP\/1\.1 200 /);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+for (const over of ['TCP', 'a unix socket']) {
+  test(`a request from another Origin is refused with 403, the same origin served (over ${over})`, async () => {
+    const socketPath = join(scratch, 'origin.sock');
+    const bind = over === 'TCP' ? '127.0.0.1:0' : `unix:${socketPath}`;
+    const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', bind, OPS]);
+    try {
+      const admin = over === 'TCP' ? await adminUrl(forkgate) : 'http://localhost';
+      const fromOrigin = (origin: string, method = 'GET', path = '/status') =>
+        request(`${admin}${path}`, { method, headers: { origin }, socketPath: over === 'TCP' ? undefined : socketPath });
+      for (const origin of ['http://forkgate.example', admin.replace('http:', 'https:'), 'null']) {
+        for (const [method, path] of [['GET', '/status'], ['POST', '/workers/+1']] as const) {
+          const refused = await fromOrigin(origin, method, path);
+          assert.equal(refused.status, 403, `${method} ${path} from ${origin}`);
+          assert.match(JSON.parse(refused.body).error, /^Origin '.*' is not this endpoint's own/);
+        }
+      }
+      const served = JSON.parse((await fromOrigin(admin)).body) as { target: number };
+      assert.equal(served.target, 1, 'the same origin is served; the refused POSTs changed nothing');
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}
