@@ -1,6 +1,6 @@
 // The admin endpoint (--admin-bind): handed over on USR2, and guarded against what a browser could send it.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -133,3 +133,100 @@ for (const over of ['TCP', 'a unix socket']) {
     }
   });
 }
+
+/** POST an action, with `Authorization: Bearer TOKEN` when a token is given. */
+function act(url: string, path: string, token?: string, options: RequestOptions = {}) {
+  return request(`${url}${path}`, { ...options, method: 'POST', headers: token === undefined ? {} : { authorization: `Bearer ${token}` } });
+}
+
+async function target(url: string, options: RequestOptions = {}): Promise<number> {
+  return (JSON.parse((await request(`${url}/status`, options)).body) as { target: number }).target;
+}
+
+test('over TCP without --admin-token-file, actions are refused with 403 naming it, and GETs stay open', async () => {
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', OPS]);
+  try {
+    const admin = await adminUrl(forkgate);
+    for (const path of ['/workers/+1', '/workers/-1', '/reload']) {
+      const refused = await act(admin, path);
+      assert.equal(refused.status, 403, path);
+      assert.match(JSON.parse(refused.body).error, /--admin-token-file/);
+    }
+    for (const path of ['/healthz', '/readyz', '/status']) assert.equal((await request(`${admin}${path}`)).status, 200, path);
+    assert.equal(await target(admin), 1);
+    assert.equal(forkgate.count(/Handling signal/), 0, 'no action was taken');
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('with --admin-token-file, an action without the bearer token or with a wrong one is refused with 401', async () => {
+  const tokenFile = join(scratch, 'refused.token');
+  writeFileSync(tokenFile, 'the-right-token\n');
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', '--admin-token-file', tokenFile, OPS]);
+  try {
+    const admin = await adminUrl(forkgate);
+    for (const token of [undefined, 'a-wrong-token', 'the-right-toke', 'the-right-token-and-more']) {
+      const refused = await act(admin, '/workers/+1', token);
+      assert.equal(refused.status, 401, `token ${token}`);
+      assert.equal(refused.headers['www-authenticate'], 'Bearer');
+    }
+    assert.equal(await target(admin), 1);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('with --admin-token-file, an action with the bearer token is accepted (202) and done; a new token in the file replaces it', async () => {
+  const tokenFile = join(scratch, 'rotated.token');
+  writeFileSync(tokenFile, '  first-token \n');
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', '--admin-token-file', tokenFile, OPS]);
+  try {
+    const admin = await adminUrl(forkgate);
+    assert.equal((await act(admin, '/workers/+1', 'first-token')).status, 202);
+    await eventually(() => forkgate.workerPids().length === 2, '2 workers');
+    assert.equal(await target(admin), 2);
+
+    writeFileSync(tokenFile, 'second-token\n');
+    assert.equal((await act(admin, '/workers/-1', 'first-token')).status, 401, 'the old token is refused once the file changed');
+    assert.equal((await act(admin, '/workers/-1', 'second-token')).status, 202);
+    await eventually(() => forkgate.workerPids().length === 1, '1 worker');
+    assert.equal(await target(admin), 1);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('over a unix socket with --admin-token-file, actions need the bearer token too', async () => {
+  const tokenFile = join(scratch, 'unix.token');
+  const socketPath = join(scratch, 'token.sock');
+  writeFileSync(tokenFile, 'unix-token\n');
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, '--admin-token-file', tokenFile, OPS]);
+  try {
+    const admin = 'http://localhost';
+    assert.equal((await act(admin, '/workers/+1', undefined, { socketPath })).status, 401);
+    assert.equal((await act(admin, '/workers/+1', 'unix-token', { socketPath })).status, 202);
+    await eventually(() => forkgate.workerPids().length === 2, '2 workers');
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('an unreadable or empty --admin-token-file stops the start: exit 2, one line naming it', async () => {
+  const empty = join(scratch, 'empty.token');
+  writeFileSync(empty, ' \n');
+  for (const tokenFile of [join(scratch, 'missing.token'), empty, scratch]) {
+    const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', '--admin-token-file', tokenFile, OPS], { waitReady: false });
+    try {
+      await eventually(() => forkgate.process.exitCode !== null, `forkgate to exit at once (--admin-token-file ${tokenFile})`);
+      assert.equal(forkgate.process.exitCode, 2, forkgate.output);
+      const lines = forkgate.output.split('\n').filter((line) => line.includes('--admin-token-file'));
+      assert.equal(lines.length, 1, forkgate.output);
+      assert.match(lines[0]!, new RegExp(`^\\[ERROR\\] .*--admin-token-file: .*${tokenFile.replaceAll('.', '\\.')}`));
+      assert.doesNotMatch(forkgate.output, /^\s+at /m, 'no stack trace');
+      assert.doesNotMatch(forkgate.output, /Listening at/, 'nothing was bound');
+    } finally {
+      await forkgate.stop();
+    }
+  }
+});

@@ -15,7 +15,7 @@ import type { Logger } from '../log/logger.ts';
 import { VERSION } from '../version.ts';
 import { loadAppOnce } from '../worker/unit-runner.ts';
 import { createBalancer, type Balancer } from './balance/index.ts';
-import { AdminEndpoint, type AdminActions, type PoolStatus } from './admin.ts';
+import { AdminEndpoint, readAdminToken, type AdminActions, type PoolStatus } from './admin.ts';
 import { handOverLogFile, resolveIdentity, type WorkerIdentity } from './privileges.ts';
 import { Reloader } from './reloader.ts';
 import { captureBlockedStack } from './stack-dump.ts';
@@ -116,6 +116,8 @@ export class Arbiter {
     try {
       this.identity = resolveIdentity(settings.user, settings.group);
       if (this.identity) for (const file of [settings.accessLogfile, settings.errorLogfile]) handOverLogFile(file, this.identity);
+      // A token file that cannot serve fails the start, not the first action.
+      if (settings.adminTokenFile) readAdminToken(settings.adminTokenFile);
     } catch (error) {
       logger.error((error as Error).message);
       return ExitCode.usage;
@@ -138,7 +140,7 @@ export class Arbiter {
     const adminBind = inheritedAdmin?.address ?? settings.adminBind;
     if (adminBind) {
       try {
-        this.admin = await AdminEndpoint.start(adminBind, inheritedAdmin?.fd, this.adminActions());
+        this.admin = await AdminEndpoint.start(adminBind, inheritedAdmin?.fd, settings.adminTokenFile, this.adminActions());
         logger.info(`Admin endpoint at: ${formatBindAddress(this.admin.address)}`);
       } catch (error) {
         logger.error(`Cannot serve the admin endpoint: ${(error as Error).message}`);
