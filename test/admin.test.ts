@@ -230,3 +230,32 @@ test('an unreadable or empty --admin-token-file stops the start: exit 2, one lin
     }
   }
 });
+
+test('TTIN and POST /workers/+1 never take the pool past 4 workers per CPU', async () => {
+  const socketPath = join(scratch, 'cap.sock');
+  // One CPU for the master, as its affinity: the maximum is then 4 workers.
+  const forkgate = await start(['-w', '3', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, OPS], { launcher: ['taskset', '-c', '0'] });
+  try {
+    forkgate.signal('SIGTTIN');
+    await forkgate.waitFor(/Pool size raised to 4/);
+    forkgate.signal('SIGTTIN');
+    await forkgate.waitFor(/Pool size stays at 4, the maximum \(4 × 1 CPU\)/);
+    assert.equal((await act('http://localhost', '/workers/+1', undefined, { socketPath })).status, 202);
+    await forkgate.waitFor(/(Pool size stays at 4, the maximum[^\n]*\n[\s\S]*){2}/);
+    assert.equal(await target('http://localhost', { socketPath }), 4);
+    assert.equal(forkgate.count(/Pool size raised/), 1, forkgate.output);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('with --workers above 4 per CPU, TTIN keeps the pool at --workers', async () => {
+  const forkgate = await start(['-w', '5', '-b', '127.0.0.1:0', OPS], { launcher: ['taskset', '-c', '0'] });
+  try {
+    forkgate.signal('SIGTTIN');
+    await forkgate.waitFor(/Pool size stays at 5, the maximum \(--workers 5\)/);
+    assert.equal(forkgate.count(/Pool size raised/), 0, forkgate.output);
+  } finally {
+    await forkgate.stop();
+  }
+});

@@ -7,6 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { formatBindAddress } from '../config/bind.ts';
+import { effectiveCpuCount } from '../config/cpu.ts';
 import { applyThreads, resolveSettings, type ResolvedSettings, type SettingSources } from '../config/load.ts';
 import { changedSettings, fixedUntilRestart, formatUpstream, type Settings } from '../config/settings.ts';
 import { ExitCode } from '../errors.ts';
@@ -44,6 +45,8 @@ const BACKOFF_START_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
 const STABLE_MS = 10_000;
 const RESET_MS = 60_000;
+/** TTIN (and POST /workers/+1) stop at the larger of --workers and this many per CPU: no runaway fork. */
+const MAX_WORKERS_PER_CPU = 4;
 
 interface WorkerExit {
   readonly worker: WorkerHandle;
@@ -220,6 +223,13 @@ export class Arbiter {
 
   private resize(signal: 'SIGTTIN' | 'SIGTTOU'): void {
     if (signal === 'SIGTTIN') {
+      const { cpus } = effectiveCpuCount();
+      const perCpu = MAX_WORKERS_PER_CPU * cpus;
+      const maximum = Math.max(this.settings.workers, perCpu);
+      if (this.target >= maximum) {
+        const why = maximum > perCpu ? `--workers ${maximum}` : `${MAX_WORKERS_PER_CPU} × ${cpus} ${cpus === 1 ? 'CPU' : 'CPUs'}`;
+        return this.logger.info(`Pool size stays at ${this.target}, the maximum (${why})`);
+      }
       this.setTarget(this.target + 1);
       return this.logger.info(`Pool size raised to ${this.target}`);
     }
