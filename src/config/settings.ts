@@ -414,7 +414,12 @@ export const SETTINGS = [
     name: 'admin-bind', key: 'adminBind', fixedUntilRestart: 'always', meta: 'ADDRESS', section: 'Process',
     default: null as BindAddress | null, validate: singleBind,
     format: (address) => (address ? formatBindAddress(address) : 'null'),
-    doc: 'Serve the admin endpoint here (HOST:PORT or unix:PATH; off by default, keep it on loopback or a unix socket): GET /healthz, /readyz, /status; POST /workers/+1, /workers/-1, /reload.',
+    doc: 'Serve the admin endpoint here (HOST:PORT or unix:PATH; off by default, keep it on loopback or a unix socket): GET /healthz, /readyz, /status; POST /workers/+1, /workers/-1, /reload (over TCP only with --admin-token-file). Requests with a domain name as Host, or from another Origin, are refused.',
+  }),
+  setting({
+    name: 'admin-token-file', key: 'adminTokenFile', fixedUntilRestart: 'always', meta: 'FILE', section: 'Process',
+    default: null as string | null, validate: optionalText,
+    doc: "File holding the admin endpoint's token: its POST actions then need Authorization: Bearer TOKEN, over TCP and unix sockets alike. Without it, actions over TCP are refused (a unix socket's file permissions guard it). Read again on each action, so the token can be rotated without a restart.",
   }),
   setting({
     name: 'pid', key: 'pid', fixedUntilRestart: 'always', short: 'p', meta: 'FILE', section: 'Process',

@@ -1,12 +1,21 @@
 /**
  * The admin endpoint (--admin-bind): what load balancers, orchestrators and operators ask the master.
  * GET /healthz, /readyz, /status; POST /workers/+1, /workers/-1, /reload. Off unless configured; meant
- * for loopback or a unix socket, since it can resize and reload the pool.
+ * for loopback or a unix socket, since it can resize and reload the pool. A browser on the operator's
+ * machine reaches loopback too, so requests only a web page would send are refused: a domain name as
+ * Host (DNS rebinding), an Origin other than the endpoint's own (a cross-site form or fetch). Actions
+ * over TCP need the bearer token in --admin-token-file; over a unix socket the file's permissions
+ * guard them, as they do docker.sock, unless a token is set.
  */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as net from 'node:net';
 import type { BindAddress } from '../config/bind.ts';
+import { SettingError } from '../errors.ts';
 import type { BalancerLoad } from './balance/balancer.ts';
-import { listenOn } from './listen.ts';
+import { listeningFd, listenOn } from './listen.ts';
+import type { AdminSocket } from './upgrade.ts';
 
 export interface WorkerStatus {
   pid: number;
@@ -50,29 +59,150 @@ const ACTIONS: Record<string, 'SIGTTIN' | 'SIGTTOU' | 'SIGHUP'> = {
   '/reload': 'SIGHUP',
 };
 
-export async function startAdmin(address: BindAddress, actions: AdminActions): Promise<http.Server> {
-  const server = http.createServer((req, res) => {
-    const reply = (status: number, body: unknown) => {
-      res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-      res.end(`${JSON.stringify(body)}\n`);
-    };
-    const path = new URL(req.url ?? '/', 'http://admin').pathname;
-    if (req.method === 'POST' && path in ACTIONS) {
-      actions.signal(ACTIONS[path]!);
-      return reply(202, { accepted: path });
+/** What decides who may ask: over TCP a browser can, and actions need the token in --admin-token-file. */
+interface Guard {
+  readonly overTcp: boolean;
+  readonly tokenFile: string | null;
+}
+
+export class AdminEndpoint {
+  /** Where clients reach it: the port chosen for HOST:0; after USR2, the address the first master bound. */
+  readonly address: BindAddress;
+  private readonly server: http.Server;
+
+  private constructor(server: http.Server, address: BindAddress) {
+    this.server = server;
+    this.address = address;
+  }
+
+  /**
+   * Listens on `address`, or, in a USR2 successor, on the descriptor its predecessor handed over.
+   * tokenFile: --admin-token-file, read on each action so that the token can be rotated.
+   */
+  static async start(address: BindAddress, inheritedFd: number | undefined, tokenFile: string | null, actions: AdminActions): Promise<AdminEndpoint> {
+    const guard: Guard = { overTcp: address.kind === 'tcp', tokenFile };
+    const server = http.createServer((req, res) => handle(req, res, guard, actions));
+    await listenOn(server, inheritedFd === undefined ? address : { kind: 'fd', fd: inheritedFd });
+    const bound = server.address();
+    const reachable: BindAddress = bound && typeof bound === 'object' ? { kind: 'tcp', host: bound.address, port: bound.port } : address;
+    return new AdminEndpoint(server, reachable);
+  }
+
+  /** The listening socket, for a USR2 successor to inherit. */
+  socket(): AdminSocket {
+    return { fd: listeningFd(this.server), address: this.address };
+  }
+
+  close(): void {
+    this.server.close();
+  }
+
+  /** Stops serving here: a USR2 successor serves on its copy of the socket. */
+  handOver(): void {
+    const boundPath = this.server.address();
+    if (typeof boundPath !== 'string') return this.close();
+    // Closing a unix socket this process bound removes its file (libuv unlinks it), which the successor's
+    // copy answers on: a second name for the socket outlives the close and takes the first one's place.
+    const spare = `${boundPath}.${process.pid}`;
+    try {
+      fs.linkSync(boundPath, spare);
+    } finally {
+      this.close();
     }
-    if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, { error: `${req.method} ${path} is not allowed` });
-    switch (path) {
-      case '/healthz':
-        return actions.healthy() ? reply(200, { status: 'ok' }) : reply(503, { status: 'no worker is serving' });
-      case '/readyz':
-        return actions.ready() ? reply(200, { status: 'ready' }) : reply(503, { status: 'not ready' });
-      case '/status':
-        return reply(200, actions.status());
-      default:
-        return reply(404, { error: `no ${path}; try /healthz, /readyz, /status` });
-    }
-  });
-  await listenOn(server, address);
-  return server;
+    fs.renameSync(spare, boundPath);
+  }
+}
+
+function handle(req: http.IncomingMessage, res: http.ServerResponse, guard: Guard, actions: AdminActions): void {
+  const reply = (status: number, body: unknown, headers: http.OutgoingHttpHeaders = {}) => {
+    res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers });
+    res.end(`${JSON.stringify(body)}\n`);
+  };
+  const refused = browserRefusal(req, guard.overTcp);
+  if (refused) return reply(403, { error: refused });
+  const path = new URL(req.url ?? '/', 'http://admin').pathname;
+  if (req.method === 'POST' && path in ACTIONS) {
+    const denied = actionRefusal(req, guard);
+    if (denied) return reply(denied.status, { error: denied.error }, denied.status === 401 ? { 'www-authenticate': 'Bearer' } : {});
+    actions.signal(ACTIONS[path]!);
+    return reply(202, { accepted: path });
+  }
+  if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, { error: `${req.method} ${path} is not allowed` });
+  switch (path) {
+    case '/healthz':
+      return actions.healthy() ? reply(200, { status: 'ok' }) : reply(503, { status: 'no worker is serving' });
+    case '/readyz':
+      return actions.ready() ? reply(200, { status: 'ready' }) : reply(503, { status: 'not ready' });
+    case '/status':
+      return reply(200, actions.status());
+    default:
+      return reply(404, { error: `no ${path}; try /healthz, /readyz, /status` });
+  }
+}
+
+/** Why a request that only a web page would send is refused, or null. */
+function browserRefusal(req: http.IncomingMessage, overTcp: boolean): string | null {
+  const { host, origin } = req.headers;
+  // A DNS-rebinding page names its own domain; no browser reaches a unix socket; HTTP/1.0 sends no Host.
+  if (overTcp && host !== undefined && !isLocalHost(host)) {
+    return `Host '${host}' is not an IP address or localhost: the admin endpoint refuses domain names (DNS rebinding)`;
+  }
+  if (origin !== undefined && !sameOrigin(origin, host)) {
+    return `Origin '${origin}' is not this endpoint's own: the admin endpoint refuses cross-site requests`;
+  }
+  return null;
+}
+
+/** HOST[:PORT] where HOST is an IP literal ([::1] for IPv6) or localhost. */
+function isLocalHost(host: string): boolean {
+  const match = /^(?:\[([^\]]+)\]|([^:]+))(?::\d+)?$/.exec(host);
+  const name = match?.[1] ?? match?.[2];
+  return name !== undefined && (name.toLowerCase() === 'localhost' || net.isIP(name) !== 0);
+}
+
+/** Browsers send Origin on cross-site POSTs; the endpoint's own origin is http:// and its Host. */
+function sameOrigin(origin: string, host: string | undefined): boolean {
+  if (host === undefined) return false;
+  try {
+    const url = new URL(origin);
+    return url.protocol === 'http:' && url.host === new URL(`http://${host}`).host;
+  } catch {
+    return false;
+  }
+}
+
+/** Why an action is not done, or null: it needs the token in --admin-token-file, or over TCP the file. */
+function actionRefusal(req: http.IncomingMessage, guard: Guard): { status: 401 | 403 | 500; error: string } | null {
+  if (guard.tokenFile === null) {
+    return guard.overTcp ? { status: 403, error: 'actions over TCP need a token: start forkgate with --admin-token-file' } : null;
+  }
+  let token: string;
+  try {
+    token = readAdminToken(guard.tokenFile);
+  } catch (error) {
+    return { status: 500, error: (error as Error).message };
+  }
+  const given = /^Bearer +(.+?) *$/i.exec(req.headers.authorization ?? '')?.[1];
+  if (given === undefined) return { status: 401, error: 'actions need Authorization: Bearer TOKEN, with the token in --admin-token-file' };
+  if (!sameSecret(given, token)) return { status: 401, error: 'the bearer token is not the one in --admin-token-file' };
+  return null;
+}
+
+/** Digests of equal length, so the time the comparison takes tells nothing of the token, its length included. */
+function sameSecret(given: string, token: string): boolean {
+  const digest = (text: string) => createHash('sha256').update(text).digest();
+  return timingSafeEqual(digest(given), digest(token));
+}
+
+/** The token in --admin-token-file, trimmed; a file that cannot be read or holds none is a bad setting. */
+export function readAdminToken(file: string): string {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new SettingError(`--admin-token-file: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
+  const token = text.trim();
+  if (token === '') throw new SettingError(`--admin-token-file: ${file} is empty`);
+  return token;
 }

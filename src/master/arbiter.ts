@@ -7,6 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { formatBindAddress } from '../config/bind.ts';
+import { effectiveCpuCount } from '../config/cpu.ts';
 import { connectionBudget, openFileLimit } from '../config/descriptors.ts';
 import { applyThreads, resolveSettings, type ResolvedSettings, type SettingSources } from '../config/load.ts';
 import { changedSettings, fixedUntilRestart, formatUpstream, type Settings } from '../config/settings.ts';
@@ -17,12 +18,11 @@ import { VERSION } from '../version.ts';
 import { loadAppOnce } from '../worker/unit-runner.ts';
 import { workerClassFor } from '../worker/classes/index.ts';
 import { createBalancer, type Balancer } from './balance/index.ts';
-import type { Server } from 'node:http';
-import { startAdmin, type AdminActions, type PoolStatus } from './admin.ts';
+import { AdminEndpoint, readAdminToken, type AdminActions, type PoolStatus } from './admin.ts';
 import { handOverLogFile, resolveIdentity, type WorkerIdentity } from './privileges.ts';
 import { Reloader } from './reloader.ts';
 import { captureBlockedStack } from './stack-dump.ts';
-import { inheritanceFrom, notifyPredecessor, startSuccessor, type UpgradedMessage } from './upgrade.ts';
+import { inheritanceFrom, notifyPredecessor, startSuccessor, type Inheritance, type UpgradedMessage } from './upgrade.ts';
 import { runHook, type HookName, type Hooks, type MasterInfo, type WorkerInfo } from '../hooks.ts';
 import { workerArgv } from './worker-argv.ts';
 import { processTitle } from '../process-title.ts';
@@ -47,6 +47,8 @@ const QUICK_STOP_MS = 1000;
 const BACKOFF_START_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
 const RESET_MS = 60_000;
+/** TTIN (and POST /workers/+1) stop at the larger of --workers and this many per CPU: no runaway fork. */
+const MAX_WORKERS_PER_CPU = 4;
 
 interface WorkerExit {
   readonly worker: WorkerHandle;
@@ -59,6 +61,8 @@ export class Arbiter {
   private settings: Settings;
   private readonly logger: Logger;
   private readonly balancer: Balancer;
+  /** Set in a USR2 successor: the sockets its predecessor handed over. */
+  private readonly inherited: Inheritance | null;
   /** --upstream: the proxy fronts other servers and there is no pool to keep (fixed until a restart). */
   private readonly frontsUpstreams: boolean;
   private readonly workers = new Set<WorkerHandle>();
@@ -82,7 +86,7 @@ export class Arbiter {
   private lastExit: { pid: number; reason: string } | null = null;
   private ticker: NodeJS.Timeout | null = null;
   private identity: WorkerIdentity | null = null;
-  private admin: Server | null = null;
+  private admin: AdminEndpoint | null = null;
   /** From TERM on: /readyz answers 503 (during --shutdown-delay the pool still serves). */
   private leaving = false;
   private readonly startedAt = Date.now();
@@ -98,7 +102,8 @@ export class Arbiter {
     this.logger = logger;
     this.frontsUpstreams = resolved.settings.upstream.length > 0;
     this.target = this.frontsUpstreams ? 0 : resolved.settings.workers;
-    this.balancer = createBalancer(resolved.settings, logger, inheritanceFrom(sources.env));
+    this.inherited = inheritanceFrom(sources.env);
+    this.balancer = createBalancer(resolved.settings, logger, this.inherited);
     if (resolved.workersReason) logger.debug(resolved.workersReason);
   }
 
@@ -116,6 +121,8 @@ export class Arbiter {
     try {
       this.identity = resolveIdentity(settings.user, settings.group);
       if (this.identity) for (const file of [settings.accessLogfile, settings.errorLogfile]) handOverLogFile(file, this.identity);
+      // A token file that cannot serve fails the start, not the first action.
+      if (settings.adminTokenFile) readAdminToken(settings.adminTokenFile);
     } catch (error) {
       logger.error((error as Error).message);
       return ExitCode.usage;
@@ -135,10 +142,13 @@ export class Arbiter {
     else logger.info(`Using worker class ${settings.workerClass}, balance ${balanceName(this.balancer)}`);
     const shortfall = descriptorShortfall(settings, this.balancer.mode === 'proxy', this.target);
     if (shortfall) logger.warning(shortfall);
-    if (settings.adminBind) {
+    // A USR2 successor serves on its predecessor's admin socket, whatever --admin-bind says now.
+    const inheritedAdmin = this.inherited?.admin;
+    const adminBind = inheritedAdmin?.address ?? settings.adminBind;
+    if (adminBind) {
       try {
-        this.admin = await startAdmin(settings.adminBind, this.adminActions());
-        logger.info(`Admin endpoint at: ${formatBindAddress(settings.adminBind)}`);
+        this.admin = await AdminEndpoint.start(adminBind, inheritedAdmin?.fd, settings.adminTokenFile, this.adminActions());
+        logger.info(`Admin endpoint at: ${formatBindAddress(this.admin.address)}`);
       } catch (error) {
         logger.error(`Cannot serve the admin endpoint: ${(error as Error).message}`);
         await this.balancer.close('quick');
@@ -217,6 +227,13 @@ export class Arbiter {
 
   private resize(signal: 'SIGTTIN' | 'SIGTTOU'): void {
     if (signal === 'SIGTTIN') {
+      const { cpus } = effectiveCpuCount();
+      const perCpu = MAX_WORKERS_PER_CPU * cpus;
+      const maximum = Math.max(this.settings.workers, perCpu);
+      if (this.target >= maximum) {
+        const why = maximum > perCpu ? `--workers ${maximum}` : `${MAX_WORKERS_PER_CPU} × ${cpus} ${cpus === 1 ? 'CPU' : 'CPUs'}`;
+        return this.logger.info(`Pool size stays at ${this.target}, the maximum (${why})`);
+      }
       this.setTarget(this.target + 1);
       return this.logger.info(`Pool size raised to ${this.target}`);
     }
@@ -521,12 +538,13 @@ export class Arbiter {
     const pidFile = this.settings.pid;
     if (pidFile && fs.existsSync(pidFile)) fs.renameSync(pidFile, `${pidFile}.oldbin`);
     const { inheritance, fds } = this.balancer.inheritance();
-    const successor = startSuccessor(inheritance, fds, this.sources.env);
+    const successor = startSuccessor(inheritance, fds, this.admin?.socket() ?? null, this.sources.env);
     this.successor = successor;
     this.logger.info(`Upgrading: started a new master (pid:${successor.pid})`);
     successor.on('message', (message: UpgradedMessage) => {
       if (message.type !== 'upgraded') return;
       this.logger.info(`New master (pid:${successor.pid}) is serving: this one stops`);
+      this.handOverAdmin();
       this.stop('graceful');
     });
     successor.once('exit', (code, signal) => {
@@ -535,6 +553,17 @@ export class Arbiter {
       if (pidFile && fs.existsSync(`${pidFile}.oldbin`)) fs.renameSync(`${pidFile}.oldbin`, pidFile);
       this.successor = null;
     });
+  }
+
+  /** The new master answers admin requests from now on: this one closes its copy of the socket. */
+  private handOverAdmin(): void {
+    const admin = this.admin;
+    this.admin = null;
+    try {
+      admin?.handOver();
+    } catch (error) {
+      this.logger.warning(`The admin endpoint's socket file could not be kept for the new master: ${(error as Error).message}`);
+    }
   }
 
   private setTarget(workers: number): void {

@@ -22,6 +22,12 @@ export async function listenOn(server: net.Server, address: BindAddress, backlog
   });
 }
 
+/** A listening server's descriptor, for a USR2 successor to inherit. */
+export function listeningFd(server: net.Server): number {
+  // A listening net.Server exposes no public descriptor; its handle's fd is what spawn() can pass on.
+  return (server as unknown as { _handle: { fd: number } })._handle.fd;
+}
+
 /** A socket file left by a crashed run would make listen() fail with EADDRINUSE. */
 function removeStaleSocket(path: string): void {
   try {
@@ -83,8 +89,7 @@ export class MasterListeners {
 
   /** The listening descriptors, for a USR2 successor to inherit. */
   fds(): number[] {
-    // A listening net.Server exposes no public descriptor; its handle's fd is what spawn() can pass on.
-    return this.servers.map((server) => (server as unknown as { _handle: { fd: number } })._handle.fd);
+    return this.servers.map(listeningFd);
   }
 
   /** Stops listening (at once); connections already accepted are the balancer's to finish. */

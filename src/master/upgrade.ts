@@ -2,19 +2,28 @@
  * USR2 binary upgrade. The running master starts a successor (the executable at its path now, so a new
  * binary or new code, with the settings read afresh) and hands it the listening sockets: round-robin
  * listeners as inherited descriptors 3, 4, ..., reuseport addresses by value (the successor's workers
- * simply join the port). Both masters serve until the successor's pool is ready; it then says so over
- * the IPC channel and the old master drains and exits on its own.
+ * simply join the port), and the admin endpoint's socket as the descriptor after those. Both masters
+ * serve until the successor's pool is ready; it then says so over the IPC channel and the old master
+ * drains and exits on its own.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { isSea } from 'node:sea';
+import type { BindAddress } from '../config/bind.ts';
 import type { TcpListenAddress } from '../ipc/messages.ts';
 
 const INHERIT_ENV = 'FORKGATE_INHERIT';
 
-/** What a successor takes over instead of binding its --bind addresses. */
-export type Inheritance =
+/** What a successor takes over instead of binding its --bind (and --admin-bind) addresses. */
+export type Inheritance = (
   | { readonly mode: 'handoff'; readonly fdCount: number }
-  | { readonly mode: 'reuseport'; readonly addresses: readonly TcpListenAddress[] };
+  | { readonly mode: 'reuseport'; readonly addresses: readonly TcpListenAddress[] }
+) & { readonly admin?: AdminSocket };
+
+/** The admin endpoint's listening socket: its descriptor, and the address the first master bound. */
+export interface AdminSocket {
+  readonly fd: number;
+  readonly address: BindAddress;
+}
 
 /** The successor's message to the master that started it. */
 export interface UpgradedMessage {
@@ -26,12 +35,13 @@ export function inheritanceFrom(env: NodeJS.ProcessEnv): Inheritance | null {
   return text ? (JSON.parse(text) as Inheritance) : null;
 }
 
-export function startSuccessor(inheritance: Inheritance, fds: readonly number[], env: NodeJS.ProcessEnv): ChildProcess {
+export function startSuccessor(inheritance: Inheritance, fds: readonly number[], admin: AdminSocket | null, env: NodeJS.ProcessEnv): ChildProcess {
   const args = isSea() ? process.argv.slice(2) : [...process.execArgv, ...process.argv.slice(1)];
+  // Listening descriptors land on 3, 4, ..., the admin endpoint's next; the IPC channel comes after them.
+  const handed: Inheritance = admin ? { ...inheritance, admin: { fd: 3 + fds.length, address: admin.address } } : inheritance;
   return spawn(process.execPath, args, {
-    // Listening descriptors land on 3, 4, ...; the IPC channel comes after them.
-    stdio: ['ignore', 'inherit', 'inherit', ...fds, 'ipc'],
-    env: { ...env, [INHERIT_ENV]: JSON.stringify(inheritance) },
+    stdio: ['ignore', 'inherit', 'inherit', ...fds, ...(admin ? [admin.fd] : []), 'ipc'],
+    env: { ...env, [INHERIT_ENV]: JSON.stringify(handed) },
   });
 }
 

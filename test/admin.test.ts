@@ -1,0 +1,261 @@
+// The admin endpoint (--admin-bind): handed over on USR2, and guarded against what a browser could send it.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { eventually, FIXTURES, isAlive, request, start, startRequest, type Forkgate, type RequestOptions } from './helpers/forkgate.ts';
+
+const OPS = `${FIXTURES}ops.cjs`;
+const scratch = mkdtempSync(join(tmpdir(), 'forkgate-admin-'));
+const successors: number[] = [];
+after(() => {
+  for (const pid of successors) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+/** The admin endpoint's URL from the master's log, with the port it bound for 127.0.0.1:0. */
+async function adminUrl(forkgate: Forkgate): Promise<string> {
+  const [, address] = (await forkgate.waitFor(/Admin endpoint at: (\S+)/)) as [string, string];
+  return `http://${address}`;
+}
+
+async function statusPid(url: string, options: RequestOptions = {}): Promise<number> {
+  return (JSON.parse((await request(`${url}/status`, options)).body) as { master: { pid: number } }).master.pid;
+}
+
+/** A request as HTTP/1.0 clients send it, without a Host header; resolves with the raw response. */
+function requestWithoutHost(port: number, path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(`GET ${path} HTTP/1.0\r\n\r\n`));
+    let response = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (response += chunk));
+    socket.on('end', () => resolve(response));
+    socket.on('error', reject);
+    socket.setTimeout(15_000, () => socket.destroy(new Error(`no answer to GET ${path}`)));
+  });
+}
+
+/**
+ * USR2 while a slow request keeps the old master draining; returns the new master's pid once the old
+ * one has said it stops (it is still alive then, finishing the slow request).
+ */
+async function upgradeWhileBusy(forkgate: Forkgate): Promise<{ successor: number; slow: Promise<{ status: number }> }> {
+  const slow = startRequest(`${forkgate.url}/slow?ms=3000`);
+  await slow.headers;
+  forkgate.signal('SIGUSR2');
+  const [, pid] = (await forkgate.waitFor(/Upgrading: started a new master \(pid:(\d+)\)/)) as [string, string];
+  const successor = Number(pid);
+  successors.push(successor);
+  await forkgate.waitFor(new RegExp(`New master \\(pid:${successor}\\) is serving: this one stops`));
+  return { successor, slow: slow.reply };
+}
+
+for (const balance of ['round-robin', 'reuseport', 'proxy']) {
+  test(`USR2 with the admin endpoint on TCP: the new master answers on the same port, the old one no more (${balance})`, async () => {
+    const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', OPS]);
+    try {
+      const admin = await adminUrl(forkgate);
+      assert.equal(await statusPid(admin), forkgate.pid);
+      const { successor, slow } = await upgradeWhileBusy(forkgate);
+      assert.ok(isAlive(forkgate.pid), 'the old master still drains');
+      for (let i = 0; i < 10; i++) assert.equal(await statusPid(admin), successor, 'only the new master answers');
+      assert.equal((await slow).status, 200);
+      assert.deepEqual(await forkgate.exited, { code: 0, signal: null });
+      assert.equal(await statusPid(admin), successor);
+      assert.match(forkgate.output, new RegExp(`\\[${successor}\\] Admin endpoint at: ${admin.slice('http://'.length)}`));
+      process.kill(successor, 'SIGTERM');
+      await eventually(() => !isAlive(successor), 'the new master to stop');
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}
+
+test('USR2 with the admin endpoint on a unix socket: the socket file stays and the new master answers on it', async () => {
+  const socketPath = join(scratch, 'upgrade.sock');
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, OPS]);
+  try {
+    const { successor, slow } = await upgradeWhileBusy(forkgate);
+    assert.equal((await slow).status, 200);
+    assert.deepEqual(await forkgate.exited, { code: 0, signal: null });
+    assert.ok(existsSync(socketPath), 'the socket file outlives the old master');
+    assert.equal(await statusPid('http://localhost', { socketPath }), successor);
+    process.kill(successor, 'SIGTERM');
+    await eventually(() => !isAlive(successor), 'the new master to stop');
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('a Host that is a domain name is refused with 403; IP literals, localhost and no Host are served', async () => {
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', OPS]);
+  try {
+    const admin = await adminUrl(forkgate);
+    const port = Number(new URL(admin).port);
+    const asHost = (host: string, method = 'GET', path = '/status') => request(`${admin}${path}`, { method, headers: { host } });
+    for (const [method, path] of [['GET', '/status'], ['POST', '/workers/+1']] as const) {
+      const refused = await asHost(`forkgate.example:${port}`, method, path);
+      assert.equal(refused.status, 403, `${method} ${path}`);
+      assert.match(JSON.parse(refused.body).error, /^Host 'forkgate\.example:\d+' is not an IP address or localhost/);
+    }
+    for (const host of [`127.0.0.1:${port}`, `[::1]:${port}`, `localhost:${port}`, 'LOCALHOST', '127.0.0.1']) {
+      assert.equal((await asHost(host)).status, 200, host);
+    }
+    assert.match(await requestWithoutHost(port, '/healthz'), /^HTTP\/1\.1 200 /);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+for (const over of ['TCP', 'a unix socket']) {
+  test(`a request from another Origin is refused with 403, the same origin served (over ${over})`, async () => {
+    const socketPath = join(scratch, 'origin.sock');
+    const bind = over === 'TCP' ? '127.0.0.1:0' : `unix:${socketPath}`;
+    const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', bind, OPS]);
+    try {
+      const admin = over === 'TCP' ? await adminUrl(forkgate) : 'http://localhost';
+      const fromOrigin = (origin: string, method = 'GET', path = '/status') =>
+        request(`${admin}${path}`, { method, headers: { origin }, socketPath: over === 'TCP' ? undefined : socketPath });
+      for (const origin of ['http://forkgate.example', admin.replace('http:', 'https:'), 'null']) {
+        for (const [method, path] of [['GET', '/status'], ['POST', '/workers/+1']] as const) {
+          const refused = await fromOrigin(origin, method, path);
+          assert.equal(refused.status, 403, `${method} ${path} from ${origin}`);
+          assert.match(JSON.parse(refused.body).error, /^Origin '.*' is not this endpoint's own/);
+        }
+      }
+      const served = JSON.parse((await fromOrigin(admin)).body) as { target: number };
+      assert.equal(served.target, 1, 'the same origin is served; the refused POSTs changed nothing');
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}
+
+/** POST an action, with `Authorization: Bearer TOKEN` when a token is given. */
+function act(url: string, path: string, token?: string, options: RequestOptions = {}) {
+  return request(`${url}${path}`, { ...options, method: 'POST', headers: token === undefined ? {} : { authorization: `Bearer ${token}` } });
+}
+
+async function target(url: string, options: RequestOptions = {}): Promise<number> {
+  return (JSON.parse((await request(`${url}/status`, options)).body) as { target: number }).target;
+}
+
+test('over TCP without --admin-token-file, actions are refused with 403 naming it, and GETs stay open', async () => {
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', OPS]);
+  try {
+    const admin = await adminUrl(forkgate);
+    for (const path of ['/workers/+1', '/workers/-1', '/reload']) {
+      const refused = await act(admin, path);
+      assert.equal(refused.status, 403, path);
+      assert.match(JSON.parse(refused.body).error, /--admin-token-file/);
+    }
+    for (const path of ['/healthz', '/readyz', '/status']) assert.equal((await request(`${admin}${path}`)).status, 200, path);
+    assert.equal(await target(admin), 1);
+    assert.equal(forkgate.count(/Handling signal/), 0, 'no action was taken');
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('with --admin-token-file, an action without the bearer token or with a wrong one is refused with 401', async () => {
+  const tokenFile = join(scratch, 'refused.token');
+  writeFileSync(tokenFile, 'the-right-token\n');
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', '--admin-token-file', tokenFile, OPS]);
+  try {
+    const admin = await adminUrl(forkgate);
+    for (const token of [undefined, 'a-wrong-token', 'the-right-toke', 'the-right-token-and-more']) {
+      const refused = await act(admin, '/workers/+1', token);
+      assert.equal(refused.status, 401, `token ${token}`);
+      assert.equal(refused.headers['www-authenticate'], 'Bearer');
+    }
+    assert.equal(await target(admin), 1);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('with --admin-token-file, an action with the bearer token is accepted (202) and done; a new token in the file replaces it', async () => {
+  const tokenFile = join(scratch, 'rotated.token');
+  writeFileSync(tokenFile, '  first-token \n');
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', '--admin-token-file', tokenFile, OPS]);
+  try {
+    const admin = await adminUrl(forkgate);
+    assert.equal((await act(admin, '/workers/+1', 'first-token')).status, 202);
+    await eventually(() => forkgate.workerPids().length === 2, '2 workers');
+    assert.equal(await target(admin), 2);
+
+    writeFileSync(tokenFile, 'second-token\n');
+    assert.equal((await act(admin, '/workers/-1', 'first-token')).status, 401, 'the old token is refused once the file changed');
+    assert.equal((await act(admin, '/workers/-1', 'second-token')).status, 202);
+    await eventually(() => forkgate.workerPids().length === 1, '1 worker');
+    assert.equal(await target(admin), 1);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('over a unix socket with --admin-token-file, actions need the bearer token too', async () => {
+  const tokenFile = join(scratch, 'unix.token');
+  const socketPath = join(scratch, 'token.sock');
+  writeFileSync(tokenFile, 'unix-token\n');
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, '--admin-token-file', tokenFile, OPS]);
+  try {
+    const admin = 'http://localhost';
+    assert.equal((await act(admin, '/workers/+1', undefined, { socketPath })).status, 401);
+    assert.equal((await act(admin, '/workers/+1', 'unix-token', { socketPath })).status, 202);
+    await eventually(() => forkgate.workerPids().length === 2, '2 workers');
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('an unreadable or empty --admin-token-file stops the start: exit 2, one line naming it', async () => {
+  const empty = join(scratch, 'empty.token');
+  writeFileSync(empty, ' \n');
+  for (const tokenFile of [join(scratch, 'missing.token'), empty, scratch]) {
+    const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', '--admin-token-file', tokenFile, OPS], { waitReady: false });
+    try {
+      await eventually(() => forkgate.process.exitCode !== null, `forkgate to exit at once (--admin-token-file ${tokenFile})`);
+      assert.equal(forkgate.process.exitCode, 2, forkgate.output);
+      const lines = forkgate.output.split('\n').filter((line) => line.includes('--admin-token-file'));
+      assert.equal(lines.length, 1, forkgate.output);
+      assert.match(lines[0]!, new RegExp(`^\\[ERROR\\] .*--admin-token-file: .*${tokenFile.replaceAll('.', '\\.')}`));
+      assert.doesNotMatch(forkgate.output, /^\s+at /m, 'no stack trace');
+      assert.doesNotMatch(forkgate.output, /Listening at/, 'nothing was bound');
+    } finally {
+      await forkgate.stop();
+    }
+  }
+});
+
+test('TTIN and POST /workers/+1 never take the pool past 4 workers per CPU', async () => {
+  const socketPath = join(scratch, 'cap.sock');
+  // One CPU for the master, as its affinity: the maximum is then 4 workers.
+  const forkgate = await start(['-w', '3', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, OPS], { launcher: ['taskset', '-c', '0'] });
+  try {
+    forkgate.signal('SIGTTIN');
+    await forkgate.waitFor(/Pool size raised to 4/);
+    forkgate.signal('SIGTTIN');
+    await forkgate.waitFor(/Pool size stays at 4, the maximum \(4 × 1 CPU\)/);
+    assert.equal((await act('http://localhost', '/workers/+1', undefined, { socketPath })).status, 202);
+    await forkgate.waitFor(/(Pool size stays at 4, the maximum[^\n]*\n[\s\S]*){2}/);
+    assert.equal(await target('http://localhost', { socketPath }), 4);
+    assert.equal(forkgate.count(/Pool size raised/), 1, forkgate.output);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('with --workers above 4 per CPU, TTIN keeps the pool at --workers', async () => {
+  const forkgate = await start(['-w', '5', '-b', '127.0.0.1:0', OPS], { launcher: ['taskset', '-c', '0'] });
+  try {
+    forkgate.signal('SIGTTIN');
+    await forkgate.waitFor(/Pool size stays at 5, the maximum \(--workers 5\)/);
+    assert.equal(forkgate.count(/Pool size raised/), 0, forkgate.output);
+  } finally {
+    await forkgate.stop();
+  }
+});
