@@ -78,3 +78,24 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
     }
   });
 }
+
+for (const balance of ['round-robin', 'proxy']) {
+  test(`USR2 on a unix socket: the old master leaves the socket file to the new one, which serves on it (${balance})`, async () => {
+    const socketPath = join(scratch, `app-${balance}.sock`);
+    const app = join(scratch, `unix-${balance}.cjs`);
+    writeFileSync(app, appSource('v1'));
+    const forkgate = await start(['-w', '1', '--balance', balance, '-b', `unix:${socketPath}`, app]);
+    try {
+      writeFileSync(app, appSource('v2'));
+      forkgate.signal('SIGUSR2');
+      const [, successorPid] = (await forkgate.waitFor(/Upgrading: started a new master \(pid:(\d+)\)/)) as [string, string];
+      successors.push(Number(successorPid));
+      assert.deepEqual(await forkgate.exited, { code: 0, signal: null });
+      assert.equal((await request('http://x/', { socketPath })).body, 'v2');
+      process.kill(Number(successorPid), 'SIGTERM');
+      await eventually(() => !isAlive(Number(successorPid)), 'the new master to stop');
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}

@@ -14,7 +14,7 @@ import * as net from 'node:net';
 import type { BindAddress } from '../config/bind.ts';
 import { SettingError } from '../errors.ts';
 import type { BalancerLoad } from './balance/balancer.ts';
-import { listeningFd, listenOn } from './listen.ts';
+import { closeForSuccessor, listeningFd, listenOn } from './listen.ts';
 import type { AdminSocket } from './upgrade.ts';
 
 export interface WorkerStatus {
@@ -99,17 +99,7 @@ export class AdminEndpoint {
 
   /** Stops serving here: a USR2 successor serves on its copy of the socket. */
   handOver(): void {
-    const boundPath = this.server.address();
-    if (typeof boundPath !== 'string') return this.close();
-    // Closing a unix socket this process bound removes its file (libuv unlinks it), which the successor's
-    // copy answers on: a second name for the socket outlives the close and takes the first one's place.
-    const spare = `${boundPath}.${process.pid}`;
-    try {
-      fs.linkSync(boundPath, spare);
-    } finally {
-      this.close();
-    }
-    fs.renameSync(spare, boundPath);
+    closeForSuccessor(this.server);
   }
 }
 

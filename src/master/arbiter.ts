@@ -544,7 +544,7 @@ export class Arbiter {
     successor.on('message', (message: UpgradedMessage) => {
       if (message.type !== 'upgraded') return;
       this.logger.info(`New master (pid:${successor.pid}) is serving: this one stops`);
-      this.handOverAdmin();
+      this.handOverSockets();
       this.stop('graceful');
     });
     successor.once('exit', (code, signal) => {
@@ -555,14 +555,15 @@ export class Arbiter {
     });
   }
 
-  /** The new master answers admin requests from now on: this one closes its copy of the socket. */
-  private handOverAdmin(): void {
+  /** The new master serves from now on: this one closes its copies of the listening sockets. */
+  private handOverSockets(): void {
     const admin = this.admin;
     this.admin = null;
     try {
+      this.balancer.handOver();
       admin?.handOver();
     } catch (error) {
-      this.logger.warning(`The admin endpoint's socket file could not be kept for the new master: ${(error as Error).message}`);
+      this.logger.warning(`A unix socket's file could not be kept for the new master: ${(error as Error).message}`);
     }
   }
 

@@ -28,6 +28,23 @@ export function listeningFd(server: net.Server): number {
   return (server as unknown as { _handle: { fd: number } })._handle.fd;
 }
 
+/**
+ * Closes this process's copy of a listening socket a USR2 successor serves on too. Closing a unix socket
+ * this process bound removes its file (libuv unlinks it), which the successor's copy answers on: a
+ * second name for the socket outlives the close and takes the first one's place.
+ */
+export function closeForSuccessor(server: net.Server): void {
+  const path = server.address();
+  if (typeof path !== 'string') return void server.close();
+  const spare = `${path}.${process.pid}`;
+  try {
+    fs.linkSync(path, spare);
+  } finally {
+    server.close();
+  }
+  fs.renameSync(spare, path);
+}
+
 /** A socket file left by a crashed run would make listen() fail with EADDRINUSE. */
 function removeStaleSocket(path: string): void {
   try {
@@ -93,6 +110,11 @@ export class MasterListeners {
   }
 
   /** Stops listening (at once); connections already accepted are the balancer's to finish. */
+  /** A USR2 successor serves on them now: this master stops listening, leaving unix socket files in place. */
+  handOver(): void {
+    for (const server of this.servers) closeForSuccessor(server);
+  }
+
   close(): void {
     for (const server of this.servers) server.close();
   }

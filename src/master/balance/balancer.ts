@@ -43,6 +43,8 @@ export interface Balancer {
   settingsChanged(settings: Settings): void;
   /** What a USR2 successor takes over, and the listening descriptors it inherits (round-robin). */
   inheritance(): { inheritance: Inheritance; fds: number[] };
+  /** A USR2 successor serves on the listening sockets now: stop listening, leaving unix socket files in place. */
+  handOver(): void;
   /**
    * Stops accepting new connections; resolves once the balancer no longer needs the workers: at once
    * for round-robin and reuseport, once what it accepted is answered for the proxy. quick: drop what

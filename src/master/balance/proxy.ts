@@ -104,6 +104,10 @@ export class ProxyBalancer implements Balancer {
 
   accepted(): void {} // requests, not connections, go to workers
 
+  handOver(): void {
+    this.listeners.handOver();
+  }
+
   inheritance(): { inheritance: Inheritance; fds: number[] } {
     const fds = this.listeners.fds();
     return { inheritance: { mode: 'handoff', fdCount: fds.length }, fds };

@@ -41,6 +41,8 @@ export class ReusePortBalancer implements Balancer {
     return nominalAddress(first && { kind: 'tcp', host: first.host, port: first.port });
   }
 
+  handOver(): void {} // the successor's workers bind the addresses themselves
+
   inheritance(): { inheritance: Inheritance; fds: number[] } {
     return { inheritance: { mode: 'reuseport', addresses: this.addresses }, fds: [] };
   }

@@ -101,6 +101,10 @@ export class RoundRobinBalancer implements Balancer {
   }
   settingsChanged(): void {}
 
+  handOver(): void {
+    this.listeners.handOver();
+  }
+
   inheritance(): { inheritance: Inheritance; fds: number[] } {
     const fds = this.listeners.fds();
     return { inheritance: { mode: 'handoff', fdCount: fds.length }, fds };
