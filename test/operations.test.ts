@@ -28,6 +28,39 @@ test('--max-requests retires a worker after N requests; its replacement is ready
   }
 });
 
+for (const balance of ['round-robin', 'reuseport', 'proxy']) {
+  test(`--max-requests is a bound: a worker at its limit gets nothing more once another serves (${balance})`, async () => {
+    const forkgate = await start(['-w', '2', '--balance', balance, '--max-requests', '20', '-b', '127.0.0.1:0', OPS]);
+    try {
+      // Fast sequential traffic, a new connection per request: who answered each, in order.
+      const answeredBy: string[] = [];
+      for (let i = 0; i < 150; i++) {
+        const reply = await request(`${forkgate.url}/pid`);
+        assert.equal(reply.status, 200);
+        answeredBy.push(reply.body);
+      }
+      assert.ok(new Set(answeredBy).size >= 3, `expected recycling, saw ${[...new Set(answeredBy)]}`);
+      // Once a worker has served 20, it answers again only until a worker below its own limit has
+      // answered: it was the last one serving, and served on until its replacement was ready. With
+      // reuseport the kernel queues connections to it until its retirement has gone to the master and
+      // back (a millisecond or so).
+      const slack = balance === 'reuseport' ? 5 : 0;
+      const served = new Map<string, number>();
+      const spentSince = new Map<string, boolean>(); // a worker at its limit, and whether one below it answered since
+      const late = new Map<string, number>();
+      for (const pid of answeredBy) {
+        served.set(pid, (served.get(pid) ?? 0) + 1);
+        if (spentSince.get(pid)) late.set(pid, (late.get(pid) ?? 0) + 1);
+        if (served.get(pid)! <= 20) for (const other of spentSince.keys()) if (other !== pid) spentSince.set(other, true);
+        if (served.get(pid) === 20) spentSince.set(pid, false);
+      }
+      for (const [pid, count] of late) assert.ok(count <= slack, `worker ${pid} served ${count} past its limit while another served: ${answeredBy.join(' ')}`);
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}
+
 test('a worker whose event loop hangs past --timeout: its stack is logged, then it is killed and replaced', async () => {
   const forkgate = await start(['-w', '1', '--timeout', '2', '-b', '127.0.0.1:0', OPS]);
   try {

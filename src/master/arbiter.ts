@@ -327,11 +327,14 @@ export class Arbiter {
       serving.splice(0, serving.length, ...serving.filter((worker) => worker.state !== 'draining'));
     }
 
-    // Reload and --max-requests: each retiring worker drains once a fresh worker is ready to take its place.
+    // Reload: each retiring worker drains once a fresh worker is ready to take its place. A spent one
+    // (--max-requests) takes nothing more once any fresh worker serves, as Gunicorn's worker stops at
+    // its limit; the last one serving serves on until its replacement is ready.
     const readyFresh = serving.filter((worker) => worker.state === 'ready').length;
     const stillServing = all.filter((worker) => worker.retiring && worker.state !== 'draining');
-    const keep = Math.max(0, this.target - readyFresh);
-    for (const worker of stillServing.slice(0, Math.max(0, stillServing.length - keep))) this.drainWorker(worker);
+    const keepable = readyFresh > 0 ? stillServing.filter((worker) => !worker.spent) : stillServing;
+    const kept = keepable.slice(Math.max(0, keepable.length - (this.target - readyFresh))); // the newest
+    for (const worker of stillServing) if (!kept.includes(worker)) this.drainWorker(worker);
 
     if (!this.poolReadyOnce && readyFresh >= this.target) {
       this.poolReadyOnce = true;
@@ -413,6 +416,7 @@ export class Arbiter {
         if (worker.retiring) return;
         this.logger.info(`Worker (pid:${worker.pid}) ${message.reason}: replacing it`);
         worker.retiring = true;
+        worker.spent = true;
         this.wake();
         return;
     }

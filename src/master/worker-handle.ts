@@ -19,6 +19,8 @@ export class WorkerHandle {
   state: WorkerState = 'booting';
   /** Still serving, but to be drained as soon as a replacement is ready (reload, max-requests). */
   retiring = false;
+  /** Served its --max-requests: drained as soon as any fresh worker serves, not only its replacement. */
+  spent = false;
   lastHeartbeat = Date.now();
   /** Whether any message came yet: the heartbeat timeout applies from then on. */
   heard = false;
