@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { eventually, start } from './helpers/forkgate.ts';
+import { eventually, request, start } from './helpers/forkgate.ts';
 import { keepAliveLoad } from './helpers/load.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-reload-'));
@@ -39,4 +39,52 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
       await forkgate.stop();
     }
   });
+}
+
+for (const balance of ['round-robin', 'reuseport', 'proxy']) {
+  test(`a second HUP while the first generation boots: zero failed requests, fresh connections too (${balance})`, async () => {
+    const app = join(scratch, `twice-${balance}.cjs`);
+    writeFileSync(app, appSource('v1'));
+    const forkgate = await start(['-w', '2', '--balance', balance, '-b', '127.0.0.1:0', app]);
+    try {
+      const keepAlive = keepAliveLoad(`${forkgate.url}/`, { connections: 4, maxMs: 30_000 });
+      const fresh = freshConnectionLoad(`${forkgate.url}/`);
+      await keepAlive.reached(200);
+      writeFileSync(app, appSource('v2'));
+      forkgate.signal('SIGHUP');
+      await forkgate.waitFor(/Reloading: generation 2/);
+      writeFileSync(app, appSource('v3'));
+      forkgate.signal('SIGHUP');
+      await forkgate.waitFor(/Reloading: generation 3/);
+      await eventually(async () => (await request(`${forkgate.url}/`)).body === 'v3' && forkgate.workerPids().length === 2, 'generation 3 alone');
+      const { failures } = await keepAlive.stop();
+      const freshFailures = await fresh.stop();
+      assert.deepEqual([...failures, ...freshFailures], []);
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}
+
+/** Requests on fresh connections, one after another, so accepts happen throughout the reloads. */
+function freshConnectionLoad(url: string) {
+  let running = true;
+  const failures: string[] = [];
+  const done = (async () => {
+    for (let i = 0; running && i < 5000; i++) {
+      try {
+        const reply = await request(url);
+        if (reply.status !== 200) failures.push(`status ${reply.status}`);
+      } catch (error) {
+        failures.push((error as Error).message);
+      }
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await done;
+      return failures;
+    },
+  };
 }

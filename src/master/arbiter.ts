@@ -327,12 +327,13 @@ export class Arbiter {
       serving.splice(0, serving.length, ...serving.filter((worker) => worker.state !== 'draining'));
     }
 
-    // Reload: each retiring worker drains once a fresh worker is ready to take its place. A spent one
-    // (--max-requests) takes nothing more once any fresh worker serves, as Gunicorn's worker stops at
-    // its limit; the last one serving serves on until its replacement is ready.
+    // Reload: each retiring worker drains once a fresh worker is ready to take its place, the ready ones
+    // newest first; one still booting serves nothing (a second HUP came before it was ready) and goes at
+    // once. A spent one (--max-requests) takes nothing more once any fresh worker serves, as Gunicorn's
+    // worker stops at its limit; the last one serving serves on until its replacement is ready.
     const readyFresh = serving.filter((worker) => worker.state === 'ready').length;
     const stillServing = all.filter((worker) => worker.retiring && worker.state !== 'draining');
-    const keepable = readyFresh > 0 ? stillServing.filter((worker) => !worker.spent) : stillServing;
+    const keepable = stillServing.filter((worker) => worker.state === 'ready' && !(worker.spent && readyFresh > 0));
     const kept = keepable.slice(Math.max(0, keepable.length - (this.target - readyFresh))); // the newest
     for (const worker of stillServing) if (!kept.includes(worker)) this.drainWorker(worker);
 
