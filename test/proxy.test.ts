@@ -592,6 +592,21 @@ test('an upgrade the app declines: its answer is relayed and the connection clos
   }
 });
 
+test('an upgrade pipelined behind a request is answered after it, in order', async () => {
+  const forkgate = await start(['-w', '1', ...proxyArgs(`${FIXTURES}ops.cjs`)]);
+  try {
+    const answered = await exchange(forkgate.url, [
+      'GET /slow?ms=100 HTTP/1.1\r\nHost: x\r\n\r\n',
+      'GET /pid HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n',
+    ]);
+    const second = answered.received.indexOf('HTTP/1.1 ', 1);
+    assert.ok(second > answered.received.indexOf('slept 100 ms'), answered.received);
+    assert.ok(second > 0, 'the upgrade was answered too');
+  } finally {
+    await forkgate.stop();
+  }
+});
+
 test('an upgrade request with a body is served as an ordinary request: the body reaches the app, the next client is unaffected', async () => {
   const forkgate = await start(['-w', '1', ...proxyArgs(PROXY)]);
   try {

@@ -110,6 +110,20 @@ export class FrontProxy {
 
   private onUpgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
     socket.on('error', () => {}); // Node has let go of the socket: its errors end only the tunnel
+    this.afterAnswers(socket, () => this.tunnel(req, socket, head));
+  }
+
+  /** Runs once the requests pipelined before an upgrade are answered: their answers come first. */
+  private afterAnswers(socket: net.Socket, then: () => void): void {
+    // The response Node is writing on the connection; the next pipelined one follows it there.
+    const answering = (socket as net.Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    if (!answering) return then();
+    answering.once('close', () => {
+      if (!socket.destroyed) this.afterAnswers(socket, then);
+    });
+  }
+
+  private tunnel(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
     const cancel = this.dispatcher.acquire(
       (backend) =>
         openTunnel(backend, req, socket, head, (error) => {
