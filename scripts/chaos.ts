@@ -13,7 +13,9 @@
  * needs 1. Faults: see FAULTS in scripts/chaos/faults.ts (npm run chaos -- --help lists them).
  *
  * The run fails (exit 1) if a master ever dies, if the pool is not full again within 15 s of the fault,
- * if a fault's own check fails (a poison request that reached two units, an EMFILE client cut off with
+ * if no worker is ready for 2 s or more while a fault takes down one unit at a time (kill-all and
+ * kill-repeat excepted), if a worker exits unexpectedly under a fault that takes none down, if a fault's
+ * own check fails (a poison request that reached two units, an EMFILE client cut off with
  * no answer, a fuzz case answered 5xx or followed by a client that did not get exactly its own answer,
  * a new client not served promptly beside idle connections), or if a request failed that the fault does
  * not excuse. The rule, conservative because the harness cannot see inside forkgate:
@@ -44,6 +46,8 @@ import { PoolWatch } from './chaos/watch.ts';
 
 /** The pool must be full again this long after the fault's last action. */
 const FULL_POOL_BOUND_MS = 15_000;
+/** Longest a fault that takes down one unit at a time may leave no worker ready. */
+const EMPTY_POOL_LIMIT_MS = 2000;
 /** --quick: what npm test runs, one known weak spot of each kind, bounded well under a minute. */
 const QUICK: readonly [Mode, string][] = [
   ['round-robin', 'kill-repeat'],
@@ -175,6 +179,10 @@ async function runOne(mode: Mode, fault: Fault, options: Options, env: NodeJS.Pr
     const fullAt = await watch.fullAfter(Date.now(), Math.max(0, context.lastAction + FULL_POOL_BOUND_MS - Date.now()));
     row.timeToFullMs = fullAt === null ? null : fullAt - context.lastAction;
     row.dipped = watch.dippedSince(faultStart);
+    // Taking down one unit at a time must not stop the pool: a replacement boots in well under a second here.
+    const empty = watch.longestEmpty(faultStart);
+    if (empty >= EMPTY_POOL_LIMIT_MS && !fault.mayEmptyPool) context.problems.push(`the pool stopped serving: no worker ready for ${(empty / 1000).toFixed(1)} s`);
+    else if (empty >= 1000) context.notes.push(`no worker ready for ${(empty / 1000).toFixed(1)} s`);
     if (fullAt === null) context.problems.push(`the pool was not full again within ${FULL_POOL_BOUND_MS / 1000} s`);
     // The pool goes on serving: more answers to the load, and a new client served.
     if (load) {

@@ -62,6 +62,8 @@ export interface Fault {
   readonly load: boolean;
   /** The fault takes units down (kills, crashes, hangs); any other fault must not make one exit unexpectedly. */
   readonly takesDownUnits?: boolean;
+  /** The fault may take every worker down at once: the pool may stand empty until they are replaced. */
+  readonly mayEmptyPool?: boolean;
   /** How long the load's requests may wait for an answer (default REQUEST_TIMEOUT_MS). */
   readonly requestTimeoutMs?: number;
   run(context: FaultContext): Promise<void>;
@@ -179,6 +181,7 @@ const killAll: Fault = {
   summary: 'SIGKILL every worker at once under load',
   load: true,
   takesDownUnits: true,
+  mayEmptyPool: true,
   async run(context) {
     const pids = await readyWorkers(context);
     if (pids.length === 0) return void context.problems.push('no ready worker to kill');
@@ -191,6 +194,7 @@ const killRepeat: Fault = {
   summary: 'SIGKILL one worker every 500 ms, 5 times, under load',
   load: true,
   takesDownUnits: true,
+  mayEmptyPool: true,
   async run(context) {
     const killed = new Set<number>();
     await every(5, 500, async () => {
@@ -412,6 +416,9 @@ const signals: Fault = {
   summary: 'HUP TTIN TTOU HUP USR2 within 100 ms: a reload, a resize and a new master at once',
   load: true,
   requestTimeoutMs: UNHURT_TIMEOUT_MS,
+  // The new master takes the admin socket while its workers boot and the old master's still serve:
+  // /status shows one master's pool, so an empty one there says nothing. Requests tell.
+  mayEmptyPool: true,
   async run(context) {
     const master = context.server.masterPid();
     context.watch.requireNewMaster = true;

@@ -19,6 +19,8 @@ export interface PoolShape {
 interface Sample {
   at: number;
   full: boolean;
+  /** Workers ready, running and not retiring (null: the pool could not be read). */
+  serving: number | null;
   masterAlive: boolean;
 }
 
@@ -86,6 +88,19 @@ export class PoolWatch {
     return recent.length === 10 && recent.every((sample) => !sample.masterAlive);
   }
 
+  /** The longest stretch since `from` in which a master was alive and no worker was serving, in ms. */
+  longestEmpty(from: number): number {
+    let longest = 0;
+    let since: number | null = null;
+    for (const sample of this.samples) {
+      if (sample.at < from) continue;
+      if (sample.masterAlive && sample.serving === 0) since ??= sample.at;
+      else since = null;
+      if (since !== null) longest = Math.max(longest, sample.at - since);
+    }
+    return longest;
+  }
+
   /** Whether some sample since `from` found the pool short. */
   dippedSince(from: number): boolean {
     return this.samples.some((sample) => sample.at >= from && !sample.full);
@@ -121,7 +136,8 @@ export class PoolWatch {
       const masterAlive = this.server.anyMasterAlive();
       const status = masterAlive ? ((await this.server.status(500)) ?? poolFromProc(this.server.masterPid(), this.shape.workers)) : null;
       this.server.remember();
-      this.samples.push({ at: now, full: status !== null && this.isFull(status), masterAlive });
+      const serving = status ? status.workers.filter((worker) => worker.state === 'ready' && !worker.retiring && isRunning(worker.pid)).length : null;
+      this.samples.push({ at: now, full: status !== null && this.isFull(status), serving, masterAlive });
     } finally {
       this.ticking = false;
       for (const listener of this.listeners.splice(0)) listener();
