@@ -17,7 +17,15 @@ export interface FuzzCase {
   /** Every byte the request declares was sent: the server owes an answer (or a close) at once. */
   complete: boolean;
   /** Leading requests that are well-formed: each must get its own 200 echo. */
-  valid: { nonce: string; method: string; body: string }[];
+  valid: Echo[];
+}
+
+/** What the echo of a well-formed request must show. */
+interface Echo {
+  url: string;
+  nonce: string;
+  method: string;
+  body: string;
 }
 
 /** mulberry32: small, fast, and the same sequence on every machine. */
@@ -47,11 +55,13 @@ interface Parts {
   method: string;
 }
 
-function echoRequest(rng: Rng, method = pick(rng, ['GET', 'POST'])): { parts: Parts; nonce: string } {
+/** A well-formed request to /echo; `delayMs` has the fixture answer that much later. */
+function echoRequest(rng: Rng, method = pick(rng, ['GET', 'POST']), delayMs = 0): { parts: Parts; expected: Echo } {
   const nonce = token(rng, 10);
   const body = method === 'POST' ? token(rng, int(rng, 0, 40)) : '';
+  const url = `/echo?n=${nonce}${delayMs ? `&delay=${delayMs}` : ''}`;
   const headers = ['Host: chaos', `x-chaos-nonce: ${nonce}`, ...(method === 'POST' ? [`Content-Length: ${body.length}`] : [])];
-  return { parts: { requestLine: `${method} /echo?n=${nonce} HTTP/1.1`, headers, body, eol: '\r\n', complete: true, method }, nonce };
+  return { parts: { requestLine: `${method} ${url} HTTP/1.1`, headers, body, eol: '\r\n', complete: true, method }, expected: { url, nonce, method, body } };
 }
 
 function serialize(parts: Parts): string {
@@ -262,26 +272,32 @@ export function generateCases(seed: number, count: number): FuzzCase[] {
     complete: parts.complete,
     valid: [],
   }));
-  {
-    // And one pipeline: a valid request, the upgrade with a body, a valid request.
-    const before = echoRequest(rng);
+  // Pipelines with an upgrade in the middle. The first answer must be the first request's, however slow
+  // (a later answer sent ahead of it would pass for it); what follows an upgrade without a body is
+  // complete and owed an answer or a close.
+  const upgrade = (withBody: boolean) =>
+    plain('GET /pid HTTP/1.1', ['Host: chaos', 'Connection: Upgrade', 'Upgrade: foo', ...(withBody ? ['Content-Length: 100000'] : [])], '', 'GET', !withBody);
+  for (const [name, broken] of [
+    ['pipelined, upgrade with a body in the middle', upgrade(true)],
+    ['pipelined, upgrade in the middle', upgrade(false)],
+  ] as const) {
+    const before = echoRequest(rng, 'GET', 50);
     const after = echoRequest(rng);
-    const broken = CORPUS.find(({ name }) => name === 'upgrade with a body')!.parts;
     cases.push({
       index: cases.length,
-      name: 'pipelined, upgrade with a body in the middle',
+      name,
       bytes: Buffer.from(serialize(before.parts) + serialize(broken) + serialize(after.parts), 'latin1'),
       methods: [before.parts.method, broken.method, after.parts.method],
       complete: broken.complete,
-      valid: [{ nonce: before.nonce, method: before.parts.method, body: before.parts.body }],
+      valid: [before.expected],
     });
   }
   const total = cases.length + count;
   for (let index = cases.length; index < total; index++) {
     const roll = rng();
     if (roll < 0.1) {
-      const { parts, nonce } = echoRequest(rng);
-      cases.push({ index, name: 'valid request', bytes: Buffer.from(serialize(parts), 'latin1'), methods: [parts.method], complete: true, valid: [{ nonce, method: parts.method, body: parts.body }] });
+      const { parts, expected } = echoRequest(rng);
+      cases.push({ index, name: 'valid request', bytes: Buffer.from(serialize(parts), 'latin1'), methods: [parts.method], complete: true, valid: [expected] });
     } else if (roll < 0.3) {
       const name = pick(rng, MUTATION_NAMES);
       const broken = MUTATIONS[name]!(rng);
@@ -293,7 +309,7 @@ export function generateCases(seed: number, count: number): FuzzCase[] {
         bytes: Buffer.from(serialize(before.parts) + serialize(broken) + serialize(after.parts), 'latin1'),
         methods: [before.parts.method, broken.method, after.parts.method],
         complete: broken.complete,
-        valid: [{ nonce: before.nonce, method: before.parts.method, body: before.parts.body }],
+        valid: [before.expected],
       });
     } else {
       // Every kind of mutation in turn, so a short run covers them all.
@@ -352,7 +368,7 @@ function judgeCase(fuzz: FuzzCase, result: RawResult): string[] {
       return;
     }
     if (!standalone && response.status >= 300) return; // the answer to the broken request: the earlier one's was lost
-    const problem = echoProblem(response.status, response.body.toString('latin1'), valid.nonce, valid.method, valid.body);
+    const problem = echoProblem(response.status, response.body.toString('latin1'), valid);
     if (problem) problems.push(`valid request ${i + 1}: ${problem}`);
   });
   const owed = result.responses.length < fuzz.methods.length && !result.responses.some((response) => response.status >= 400);
@@ -364,28 +380,29 @@ function judgeCase(fuzz: FuzzCase, result: RawResult): string[] {
 
 /** A well-formed request on a new connection: it must get exactly its own echo, promptly. */
 async function followUp(port: number, nonce: string): Promise<string | null> {
-  const body = `body-${nonce}`;
-  const request = `POST /echo?n=${nonce} HTTP/1.1\r\nHost: chaos\r\nx-chaos-nonce: ${nonce}\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+  const expected: Echo = { url: `/echo?n=${nonce}`, nonce, method: 'POST', body: `body-${nonce}` };
+  const request = `POST ${expected.url} HTTP/1.1\r\nHost: chaos\r\nx-chaos-nonce: ${nonce}\r\nContent-Length: ${expected.body.length}\r\n\r\n${expected.body}`;
   const result = await rawExchange(port, Buffer.from(request, 'latin1'), { methods: ['POST'], expect: 1, timeoutMs: FOLLOW_UP_MS });
   const [response] = result.responses;
   if (!response) return result.timedOut ? `no answer within ${FOLLOW_UP_MS} ms` : `connection ${result.end ?? 'ended'} with no answer`;
   if (!header(response, 'x-worker-pid')) return `answered ${response.status} not by the app`;
-  return echoProblem(response.status, response.body.toString('latin1'), nonce, 'POST', body);
+  return echoProblem(response.status, response.body.toString('latin1'), expected);
 }
 
-/** Why an echo is not the answer to this very request, or null. */
-function echoProblem(status: number, text: string, nonce: string, method: string, body: string): string | null {
+/** Why an answer is not the echo of this very request, or null. */
+function echoProblem(status: number, text: string, expected: Echo): string | null {
   if (status !== 200) return `answered ${status}: ${JSON.stringify(text.slice(0, 120))}`;
   let echo: { method?: string; url?: string; headers?: Record<string, string>; body?: string };
   try {
     echo = JSON.parse(text) as typeof echo;
   } catch {
-    return `a 200 that is not its echo: ${JSON.stringify(text.slice(0, 120))}`;
+    return `got an answer that is not its echo: ${JSON.stringify(text.slice(0, 120))}`;
   }
-  if (echo.url !== `/echo?n=${nonce}` || echo.headers?.['x-chaos-nonce'] !== nonce) {
+  if (typeof echo !== 'object' || echo === null) return `got an answer that is not its echo: ${JSON.stringify(text.slice(0, 120))}`;
+  if (echo.url !== expected.url || echo.headers?.['x-chaos-nonce'] !== expected.nonce) {
     return `got the answer to another request (${echo.method} ${echo.url})`;
   }
-  if (echo.method !== method || echo.body !== body) return `its request arrived altered: ${echo.method} with body ${JSON.stringify(echo.body?.slice(0, 120))}`;
+  if (echo.method !== expected.method || echo.body !== expected.body) return `its request arrived altered: ${echo.method} with body ${JSON.stringify(echo.body?.slice(0, 120))}`;
   const foreign = Object.keys(echo.headers ?? {}).filter((name) => name === 'x-forkgate-peer' || name === 'upgrade');
   if (foreign.length > 0) return `its request arrived with ${foreign.join(', ')}`;
   return null;
