@@ -132,7 +132,8 @@ function crashLines(output: string): string {
   const end = lines.findLastIndex((line) => /^Node\.js v\d+/.test(line));
   if (end < 0) return 'its log names no error';
   const first = lines.slice(0, end).findLastIndex((line) => /^\w*(Error|Exception)\b/.test(line));
-  return first < 0 ? 'its log names no error' : lines.slice(first, Math.min(end, first + 3)).map((line) => line.trim()).join(' ').slice(0, 240);
+  if (first < 0) return 'its log names no error';
+  return lines.slice(first, Math.min(end, first + 3)).map((line) => line.trim().replaceAll(ROOT, '')).join(' ').slice(0, 240);
 }
 
 async function runOne(mode: Mode, fault: Fault, options: Options, env: NodeJS.ProcessEnv): Promise<Row> {
@@ -195,7 +196,7 @@ async function runOne(mode: Mode, fault: Fault, options: Options, env: NodeJS.Pr
     fresh.close();
     // Operators still reach the master that serves now.
     if (server.anyMasterAlive() && (await server.status(2000)) === null && (await server.status(2000)) === null) {
-      context.problems.push(`the admin endpoint (unix:${server.adminSocket}) no longer answers${existsSync(server.adminSocket) ? '' : ': its socket file is gone'}`);
+      context.problems.push(`the admin endpoint no longer answers${existsSync(server.adminSocket) ? '' : ': its unix socket file is gone'}`);
     }
 
     const records = [...(load ? await load.stop() : []), ...context.records];
