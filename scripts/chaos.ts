@@ -279,10 +279,9 @@ async function main(): Promise<void> {
     console.error(`${CLI} is missing: build it first with \`npm run build\`.`);
     process.exit(2);
   }
-  process.once('SIGINT', () => {
-    killAll();
-    process.exit(130);
-  });
+  // No forkgate outlives the harness, however it ends.
+  process.on('exit', killAll);
+  for (const name of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(name, () => process.exit(130));
   // No FORKGATE_*/PORT/WEB_CONCURRENCY/NODE_OPTIONS from the caller changes what runs.
   const env: NodeJS.ProcessEnv = {};
   for (const [name, value] of Object.entries(process.env)) {
