@@ -39,15 +39,13 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
       assert.match(forkgate.output, /Open-file limit 256 \(ulimit -n\) leaves .* about \d+ connections/);
       const [worker] = forkgate.workerPids();
       const counts: Record<Outcome, number> = { served: 0, refused: 0, unanswered: 0 };
-      // More clients than 256 descriptors hold, a few at a time, each keeping its connection open.
-      for (let batch = 0; batch < 60; batch++) {
-        for (const { outcome, socket } of await Promise.all(Array.from({ length: 5 }, () => connectAndAsk(forkgate.url)))) {
-          counts[outcome]++;
-          sockets.push(socket);
-        }
+      // More clients than 256 descriptors hold, all at once, each keeping its connection open.
+      for (const { outcome, socket } of await Promise.all(Array.from({ length: 400 }, () => connectAndAsk(forkgate.url)))) {
+        counts[outcome]++;
+        sockets.push(socket);
       }
       assert.equal(counts.unanswered, 0, JSON.stringify(counts));
-      assert.ok(counts.served >= 150 && counts.refused > 0, JSON.stringify(counts));
+      assert.ok(counts.served >= 50 && counts.refused > 0, JSON.stringify(counts));
       await forkgate.waitFor(/At the open-file limit: answered .*503/);
       for (const socket of sockets.splice(0)) socket.destroy();
       await eventually(async () => (await request(`${forkgate.url}/pid`)).status === 200, 'room again once the clients left');

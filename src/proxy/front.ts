@@ -29,7 +29,7 @@ export class FrontProxy {
   private readonly context: ExchangeContext;
   /** Client connections open now, to know when a stop has finished them. */
   private readonly connections = new Set<net.Socket>();
-  /** Client connections and connections to units together: what the open-file limit leaves the master. */
+  /** Client connections and connections to backends together: what the open-file limit leaves the master. */
   private readonly budget = connectionBudget();
   private readonly overBudget: RecurringWarning;
   private readonly tls: boolean;
@@ -67,7 +67,8 @@ export class FrontProxy {
   }
 
   accept(socket: net.Socket): void {
-    if (this.connections.size + hopConnectionCount() >= this.budget) {
+    // Half the budget at most for clients: each request in flight takes a connection to a unit too.
+    if (this.connections.size * 2 >= this.budget || this.connections.size + hopConnectionCount() >= this.budget) {
       this.overBudget.note();
       return refuseConnection(socket, this.tls);
     }
