@@ -108,3 +108,19 @@ test('a client that resets its connection while it waits for a slot crashes noth
     await forkgate.stop();
   }
 });
+
+for (const balance of ['round-robin', 'reuseport', 'proxy']) {
+  test(`an upgrade the app does not take is answered as a request, and its connection closed: nothing pipelined behind it hangs (${balance})`, async () => {
+    const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', `${FIXTURES}ops.cjs`]);
+    try {
+      const answered = await exchange(forkgate.url, [
+        'GET /pid HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n',
+        'GET /pid HTTP/1.1\r\nHost: x\r\n\r\n',
+      ]);
+      assert.equal(statusOf(answered), 200);
+      assert.equal(answered.received.match(/HTTP\/1\.1 /g)!.length, 1, answered.received);
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}

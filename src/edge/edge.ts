@@ -206,6 +206,9 @@ export class Edge {
       res.end(`${rejection.reason}\n`);
       return false;
     }
+    // An upgrade served as an ordinary request leaves Node's parser stopped at it: whatever the client
+    // pipelined behind it would wait for the keep-alive timeout, so the connection ends with this answer.
+    if (req.headers.upgrade !== undefined && !this.internalHop) res.shouldKeepAlive = false;
     const id = this.prepareHeaders(req, client);
     if (this.echoRequestId) res.setHeader('x-request-id', id);
     if (this.bodyLimit && req.headers['transfer-encoding'] !== undefined) {
