@@ -52,6 +52,7 @@ const EMPTY_POOL_LIMIT_MS = 2000;
 const QUICK: readonly [Mode, string][] = [
   ['round-robin', 'kill-repeat'],
   ['proxy', 'exit'],
+  ['proxy', 'kill-all'],
   ['proxy', 'fuzz'],
   ['round-robin', 'idle'],
 ];

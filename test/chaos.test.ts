@@ -12,6 +12,7 @@ import { ROOT } from './helpers/forkgate.ts';
 const QUICK = [
   ['kill-repeat', 'round-robin'],
   ['exit', 'proxy'],
+  ['kill-all', 'proxy'],
   ['fuzz', 'proxy'],
   ['idle', 'round-robin'],
 ];

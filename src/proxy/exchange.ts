@@ -37,14 +37,19 @@ const CRLF = Buffer.from('\r\n');
 /** A first body chunk up to this size goes out in one write with the response head (see onData). */
 const SMALL_CHUNK = 16 * 1024;
 
-/** Errors that mean the connection to the backend could not be made: the request never reached it. */
-const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOENT', 'EACCES', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
+/**
+ * Errors that mean the connection to the backend could not be made: the request never reached it. A
+ * reset before the connection opened: the backend stopped listening with it still unaccepted.
+ */
+const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOENT', 'EACCES', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
 /**
  * On an open connection, the backend closed it with the request unread in its socket: the kernel answers
  * a close with unread data by a reset (a write after it fails with EPIPE). A backend that read the request
  * and then closed, or died of it, ends the connection cleanly instead.
  */
 const UNREAD_ERRORS = new Set(['ECONNRESET', 'EPIPE']);
+/** A backend that resets every connection (all units dying at once) must not keep a request going round. */
+const MAX_UNREAD_TRIES = 3;
 
 export interface ExchangeContext {
   readonly dispatcher: Dispatcher;
@@ -68,7 +73,8 @@ export class Exchange {
   private releaseAttempt: (() => void) | null = null;
   private cancelWait: () => void = () => {};
   private clientGone = false;
-  private retriedReset = false;
+  /** Tries that a unit reset with the request unread (see UNREAD_ERRORS). */
+  private unreadTries = 0;
   /** When the request first asked for a unit: --queue-timeout bounds its whole wait, retries included. */
   private waitingSince = 0;
   /** Taken back from a stuck unit: once, so that no request chases busy units around. */
@@ -194,15 +200,16 @@ export class Exchange {
           });
         }
         const refused = !connected && CONNECT_ERRORS.has(code);
-        // A connection the backend closed as the request went out (kept alive past its timeout, or not yet
-        // accepted when it stopped listening): what nginx and browsers retry too, for a method a client may
-        // repeat, once. A request the backend read is never retried: it may be what killed its unit, and a
-        // request that kills every unit it reaches must not take down the pool.
-        const unread = connected && !bytesReceived && UNREAD_ERRORS.has(code) && IDEMPOTENT.has(req.method!) && !this.retriedReset;
+        // A connection the backend closed with the request unread (kept alive past its timeout, not yet
+        // accepted when it stopped listening, or the backend died with it queued): it never ran, so it
+        // goes to another, for a method a client may repeat. A request the backend read is never retried:
+        // it may be what killed its unit, and a request that kills every unit it reaches must not take
+        // down the pool.
+        const unread = connected && !bytesReceived && UNREAD_ERRORS.has(code) && IDEMPOTENT.has(req.method!) && this.unreadTries < MAX_UNREAD_TRIES;
         if (refused) context.onBackendDown(backend);
         // A refusing backend leaves rotation, so each retry goes to another one, or waits for one.
         if ((refused || unread) && this.bodyComplete) {
-          if (unread) this.retriedReset = true;
+          if (unread) this.unreadTries++;
           context.logger.debug(`proxy: ${req.method} ${req.url} did not reach ${backend.name} (${error.message}): trying another`);
           return this.dispatch(backend);
         }
