@@ -1,7 +1,10 @@
 // Worker classes: async caps connections in service without dropping any; sync serves one at a time.
 import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
-import { FIXTURES, request, start } from './helpers/forkgate.ts';
+import { eventually, FIXTURES, request, start, startRequest } from './helpers/forkgate.ts';
 
 const OPS = `${FIXTURES}ops.cjs`;
 
@@ -40,3 +43,23 @@ for (const balance of ['round-robin', 'reuseport']) {
     }
   });
 }
+
+test('sync, round-robin: connections beyond what the workers serve wait in the master, and outlive a worker that dies', async () => {
+  const admin = join(mkdtempSync(join(tmpdir(), 'forkgate-sync-')), 'admin.sock');
+  const forkgate = await start(['-w', '1', '-k', 'sync', '-b', '127.0.0.1:0', '--admin-bind', `unix:${admin}`, OPS]);
+  const queued = async () => JSON.parse((await request('http://admin/status', { socketPath: admin })).body).queued as number;
+  try {
+    const [worker] = forkgate.workerPids();
+    const slow = startRequest(`${forkgate.url}/slow?ms=5000`);
+    await slow.headers;
+    const waiting = Array.from({ length: 5 }, () => request(`${forkgate.url}/pid`));
+    await eventually(async () => (await queued()) === 5, 'five connections waiting in the master');
+    process.kill(worker!, 'SIGKILL');
+    await assert.rejects(slow.reply, 'the request the worker was running dies with it');
+    const replies = await Promise.all(waiting);
+    assert.deepEqual(replies.map((reply) => reply.status), Array(5).fill(200));
+    assert.ok(replies.every((reply) => reply.body !== String(worker)), 'served by the replacement');
+  } finally {
+    await forkgate.stop();
+  }
+});

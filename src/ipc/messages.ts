@@ -79,6 +79,8 @@ export type WorkerMessage =
   | { readonly type: 'heartbeat'; readonly stats: WorkerStats; readonly rss: number }
   /** ok: false when the worker is draining; the master then gives the socket to another worker. */
   | { readonly type: 'accepted'; readonly seq: number; readonly ok: boolean; readonly connections: number }
+  /** A handed-over connection closed (workers with a handoff capacity): this many are open now. */
+  | { readonly type: 'closed'; readonly connections: number }
   /** The worker reached --max-requests and asks to be replaced. */
   | { readonly type: 'retire'; readonly reason: string };
 

@@ -413,6 +413,9 @@ export class Arbiter {
       case 'accepted':
         this.balancer.accepted(worker, message.seq, message.ok, message.connections);
         return;
+      case 'closed':
+        this.balancer.closed(worker, message.connections);
+        return;
       case 'retire':
         if (worker.retiring) return;
         this.logger.info(`Worker (pid:${worker.pid}) ${message.reason}: replacing it`);

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import type { Settings } from '../config/settings.ts';
 import { heartbeatInterval, isProtocolMessage, NO_TRAFFIC, sendToMaster, serializeError, type MasterMessage } from '../ipc/messages.ts';
 import { Logger } from '../log/logger.ts';
-import { usesThreads } from './classes/index.ts';
+import { handoffCapacity, usesThreads } from './classes/index.ts';
 import { ThreadPool } from './thread-pool.ts';
 import { processTitle } from '../process-title.ts';
 import { UnitRunner, type Units } from './unit-runner.ts';
@@ -35,12 +35,15 @@ class Worker {
   private units: Units | null = null;
   private ready = false;
   private draining = false;
+  /** The master hands this worker no more connections than it serves: it must hear when one closes. */
+  private readonly reportsClosed: boolean;
 
   constructor(boot: BootMessage, logger: Logger) {
     this.boot = boot;
     this.settings = boot.settings;
     this.logger = logger;
     this.info = { pid: process.pid, id: boot.workerId, generation: boot.generation };
+    this.reportsClosed = boot.listen.mode === 'handoff' && handoffCapacity(boot.settings) !== Infinity;
   }
 
   async start(): Promise<void> {
@@ -99,6 +102,7 @@ class Worker {
         }
         this.units.offer(socket);
         sendToMaster({ type: 'accepted', seq: message.seq, ok: true, connections: this.units.stats().connections });
+        if (this.reportsClosed) socket.once('close', () => sendToMaster({ type: 'closed', connections: this.units!.stats().connections }));
         return;
       }
       case 'drain':

@@ -37,6 +37,8 @@ export interface Balancer {
   remove(worker: WorkerHandle): void;
   /** A worker acknowledged (or refused) a handed-over connection. */
   accepted(worker: WorkerHandle, seq: number, ok: boolean, connections: number): void;
+  /** A connection handed to the worker closed: it has this many open. */
+  closed(worker: WorkerHandle, connections: number): void;
   /** What waits in the master, and the proxy's backends in rotation (for /status and health). */
   load(): BalancerLoad;
   /** HUP brought new settings (bind and balance excepted: those take a restart); warns of what else does. */

@@ -14,11 +14,11 @@ export function createBalancer(settings: Settings, logger: Logger, inherited: In
   // A USR2 successor serves what its predecessor listened on, whatever --bind says now.
   if (inherited?.mode === 'handoff') {
     const fds = Array.from({ length: inherited.fdCount }, (_, index) => ({ kind: 'fd' as const, fd: 3 + index }));
-    return settings.balance === 'proxy' ? new ProxyBalancer(fds, settings, logger) : new RoundRobinBalancer(fds, settings.backlog, settings.certfile !== null, logger);
+    return settings.balance === 'proxy' ? new ProxyBalancer(fds, settings, logger) : new RoundRobinBalancer(fds, settings, logger);
   }
   if (settings.balance === 'proxy') return new ProxyBalancer(settings.bind, settings, logger);
   const shared = inherited?.mode === 'reuseport' ? inherited.addresses : reusePortAddresses(settings, logger);
-  if (!shared) return new RoundRobinBalancer(settings.bind, settings.backlog, settings.certfile !== null, logger);
+  if (!shared) return new RoundRobinBalancer(settings.bind, settings, logger);
   ensureRequestMigration(logger);
   return new ReusePortBalancer(shared, settings.backlog);
 }

@@ -103,6 +103,7 @@ export class ProxyBalancer implements Balancer {
   }
 
   accepted(): void {} // requests, not connections, go to workers
+  closed(): void {}
 
   handOver(): void {
     this.listeners.handOver();

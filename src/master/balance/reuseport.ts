@@ -56,6 +56,7 @@ export class ReusePortBalancer implements Balancer {
   settingsChanged(): void {}
   remove(): void {}
   accepted(): void {}
+  closed(): void {}
   async close(): Promise<void> {}
 }
 

@@ -8,13 +8,16 @@ import type { Balancer, BalancerLoad } from './balancer.ts';
 import { connectionBudget } from '../../config/descriptors.ts';
 import { refuseConnection } from '../../edge/refusal.ts';
 import type { Logger } from '../../log/logger.ts';
+import type { Settings } from '../../config/settings.ts';
+import { handoffCapacity } from '../../worker/classes/index.ts';
 import { RecurringWarning } from '../../log/recurring.ts';
 
 /**
  * The master owns the listening sockets, accepts, and hands each connection to the ready worker with
  * the fewest open connections (ties rotate). The master keeps its copy of a connection until the worker
  * acknowledges it; a refusal (the worker started draining) or a worker death sends it to another
- * worker, so reloads and recycling lose nothing. With no worker ready, connections wait here.
+ * worker, so reloads and recycling lose nothing. With no worker ready, or none with room (a sync worker
+ * takes one connection at a time), connections wait here.
  */
 export class RoundRobinBalancer implements Balancer {
   readonly mode = 'handoff' as const;
@@ -32,9 +35,12 @@ export class RoundRobinBalancer implements Balancer {
   private readonly overBudget: RecurringWarning;
   /** The workers terminate TLS: a refusal cannot be answered. */
   private readonly tls: boolean;
+  /** Connections one worker may have at once (see handoffCapacity); the rest wait here. */
+  private capacity: number;
 
-  constructor(addresses: readonly BindAddress[], backlog: number, tls: boolean, logger: Logger) {
-    this.tls = tls;
+  constructor(addresses: readonly BindAddress[], settings: Settings, logger: Logger) {
+    this.tls = settings.certfile !== null;
+    this.capacity = handoffCapacity(settings);
     this.overBudget = new RecurringWarning(
       logger,
       (count) => `At the open-file limit: answered ${count} new connection(s) 503, holding ${this.held()} for the workers (raise ulimit -n)`,
@@ -45,7 +51,7 @@ export class RoundRobinBalancer implements Balancer {
       this.overBudget.note();
       refuseConnection(socket, this.tls);
     };
-    this.listeners = new MasterListeners(addresses, backlog, { pauseOnConnect: true, noDelay: true }, onConnection, logger);
+    this.listeners = new MasterListeners(addresses, settings.backlog, { pauseOnConnect: true, noDelay: true }, onConnection, logger);
   }
 
   listen(): Promise<void> {
@@ -68,6 +74,11 @@ export class RoundRobinBalancer implements Balancer {
     this.ready.push(worker);
     this.unacknowledged.set(worker, new Map());
     this.reported.set(worker, 0);
+    this.distributeWaiting();
+  }
+
+  /** Connections waiting here go to workers with room, in arrival order. */
+  private distributeWaiting(): void {
     for (const socket of this.waiting.splice(0)) this.distribute(socket);
   }
 
@@ -96,10 +107,19 @@ export class RoundRobinBalancer implements Balancer {
 
   unitsChanged(): void {}
 
+  closed(worker: WorkerHandle, connections: number): void {
+    if (!this.reported.has(worker)) return;
+    this.reported.set(worker, connections);
+    this.distributeWaiting();
+  }
+
   load(): BalancerLoad {
     return { queued: this.waiting.length, backends: [] };
   }
-  settingsChanged(): void {}
+  settingsChanged(settings: Settings): void {
+    this.capacity = handoffCapacity(settings);
+    this.distributeWaiting();
+  }
 
   handOver(): void {
     this.listeners.handOver();
@@ -166,7 +186,7 @@ export class RoundRobinBalancer implements Balancer {
     for (let step = 0; step < count; step++) {
       const worker = this.ready[(this.cursor + step) % count]!;
       const load = this.reported.get(worker)! + this.unacknowledged.get(worker)!.size;
-      if (load < bestLoad) {
+      if (load < bestLoad && load < this.capacity) {
         best = worker;
         bestLoad = load;
       }
