@@ -39,7 +39,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FAULTS, MODE_FLAGS, MODES, REQUEST_TIMEOUT_MS, THREADS, type Fault, type FaultContext, type Mode } from './chaos/faults.ts';
 import { HttpConnection } from './chaos/http-client.ts';
-import { Load, send } from './chaos/load.ts';
+import { Load, send, type RequestRecord } from './chaos/load.ts';
 import { ChaosServer, CLI, killAll, ROOT } from './chaos/server.ts';
 import { holdersOf, judge, summarize } from './chaos/verdict.ts';
 import { PoolWatch } from './chaos/watch.ts';
@@ -48,6 +48,36 @@ import { PoolWatch } from './chaos/watch.ts';
 const FULL_POOL_BOUND_MS = 15_000;
 /** Longest a fault that takes down one unit at a time may leave no worker ready. */
 const EMPTY_POOL_LIMIT_MS = 2000;
+/**
+ * What forkgate documents rather than mends (docs/reliability.md, Known limits): each excuses only the
+ * failures and problems it names, under its fault and modes, and its row says so.
+ */
+interface KnownLimit {
+  readonly fault: string;
+  readonly modes: readonly Mode[];
+  readonly why: string;
+  readonly excuses: (record: RequestRecord) => boolean;
+  readonly problem?: RegExp;
+}
+const KNOWN_LIMITS: readonly KnownLimit[] = [
+  {
+    fault: 'kill-all',
+    modes: ['reuseport', 'threads'],
+    why: 'the master holds no listening socket: while no worker lives, connections are refused, or reset if queued',
+    // Refused, or reset unanswered on a connection no unit had answered on: queued to a listener that died.
+    excuses: (record) =>
+      (record.failure === 'connect' && /ECONNREFUSED/.test(record.detail ?? '')) ||
+      (record.failure === 'reset' && record.bytesReceived === 0 && !record.reused),
+  },
+  {
+    fault: 'idle',
+    modes: ['sync'],
+    why: 'a half-open client holds a sync worker until --headers-timeout; --balance proxy reads requests first',
+    excuses: (record) => record.failure === 'timeout',
+    problem: /new clients beside the idle connections not served/,
+  },
+];
+
 /** --quick: what npm test runs, one known weak spot of each kind, bounded well under a minute. */
 const QUICK: readonly [Mode, string][] = [
   ['round-robin', 'kill-repeat'],
@@ -80,6 +110,8 @@ interface Row {
   notes: string[];
   error?: string;
   pass: boolean;
+  /** It passed with a known limit excusing something (KNOWN_LIMITS). */
+  knownLimit: boolean;
   seconds: number;
 }
 
@@ -139,7 +171,7 @@ function crashLines(output: string): string {
 
 async function runOne(mode: Mode, fault: Fault, options: Options, env: NodeJS.ProcessEnv): Promise<Row> {
   const started = Date.now();
-  const row: Row = { fault: fault.name, mode, sent: 0, failed: 0, allowed: 0, retried: 0, masterAlive: true, timeToFullMs: null, dipped: false, problems: [], notes: [], pass: false, seconds: 0 };
+  const row: Row = { fault: fault.name, mode, sent: 0, failed: 0, allowed: 0, retried: 0, masterAlive: true, timeToFullMs: null, dipped: false, problems: [], notes: [], pass: false, knownLimit: false, seconds: 0 };
   const directory = mkdtempSync(join(tmpdir(), 'forkgate-chaos-'));
   const workers = fault.workers ?? 2;
   const flags = [
@@ -203,6 +235,17 @@ async function runOne(mode: Mode, fault: Fault, options: Options, env: NodeJS.Pr
     const records = [...(load ? await load.stop() : []), ...context.records];
     watch.stop();
     const judgement = judge(records, watch.faulted, watch.goneAt, server.readReceipts(), mode !== 'proxy');
+    const limit = KNOWN_LIMITS.find((known) => known.fault === fault.name && known.modes.includes(mode));
+    if (limit) {
+      const excused = judgement.unallowed.filter(limit.excuses);
+      const problems = context.problems.filter((problem) => limit.problem?.test(problem));
+      if (excused.length + problems.length > 0) {
+        judgement.unallowed = judgement.unallowed.filter((record) => !excused.includes(record));
+        for (const problem of problems) context.problems.splice(context.problems.indexOf(problem), 1);
+        row.knownLimit = true;
+        context.notes.unshift(`known limit: ${limit.why} (${[summarize(excused), ...problems].filter(Boolean).join('; ')})`);
+      }
+    }
     row.masterAlive = watch.masterAlwaysAlive && server.anyMasterAlive();
     if (judgement.unallowed.length > 0) context.problems.unshift(`failed, not excused: ${summarize(judgement.unallowed)}`);
     const exits = server.unexpectedExits();
@@ -249,7 +292,7 @@ function table(rows: Row[]): string {
   ];
   for (const row of rows) {
     const full = row.error ? '' : row.timeToFullMs === null ? 'not in 15 s' : row.dipped ? `${row.timeToFullMs} ms` : 'never short';
-    const verdict = row.error ? '**ERROR**' : row.pass ? 'pass' : '**FAIL**';
+    const verdict = row.error ? '**ERROR**' : !row.pass ? '**FAIL**' : row.knownLimit ? 'known limit' : 'pass';
     const details = row.error ? [row.error] : [...row.problems.slice(0, 4), ...(row.problems.length > 4 ? [`and ${row.problems.length - 4} more`] : []), ...row.notes];
     lines.push(
       `| ${[
