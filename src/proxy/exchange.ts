@@ -205,7 +205,7 @@ export class Exchange {
         // goes to another, for a method a client may repeat. A request the backend read is never retried:
         // it may be what killed its unit, and a request that kills every unit it reaches must not take
         // down the pool.
-        const unread = connected && !bytesReceived && UNREAD_ERRORS.has(code) && IDEMPOTENT.has(req.method!) && this.unreadTries < MAX_UNREAD_TRIES;
+        const unread = !refused && !bytesReceived && UNREAD_ERRORS.has(code) && IDEMPOTENT.has(req.method!) && this.unreadTries < MAX_UNREAD_TRIES;
         if (refused) context.onBackendDown(backend);
         // A refusing backend leaves rotation, so each retry goes to another one, or waits for one.
         if ((refused || unread) && this.bodyComplete) {
