@@ -48,8 +48,10 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
       assert.equal(await status('THIS IS NOT HTTP\r\n\r\n'), 400);
       assert.equal(await status('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'), 400);
       assert.equal(await status('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd'), 400);
-      // RFC 9112 §3.2: more than one Host field is a 400; forkgate is no forward proxy: CONNECT is a 405.
+      // RFC 9112: more than one Host field (§3.2) or Transfer-Encoding in HTTP/1.0 (§6.1) is a 400;
+      // forkgate is no forward proxy: CONNECT is a 405.
       assert.equal(await status('GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n'), 400);
+      assert.equal(await status('POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'), 400);
       assert.equal(await status(get('/', 'host: b\r\nUpgrade: echo\r\nConnection: Upgrade\r\n')), 400);
       assert.equal(await status('CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n'), 405);
       // An upgrade request is held to the same limits.

@@ -199,7 +199,7 @@ export class Edge {
   }
 
   private admitRequest(req: IncomingMessage, res: ServerResponse, client: HopClient | null): boolean {
-    const rejection = this.checkLimits?.(req) ?? (this.internalHop ? null : hostProblem(req));
+    const rejection = this.checkLimits?.(req) ?? (this.internalHop ? null : framingProblem(req));
     if (rejection) {
       this.logRejection(req, rejection);
       res.writeHead(rejection.status, { 'content-type': 'text/plain', connection: 'close' });
@@ -223,7 +223,7 @@ export class Edge {
   }
 
   private admitUpgrade(req: IncomingMessage, socket: Socket): boolean {
-    const rejection = this.checkLimits?.(req) ?? (this.internalHop ? null : hostProblem(req));
+    const rejection = this.checkLimits?.(req) ?? (this.internalHop ? null : framingProblem(req));
     if (rejection) {
       this.refuseSocket(req, socket, rejection);
       return false;
@@ -259,8 +259,14 @@ export class Edge {
   }
 }
 
-/** RFC 9112 §3.2: more than one Host field is a 400 (Node refuses a missing one itself). */
-function hostProblem(req: IncomingMessage): Rejection | null {
+/**
+ * What RFC 9112 calls faulty that Node's parser lets through: more than one Host field (§3.2; Node
+ * refuses a missing one itself), and Transfer-Encoding in an HTTP/1.0 request (§6.1), as nginx does.
+ */
+function framingProblem(req: IncomingMessage): Rejection | null {
+  if (req.httpVersionMinor === 0 && req.headers['transfer-encoding'] !== undefined) {
+    return { status: 400, reason: 'Transfer-Encoding in an HTTP/1.0 request' };
+  }
   const raw = req.rawHeaders;
   let hosts = 0;
   for (let i = 0; i < raw.length; i += 2) {
