@@ -32,9 +32,10 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
   test(`--max-requests is a bound: a worker at its limit gets nothing more once another serves (${balance})`, async () => {
     const forkgate = await start(['-w', '2', '--balance', balance, '--max-requests', '20', '-b', '127.0.0.1:0', OPS]);
     try {
-      // Fast sequential traffic, a new connection per request: who answered each, in order.
+      // Fast sequential traffic, a new connection per request: who answered each, in order. At least
+      // 150 requests, and on until a fourth worker has answered (replacements boot meanwhile; bounded).
       const answeredBy: string[] = [];
-      for (let i = 0; i < 150; i++) {
+      for (let i = 0; i < 3000 && (i < 150 || new Set(answeredBy).size < 4); i++) {
         const reply = await request(`${forkgate.url}/pid`);
         assert.equal(reply.status, 200);
         answeredBy.push(reply.body);
