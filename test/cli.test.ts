@@ -1,5 +1,5 @@
-// The command line as users meet it: --version, --help, usage errors (exit 2, nothing started),
-// settings precedence seen through --print-config, --check-config, --chdir, and HUP re-reading a config file.
+// The command line as users meet it: --version, --help, usage errors (exit 2, nothing started), boot
+// failures, settings precedence seen through --print-config, --check-config, --chdir, and HUP re-reading a config file.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -229,6 +229,16 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
     const v6 = await run(['--bind', '::1:8000', LISTENER], { cwd: tempDir() });
     assert.equal(v6.code, 2);
     assert.match(v6.stderr, /'::1:8000' looks like a bare IPv6 address: write it as \[::1:8000\]:PORT/);
+  });
+});
+
+describe('a boot failure of forkgate\'s own finding is one line, without a stack', { concurrency: PARALLEL }, () => {
+  test('a missing app file is named, exit 3', async () => {
+    const result = await run(['-b', '127.0.0.1:0', 'nope/app.js'], { cwd: tempDir() });
+    const output = result.stdout + result.stderr;
+    assert.equal(result.code, 3, output);
+    assert.match(output, /Worker failed to boot \(pid:\d+\): cannot find app file \S+\/nope\/app\.js \(from 'nope\/app\.js'\)\n/);
+    assert.doesNotMatch(output, /^\s+at /m);
   });
 });
 

@@ -12,7 +12,7 @@ import { connectionBudget, openFileLimit } from '../config/descriptors.ts';
 import { applyThreads, resolveSettings, type ResolvedSettings, type SettingSources } from '../config/load.ts';
 import { changedSettings, fixedUntilRestart, formatUpstream, type Settings } from '../config/settings.ts';
 import { ExitCode } from '../errors.ts';
-import { isProtocolMessage, type SerializedError, type WorkerMessage } from '../ipc/messages.ts';
+import { describeBootError, isProtocolMessage, type SerializedError, type WorkerMessage } from '../ipc/messages.ts';
 import type { Logger } from '../log/logger.ts';
 import { VERSION } from '../version.ts';
 import { loadAppOnce } from '../worker/unit-runner.ts';
@@ -294,7 +294,8 @@ export class Arbiter {
       this.lastExit = { pid: worker.pid, reason: worker.timedOut ? 'timeout' : describeExit(code, signal) };
       if (unexpected || worker.timedOut) this.restarts++;
       if (worker.state === 'booting' && !worker.retiring) {
-        this.onBootFailure(worker, bootError?.stack ?? `Worker (pid:${worker.pid}) ${describeExit(code, signal)} before it was ready`);
+        const report = bootError ? describeBootError(bootError) : ` ${describeExit(code, signal)} before it was ready`;
+        this.onBootFailure(worker, report, bootError?.forkgate?.exitCode ?? ExitCode.bootFailure);
       } else if (signal && worker.killedWith !== signal) {
         const hint = signal === 'SIGKILL' ? ': perhaps out of memory?' : '';
         this.logger.error(`Worker (pid:${worker.pid}) was killed by ${signal}${hint}`);
@@ -426,17 +427,18 @@ export class Arbiter {
     worker.send({ type: 'drain' });
   }
 
-  private onBootFailure(worker: WorkerHandle, error: string): void {
+  /** report: what follows "Worker failed to boot (pid:N):" in the log; exitCode: the master's, if it gives up. */
+  private onBootFailure(worker: WorkerHandle, report: string, exitCode: number): void {
     if (!this.poolReadyOnce) {
-      this.logger.error(`Worker failed to boot (pid:${worker.pid}):\n${error}`);
-      this.logger.error('Shutting down: the app cannot start');
-      this.exitCode = ExitCode.bootFailure;
+      this.logger.error(`Worker failed to boot (pid:${worker.pid}):${report}`);
+      if (exitCode === ExitCode.bootFailure) this.logger.error('Shutting down: the app cannot start');
+      this.exitCode = exitCode;
       this.stop('quick');
       return;
     }
     // The pool served before (a reload or respawn failed): keep what serves, retry with back-off.
-    if (error !== this.lastBootErrorShown) this.logger.error(`Worker failed to boot (pid:${worker.pid}):\n${error}`);
-    this.lastBootErrorShown = error;
+    if (report !== this.lastBootErrorShown) this.logger.error(`Worker failed to boot (pid:${worker.pid}):${report}`);
+    this.lastBootErrorShown = report;
     this.backOff();
   }
 
