@@ -2,9 +2,9 @@
 // failures, settings precedence seen through --print-config, --check-config, --chdir, and HUP re-reading a config file.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { BALANCE_MODES, SETTINGS, WORKER_CLASSES, type Setting } from '../src/config/settings.ts';
@@ -28,13 +28,21 @@ interface Run {
   stderr: string;
 }
 
+interface RunOptions {
+  env?: Record<string, string>;
+  cwd?: string;
+  /** What runs forkgate (default: this Node with the npm build, or FORKGATE_TEST_BIN). */
+  command?: string[];
+}
+
 /** Runs the CLI to completion (bounded: a run that would start serving is killed after 15 s). */
-function run(args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): Promise<Run> {
+function run(args: string[], options: RunOptions = {}): Promise<Run> {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const name of SETTING_ENV) delete env[name];
   Object.assign(env, options.env);
   const bin = process.env.FORKGATE_TEST_BIN;
-  const child = spawn(bin ?? process.execPath, bin ? args : [CLI, ...args], {
+  const [file, ...prefix] = options.command ?? (bin ? [bin] : [process.execPath, CLI]);
+  const child = spawn(file!, [...prefix, ...args], {
     // Never the repo root by default, where a stray forkgate.config.* would be picked up.
     cwd: options.cwd ?? FIXTURES,
     env,
@@ -81,6 +89,34 @@ function tempDir(files: Record<string, string> = {}): string {
 after(() => {
   for (const dir of temps) rmSync(dir, { recursive: true, force: true });
 });
+
+const asRoot = process.getuid?.() === 0;
+let forkgateForAll: string[] | undefined;
+/**
+ * A directory every user can reach, holding the given files, and the command that runs forkgate from a
+ * copy in another such directory: workers started as --user nobody read forkgate and Node themselves,
+ * and the checkout may sit in a private (0700) directory.
+ */
+function reachableByAll(files: Record<string, string> = {}): { dir: string; command: string[] } {
+  if (!forkgateForAll) {
+    const home = tempDir();
+    chmodSync(home, 0o755);
+    const bin = process.env.FORKGATE_TEST_BIN;
+    const own = bin ? [bin] : [process.execPath, CLI];
+    forkgateForAll = own.map((path) => {
+      const copy = join(home, basename(path));
+      try {
+        linkSync(path, copy);
+      } catch {
+        copyFileSync(path, copy); // another file system
+      }
+      return copy;
+    });
+  }
+  const dir = tempDir(files);
+  chmodSync(dir, 0o755);
+  return { dir, command: forkgateForAll };
+}
 
 describe('actions', { concurrency: PARALLEL }, () => {
   test('--version prints forkgate and Node versions and exits 0', async () => {
@@ -239,6 +275,24 @@ describe('a boot failure of forkgate\'s own finding is one line, without a stack
     assert.equal(result.code, 3, output);
     assert.match(output, /Worker failed to boot \(pid:\d+\): cannot find app file \S+\/nope\/app\.js \(from 'nope\/app\.js'\)\n/);
     assert.doesNotMatch(output, /^\s+at /m);
+  });
+
+  test('an app the --user cannot read: permission denied, naming the directory it cannot enter or the file, exit 3', { skip: !asRoot && 'needs root' }, async () => {
+    const { dir, command } = reachableByAll({ 'secret.cjs': 'module.exports = (req, res) => res.end();\n' });
+    chmodSync(join(dir, 'secret.cjs'), 0o600);
+    mkdirSync(join(dir, 'private'), { mode: 0o700 });
+    writeFileSync(join(dir, 'private', 'app.cjs'), 'module.exports = (req, res) => res.end();\n');
+    const cases = [
+      { app: 'secret', expect: /cannot read app file \S+\/secret\.cjs \(from 'secret'\): permission denied: the file exists, but user 'nobody' \(uid 65534\) may not read it\n/ },
+      { app: 'private/app.cjs', expect: /cannot read app file \S+\/private\/app\.cjs \(from 'private\/app\.cjs'\): permission denied: user 'nobody' \(uid 65534\) may not enter the directory \S+\/private\n/ },
+    ];
+    for (const { app, expect } of cases) {
+      const result = await run(['--user', 'nobody', '-b', '127.0.0.1:0', app], { cwd: dir, command });
+      const output = result.stdout + result.stderr;
+      assert.equal(result.code, 3, output);
+      assert.match(output, expect);
+      assert.doesNotMatch(output, /cannot find|^\s+at /m);
+    }
   });
 });
 

@@ -2,12 +2,13 @@
  * Turns whatever the user's module exports (or the server it starts itself) into one http.Server that
  * the worker feeds accepted connections into. The server never binds a port of its own.
  */
-import { existsSync } from 'node:fs';
+import { accessSync, constants } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { extname, resolve } from 'node:path';
+import { userInfo } from 'node:os';
+import { dirname, extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { getRequestListener } from '@hono/node-server';
 import { AppLoadError } from '../errors.ts';
@@ -93,11 +94,44 @@ type Listener = (this: unknown, req: http.IncomingMessage, res: http.ServerRespo
 
 function findAppFile(spec: AppSpec, cwd: string): string {
   const path = resolve(cwd, spec.path);
-  if (existsSync(path)) return path;
   const hasAppExtension = (appExtensions as readonly string[]).includes(extname(path));
-  const withExtension = hasAppExtension ? undefined : appExtensions.map((ext) => path + ext).find((p) => existsSync(p));
-  if (withExtension === undefined) throw new AppLoadError(`cannot find app file ${path} (from '${spec.path}')`);
-  return withExtension;
+  for (const candidate of [path, ...(hasAppExtension ? [] : appExtensions.map((ext) => path + ext))]) {
+    try {
+      accessSync(candidate, constants.R_OK);
+      return candidate;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EACCES') throw new AppLoadError(unreadableMessage(candidate, spec));
+    }
+  }
+  throw new AppLoadError(`cannot find app file ${path} (from '${spec.path}')`);
+}
+
+/** Permission denied: a directory on the path this process cannot enter, or the file it cannot read. */
+function unreadableMessage(path: string, spec: AppSpec): string {
+  const directories: string[] = []; // from the root down
+  for (let directory = dirname(path); directories[0] !== directory; directory = dirname(directory)) directories.unshift(directory);
+  const closed = directories.find((directory) => !accessible(directory, constants.X_OK));
+  const cause = closed ? `${runningAs()} may not enter the directory ${closed}` : `the file exists, but ${runningAs()} may not read it`;
+  return `cannot read app file ${path} (from '${spec.path}'): permission denied: ${cause}`;
+}
+
+function accessible(path: string, mode: number): boolean {
+  try {
+    accessSync(path, mode);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** This process's user as the message names it (--user may have given a number with no passwd entry). */
+function runningAs(): string {
+  const uid = process.getuid?.();
+  try {
+    return `user '${userInfo().username}' (uid ${uid})`;
+  } catch {
+    return `uid ${uid}`;
+  }
 }
 
 /** The export named in the spec, else the default export (a CJS module.exports) and then `app`. */
