@@ -2,7 +2,9 @@
 // failures, settings precedence seen through --print-config, --check-config, --chdir, and HUP re-reading a config file.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { chmodSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import * as net from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -412,6 +414,51 @@ describe('--check-config', { concurrency: PARALLEL }, () => {
     assert.equal(result.code, 0, result.stdout + result.stderr);
     assert.match(result.stdout, /Config OK: listener\.cjs loads as a listener app/);
     assert.doesNotMatch(result.stdout + result.stderr, /Booting worker|Listening at/);
+  });
+
+  test('passes apps that serve: one calling listen() itself, a Fastify instance', async () => {
+    for (const [app, shape] of [['listen-express.cjs', 'listen-call'], ['listen-fastify.mjs', 'listen-call'], ['fastify.mjs', 'fastify']]) {
+      const result = await run(['--check-config', app!], { cwd: FIXTURES });
+      assert.equal(result.code, 0, result.stdout + result.stderr);
+      assert.match(result.stdout, new RegExp(`Config OK: ${escape(app!)} loads as a ${shape} app`));
+    }
+  });
+
+  test('binds nothing in any balance mode: a server on the address is left alone', async () => {
+    const occupied = net.createServer().listen(0, '127.0.0.1');
+    await once(occupied, 'listening');
+    try {
+      const bind = `127.0.0.1:${(occupied.address() as net.AddressInfo).port}`;
+      for (const balance of BALANCE_MODES) {
+        const result = await run(['--check-config', '--balance', balance, '-b', bind, 'listener.cjs'], { cwd: FIXTURES });
+        assert.equal(result.code, 0, `${balance}: ${result.stdout}${result.stderr}`);
+      }
+    } finally {
+      occupied.close();
+    }
+  });
+
+  test('loads the app with the --node-option values, as the workers do', async () => {
+    // Node strips types on its own, but an enum needs --experimental-transform-types.
+    const cwd = tempDir({ 'enum-app.ts': "enum Greeting { Hello = 'hello' }\nexport default (req: unknown, res: { end(text: string): void }) => res.end(Greeting.Hello);\n" });
+    const result = await run(['--check-config', '--node-option=--experimental-transform-types', '--node-option=--no-warnings', 'enum-app.ts'], { cwd });
+    assert.equal(result.code, 0, result.stdout + result.stderr);
+    assert.match(result.stdout, /Config OK: enum-app\.ts loads as a listener app/);
+    const without = await run(['--check-config', 'enum-app.ts'], { cwd });
+    assert.equal(without.code, 1, without.stdout + without.stderr);
+  });
+
+  test('loads the app as the --user the workers run as', { skip: !asRoot && 'needs root' }, async () => {
+    const { dir, command } = reachableByAll({ 'app.cjs': 'module.exports = (req, res) => res.end();\n', 'secret.cjs': 'module.exports = (req, res) => res.end();\n' });
+    chmodSync(join(dir, 'secret.cjs'), 0o600);
+    const readable = await run(['--check-config', '--user', 'nobody', 'app.cjs'], { cwd: dir, command });
+    assert.equal(readable.code, 0, readable.stdout + readable.stderr);
+    assert.match(readable.stdout, /Config OK: app\.cjs loads as a listener app/);
+    const unreadable = await run(['--check-config', '--user', 'nobody', 'secret.cjs'], { cwd: dir, command });
+    const output = unreadable.stdout + unreadable.stderr;
+    assert.equal(unreadable.code, 1, output);
+    assert.match(output, /Config check failed: secret\.cjs does not load: cannot read app file \S+secret\.cjs \(from 'secret\.cjs'\): permission denied/);
+    assert.doesNotMatch(output, /Config OK/);
   });
 
   test("exits 1 with the app's error when it does not load", async () => {

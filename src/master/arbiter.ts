@@ -4,7 +4,7 @@
  * same three chores: murderWorkers (timeouts), reapWorkers (exits), manageWorkers (reconcile the pool we
  * have with the pool we want).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { formatBindAddress } from '../config/bind.ts';
 import { effectiveCpuCount } from '../config/cpu.ts';
@@ -19,12 +19,12 @@ import { loadAppOnce } from '../worker/unit-runner.ts';
 import { workerClassFor } from '../worker/classes/index.ts';
 import { createBalancer, type Balancer } from './balance/index.ts';
 import { AdminEndpoint, readAdminToken, type AdminActions, type PoolStatus } from './admin.ts';
-import { handOverLogFile, resolveIdentity, type WorkerIdentity } from './privileges.ts';
+import { prepareWorkerIdentity, type WorkerIdentity } from './privileges.ts';
 import { Reloader } from './reloader.ts';
 import { captureBlockedStack } from './stack-dump.ts';
 import { inheritanceFrom, notifyPredecessor, startSuccessor, type Inheritance, type UpgradedMessage } from './upgrade.ts';
 import { runHook, type HookName, type Hooks, type MasterInfo, type WorkerInfo } from '../hooks.ts';
-import { workerArgv } from './worker-argv.ts';
+import { spawnWorkerProcess, START_GRACE_MS } from './worker-process.ts';
 import { processTitle } from '../process-title.ts';
 import { WorkerHandle } from './worker-handle.ts';
 
@@ -33,8 +33,6 @@ type HandledSignal = (typeof HANDLED_SIGNALS)[number];
 
 /** How often the loop wakes on its own to check heartbeats and deadlines. */
 const TICK_MS = 250;
-/** A process not yet heard from is starting Node itself, not running the app: it gets at least this long. */
-const START_GRACE_MS = 10_000;
 /** How long the master may spend reading a hung worker's stack before it kills the worker anyway. */
 const STACK_BUDGET_MS = 2000;
 /** After a quick stop (INT, QUIT) workers get this long to exit before SIGKILL. */
@@ -119,8 +117,7 @@ export class Arbiter {
     await this.hook('onStarting', this.masterInfo());
     if (settings.umask !== null) process.umask(parseInt(settings.umask, 8)); // inherited by the workers
     try {
-      this.identity = resolveIdentity(settings.user, settings.group);
-      if (this.identity) for (const file of [settings.accessLogfile, settings.errorLogfile]) handOverLogFile(file, this.identity);
+      this.identity = prepareWorkerIdentity(settings);
       // A token file that cannot serve fails the start, not the first action.
       if (settings.adminTokenFile) readAdminToken(settings.adminTokenFile);
     } catch (error) {
@@ -351,13 +348,7 @@ export class Arbiter {
     const settings = this.settings;
     const id = this.nextWorkerId++;
     void this.hook('preFork', this.masterInfo(), { pid: 0, id, generation: this.generation });
-    // The same executable with a role marker: works for `node dist/forkgate.cjs` and the single binary.
-    const child = spawn(process.execPath, workerArgv(settings.nodeOption), {
-      argv0: processTitle(settings, 'worker'),
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      env: { ...this.sources.env, ...settings.env, FORKGATE_ROLE: 'worker' },
-      ...this.identity,
-    });
+    const child = spawnWorkerProcess(settings, this.sources.env, this.identity);
     const worker = new WorkerHandle(id, this.generation, child);
     this.workers.add(worker);
     child.on('message', (message: unknown) => {

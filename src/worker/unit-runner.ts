@@ -28,8 +28,8 @@ export interface Units {
 }
 
 /**
- * Loads the app outside any worker (--preload in the master, --check-config), with the address of the
- * first bind, which the app sees as its own (Fastify reads it when it listens).
+ * Loads the app outside any worker (--preload, in the master), with the address of the first bind,
+ * which the app sees as its own (Fastify reads it when it listens).
  */
 export function loadAppOnce(settings: Settings, listenWaitMs: number): Promise<LoadedApp> {
   return loadApp(parseAppSpec(settings.app!), {
