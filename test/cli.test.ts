@@ -298,6 +298,52 @@ describe('a boot failure of forkgate\'s own finding is one line, without a stack
   });
 });
 
+describe('an address that cannot be bound exits 1, with "Cannot listen:" naming it, in every balance mode', { concurrency: PARALLEL }, () => {
+  for (const balance of BALANCE_MODES) {
+    test(`a port another server holds fails before "Listening at:" (${balance})`, async () => {
+      const occupied = net.createServer().listen(0, '127.0.0.1');
+      await once(occupied, 'listening');
+      try {
+        const bind = `127.0.0.1:${(occupied.address() as net.AddressInfo).port}`;
+        const result = await run(['--balance', balance, '-b', bind, LISTENER], { cwd: tempDir() });
+        const output = result.stdout + result.stderr;
+        assert.equal(result.code, 1, output);
+        assert.match(output, new RegExp(`Cannot listen: listen EADDRINUSE: address already in use ${escape(bind)}\n`));
+        assert.doesNotMatch(output, /Listening at|Booting worker|the app cannot start|^\s+at /m);
+      } finally {
+        occupied.close();
+      }
+    });
+  }
+
+  test('a port the workers\' --user may not bind (reuseport): the worker says so, exit 1', { skip: !asRoot && 'needs root' }, async (t) => {
+    const unprivileged = Number(readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8'));
+    const port = await freePortBelow(unprivileged);
+    if (port === null) return t.skip('every user may bind every port here, or no privileged port is free');
+    const { dir, command } = reachableByAll({ 'app.cjs': 'module.exports = (req, res) => res.end();\n' });
+    const result = await run(['--balance', 'reuseport', '--user', 'nobody', '-b', `127.0.0.1:${port}`, 'app.cjs'], { cwd: dir, command });
+    const output = result.stdout + result.stderr;
+    assert.equal(result.code, 1, output);
+    assert.match(output, new RegExp(`Worker failed to boot \\(pid:\\d+\\): Cannot listen: listen EACCES: permission denied 127\\.0\\.0\\.1:${port}\n`));
+    assert.doesNotMatch(output, /the app cannot start|^\s+at /m);
+  });
+});
+
+/** A port below `limit` that nothing listens on now (at most 100 tried), or null. */
+async function freePortBelow(limit: number): Promise<number | null> {
+  for (let port = limit - 1; port >= Math.max(1, limit - 100); port--) {
+    const probe = net.createServer();
+    const bound = await new Promise<boolean>((resolve) => {
+      probe.once('error', () => resolve(false));
+      probe.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (!bound) continue;
+    await new Promise((resolve) => probe.close(resolve));
+    return port;
+  }
+  return null;
+}
+
 describe('precedence: default < config file < environment < FORKGATE_CMD_ARGS < command line', { concurrency: PARALLEL }, () => {
   test('--print-config prints one `name = value` line per setting, defaults first', async () => {
     const values = await printConfig([], { cwd: tempDir() });

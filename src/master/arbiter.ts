@@ -11,7 +11,7 @@ import { effectiveCpuCount } from '../config/cpu.ts';
 import { connectionBudget, openFileLimit } from '../config/descriptors.ts';
 import { applyThreads, resolveSettings, type ResolvedSettings, type SettingSources } from '../config/load.ts';
 import { changedSettings, fixedUntilRestart, formatUpstream, type Settings } from '../config/settings.ts';
-import { ExitCode } from '../errors.ts';
+import { ExitCode, ListenError } from '../errors.ts';
 import { describeBootError, isProtocolMessage, type SerializedError, type WorkerMessage } from '../ipc/messages.ts';
 import type { Logger } from '../log/logger.ts';
 import { VERSION } from '../version.ts';
@@ -128,9 +128,10 @@ export class Arbiter {
     try {
       await this.balancer.listen(this.identity);
     } catch (error) {
-      logger.error(`Cannot listen: ${(error as Error).message}`);
+      const failure = new ListenError(error as Error);
+      logger.error(failure.message);
       await this.balancer.close('quick');
-      return ExitCode.runtimeFailure;
+      return failure.exitCode;
     }
     // The workers (with --balance proxy, the master) terminate TLS when --certfile is set: clients reach https:// then.
     const scheme = (url: string) => (settings.certfile ? url.replace(/^http:/, 'https:') : url);
