@@ -8,6 +8,7 @@ import { takeActivatedSockets } from './config/bind.ts';
 import { formatUpstream, type Settings } from './config/settings.ts';
 import { resolveSettings, type ResolvedSettings, type SettingSources } from './config/load.ts';
 import { renderHelp, renderPrintConfig } from './config/help.ts';
+import { checkCertificates } from './edge/tls.ts';
 import { ExitCode, SettingError } from './errors.ts';
 import { Logger } from './log/logger.ts';
 import { Arbiter } from './master/arbiter.ts';
@@ -78,6 +79,12 @@ async function main(argv: string[]): Promise<number> {
     } catch (error) {
       return usageError(`--chdir: cannot change to ${settings.chdir}: ${(error as NodeJS.ErrnoException).code}`);
     }
+  }
+  try {
+    checkCertificates(settings); // relative to --chdir, as the workers read them
+  } catch (error) {
+    if (error instanceof SettingError) return usageError(error.message);
+    throw error;
   }
   let logger: Logger;
   try {

@@ -11,6 +11,7 @@ import { effectiveCpuCount } from '../config/cpu.ts';
 import { connectionBudget, openFileLimit } from '../config/descriptors.ts';
 import { applyThreads, resolveSettings, type ResolvedSettings, type SettingSources } from '../config/load.ts';
 import { changedSettings, fixedUntilRestart, formatUpstream, type Settings } from '../config/settings.ts';
+import { checkCertificates } from '../edge/tls.ts';
 import { ExitCode, ListenError } from '../errors.ts';
 import { describeBootError, isProtocolMessage, type SerializedError, type WorkerMessage } from '../ipc/messages.ts';
 import type { Logger } from '../log/logger.ts';
@@ -462,6 +463,8 @@ export class Arbiter {
     try {
       // The balance mode and binds wait for a restart: the threads asked for must fit the running ones.
       applyThreads(kept, `the running --balance ${kept.balance}`);
+      // New workers (the proxy's front) would read them: a file that cannot serve keeps the old ones.
+      checkCertificates(kept);
     } catch (error) {
       this.logger.error(`Reload aborted, settings unchanged: ${(error as Error).message}`);
       return;
