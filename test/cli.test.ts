@@ -279,6 +279,16 @@ describe('a boot failure of forkgate\'s own finding is one line, without a stack
     assert.doesNotMatch(output, /^\s+at /m);
   });
 
+  test('an app that exports nothing servable and waits on nothing is named at once, exit 3', async () => {
+    const started = Date.now();
+    const result = await run(['-b', '127.0.0.1:0', 'no-export.cjs'], { cwd: FIXTURES });
+    const output = result.stdout + result.stderr;
+    assert.equal(result.code, 3, output);
+    assert.match(output, /Worker failed to boot \(pid:\d+\): \S+no-export\.cjs gave no app to serve\. .*the module exports: default\).*waits on nothing.* Export a Fastify instance/);
+    // The wait for an app calling listen() late is the --timeout, 30 s.
+    assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
+  });
+
   test('an app the --user cannot read: permission denied, naming the directory it cannot enter or the file, exit 3', { skip: !asRoot && 'needs root' }, async () => {
     const { dir, command } = reachableByAll({ 'secret.cjs': 'module.exports = (req, res) => res.end();\n' });
     chmodSync(join(dir, 'secret.cjs'), 0o600);

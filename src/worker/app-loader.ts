@@ -44,7 +44,7 @@ export interface LoadOptions {
   readonly cwd: string;
   /** What `server.address()` answers for an app that called listen() itself. */
   readonly address: AddressInfo | string | null;
-  /** How long to wait for an app that exports nothing to call listen() (ms). */
+  /** How long to wait for an app that exports nothing to call listen() while it still waits on something (ms). */
   readonly listenWaitMs: number;
   /** Called with an error thrown or rejected by the app's request listener (after 500 is sent). */
   readonly onListenerError: (error: unknown) => void;
@@ -56,6 +56,9 @@ export const appExtensions = ['.js', '.cjs', '.mjs', '.ts', '.mts', '.cts'] as c
 const acceptedShapes =
   'a Fastify instance, an http(s).Server, a Koa app, an object with fetch() (Hono), ' +
   'a (req, res) listener function (Express, Connect), or a function returning one of these';
+
+/** How often a wait for listen() looks whether the app still waits on anything. */
+const LISTEN_POLL_MS = 100;
 
 /** `:NAME` or `:NAME()` at the very end; a colon followed by anything else belongs to the path. */
 const exportSuffix = /:([\p{ID_Start}$_][\p{ID_Continue}$\u200C\u200D]*)(\(\))?$/u;
@@ -71,6 +74,7 @@ export async function loadApp(spec: AppSpec, options: LoadOptions): Promise<Load
   const path = findAppFile(spec, options.cwd);
   // Patched before the import: an unmodified app calls listen() while (or soon after) it loads.
   const listenCalls = captureListen(options.address);
+  const before = liveResources();
   try {
     // The app's own import-time errors propagate untouched so their stack points into the app.
     const namespace = (await import(pathToFileURL(path).href).catch((error: unknown) => {
@@ -80,10 +84,11 @@ export async function loadApp(spec: AppSpec, options: LoadOptions): Promise<Load
       const loaded = await fromExport(value, spec, options);
       if (loaded) return loaded;
     }
-    const server = await listenCalls.waitForServer(options.listenWaitMs);
-    if (!server) throw new AppLoadError(noAppMessage(path, spec, namespace, options.listenWaitMs));
-    guardRequestListeners(server, options.onListenerError);
-    return { server, shape: 'listen-call' };
+    // A listen() can only come from something the app still waits on: a timer, a socket, a file read.
+    const outcome = await listenCalls.waitForServer(options.listenWaitMs, () => startedSince(before));
+    if (typeof outcome === 'string') throw new AppLoadError(noAppMessage(path, spec, namespace, outcome, options.listenWaitMs));
+    guardRequestListeners(outcome, options.onListenerError);
+    return { server: outcome, shape: 'listen-call' };
   } finally {
     listenCalls.release();
   }
@@ -227,9 +232,12 @@ function guardRequestListeners(server: AppServer, onError: (error: unknown) => v
   for (const listener of listeners) server.on('request', guarded(listener, onError));
 }
 
+/** Why no listen() came: the wait ran out, or the app had nothing left pending that could call it. */
+type NoListen = 'timed out' | 'idle';
+
 interface ListenCapture {
-  /** The server the app called listen() on, waiting up to `ms` for the call; undefined if none came. */
-  waitForServer(ms: number): Promise<AppServer | undefined>;
+  /** The server the app called listen() on, waiting up to `ms` for the call while `appIsWaiting()`. */
+  waitForServer(ms: number, appIsWaiting: () => boolean): Promise<AppServer | NoListen>;
   /** Puts the real listen() back; later calls bind for real. */
   release(): void;
 }
@@ -257,19 +265,45 @@ function captureListen(address: LoadOptions['address']): ListenCapture {
   } as typeof realListen;
 
   return {
-    waitForServer: (ms) =>
-      new Promise((resolveServer) => {
-        if (captured) return resolveServer(captured);
-        const timer = setTimeout(() => resolveServer(undefined), ms);
-        onCapture = () => {
-          clearTimeout(timer);
-          resolveServer(captured);
+    waitForServer: (ms, appIsWaiting) =>
+      new Promise((settle) => {
+        if (captured) return settle(captured);
+        let poll: NodeJS.Timeout | undefined;
+        let look: NodeJS.Immediate | undefined;
+        const finish = (outcome: AppServer | NoListen) => {
+          clearTimeout(deadline);
+          clearTimeout(poll);
+          clearImmediate(look);
+          onCapture = () => {};
+          settle(outcome);
         };
+        // Unreferenced, so it is not counted as the app's; the polls keep the event loop alive meanwhile.
+        const deadline = setTimeout(() => finish('timed out'), ms).unref();
+        // Run from an immediate, when neither the poll's timer nor the immediate itself counts as live.
+        const check = () => {
+          if (!appIsWaiting()) return finish('idle');
+          poll = setTimeout(() => (look = setImmediate(check)), LISTEN_POLL_MS);
+        };
+        look = setImmediate(check);
+        onCapture = () => finish(captured!);
       }),
     release: () => {
       net.Server.prototype.listen = realListen;
     },
   };
+}
+
+/** The event loop's live resources (referenced timers, sockets, file requests, ...) by type. */
+function liveResources(): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const type of process.getActiveResourcesInfo()) counts.set(type, (counts.get(type) ?? 0) + 1);
+  return counts;
+}
+
+/** Whether more resources of some type are live than `before`: what the app started and waits on. */
+function startedSince(before: Map<string, number>): boolean {
+  for (const [type, count] of liveResources()) if (count > (before.get(type) ?? 0)) return true;
+  return false;
 }
 
 function sharesRequestListener(a: AppServer, b: AppServer): boolean {
@@ -293,14 +327,18 @@ function hasMethod<K extends string>(value: unknown, name: K): value is Record<K
   );
 }
 
-function noAppMessage(path: string, spec: AppSpec, namespace: Namespace, waitedMs: number): string {
+function noAppMessage(path: string, spec: AppSpec, namespace: Namespace, why: NoListen, waitedMs: number): string {
   const lookedFor =
     spec.exportName === undefined
       ? `the default export (module.exports): ${describe(namespace['default'])}, and export 'app': ${describe(namespace['app'])}`
       : `export '${spec.exportName}': ${describe(namespace[spec.exportName])}`;
+  const noListen =
+    why === 'idle'
+      ? 'and it called no listen() and waits on nothing (no timer, socket or other I/O) that could still call it'
+      : `and no listen() call came within ${waitedMs} ms`;
   return (
     `${path} gave no app to serve. Looked for ${lookedFor} (the module exports: ${exportNames(namespace)}); ` +
-    `and no listen() call came within ${waitedMs} ms. Export ${acceptedShapes}; or call listen() on an http.Server.`
+    `${noListen}. Export ${acceptedShapes}; or call listen() on an http.Server.`
   );
 }
 
