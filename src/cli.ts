@@ -8,11 +8,13 @@ import { takeActivatedSockets } from './config/bind.ts';
 import { formatUpstream, type Settings } from './config/settings.ts';
 import { resolveSettings, type ResolvedSettings, type SettingSources } from './config/load.ts';
 import { renderHelp, renderPrintConfig } from './config/help.ts';
+import { checkCertificates } from './edge/tls.ts';
 import { ExitCode, SettingError } from './errors.ts';
 import { Logger } from './log/logger.ts';
 import { Arbiter } from './master/arbiter.ts';
+import { checkBoot } from './master/boot-check.ts';
+import { prepareWorkerIdentity, type WorkerIdentity } from './master/privileges.ts';
 import { VERSION } from './version.ts';
-import { loadAppOnce } from './worker/unit-runner.ts';
 import { runWorker } from './worker/main.ts';
 import { statusCommand } from './status-command.ts';
 import { runThread } from './worker/thread.ts';
@@ -78,28 +80,36 @@ async function main(argv: string[]): Promise<number> {
       return usageError(`--chdir: cannot change to ${settings.chdir}: ${(error as NodeJS.ErrnoException).code}`);
     }
   }
+  try {
+    checkCertificates(settings); // relative to --chdir, as the workers read them
+  } catch (error) {
+    if (error instanceof SettingError) return usageError(error.message);
+    throw error;
+  }
   let logger: Logger;
   try {
     logger = new Logger(settings.errorLogfile, settings.logLevel);
   } catch (error) {
     return usageError(`--error-logfile: cannot open ${settings.errorLogfile}: ${(error as Error).message}`);
   }
-  if (settings.checkConfig) return checkConfig(settings, logger);
+  if (settings.checkConfig) return checkConfig(settings, sources.env, logger);
   const code = await new Arbiter(resolved, sources, logger).run();
   logger.close();
   return code;
 }
 
-async function checkConfig(settings: Settings, logger: Logger): Promise<number> {
+async function checkConfig(settings: Settings, env: NodeJS.ProcessEnv, logger: Logger): Promise<number> {
   if (!settings.app) return print(`Config OK: fronting ${settings.upstream.map(formatUpstream).join(', ')}\n`);
-  const app = settings.app;
+  let identity: WorkerIdentity | null;
   try {
-    const loaded = await loadAppOnce(settings, 5000);
-    return print(`Config OK: ${app} loads as a ${loaded.shape} app\n`);
+    identity = prepareWorkerIdentity(settings);
   } catch (error) {
-    logger.error(`Config check failed: ${app} does not load`, error);
-    return ExitCode.runtimeFailure;
+    return usageError((error as Error).message);
   }
+  const boot = await checkBoot(settings, env, identity);
+  if ('shape' in boot) return print(`Config OK: ${settings.app} loads as a ${boot.shape} app\n`);
+  logger.error(`Config check failed: ${settings.app} does not load:${boot.failure}`);
+  return ExitCode.runtimeFailure;
 }
 
 function print(text: string): number {

@@ -1,6 +1,8 @@
 /**
  * Errors that end the process carry the exit code they end it with, so the CLI has one place that
  * maps failures to codes (DESIGN: 0 clean, 1 runtime failure, 2 bad usage or config, 3 boot failure).
+ * An address that cannot be bound is a runtime failure: the settings are valid, the machine refuses
+ * them now (the port is taken, or not permitted), whoever binds it, the master or a worker.
  */
 export const ExitCode = {
   ok: 0,
@@ -33,5 +35,13 @@ export class AppLoadError extends ForkgateError {
   constructor(message: string, options?: ErrorOptions) {
     super('FORKGATE_APP_LOAD', message, ExitCode.bootFailure, options);
     this.name = 'AppLoadError';
+  }
+}
+
+/** An address could not be bound (in use, not permitted, not on this machine). */
+export class ListenError extends ForkgateError {
+  constructor(cause: Error) {
+    super('FORKGATE_LISTEN', `Cannot listen: ${cause.message}`, ExitCode.runtimeFailure, { cause });
+    this.name = 'ListenError';
   }
 }

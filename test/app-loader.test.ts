@@ -233,16 +233,34 @@ describe('apps that call listen() themselves', () => {
 describe('load errors', () => {
   const realListen = net.Server.prototype.listen;
 
-  it('no app and no listen() call: names the path, what was looked for and what is accepted', async () => {
+  it('no app, no listen() call and nothing pending: fails at once, naming the path, what was looked for and what is accepted', async () => {
     const started = Date.now();
-    await assert.rejects(loadApp(parseAppSpec('no-export.cjs'), options({ listenWaitMs: 300 })), (error) => {
+    await assert.rejects(loadApp(parseAppSpec('no-export.cjs'), options({ listenWaitMs: 30_000 })), (error) => {
       assert.ok(error instanceof AppLoadError);
       assert.ok(error.message.includes(join(fixtures, 'no-export.cjs')), error.message);
-      assert.match(error.message, /default export.*'app'.*300 ms.*Koa/s);
+      assert.match(error.message, /default export.*'app'.*called no listen\(\) and waits on nothing.*Koa/s);
+      return true;
+    });
+    assert.ok(Date.now() - started < 2000, `took ${Date.now() - started} ms`);
+    assert.equal(net.Server.prototype.listen, realListen);
+  });
+
+  it('no app and no listen() call while the app waits on something: fails after listenWaitMs', async () => {
+    const started = Date.now();
+    await assert.rejects(loadApp(parseAppSpec('no-export-pending.cjs'), options({ listenWaitMs: 300 })), (error) => {
+      assert.ok(error instanceof AppLoadError);
+      assert.match(error.message, /no listen\(\) call came within 300 ms/);
       return true;
     });
     assert.ok(Date.now() - started >= 290);
     assert.equal(net.Server.prototype.listen, realListen);
+  });
+
+  it('no app and no listen() call: fails once what the app waited on is over', async () => {
+    const started = Date.now();
+    await assert.rejects(loadApp(parseAppSpec('no-export-settles.cjs'), options({ listenWaitMs: 30_000 })), /waits on nothing/);
+    const took = Date.now() - started;
+    assert.ok(took >= 290 && took < 2000, `took ${took} ms, not the 300 ms the app waited`);
   });
 
   it('lists the exports when the module has no default export', async () => {

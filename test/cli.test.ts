@@ -1,10 +1,12 @@
-// The command line as users meet it: --version, --help, usage errors (exit 2, nothing started),
-// settings precedence seen through --print-config, --check-config, --chdir, and HUP re-reading a config file.
+// The command line as users meet it: --version, --help, usage errors (exit 2, nothing started), boot
+// failures, settings precedence seen through --print-config, --check-config, --chdir, and HUP re-reading a config file.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { chmodSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import * as net from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { BALANCE_MODES, SETTINGS, WORKER_CLASSES, type Setting } from '../src/config/settings.ts';
@@ -28,13 +30,21 @@ interface Run {
   stderr: string;
 }
 
+interface RunOptions {
+  env?: Record<string, string>;
+  cwd?: string;
+  /** What runs forkgate (default: this Node with the npm build, or FORKGATE_TEST_BIN). */
+  command?: string[];
+}
+
 /** Runs the CLI to completion (bounded: a run that would start serving is killed after 15 s). */
-function run(args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): Promise<Run> {
+function run(args: string[], options: RunOptions = {}): Promise<Run> {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const name of SETTING_ENV) delete env[name];
   Object.assign(env, options.env);
   const bin = process.env.FORKGATE_TEST_BIN;
-  const child = spawn(bin ?? process.execPath, bin ? args : [CLI, ...args], {
+  const [file, ...prefix] = options.command ?? (bin ? [bin] : [process.execPath, CLI]);
+  const child = spawn(file!, [...prefix, ...args], {
     // Never the repo root by default, where a stray forkgate.config.* would be picked up.
     cwd: options.cwd ?? FIXTURES,
     env,
@@ -81,6 +91,34 @@ function tempDir(files: Record<string, string> = {}): string {
 after(() => {
   for (const dir of temps) rmSync(dir, { recursive: true, force: true });
 });
+
+const asRoot = process.getuid?.() === 0;
+let forkgateForAll: string[] | undefined;
+/**
+ * A directory every user can reach, holding the given files, and the command that runs forkgate from a
+ * copy in another such directory: workers started as --user nobody read forkgate and Node themselves,
+ * and the checkout may sit in a private (0700) directory.
+ */
+function reachableByAll(files: Record<string, string> = {}): { dir: string; command: string[] } {
+  if (!forkgateForAll) {
+    const home = tempDir();
+    chmodSync(home, 0o755);
+    const bin = process.env.FORKGATE_TEST_BIN;
+    const own = bin ? [bin] : [process.execPath, CLI];
+    forkgateForAll = own.map((path) => {
+      const copy = join(home, basename(path));
+      try {
+        linkSync(path, copy);
+      } catch {
+        copyFileSync(path, copy); // another file system
+      }
+      return copy;
+    });
+  }
+  const dir = tempDir(files);
+  chmodSync(dir, 0o755);
+  return { dir, command: forkgateForAll };
+}
 
 describe('actions', { concurrency: PARALLEL }, () => {
   test('--version prints forkgate and Node versions and exits 0', async () => {
@@ -232,6 +270,90 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
   });
 });
 
+describe('a boot failure of forkgate\'s own finding is one line, without a stack', { concurrency: PARALLEL }, () => {
+  test('a missing app file is named, exit 3', async () => {
+    const result = await run(['-b', '127.0.0.1:0', 'nope/app.js'], { cwd: tempDir() });
+    const output = result.stdout + result.stderr;
+    assert.equal(result.code, 3, output);
+    assert.match(output, /Worker failed to boot \(pid:\d+\): cannot find app file \S+\/nope\/app\.js \(from 'nope\/app\.js'\)\n/);
+    assert.doesNotMatch(output, /^\s+at /m);
+  });
+
+  test('an app that exports nothing servable and waits on nothing is named at once, exit 3', async () => {
+    const started = Date.now();
+    const result = await run(['-b', '127.0.0.1:0', 'no-export.cjs'], { cwd: FIXTURES });
+    const output = result.stdout + result.stderr;
+    assert.equal(result.code, 3, output);
+    assert.match(output, /Worker failed to boot \(pid:\d+\): \S+no-export\.cjs gave no app to serve\. .*the module exports: default\).*waits on nothing.* Export a Fastify instance/);
+    // The wait for an app calling listen() late is the --timeout, 30 s.
+    assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
+  });
+
+  test('an app the --user cannot read: permission denied, naming the directory it cannot enter or the file, exit 3', { skip: !asRoot && 'needs root' }, async () => {
+    const { dir, command } = reachableByAll({ 'secret.cjs': 'module.exports = (req, res) => res.end();\n' });
+    chmodSync(join(dir, 'secret.cjs'), 0o600);
+    mkdirSync(join(dir, 'private'), { mode: 0o700 });
+    writeFileSync(join(dir, 'private', 'app.cjs'), 'module.exports = (req, res) => res.end();\n');
+    const cases = [
+      { app: 'secret', expect: /cannot read app file \S+\/secret\.cjs \(from 'secret'\): permission denied: the file exists, but user 'nobody' \(uid 65534\) may not read it\n/ },
+      { app: 'private/app.cjs', expect: /cannot read app file \S+\/private\/app\.cjs \(from 'private\/app\.cjs'\): permission denied: user 'nobody' \(uid 65534\) may not enter the directory \S+\/private\n/ },
+    ];
+    for (const { app, expect } of cases) {
+      const result = await run(['--user', 'nobody', '-b', '127.0.0.1:0', app], { cwd: dir, command });
+      const output = result.stdout + result.stderr;
+      assert.equal(result.code, 3, output);
+      assert.match(output, expect);
+      assert.doesNotMatch(output, /cannot find|^\s+at /m);
+    }
+  });
+});
+
+describe('an address that cannot be bound exits 1, with "Cannot listen:" naming it, in every balance mode', { concurrency: PARALLEL }, () => {
+  for (const balance of BALANCE_MODES) {
+    test(`a port another server holds fails before "Listening at:" (${balance})`, async () => {
+      const occupied = net.createServer().listen(0, '127.0.0.1');
+      await once(occupied, 'listening');
+      try {
+        const bind = `127.0.0.1:${(occupied.address() as net.AddressInfo).port}`;
+        const result = await run(['--balance', balance, '-b', bind, LISTENER], { cwd: tempDir() });
+        const output = result.stdout + result.stderr;
+        assert.equal(result.code, 1, output);
+        assert.match(output, new RegExp(`Cannot listen: listen EADDRINUSE: address already in use ${escape(bind)}\n`));
+        assert.doesNotMatch(output, /Listening at|Booting worker|the app cannot start|^\s+at /m);
+      } finally {
+        occupied.close();
+      }
+    });
+  }
+
+  test('a port the workers\' --user may not bind (reuseport): the worker says so, exit 1', { skip: !asRoot && 'needs root' }, async (t) => {
+    const unprivileged = Number(readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8'));
+    const port = await freePortBelow(unprivileged);
+    if (port === null) return t.skip('every user may bind every port here, or no privileged port is free');
+    const { dir, command } = reachableByAll({ 'app.cjs': 'module.exports = (req, res) => res.end();\n' });
+    const result = await run(['--balance', 'reuseport', '--user', 'nobody', '-b', `127.0.0.1:${port}`, 'app.cjs'], { cwd: dir, command });
+    const output = result.stdout + result.stderr;
+    assert.equal(result.code, 1, output);
+    assert.match(output, new RegExp(`Worker failed to boot \\(pid:\\d+\\): Cannot listen: listen EACCES: permission denied 127\\.0\\.0\\.1:${port}\n`));
+    assert.doesNotMatch(output, /the app cannot start|^\s+at /m);
+  });
+});
+
+/** A port below `limit` that nothing listens on now (at most 100 tried), or null. */
+async function freePortBelow(limit: number): Promise<number | null> {
+  for (let port = limit - 1; port >= Math.max(1, limit - 100); port--) {
+    const probe = net.createServer();
+    const bound = await new Promise<boolean>((resolve) => {
+      probe.once('error', () => resolve(false));
+      probe.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (!bound) continue;
+    await new Promise((resolve) => probe.close(resolve));
+    return port;
+  }
+  return null;
+}
+
 describe('precedence: default < config file < environment < FORKGATE_CMD_ARGS < command line', { concurrency: PARALLEL }, () => {
   test('--print-config prints one `name = value` line per setting, defaults first', async () => {
     const values = await printConfig([], { cwd: tempDir() });
@@ -348,6 +470,51 @@ describe('--check-config', { concurrency: PARALLEL }, () => {
     assert.equal(result.code, 0, result.stdout + result.stderr);
     assert.match(result.stdout, /Config OK: listener\.cjs loads as a listener app/);
     assert.doesNotMatch(result.stdout + result.stderr, /Booting worker|Listening at/);
+  });
+
+  test('passes apps that serve: one calling listen() itself, a Fastify instance', async () => {
+    for (const [app, shape] of [['listen-express.cjs', 'listen-call'], ['listen-fastify.mjs', 'listen-call'], ['fastify.mjs', 'fastify']]) {
+      const result = await run(['--check-config', app!], { cwd: FIXTURES });
+      assert.equal(result.code, 0, result.stdout + result.stderr);
+      assert.match(result.stdout, new RegExp(`Config OK: ${escape(app!)} loads as a ${shape} app`));
+    }
+  });
+
+  test('binds nothing in any balance mode: a server on the address is left alone', async () => {
+    const occupied = net.createServer().listen(0, '127.0.0.1');
+    await once(occupied, 'listening');
+    try {
+      const bind = `127.0.0.1:${(occupied.address() as net.AddressInfo).port}`;
+      for (const balance of BALANCE_MODES) {
+        const result = await run(['--check-config', '--balance', balance, '-b', bind, 'listener.cjs'], { cwd: FIXTURES });
+        assert.equal(result.code, 0, `${balance}: ${result.stdout}${result.stderr}`);
+      }
+    } finally {
+      occupied.close();
+    }
+  });
+
+  test('loads the app with the --node-option values, as the workers do', async () => {
+    // Node strips types on its own, but an enum needs --experimental-transform-types.
+    const cwd = tempDir({ 'enum-app.ts': "enum Greeting { Hello = 'hello' }\nexport default (req: unknown, res: { end(text: string): void }) => res.end(Greeting.Hello);\n" });
+    const result = await run(['--check-config', '--node-option=--experimental-transform-types', '--node-option=--no-warnings', 'enum-app.ts'], { cwd });
+    assert.equal(result.code, 0, result.stdout + result.stderr);
+    assert.match(result.stdout, /Config OK: enum-app\.ts loads as a listener app/);
+    const without = await run(['--check-config', 'enum-app.ts'], { cwd });
+    assert.equal(without.code, 1, without.stdout + without.stderr);
+  });
+
+  test('loads the app as the --user the workers run as', { skip: !asRoot && 'needs root' }, async () => {
+    const { dir, command } = reachableByAll({ 'app.cjs': 'module.exports = (req, res) => res.end();\n', 'secret.cjs': 'module.exports = (req, res) => res.end();\n' });
+    chmodSync(join(dir, 'secret.cjs'), 0o600);
+    const readable = await run(['--check-config', '--user', 'nobody', 'app.cjs'], { cwd: dir, command });
+    assert.equal(readable.code, 0, readable.stdout + readable.stderr);
+    assert.match(readable.stdout, /Config OK: app\.cjs loads as a listener app/);
+    const unreadable = await run(['--check-config', '--user', 'nobody', 'secret.cjs'], { cwd: dir, command });
+    const output = unreadable.stdout + unreadable.stderr;
+    assert.equal(unreadable.code, 1, output);
+    assert.match(output, /Config check failed: secret\.cjs does not load: cannot read app file \S+secret\.cjs \(from 'secret\.cjs'\): permission denied/);
+    assert.doesNotMatch(output, /Config OK/);
   });
 
   test("exits 1 with the app's error when it does not load", async () => {

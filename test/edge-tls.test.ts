@@ -7,8 +7,8 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tls from 'node:tls';
-import { after, test } from 'node:test';
-import { eventually, FIXTURES, request, start } from './helpers/forkgate.ts';
+import { after, describe, test } from 'node:test';
+import { eventually, FIXTURES, Forkgate, request, start } from './helpers/forkgate.ts';
 import { makeCertificates, type Echo } from './helpers/edge.ts';
 
 const ECHO = `${FIXTURES}edge-echo.cjs`;
@@ -116,11 +116,33 @@ for (const balance of ['round-robin', 'proxy']) {
   });
 }
 
-test('an unreadable --certfile stops the boot with a message that names it', { skip }, async () => {
-  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--certfile', join(scratch, 'missing.pem'), ECHO], { waitReady: false });
-  const { code } = await forkgate.exited;
-  assert.equal(code, 3);
-  assert.match(forkgate.output, /--certfile \S+missing\.pem: ENOENT/);
+describe('a certificate file that cannot serve: one line naming the setting and the file, exit 2, before anything listens', { skip }, () => {
+  const garbage = join(scratch, 'garbage.pem');
+  writeFileSync(garbage, 'not a certificate\n');
+  const cases = [
+    { problem: 'a missing --certfile', flags: () => ['--certfile', join(scratch, 'missing.pem')], expect: /--certfile \S+missing\.pem: cannot read it: no such file or directory \(ENOENT\)/ },
+    { problem: 'a --certfile without a certificate', flags: () => ['--certfile', garbage], expect: /--certfile \S+garbage\.pem: no PEM certificate in it \(.*no start line\)/ },
+    { problem: 'a --certfile without a key, and no --keyfile', flags: () => ['--certfile', certs.files.serverCert], expect: /--certfile \S+: no unencrypted PEM private key in it, and no --keyfile given/ },
+    { problem: 'a --keyfile without a key', flags: () => ['--certfile', certs.files.serverCert, '--keyfile', garbage], expect: /--keyfile \S+garbage\.pem: no unencrypted PEM private key in it/ },
+    {
+      problem: "a --keyfile that is another certificate's key",
+      flags: () => ['--certfile', certs.files.serverCert, '--keyfile', certs.files.clientKey],
+      expect: /--keyfile \S+client\.key: not the private key of the certificate in --certfile \S+/,
+    },
+    { problem: 'a --ca-certs without a certificate', flags: () => [...tlsFlags(), '--ca-certs', garbage, '--cert-reqs', 'required'], expect: /--ca-certs \S+garbage\.pem: no PEM certificate in it/ },
+  ];
+  for (const balance of ['round-robin', 'proxy']) {
+    test(`each of: ${cases.map(({ problem }) => problem).join('; ')} (${balance})`, async () => {
+      for (const { problem, flags, expect } of cases) {
+        const forkgate = new Forkgate(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', ...flags(), ECHO]);
+        const { code } = await forkgate.exited;
+        assert.equal(code, 2, `${problem}:\n${forkgate.output}`);
+        assert.match(forkgate.output, /^forkgate: error: /, problem);
+        assert.match(forkgate.output, expect, problem);
+        assert.equal(forkgate.output.trimEnd().split('\n').length, 1, `${problem}: expected one line, got:\n${forkgate.output}`);
+      }
+    });
+  }
 });
 
 /** The fingerprint of the certificate a fresh TLS connection is shown (not verified: it may be either run's). */
@@ -151,6 +173,29 @@ for (const balance of ['round-robin', 'proxy']) {
       const after = new X509Certificate(readFileSync(renewed.files.serverCert)).fingerprint256;
       assert.notEqual(before, after);
       await eventually(async () => (await servedFingerprint(forkgate.url)) === after, 'the renewed certificate to be served');
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}
+
+for (const balance of ['round-robin', 'proxy']) {
+  test(`HUP with a certificate that cannot serve keeps the old one and says why (${balance})`, { skip }, async () => {
+    const live = mkdtempSync(join(scratch, 'live-'));
+    const [cert, key] = [join(live, 'cert.pem'), join(live, 'key.pem')];
+    copyFileSync(certs.files.serverCert, cert);
+    copyFileSync(certs.files.serverKey, key);
+    const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', '--certfile', cert, '--keyfile', key, ECHO]);
+    try {
+      const served = await servedFingerprint(forkgate.url);
+      const workers = forkgate.workerPids();
+      writeFileSync(cert, 'truncated by a renewal gone wrong\n');
+      forkgate.signal('SIGHUP');
+      await forkgate.waitFor(/Reload aborted, settings unchanged: --certfile \S+cert\.pem: no PEM certificate in it/);
+      assert.equal(await servedFingerprint(forkgate.url), served);
+      assert.equal((await httpsGet(forkgate.url)).status, 200);
+      assert.deepEqual(forkgate.workerPids(), workers, 'no new generation was started');
+      assert.doesNotMatch(forkgate.output, /Worker failed to boot/);
     } finally {
       await forkgate.stop();
     }

@@ -267,7 +267,7 @@ export const SETTINGS = [
   }),
   setting({
     name: 'check-config', key: 'checkConfig', kind: 'boolean', env: [], inFile: false, section: 'Actions',
-    default: false, validate: flag, doc: 'Resolve the settings and load the app once; exit 0 if both work, 1 if not.',
+    default: false, validate: flag, doc: 'Resolve the settings and boot one worker as the pool would (its user, Node options, environment), binding nothing; exit 0 if it boots, 1 if not.',
   }),
   setting({
     name: 'print-config', key: 'printConfig', kind: 'boolean', env: [], inFile: false, section: 'Actions',

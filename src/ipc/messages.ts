@@ -5,6 +5,7 @@
 import type { ChildProcess } from 'node:child_process';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Settings } from '../config/settings.ts';
+import { ForkgateError } from '../errors.ts';
 import type { AppShape } from '../worker/app-loader.ts';
 
 export interface TcpListenAddress {
@@ -60,6 +61,8 @@ export interface SerializedError {
   readonly message: string;
   /** The error's stack: the app's own file and line for import-time failures. */
   readonly stack: string;
+  /** Set for a ForkgateError: forkgate's own diagnosis (its stack would only show forkgate's code). */
+  readonly forkgate?: { readonly code: string; readonly exitCode: number };
 }
 
 export type WorkerMessage =
@@ -128,6 +131,20 @@ export function isProtocolMessage<Message extends MasterMessage | WorkerMessage>
 }
 
 export function serializeError(error: unknown): SerializedError {
+  if (error instanceof ForkgateError) {
+    return { message: error.message, stack: error.message, forkgate: { code: error.code, exitCode: error.exitCode } };
+  }
   if (error instanceof Error) return { message: error.message, stack: error.stack ?? `${error.name}: ${error.message}` };
   return { message: String(error), stack: String(error) };
+}
+
+/** A boot failure as the log shows it after a colon: forkgate's diagnosis on the same line, an error's stack below. */
+export function describeBootError(error: SerializedError): string {
+  return error.forkgate ? ` ${error.message}` : `\n${error.stack}`;
+}
+
+/** The error a serialized one stands for, to throw again on the other side of a thread's port. */
+export function revivedError(error: SerializedError): Error {
+  if (error.forkgate) return new ForkgateError(error.forkgate.code, error.message, error.forkgate.exitCode);
+  return Object.assign(new Error(error.message), { stack: error.stack });
 }

@@ -1,4 +1,5 @@
 import { LOG_LEVELS, type LogLevel } from '../config/settings.ts';
+import { ForkgateError } from '../errors.ts';
 import { LogSink } from './sink.ts';
 
 const LABELS: Record<LogLevel, string> = {
@@ -63,6 +64,8 @@ export class Logger {
 }
 
 export function describeError(error: unknown): string {
+  // forkgate's own diagnosis says what is wrong; its stack would only show forkgate's code.
+  if (error instanceof ForkgateError) return error.message;
   if (error instanceof Error) return error.stack ?? `${error.name}: ${error.message}`;
   return String(error);
 }

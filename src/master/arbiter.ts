@@ -4,27 +4,28 @@
  * same three chores: murderWorkers (timeouts), reapWorkers (exits), manageWorkers (reconcile the pool we
  * have with the pool we want).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { formatBindAddress } from '../config/bind.ts';
 import { effectiveCpuCount } from '../config/cpu.ts';
 import { connectionBudget, openFileLimit } from '../config/descriptors.ts';
 import { applyThreads, resolveSettings, type ResolvedSettings, type SettingSources } from '../config/load.ts';
 import { changedSettings, fixedUntilRestart, formatUpstream, type Settings } from '../config/settings.ts';
-import { ExitCode } from '../errors.ts';
-import { isProtocolMessage, type SerializedError, type WorkerMessage } from '../ipc/messages.ts';
+import { checkCertificates } from '../edge/tls.ts';
+import { ExitCode, ListenError } from '../errors.ts';
+import { describeBootError, isProtocolMessage, type SerializedError, type WorkerMessage } from '../ipc/messages.ts';
 import type { Logger } from '../log/logger.ts';
 import { VERSION } from '../version.ts';
 import { loadAppOnce } from '../worker/unit-runner.ts';
 import { workerClassFor } from '../worker/classes/index.ts';
 import { createBalancer, type Balancer } from './balance/index.ts';
 import { AdminEndpoint, readAdminToken, type AdminActions, type PoolStatus } from './admin.ts';
-import { handOverLogFile, resolveIdentity, type WorkerIdentity } from './privileges.ts';
+import { prepareWorkerIdentity, type WorkerIdentity } from './privileges.ts';
 import { Reloader } from './reloader.ts';
 import { captureBlockedStack } from './stack-dump.ts';
 import { inheritanceFrom, notifyPredecessor, startSuccessor, type Inheritance, type UpgradedMessage } from './upgrade.ts';
 import { runHook, type HookName, type Hooks, type MasterInfo, type WorkerInfo } from '../hooks.ts';
-import { workerArgv } from './worker-argv.ts';
+import { spawnWorkerProcess, START_GRACE_MS } from './worker-process.ts';
 import { processTitle } from '../process-title.ts';
 import { WorkerHandle } from './worker-handle.ts';
 
@@ -33,8 +34,6 @@ type HandledSignal = (typeof HANDLED_SIGNALS)[number];
 
 /** How often the loop wakes on its own to check heartbeats and deadlines. */
 const TICK_MS = 250;
-/** A process not yet heard from is starting Node itself, not running the app: it gets at least this long. */
-const START_GRACE_MS = 10_000;
 /** How long the master may spend reading a hung worker's stack before it kills the worker anyway. */
 const STACK_BUDGET_MS = 2000;
 /** After a quick stop (INT, QUIT) workers get this long to exit before SIGKILL. */
@@ -119,8 +118,7 @@ export class Arbiter {
     await this.hook('onStarting', this.masterInfo());
     if (settings.umask !== null) process.umask(parseInt(settings.umask, 8)); // inherited by the workers
     try {
-      this.identity = resolveIdentity(settings.user, settings.group);
-      if (this.identity) for (const file of [settings.accessLogfile, settings.errorLogfile]) handOverLogFile(file, this.identity);
+      this.identity = prepareWorkerIdentity(settings);
       // A token file that cannot serve fails the start, not the first action.
       if (settings.adminTokenFile) readAdminToken(settings.adminTokenFile);
     } catch (error) {
@@ -131,9 +129,10 @@ export class Arbiter {
     try {
       await this.balancer.listen(this.identity);
     } catch (error) {
-      logger.error(`Cannot listen: ${(error as Error).message}`);
+      const failure = new ListenError(error as Error);
+      logger.error(failure.message);
       await this.balancer.close('quick');
-      return ExitCode.runtimeFailure;
+      return failure.exitCode;
     }
     // The workers (with --balance proxy, the master) terminate TLS when --certfile is set: clients reach https:// then.
     const scheme = (url: string) => (settings.certfile ? url.replace(/^http:/, 'https:') : url);
@@ -294,7 +293,8 @@ export class Arbiter {
       this.lastExit = { pid: worker.pid, reason: worker.timedOut ? 'timeout' : describeExit(code, signal) };
       if (unexpected || worker.timedOut) this.restarts++;
       if (worker.state === 'booting' && !worker.retiring) {
-        this.onBootFailure(worker, bootError?.stack ?? `Worker (pid:${worker.pid}) ${describeExit(code, signal)} before it was ready`);
+        const report = bootError ? describeBootError(bootError) : ` ${describeExit(code, signal)} before it was ready`;
+        this.onBootFailure(worker, report, bootError?.forkgate?.exitCode ?? ExitCode.bootFailure);
       } else if (signal && worker.killedWith !== signal) {
         const hint = signal === 'SIGKILL' ? ': perhaps out of memory?' : '';
         this.logger.error(`Worker (pid:${worker.pid}) was killed by ${signal}${hint}`);
@@ -354,13 +354,7 @@ export class Arbiter {
     const settings = this.settings;
     const id = this.nextWorkerId++;
     void this.hook('preFork', this.masterInfo(), { pid: 0, id, generation: this.generation });
-    // The same executable with a role marker: works for `node dist/forkgate.cjs` and the single binary.
-    const child = spawn(process.execPath, workerArgv(settings.nodeOption), {
-      argv0: processTitle(settings, 'worker'),
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      env: { ...this.sources.env, ...settings.env, FORKGATE_ROLE: 'worker' },
-      ...this.identity,
-    });
+    const child = spawnWorkerProcess(settings, this.sources.env, this.identity);
     const worker = new WorkerHandle(id, this.generation, child);
     this.workers.add(worker);
     child.on('message', (message: unknown) => {
@@ -434,17 +428,18 @@ export class Arbiter {
     worker.send({ type: 'drain' });
   }
 
-  private onBootFailure(worker: WorkerHandle, error: string): void {
+  /** report: what follows "Worker failed to boot (pid:N):" in the log; exitCode: the master's, if it gives up. */
+  private onBootFailure(worker: WorkerHandle, report: string, exitCode: number): void {
     if (!this.poolReadyOnce) {
-      this.logger.error(`Worker failed to boot (pid:${worker.pid}):\n${error}`);
-      this.logger.error('Shutting down: the app cannot start');
-      this.exitCode = ExitCode.bootFailure;
+      this.logger.error(`Worker failed to boot (pid:${worker.pid}):${report}`);
+      if (exitCode === ExitCode.bootFailure) this.logger.error('Shutting down: the app cannot start');
+      this.exitCode = exitCode;
       this.stop('quick');
       return;
     }
     // The pool served before (a reload or respawn failed): keep what serves, retry with back-off.
-    if (error !== this.lastBootErrorShown) this.logger.error(`Worker failed to boot (pid:${worker.pid}):\n${error}`);
-    this.lastBootErrorShown = error;
+    if (report !== this.lastBootErrorShown) this.logger.error(`Worker failed to boot (pid:${worker.pid}):${report}`);
+    this.lastBootErrorShown = report;
     this.backOff();
   }
 
@@ -476,6 +471,8 @@ export class Arbiter {
     try {
       // The balance mode and binds wait for a restart: the threads asked for must fit the running ones.
       applyThreads(kept, `the running --balance ${kept.balance}`);
+      // New workers (the proxy's front) would read them: a file that cannot serve keeps the old ones.
+      checkCertificates(kept);
     } catch (error) {
       this.logger.error(`Reload aborted, settings unchanged: ${(error as Error).message}`);
       return;

@@ -3,6 +3,7 @@
  * (child_process sets gid, drops supplementary groups, then sets uid) before they load the app.
  */
 import { chownSync, closeSync, openSync, readFileSync } from 'node:fs';
+import type { Settings } from '../config/settings.ts';
 import { SettingError } from '../errors.ts';
 
 export interface WorkerIdentity {
@@ -10,8 +11,17 @@ export interface WorkerIdentity {
   readonly gid: number;
 }
 
+/** The workers' user (null: the master's own), with the log files they write created and handed to it. */
+export function prepareWorkerIdentity(
+  settings: Pick<Settings, 'user' | 'group' | 'accessLogfile' | 'errorLogfile'>,
+): WorkerIdentity | null {
+  const identity = resolveIdentity(settings.user, settings.group);
+  if (identity) for (const file of [settings.accessLogfile, settings.errorLogfile]) handOverLogFile(file, identity);
+  return identity;
+}
+
 /** Node has no getpwnam(): names are looked up in the passwd and group files, numbers taken as they are. */
-export function resolveIdentity(
+function resolveIdentity(
   user: string | null,
   group: string | null,
   files = { passwd: '/etc/passwd', group: '/etc/group' },
@@ -43,7 +53,7 @@ function safeRead(file: string): string {
 }
 
 /** Log files are opened by the workers: create them here and hand them to the workers' user. */
-export function handOverLogFile(path: string | null, identity: WorkerIdentity): void {
+function handOverLogFile(path: string | null, identity: WorkerIdentity): void {
   if (path === null || path === '-') return;
   closeSync(openSync(path, 'a'));
   chownSync(path, identity.uid, identity.gid);

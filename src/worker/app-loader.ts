@@ -2,12 +2,13 @@
  * Turns whatever the user's module exports (or the server it starts itself) into one http.Server that
  * the worker feeds accepted connections into. The server never binds a port of its own.
  */
-import { existsSync } from 'node:fs';
+import { accessSync, constants } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { extname, resolve } from 'node:path';
+import { userInfo } from 'node:os';
+import { dirname, extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { getRequestListener } from '@hono/node-server';
 import { AppLoadError } from '../errors.ts';
@@ -43,7 +44,7 @@ export interface LoadOptions {
   readonly cwd: string;
   /** What `server.address()` answers for an app that called listen() itself. */
   readonly address: AddressInfo | string | null;
-  /** How long to wait for an app that exports nothing to call listen() (ms). */
+  /** How long to wait for an app that exports nothing to call listen() while it still waits on something (ms). */
   readonly listenWaitMs: number;
   /** Called with an error thrown or rejected by the app's request listener (after 500 is sent). */
   readonly onListenerError: (error: unknown) => void;
@@ -55,6 +56,9 @@ export const appExtensions = ['.js', '.cjs', '.mjs', '.ts', '.mts', '.cts'] as c
 const acceptedShapes =
   'a Fastify instance, an http(s).Server, a Koa app, an object with fetch() (Hono), ' +
   'a (req, res) listener function (Express, Connect), or a function returning one of these';
+
+/** How often a wait for listen() looks whether the app still waits on anything. */
+const LISTEN_POLL_MS = 100;
 
 /** `:NAME` or `:NAME()` at the very end; a colon followed by anything else belongs to the path. */
 const exportSuffix = /:([\p{ID_Start}$_][\p{ID_Continue}$\u200C\u200D]*)(\(\))?$/u;
@@ -70,6 +74,7 @@ export async function loadApp(spec: AppSpec, options: LoadOptions): Promise<Load
   const path = findAppFile(spec, options.cwd);
   // Patched before the import: an unmodified app calls listen() while (or soon after) it loads.
   const listenCalls = captureListen(options.address);
+  const before = liveResources();
   try {
     // The app's own import-time errors propagate untouched so their stack points into the app.
     const namespace = (await import(pathToFileURL(path).href).catch((error: unknown) => {
@@ -79,10 +84,11 @@ export async function loadApp(spec: AppSpec, options: LoadOptions): Promise<Load
       const loaded = await fromExport(value, spec, options);
       if (loaded) return loaded;
     }
-    const server = await listenCalls.waitForServer(options.listenWaitMs);
-    if (!server) throw new AppLoadError(noAppMessage(path, spec, namespace, options.listenWaitMs));
-    guardRequestListeners(server, options.onListenerError);
-    return { server, shape: 'listen-call' };
+    // A listen() can only come from something the app still waits on: a timer, a socket, a file read.
+    const outcome = await listenCalls.waitForServer(options.listenWaitMs, () => startedSince(before));
+    if (typeof outcome === 'string') throw new AppLoadError(noAppMessage(path, spec, namespace, outcome, options.listenWaitMs));
+    guardRequestListeners(outcome, options.onListenerError);
+    return { server: outcome, shape: 'listen-call' };
   } finally {
     listenCalls.release();
   }
@@ -93,11 +99,44 @@ type Listener = (this: unknown, req: http.IncomingMessage, res: http.ServerRespo
 
 function findAppFile(spec: AppSpec, cwd: string): string {
   const path = resolve(cwd, spec.path);
-  if (existsSync(path)) return path;
   const hasAppExtension = (appExtensions as readonly string[]).includes(extname(path));
-  const withExtension = hasAppExtension ? undefined : appExtensions.map((ext) => path + ext).find((p) => existsSync(p));
-  if (withExtension === undefined) throw new AppLoadError(`cannot find app file ${path} (from '${spec.path}')`);
-  return withExtension;
+  for (const candidate of [path, ...(hasAppExtension ? [] : appExtensions.map((ext) => path + ext))]) {
+    try {
+      accessSync(candidate, constants.R_OK);
+      return candidate;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EACCES') throw new AppLoadError(unreadableMessage(candidate, spec));
+    }
+  }
+  throw new AppLoadError(`cannot find app file ${path} (from '${spec.path}')`);
+}
+
+/** Permission denied: a directory on the path this process cannot enter, or the file it cannot read. */
+function unreadableMessage(path: string, spec: AppSpec): string {
+  const directories: string[] = []; // from the root down
+  for (let directory = dirname(path); directories[0] !== directory; directory = dirname(directory)) directories.unshift(directory);
+  const closed = directories.find((directory) => !accessible(directory, constants.X_OK));
+  const cause = closed ? `${runningAs()} may not enter the directory ${closed}` : `the file exists, but ${runningAs()} may not read it`;
+  return `cannot read app file ${path} (from '${spec.path}'): permission denied: ${cause}`;
+}
+
+function accessible(path: string, mode: number): boolean {
+  try {
+    accessSync(path, mode);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** This process's user as the message names it (--user may have given a number with no passwd entry). */
+function runningAs(): string {
+  const uid = process.getuid?.();
+  try {
+    return `user '${userInfo().username}' (uid ${uid})`;
+  } catch {
+    return `uid ${uid}`;
+  }
 }
 
 /** The export named in the spec, else the default export (a CJS module.exports) and then `app`. */
@@ -193,9 +232,12 @@ function guardRequestListeners(server: AppServer, onError: (error: unknown) => v
   for (const listener of listeners) server.on('request', guarded(listener, onError));
 }
 
+/** Why no listen() came: the wait ran out, or the app had nothing left pending that could call it. */
+type NoListen = 'timed out' | 'idle';
+
 interface ListenCapture {
-  /** The server the app called listen() on, waiting up to `ms` for the call; undefined if none came. */
-  waitForServer(ms: number): Promise<AppServer | undefined>;
+  /** The server the app called listen() on, waiting up to `ms` for the call while `appIsWaiting()`. */
+  waitForServer(ms: number, appIsWaiting: () => boolean): Promise<AppServer | NoListen>;
   /** Puts the real listen() back; later calls bind for real. */
   release(): void;
 }
@@ -223,19 +265,45 @@ function captureListen(address: LoadOptions['address']): ListenCapture {
   } as typeof realListen;
 
   return {
-    waitForServer: (ms) =>
-      new Promise((resolveServer) => {
-        if (captured) return resolveServer(captured);
-        const timer = setTimeout(() => resolveServer(undefined), ms);
-        onCapture = () => {
-          clearTimeout(timer);
-          resolveServer(captured);
+    waitForServer: (ms, appIsWaiting) =>
+      new Promise((settle) => {
+        if (captured) return settle(captured);
+        let poll: NodeJS.Timeout | undefined;
+        let look: NodeJS.Immediate | undefined;
+        const finish = (outcome: AppServer | NoListen) => {
+          clearTimeout(deadline);
+          clearTimeout(poll);
+          clearImmediate(look);
+          onCapture = () => {};
+          settle(outcome);
         };
+        // Unreferenced, so it is not counted as the app's; the polls keep the event loop alive meanwhile.
+        const deadline = setTimeout(() => finish('timed out'), ms).unref();
+        // Run from an immediate, when neither the poll's timer nor the immediate itself counts as live.
+        const check = () => {
+          if (!appIsWaiting()) return finish('idle');
+          poll = setTimeout(() => (look = setImmediate(check)), LISTEN_POLL_MS);
+        };
+        look = setImmediate(check);
+        onCapture = () => finish(captured!);
       }),
     release: () => {
       net.Server.prototype.listen = realListen;
     },
   };
+}
+
+/** The event loop's live resources (referenced timers, sockets, file requests, ...) by type. */
+function liveResources(): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const type of process.getActiveResourcesInfo()) counts.set(type, (counts.get(type) ?? 0) + 1);
+  return counts;
+}
+
+/** Whether more resources of some type are live than `before`: what the app started and waits on. */
+function startedSince(before: Map<string, number>): boolean {
+  for (const [type, count] of liveResources()) if (count > (before.get(type) ?? 0)) return true;
+  return false;
 }
 
 function sharesRequestListener(a: AppServer, b: AppServer): boolean {
@@ -259,14 +327,18 @@ function hasMethod<K extends string>(value: unknown, name: K): value is Record<K
   );
 }
 
-function noAppMessage(path: string, spec: AppSpec, namespace: Namespace, waitedMs: number): string {
+function noAppMessage(path: string, spec: AppSpec, namespace: Namespace, why: NoListen, waitedMs: number): string {
   const lookedFor =
     spec.exportName === undefined
       ? `the default export (module.exports): ${describe(namespace['default'])}, and export 'app': ${describe(namespace['app'])}`
       : `export '${spec.exportName}': ${describe(namespace[spec.exportName])}`;
+  const noListen =
+    why === 'idle'
+      ? 'and it called no listen() and waits on nothing (no timer, socket or other I/O) that could still call it'
+      : `and no listen() call came within ${waitedMs} ms`;
   return (
     `${path} gave no app to serve. Looked for ${lookedFor} (the module exports: ${exportNames(namespace)}); ` +
-    `and no listen() call came within ${waitedMs} ms. Export ${acceptedShapes}; or call listen() on an http.Server.`
+    `${noListen}. Export ${acceptedShapes}; or call listen() on an http.Server.`
   );
 }
 

@@ -7,7 +7,7 @@
 import { getAsset, isSea } from 'node:sea';
 import { Worker as Thread } from 'node:worker_threads';
 import type { Settings } from '../config/settings.ts';
-import { heartbeatInterval, NO_TRAFFIC } from '../ipc/messages.ts';
+import { describeBootError, heartbeatInterval, NO_TRAFFIC, revivedError } from '../ipc/messages.ts';
 import type { FromThreadMessage, SerializedError, ThreadData, ToThreadMessage, WorkerStats } from '../ipc/messages.ts';
 import type { Logger } from '../log/logger.ts';
 import type { AppShape } from './app-loader.ts';
@@ -47,7 +47,7 @@ export class ThreadPool implements Units {
 
   start(): Promise<AppShape> {
     const promise = new Promise<AppShape>((resolve, reject) => {
-      this.started = { resolve, reject: (error) => reject(Object.assign(new Error(error.message), { stack: error.stack })) };
+      this.started = { resolve, reject: (error) => reject(revivedError(error)) };
     });
     this.manage();
     setInterval(() => this.murderThreads(), heartbeatInterval(this.settings.timeout)).unref();
@@ -148,7 +148,7 @@ export class ThreadPool implements Units {
       case 'boot-error':
         // Before the pool first served, the whole worker fails to boot and the master reports it once.
         if (this.started) this.started.reject(message.error);
-        else this.logger.error(`Thread failed to boot:\n${message.error.stack}`);
+        else this.logger.error(`Thread failed to boot:${describeBootError(message.error)}`);
         return;
     }
   }

@@ -4,6 +4,7 @@ import { threadId } from 'node:worker_threads';
 import type { AddressInfo } from 'node:net';
 import type { Settings } from '../config/settings.ts';
 import { nominalAddress } from '../config/bind.ts';
+import { ListenError } from '../errors.ts';
 import { NO_TRAFFIC, type ListenPlan, type WorkerStats } from '../ipc/messages.ts';
 import type { Hooks } from '../hooks.ts';
 import type { Logger } from '../log/logger.ts';
@@ -28,8 +29,8 @@ export interface Units {
 }
 
 /**
- * Loads the app outside any worker (--preload in the master, --check-config), with the address of the
- * first bind, which the app sees as its own (Fastify reads it when it listens).
+ * Loads the app outside any worker (--preload, in the master), with the address of the first bind,
+ * which the app sees as its own (Fastify reads it when it listens).
  */
 export function loadAppOnce(settings: Settings, listenWaitMs: number): Promise<LoadedApp> {
   return loadApp(parseAppSpec(settings.app!), {
@@ -109,9 +110,11 @@ export class UnitRunner implements Units {
     const server = net.createServer({ noDelay: true }, (socket) => unit.offer(socket));
     this.listeners.push(server);
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
+      // Not the app failing: the master exits as when it cannot bind an address itself.
+      const fail = (error: Error) => reject(new ListenError(error));
+      server.once('error', fail);
       server.listen(options, () => {
-        server.off('error', reject);
+        server.off('error', fail);
         resolve();
       });
     });

@@ -20,7 +20,7 @@ export function createBalancer(settings: Settings, logger: Logger, inherited: In
   const shared = inherited?.mode === 'reuseport' ? inherited.addresses : reusePortAddresses(settings, logger);
   if (!shared) return new RoundRobinBalancer(settings.bind, settings, logger);
   ensureRequestMigration(logger);
-  return new ReusePortBalancer(shared, settings.backlog);
+  return new ReusePortBalancer(shared, settings.backlog, inherited !== null);
 }
 
 /** The addresses every worker binds with SO_REUSEPORT, or null (with the reason logged) for round-robin. */

@@ -15,17 +15,25 @@ export class ReusePortBalancer implements Balancer {
   readonly mode = 'reuseport' as const;
   private addresses: TcpListenAddress[];
   private readonly backlog: number;
+  /** A USR2 successor's: its predecessor's workers hold the ports, and its own join them. */
+  private readonly inherited: boolean;
 
-  constructor(addresses: readonly TcpListenAddress[], backlog: number) {
+  constructor(addresses: readonly TcpListenAddress[], backlog: number, inherited: boolean) {
     this.addresses = [...addresses];
     this.backlog = backlog;
+    this.inherited = inherited;
   }
 
-  /** Port 0 means "any free port": pick it once here so that every worker binds the same one. */
+  /**
+   * Binds each address once and lets it go, so that an address the workers could not bind fails the
+   * start here, as in the other modes, before "Listening at:". Port 0 means "any free port": the one
+   * picked here is the one every worker binds.
+   */
   async listen(): Promise<void> {
-    this.addresses = await Promise.all(
-      this.addresses.map(async (address) => (address.port === 0 ? { ...address, port: await freePort(address.host) } : address)),
-    );
+    if (this.inherited) return;
+    const bound: TcpListenAddress[] = [];
+    for (const address of this.addresses) bound.push({ ...address, port: await bindOnce(address) });
+    this.addresses = bound;
   }
 
   urls(): string[] {
@@ -85,13 +93,17 @@ export function ensureRequestMigration(logger: Logger): void {
   }
 }
 
-function freePort(host: string): Promise<number> {
+/**
+ * Binds without SO_REUSEPORT, so that a port any other socket holds is refused, even one that would let
+ * the workers share it (another server started with reuseport); resolves with the port bound.
+ */
+function bindOnce({ host, port }: TcpListenAddress): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = net.createServer();
     probe.once('error', reject);
-    probe.listen({ host, port: 0, reusePort: true }, () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
+    probe.listen({ host, port }, () => {
+      const bound = (probe.address() as net.AddressInfo).port;
+      probe.close(() => resolve(bound));
     });
   });
 }
