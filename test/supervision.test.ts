@@ -6,9 +6,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { eventually, FIXTURES, ROOT, request, start, startRequest } from './helpers/forkgate.ts';
+import { install } from './helpers/install.ts';
 import { keepAliveLoad } from './helpers/load.ts';
 
 const OPS = `${FIXTURES}ops.cjs`;
+const asRoot = { skip: process.getuid?.() !== 0 && 'needs root' };
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-supervision-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
 
@@ -136,8 +138,12 @@ test('a worker that fails to boot after the pool served is retried with exponent
   }
 });
 
-test('--user and --group: workers run as that user, the master keeps root', { skip: process.getuid?.() !== 0 && 'needs root' }, async () => {
-  const forkgate = await start(['-w', '1', '--user', 'nobody', '--group', 'nogroup', '-b', '127.0.0.1:0', OPS]);
+test('--user and --group: workers run as that user, the master keeps root', asRoot, async () => {
+  const installed = install(['ops.cjs']);
+  const forkgate = await start(['-w', '1', '--user', 'nobody', '--group', 'nogroup', '-b', '127.0.0.1:0', installed.app('ops.cjs')], {
+    command: installed.command,
+    cwd: installed.dir,
+  });
   try {
     const [worker] = forkgate.workerPids();
     const ids = (pid: number, field: string) => readFileSync(`/proc/${pid}/status`, 'utf8').match(new RegExp(`^${field}:\\s+(\\d+)`, 'm'))![1];
@@ -147,5 +153,6 @@ test('--user and --group: workers run as that user, the master keeps root', { sk
     assert.equal((await request(`${forkgate.url}/pid`)).body, String(worker));
   } finally {
     await forkgate.stop();
+    installed.remove();
   }
 });
