@@ -1,7 +1,7 @@
 // Supervision and operability: admin endpoint, readiness on TERM, --max-memory, workers that die, back-off, --user.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -151,6 +151,51 @@ test('--user and --group: workers run as that user, the master keeps root', asRo
     assert.equal(ids(worker!, 'Gid'), '65534');
     assert.equal(ids(forkgate.pid, 'Uid'), '0');
     assert.equal((await request(`${forkgate.url}/pid`)).body, String(worker));
+  } finally {
+    await forkgate.stop();
+    installed.remove();
+  }
+});
+
+test('--user that cannot reach the executable (a private home): exit 3 with one line naming both', asRoot, async () => {
+  const installed = install(['ops.cjs']);
+  chmodSync(installed.dir, 0o700);
+  try {
+    const forkgate = await start(['-w', '2', '--user', 'nobody', '-b', '127.0.0.1:0', installed.app('ops.cjs')], {
+      command: installed.command,
+      cwd: installed.dir,
+      waitReady: false,
+    });
+    assert.deepEqual(await forkgate.exited, { code: 3, signal: null }, forkgate.output);
+    const errors = forkgate.output.split('\n').filter((line) => line.startsWith('[ERROR]'));
+    assert.equal(errors.length, 1, forkgate.output);
+    assert.ok(
+      errors[0]!.endsWith(`Cannot start a worker: user nobody cannot run ${installed.executable} (EACCES): it must be executable by that user, and every directory above it searchable`),
+      errors[0],
+    );
+    assert.doesNotMatch(forkgate.output, /Booting worker|undefined|^\s+at /m);
+  } finally {
+    installed.remove();
+  }
+});
+
+test('a worker that cannot be started after the pool served is retried with back-off while the others serve', asRoot, async () => {
+  const installed = install(['ops.cjs']);
+  const forkgate = await start(['-w', '2', '--user', 'nobody', '-b', '127.0.0.1:0', installed.app('ops.cjs')], {
+    command: installed.command,
+    cwd: installed.dir,
+  });
+  try {
+    const [doomed, survivor] = forkgate.workerPids();
+    // The executable out of the workers' user's reach, as a private home would put it.
+    chmodSync(installed.dir, 0o700);
+    process.kill(doomed!, 'SIGKILL');
+    await forkgate.waitFor(/Next worker start in 500 ms \(failure 1 in a row\)[\s\S]*Next worker start in 1000 ms \(failure 2 in a row\)/, 20_000);
+    assert.equal((await request(`${forkgate.url}/pid`)).body, String(survivor));
+    assert.equal(forkgate.count(/Cannot start a worker: user nobody cannot run \S+ \(EACCES\)/), 1, 'the same cause is printed once');
+    assert.doesNotMatch(forkgate.output, /undefined/);
+    chmodSync(installed.dir, 0o755);
+    await eventually(async () => (await request(`${forkgate.url}/pid`)).body !== String(survivor), 'a replacement that serves', 40_000);
   } finally {
     await forkgate.stop();
     installed.remove();

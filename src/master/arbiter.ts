@@ -69,6 +69,8 @@ export class Arbiter {
   private readonly signalQueue: HandledSignal[] = [];
   private readonly exits: WorkerExit[] = [];
   private readonly bootErrors = new Map<WorkerHandle, SerializedError>();
+  /** Why workers could not be started at all (no process came to be), for reapWorkers. */
+  private readonly failedSpawns: string[] = [];
   private readonly signalListeners = new Map<HandledSignal, () => void>();
   private target: number;
   private generation = 1;
@@ -283,6 +285,7 @@ export class Arbiter {
   }
 
   private reapWorkers(): void {
+    for (const cause of this.failedSpawns.splice(0)) if (!this.stopping) this.onBootFailure(cause, null);
     for (const { worker, code, signal } of this.exits.splice(0)) {
       this.workers.delete(worker);
       this.balancer.remove(worker);
@@ -294,7 +297,7 @@ export class Arbiter {
       this.lastExit = { pid: worker.pid, reason: worker.timedOut ? 'timeout' : describeExit(code, signal) };
       if (unexpected || worker.timedOut) this.restarts++;
       if (worker.state === 'booting' && !worker.retiring) {
-        this.onBootFailure(worker, bootError?.stack ?? `Worker (pid:${worker.pid}) ${describeExit(code, signal)} before it was ready`);
+        this.onBootFailure(bootError?.stack ?? `Worker (pid:${worker.pid}) ${describeExit(code, signal)} before it was ready`, worker.pid);
       } else if (signal && worker.killedWith !== signal) {
         const hint = signal === 'SIGKILL' ? ': perhaps out of memory?' : '';
         this.logger.error(`Worker (pid:${worker.pid}) was killed by ${signal}${hint}`);
@@ -317,7 +320,11 @@ export class Arbiter {
     if (serving.length < this.target && Date.now() >= this.nextSpawnAt) {
       // While a crash loop is recent, try one worker at a time.
       const count = this.inCrashLoop() ? 1 : this.target - serving.length;
-      for (let i = 0; i < count; i++) serving.push(this.spawnWorker());
+      for (let i = 0; i < count; i++) {
+        const worker = this.spawnWorker();
+        if (!worker) break; // the next attempt waits for the failure to be handled (back-off)
+        serving.push(worker);
+      }
     }
     // TTOU: retire surplus workers, those still booting first (they serve nothing yet), then the oldest.
     const surplus = serving.length - this.target;
@@ -346,17 +353,33 @@ export class Arbiter {
 
   // ---- workers ----
 
-  private spawnWorker(): WorkerHandle {
+  /** Starts a worker; null if no process could be started (the cause is queued in failedSpawns). */
+  private spawnWorker(): WorkerHandle | null {
     const settings = this.settings;
     const id = this.nextWorkerId++;
     void this.hook('preFork', this.masterInfo(), { pid: 0, id, generation: this.generation });
-    // The same executable with a role marker: works for `node dist/forkgate.cjs` and the single binary.
-    const child = spawn(process.execPath, workerArgv(settings.nodeOption), {
-      argv0: processTitle(settings, 'worker'),
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      env: { ...this.sources.env, ...settings.env, FORKGATE_ROLE: 'worker' },
-      ...this.identity,
-    });
+    const failed = (cause: string) => {
+      this.failedSpawns.push(`Cannot start a worker: ${cause}`);
+      this.wake();
+      return null;
+    };
+    let child: ChildProcess;
+    try {
+      // The same executable with a role marker: works for `node dist/forkgate.cjs` and the single binary.
+      child = spawn(process.execPath, workerArgv(settings.nodeOption), {
+        argv0: processTitle(settings, 'worker'),
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+        env: { ...this.sources.env, ...settings.env, FORKGATE_ROLE: 'worker' },
+        ...this.identity,
+      });
+    } catch (error) {
+      return failed((error as Error).message);
+    }
+    if (child.pid === undefined) {
+      // EACCES, ENOENT, EAGAIN...: Node emits the cause on the next tick, before the loop runs again.
+      child.once('error', (error) => failed(describeSpawnFailure(error, settings.user)));
+      return null;
+    }
     const worker = new WorkerHandle(id, this.generation, child);
     this.workers.add(worker);
     child.on('message', (message: unknown) => {
@@ -426,16 +449,18 @@ export class Arbiter {
     worker.send({ type: 'drain' });
   }
 
-  private onBootFailure(worker: WorkerHandle, error: string): void {
+  /** A worker failed before it was ready, or (pid null) could not be started: `error` says why. */
+  private onBootFailure(error: string, pid: number | null): void {
+    const report = pid === null ? error : `Worker failed to boot (pid:${pid}):\n${error}`;
     if (!this.poolReadyOnce) {
-      this.logger.error(`Worker failed to boot (pid:${worker.pid}):\n${error}`);
-      this.logger.error('Shutting down: the app cannot start');
+      this.logger.error(report);
+      if (pid !== null) this.logger.error('Shutting down: the app cannot start');
       this.exitCode = ExitCode.bootFailure;
       this.stop('quick');
       return;
     }
     // The pool served before (a reload or respawn failed): keep what serves, retry with back-off.
-    if (error !== this.lastBootErrorShown) this.logger.error(`Worker failed to boot (pid:${worker.pid}):\n${error}`);
+    if (error !== this.lastBootErrorShown) this.logger.error(report);
     this.lastBootErrorShown = error;
     this.backOff();
   }
@@ -670,6 +695,14 @@ function readPid(file: string): number | null {
 
 function workerInfo(worker: WorkerHandle): WorkerInfo {
   return { pid: worker.pid, id: worker.id, generation: worker.generation };
+}
+
+/** Why spawn() failed; the one Node leaves unclear is --user's lack of access to the executable. */
+function describeSpawnFailure(error: NodeJS.ErrnoException, user: string | null): string {
+  if (error.code === 'EACCES' && user !== null) {
+    return `user ${user} cannot run ${process.execPath} (EACCES): it must be executable by that user, and every directory above it searchable`;
+  }
+  return error.message;
 }
 
 function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
