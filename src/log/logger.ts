@@ -47,8 +47,14 @@ export class Logger {
     this.log('critical', message, error);
   }
 
-  reopen(): void {
-    this.sink.reopen();
+  /** USR1: the error log file opens afresh if it is among `files`; if that fails, it logs on to the old one. */
+  reopen(files: readonly string[]): void {
+    if (!files.includes(this.sink.target)) return;
+    try {
+      this.sink.reopen();
+    } catch (error) {
+      this.error(`Error log not reopened, writing on to the old file: ${(error as Error).message}`);
+    }
   }
 
   close(): void {

@@ -19,7 +19,7 @@ import { loadAppOnce } from '../worker/unit-runner.ts';
 import { workerClassFor } from '../worker/classes/index.ts';
 import { createBalancer, type Balancer } from './balance/index.ts';
 import { AdminEndpoint, readAdminToken, type AdminActions, type PoolStatus } from './admin.ts';
-import { handOverLogFile, resolveIdentity, type WorkerIdentity } from './privileges.ts';
+import { handOverLogFile, resolveIdentity, workerLogFiles, type WorkerIdentity } from './privileges.ts';
 import { Reloader } from './reloader.ts';
 import { captureBlockedStack } from './stack-dump.ts';
 import { inheritanceFrom, notifyPredecessor, startSuccessor, type Inheritance, type UpgradedMessage } from './upgrade.ts';
@@ -122,7 +122,7 @@ export class Arbiter {
     if (settings.umask !== null) process.umask(parseInt(settings.umask, 8)); // inherited by the workers
     try {
       this.identity = resolveIdentity(settings.user, settings.group);
-      if (this.identity) for (const file of [settings.accessLogfile, settings.errorLogfile]) handOverLogFile(file, this.identity);
+      if (this.identity) for (const file of workerLogFiles(settings)) handOverLogFile(file, this.identity);
       // A token file that cannot serve fails the start, not the first action.
       if (settings.adminTokenFile) readAdminToken(settings.adminTokenFile);
     } catch (error) {
@@ -219,9 +219,7 @@ export class Arbiter {
         if (this.frontsUpstreams) return this.logger.info('No worker pool to resize: forkgate fronts --upstream servers');
         return this.resize(signal);
       case 'SIGUSR1':
-        this.logger.reopen();
-        for (const worker of this.workers) worker.send({ type: 'reopen-logs' });
-        return;
+        return this.reopenLogs();
       case 'SIGUSR2':
         return void this.upgrade();
     }
@@ -363,6 +361,12 @@ export class Arbiter {
       this.wake();
       return null;
     };
+    try {
+      // Logrotate may have moved them since (and not sent USR1 yet): the worker's user could not create them.
+      if (this.identity) for (const file of workerLogFiles(settings)) handOverLogFile(file, this.identity);
+    } catch (error) {
+      return failed(`cannot create its log file: ${(error as Error).message}`);
+    }
     let child: ChildProcess;
     try {
       // The same executable with a role marker: works for `node dist/forkgate.cjs` and the single binary.
@@ -512,6 +516,25 @@ export class Arbiter {
     for (const worker of this.workers) worker.retiring = true;
     this.logger.info(`Reloading: generation ${this.generation} with ${this.target} workers`);
     this.wake();
+  }
+
+  /**
+   * USR1, after logrotate moved the log files: the master creates them afresh for the workers (whose user
+   * may not create files there), then everyone reopens. A file that cannot be created is reported once,
+   * and every process keeps writing to the old one.
+   */
+  private reopenLogs(): void {
+    const files = workerLogFiles(this.settings).filter((file) => {
+      try {
+        handOverLogFile(file, this.identity);
+        return true;
+      } catch (error) {
+        this.logger.error(`Log file not reopened, writing on to the old file: ${(error as Error).message}`);
+        return false;
+      }
+    });
+    this.logger.reopen(files);
+    for (const worker of this.workers) worker.send({ type: 'reopen-logs', files });
   }
 
   /** A reload renames the master (--name), as it does the workers it starts. */

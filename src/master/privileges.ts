@@ -3,6 +3,7 @@
  * (child_process sets gid, drops supplementary groups, then sets uid) before they load the app.
  */
 import { chownSync, closeSync, openSync, readFileSync } from 'node:fs';
+import type { Settings } from '../config/settings.ts';
 import { SettingError } from '../errors.ts';
 
 export interface WorkerIdentity {
@@ -42,9 +43,17 @@ function safeRead(file: string): string {
   }
 }
 
-/** Log files are opened by the workers: create them here and hand them to the workers' user. */
-export function handOverLogFile(path: string | null, identity: WorkerIdentity): void {
-  if (path === null || path === '-') return;
+/**
+ * Log files are opened by the workers, whose user may not create files where root can: the master
+ * creates them (at start, before each worker, and after logrotate moved them) and hands them over.
+ */
+export function handOverLogFile(path: string, identity: WorkerIdentity | null): void {
   closeSync(openSync(path, 'a'));
-  chownSync(path, identity.uid, identity.gid);
+  if (identity) chownSync(path, identity.uid, identity.gid);
+}
+
+/** The log files the workers write: the access log and the error log, when they are files. */
+export function workerLogFiles(settings: Pick<Settings, 'accessLogfile' | 'errorLogfile'>): string[] {
+  const files = [settings.accessLogfile, settings.errorLogfile].filter((file): file is string => file !== null && file !== '-');
+  return [...new Set(files)];
 }

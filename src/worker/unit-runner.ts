@@ -23,7 +23,8 @@ export interface Units {
   endpoints(): string[];
   /** Stops accepting, finishes what is in flight, calls back when every connection has closed. */
   drain(onDrained: () => void): void;
-  reopenLogs(): void;
+  /** USR1: the error and access logs among `files` open afresh. */
+  reopenLogs(files: readonly string[]): void;
   flushLogs(): void;
 }
 
@@ -137,9 +138,9 @@ export class UnitRunner implements Units {
     else onDrained(); // still loading the app: nothing is in flight
   }
 
-  reopenLogs(): void {
-    this.logger.reopen();
-    this.unit?.reopenLogs();
+  reopenLogs(files: readonly string[]): void {
+    this.logger.reopen(files);
+    this.unit?.reopenLogs(files);
   }
 
   flushLogs(): void {
