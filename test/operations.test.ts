@@ -143,6 +143,23 @@ test('HUP to a config that adds --threads to a round-robin pool is refused, and 
   }
 });
 
+test('HUP to a config whose error log cannot be opened is refused, and the master serves and logs on', async () => {
+  const config = join(scratch, 'error-log.json');
+  writeFileSync(config, JSON.stringify({ workers: 1 }));
+  const forkgate = await start(['-c', config, '-b', '127.0.0.1:0', OPS]);
+  try {
+    const before = forkgate.workerPids();
+    writeFileSync(config, JSON.stringify({ workers: 1, errorLogfile: join(scratch, 'missing', 'error.log') }));
+    forkgate.signal('SIGHUP');
+    await forkgate.waitFor(/Reload aborted, settings unchanged: --error-logfile: ENOENT: no such file or directory, open '.+\/missing\/error\.log'/);
+    assert.equal((await request(`${forkgate.url}/pid`)).body, String(before[0]));
+    forkgate.signal('SIGTTIN');
+    await forkgate.waitFor(/Pool size raised to 2/);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
 test('access log: Gunicorn format; USR1 reopens the file after logrotate moved it', async () => {
   const logFile = join(scratch, 'access.log');
   const forkgate = await start([

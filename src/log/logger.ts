@@ -22,13 +22,14 @@ export class Logger {
     this.threshold = LOG_LEVELS.indexOf(level);
   }
 
-  /** HUP re-reads the settings: the same logger follows a new level or file. */
+  /** HUP re-reads the settings: the same logger follows a new level or file (or throws, unchanged). */
   configure(target: string, level: LogLevel): void {
-    this.threshold = LOG_LEVELS.indexOf(level);
     if (target !== this.sink.target) {
+      const sink = new LogSink(target, 2);
       this.sink.close();
-      this.sink = new LogSink(target, 2);
+      this.sink = sink;
     }
+    this.threshold = LOG_LEVELS.indexOf(level);
   }
 
   debug(message: string): void {

@@ -501,11 +501,16 @@ export class Arbiter {
       this.logger.error(`Reload aborted, settings unchanged: ${(error as Error).message}`);
       return;
     }
+    try {
+      this.logger.configure(next.errorLogfile, next.logLevel);
+    } catch (error) {
+      this.logger.error(`Reload aborted, settings unchanged: --error-logfile: ${(error as Error).message}`);
+      return;
+    }
     const changed = changedSettings(fixed, this.settings, next);
     if (changed.length > 0) this.logger.warning(`${changed.join(', ')}: take effect on restart, not on reload`);
     this.settings = kept;
     this.retitle();
-    this.logger.configure(next.errorLogfile, next.logLevel);
     this.balancer.settingsChanged(this.settings);
     this.generation++;
     // New code deserves a fresh start: forget the back-off of the code it replaces.
