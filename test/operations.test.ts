@@ -1,15 +1,44 @@
 // Operations: max-requests recycling, hung-worker timeout, HUP reload, USR1 log reopening, access log.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { eventually, FIXTURES, isAlive, request, start, startRequest } from './helpers/forkgate.ts';
+import { install, type Installation } from './helpers/install.ts';
+import { keepAliveLoad } from './helpers/load.ts';
 
 const OPS = `${FIXTURES}ops.cjs`;
+const asRoot = { skip: process.getuid?.() !== 0 && 'needs root' };
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-ops-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
+
+/** A log directory as /var/log/app is: root's, mode 0755, where the workers' user cannot create a file. */
+function logDirectory(installed: Installation): string {
+  const dir = join(installed.dir, 'log');
+  mkdirSync(dir, { mode: 0o755 });
+  return dir;
+}
+
+function contents(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/** The pids in access log lines written with `%(p)s` first, one entry per line. */
+function pidsIn(file: string): number[] {
+  return [...contents(file).matchAll(/^<(\d+)>/gm)].map((match) => Number(match[1]));
+}
+
+/** With --error-logfile the master writes there: readiness and the URL are read from the file. */
+async function readyIn(errorLog: string): Promise<string> {
+  const match = await eventually(() => contents(errorLog).match(/Listening at: (\S+)[\s\S]*Ready: \d+ workers serving/), 'the pool to be ready');
+  return match[1]!;
+}
 
 test('--max-requests retires a worker after N requests; its replacement is ready first, nothing fails', async () => {
   const forkgate = await start(['-w', '1', '--max-requests', '5', '-b', '127.0.0.1:0', OPS]);
@@ -148,6 +177,23 @@ test('HUP to a config that adds --threads to a round-robin pool is refused, and 
   }
 });
 
+test('HUP to a config whose error log cannot be opened is refused, and the master serves and logs on', async () => {
+  const config = join(scratch, 'error-log.json');
+  writeFileSync(config, JSON.stringify({ workers: 1 }));
+  const forkgate = await start(['-c', config, '-b', '127.0.0.1:0', OPS]);
+  try {
+    const before = forkgate.workerPids();
+    writeFileSync(config, JSON.stringify({ workers: 1, errorLogfile: join(scratch, 'missing', 'error.log') }));
+    forkgate.signal('SIGHUP');
+    await forkgate.waitFor(/Reload aborted, settings unchanged: --error-logfile: ENOENT: no such file or directory, open '.+\/missing\/error\.log'/);
+    assert.equal((await request(`${forkgate.url}/pid`)).body, String(before[0]));
+    forkgate.signal('SIGTTIN');
+    await forkgate.waitFor(/Pool size raised to 2/);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
 test('access log: Gunicorn format; USR1 reopens the file after logrotate moved it', async () => {
   const logFile = join(scratch, 'access.log');
   const forkgate = await start([
@@ -178,6 +224,116 @@ test('access log: Gunicorn format; USR1 reopens the file after logrotate moved i
     await eventually(() => readFileSync(logFile, 'utf8').includes('GET /third'), 'the third request logged');
     assert.doesNotMatch(readFileSync(`${logFile}.1`, 'utf8'), /GET \/third/);
     assert.match(readFileSync(`${logFile}.1`, 'utf8'), /GET \/first/);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('--user, access log in a root-owned directory: logrotate (mv, USR1) under keep-alive load loses no request, the workers write the new file', asRoot, async (t) => {
+  const installed = install(['ops.cjs']);
+  const log = join(logDirectory(installed), 'access.log');
+  const forkgate = await start(
+    ['-w', '2', '-u', 'nobody', '-b', '127.0.0.1:0', '--access-logfile', log, '--access-logformat', '%(p)s "%(r)s" %(s)s', installed.app('ops.cjs')],
+    { command: installed.command, cwd: installed.dir },
+  );
+  try {
+    const workers = forkgate.workerPids();
+    const load = keepAliveLoad(`${forkgate.url}/pid`, { connections: 4, maxMs: 30_000 });
+    await load.reached(100);
+    renameSync(log, `${log}.1`);
+    forkgate.signal('SIGUSR1');
+    await forkgate.waitFor(/Handling signal: usr1/);
+    await eventually(() => workers.every((pid) => pidsIn(log).includes(pid)), 'lines from every worker in the new file');
+    await load.reached(300);
+    const { ok, failures } = await load.stop();
+    t.diagnostic(`logrotate under load: ${ok + failures.length} requests, ${failures.length} failed`);
+    assert.deepEqual(failures, [], `${failures.length} failed of ${ok + failures.length}`);
+    assert.equal(statSync(log).uid, 65534, "the new file is the workers' own");
+    // Every request has its line, in the old file before the rotation or the new one after.
+    await eventually(() => pidsIn(`${log}.1`).length + pidsIn(log).length === ok, 'a line for every request');
+    assert.ok(pidsIn(`${log}.1`).length >= 100);
+    assert.deepEqual([...new Set([...pidsIn(`${log}.1`), ...pidsIn(log)])].sort(), workers);
+    assert.deepEqual(forkgate.workerPids(), workers, 'no worker died');
+    assert.doesNotMatch(forkgate.output, /not reopened|EACCES/);
+  } finally {
+    await forkgate.stop();
+    installed.remove();
+  }
+});
+
+test('--user: log files that cannot be reopened (a directory now at their path) are named once; master and workers write on to the old files', asRoot, async () => {
+  const installed = install(['ops.cjs']);
+  const dir = logDirectory(installed);
+  const [accessLog, errorLog] = [join(dir, 'access.log'), join(dir, 'error.log')];
+  const forkgate = await start(
+    ['-w', '2', '-u', 'nobody', '-b', '127.0.0.1:0', '--access-logfile', accessLog, '--access-logformat', '%(p)s "%(r)s" %(s)s',
+      '--error-logfile', errorLog, installed.app('ops.cjs')],
+    { command: installed.command, cwd: installed.dir, waitReady: false },
+  );
+  try {
+    const url = await readyIn(errorLog);
+    const workers = forkgate.workerPids();
+    for (const log of [accessLog, errorLog]) {
+      renameSync(log, `${log}.1`);
+      mkdirSync(log);
+    }
+    forkgate.signal('SIGUSR1');
+    await eventually(() => contents(`${errorLog}.1`).includes('Handling signal: usr1'), 'the master to take USR1');
+    // Connections reach the workers over the channel that carried the reopen: these come after it.
+    const served = new Set<string>();
+    for (let i = 0; i < 20 && served.size < workers.length; i++) served.add((await request(`${url}/pid`)).body);
+    assert.deepEqual([...served].map(Number).sort(), workers);
+    await eventually(() => pidsIn(`${accessLog}.1`).length >= 2, 'the lines in the old access log');
+    const errors = contents(`${errorLog}.1`).split('\n').filter((line) => line.startsWith('[ERROR]'));
+    assert.equal(errors.length, 2, errors.join('\n'));
+    assert.match(errors[0]!, new RegExp(`\\[${forkgate.pid}\\] Log file not reopened, writing on to the old file: EISDIR: .*'${accessLog}'$`));
+    assert.match(errors[1]!, new RegExp(`\\[${forkgate.pid}\\] Log file not reopened, writing on to the old file: EISDIR: .*'${errorLog}'$`));
+    assert.deepEqual(forkgate.workerPids(), workers, 'no worker died');
+  } finally {
+    await forkgate.stop();
+    installed.remove();
+  }
+});
+
+test('--user: a worker started after logrotate moved the access log, before USR1, boots: the master makes the file for it', asRoot, async () => {
+  const installed = install(['ops.cjs']);
+  const log = join(logDirectory(installed), 'access.log');
+  const forkgate = await start(
+    ['-w', '2', '-u', 'nobody', '-b', '127.0.0.1:0', '--access-logfile', log, '--access-logformat', '%(p)s "%(r)s" %(s)s', installed.app('ops.cjs')],
+    { command: installed.command, cwd: installed.dir },
+  );
+  try {
+    const [doomed, survivor] = forkgate.workerPids();
+    renameSync(log, `${log}.1`);
+    process.kill(doomed!, 'SIGKILL');
+    const reply = await eventually(async () => {
+      const { body } = await request(`${forkgate.url}/pid`);
+      return body !== String(doomed) && body !== String(survivor) && body;
+    }, 'the replacement to serve');
+    assert.equal(statSync(log).uid, 65534);
+    await eventually(() => pidsIn(log).includes(Number(reply)), 'its line in the new file');
+    assert.doesNotMatch(forkgate.output, /failed to boot|Cannot start a worker/);
+  } finally {
+    await forkgate.stop();
+    installed.remove();
+  }
+});
+
+test('a worker that cannot open its error log at boot: the master logs why, and retries it with back-off', async () => {
+  const dir = mkdtempSync(join(scratch, 'error-log-'));
+  const errorLog = join(dir, 'error.log');
+  const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', '--error-logfile', errorLog, OPS], { waitReady: false });
+  try {
+    const url = await readyIn(errorLog);
+    const [doomed, survivor] = forkgate.workerPids();
+    renameSync(errorLog, `${errorLog}.1`);
+    mkdirSync(errorLog);
+    process.kill(doomed!, 'SIGKILL');
+    await eventually(
+      () => /Worker failed to boot \(pid:\d+\):\nError: EISDIR: illegal operation on a directory, open '.+error\.log'[\s\S]*Next worker start in 500 ms/.test(contents(`${errorLog}.1`)),
+      'the boot failure and its cause in the error log',
+    );
+    assert.equal((await request(`${url}/pid`)).body, String(survivor));
   } finally {
     await forkgate.stop();
   }

@@ -1,14 +1,16 @@
 // Supervision and operability: admin endpoint, readiness on TERM, --max-memory, workers that die, back-off, --user.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { eventually, FIXTURES, ROOT, request, start, startRequest } from './helpers/forkgate.ts';
+import { install } from './helpers/install.ts';
 import { keepAliveLoad } from './helpers/load.ts';
 
 const OPS = `${FIXTURES}ops.cjs`;
+const asRoot = { skip: process.getuid?.() !== 0 && 'needs root' };
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-supervision-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
 
@@ -136,8 +138,12 @@ test('a worker that fails to boot after the pool served is retried with exponent
   }
 });
 
-test('--user and --group: workers run as that user, the master keeps root', { skip: process.getuid?.() !== 0 && 'needs root' }, async () => {
-  const forkgate = await start(['-w', '1', '--user', 'nobody', '--group', 'nogroup', '-b', '127.0.0.1:0', OPS]);
+test('--user and --group: workers run as that user, the master keeps root', asRoot, async () => {
+  const installed = install(['ops.cjs']);
+  const forkgate = await start(['-w', '1', '--user', 'nobody', '--group', 'nogroup', '-b', '127.0.0.1:0', installed.app('ops.cjs')], {
+    command: installed.command,
+    cwd: installed.dir,
+  });
   try {
     const [worker] = forkgate.workerPids();
     const ids = (pid: number, field: string) => readFileSync(`/proc/${pid}/status`, 'utf8').match(new RegExp(`^${field}:\\s+(\\d+)`, 'm'))![1];
@@ -147,5 +153,51 @@ test('--user and --group: workers run as that user, the master keeps root', { sk
     assert.equal((await request(`${forkgate.url}/pid`)).body, String(worker));
   } finally {
     await forkgate.stop();
+    installed.remove();
+  }
+});
+
+test('--user that cannot reach the executable (a private home): exit 3 with one line naming both', asRoot, async () => {
+  const installed = install(['ops.cjs']);
+  chmodSync(installed.dir, 0o700);
+  try {
+    const forkgate = await start(['-w', '2', '--user', 'nobody', '-b', '127.0.0.1:0', installed.app('ops.cjs')], {
+      command: installed.command,
+      cwd: installed.dir,
+      waitReady: false,
+    });
+    assert.deepEqual(await forkgate.exited, { code: 3, signal: null }, forkgate.output);
+    const errors = forkgate.output.split('\n').filter((line) => line.startsWith('[ERROR]'));
+    assert.equal(errors.length, 1, forkgate.output);
+    assert.ok(
+      errors[0]!.endsWith(`Cannot start a worker: user nobody cannot run ${installed.executable} (EACCES): it must be executable by that user, and every directory above it searchable`),
+      errors[0],
+    );
+    assert.doesNotMatch(forkgate.output, /Booting worker|undefined|^\s+at /m);
+  } finally {
+    installed.remove();
+  }
+});
+
+test('a worker that cannot be started after the pool served is retried with back-off while the others serve', asRoot, async () => {
+  const installed = install(['ops.cjs']);
+  const forkgate = await start(['-w', '2', '--user', 'nobody', '-b', '127.0.0.1:0', installed.app('ops.cjs')], {
+    command: installed.command,
+    cwd: installed.dir,
+  });
+  try {
+    const [doomed, survivor] = forkgate.workerPids();
+    // The executable out of the workers' user's reach, as a private home would put it.
+    chmodSync(installed.dir, 0o700);
+    process.kill(doomed!, 'SIGKILL');
+    await forkgate.waitFor(/Next worker start in 500 ms \(failure 1 in a row\)[\s\S]*Next worker start in 1000 ms \(failure 2 in a row\)/, 20_000);
+    assert.equal((await request(`${forkgate.url}/pid`)).body, String(survivor));
+    assert.equal(forkgate.count(/Cannot start a worker: user nobody cannot run \S+ \(EACCES\)/), 1, 'the same cause is printed once');
+    assert.doesNotMatch(forkgate.output, /undefined/);
+    chmodSync(installed.dir, 0o755);
+    await eventually(async () => (await request(`${forkgate.url}/pid`)).body !== String(survivor), 'a replacement that serves', 40_000);
+  } finally {
+    await forkgate.stop();
+    installed.remove();
   }
 });

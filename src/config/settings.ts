@@ -398,7 +398,7 @@ export const SETTINGS = [
   setting({
     name: 'user', key: 'user', fixedUntilRestart: 'always', short: 'u', meta: 'USER', section: 'Process',
     default: null as string | null, validate: optionalText,
-    doc: 'Run workers as this user (name or uid). The master keeps its privileges to bind (port 80 too) and spawn.',
+    doc: 'Run workers as this user (name or uid). The master keeps its privileges to bind (port 80 too), spawn, and create the log files the workers write. The user must be able to run the Node executable (or the binary) and read forkgate and the app.',
   }),
   setting({
     name: 'group', key: 'group', fixedUntilRestart: 'always', short: 'g', meta: 'GROUP', section: 'Process',

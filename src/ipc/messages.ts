@@ -53,7 +53,13 @@ export type MasterMessage =
   | { readonly type: 'connection'; readonly seq: number }
   /** Stop taking work, finish what is in flight, exit 0. */
   | { readonly type: 'drain' }
-  | { readonly type: 'reopen-logs' };
+  | ReopenLogs;
+
+/** USR1: reopen the log files among `files`, those the master could create; the others stay on the old file. */
+export interface ReopenLogs {
+  readonly type: 'reopen-logs';
+  readonly files: readonly string[];
+}
 
 // ---- worker → master ----
 
@@ -89,7 +95,7 @@ export type WorkerMessage =
 
 // ---- a worker process ⇄ its threads (--threads): structured clone over worker_threads ports ----
 
-export type ToThreadMessage = { readonly type: 'drain' } | { readonly type: 'reopen-logs' };
+export type ToThreadMessage = { readonly type: 'drain' } | ReopenLogs;
 
 export type FromThreadMessage =
   | { readonly type: 'ready'; readonly shape: AppShape; readonly endpoint: string | null }

@@ -23,13 +23,14 @@ export class Logger {
     this.threshold = LOG_LEVELS.indexOf(level);
   }
 
-  /** HUP re-reads the settings: the same logger follows a new level or file. */
+  /** HUP re-reads the settings: the same logger follows a new level or file (or throws, unchanged). */
   configure(target: string, level: LogLevel): void {
-    this.threshold = LOG_LEVELS.indexOf(level);
     if (target !== this.sink.target) {
+      const sink = new LogSink(target, 2);
       this.sink.close();
-      this.sink = new LogSink(target, 2);
+      this.sink = sink;
     }
+    this.threshold = LOG_LEVELS.indexOf(level);
   }
 
   debug(message: string): void {
@@ -48,8 +49,14 @@ export class Logger {
     this.log('critical', message, error);
   }
 
-  reopen(): void {
-    this.sink.reopen();
+  /** USR1: the error log file opens afresh if it is among `files`; if that fails, it logs on to the old one. */
+  reopen(files: readonly string[]): void {
+    if (!files.includes(this.sink.target)) return;
+    try {
+      this.sink.reopen();
+    } catch (error) {
+      this.error(`Error log not reopened, writing on to the old file: ${(error as Error).message}`);
+    }
   }
 
   close(): void {

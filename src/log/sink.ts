@@ -3,7 +3,8 @@ import * as fs from 'node:fs';
 /**
  * A log destination: '-' (stdout or stderr) or a file opened for append. Writes are synchronous so a
  * line is never lost when a process exits or crashes; `batched` sinks (the access log) gather the lines
- * of one event-loop turn into a single write. USR1 calls `reopen()` after logrotate moved the file.
+ * of one event-loop turn into a single write. USR1 calls `reopen()` after logrotate moved the file; if
+ * the new file cannot be opened, reopen() throws and the lines go on to the old one.
  */
 export class LogSink {
   readonly target: string;

@@ -20,7 +20,7 @@ import { loadAppOnce } from '../worker/unit-runner.ts';
 import { workerClassFor } from '../worker/classes/index.ts';
 import { createBalancer, type Balancer } from './balance/index.ts';
 import { AdminEndpoint, readAdminToken, type AdminActions, type PoolStatus } from './admin.ts';
-import { prepareWorkerIdentity, type WorkerIdentity } from './privileges.ts';
+import { handOverLogFile, prepareWorkerIdentity, workerLogFiles, type WorkerIdentity } from './privileges.ts';
 import { Reloader } from './reloader.ts';
 import { captureBlockedStack } from './stack-dump.ts';
 import { inheritanceFrom, notifyPredecessor, startSuccessor, type Inheritance, type UpgradedMessage } from './upgrade.ts';
@@ -68,6 +68,8 @@ export class Arbiter {
   private readonly signalQueue: HandledSignal[] = [];
   private readonly exits: WorkerExit[] = [];
   private readonly bootErrors = new Map<WorkerHandle, SerializedError>();
+  /** Why workers could not be started at all (no process came to be), for reapWorkers. */
+  private readonly failedSpawns: string[] = [];
   private readonly signalListeners = new Map<HandledSignal, () => void>();
   private target: number;
   private generation = 1;
@@ -216,9 +218,7 @@ export class Arbiter {
         if (this.frontsUpstreams) return this.logger.info('No worker pool to resize: forkgate fronts --upstream servers');
         return this.resize(signal);
       case 'SIGUSR1':
-        this.logger.reopen();
-        for (const worker of this.workers) worker.send({ type: 'reopen-logs' });
-        return;
+        return this.reopenLogs();
       case 'SIGUSR2':
         return void this.upgrade();
     }
@@ -282,6 +282,7 @@ export class Arbiter {
   }
 
   private reapWorkers(): void {
+    for (const cause of this.failedSpawns.splice(0)) if (!this.stopping) this.onBootFailure(cause, null, ExitCode.bootFailure);
     for (const { worker, code, signal } of this.exits.splice(0)) {
       this.workers.delete(worker);
       this.balancer.remove(worker);
@@ -294,7 +295,7 @@ export class Arbiter {
       if (unexpected || worker.timedOut) this.restarts++;
       if (worker.state === 'booting' && !worker.retiring) {
         const report = bootError ? describeBootError(bootError) : ` ${describeExit(code, signal)} before it was ready`;
-        this.onBootFailure(worker, report, bootError?.forkgate?.exitCode ?? ExitCode.bootFailure);
+        this.onBootFailure(report, worker, bootError?.forkgate?.exitCode ?? ExitCode.bootFailure);
       } else if (signal && worker.killedWith !== signal) {
         const hint = signal === 'SIGKILL' ? ': perhaps out of memory?' : '';
         this.logger.error(`Worker (pid:${worker.pid}) was killed by ${signal}${hint}`);
@@ -317,7 +318,11 @@ export class Arbiter {
     if (serving.length < this.target && Date.now() >= this.nextSpawnAt) {
       // While a crash loop is recent, try one worker at a time.
       const count = this.inCrashLoop() ? 1 : this.target - serving.length;
-      for (let i = 0; i < count; i++) serving.push(this.spawnWorker());
+      for (let i = 0; i < count; i++) {
+        const worker = this.spawnWorker();
+        if (!worker) break; // the next attempt waits for the failure to be handled (back-off)
+        serving.push(worker);
+      }
     }
     // TTOU: retire surplus workers, those still booting first (they serve nothing yet), then the oldest.
     const surplus = serving.length - this.target;
@@ -350,11 +355,33 @@ export class Arbiter {
 
   // ---- workers ----
 
-  private spawnWorker(): WorkerHandle {
+  /** Starts a worker; null if no process could be started (the cause is queued in failedSpawns). */
+  private spawnWorker(): WorkerHandle | null {
     const settings = this.settings;
     const id = this.nextWorkerId++;
     void this.hook('preFork', this.masterInfo(), { pid: 0, id, generation: this.generation });
-    const child = spawnWorkerProcess(settings, this.sources.env, this.identity);
+    const failed = (cause: string) => {
+      this.failedSpawns.push(`Cannot start a worker: ${cause}`);
+      this.wake();
+      return null;
+    };
+    try {
+      // Logrotate may have moved them since (and not sent USR1 yet): the worker's user could not create them.
+      if (this.identity) for (const file of workerLogFiles(settings)) handOverLogFile(file, this.identity);
+    } catch (error) {
+      return failed(`cannot create its log file: ${(error as Error).message}`);
+    }
+    let child: ChildProcess;
+    try {
+      child = spawnWorkerProcess(settings, this.sources.env, this.identity);
+    } catch (error) {
+      return failed((error as Error).message);
+    }
+    if (child.pid === undefined) {
+      // EACCES, ENOENT, EAGAIN...: Node emits the cause on the next tick, before the loop runs again.
+      child.once('error', (error) => failed(describeSpawnFailure(error, settings.user)));
+      return null;
+    }
     const worker = new WorkerHandle(id, this.generation, child);
     this.workers.add(worker);
     child.on('message', (message: unknown) => {
@@ -428,18 +455,22 @@ export class Arbiter {
     worker.send({ type: 'drain' });
   }
 
-  /** report: what follows "Worker failed to boot (pid:N):" in the log; exitCode: the master's, if it gives up. */
-  private onBootFailure(worker: WorkerHandle, report: string, exitCode: number): void {
+  /**
+   * A worker failed before it was ready (worker), or none could be started (null). detail says why,
+   * after "Worker failed to boot (pid:N):" for a worker; exitCode is the master's if it gives up.
+   */
+  private onBootFailure(detail: string, worker: WorkerHandle | null, exitCode: number): void {
+    const report = worker ? `Worker failed to boot (pid:${worker.pid}):${detail}` : detail;
     if (!this.poolReadyOnce) {
-      this.logger.error(`Worker failed to boot (pid:${worker.pid}):${report}`);
-      if (exitCode === ExitCode.bootFailure) this.logger.error('Shutting down: the app cannot start');
+      this.logger.error(report);
+      if (worker && exitCode === ExitCode.bootFailure) this.logger.error('Shutting down: the app cannot start');
       this.exitCode = exitCode;
       this.stop('quick');
       return;
     }
     // The pool served before (a reload or respawn failed): keep what serves, retry with back-off.
-    if (report !== this.lastBootErrorShown) this.logger.error(`Worker failed to boot (pid:${worker.pid}):${report}`);
-    this.lastBootErrorShown = report;
+    if (detail !== this.lastBootErrorShown) this.logger.error(report);
+    this.lastBootErrorShown = detail;
     this.backOff();
   }
 
@@ -477,11 +508,16 @@ export class Arbiter {
       this.logger.error(`Reload aborted, settings unchanged: ${(error as Error).message}`);
       return;
     }
+    try {
+      this.logger.configure(next.errorLogfile, next.logLevel);
+    } catch (error) {
+      this.logger.error(`Reload aborted, settings unchanged: --error-logfile: ${(error as Error).message}`);
+      return;
+    }
     const changed = changedSettings(fixed, this.settings, next);
     if (changed.length > 0) this.logger.warning(`${changed.join(', ')}: take effect on restart, not on reload`);
     this.settings = kept;
     this.retitle();
-    this.logger.configure(next.errorLogfile, next.logLevel);
     this.balancer.settingsChanged(this.settings);
     this.generation++;
     // New code deserves a fresh start: forget the back-off of the code it replaces.
@@ -492,6 +528,25 @@ export class Arbiter {
     for (const worker of this.workers) worker.retiring = true;
     this.logger.info(`Reloading: generation ${this.generation} with ${this.target} workers`);
     this.wake();
+  }
+
+  /**
+   * USR1, after logrotate moved the log files: the master creates them afresh for the workers (whose user
+   * may not create files there), then everyone reopens. A file that cannot be created is reported once,
+   * and every process keeps writing to the old one.
+   */
+  private reopenLogs(): void {
+    const files = workerLogFiles(this.settings).filter((file) => {
+      try {
+        handOverLogFile(file, this.identity);
+        return true;
+      } catch (error) {
+        this.logger.error(`Log file not reopened, writing on to the old file: ${(error as Error).message}`);
+        return false;
+      }
+    });
+    this.logger.reopen(files);
+    for (const worker of this.workers) worker.send({ type: 'reopen-logs', files });
   }
 
   /** A reload renames the master (--name), as it does the workers it starts. */
@@ -675,6 +730,14 @@ function readPid(file: string): number | null {
 
 function workerInfo(worker: WorkerHandle): WorkerInfo {
   return { pid: worker.pid, id: worker.id, generation: worker.generation };
+}
+
+/** Why spawn() failed; the one Node leaves unclear is --user's lack of access to the executable. */
+function describeSpawnFailure(error: NodeJS.ErrnoException, user: string | null): string {
+  if (error.code === 'EACCES' && user !== null) {
+    return `user ${user} cannot run ${process.execPath} (EACCES): it must be executable by that user, and every directory above it searchable`;
+  }
+  return error.message;
 }
 
 function describeExit(code: number | null, signal: NodeJS.Signals | null): string {

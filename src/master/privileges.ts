@@ -16,7 +16,7 @@ export function prepareWorkerIdentity(
   settings: Pick<Settings, 'user' | 'group' | 'accessLogfile' | 'errorLogfile'>,
 ): WorkerIdentity | null {
   const identity = resolveIdentity(settings.user, settings.group);
-  if (identity) for (const file of [settings.accessLogfile, settings.errorLogfile]) handOverLogFile(file, identity);
+  if (identity) for (const file of workerLogFiles(settings)) handOverLogFile(file, identity);
   return identity;
 }
 
@@ -52,9 +52,17 @@ function safeRead(file: string): string {
   }
 }
 
-/** Log files are opened by the workers: create them here and hand them to the workers' user. */
-function handOverLogFile(path: string | null, identity: WorkerIdentity): void {
-  if (path === null || path === '-') return;
+/**
+ * Log files are opened by the workers, whose user may not create files where root can: the master
+ * creates them (at start, before each worker, and after logrotate moved them) and hands them over.
+ */
+export function handOverLogFile(path: string, identity: WorkerIdentity | null): void {
   closeSync(openSync(path, 'a'));
-  chownSync(path, identity.uid, identity.gid);
+  if (identity) chownSync(path, identity.uid, identity.gid);
+}
+
+/** The log files the workers write: the access log and the error log, when they are files. */
+export function workerLogFiles(settings: Pick<Settings, 'accessLogfile' | 'errorLogfile'>): string[] {
+  const files = [settings.accessLogfile, settings.errorLogfile].filter((file): file is string => file !== null && file !== '-');
+  return [...new Set(files)];
 }

@@ -21,7 +21,13 @@ export async function runWorker(): Promise<void> {
   const boot = await nextBootMessage();
   const { settings } = boot;
   process.title = processTitle(settings, 'worker');
-  const logger = new Logger(settings.errorLogfile, settings.logLevel);
+  let logger: Logger;
+  try {
+    logger = new Logger(settings.errorLogfile, settings.logLevel);
+  } catch (error) {
+    // With no error log to write to, the master reports it (in its own) as the boot failure it is.
+    return sendToMaster({ type: 'boot-error', error: serializeError(error) }, () => process.exit(3));
+  }
   await new Worker(boot, logger).start();
 }
 
@@ -109,7 +115,7 @@ class Worker {
         return this.drain();
       case 'reopen-logs':
         // The units reopen this process's error log along with their access logs.
-        return this.units ? this.units.reopenLogs() : this.logger.reopen();
+        return this.units ? this.units.reopenLogs(message.files) : this.logger.reopen(message.files);
       case 'boot':
         return;
     }

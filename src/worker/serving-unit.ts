@@ -119,8 +119,14 @@ export class ServingUnit {
     this.gate.whenIdle(onDrained);
   }
 
-  reopenLogs(): void {
-    this.accessLog?.sink.reopen();
+  reopenLogs(files: readonly string[]): void {
+    const sink = this.accessLog?.sink;
+    if (!sink || !files.includes(sink.target)) return;
+    try {
+      sink.reopen();
+    } catch (error) {
+      this.options.logger.error(`Access log not reopened, writing on to the old file: ${(error as Error).message}`);
+    }
   }
 
   flushLogs(): void {

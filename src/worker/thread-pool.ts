@@ -84,9 +84,9 @@ export class ThreadPool implements Units {
     if (this.threads.size === 0) onDrained();
   }
 
-  reopenLogs(): void {
-    this.logger.reopen();
-    for (const { thread } of this.threads) thread.postMessage({ type: 'reopen-logs' } satisfies ToThreadMessage);
+  reopenLogs(files: readonly string[]): void {
+    this.logger.reopen(files);
+    for (const { thread } of this.threads) thread.postMessage({ type: 'reopen-logs', files } satisfies ToThreadMessage);
   }
 
   flushLogs(): void {} // each thread flushes its own access log before it ends

@@ -20,7 +20,7 @@ export async function runThread(data: ThreadData): Promise<void> {
   let runner: UnitRunner | null = null;
 
   port.on('message', (message: ToThreadMessage) => {
-    if (message.type === 'reopen-logs') return runner?.reopenLogs();
+    if (message.type === 'reopen-logs') return runner?.reopenLogs(message.files);
     const stop = () => {
       runner?.flushLogs();
       process.exit(0); // in a worker thread this ends the thread only

@@ -24,7 +24,8 @@ export interface Units {
   endpoints(): string[];
   /** Stops accepting, finishes what is in flight, calls back when every connection has closed. */
   drain(onDrained: () => void): void;
-  reopenLogs(): void;
+  /** USR1: the error and access logs among `files` open afresh. */
+  reopenLogs(files: readonly string[]): void;
   flushLogs(): void;
 }
 
@@ -140,9 +141,9 @@ export class UnitRunner implements Units {
     else onDrained(); // still loading the app: nothing is in flight
   }
 
-  reopenLogs(): void {
-    this.logger.reopen();
-    this.unit?.reopenLogs();
+  reopenLogs(files: readonly string[]): void {
+    this.logger.reopen(files);
+    this.unit?.reopenLogs(files);
   }
 
   flushLogs(): void {

@@ -18,6 +18,8 @@ export interface StartOptions {
   waitReady?: boolean;
   /** A command that execs forkgate with the rest of its arguments (systemd-socket-activate and its flags). */
   launcher?: string[];
+  /** forkgate itself, when not this checkout's build (or FORKGATE_TEST_BIN): see install.ts. */
+  command?: string[];
 }
 
 export class Forkgate {
@@ -30,7 +32,8 @@ export class Forkgate {
 
   constructor(args: string[], options: StartOptions = {}) {
     const bin = process.env.FORKGATE_TEST_BIN;
-    const [command, ...commandArgs] = [...(options.launcher ?? []), ...(bin ? [bin] : [process.execPath, CLI]), ...args];
+    const forkgate = options.command ?? (bin ? [bin] : [process.execPath, CLI]);
+    const [command, ...commandArgs] = [...(options.launcher ?? []), ...forkgate, ...args];
     this.process = spawn(command!, commandArgs, {
       cwd: options.cwd ?? FIXTURES, // not the repo root, where a stray forkgate.config.* would be picked up
       env: { ...process.env, ...options.env },
