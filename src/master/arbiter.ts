@@ -19,7 +19,7 @@ import { loadAppOnce } from '../worker/unit-runner.ts';
 import { workerClassFor } from '../worker/classes/index.ts';
 import { createBalancer, type Balancer } from './balance/index.ts';
 import { AdminEndpoint, readAdminToken, type AdminActions, type PoolStatus } from './admin.ts';
-import { handOverLogFile, resolveIdentity, type WorkerIdentity } from './privileges.ts';
+import { handOverLogFile, resolveIdentity, resolveSocketAccess, type SocketAccess, type WorkerIdentity } from './privileges.ts';
 import { Reloader } from './reloader.ts';
 import { captureBlockedStack } from './stack-dump.ts';
 import { inheritanceFrom, notifyPredecessor, startSuccessor, type Inheritance, type UpgradedMessage } from './upgrade.ts';
@@ -118,8 +118,10 @@ export class Arbiter {
     }
     await this.hook('onStarting', this.masterInfo());
     if (settings.umask !== null) process.umask(parseInt(settings.umask, 8)); // inherited by the workers
+    let clientSockets: SocketAccess;
     try {
       this.identity = resolveIdentity(settings.user, settings.group);
+      clientSockets = resolveSocketAccess(settings.socketMode, settings.socketGroup, this.identity);
       if (this.identity) for (const file of [settings.accessLogfile, settings.errorLogfile]) handOverLogFile(file, this.identity);
       // A token file that cannot serve fails the start, not the first action.
       if (settings.adminTokenFile) readAdminToken(settings.adminTokenFile);
@@ -129,7 +131,7 @@ export class Arbiter {
     }
     if (settings.preload && !(await this.preloadApp())) return ExitCode.bootFailure;
     try {
-      await this.balancer.listen(this.identity);
+      await this.balancer.listen(clientSockets, this.identity);
     } catch (error) {
       logger.error(`Cannot listen: ${(error as Error).message}`);
       await this.balancer.close('quick');

@@ -3,8 +3,9 @@
  * log lines), never on sleeps. FORKGATE_TEST_BIN=path runs the single binary instead of the npm build.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, linkSync, readdirSync, readFileSync } from 'node:fs';
 import * as http from 'node:http';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -18,6 +19,8 @@ export interface StartOptions {
   waitReady?: boolean;
   /** A command that execs forkgate with the rest of its arguments (systemd-socket-activate and its flags). */
   launcher?: string[];
+  /** forkgate's own command, where it is not the checkout's: an installation (installInto). */
+  command?: string[];
 }
 
 export class Forkgate {
@@ -30,7 +33,8 @@ export class Forkgate {
 
   constructor(args: string[], options: StartOptions = {}) {
     const bin = process.env.FORKGATE_TEST_BIN;
-    const [command, ...commandArgs] = [...(options.launcher ?? []), ...(bin ? [bin] : [process.execPath, CLI]), ...args];
+    const forkgate = options.command ?? (bin ? [bin] : [process.execPath, CLI]);
+    const [command, ...commandArgs] = [...(options.launcher ?? []), ...forkgate, ...args];
     this.process = spawn(command!, commandArgs, {
       cwd: options.cwd ?? FIXTURES, // not the repo root, where a stray forkgate.config.* would be picked up
       env: { ...process.env, ...options.env },
@@ -103,6 +107,28 @@ export class Forkgate {
     clearTimeout(timer);
     return result;
   }
+}
+
+/**
+ * forkgate installed in `dir` for processes of another user (workers under --user), who must read it
+ * and the apps: a checkout in a private directory (mktemp -d) is out of their reach. The executable
+ * (node with the CLI, or the single binary) and the apps are linked into `dir`, or copied across file
+ * systems.
+ */
+export function installInto(dir: string, apps: readonly string[]): { command: string[]; apps: string[] } {
+  const bin = process.env.FORKGATE_TEST_BIN;
+  const command = bin ? [place(bin, dir)] : [place(process.execPath, dir), place(CLI, dir)];
+  return { command, apps: apps.map((app) => place(app, dir)) };
+}
+
+function place(file: string, dir: string): string {
+  const name = join(dir, basename(file));
+  try {
+    linkSync(file, name);
+  } catch {
+    copyFileSync(file, name); // another file system
+  }
+  return name;
 }
 
 /** Starts forkgate and waits until its pool is ready. */
