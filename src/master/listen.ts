@@ -122,12 +122,12 @@ export class MasterListeners {
     return this.servers.map(listeningFd);
   }
 
-  /** Stops listening (at once); connections already accepted are the balancer's to finish. */
   /** A USR2 successor serves on them now: this master stops listening, leaving unix socket files in place. */
   handOver(): void {
     for (const server of this.servers) closeForSuccessor(server);
   }
 
+  /** Stops listening (at once); connections already accepted are the balancer's to finish. */
   close(): void {
     for (const server of this.servers) server.close();
   }
