@@ -1,8 +1,9 @@
 // nginx-examples/ as users run them: each file rendered into a temp prefix and served by a real nginx
-// in front of a real forkgate, over TCP and over a unix socket.
+// in front of a real forkgate, over TCP and over a unix socket. nginx runs as Debian runs it: the
+// master as root, the workers as www-data (as the invoking user when the tests do not run as root).
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as https from 'node:https';
 import * as http from 'node:http';
 import * as net from 'node:net';
@@ -10,11 +11,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { FIXTURES, request, ROOT, start, type Forkgate } from './helpers/forkgate.ts';
+import { install, type Installation } from './helpers/install.ts';
 import { freePort } from './helpers/free-port.ts';
 
 const missing = (command: string, args: string[]) => spawnSync(command, args).error !== undefined;
 const noNginx = missing('nginx', ['-v']) && 'nginx not installed (apt-get install nginx)';
 const noOpenssl = missing('openssl', ['version']) && 'openssl not installed: no certificate for the TLS example';
+const asRoot = process.getuid?.() === 0;
+const noWorkerUser =
+  asRoot && spawnSync('id', ['www-data']).status !== 0 && "no user www-data for nginx's workers (Debian's nginx package makes it)";
 
 type Upstream = 'tcp' | 'unix';
 
@@ -67,13 +72,14 @@ class Nginx {
   }
 }
 
-describe('nginx-examples', { skip: noNginx }, () => {
+describe('nginx-examples', { skip: noNginx || noWorkerUser }, () => {
+  /** What nginx's workers use (its temp paths, forkgate's sockets), where they may enter wherever the checkout is. */
   let dir: string;
   let forkgate: Forkgate;
   const upstreams = {} as Record<Upstream, string>;
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'forkgate-nginx-'));
+    dir = enterable(mkdtempSync(join(tmpdir(), 'forkgate-nginx-')));
     forkgate = await start(['-w', '2', '-b', `unix:${dir}/forkgate.sock`, '-b', '127.0.0.1:0', `${FIXTURES}websocket.cjs`]);
     upstreams.unix = `unix:${dir}/forkgate.sock`;
     upstreams.tcp = (await forkgate.waitFor(/Listening at: http:\/\/(127\.0\.0\.1:\d+)/))[1]!;
@@ -85,7 +91,7 @@ describe('nginx-examples', { skip: noNginx }, () => {
 
   /** Renders an example into its own nginx prefix (every path nginx writes to inside it) and starts nginx. */
   async function serve(example: string, values: Record<string, string>): Promise<Nginx> {
-    const prefix = mkdtempSync(join(dir, `${example}-`));
+    const prefix = enterable(mkdtempSync(join(dir, `${example}-`)));
     let site = readFileSync(`${ROOT}nginx-examples/${example}`, 'utf8');
     for (const [name, value] of Object.entries({ SERVER_NAME: 'localhost', ...values })) site = site.replaceAll(`{{${name}}}`, value);
     assert.doesNotMatch(site, /\{\{\w+\}\}/, `${example}: a placeholder the test did not fill`);
@@ -94,8 +100,7 @@ describe('nginx-examples', { skip: noNginx }, () => {
     writeFileSync(
       `${prefix}/nginx.conf`,
       [
-        // Run as root, nginx would start its workers as nobody, who may not reach the test's socket and files.
-        process.getuid?.() === 0 ? 'user root;' : '',
+        asRoot ? 'user www-data;' : '',
         'worker_processes 1;',
         'events { worker_connections 64; }',
         `http { access_log ${prefix}/access.log; ${temp.join(' ')} include ${prefix}/site.conf; }`,
@@ -158,6 +163,35 @@ describe('nginx-examples', { skip: noNginx }, () => {
         await assertPooled(`http://127.0.0.1:${port}`);
       } finally {
         await nginx.stop();
+      }
+    });
+  }
+
+  /** forkgate where workers under --user nobody can read it, installed once. */
+  let installed: Installation | undefined;
+  for (const [label, socketArgs, groupOfUser] of [
+    ["as forkgate makes it (0666, the workers' user and group)", [], 'nobody'],
+    ['0660 for group www-data (--socket-mode, --socket-group)', ['--socket-mode', '0660', '--socket-group', 'www-data'], 'www-data'],
+  ] as const) {
+    const name = `proxy.conf to forkgate under --user nobody, its unix socket ${label}: nginx's workers connect`;
+    test(name, { skip: !asRoot && '--user needs root' }, async () => {
+      installed ??= install(['ops.cjs']);
+      const socket = join(dir, `nobody-${socketArgs.length}.sock`);
+      const args = ['-w', '1', '--user', 'nobody', ...socketArgs, '-b', `unix:${socket}`, installed.app('ops.cjs')];
+      const nobody = await start(args, { command: installed.command });
+      let nginx: Nginx | undefined;
+      try {
+        const port = await freePort();
+        nginx = await serve('proxy.conf', { FORKGATE_ADDRESS: `unix:${socket}`, LISTEN: `127.0.0.1:${port}` });
+        const reply = await request(`http://127.0.0.1:${port}/pid`);
+        assert.equal(reply.status, 200, nginx.output);
+        assert.deepEqual(nobody.workerPids(), [Number(reply.body)], 'a worker of forkgate under --user answered');
+        const { uid, gid, mode } = statSync(socket);
+        const expected = { uid: idsOf('nobody').uid, gid: idsOf(groupOfUser).gid, mode: socketArgs.length ? 0o660 : 0o666 };
+        assert.deepEqual({ uid, gid, mode: mode & 0o777 }, expected, "the socket's owner and mode");
+      } finally {
+        await nginx?.stop();
+        await nobody.stop();
       }
     });
   }
@@ -249,6 +283,18 @@ describe('nginx-examples', { skip: noNginx }, () => {
     }
   });
 });
+
+/** nginx's workers pass through it, wherever it is: mkdtemp makes a directory 0700. */
+function enterable(path: string): string {
+  chmodSync(path, 0o755);
+  return path;
+}
+
+/** A user's uid and primary gid, as id(1) tells them. */
+function idsOf(user: string): { uid: number; gid: number } {
+  const id = (flag: string) => Number(spawnSync('id', [flag, user], { encoding: 'utf8' }).stdout);
+  return { uid: id('-u'), gid: id('-g') };
+}
 
 function firstChunk(response: http.IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {

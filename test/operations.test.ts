@@ -5,7 +5,7 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { eventually, FIXTURES, isAlive, request, start, startRequest } from './helpers/forkgate.ts';
+import { eventually, FIXTURES, isAlive, request, start, startRequest, type StartOptions } from './helpers/forkgate.ts';
 import { install, type Installation } from './helpers/install.ts';
 import { keepAliveLoad } from './helpers/load.ts';
 
@@ -347,6 +347,51 @@ test('serves on a unix socket', async () => {
     assert.ok(forkgate.workerPids().includes(Number(reply.body)));
   } finally {
     await forkgate.stop();
+  }
+});
+
+for (const [balance, umask] of [['round-robin', '077'], ['proxy', '000']] as const) {
+  test(`unix sockets keep their modes whatever --umask (-m ${umask}): 0666 for clients, 0600 for the admin endpoint (${balance})`, async () => {
+    const socketPath = join(scratch, `modes-${balance}.sock`);
+    const admin = join(scratch, `modes-${balance}-admin.sock`);
+    const forkgate = await start(['-w', '1', '--balance', balance, '-m', umask, '-b', `unix:${socketPath}`, '--admin-bind', `unix:${admin}`, OPS]);
+    try {
+      const modes = [socketPath, admin].map((path) => statSync(path).mode & 0o777);
+      assert.deepEqual(modes.map((mode) => mode.toString(8)), ['666', '600']);
+      assert.equal((await request('http://localhost/pid', { socketPath })).status, 200);
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}
+
+test('--socket-mode and --socket-group set the mode and group of a unix socket for clients', { skip: process.getuid?.() !== 0 && 'needs root' }, async () => {
+  const socketPath = join(scratch, 'group.sock');
+  const forkgate = await start(['-w', '1', '--socket-mode', '0660', '--socket-group', '4242', '-b', `unix:${socketPath}`, OPS]);
+  try {
+    const { uid, gid, mode } = statSync(socketPath);
+    assert.deepEqual({ uid, gid, mode: mode & 0o777 }, { uid: 0, gid: 4242, mode: 0o660 });
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('a --socket-group the master cannot give exits 2 and says why: no such group; not root, a group not its own', async () => {
+  const refused = async (group: string, options: StartOptions = {}) => {
+    const forkgate = await start(['--socket-group', group, '-b', `unix:${join(scratch, 'refused.sock')}`, OPS], { ...options, waitReady: false });
+    assert.equal((await forkgate.exited).code, 2, forkgate.output);
+    return forkgate.output;
+  };
+  assert.match(await refused('no-such-group'), /--socket-group: no 'no-such-group' in \/etc\/group/);
+  const notOwn = /--socket-group: the master is neither root nor in group '4242'/;
+  if (process.getuid?.() !== 0) return assert.match(await refused('4242'), notOwn);
+  // As root: a master run as nobody, from an installation nobody can read.
+  const installed = install([]);
+  try {
+    const launcher = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
+    assert.match(await refused('4242', { launcher, command: installed.command, cwd: installed.dir }), notOwn);
+  } finally {
+    installed.remove();
   }
 });
 

@@ -181,6 +181,12 @@ function octalMask(raw: unknown): string | null | Invalid {
   return /^(0o?)?[0-7]{1,4}$/.test(text) ? text.replace(/^0o/, '0') : new Invalid('an octal mask such as 022 or 027');
 }
 
+/** A unix socket's permission bits: octal text (0660) or, in a config file, a number (0o660). */
+function socketMode(raw: unknown): number | Invalid {
+  const text = typeof raw === 'number' ? raw.toString(8) : String(raw);
+  return /^(0o?)?[0-7]{1,3}$/.test(text) ? parseInt(text.replace(/^0o/, ''), 8) : new Invalid('an octal mode such as 0660 or 0666');
+}
+
 function workerCount(raw: unknown): number | 'auto' | Invalid {
   if (raw === 'auto') return 'auto';
   const count = wholeNumber(1)(raw);
@@ -328,6 +334,16 @@ export const SETTINGS = [
     default: 2048, validate: wholeNumber(1), doc: 'Maximum number of pending connections in the listen queue.',
   }),
   setting({
+    name: 'socket-mode', key: 'socketMode', fixedUntilRestart: 'always', meta: 'OCTAL', section: 'Server socket',
+    default: 0o666, validate: socketMode, format: (mode) => `0${mode.toString(8).padStart(3, '0')}`,
+    doc: "Permissions of the unix sockets bound for clients (-b unix:PATH), whatever --umask says. The default, 0666 (nginx makes its own sockets so), lets any local user connect, as to a loopback port, and so the front's workers (nginx's run as www-data on Debian); 0660 with --socket-group lets in that group alone. Sockets systemd passes are left as it made them.",
+  }),
+  setting({
+    name: 'socket-group', key: 'socketGroup', fixedUntilRestart: 'always', meta: 'GROUP', section: 'Server socket',
+    default: null as string | null, validate: optionalText,
+    doc: "Group of the unix sockets bound for clients (name or gid): the front's with --socket-mode 0660 (www-data for nginx on Debian); a master that is not root can give only its own groups. Default: the workers' group (--group, or --user's primary group), else the master's. Their owner is the workers' user (--user), else the master's, as in Gunicorn.",
+  }),
+  setting({
     name: 'balance', key: 'balance', fixedUntilRestart: 'always', meta: 'MODE', section: 'Server socket',
     default: 'round-robin' as BalanceMode, validate: oneOf(BALANCE_MODES),
     doc: 'round-robin: the master accepts and hands each connection to the worker with the fewest open connections (reloads lose nothing). reuseport: every worker binds with SO_REUSEPORT and the kernel spreads connections (Linux, TCP binds; a little faster). proxy: the master parses HTTP and sends each request to the least busy unit (worker or thread) over a private unix socket: it buffers slow clients, queues with a limit (--queue-limit, --queue-timeout) and retries requests that never reached a unit, at the cost of the master parsing every request.',
@@ -408,18 +424,18 @@ export const SETTINGS = [
   setting({
     name: 'umask', key: 'umask', fixedUntilRestart: 'always', short: 'm', meta: 'OCTAL', section: 'Process',
     default: null as string | null, validate: octalMask,
-    doc: 'File mode creation mask of the master and the workers, in octal (for example 027).',
+    doc: 'File mode creation mask of the master and the workers, in octal (for example 027). Unix sockets have modes of their own: --socket-mode, and 0600 for the admin endpoint.',
   }),
   setting({
     name: 'admin-bind', key: 'adminBind', fixedUntilRestart: 'always', meta: 'ADDRESS', section: 'Process',
     default: null as BindAddress | null, validate: singleBind,
     format: (address) => (address ? formatBindAddress(address) : 'null'),
-    doc: 'Serve the admin endpoint here (HOST:PORT or unix:PATH; off by default, keep it on loopback or a unix socket): GET /healthz, /readyz, /status; POST /workers/+1, /workers/-1, /reload (over TCP only with --admin-token-file). Requests with a domain name as Host, or from another Origin, are refused.',
+    doc: "Serve the admin endpoint here (HOST:PORT or unix:PATH; off by default, keep it on loopback or a unix socket, which is made mode 0600: only the master's user may connect): GET /healthz, /readyz, /status; POST /workers/+1, /workers/-1, /reload (over TCP only with --admin-token-file). Requests with a domain name as Host, or from another Origin, are refused.",
   }),
   setting({
     name: 'admin-token-file', key: 'adminTokenFile', fixedUntilRestart: 'always', meta: 'FILE', section: 'Process',
     default: null as string | null, validate: optionalText,
-    doc: "File holding the admin endpoint's token: its POST actions then need Authorization: Bearer TOKEN, over TCP and unix sockets alike. Without it, actions over TCP are refused (a unix socket's file permissions guard it). Read again on each action, so the token can be rotated without a restart.",
+    doc: "File holding the admin endpoint's token: its POST actions then need Authorization: Bearer TOKEN, over TCP and unix sockets alike. Without it, actions over TCP are refused (a unix socket's mode, 0600, guards it). Read again on each action, so the token can be rotated without a restart.",
   }),
   setting({
     name: 'pid', key: 'pid', fixedUntilRestart: 'always', short: 'p', meta: 'FILE', section: 'Process',

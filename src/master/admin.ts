@@ -4,8 +4,8 @@
  * for loopback or a unix socket, since it can resize and reload the pool. A browser on the operator's
  * machine reaches loopback too, so requests only a web page would send are refused: a domain name as
  * Host (DNS rebinding), an Origin other than the endpoint's own (a cross-site form or fetch). Actions
- * over TCP need the bearer token in --admin-token-file; over a unix socket the file's permissions
- * guard them, as they do docker.sock, unless a token is set.
+ * over TCP need the bearer token in --admin-token-file; over a unix socket its mode (0600) guards
+ * them, as docker.sock's does, unless a token is set.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -15,6 +15,7 @@ import type { BindAddress } from '../config/bind.ts';
 import { SettingError } from '../errors.ts';
 import type { BalancerLoad } from './balance/balancer.ts';
 import { closeForSuccessor, listeningFd, listenOn } from './listen.ts';
+import type { SocketAccess } from './privileges.ts';
 import type { AdminSocket } from './upgrade.ts';
 
 export interface WorkerStatus {
@@ -59,6 +60,9 @@ const ACTIONS: Record<string, 'SIGTTIN' | 'SIGTTOU' | 'SIGHUP'> = {
   '/reload': 'SIGHUP',
 };
 
+/** A unix socket for the endpoint lets in only the master's user (and root), whatever the umask. */
+const ADMIN_SOCKET: SocketAccess = { mode: 0o600 };
+
 /** What decides who may ask: over TCP a browser can, and actions need the token in --admin-token-file. */
 interface Guard {
   readonly overTcp: boolean;
@@ -82,7 +86,7 @@ export class AdminEndpoint {
   static async start(address: BindAddress, inheritedFd: number | undefined, tokenFile: string | null, actions: AdminActions): Promise<AdminEndpoint> {
     const guard: Guard = { overTcp: address.kind === 'tcp', tokenFile };
     const server = http.createServer((req, res) => handle(req, res, guard, actions));
-    await listenOn(server, inheritedFd === undefined ? address : { kind: 'fd', fd: inheritedFd });
+    await listenOn(server, inheritedFd === undefined ? address : { kind: 'fd', fd: inheritedFd }, ADMIN_SOCKET);
     const bound = server.address();
     const reachable: BindAddress = bound && typeof bound === 'object' ? { kind: 'tcp', host: bound.address, port: bound.port } : address;
     return new AdminEndpoint(server, reachable);

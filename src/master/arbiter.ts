@@ -20,7 +20,7 @@ import { loadAppOnce } from '../worker/unit-runner.ts';
 import { workerClassFor } from '../worker/classes/index.ts';
 import { createBalancer, type Balancer } from './balance/index.ts';
 import { AdminEndpoint, readAdminToken, type AdminActions, type PoolStatus } from './admin.ts';
-import { handOverLogFile, prepareWorkerIdentity, workerLogFiles, type WorkerIdentity } from './privileges.ts';
+import { handOverLogFile, prepareWorkerIdentity, resolveSocketAccess, workerLogFiles, type SocketAccess, type WorkerIdentity } from './privileges.ts';
 import { Reloader } from './reloader.ts';
 import { captureBlockedStack } from './stack-dump.ts';
 import { inheritanceFrom, notifyPredecessor, startSuccessor, type Inheritance, type UpgradedMessage } from './upgrade.ts';
@@ -119,8 +119,10 @@ export class Arbiter {
     }
     await this.hook('onStarting', this.masterInfo());
     if (settings.umask !== null) process.umask(parseInt(settings.umask, 8)); // inherited by the workers
+    let clientSockets: SocketAccess;
     try {
       this.identity = prepareWorkerIdentity(settings);
+      clientSockets = resolveSocketAccess(settings.socketMode, settings.socketGroup, this.identity);
       // A token file that cannot serve fails the start, not the first action.
       if (settings.adminTokenFile) readAdminToken(settings.adminTokenFile);
     } catch (error) {
@@ -129,7 +131,7 @@ export class Arbiter {
     }
     if (settings.preload && !(await this.preloadApp())) return ExitCode.bootFailure;
     try {
-      await this.balancer.listen(this.identity);
+      await this.balancer.listen(clientSockets, this.identity);
     } catch (error) {
       const failure = new ListenError(error as Error);
       logger.error(failure.message);

@@ -3,9 +3,13 @@ import * as net from 'node:net';
 import { formatBindAddress, type BindAddress } from '../config/bind.ts';
 import type { Logger } from '../log/logger.ts';
 import { acceptFailures, type RecurringWarning } from '../log/recurring.ts';
+import type { SocketAccess } from './privileges.ts';
 
-/** Listens on any bind form; rejects with the OS error (address in use, permission denied). */
-export async function listenOn(server: net.Server, address: BindAddress, backlog?: number): Promise<void> {
+/**
+ * Listens on any bind form; rejects with the OS error (address in use, permission denied). A unix
+ * socket it creates gets `access`; a descriptor (systemd's, a predecessor's) is left as it is.
+ */
+export async function listenOn(server: net.Server, address: BindAddress, access: SocketAccess, backlog?: number): Promise<void> {
   if (address.kind === 'unix') removeStaleSocket(address.path);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -15,11 +19,19 @@ export async function listenOn(server: net.Server, address: BindAddress, backlog
         : address.kind === 'unix'
           ? { path: address.path, backlog }
           : { fd: address.fd, backlog };
-    server.listen(options, () => {
-      server.off('error', reject);
-      resolve();
-    });
+    // bind() creates the file under the umask, within listen(): the socket has its mode from the start.
+    const umask = address.kind === 'unix' ? process.umask(~access.mode & 0o777) : null;
+    try {
+      server.listen(options, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    } finally {
+      if (umask !== null) process.umask(umask);
+    }
   });
+  // lchown: a name swapped for a symbolic link meanwhile gives away no other file.
+  if (address.kind === 'unix' && access.owner) fs.lchownSync(address.path, access.owner.uid, access.owner.gid);
 }
 
 /** A listening server's descriptor, for a USR2 successor to inherit. */
@@ -80,11 +92,12 @@ export class MasterListeners {
     this.acceptFailed = acceptFailures(logger);
   }
 
-  async listen(): Promise<void> {
+  /** access: the mode and owner of the unix sockets among them (--socket-mode, --socket-group). */
+  async listen(access: SocketAccess): Promise<void> {
     for (const address of this.addresses) {
       const server = net.createServer(this.options, this.onConnection);
       this.servers.push(server);
-      await listenOn(server, address, this.backlog);
+      await listenOn(server, address, access, this.backlog);
       server.on('error', (error) => this.acceptFailed.note(error));
     }
   }
@@ -109,12 +122,12 @@ export class MasterListeners {
     return this.servers.map(listeningFd);
   }
 
-  /** Stops listening (at once); connections already accepted are the balancer's to finish. */
   /** A USR2 successor serves on them now: this master stops listening, leaving unix socket files in place. */
   handOver(): void {
     for (const server of this.servers) closeForSuccessor(server);
   }
 
+  /** Stops listening (at once); connections already accepted are the balancer's to finish. */
   close(): void {
     for (const server of this.servers) server.close();
   }

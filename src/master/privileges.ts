@@ -1,6 +1,7 @@
 /**
  * --user / --group: the master keeps root to bind and spawn; workers are started with the target ids
- * (child_process sets gid, drops supplementary groups, then sets uid) before they load the app.
+ * (child_process sets gid, drops supplementary groups, then sets uid) before they load the app. Who
+ * owns the unix sockets the master binds for clients follows from them (--socket-group).
  */
 import { chownSync, closeSync, openSync, readFileSync } from 'node:fs';
 import type { Settings } from '../config/settings.ts';
@@ -32,6 +33,30 @@ function resolveIdentity(
   const uid = account ? Number(account[2]) : process.getuid();
   const gid = group !== null ? Number(lookUp(files.group, group, '--group')[2]) : account ? Number(account[3]) : process.getgid!();
   return { uid, gid };
+}
+
+/** Who may connect to a unix socket the master binds: its permission bits, and its owner if not the master's. */
+export interface SocketAccess {
+  readonly mode: number;
+  readonly owner?: { readonly uid: number; readonly gid: number };
+}
+
+/**
+ * The clients' unix sockets: --socket-mode, owned as Gunicorn has them by the workers' user and group,
+ * the group replaced by --socket-group. A master that is not root can only give its own groups.
+ */
+export function resolveSocketAccess(
+  mode: number,
+  group: string | null,
+  identity: WorkerIdentity | null,
+  groupFile = '/etc/group',
+): SocketAccess {
+  if (group === null) return identity ? { mode, owner: identity } : { mode };
+  const gid = Number(lookUp(groupFile, group, '--socket-group')[2]);
+  if (process.getuid?.() !== 0 && gid !== process.getegid?.() && !process.getgroups?.().includes(gid)) {
+    throw new SettingError(`--socket-group: the master is neither root nor in group '${group}', so it cannot give its sockets to it`);
+  }
+  return { mode, owner: { uid: identity?.uid ?? -1, gid } };
 }
 
 /** The passwd or group line for a name or number: [name, password, id, (primary gid), ...]. */

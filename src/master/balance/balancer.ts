@@ -1,6 +1,6 @@
 import type { Settings } from '../../config/settings.ts';
 import type { ListenPlan } from '../../ipc/messages.ts';
-import type { WorkerIdentity } from '../privileges.ts';
+import type { SocketAccess, WorkerIdentity } from '../privileges.ts';
 import type { Inheritance } from '../upgrade.ts';
 import type { WorkerHandle } from '../worker-handle.ts';
 
@@ -19,10 +19,11 @@ export interface BalancerLoad {
 export interface Balancer {
   readonly mode: ListenPlan['mode'];
   /**
-   * Binds what the master must bind; rejects with the OS error (address in use, permission). owner: the
-   * user the workers run as (--user/--group), for what the master creates for them.
+   * Binds what the master must bind; rejects with the OS error (address in use, permission). clients:
+   * the mode and owner of the unix sockets it binds for clients; owner: the user the workers run as
+   * (--user/--group), for what the master creates for them.
    */
-  listen(owner: WorkerIdentity | null): Promise<void>;
+  listen(clients: SocketAccess, owner: WorkerIdentity | null): Promise<void>;
   /** The addresses clients can reach, as URLs for the log ('http://127.0.0.1:8000', 'unix:/run/app.sock'). */
   urls(): string[];
   /** What a new worker does to receive connections. */

@@ -11,7 +11,7 @@ import { FrontProxy } from '../../proxy/front.ts';
 import { Upstreams } from '../../proxy/upstreams.ts';
 import { workerClassFor } from '../../worker/classes/index.ts';
 import { MasterListeners } from '../listen.ts';
-import type { WorkerIdentity } from '../privileges.ts';
+import type { SocketAccess, WorkerIdentity } from '../privileges.ts';
 import type { Inheritance } from '../upgrade.ts';
 import type { WorkerHandle } from '../worker-handle.ts';
 import type { Balancer, BalancerLoad } from './balancer.ts';
@@ -55,12 +55,12 @@ export class ProxyBalancer implements Balancer {
         : null;
   }
 
-  async listen(owner: WorkerIdentity | null): Promise<void> {
+  async listen(clients: SocketAccess, owner: WorkerIdentity | null): Promise<void> {
     if (!this.upstreams) {
       this.directory = fs.mkdtempSync(join(tmpdir(), 'forkgate-units-'));
       if (owner) fs.chownSync(this.directory, owner.uid, owner.gid);
     }
-    await this.listeners.listen();
+    await this.listeners.listen(clients);
     this.upstreams?.start();
   }
 

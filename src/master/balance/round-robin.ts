@@ -3,6 +3,7 @@ import type { BindAddress } from '../../config/bind.ts';
 import type { ListenPlan } from '../../ipc/messages.ts';
 import type { WorkerHandle } from '../worker-handle.ts';
 import { MasterListeners } from '../listen.ts';
+import type { SocketAccess } from '../privileges.ts';
 import type { Inheritance } from '../upgrade.ts';
 import type { Balancer, BalancerLoad } from './balancer.ts';
 import { connectionBudget } from '../../config/descriptors.ts';
@@ -54,8 +55,8 @@ export class RoundRobinBalancer implements Balancer {
     this.listeners = new MasterListeners(addresses, settings.backlog, { pauseOnConnect: true, noDelay: true }, onConnection, logger);
   }
 
-  listen(): Promise<void> {
-    return this.listeners.listen();
+  listen(clients: SocketAccess): Promise<void> {
+    return this.listeners.listen(clients);
   }
 
   urls(): string[] {
