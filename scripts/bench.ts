@@ -23,13 +23,14 @@
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import cluster from 'node:cluster';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { isAlive, processTree, statFields } from './proc.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const APPS = `${ROOT}bench/apps/`;
@@ -213,41 +214,6 @@ function runWrk(port: number, connections: number, seconds: number): Promise<Wrk
 
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 
-/** Fields after the parenthesised command name (which may contain spaces): [state, ppid, ...]. */
-function statFields(pid: number): string[] | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  } catch {
-    return null; // the process ended while we looked
-  }
-}
-
-function alive(pid: number): boolean {
-  const state = statFields(pid)?.[0];
-  return state !== undefined && state !== 'Z';
-}
-
-/** The roots and all their live descendants. */
-function processTree(roots: number[]): number[] {
-  const children = new Map<number, number[]>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const fields = statFields(Number(entry));
-    if (!fields || fields[0] === 'Z') continue;
-    const ppid = Number(fields[1]);
-    children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
-  }
-  const tree: number[] = [];
-  const pending = [...roots];
-  while (pending.length > 0) {
-    const pid = pending.pop()!;
-    tree.push(pid);
-    pending.push(...(children.get(pid) ?? []));
-  }
-  return tree;
-}
-
 /** utime + stime in seconds per process of the tree (all threads of each process included). */
 function cpuSeconds(roots: number[]): Map<number, number> {
   const usage = new Map<number, number>();
@@ -330,10 +296,10 @@ class Server {
     const tree = processTree(this.roots);
     for (const child of this.processes) if (!this.exited(child)) child.kill('SIGTERM');
     const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline && tree.some(alive)) await sleep(50);
+    while (Date.now() < deadline && tree.some(isAlive)) await sleep(50);
     for (const pid of tree) {
       try {
-        if (alive(pid)) process.kill(pid, 'SIGKILL');
+        if (isAlive(pid)) process.kill(pid, 'SIGKILL');
       } catch {
         // already gone
       }

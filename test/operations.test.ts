@@ -5,7 +5,7 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { eventually, FIXTURES, isAlive, request, start, startRequest, type StartOptions } from './helpers/forkgate.ts';
+import { eventually, FIXTURES, isAlive, request, start, startRequest, type Forkgate, type StartOptions } from './helpers/forkgate.ts';
 import { install, type Installation } from './helpers/install.ts';
 import { keepAliveLoad } from './helpers/load.ts';
 
@@ -13,6 +13,17 @@ const OPS = `${FIXTURES}ops.cjs`;
 const asRoot = { skip: process.getuid?.() !== 0 && 'needs root' };
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-ops-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
+
+/** Two workers as nobody, installed where nobody can read them, writing their access log where only root may create files. */
+async function startWithAccessLogAsNobody(): Promise<{ installed: Installation; log: string; forkgate: Forkgate }> {
+  const installed = install(['ops.cjs']);
+  const log = join(logDirectory(installed), 'access.log');
+  const forkgate = await start(
+    ['-w', '2', '-u', 'nobody', '-b', '127.0.0.1:0', '--access-logfile', log, '--access-logformat', '%(p)s "%(r)s" %(s)s', installed.app('ops.cjs')],
+    { command: installed.command, cwd: installed.dir },
+  );
+  return { installed, log, forkgate };
+}
 
 /** A log directory as /var/log/app is: root's, mode 0755, where the workers' user cannot create a file. */
 function logDirectory(installed: Installation): string {
@@ -230,12 +241,7 @@ test('access log: Gunicorn format; USR1 reopens the file after logrotate moved i
 });
 
 test('--user, access log in a root-owned directory: logrotate (mv, USR1) under keep-alive load loses no request, the workers write the new file', asRoot, async (t) => {
-  const installed = install(['ops.cjs']);
-  const log = join(logDirectory(installed), 'access.log');
-  const forkgate = await start(
-    ['-w', '2', '-u', 'nobody', '-b', '127.0.0.1:0', '--access-logfile', log, '--access-logformat', '%(p)s "%(r)s" %(s)s', installed.app('ops.cjs')],
-    { command: installed.command, cwd: installed.dir },
-  );
+  const { installed, log, forkgate } = await startWithAccessLogAsNobody();
   try {
     const workers = forkgate.workerPids();
     const load = keepAliveLoad(`${forkgate.url}/pid`, { connections: 4, maxMs: 30_000 });
@@ -296,12 +302,7 @@ test('--user: log files that cannot be reopened (a directory now at their path) 
 });
 
 test('--user: a worker started after logrotate moved the access log, before USR1, boots: the master makes the file for it', asRoot, async () => {
-  const installed = install(['ops.cjs']);
-  const log = join(logDirectory(installed), 'access.log');
-  const forkgate = await start(
-    ['-w', '2', '-u', 'nobody', '-b', '127.0.0.1:0', '--access-logfile', log, '--access-logformat', '%(p)s "%(r)s" %(s)s', installed.app('ops.cjs')],
-    { command: installed.command, cwd: installed.dir },
-  );
+  const { installed, log, forkgate } = await startWithAccessLogAsNobody();
   try {
     const [doomed, survivor] = forkgate.workerPids();
     renameSync(log, `${log}.1`);

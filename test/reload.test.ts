@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { eventually, request, start } from './helpers/forkgate.ts';
-import { keepAliveLoad } from './helpers/load.ts';
+import { freshConnectionLoad, keepAliveLoad } from './helpers/load.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-reload-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
@@ -64,27 +64,4 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
       await forkgate.stop();
     }
   });
-}
-
-/** Requests on fresh connections, one after another, so accepts happen throughout the reloads. */
-function freshConnectionLoad(url: string) {
-  let running = true;
-  const failures: string[] = [];
-  const done = (async () => {
-    for (let i = 0; running && i < 5000; i++) {
-      try {
-        const reply = await request(url);
-        if (reply.status !== 200) failures.push(`status ${reply.status}`);
-      } catch (error) {
-        failures.push((error as Error).message);
-      }
-    }
-  })();
-  return {
-    stop: async () => {
-      running = false;
-      await done;
-      return failures;
-    },
-  };
 }

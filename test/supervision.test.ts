@@ -5,7 +5,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { eventually, FIXTURES, ROOT, request, start, startRequest } from './helpers/forkgate.ts';
+import { eventually, FIXTURES, ROOT, request, start, startRequest, type Forkgate } from './helpers/forkgate.ts';
 import { install } from './helpers/install.ts';
 import { keepAliveLoad } from './helpers/load.ts';
 
@@ -82,12 +82,7 @@ test('round-robin: workers dying under load never take the master down; what wai
     const wrkDone = new Promise((resolve) => wrk.once('exit', resolve));
     try {
       for (let crash = 1; crash <= 3; crash++) {
-        const [doomed] = forkgate.workerPids();
-        await request(`${forkgate.url}/throw`).catch(() => null);
-        await eventually(async () => {
-          const reply = await request(`${forkgate.url}/pid`).catch(() => null);
-          return reply?.status === 200 && reply.body !== String(doomed);
-        }, `a replacement for crashed worker ${crash}`);
+        await killAndAwaitReplacement(forkgate, '/throw', `a replacement for crashed worker ${crash}`);
       }
     } finally {
       wrk.kill();
@@ -106,12 +101,7 @@ for (const balance of ['round-robin', 'proxy']) {
     const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', OPS]);
     try {
       for (let death = 1; death <= 4; death++) {
-        const [doomed] = forkgate.workerPids();
-        await request(`${forkgate.url}/exit`).catch(() => null);
-        await eventually(async () => {
-          const reply = await request(`${forkgate.url}/pid`).catch(() => null);
-          return reply?.status === 200 && reply.body !== String(doomed);
-        }, `a replacement for killed worker ${death}`);
+        await killAndAwaitReplacement(forkgate, '/exit', `a replacement for killed worker ${death}`);
       }
       assert.equal(forkgate.count(/Worker \(pid:\d+\) exited with code 1/), 4, 'each request killed one worker, none was retried on another');
       assert.doesNotMatch(forkgate.output, /Next worker start/);
@@ -201,3 +191,13 @@ test('a worker that cannot be started after the pool served is retried with back
     installed.remove();
   }
 });
+
+/** Sends the request that kills the single worker, then waits until another worker answers. */
+async function killAndAwaitReplacement(forkgate: Forkgate, route: string, what: string): Promise<void> {
+  const [doomed] = forkgate.workerPids();
+  await request(`${forkgate.url}${route}`).catch(() => null);
+  await eventually(async () => {
+    const reply = await request(`${forkgate.url}/pid`).catch(() => null);
+    return reply?.status === 200 && reply.body !== String(doomed);
+  }, what);
+}

@@ -9,6 +9,7 @@ import { closeSync, existsSync, fstatSync, openSync, readdirSync, readFileSync, 
 import * as http from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isAlive, processTree, statFields } from '../proc.ts';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const CLI = `${ROOT}dist/forkgate.cjs`;
@@ -223,22 +224,6 @@ export function readPid(file: string): number | null {
   }
 }
 
-/** Fields after the parenthesised command name: [state, ppid, ...]. */
-function statFields(pid: number, tid = pid): string[] | null {
-  try {
-    const stat = readFileSync(tid === pid ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  } catch {
-    return null;
-  }
-}
-
-/** Alive: exists and is not a zombie. */
-export function isAlive(pid: number): boolean {
-  const state = statFields(pid)?.[0];
-  return state !== undefined && state !== 'Z' && state !== 'X';
-}
-
 /** Alive and running: not a zombie, not stopped (SIGSTOP). */
 export function isRunning(pid: number): boolean {
   const state = statFields(pid)?.[0];
@@ -274,26 +259,6 @@ export function workerThreads(pid: number): number[] {
   }
 }
 
-/** The roots and all their live descendants. */
-export function processTree(roots: number[]): number[] {
-  const children = new Map<number, number[]>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const fields = statFields(Number(entry));
-    if (!fields || fields[0] === 'Z') continue;
-    const ppid = Number(fields[1]);
-    children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
-  }
-  const tree = new Set<number>();
-  const pending = roots.filter(isAlive);
-  while (pending.length > 0) {
-    const pid = pending.pop()!;
-    if (tree.has(pid)) continue;
-    tree.add(pid);
-    pending.push(...(children.get(pid) ?? []));
-  }
-  return [...tree];
-}
 
 /**
  * The pool as /proc shows it, for when /status does not answer: the master's child processes titled as

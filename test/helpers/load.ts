@@ -1,8 +1,10 @@
 /**
- * A steady keep-alive load for the zero-downtime tests: N connections, each sending requests one after
- * another, bounded in count and time. Every failure is recorded, never retried.
+ * Loads for the zero-downtime tests, bounded in count and time: a steady keep-alive load (N connections,
+ * each sending requests one after another), and requests each on a fresh connection. Every failure is
+ * recorded, never retried.
  */
 import * as http from 'node:http';
+import { request } from './forkgate.ts';
 
 export interface LoadResult {
   ok: number;
@@ -73,6 +75,29 @@ export function keepAliveLoad(url: string, options: { connections: number; maxRe
       stopping = true;
       await finished;
       return result;
+    },
+  };
+}
+
+/** Requests on fresh connections, one after another (bounded), so that accepts happen throughout a reload or upgrade. */
+export function freshConnectionLoad(url: string): { stop(): Promise<string[]> } {
+  let running = true;
+  const failures: string[] = [];
+  const done = (async () => {
+    for (let i = 0; running && i < 5000; i++) {
+      try {
+        const reply = await request(url);
+        if (reply.status !== 200) failures.push(`status ${reply.status}`);
+      } catch (error) {
+        failures.push((error as Error).message);
+      }
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await done;
+      return failures;
     },
   };
 }
