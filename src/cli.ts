@@ -4,6 +4,7 @@
  * same file in a worker_thread with the role in its workerData; in the single binary, the syntax check
  * of an ES module app that does not parse is FORKGATE_ROLE=syntax-check.
  */
+import './node-version.ts'; // first: an older Node is told so before any other module loads
 import { takeActivatedSockets } from './config/bind.ts';
 import { formatUpstream, type Settings } from './config/settings.ts';
 import { resolveSettings, type ResolvedSettings, type SettingSources } from './config/load.ts';
@@ -21,8 +22,6 @@ import { runThread } from './worker/thread.ts';
 import { checkSyntax, SYNTAX_CHECK_ROLE } from './worker/syntax-report.ts';
 import type { ThreadData } from './ipc/messages.ts';
 import { isMainThread, workerData } from 'node:worker_threads';
-
-const MINIMUM_NODE = [22, 12] as const;
 
 if (!isMainThread && (workerData as ThreadData | undefined)?.role === 'forkgate-thread') {
   void runThread(workerData as ThreadData);
@@ -42,10 +41,6 @@ if (!isMainThread && (workerData as ThreadData | undefined)?.role === 'forkgate-
 }
 
 async function main(argv: string[]): Promise<number> {
-  const [major, minor] = process.versions.node.split('.').map(Number) as [number, number];
-  if (major < MINIMUM_NODE[0] || (major === MINIMUM_NODE[0] && minor < MINIMUM_NODE[1])) {
-    return usageError(`needs Node >= ${MINIMUM_NODE.join('.')} (this is ${process.version}); run it through npx or npm scripts, or use the single binary`);
-  }
   // Taken out of process.env first, so neither the workers nor the app's own children see them.
   const activatedSockets = takeActivatedSockets(process.env, process.pid);
   const sources: SettingSources = { argv, env: { ...process.env }, cwd: process.cwd(), activatedSockets };

@@ -1,7 +1,7 @@
 // The command line as users meet it: --version, --help, usage errors (exit 2, nothing started), boot
 // failures, settings precedence seen through --print-config, --check-config, --chdir, and HUP re-reading a config file.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
@@ -91,6 +91,12 @@ function tempDir(files: Record<string, string> = {}): string {
 after(() => {
   for (const dir of temps) rmSync(dir, { recursive: true, force: true });
 });
+
+/** The machine's own Node when it is one forkgate does not run on (Debian's is 18; this machine's, 20). */
+const OLDER_NODE = ['/usr/bin/node', '/usr/local/bin/node']
+  .map((path) => ({ path, version: spawnSync(path, ['--version'], { encoding: 'utf8' }).stdout?.trim() ?? '' }))
+  .find(({ version }) => /^v(1\d|2[01])\./.test(version));
+const olderNodeSkip = process.env.FORKGATE_TEST_BIN ? 'the single binary carries its own Node' : !OLDER_NODE && 'no Node older than 22 on this machine';
 
 const asRoot = process.getuid?.() === 0;
 let forkgateForAll: string[] | undefined;
@@ -255,6 +261,21 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
       assert.doesNotMatch(output, /Booting worker|Listening at|Starting forkgate/);
     });
   }
+
+  test('on an older Node, one line names it, the Node forkgate needs and what to do, exit 2', { skip: olderNodeSkip }, async () => {
+    const result = await run(['--version'], { command: [OLDER_NODE!.path, CLI] });
+    assert.equal(result.code, 2);
+    assert.equal(result.stdout, '');
+    assert.equal(result.stderr.split('\n').length, 2, `expected one line, got:\n${result.stderr}`);
+    assert.match(
+      result.stderr,
+      new RegExp(`^forkgate: error: needs Node >= 24\\.9, or a Node 22 from 22\\.21 on; this is Node ${escape(OLDER_NODE!.version)} \\(${escape(OLDER_NODE!.path)}\\)\\. `),
+    );
+    assert.match(result.stderr, /Install a newer Node, pin one in the project \(npm install --save-dev node@24; .*\), or use the single binary/);
+    // npm warns on install about the same versions.
+    const pkg = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as { engines: { node: string } };
+    assert.equal(pkg.engines.node, '^22.21.0 || >=24.9.0');
+  });
 
   test('--upstream takes http://HOST on port 80, and IPv6 in brackets', async () => {
     const values = await printConfig(['--upstream', 'http://example.test', '--upstream', 'http://[::1]:8080'], { cwd: tempDir() });
