@@ -7,6 +7,7 @@
 import './node-version.ts'; // first: an older Node is told so before any other module loads
 import { takeActivatedSockets } from './config/bind.ts';
 import { formatUpstream, type Settings } from './config/settings.ts';
+import { workerEnvironment } from './config/env-file.ts';
 import { resolveSettings, type ResolvedSettings, type SettingSources } from './config/load.ts';
 import { renderHelp, renderPrintConfig } from './config/help.ts';
 import { checkCertificates } from './edge/tls.ts';
@@ -75,8 +76,10 @@ async function main(argv: string[]): Promise<number> {
       return usageError(`--chdir: cannot change to ${settings.chdir}: ${(error as NodeJS.ErrnoException).code}`);
     }
   }
+  let workerEnv: NodeJS.ProcessEnv;
   try {
     checkCertificates(settings); // relative to --chdir, as the workers read them
+    workerEnv = workerEnvironment(settings.envFile, sources.env);
   } catch (error) {
     if (error instanceof SettingError) return usageError(error.message);
     throw error;
@@ -87,8 +90,8 @@ async function main(argv: string[]): Promise<number> {
   } catch (error) {
     return usageError(`--error-logfile: cannot open ${settings.errorLogfile}: ${(error as Error).message}`);
   }
-  if (settings.checkConfig) return checkConfig(settings, sources.env, logger);
-  const code = await new Arbiter(resolved, sources, logger).run();
+  if (settings.checkConfig) return checkConfig(settings, workerEnv, logger);
+  const code = await new Arbiter(resolved, sources, workerEnv, logger).run();
   logger.close();
   return code;
 }

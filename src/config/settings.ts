@@ -299,7 +299,12 @@ export const SETTINGS = [
     name: 'env', key: 'env', short: 'e', kind: 'list', meta: 'KEY=VALUE', env: [], section: 'App',
     default: {} as Record<string, string>, validate: environmentPairs,
     format: (pairs) => JSON.stringify(pairs),
-    doc: 'Set an environment variable in the workers (repeatable).',
+    doc: "Set an environment variable in the workers (repeatable); it wins over the master's environment and --env-file.",
+  }),
+  setting({
+    name: 'env-file', key: 'envFile', kind: 'list', meta: 'FILE', section: 'App',
+    default: [] as string[], validate: listOf,
+    doc: "Set environment variables in the workers from this file (repeatable; a later file wins): KEY=VALUE lines, # comments, quoted values, as node --env-file reads them. Relative to the directory forkgate starts in (not --chdir), as Node and docker read --env-file. The master's own environment wins over the files, and -e over both. The master reads them at start (a file it cannot read stops it, exit 2; one named on the command line Node itself looks for first, and a missing one stops forkgate before it starts: `node: FILE: not found`, exit 9) and again on HUP, for the new workers (a file it cannot read aborts the reload). forkgate's own settings (FORKGATE_*, PORT, WEB_CONCURRENCY) are not read from them.",
   }),
   setting({
     name: 'node-option', key: 'nodeOption', kind: 'list', meta: 'OPTION', section: 'App',
