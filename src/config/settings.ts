@@ -3,6 +3,7 @@
  * `--print-config`, `--help` and docs/settings.md are all derived from it (Gunicorn's config.py is the
  * model): adding a setting touches this file only.
  */
+import { isSea } from 'node:sea';
 import { BIND_FORMS, formatBindAddress, parseBindAddress, type BindAddress } from './bind.ts';
 import { DEFAULT_ACCESS_LOG_FORMAT } from '../log/access-log.ts';
 import { HOOK_NAMES, type HookName, type Hooks } from '../hooks.ts';
@@ -115,6 +116,10 @@ function nodeOptions(raw: unknown): string[] | Invalid {
   const items = listOf(raw);
   if (items instanceof Invalid || !items.every((item) => /^--?\w/.test(item))) {
     return new Invalid('Node options written --flag or --flag=value, such as --max-old-space-size=512');
+  }
+  // Inside the single binary's --node-options, Node ignores --env-file: its workers would never see the file.
+  if (isSea() && items.some((item) => /^--env-file(-if-exists)?(=|$)/.test(item))) {
+    return new Invalid("Node options other than --env-file, which the single binary cannot pass to its workers: use forkgate's --env-file FILE");
   }
   return items;
 }
