@@ -14,6 +14,7 @@ import { checkCertificates } from './edge/tls.ts';
 import { ExitCode, SettingError } from './errors.ts';
 import { Logger } from './log/logger.ts';
 import { Arbiter } from './master/arbiter.ts';
+import { registerModuleHooks } from './module-hooks.ts';
 import { checkBoot } from './master/boot-check.ts';
 import { prepareWorkerIdentity, type WorkerIdentity } from './master/privileges.ts';
 import { VERSION } from './version.ts';
@@ -24,6 +25,7 @@ import { checkSyntax, SYNTAX_CHECK_ROLE } from './worker/syntax-report.ts';
 import type { ThreadData } from './ipc/messages.ts';
 import { isMainThread, workerData } from 'node:worker_threads';
 
+registerModuleHooks();
 if (!isMainThread && (workerData as ThreadData | undefined)?.role === 'forkgate-thread') {
   void runThread(workerData as ThreadData);
 } else if (process.env.FORKGATE_ROLE === SYNTAX_CHECK_ROLE) {
