@@ -92,7 +92,7 @@ after(() => {
   for (const dir of temps) rmSync(dir, { recursive: true, force: true });
 });
 
-/** The machine's own Node when it is one forkgate does not run on (Debian's is 18; this machine's, 20). */
+/** The machine's own Node when it is one forkgate does not run on (Debian and Ubuntu package 18 or 20). */
 const OLDER_NODE = ['/usr/bin/node', '/usr/local/bin/node']
   .map((path) => ({ path, version: spawnSync(path, ['--version'], { encoding: 'utf8' }).stdout?.trim() ?? '' }))
   .find(({ version }) => /^v(1\d|2[01])\./.test(version));
