@@ -1,5 +1,6 @@
 // Bundles src/ into dist/: the CLI (forkgate.cjs, also the single binary's entry) and the library
-// entry (index.cjs + types/) that config files import defineConfig from.
+// entry (index.cjs + types/) that config files import defineConfig from. The CLI carries the library
+// entry's code too, and gives it to the modules it loads as 'forkgate' (src/module-hooks.ts).
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
 import { chmodSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -18,8 +19,15 @@ const common = {
   logLevel: 'warning',
 } as const;
 
+const api = await build({ ...common, entryPoints: ['src/index.ts'], sourcemap: false, write: false });
 await Promise.all([
-  build({ ...common, entryPoints: ['src/cli.ts'], outfile: 'dist/forkgate.cjs', banner: { js: '#!/usr/bin/env node' } }),
+  build({
+    ...common,
+    entryPoints: ['src/cli.ts'],
+    outfile: 'dist/forkgate.cjs',
+    banner: { js: '#!/usr/bin/env node' },
+    define: { ...common.define, FORKGATE_API: JSON.stringify(api.outputFiles[0]!.text) },
+  }),
   build({ ...common, entryPoints: ['src/index.ts'], outfile: 'dist/index.cjs' }),
 ]);
 chmodSync(new URL('dist/forkgate.cjs', root), 0o755);

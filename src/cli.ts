@@ -4,14 +4,17 @@
  * same file in a worker_thread with the role in its workerData; in the single binary, the syntax check
  * of an ES module app that does not parse is FORKGATE_ROLE=syntax-check.
  */
+import './node-version.ts'; // first: an older Node is told so before any other module loads
 import { takeActivatedSockets } from './config/bind.ts';
 import { formatUpstream, type Settings } from './config/settings.ts';
+import { workerEnvironment } from './config/env-file.ts';
 import { resolveSettings, type ResolvedSettings, type SettingSources } from './config/load.ts';
 import { renderHelp, renderPrintConfig } from './config/help.ts';
 import { checkCertificates } from './edge/tls.ts';
 import { ExitCode, SettingError } from './errors.ts';
 import { Logger } from './log/logger.ts';
 import { Arbiter } from './master/arbiter.ts';
+import { registerModuleHooks } from './module-hooks.ts';
 import { checkBoot } from './master/boot-check.ts';
 import { prepareWorkerIdentity, type WorkerIdentity } from './master/privileges.ts';
 import { VERSION } from './version.ts';
@@ -22,8 +25,7 @@ import { checkSyntax, SYNTAX_CHECK_ROLE } from './worker/syntax-report.ts';
 import type { ThreadData } from './ipc/messages.ts';
 import { isMainThread, workerData } from 'node:worker_threads';
 
-const MINIMUM_NODE = [22, 12] as const;
-
+registerModuleHooks();
 if (!isMainThread && (workerData as ThreadData | undefined)?.role === 'forkgate-thread') {
   void runThread(workerData as ThreadData);
 } else if (process.env.FORKGATE_ROLE === SYNTAX_CHECK_ROLE) {
@@ -42,10 +44,6 @@ if (!isMainThread && (workerData as ThreadData | undefined)?.role === 'forkgate-
 }
 
 async function main(argv: string[]): Promise<number> {
-  const [major, minor] = process.versions.node.split('.').map(Number) as [number, number];
-  if (major < MINIMUM_NODE[0] || (major === MINIMUM_NODE[0] && minor < MINIMUM_NODE[1])) {
-    return usageError(`needs Node >= ${MINIMUM_NODE.join('.')} (this is ${process.version}); run it through npx or npm scripts, or use the single binary`);
-  }
   // Taken out of process.env first, so neither the workers nor the app's own children see them.
   const activatedSockets = takeActivatedSockets(process.env, process.pid);
   const sources: SettingSources = { argv, env: { ...process.env }, cwd: process.cwd(), activatedSockets };
@@ -80,8 +78,10 @@ async function main(argv: string[]): Promise<number> {
       return usageError(`--chdir: cannot change to ${settings.chdir}: ${(error as NodeJS.ErrnoException).code}`);
     }
   }
+  let workerEnv: NodeJS.ProcessEnv;
   try {
     checkCertificates(settings); // relative to --chdir, as the workers read them
+    workerEnv = workerEnvironment(settings.envFile, sources.env);
   } catch (error) {
     if (error instanceof SettingError) return usageError(error.message);
     throw error;
@@ -92,8 +92,8 @@ async function main(argv: string[]): Promise<number> {
   } catch (error) {
     return usageError(`--error-logfile: cannot open ${settings.errorLogfile}: ${(error as Error).message}`);
   }
-  if (settings.checkConfig) return checkConfig(settings, sources.env, logger);
-  const code = await new Arbiter(resolved, sources, logger).run();
+  if (settings.checkConfig) return checkConfig(settings, workerEnv, logger);
+  const code = await new Arbiter(resolved, sources, workerEnv, logger).run();
   logger.close();
   return code;
 }

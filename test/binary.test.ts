@@ -1,6 +1,6 @@
 // The single binary (npm run test:binary runs the integration tests against dist/forkgate): it starts its
 // workers as itself, needs no Node on the machine and ignores NODE_OPTIONS; --node-option is how Node
-// options reach workers, from the npm CLI and the binary alike.
+// options reach workers, from the npm CLI and the binary alike (but --env-file, which is forkgate's own).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
@@ -57,5 +57,16 @@ test('workers are the binary itself; no node on PATH is needed; NODE_OPTIONS is 
     assert.deepEqual(options, { execArgv: [], gc: 'undefined', preloadedBy: null });
   } finally {
     assert.equal((await forkgate.stop()).code, 0);
+  }
+});
+
+test("--node-option=--env-file is refused, naming forkgate's --env-file: the binary's workers would never see the file", binaryOnly, () => {
+  for (const option of ['--env-file=.env', '--env-file-if-exists=.env']) {
+    const result = spawnSync(BINARY!, [`--node-option=${option}`, '-b', '127.0.0.1:0', APP], { cwd: dir, encoding: 'utf8', timeout: 15_000 });
+    assert.equal(result.status, 2, result.stderr);
+    assert.equal(
+      result.stderr,
+      `forkgate: error: --node-option: expected Node options other than --env-file, which the single binary cannot pass to its workers: use forkgate's --env-file FILE; got ["${option}"]\n`,
+    );
   }
 });

@@ -1,7 +1,7 @@
 // The command line as users meet it: --version, --help, usage errors (exit 2, nothing started), boot
 // failures, settings precedence seen through --print-config, --check-config, --chdir, and HUP re-reading a config file.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
@@ -10,7 +10,7 @@ import { basename, join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { BALANCE_MODES, SETTINGS, WORKER_CLASSES, type Setting } from '../src/config/settings.ts';
-import { FIXTURES, request, ROOT, start } from './helpers/forkgate.ts';
+import { eventually, FIXTURES, request, ROOT, start } from './helpers/forkgate.ts';
 
 const CLI = `${ROOT}dist/forkgate.cjs`;
 const LISTENER = `${FIXTURES}listener.cjs`;
@@ -91,6 +91,12 @@ function tempDir(files: Record<string, string> = {}): string {
 after(() => {
   for (const dir of temps) rmSync(dir, { recursive: true, force: true });
 });
+
+/** The machine's own Node when it is one forkgate does not run on (Debian and Ubuntu package 18 or 20). */
+const OLDER_NODE = ['/usr/bin/node', '/usr/local/bin/node']
+  .map((path) => ({ path, version: spawnSync(path, ['--version'], { encoding: 'utf8' }).stdout?.trim() ?? '' }))
+  .find(({ version }) => /^v(1\d|2[01])\./.test(version));
+const olderNodeSkip = process.env.FORKGATE_TEST_BIN ? 'the single binary carries its own Node' : !OLDER_NODE && 'no Node older than 22 on this machine';
 
 const asRoot = process.getuid?.() === 0;
 let forkgateForAll: string[] | undefined;
@@ -236,6 +242,18 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
       expect: [/forkgate\.config\.mjs: cannot load the config file: /],
     },
     { name: 'missing -c file', args: ['-c', 'nowhere.json', LISTENER], expect: [/--config: no such file .*nowhere\.json/] },
+    {
+      name: 'missing --env-file',
+      args: [LISTENER],
+      env: { FORKGATE_ENV_FILE: 'missing.env' },
+      expect: [/^forkgate: error: --env-file \/\S+\/missing\.env: cannot read it: no such file or directory \(ENOENT\)$/m],
+    },
+    {
+      name: '--env-file that is no file, from a config file',
+      args: [LISTENER],
+      files: { 'forkgate.config.json': '{ "envFile": ["."] }' },
+      expect: [/^forkgate: error: --env-file \/\S+: cannot read it: illegal operation on a directory \(EISDIR\)$/m],
+    },
     { name: 'two apps', args: [LISTENER, `${FIXTURES}ops.cjs`], expect: [/expected one app \(PATH\[:EXPORT\]\); got '.*listener\.cjs', '.*ops\.cjs'/] },
     { name: 'no app', args: ['-w', '2'], expect: [/no app given; usage: forkgate \[options\] APP/] },
     { name: 'missing --chdir directory', args: ['--chdir', '/nonexistent/forkgate-dir', 'app.js'], expect: [/--chdir: cannot change to \/nonexistent\/forkgate-dir: ENOENT/] },
@@ -255,6 +273,21 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
       assert.doesNotMatch(output, /Booting worker|Listening at|Starting forkgate/);
     });
   }
+
+  test('on an older Node, one line names it, the Node forkgate needs and what to do, exit 2', { skip: olderNodeSkip }, async () => {
+    const result = await run(['--version'], { command: [OLDER_NODE!.path, CLI] });
+    assert.equal(result.code, 2);
+    assert.equal(result.stdout, '');
+    assert.equal(result.stderr.split('\n').length, 2, `expected one line, got:\n${result.stderr}`);
+    assert.match(
+      result.stderr,
+      new RegExp(`^forkgate: error: needs Node >= 24\\.9, or a Node 22 from 22\\.21 on; this is Node ${escape(OLDER_NODE!.version)} \\(${escape(OLDER_NODE!.path)}\\)\\. `),
+    );
+    assert.match(result.stderr, /Install a newer Node, pin one in the project \(npm install --save-dev node@24; .*\), or use the single binary/);
+    // npm warns on install about the same versions.
+    const pkg = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as { engines: { node: string } };
+    assert.equal(pkg.engines.node, '^22.21.0 || >=24.9.0');
+  });
 
   test('--upstream takes http://HOST on port 80, and IPv6 in brackets', async () => {
     const values = await printConfig(['--upstream', 'http://example.test', '--upstream', 'http://[::1]:8080'], { cwd: tempDir() });
@@ -546,6 +579,61 @@ test('--chdir DIR resolves a relative app inside DIR and serves it', async () =>
   } finally {
     assert.deepEqual(await forkgate.stop(), { code: 0, signal: null });
   }
+});
+
+describe('--env-file', { concurrency: PARALLEL }, () => {
+  const NAMES = ['FROM_FILE', 'QUOTED', 'LATER', 'BY_MASTER', 'BY_DASH_E'];
+  const envApp = `module.exports = (req, res) => res.end(JSON.stringify(Object.fromEntries(${JSON.stringify(NAMES)}.map((name) => [name, process.env[name] ?? null]))));\n`;
+  const noSettingEnv = Object.fromEntries(SETTING_ENV.map((name) => [name, '']));
+
+  test("sets the workers' environment, relative to where forkgate starts: a later file wins, the master's environment over the files, -e over all", async () => {
+    const dir = tempDir({
+      '.env': ['# as node --env-file reads it', 'FROM_FILE=file', 'QUOTED="two words" # a comment', 'LATER=first', 'BY_MASTER=file', 'BY_DASH_E=file', ''].join('\n'),
+      'later.env': 'LATER=second\n',
+    });
+    mkdirSync(join(dir, 'srv'));
+    writeFileSync(join(dir, 'srv', 'app.cjs'), envApp);
+    const args = ['--chdir', 'srv', '--env-file', '.env', '--env-file=later.env', '-e', 'BY_DASH_E=dash-e', '-b', '127.0.0.1:0', 'app.cjs'];
+    const forkgate = await start(args, { cwd: dir, env: { ...noSettingEnv, BY_MASTER: 'master' } });
+    try {
+      assert.deepEqual(JSON.parse((await request(forkgate.url)).body), {
+        FROM_FILE: 'file',
+        QUOTED: 'two words',
+        LATER: 'second',
+        BY_MASTER: 'master',
+        BY_DASH_E: 'dash-e',
+      });
+    } finally {
+      assert.deepEqual(await forkgate.stop(), { code: 0, signal: null });
+    }
+  });
+
+  test('HUP reads the file again for the new workers; a file gone by then aborts the reload', async () => {
+    const dir = tempDir({ 'app.cjs': envApp, '.env': 'FROM_FILE=before\n' });
+    const forkgate = await start(['--env-file', '.env', '-b', '127.0.0.1:0', 'app.cjs'], { cwd: dir, env: noSettingEnv });
+    const fromFile = async () => (JSON.parse((await request(forkgate.url)).body) as Record<string, string | null>).FROM_FILE;
+    try {
+      assert.equal(await fromFile(), 'before');
+      writeFileSync(join(dir, '.env'), 'FROM_FILE=after\n');
+      forkgate.signal('SIGHUP');
+      await forkgate.waitFor(/Reloading: generation 2/);
+      await eventually(async () => (await fromFile()) === 'after', 'the new generation serving');
+      rmSync(join(dir, '.env'));
+      forkgate.signal('SIGHUP');
+      await forkgate.waitFor(/Reload aborted, settings unchanged: --env-file \S+\/\.env: cannot read it: no such file or directory/);
+      assert.equal(await fromFile(), 'after');
+    } finally {
+      assert.deepEqual(await forkgate.stop(), { code: 0, signal: null });
+    }
+  });
+
+  test('a missing file named on the command line: Node itself stops forkgate before it starts, in one line', async () => {
+    // Node looks for every --env-file on its command line, forkgate's options too, before any JavaScript runs.
+    const result = await run(['--env-file', 'missing.env', LISTENER], { cwd: tempDir(), env: { FORKGATE_BIND: '127.0.0.1:0' } });
+    assert.equal(result.code, 9);
+    assert.match(result.stderr, /^\S+: missing\.env: not found\n$/);
+    assert.equal(result.stdout, '');
+  });
 });
 
 describe('HUP reads the config file again', { concurrency: PARALLEL }, () => {

@@ -61,6 +61,8 @@ export async function resolveSettings(sources: SettingSources): Promise<Resolved
   if (cli.app !== undefined) values.app = cli.app;
   if (!sourceOf.has('bind') && sources.activatedSockets?.length) values.bind = sources.activatedSockets;
   values.config = configFile;
+  // Where forkgate starts, not --chdir: Node itself looks for an --env-file on its command line there.
+  values.envFile = (values.envFile as string[]).map((file) => path.resolve(sources.cwd, file));
 
   const raw = values as SettingValues;
   applyUpstreams(raw, sourceOf.get('balance'));

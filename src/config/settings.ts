@@ -3,6 +3,7 @@
  * `--print-config`, `--help` and docs/settings.md are all derived from it (Gunicorn's config.py is the
  * model): adding a setting touches this file only.
  */
+import { isSea } from 'node:sea';
 import { BIND_FORMS, formatBindAddress, parseBindAddress, type BindAddress } from './bind.ts';
 import { DEFAULT_ACCESS_LOG_FORMAT } from '../log/access-log.ts';
 import { HOOK_NAMES, type HookName, type Hooks } from '../hooks.ts';
@@ -115,6 +116,10 @@ function nodeOptions(raw: unknown): string[] | Invalid {
   const items = listOf(raw);
   if (items instanceof Invalid || !items.every((item) => /^--?\w/.test(item))) {
     return new Invalid('Node options written --flag or --flag=value, such as --max-old-space-size=512');
+  }
+  // Inside the single binary's --node-options, Node ignores --env-file: its workers would never see the file.
+  if (isSea() && items.some((item) => /^--env-file(-if-exists)?(=|$)/.test(item))) {
+    return new Invalid("Node options other than --env-file, which the single binary cannot pass to its workers: use forkgate's --env-file FILE");
   }
   return items;
 }
@@ -299,7 +304,12 @@ export const SETTINGS = [
     name: 'env', key: 'env', short: 'e', kind: 'list', meta: 'KEY=VALUE', env: [], section: 'App',
     default: {} as Record<string, string>, validate: environmentPairs,
     format: (pairs) => JSON.stringify(pairs),
-    doc: 'Set an environment variable in the workers (repeatable).',
+    doc: "Set an environment variable in the workers (repeatable); it wins over the master's environment and --env-file.",
+  }),
+  setting({
+    name: 'env-file', key: 'envFile', kind: 'list', meta: 'FILE', section: 'App',
+    default: [] as string[], validate: listOf,
+    doc: "Set environment variables in the workers from this file (repeatable; a later file wins): KEY=VALUE lines, # comments, quoted values, as node --env-file reads them. Relative to the directory forkgate starts in (not --chdir), as Node and docker read --env-file. The master's own environment wins over the files, and -e over both. The master reads them at start (a file it cannot read stops it, exit 2; one named on the command line Node itself looks for first, and a missing one stops forkgate before it starts: `node: FILE: not found`, exit 9) and again on HUP, for the new workers (a file it cannot read aborts the reload). forkgate's own settings (FORKGATE_*, PORT, WEB_CONCURRENCY) are not read from them.",
   }),
   setting({
     name: 'node-option', key: 'nodeOption', kind: 'list', meta: 'OPTION', section: 'App',

@@ -4,9 +4,8 @@
  * certificate checks and error handling, applied to the sockets forkgate feeds it.
  */
 import { X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import * as tls from 'node:tls';
-import { getSystemErrorMessage } from 'node:util';
+import { readSettingFile } from '../config/setting-file.ts';
 import type { Settings } from '../config/settings.ts';
 import { SettingError } from '../errors.ts';
 
@@ -66,15 +65,5 @@ function check(attempt: () => unknown, problem: string): void {
     attempt();
   } catch (error) {
     throw new SettingError(`${problem} (${(error as Error).message})`);
-  }
-}
-
-function readSettingFile(setting: string, path: string): Buffer {
-  try {
-    return readFileSync(path);
-  } catch (error) {
-    const { errno, code } = error as NodeJS.ErrnoException;
-    const reason = errno === undefined ? (error as Error).message : `${getSystemErrorMessage(errno)} (${code})`;
-    throw new SettingError(`--${setting} ${path}: cannot read it: ${reason}`);
   }
 }

@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import { formatBindAddress } from '../config/bind.ts';
 import { effectiveCpuCount } from '../config/cpu.ts';
 import { connectionBudget, openFileLimit } from '../config/descriptors.ts';
+import { workerEnvironment } from '../config/env-file.ts';
 import { applyThreads, resolveSettings, type ResolvedSettings, type SettingSources } from '../config/load.ts';
 import { changedSettings, fixedUntilRestart, formatUpstream, type Settings } from '../config/settings.ts';
 import { checkCertificates } from '../edge/tls.ts';
@@ -58,6 +59,8 @@ interface WorkerExit {
 export class Arbiter {
   private readonly sources: SettingSources;
   private settings: Settings;
+  /** What the workers start with, -e aside: the master's environment over the --env-file files (HUP reads them again). */
+  private workerEnv: NodeJS.ProcessEnv;
   private readonly logger: Logger;
   private readonly balancer: Balancer;
   /** Set in a USR2 successor: the sockets its predecessor handed over. */
@@ -97,9 +100,10 @@ export class Arbiter {
   /** Set by stop(): resolves once the balancer no longer needs the workers. */
   private balancerClosed: Promise<void> = Promise.resolve();
 
-  constructor(resolved: ResolvedSettings, sources: SettingSources, logger: Logger) {
+  constructor(resolved: ResolvedSettings, sources: SettingSources, workerEnv: NodeJS.ProcessEnv, logger: Logger) {
     this.sources = sources;
     this.settings = resolved.settings;
+    this.workerEnv = workerEnv;
     this.logger = logger;
     this.frontsUpstreams = resolved.settings.upstream.length > 0;
     this.target = this.frontsUpstreams ? 0 : resolved.settings.workers;
@@ -375,7 +379,7 @@ export class Arbiter {
     }
     let child: ChildProcess;
     try {
-      child = spawnWorkerProcess(settings, this.sources.env, this.identity);
+      child = spawnWorkerProcess(settings, this.workerEnv, this.identity);
     } catch (error) {
       return failed((error as Error).message);
     }
@@ -501,11 +505,13 @@ export class Arbiter {
     const next = resolved.settings;
     const fixed = fixedUntilRestart('always');
     const kept: Settings = { ...next, ...Object.fromEntries(fixed.map(({ key }) => [key, this.settings[key]])) };
+    let workerEnv: NodeJS.ProcessEnv;
     try {
       // The balance mode and binds wait for a restart: the threads asked for must fit the running ones.
       applyThreads(kept, `the running --balance ${kept.balance}`);
       // New workers (the proxy's front) would read them: a file that cannot serve keeps the old ones.
       checkCertificates(kept);
+      workerEnv = workerEnvironment(kept.envFile, this.sources.env);
     } catch (error) {
       this.logger.error(`Reload aborted, settings unchanged: ${(error as Error).message}`);
       return;
@@ -519,6 +525,7 @@ export class Arbiter {
     const changed = changedSettings(fixed, this.settings, next);
     if (changed.length > 0) this.logger.warning(`${changed.join(', ')}: take effect on restart, not on reload`);
     this.settings = kept;
+    this.workerEnv = workerEnv;
     this.retitle();
     this.balancer.settingsChanged(this.settings);
     this.generation++;

@@ -9,8 +9,8 @@ export const START_GRACE_MS = 10_000;
 
 /**
  * Starts a worker process: the same executable as the master (the worker role travels in its
- * environment), with the settings' Node options and environment, as the workers' user. It waits for
- * its boot message.
+ * environment), with the settings' Node options, `env` (the master's environment over the --env-file
+ * files') and -e over it, as the workers' user. It waits for its boot message.
  */
 export function spawnWorkerProcess(settings: Settings, env: NodeJS.ProcessEnv, identity: WorkerIdentity | null): ChildProcess {
   // The same executable with a role marker: works for `node dist/forkgate.cjs` and the single binary.
