@@ -36,7 +36,7 @@ function pidsIn(file: string): number[] {
 
 /** With --error-logfile the master writes there: readiness and the URL are read from the file. */
 async function readyIn(errorLog: string): Promise<string> {
-  const match = await eventually(() => contents(errorLog).match(/Listening at: (\S+)[\s\S]*Ready: \d+ workers serving/), 'the pool to be ready');
+  const match = await eventually(() => contents(errorLog).match(/Listening at: (\S+)[\s\S]*Ready: \d+ workers? serving/), 'the pool to be ready');
   return match[1]!;
 }
 
@@ -125,6 +125,18 @@ test('HUP starts a new generation and retires the old one after it is ready', as
       const reply = await request(`${forkgate.url}/pid`);
       assert.ok(!before.includes(Number(reply.body)), 'served by the new generation');
     }
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('the log says one worker in the singular: at start and on HUP', async () => {
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', OPS]);
+  try {
+    forkgate.signal('SIGHUP');
+    await forkgate.waitFor(/Reloading: generation 2 with \d+ workers?\n/);
+    assert.match(forkgate.output, /Ready: 1 worker serving\n/);
+    assert.match(forkgate.output, /Reloading: generation 2 with 1 worker\n/);
   } finally {
     await forkgate.stop();
   }

@@ -14,6 +14,7 @@ import { changedSettings, fixedUntilRestart, formatUpstream, type Settings } fro
 import { checkCertificates } from '../edge/tls.ts';
 import { ExitCode, ListenError } from '../errors.ts';
 import { describeBootError, isProtocolMessage, type SerializedError, type WorkerMessage } from '../ipc/messages.ts';
+import { count } from '../log/count.ts';
 import type { Logger } from '../log/logger.ts';
 import { VERSION } from '../version.ts';
 import { loadAppOnce } from '../worker/unit-runner.ts';
@@ -319,8 +320,8 @@ export class Arbiter {
 
     if (serving.length < this.target && Date.now() >= this.nextSpawnAt) {
       // While a crash loop is recent, try one worker at a time.
-      const count = this.inCrashLoop() ? 1 : this.target - serving.length;
-      for (let i = 0; i < count; i++) {
+      const spawns = this.inCrashLoop() ? 1 : this.target - serving.length;
+      for (let i = 0; i < spawns; i++) {
         const worker = this.spawnWorker();
         if (!worker) break; // the next attempt waits for the failure to be handled (back-off)
         serving.push(worker);
@@ -348,8 +349,8 @@ export class Arbiter {
       this.poolReadyOnce = true;
       // The pid file names a master that serves: a USR2 successor takes it over only now.
       if (this.settings.pid) fs.writeFileSync(this.settings.pid, `${process.pid}\n`);
-      if (this.target > 0) this.logger.info(`Ready: ${readyFresh} workers serving`);
-      else this.logger.info(`Ready: proxying to ${this.settings.upstream.length} upstreams`);
+      if (this.target > 0) this.logger.info(`Ready: ${count(readyFresh, 'worker')} serving`);
+      else this.logger.info(`Ready: proxying to ${count(this.settings.upstream.length, 'upstream')}`);
       notifyPredecessor(this.sources.env);
       void this.hook('whenReady', this.masterInfo());
     }
@@ -528,7 +529,7 @@ export class Arbiter {
     await this.hook('onReload', this.masterInfo());
     if (!this.frontsUpstreams) this.setTarget(next.workers);
     for (const worker of this.workers) worker.retiring = true;
-    this.logger.info(`Reloading: generation ${this.generation} with ${this.target} workers`);
+    this.logger.info(`Reloading: generation ${this.generation} with ${count(this.target, 'worker')}`);
     this.wake();
   }
 
@@ -710,12 +711,12 @@ function descriptorShortfall(settings: Settings, proxy: boolean, workers: number
   if (proxy) {
     const units = settings.upstream.length || workers * settings.threads;
     if (budget >= units * perUnit) return null;
-    return `Open-file limit ${limit} (ulimit -n) leaves the master about ${budget} connections, clients' and its own to the ${units} backends, which take ${units * perUnit} requests at once: more are answered 503; ${advice}`;
+    return `Open-file limit ${limit} (ulimit -n) leaves the master about ${count(budget, 'connection')}, clients' and its own to ${count(units, 'backend')}, which take ${count(units * perUnit, 'request')} at once: more are answered 503; ${advice}`;
   }
   const share = Math.floor(budget / settings.threads);
   if (share >= perUnit) return null;
   const unit = settings.threads > 1 ? 'each thread of a worker' : 'each worker';
-  return `Open-file limit ${limit} (ulimit -n) leaves ${unit} about ${share} connections, fewer than --worker-connections ${perUnit}: more are answered 503; ${advice} or lower --worker-connections`;
+  return `Open-file limit ${limit} (ulimit -n) leaves ${unit} about ${count(share, 'connection')}, fewer than --worker-connections ${perUnit}: more are answered 503; ${advice} or lower --worker-connections`;
 }
 
 function balanceName(balancer: Balancer): string {
