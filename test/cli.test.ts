@@ -149,6 +149,17 @@ describe('actions', { concurrency: PARALLEL }, () => {
     }
   });
 
+  test('--help has no heading without flags under it; the server hooks are said to go in a config file', async () => {
+    const result = await run(['--help']);
+    assert.equal(result.code, 0, result.stderr);
+    const lines = result.stdout.trimEnd().split('\n');
+    lines.forEach((line, i) => {
+      if (/^\S.*:$/.test(line)) assert.match(lines[i + 1] ?? '', /^ +\S/, `heading '${line}' has nothing under it`);
+    });
+    assert.doesNotMatch(result.stdout, /^Server hooks/m);
+    assert.match(result.stdout, /server hooks \(onStarting, preFork, \.\.\.\) are set in a config file/);
+  });
+
   test('--help and --version work beside a broken config file and environment', async () => {
     const cwd = tempDir({ 'forkgate.config.json': '{ "workers": ' });
     const env = { FORKGATE_WORKERS: 'lots', FORKGATE_CMD_ARGS: '--bogus' };
