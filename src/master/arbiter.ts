@@ -66,7 +66,8 @@ export class Arbiter {
   /** --upstream: the proxy fronts other servers and there is no pool to keep (fixed until a restart). */
   private readonly frontsUpstreams: boolean;
   private readonly workers = new Set<WorkerHandle>();
-  private readonly signalQueue: HandledSignal[] = [];
+  /** What the loop is asked to do, by the signal that asks for it, and the line that says who asked. */
+  private readonly signalQueue: { signal: HandledSignal; note: string }[] = [];
   private readonly exits: WorkerExit[] = [];
   private readonly bootErrors = new Map<WorkerHandle, SerializedError>();
   /** Why workers could not be started at all (no process came to be), for reapWorkers. */
@@ -166,10 +167,7 @@ export class Arbiter {
       process.on(signal, listener);
     }
     if (settings.reload) {
-      this.reloader = new Reloader((file) => {
-        this.logger.info(`${file} changed: reloading`);
-        this.queueSignal('SIGHUP');
-      });
+      this.reloader = new Reloader((file) => this.queueSignal('SIGHUP', `${file} changed: reloading`));
       this.reloader.watch([...settings.reloadExtraFile, ...(settings.config ? [settings.config] : [])]);
     }
     this.ticker = setInterval(() => this.wake(), TICK_MS);
@@ -190,26 +188,29 @@ export class Arbiter {
   }
 
   private loop(): void {
-    for (const signal of this.signalQueue.splice(0)) this.handleSignal(signal);
+    for (const { signal, note } of this.signalQueue.splice(0)) {
+      this.logger.info(note);
+      this.handleSignal(signal);
+    }
     this.murderWorkers();
     this.reapWorkers();
     this.manageWorkers();
   }
 
-  private queueSignal(signal: HandledSignal): void {
-    this.signalQueue.push(signal);
+  /** note: who asked, when it was not a signal (the file watcher, the admin endpoint, the shutdown delay). */
+  private queueSignal(signal: HandledSignal, note = `Handling signal: ${signal.slice(3).toLowerCase()}`): void {
+    this.signalQueue.push({ signal, note });
     this.wake();
   }
 
   private handleSignal(signal: HandledSignal): void {
-    this.logger.info(`Handling signal: ${signal.slice(3).toLowerCase()}`);
     switch (signal) {
       case 'SIGTERM':
         if (this.leaving || this.settings.shutdownDelay === 0) return this.stop('graceful');
         // Load balancers see /readyz fail and stop sending; the pool serves on until they have.
         this.leaving = true;
         this.logger.info(`Shutdown delay: serving ${this.settings.shutdownDelay} s more before stopping`);
-        setTimeout(() => this.queueSignal('SIGTERM'), this.settings.shutdownDelay * 1000);
+        setTimeout(() => this.queueSignal('SIGTERM', 'Shutdown delay over: stopping'), this.settings.shutdownDelay * 1000);
         return;
       case 'SIGINT':
       case 'SIGQUIT':
