@@ -20,7 +20,7 @@ import { VERSION } from '../version.ts';
 import { loadAppOnce } from '../worker/unit-runner.ts';
 import { workerClassFor } from '../worker/classes/index.ts';
 import { createBalancer, type Balancer } from './balance/index.ts';
-import { AdminEndpoint, readAdminToken, type AdminActions, type PoolStatus } from './admin.ts';
+import { AdminEndpoint, readAdminToken, type AdminActions, type PoolStatus, type ResizeOutcome } from './admin.ts';
 import { handOverLogFile, prepareWorkerIdentity, resolveSocketAccess, workerLogFiles, type SocketAccess, type WorkerIdentity } from './privileges.ts';
 import { Reloader } from './reloader.ts';
 import { captureBlockedStack } from './stack-dump.ts';
@@ -47,7 +47,7 @@ const QUICK_STOP_MS = 1000;
 const BACKOFF_START_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
 const RESET_MS = 60_000;
-/** TTIN (and POST /workers/+1) stop at the larger of --workers and this many per CPU: no runaway fork. */
+/** TTIN and POST /workers/... stop at the larger of --workers and this many per CPU: no runaway fork. */
 const MAX_WORKERS_PER_CPU = 4;
 
 interface WorkerExit {
@@ -218,9 +218,9 @@ export class Arbiter {
       case 'SIGHUP':
         return void this.reload();
       case 'SIGTTIN':
+        return void this.resize(this.target + 1);
       case 'SIGTTOU':
-        if (this.frontsUpstreams) return this.logger.info('No worker pool to resize: forkgate fronts --upstream servers');
-        return this.resize(signal);
+        return void this.resize(this.target - 1);
       case 'SIGUSR1':
         return this.reopenLogs();
       case 'SIGUSR2':
@@ -228,21 +228,30 @@ export class Arbiter {
     }
   }
 
-  private resize(signal: 'SIGTTIN' | 'SIGTTOU'): void {
-    if (signal === 'SIGTTIN') {
-      const { cpus } = effectiveCpuCount();
-      const perCpu = MAX_WORKERS_PER_CPU * cpus;
-      const maximum = Math.max(this.settings.workers, perCpu);
-      if (this.target >= maximum) {
-        const why = maximum > perCpu ? `--workers ${maximum}` : `${MAX_WORKERS_PER_CPU} × ${cpus} ${cpus === 1 ? 'CPU' : 'CPUs'}`;
-        return this.logger.info(`Pool size stays at ${this.target}, the maximum (${why})`);
-      }
-      this.setTarget(this.target + 1);
-      return this.logger.info(`Pool size raised to ${this.target}`);
-    }
-    if (this.target === 1) return this.logger.info('Pool size stays at 1, the minimum');
-    this.setTarget(this.target - 1);
-    this.logger.info(`Pool size lowered to ${this.target}`);
+  /** TTIN, TTOU and POST /workers/...: a pool of `workers`, from 1 to maxWorkers(); else the size stays, and why is logged. */
+  private resize(workers: number): ResizeOutcome {
+    if (this.frontsUpstreams) return this.refuseResize('no worker pool to resize: forkgate fronts --upstream servers');
+    const { maximum, why } = this.maxWorkers();
+    if (workers > maximum) return this.refuseResize(`pool size stays at ${this.target}: ${workers} is above the maximum, ${maximum} (${why})`);
+    if (workers < 1) return this.refuseResize(`pool size stays at ${this.target}: ${workers} is below the minimum, 1`);
+    const previous = this.target;
+    this.setTarget(workers);
+    this.logger.info(workers === previous ? `Pool size stays at ${workers}` : `Pool size ${workers > previous ? 'raised' : 'lowered'} to ${workers}`);
+    this.wake();
+    return { target: workers, previous };
+  }
+
+  private refuseResize(why: string): ResizeOutcome {
+    this.logger.info(`${why[0]!.toUpperCase()}${why.slice(1)}`);
+    return { target: this.target, refused: why };
+  }
+
+  /** The largest pool TTIN and the admin endpoint may ask for: --workers, or 4 per CPU if more. */
+  private maxWorkers(): { maximum: number; why: string } {
+    const { cpus } = effectiveCpuCount();
+    const perCpu = MAX_WORKERS_PER_CPU * cpus;
+    if (this.settings.workers > perCpu) return { maximum: this.settings.workers, why: `--workers ${this.settings.workers}` };
+    return { maximum: perCpu, why: `${MAX_WORKERS_PER_CPU} × ${count(cpus, 'CPU')}` };
   }
 
   /** Kills workers whose event loop went silent past --timeout, and drains that overstay their deadline. */
@@ -653,7 +662,12 @@ export class Arbiter {
     return {
       healthy: serving,
       ready: () => !this.leaving && this.poolReadyOnce && serving(),
-      signal: (signal) => this.queueSignal(signal),
+      reload: (request) => this.queueSignal('SIGHUP', `Handling admin request: ${request}`),
+      stop: (request) => this.queueSignal('SIGTERM', `Handling admin request: ${request}`),
+      resize: (change, request) => {
+        this.logger.info(`Handling admin request: ${request}`);
+        return this.resize('to' in change ? change.to : this.target + change.by);
+      },
       status: () => this.status(),
     };
   }
