@@ -14,8 +14,15 @@ function sections(): Map<string, Setting[]> {
   return grouped;
 }
 
-export function renderHelp(): string {
-  const lines = ['Usage: forkgate [options] APP', '       forkgate status [--admin ADDRESS]', '', 'APP is path/to/app.{js,mjs,cjs,ts}[:export] (:factory() calls a factory).'];
+/** commands: the usage lines of forkgate's commands (status, reload, ...), which ask a running master. */
+export function renderHelp(commands: readonly string[]): string {
+  const lines = [
+    'Usage: forkgate [options] APP',
+    ...commands.map((usage) => `       ${usage}`),
+    '',
+    'APP is path/to/app.{js,mjs,cjs,ts}[:export] (:factory() calls a factory).',
+    "The commands ask a running master through its admin endpoint (--admin-bind); forkgate COMMAND --help says more.",
+  ];
   for (const [section, entries] of sections()) {
     // The app is the positional argument; server hooks have no flag (the footer says where they go).
     const flags = entries.filter((entry) => entry.key !== 'app' && entry.kind !== 'hook');
