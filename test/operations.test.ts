@@ -91,7 +91,7 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
   });
 }
 
-test('a worker whose event loop hangs past --timeout: its stack is logged, then it is killed and replaced', async () => {
+test('a worker whose event loop hangs past --timeout: its stack is logged (not where the inspector listens), then it is killed and replaced', async () => {
   const forkgate = await start(['-w', '1', '--timeout', '2', '-b', '127.0.0.1:0', OPS]);
   try {
     const [hung] = forkgate.workerPids();
@@ -107,6 +107,7 @@ test('a worker whose event loop hangs past --timeout: its stack is logged, then 
     const reply = await eventually(() => request(`${forkgate.url}/pid`).catch(() => null), 'the replacement to serve');
     assert.notEqual(reply.body, String(hung));
     assert.deepEqual([(await handedToHung).status, (await handedToHung).body], [200, reply.body]);
+    assert.doesNotMatch(forkgate.output, /Debugger listening on|For help, see: /);
   } finally {
     await forkgate.stop();
   }
