@@ -445,3 +445,24 @@ for (const balance of ['round-robin', 'reuseport']) {
     }
   });
 }
+
+test("a worker's warning hints at --node-option=--trace-warnings, which then shows where the warning was created", async () => {
+  const app = `${FIXTURES}warns.cjs`;
+  const plain = await start(['-w', '1', '-b', '127.0.0.1:0', app]);
+  try {
+    // Node emits warnings on a later tick: they may follow the ready line.
+    await plain.waitFor(/\(node:\d+\) \[FORKGATE_TEST_DEP\] DeprecationWarning: something deprecated\n/);
+    assert.match(plain.output, /\(node:\d+\) \[FORKGATE_TEST_WARNING\] Warning: something to warn about\n\(Use `forkgate --node-option=--trace-warnings \.\.\.` to show where the warning was created\)\n/);
+    assert.equal(plain.count(/\(Use `/), 1, 'the hint comes once');
+  } finally {
+    await plain.stop();
+  }
+  const traced = await start(['-w', '1', '--node-option=--trace-warnings', '-b', '127.0.0.1:0', app]);
+  try {
+    await traced.waitFor(new RegExp(`Warning: something to warn about\\n\\s+at \\S+ \\(${app}:2:\\d+\\)`));
+    await traced.waitFor(/DeprecationWarning: something deprecated\n/);
+    assert.doesNotMatch(traced.output, /\(Use `/);
+  } finally {
+    await traced.stop();
+  }
+});
