@@ -298,15 +298,19 @@ test('a pool size below 1, above the maximum or malformed is refused with 400, a
 test('POST /stop stops as TERM does: /readyz turns 503, the in-flight request completes, exit 0', async () => {
   const socketPath = join(scratch, 'stop.sock');
   const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, '--shutdown-delay', '1', OPS]);
-  const slow = startRequest(`${forkgate.url}/slow?ms=1500`);
-  await slow.headers;
-  const accepted = await act('http://localhost', '/stop', undefined, { socketPath });
-  assert.deepEqual([accepted.status, JSON.parse(accepted.body)], [202, { accepted: '/stop' }]);
-  await forkgate.waitFor(/Handling admin request: POST \/stop\n[^\n]*Shutdown delay: serving 1 s more/);
-  assert.equal((await request('http://localhost/readyz', { socketPath })).status, 503);
-  assert.equal((await slow.reply).status, 200);
-  assert.deepEqual(await forkgate.exited, { code: 0, signal: null });
-  assert.equal(forkgate.count(/Handling signal/), 0, forkgate.output);
+  try {
+    const slow = startRequest(`${forkgate.url}/slow?ms=1500`);
+    await slow.headers;
+    const accepted = await act('http://localhost', '/stop', undefined, { socketPath });
+    assert.deepEqual([accepted.status, JSON.parse(accepted.body)], [202, { accepted: '/stop' }]);
+    await forkgate.waitFor(/Handling admin request: POST \/stop\n[^\n]*Shutdown delay: serving 1 s more/);
+    assert.equal((await request('http://localhost/readyz', { socketPath })).status, 503);
+    assert.equal((await slow.reply).status, 200);
+    assert.deepEqual(await forkgate.exited, { code: 0, signal: null });
+    assert.equal(forkgate.count(/Handling signal/), 0, forkgate.output);
+  } finally {
+    await forkgate.stop();
+  }
 });
 
 test('with --workers above 4 per CPU, TTIN keeps the pool at --workers', async () => {
