@@ -11,7 +11,7 @@ import { readAdminToken } from '../master/admin.ts';
 /** How long a command waits for the endpoint's answer. */
 const ANSWER_TIMEOUT_MS = 5000;
 
-export type AdminAddress = Exclude<BindAddress, { kind: 'fd' }>;
+type AdminAddress = Exclude<BindAddress, { kind: 'fd' }>;
 
 /** Where a command asks, and the token file its POSTs carry the token of. */
 export interface AdminTarget {
@@ -19,7 +19,7 @@ export interface AdminTarget {
   readonly tokenFile: string | null;
 }
 
-export interface AdminOptions {
+interface AdminOptions {
   admin?: string;
   'admin-token-file'?: string;
 }

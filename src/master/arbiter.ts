@@ -241,6 +241,7 @@ export class Arbiter {
     return { target: workers, previous };
   }
 
+  /** The size stays: `why` is logged as a sentence, and is the admin endpoint's answer as it is. */
   private refuseResize(why: string): ResizeOutcome {
     this.logger.info(`${why[0]!.toUpperCase()}${why.slice(1)}`);
     return { target: this.target, refused: why };
