@@ -11,7 +11,7 @@ import { workerEnvironment } from './config/env-file.ts';
 import { resolveSettings, type ResolvedSettings, type SettingSources } from './config/load.ts';
 import { renderHelp, renderPrintConfig } from './config/help.ts';
 import { checkCertificates } from './edge/tls.ts';
-import { ExitCode, SettingError } from './errors.ts';
+import { ExitCode, ForkgateError, SettingError } from './errors.ts';
 import { Logger } from './log/logger.ts';
 import { Arbiter } from './master/arbiter.ts';
 import { registerModuleHooks } from './module-hooks.ts';
@@ -19,7 +19,7 @@ import { checkBoot } from './master/boot-check.ts';
 import { prepareWorkerIdentity, type WorkerIdentity } from './master/privileges.ts';
 import { VERSION } from './version.ts';
 import { runWorker } from './worker/main.ts';
-import { statusCommand } from './status-command.ts';
+import { commandWordProblem, COMMAND_USAGE, isCommand, runCommand } from './commands/index.ts';
 import { runThread } from './worker/thread.ts';
 import { checkSyntax, SYNTAX_CHECK_ROLE } from './worker/syntax-report.ts';
 import type { ThreadData } from './ipc/messages.ts';
@@ -47,14 +47,15 @@ async function main(argv: string[]): Promise<number> {
   // Taken out of process.env first, so neither the workers nor the app's own children see them.
   const activatedSockets = takeActivatedSockets(process.env, process.pid);
   const sources: SettingSources = { argv, env: { ...process.env }, cwd: process.cwd(), activatedSockets };
-  if (argv[0] === 'status') {
+  const command = argv[0];
+  if (command !== undefined && isCommand(command)) {
     try {
-      return print(await statusCommand(argv.slice(1), sources));
+      return print(await runCommand(command, argv.slice(1), sources));
     } catch (error) {
-      if (error instanceof SettingError) return usageError(error.message);
-      if ((error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) return usageError(`status: ${(error as Error).message}`);
-      process.stderr.write(`forkgate: status: ${(error as Error).message}\n`);
-      return ExitCode.runtimeFailure;
+      if (!(error instanceof ForkgateError)) throw error;
+      if (error.exitCode === ExitCode.usage) return usageError(`${command}: ${error.message}`);
+      process.stderr.write(`forkgate: ${command}: ${error.message}\n`);
+      return error.exitCode;
     }
   }
   let resolved: ResolvedSettings;
@@ -65,7 +66,7 @@ async function main(argv: string[]): Promise<number> {
     throw error;
   }
   const { settings } = resolved;
-  if (settings.help) return print(renderHelp());
+  if (settings.help) return print(renderHelp(COMMAND_USAGE));
   if (settings.version) return print(`forkgate ${VERSION} (Node ${process.version})\n`);
   if (settings.printConfig) return print(renderPrintConfig(settings));
   if (!settings.app && settings.upstream.length === 0) {
@@ -78,6 +79,8 @@ async function main(argv: string[]): Promise<number> {
       return usageError(`--chdir: cannot change to ${settings.chdir}: ${(error as NodeJS.ErrnoException).code}`);
     }
   }
+  const notAnApp = settings.app ? commandWordProblem(settings.app, process.cwd()) : null;
+  if (notAnApp) return usageError(notAnApp);
   let workerEnv: NodeJS.ProcessEnv;
   try {
     checkCertificates(settings); // relative to --chdir, as the workers read them

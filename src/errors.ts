@@ -45,3 +45,32 @@ export class ListenError extends ForkgateError {
     this.name = 'ListenError';
   }
 }
+
+/** A command line forkgate cannot act on that is no setting: an unknown command, a bad argument to one. */
+export class UsageError extends ForkgateError {
+  constructor(message: string) {
+    super('FORKGATE_USAGE', message, ExitCode.usage);
+    this.name = 'UsageError';
+  }
+}
+
+/** A command found no admin endpoint answering where it looked (nothing listens, no answer in time). */
+export class AdminUnreachableError extends ForkgateError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('FORKGATE_ADMIN_UNREACHABLE', message, ExitCode.runtimeFailure, options);
+    this.name = 'AdminUnreachableError';
+  }
+}
+
+/**
+ * The admin endpoint answered a command with a refusal: a request it cannot do as given (4xx: a size
+ * beyond the bounds, a missing or wrong token) is bad usage; its own failure (5xx) a runtime one.
+ */
+export class AdminRefusedError extends ForkgateError {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super('FORKGATE_ADMIN_REFUSED', message, status < 500 ? ExitCode.usage : ExitCode.runtimeFailure);
+    this.name = 'AdminRefusedError';
+    this.status = status;
+  }
+}

@@ -147,14 +147,14 @@ test('over TCP without --admin-token-file, actions are refused with 403 naming i
   const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', OPS]);
   try {
     const admin = await adminUrl(forkgate);
-    for (const path of ['/workers/+1', '/workers/-1', '/reload']) {
+    for (const path of ['/workers/+1', '/workers/-1', '/workers/3', '/reload', '/stop']) {
       const refused = await act(admin, path);
       assert.equal(refused.status, 403, path);
       assert.match(JSON.parse(refused.body).error, /--admin-token-file/);
     }
     for (const path of ['/healthz', '/readyz', '/status']) assert.equal((await request(`${admin}${path}`)).status, 200, path);
     assert.equal(await target(admin), 1);
-    assert.equal(forkgate.count(/Handling signal/), 0, 'no action was taken');
+    assert.equal(forkgate.count(/Handling (signal|admin request)/), 0, 'no action was taken');
   } finally {
     await forkgate.stop();
   }
@@ -239,11 +239,75 @@ test('TTIN and POST /workers/+1 never take the pool past 4 workers per CPU', asy
     forkgate.signal('SIGTTIN');
     await forkgate.waitFor(/Pool size raised to 4/);
     forkgate.signal('SIGTTIN');
-    await forkgate.waitFor(/Pool size stays at 4, the maximum \(4 × 1 CPU\)/);
-    assert.equal((await act('http://localhost', '/workers/+1', undefined, { socketPath })).status, 202);
-    await forkgate.waitFor(/(Pool size stays at 4, the maximum[^\n]*\n[\s\S]*){2}/);
+    await forkgate.waitFor(/Pool size stays at 4: 5 is above the maximum, 4 \(4 × 1 CPU\)/);
+    const refused = await act('http://localhost', '/workers/+1', undefined, { socketPath });
+    assert.equal(refused.status, 400);
+    assert.deepEqual(JSON.parse(refused.body), { error: 'pool size stays at 4: 5 is above the maximum, 4 (4 × 1 CPU)', target: 4 });
     assert.equal(await target('http://localhost', { socketPath }), 4);
     assert.equal(forkgate.count(/Pool size raised/), 1, forkgate.output);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('POST /workers/N sets the pool size, /workers/+N and /workers/-N change it: 202 with the new target', async () => {
+  const socketPath = join(scratch, 'resize.sock');
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, OPS]);
+  try {
+    for (const [path, workers, previous] of [['/workers/3', 3, 1], ['/workers/-2', 1, 3], ['/workers/+1', 2, 1], ['/workers/2', 2, 2]] as const) {
+      const accepted = await act('http://localhost', path, undefined, { socketPath });
+      assert.equal(accepted.status, 202, path);
+      assert.deepEqual(JSON.parse(accepted.body), { accepted: path, target: workers, previous }, path);
+      await eventually(() => forkgate.workerPids().length === workers, `${workers} workers after POST ${path}`);
+    }
+    assert.match(forkgate.output, /Handling admin request: POST \/workers\/3\n[^\n]*Pool size raised to 3\n/);
+    assert.match(forkgate.output, /Handling admin request: POST \/workers\/-2\n[^\n]*Pool size lowered to 1\n/);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('a pool size below 1, above the maximum or malformed is refused with 400, and the pool stays', async () => {
+  const socketPath = join(scratch, 'bounds.sock');
+  const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, OPS], { launcher: ['taskset', '-c', '0'] });
+  try {
+    const cases = [
+      ['/workers/5', /^pool size stays at 2: 5 is above the maximum, 4 \(4 × 1 CPU\)$/],
+      ['/workers/+3', /^pool size stays at 2: 5 is above the maximum, 4/],
+      ['/workers/0', /^pool size stays at 2: 0 is below the minimum, 1$/],
+      ['/workers/-2', /^pool size stays at 2: 0 is below the minimum, 1$/],
+      ['/workers/99999999999999999999', /above the maximum, 4/],
+      ['/workers/two', /^expected \/workers\/N \(the pool size\), \/workers\/\+N or \/workers\/-N; got \/workers\/two$/],
+      ['/workers/1.5', /^expected \/workers\/N/],
+      ['/workers/', /^expected \/workers\/N/],
+      ['/workers/+-1', /^expected \/workers\/N/],
+    ] as const;
+    for (const [path, error] of cases) {
+      const refused = await act('http://localhost', path, undefined, { socketPath });
+      assert.equal(refused.status, 400, path);
+      assert.match(JSON.parse(refused.body).error, error, path);
+    }
+    assert.equal(await target('http://localhost', { socketPath }), 2);
+    assert.equal(forkgate.workerPids().length, 2);
+    assert.equal(forkgate.count(/Pool size (raised|lowered)/), 0, forkgate.output);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('POST /stop stops as TERM does: /readyz turns 503, the in-flight request completes, exit 0', async () => {
+  const socketPath = join(scratch, 'stop.sock');
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, '--shutdown-delay', '1', OPS]);
+  try {
+    const slow = startRequest(`${forkgate.url}/slow?ms=1500`);
+    await slow.headers;
+    const accepted = await act('http://localhost', '/stop', undefined, { socketPath });
+    assert.deepEqual([accepted.status, JSON.parse(accepted.body)], [202, { accepted: '/stop' }]);
+    await forkgate.waitFor(/Handling admin request: POST \/stop\n[^\n]*Shutdown delay: serving 1 s more/);
+    assert.equal((await request('http://localhost/readyz', { socketPath })).status, 503);
+    assert.equal((await slow.reply).status, 200);
+    assert.deepEqual(await forkgate.exited, { code: 0, signal: null });
+    assert.equal(forkgate.count(/Handling signal/), 0, forkgate.output);
   } finally {
     await forkgate.stop();
   }
@@ -253,7 +317,7 @@ test('with --workers above 4 per CPU, TTIN keeps the pool at --workers', async (
   const forkgate = await start(['-w', '5', '-b', '127.0.0.1:0', OPS], { launcher: ['taskset', '-c', '0'] });
   try {
     forkgate.signal('SIGTTIN');
-    await forkgate.waitFor(/Pool size stays at 5, the maximum \(--workers 5\)/);
+    await forkgate.waitFor(/Pool size stays at 5: 6 is above the maximum, 5 \(--workers 5\)/);
     assert.equal(forkgate.count(/Pool size raised/), 0, forkgate.output);
   } finally {
     await forkgate.stop();

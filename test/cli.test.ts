@@ -155,6 +155,17 @@ describe('actions', { concurrency: PARALLEL }, () => {
     }
   });
 
+  test('--help has no heading without flags under it; the server hooks are said to go in a config file', async () => {
+    const result = await run(['--help']);
+    assert.equal(result.code, 0, result.stderr);
+    const lines = result.stdout.trimEnd().split('\n');
+    lines.forEach((line, i) => {
+      if (/^\S.*:$/.test(line)) assert.match(lines[i + 1] ?? '', /^ +\S/, `heading '${line}' has nothing under it`);
+    });
+    assert.doesNotMatch(result.stdout, /^Server hooks/m);
+    assert.match(result.stdout, /server hooks \(onStarting, preFork, \.\.\.\) are set in a config file/);
+  });
+
   test('--help and --version work beside a broken config file and environment', async () => {
     const cwd = tempDir({ 'forkgate.config.json': '{ "workers": ' });
     const env = { FORKGATE_WORKERS: 'lots', FORKGATE_CMD_ARGS: '--bogus' };
@@ -256,6 +267,16 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
     },
     { name: 'two apps', args: [LISTENER, `${FIXTURES}ops.cjs`], expect: [/expected one app \(PATH\[:EXPORT\]\); got '.*listener\.cjs', '.*ops\.cjs'/] },
     { name: 'no app', args: ['-w', '2'], expect: [/no app given; usage: forkgate \[options\] APP/] },
+    {
+      name: 'a word no command and no file, where the app goes',
+      args: ['restart'],
+      expect: [
+        /'restart' is neither a forkgate command nor an app file \(no restart\.\{js,cjs,mjs,ts,mts,cts\} in \S+\)/,
+        /the commands are status, reload, scale, stop \(forkgate COMMAND --help\), and an app is PATH\[:EXPORT\]/,
+      ],
+    },
+    { name: 'another word that looks like a command', args: ['run', '-w', '2'], expect: [/'run' is neither a forkgate command nor an app file/] },
+    { name: 'a command after an option', args: ['-w', '2', 'reload'], expect: [/'reload' is a command: it comes first, before any option \(see forkgate reload --help\)/] },
     { name: 'missing --chdir directory', args: ['--chdir', '/nonexistent/forkgate-dir', 'app.js'], expect: [/--chdir: cannot change to \/nonexistent\/forkgate-dir: ENOENT/] },
   ];
   for (const { name, args, env, files, expect } of cases) {
@@ -498,6 +519,14 @@ describe('precedence: default < config file < environment < FORKGATE_CMD_ARGS < 
 });
 
 describe('--check-config', { concurrency: PARALLEL }, () => {
+  test('takes a bare word for an app when a file of that name is there, in the directory or --chdir', async () => {
+    for (const [args, cwd] of [[['listener'], FIXTURES], [['--chdir', FIXTURES, 'listener'], tempDir()]] as const) {
+      const result = await run(['--check-config', ...args], { cwd });
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stdout, /^Config OK: listener loads as a/);
+    }
+  });
+
   test('exits 0 when the app loads', async () => {
     const result = await run(['--check-config', 'listener.cjs'], { cwd: FIXTURES });
     assert.equal(result.code, 0, result.stdout + result.stderr);

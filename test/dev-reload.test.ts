@@ -9,7 +9,7 @@ import { eventually, request, start } from './helpers/forkgate.ts';
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-dev-reload-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
 
-test('--reload follows edits of the app and its modules, and survives a broken edit', async () => {
+test('--reload follows edits of the app and its modules, and survives a broken edit; the log names the edit, not a signal', async () => {
   const app = join(scratch, 'app.cjs');
   const message = join(scratch, 'message.cjs');
   writeFileSync(message, "module.exports = 'v1';\n");
@@ -31,6 +31,7 @@ test('--reload follows edits of the app and its modules, and survives a broken e
 
     writeFileSync(message, "module.exports = 'v4';\n");
     await eventually(async () => (await body()) === 'v4', 'the fixed edit to be served');
+    assert.equal(forkgate.count(/Handling signal/), 0, 'no signal came: the log says what changed instead');
   } finally {
     await forkgate.stop();
   }

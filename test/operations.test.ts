@@ -47,7 +47,7 @@ function pidsIn(file: string): number[] {
 
 /** With --error-logfile the master writes there: readiness and the URL are read from the file. */
 async function readyIn(errorLog: string): Promise<string> {
-  const match = await eventually(() => contents(errorLog).match(/Listening at: (\S+)[\s\S]*Ready: \d+ workers serving/), 'the pool to be ready');
+  const match = await eventually(() => contents(errorLog).match(/Listening at: (\S+)[\s\S]*Ready: \d+ workers? serving/), 'the pool to be ready');
   return match[1]!;
 }
 
@@ -102,7 +102,7 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
   });
 }
 
-test('a worker whose event loop hangs past --timeout: its stack is logged, then it is killed and replaced', async () => {
+test('a worker whose event loop hangs past --timeout: its stack is logged (not where the inspector listens), then it is killed and replaced', async () => {
   const forkgate = await start(['-w', '1', '--timeout', '2', '-b', '127.0.0.1:0', OPS]);
   try {
     const [hung] = forkgate.workerPids();
@@ -118,6 +118,7 @@ test('a worker whose event loop hangs past --timeout: its stack is logged, then 
     const reply = await eventually(() => request(`${forkgate.url}/pid`).catch(() => null), 'the replacement to serve');
     assert.notEqual(reply.body, String(hung));
     assert.deepEqual([(await handedToHung).status, (await handedToHung).body], [200, reply.body]);
+    assert.doesNotMatch(forkgate.output, /Debugger listening on|For help, see: /);
   } finally {
     await forkgate.stop();
   }
@@ -141,11 +142,24 @@ test('HUP starts a new generation and retires the old one after it is ready', as
   }
 });
 
+test('the log says one worker in the singular: at start and on HUP', async () => {
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', OPS]);
+  try {
+    forkgate.signal('SIGHUP');
+    await forkgate.waitFor(/Reloading: generation 2 with \d+ workers?\n/);
+    assert.match(forkgate.output, /Ready: 1 worker serving\n/);
+    assert.match(forkgate.output, /Reloading: generation 2 with 1 worker\n/);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
 test('HUP re-reads the config file: what a reload applies is applied (the process titles too), what takes a restart is named in the log', async () => {
   const config = join(scratch, 'forkgate.json');
   writeFileSync(config, JSON.stringify({ workers: 1, backlog: 100, queueLimit: 10, name: 'shop' }));
   const forkgate = await start(['-c', config, '--balance', 'proxy', '-b', '127.0.0.1:0', OPS]);
-  const title = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0+$/, '');
+  // The title is the first string of the command line; the binary's workers show their --node-options after it.
+  const title = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0];
   try {
     const before = forkgate.workerPids();
     assert.equal(before.length, 1);
@@ -433,3 +447,24 @@ for (const balance of ['round-robin', 'reuseport']) {
     }
   });
 }
+
+test("a worker's warning hints at --node-option=--trace-warnings, which then shows where the warning was created", async () => {
+  const app = `${FIXTURES}warns.cjs`;
+  const plain = await start(['-w', '1', '-b', '127.0.0.1:0', app]);
+  try {
+    // Node emits warnings on a later tick: they may follow the ready line.
+    await plain.waitFor(/\(node:\d+\) \[FORKGATE_TEST_DEP\] DeprecationWarning: something deprecated\n/);
+    assert.match(plain.output, /\(node:\d+\) \[FORKGATE_TEST_WARNING\] Warning: something to warn about\n\(Use `forkgate --node-option=--trace-warnings \.\.\.` to show where the warning was created\)\n/);
+    assert.equal(plain.count(/\(Use `/), 1, 'the hint comes once');
+  } finally {
+    await plain.stop();
+  }
+  const traced = await start(['-w', '1', '--node-option=--trace-warnings', '-b', '127.0.0.1:0', app]);
+  try {
+    await traced.waitFor(new RegExp(`Warning: something to warn about\\n\\s+at \\S+ \\(${app}:2:\\d+\\)`));
+    await traced.waitFor(/DeprecationWarning: something deprecated\n/);
+    assert.doesNotMatch(traced.output, /\(Use `/);
+  } finally {
+    await traced.stop();
+  }
+});

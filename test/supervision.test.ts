@@ -42,7 +42,7 @@ test('admin endpoint: healthz, readyz, status, resize and reload; forkgate statu
   }
 });
 
-test('TERM with --shutdown-delay: /readyz turns 503 at once, serving goes on, the in-flight request completes', async () => {
+test('TERM with --shutdown-delay: /readyz turns 503 at once, serving goes on, the in-flight request completes; TERM is logged once', async () => {
   const admin = join(scratch, 'ready.sock');
   const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', `unix:${admin}`, '--shutdown-delay', '1', OPS]);
   const readyz = async () => (await request('http://admin/readyz', { socketPath: admin })).status;
@@ -55,6 +55,8 @@ test('TERM with --shutdown-delay: /readyz turns 503 at once, serving goes on, th
   assert.equal((await request(`${forkgate.url}/pid`)).status, 200, 'still serving during the delay');
   assert.equal((await slow.reply).status, 200);
   assert.deepEqual(await forkgate.exited, { code: 0, signal: null });
+  assert.equal(forkgate.count(/Handling signal: term/), 1, forkgate.output);
+  assert.match(forkgate.output, /Shutdown delay over: stopping\n/);
 });
 
 test('--max-memory retires a leaking worker with zero failed requests', async (t) => {

@@ -160,7 +160,7 @@ test('a kept-alive connection the upstream drops as a request goes out: a GET is
   }
 });
 
-test('the only upstream killed: requests get 502 or 503 promptly, forkgate lives on, and serves again once it is back; /healthz follows', async () => {
+test('the only upstream killed: requests get 502 or 503 promptly, forkgate lives on, and serves again once it is back; /healthz follows; no pool to resize (400)', async () => {
   const port = await freePort();
   let only = await spawnUpstream(String(port), 'only');
   const admin = join(scratch, 'admin-only.sock');
@@ -173,6 +173,8 @@ test('the only upstream killed: requests get 502 or 503 promptly, forkgate lives
     const status = JSON.parse((await ask('/status')).body) as { balance: string; backends: { name: string }[] };
     assert.equal(status.balance, 'proxy');
     assert.deepEqual(status.backends.map(({ name }) => name), [`http://127.0.0.1:${port}`]);
+    const resize = await request('http://admin/workers/+1', { socketPath: admin, method: 'POST' });
+    assert.deepEqual([resize.status, JSON.parse(resize.body).error], [400, 'no worker pool to resize: forkgate fronts --upstream servers']);
     await only.kill();
     for (let i = 0; i < 3; i++) {
       const reply = await request(`${forkgate.url}/who`);

@@ -14,17 +14,26 @@ function sections(): Map<string, Setting[]> {
   return grouped;
 }
 
-export function renderHelp(): string {
-  const lines = ['Usage: forkgate [options] APP', '       forkgate status [--admin ADDRESS]', '', 'APP is path/to/app.{js,mjs,cjs,ts}[:export] (:factory() calls a factory).'];
+/** commands: the usage lines of forkgate's commands (status, reload, ...), which ask a running master. */
+export function renderHelp(commands: readonly string[]): string {
+  const lines = [
+    'Usage: forkgate [options] APP',
+    ...commands.map((usage) => `       ${usage}`),
+    '',
+    'APP is path/to/app.{js,mjs,cjs,ts}[:export] (:factory() calls a factory).',
+    "The commands ask a running master through its admin endpoint (--admin-bind); forkgate COMMAND --help says more.",
+  ];
   for (const [section, entries] of sections()) {
+    // The app is the positional argument; server hooks have no flag (the footer says where they go).
+    const flags = entries.filter((entry) => entry.key !== 'app' && entry.kind !== 'hook');
+    if (flags.length === 0) continue;
     lines.push('', `${section}:`);
-    for (const entry of entries) {
-      if (entry.key === 'app' || entry.kind === 'hook') continue;
+    for (const entry of flags) {
       const label = flagLabel(entry);
       lines.push(`  ${label.padEnd(34)}${label.length > 33 ? `\n${' '.repeat(36)}` : ''}${entry.doc}`);
     }
   }
-  lines.push('', 'Every setting also reads FORKGATE_<NAME> from the environment; server hooks are set in a config file.');
+  lines.push('', 'Every setting also reads FORKGATE_<NAME> from the environment; server hooks (onStarting, preFork, ...) are set in a config file.');
   lines.push('See docs/settings.md.');
   return `${lines.join('\n')}\n`;
 }

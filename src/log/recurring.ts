@@ -1,3 +1,4 @@
+import { count } from './count.ts';
 import type { Logger } from './logger.ts';
 
 /**
@@ -33,5 +34,5 @@ export class RecurringWarning<Detail = void> {
  * only misses that connection: logged, at most every 10 s, never fatal.
  */
 export function acceptFailures(logger: Logger): RecurringWarning<Error> {
-  return new RecurringWarning(logger, (count, error) => `Accepting a connection failed ${count} time(s): ${error.message}`);
+  return new RecurringWarning(logger, (failures, error) => `Accepting a connection failed ${count(failures, 'time')}: ${error.message}`);
 }

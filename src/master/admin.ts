@@ -1,7 +1,8 @@
 /**
  * The admin endpoint (--admin-bind): what load balancers, orchestrators and operators ask the master.
- * GET /healthz, /readyz, /status; POST /workers/+1, /workers/-1, /reload. Off unless configured; meant
- * for loopback or a unix socket, since it can resize and reload the pool. A browser on the operator's
+ * GET /healthz, /readyz, /status; POST /workers/N (the pool size), /workers/+N, /workers/-N, /reload,
+ * /stop. Off unless configured; meant for loopback or a unix socket, since it can resize, reload and
+ * stop the pool. A browser on the operator's
  * machine reaches loopback too, so requests only a web page would send are refused: a domain name as
  * Host (DNS rebinding), an Origin other than the endpoint's own (a cross-site form or fetch). Actions
  * over TCP need the bearer token in --admin-token-file; over a unix socket its mode (0600) guards
@@ -45,20 +46,28 @@ export interface PoolStatus extends BalancerLoad {
   workers: WorkerStatus[];
 }
 
+/** A pool size asked for: N workers, or N more (+N) or fewer (-N) than now. */
+export type PoolSizeChange = { to: number } | { by: number };
+
+/** The pool size after a resize, or the size it stays at and why (beyond the bounds, no pool). */
+export type ResizeOutcome = { target: number; previous: number } | { target: number; refused: string };
+
+/** What the POST actions ask of the master; `request` ("POST /reload") is for its log. */
 export interface AdminActions {
   status(): PoolStatus;
   /** At least one worker is serving. */
   healthy(): boolean;
   /** Serving and not shutting down: a load balancer may send traffic. */
   ready(): boolean;
-  signal(signal: 'SIGTTIN' | 'SIGTTOU' | 'SIGHUP'): void;
+  /** As HUP does. */
+  reload(request: string): void;
+  /** As TERM does: a graceful stop, after --shutdown-delay. */
+  stop(request: string): void;
+  resize(change: PoolSizeChange, request: string): ResizeOutcome;
 }
 
-const ACTIONS: Record<string, 'SIGTTIN' | 'SIGTTOU' | 'SIGHUP'> = {
-  '/workers/+1': 'SIGTTIN',
-  '/workers/-1': 'SIGTTOU',
-  '/reload': 'SIGHUP',
-};
+const POOL_SIZE = /^\/workers\/([+-]?)(\d+)$/;
+const POOL_SIZE_FORMS = '/workers/N (the pool size), /workers/+N or /workers/-N';
 
 /** A unix socket for the endpoint lets in only the master's user (and root), whatever the umask. */
 const ADMIN_SOCKET: SocketAccess = { mode: 0o600 };
@@ -115,11 +124,20 @@ function handle(req: http.IncomingMessage, res: http.ServerResponse, guard: Guar
   const refused = browserRefusal(req, guard.overTcp);
   if (refused) return reply(403, { error: refused });
   const path = new URL(req.url ?? '/', 'http://admin').pathname;
-  if (req.method === 'POST' && path in ACTIONS) {
+  if (req.method === 'POST' && (path === '/reload' || path === '/stop' || path.startsWith('/workers/'))) {
     const denied = actionRefusal(req, guard);
     if (denied) return reply(denied.status, { error: denied.error }, denied.status === 401 ? { 'www-authenticate': 'Bearer' } : {});
-    actions.signal(ACTIONS[path]!);
-    return reply(202, { accepted: path });
+    const request = `POST ${path}`;
+    if (path === '/reload' || path === '/stop') {
+      actions[path === '/reload' ? 'reload' : 'stop'](request);
+      return reply(202, { accepted: path });
+    }
+    const [, sign, digits] = POOL_SIZE.exec(path) ?? [];
+    if (digits === undefined) return reply(400, { error: `expected ${POOL_SIZE_FORMS}; got ${path}` });
+    const size = Number(digits);
+    const outcome = actions.resize(sign ? { by: sign === '+' ? size : -size } : { to: size }, request);
+    if ('refused' in outcome) return reply(400, { error: outcome.refused, target: outcome.target });
+    return reply(202, { accepted: path, target: outcome.target, previous: outcome.previous });
   }
   if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, { error: `${req.method} ${path} is not allowed` });
   switch (path) {

@@ -15,12 +15,13 @@ import { changedSettings, fixedUntilRestart, formatUpstream, type Settings } fro
 import { checkCertificates } from '../edge/tls.ts';
 import { ExitCode, ListenError } from '../errors.ts';
 import { describeBootError, isProtocolMessage, type SerializedError, type WorkerMessage } from '../ipc/messages.ts';
+import { count } from '../log/count.ts';
 import type { Logger } from '../log/logger.ts';
 import { VERSION } from '../version.ts';
 import { loadAppOnce } from '../worker/unit-runner.ts';
 import { workerClassFor } from '../worker/classes/index.ts';
 import { createBalancer, type Balancer } from './balance/index.ts';
-import { AdminEndpoint, readAdminToken, type AdminActions, type PoolStatus } from './admin.ts';
+import { AdminEndpoint, readAdminToken, type AdminActions, type PoolStatus, type ResizeOutcome } from './admin.ts';
 import { handOverLogFile, prepareWorkerIdentity, resolveSocketAccess, workerLogFiles, type SocketAccess, type WorkerIdentity } from './privileges.ts';
 import { Reloader } from './reloader.ts';
 import { captureBlockedStack } from './stack-dump.ts';
@@ -47,7 +48,7 @@ const QUICK_STOP_MS = 1000;
 const BACKOFF_START_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
 const RESET_MS = 60_000;
-/** TTIN (and POST /workers/+1) stop at the larger of --workers and this many per CPU: no runaway fork. */
+/** TTIN and POST /workers/... stop at the larger of --workers and this many per CPU: no runaway fork. */
 const MAX_WORKERS_PER_CPU = 4;
 
 interface WorkerExit {
@@ -68,7 +69,8 @@ export class Arbiter {
   /** --upstream: the proxy fronts other servers and there is no pool to keep (fixed until a restart). */
   private readonly frontsUpstreams: boolean;
   private readonly workers = new Set<WorkerHandle>();
-  private readonly signalQueue: HandledSignal[] = [];
+  /** What the loop is asked to do, by the signal that asks for it, and the line that says who asked. */
+  private readonly signalQueue: { signal: HandledSignal; note: string }[] = [];
   private readonly exits: WorkerExit[] = [];
   private readonly bootErrors = new Map<WorkerHandle, SerializedError>();
   /** Why workers could not be started at all (no process came to be), for reapWorkers. */
@@ -169,10 +171,7 @@ export class Arbiter {
       process.on(signal, listener);
     }
     if (settings.reload) {
-      this.reloader = new Reloader((file) => {
-        this.logger.info(`${file} changed: reloading`);
-        this.queueSignal('SIGHUP');
-      });
+      this.reloader = new Reloader((file) => this.queueSignal('SIGHUP', `${file} changed: reloading`));
       this.reloader.watch([...settings.reloadExtraFile, ...(settings.config ? [settings.config] : [])]);
     }
     this.ticker = setInterval(() => this.wake(), TICK_MS);
@@ -193,26 +192,29 @@ export class Arbiter {
   }
 
   private loop(): void {
-    for (const signal of this.signalQueue.splice(0)) this.handleSignal(signal);
+    for (const { signal, note } of this.signalQueue.splice(0)) {
+      this.logger.info(note);
+      this.handleSignal(signal);
+    }
     this.murderWorkers();
     this.reapWorkers();
     this.manageWorkers();
   }
 
-  private queueSignal(signal: HandledSignal): void {
-    this.signalQueue.push(signal);
+  /** note: who asked, when it was not a signal (the file watcher, the admin endpoint, the shutdown delay). */
+  private queueSignal(signal: HandledSignal, note = `Handling signal: ${signal.slice(3).toLowerCase()}`): void {
+    this.signalQueue.push({ signal, note });
     this.wake();
   }
 
   private handleSignal(signal: HandledSignal): void {
-    this.logger.info(`Handling signal: ${signal.slice(3).toLowerCase()}`);
     switch (signal) {
       case 'SIGTERM':
         if (this.leaving || this.settings.shutdownDelay === 0) return this.stop('graceful');
         // Load balancers see /readyz fail and stop sending; the pool serves on until they have.
         this.leaving = true;
         this.logger.info(`Shutdown delay: serving ${this.settings.shutdownDelay} s more before stopping`);
-        setTimeout(() => this.queueSignal('SIGTERM'), this.settings.shutdownDelay * 1000);
+        setTimeout(() => this.queueSignal('SIGTERM', 'Shutdown delay over: stopping'), this.settings.shutdownDelay * 1000);
         return;
       case 'SIGINT':
       case 'SIGQUIT':
@@ -220,9 +222,9 @@ export class Arbiter {
       case 'SIGHUP':
         return void this.reload();
       case 'SIGTTIN':
+        return void this.resize(this.target + 1);
       case 'SIGTTOU':
-        if (this.frontsUpstreams) return this.logger.info('No worker pool to resize: forkgate fronts --upstream servers');
-        return this.resize(signal);
+        return void this.resize(this.target - 1);
       case 'SIGUSR1':
         return this.reopenLogs();
       case 'SIGUSR2':
@@ -230,21 +232,31 @@ export class Arbiter {
     }
   }
 
-  private resize(signal: 'SIGTTIN' | 'SIGTTOU'): void {
-    if (signal === 'SIGTTIN') {
-      const { cpus } = effectiveCpuCount();
-      const perCpu = MAX_WORKERS_PER_CPU * cpus;
-      const maximum = Math.max(this.settings.workers, perCpu);
-      if (this.target >= maximum) {
-        const why = maximum > perCpu ? `--workers ${maximum}` : `${MAX_WORKERS_PER_CPU} × ${cpus} ${cpus === 1 ? 'CPU' : 'CPUs'}`;
-        return this.logger.info(`Pool size stays at ${this.target}, the maximum (${why})`);
-      }
-      this.setTarget(this.target + 1);
-      return this.logger.info(`Pool size raised to ${this.target}`);
-    }
-    if (this.target === 1) return this.logger.info('Pool size stays at 1, the minimum');
-    this.setTarget(this.target - 1);
-    this.logger.info(`Pool size lowered to ${this.target}`);
+  /** TTIN, TTOU and POST /workers/...: a pool of `workers`, from 1 to maxWorkers(); else the size stays, and why is logged. */
+  private resize(workers: number): ResizeOutcome {
+    if (this.frontsUpstreams) return this.refuseResize('no worker pool to resize: forkgate fronts --upstream servers');
+    const { maximum, why } = this.maxWorkers();
+    if (workers > maximum) return this.refuseResize(`pool size stays at ${this.target}: ${workers} is above the maximum, ${maximum} (${why})`);
+    if (workers < 1) return this.refuseResize(`pool size stays at ${this.target}: ${workers} is below the minimum, 1`);
+    const previous = this.target;
+    this.setTarget(workers);
+    this.logger.info(workers === previous ? `Pool size stays at ${workers}` : `Pool size ${workers > previous ? 'raised' : 'lowered'} to ${workers}`);
+    this.wake();
+    return { target: workers, previous };
+  }
+
+  /** The size stays: `why` is logged as a sentence, and is the admin endpoint's answer as it is. */
+  private refuseResize(why: string): ResizeOutcome {
+    this.logger.info(`${why[0]!.toUpperCase()}${why.slice(1)}`);
+    return { target: this.target, refused: why };
+  }
+
+  /** The largest pool TTIN and the admin endpoint may ask for: --workers, or 4 per CPU if more. */
+  private maxWorkers(): { maximum: number; why: string } {
+    const { cpus } = effectiveCpuCount();
+    const perCpu = MAX_WORKERS_PER_CPU * cpus;
+    if (this.settings.workers > perCpu) return { maximum: this.settings.workers, why: `--workers ${this.settings.workers}` };
+    return { maximum: perCpu, why: `${MAX_WORKERS_PER_CPU} × ${count(cpus, 'CPU')}` };
   }
 
   /** Kills workers whose event loop went silent past --timeout, and drains that overstay their deadline. */
@@ -323,8 +335,8 @@ export class Arbiter {
 
     if (serving.length < this.target && Date.now() >= this.nextSpawnAt) {
       // While a crash loop is recent, try one worker at a time.
-      const count = this.inCrashLoop() ? 1 : this.target - serving.length;
-      for (let i = 0; i < count; i++) {
+      const spawns = this.inCrashLoop() ? 1 : this.target - serving.length;
+      for (let i = 0; i < spawns; i++) {
         const worker = this.spawnWorker();
         if (!worker) break; // the next attempt waits for the failure to be handled (back-off)
         serving.push(worker);
@@ -352,8 +364,8 @@ export class Arbiter {
       this.poolReadyOnce = true;
       // The pid file names a master that serves: a USR2 successor takes it over only now.
       if (this.settings.pid) fs.writeFileSync(this.settings.pid, `${process.pid}\n`);
-      if (this.target > 0) this.logger.info(`Ready: ${readyFresh} workers serving`);
-      else this.logger.info(`Ready: proxying to ${this.settings.upstream.length} upstreams`);
+      if (this.target > 0) this.logger.info(`Ready: ${count(readyFresh, 'worker')} serving`);
+      else this.logger.info(`Ready: proxying to ${count(this.settings.upstream.length, 'upstream')}`);
       notifyPredecessor(this.sources.env);
       void this.hook('whenReady', this.masterInfo());
     }
@@ -535,7 +547,7 @@ export class Arbiter {
     await this.hook('onReload', this.masterInfo());
     if (!this.frontsUpstreams) this.setTarget(next.workers);
     for (const worker of this.workers) worker.retiring = true;
-    this.logger.info(`Reloading: generation ${this.generation} with ${this.target} workers`);
+    this.logger.info(`Reloading: generation ${this.generation} with ${count(this.target, 'worker')}`);
     this.wake();
   }
 
@@ -658,7 +670,12 @@ export class Arbiter {
     return {
       healthy: serving,
       ready: () => !this.leaving && this.poolReadyOnce && serving(),
-      signal: (signal) => this.queueSignal(signal),
+      reload: (request) => this.queueSignal('SIGHUP', `Handling admin request: ${request}`),
+      stop: (request) => this.queueSignal('SIGTERM', `Handling admin request: ${request}`),
+      resize: (change, request) => {
+        this.logger.info(`Handling admin request: ${request}`);
+        return this.resize('to' in change ? change.to : this.target + change.by);
+      },
       status: () => this.status(),
     };
   }
@@ -717,12 +734,12 @@ function descriptorShortfall(settings: Settings, proxy: boolean, workers: number
   if (proxy) {
     const units = settings.upstream.length || workers * settings.threads;
     if (budget >= units * perUnit) return null;
-    return `Open-file limit ${limit} (ulimit -n) leaves the master about ${budget} connections, clients' and its own to the ${units} backends, which take ${units * perUnit} requests at once: more are answered 503; ${advice}`;
+    return `Open-file limit ${limit} (ulimit -n) leaves the master about ${count(budget, 'connection')}, clients' and its own to ${count(units, 'backend')}, which take ${count(units * perUnit, 'request')} at once: more are answered 503; ${advice}`;
   }
   const share = Math.floor(budget / settings.threads);
   if (share >= perUnit) return null;
   const unit = settings.threads > 1 ? 'each thread of a worker' : 'each worker';
-  return `Open-file limit ${limit} (ulimit -n) leaves ${unit} about ${share} connections, fewer than --worker-connections ${perUnit}: more are answered 503; ${advice} or lower --worker-connections`;
+  return `Open-file limit ${limit} (ulimit -n) leaves ${unit} about ${count(share, 'connection')}, fewer than --worker-connections ${perUnit}: more are answered 503; ${advice} or lower --worker-connections`;
 }
 
 function balanceName(balancer: Balancer): string {

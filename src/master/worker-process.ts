@@ -22,9 +22,17 @@ export function spawnWorkerProcess(settings: Settings, env: NodeJS.ProcessEnv, i
   });
 }
 
+/**
+ * The inspector that a hung worker's stack is read through (stack-dump.ts) says where it listens on
+ * stderr, in the middle of the log: it says so only at /json/list, where the master asks, unless
+ * the worker is run with an --inspect option of its own.
+ */
+const QUIET_INSPECTOR = '--inspect-publish-uid=http';
+
 /** The master's own Node options and the --node-option values, in the form the executable takes them. */
 function workerArgv(nodeOptions: readonly string[]): string[] {
-  const options = [...process.execArgv, ...nodeOptions];
+  const given = [...process.execArgv, ...nodeOptions];
+  const options = given.some((option) => option.startsWith('--inspect')) ? given : [QUIET_INSPECTOR, ...given];
   // The single binary has its script built in, and takes Node options only as --node-options="..."
   // (sea-config execArgvExtension "cli"): it ignores NODE_OPTIONS.
   if (isSea()) return options.length > 0 ? [`--node-options=${options.map(quoted).join(' ')}`] : [];

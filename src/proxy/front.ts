@@ -14,6 +14,7 @@ import { openTunnel } from './tunnel.ts';
 import { hopConnectionCount } from './hop.ts';
 import { refuseConnection } from '../edge/refusal.ts';
 import { connectionBudget } from '../config/descriptors.ts';
+import { count } from '../log/count.ts';
 import { RecurringWarning } from '../log/recurring.ts';
 
 /** How long a stopping proxy lets an idle keep-alive connection stay, as a draining worker does. */
@@ -42,8 +43,8 @@ export class FrontProxy {
     this.tls = settings.certfile !== null;
     this.overBudget = new RecurringWarning(
       logger,
-      (count) =>
-        `At the open-file limit: answered 503 ${count} time(s), holding ${this.connections.size} client connections and ${hopConnectionCount()} to the backends (raise ulimit -n)`,
+      (refused) =>
+        `At the open-file limit: answered 503 ${count(refused, 'time')}, holding ${count(this.connections.size, 'client connection')} and ${hopConnectionCount()} to the backends (raise ulimit -n)`,
     );
     this.keepAlive = settings.keepAlive > 0;
     this.gracefulTimeoutMs = settings.gracefulTimeout * 1000;

@@ -14,10 +14,12 @@ import { ThreadPool } from './thread-pool.ts';
 import { processTitle } from '../process-title.ts';
 import { UnitRunner, type Units } from './unit-runner.ts';
 import { loadWorkerHooks, runHook, type Hooks, type WorkerInfo } from '../hooks.ts';
+import { printWarningsWithForkgateHint } from './warnings.ts';
 
 type BootMessage = Extract<MasterMessage, { type: 'boot' }>;
 
 export async function runWorker(): Promise<void> {
+  printWarningsWithForkgateHint();
   const boot = await nextBootMessage();
   const { settings } = boot;
   process.title = processTitle(settings, 'worker');

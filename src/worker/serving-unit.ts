@@ -13,6 +13,7 @@ import type { AppServer } from './app-loader.ts';
 import { Edge, markListening } from '../edge/edge.ts';
 import { refuseConnection } from '../edge/refusal.ts';
 import { connectionBudget } from '../config/descriptors.ts';
+import { count } from '../log/count.ts';
 import { RecurringWarning } from '../log/recurring.ts';
 
 /** How long a draining unit lets an idle keep-alive connection stay before closing it. */
@@ -73,7 +74,7 @@ export class ServingUnit {
     this.budget = Math.floor(connectionBudget() / settings.threads);
     this.overBudget = new RecurringWarning(
       options.logger,
-      (count) => `At the open-file limit: answered ${count} new connection(s) 503, holding ${this.gate.open} (raise ulimit -n)`,
+      (refused) => `At the open-file limit: answered ${count(refused, 'new connection')} 503, holding ${this.gate.open} (raise ulimit -n)`,
     );
     this.retireAfter =
       settings.maxRequests > 0

@@ -11,8 +11,10 @@ import {
 } from '../ipc/messages.ts';
 import { Logger } from '../log/logger.ts';
 import { UnitRunner } from './unit-runner.ts';
+import { printWarningsWithForkgateHint } from './warnings.ts';
 
 export async function runThread(data: ThreadData): Promise<void> {
+  printWarningsWithForkgateHint();
   const port = parentPort!;
   const post = (message: FromThreadMessage) => port.postMessage(message);
   const { settings } = data.boot;

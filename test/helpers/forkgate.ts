@@ -81,7 +81,7 @@ export class Forkgate {
   async ready(): Promise<this> {
     const [, url] = (await this.waitFor(/Listening at: (\S+)/)) as [string, string];
     this.url = url;
-    await this.waitFor(/Ready: \d+ workers serving/);
+    await this.waitFor(/Ready: \d+ workers? serving/);
     return this;
   }
 

@@ -11,6 +11,7 @@ import { refuseConnection } from '../../edge/refusal.ts';
 import type { Logger } from '../../log/logger.ts';
 import type { Settings } from '../../config/settings.ts';
 import { handoffCapacity } from '../../worker/classes/index.ts';
+import { count } from '../../log/count.ts';
 import { RecurringWarning } from '../../log/recurring.ts';
 
 /**
@@ -44,7 +45,7 @@ export class RoundRobinBalancer implements Balancer {
     this.capacity = handoffCapacity(settings);
     this.overBudget = new RecurringWarning(
       logger,
-      (count) => `At the open-file limit: answered ${count} new connection(s) 503, holding ${this.held()} for the workers (raise ulimit -n)`,
+      (refused) => `At the open-file limit: answered ${count(refused, 'new connection')} 503, holding ${this.held()} for the workers (raise ulimit -n)`,
     );
     const onConnection = (socket: net.Socket) => {
       socket.on('error', () => {}); // a reset while waiting here is the client's business
