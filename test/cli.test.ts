@@ -1,7 +1,7 @@
 // The command line as users meet it: --version, --help, usage errors (exit 2, nothing started), boot
 // failures, settings precedence seen through --print-config, --check-config, --chdir, and HUP re-reading a config file.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
@@ -10,6 +10,7 @@ import { basename, join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { BALANCE_MODES, SETTINGS, WORKER_CLASSES, type Setting } from '../src/config/settings.ts';
+import { runCli, SETTING_ENV } from './helpers/cli.ts';
 import { eventually, FIXTURES, request, ROOT, start } from './helpers/forkgate.ts';
 
 const CLI = `${ROOT}dist/forkgate.cjs`;
@@ -20,49 +21,8 @@ const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const CLASSES = escape(WORKER_CLASSES.join(', '));
 const BALANCES = escape(BALANCE_MODES.join(', '));
 
-/** Every variable a setting reads, so the tests do not depend on the environment they run in. */
-const SETTING_ENV = [...new Set([...all.flatMap((entry) => entry.env.map((source) => source.name)), 'FORKGATE_CMD_ARGS'])];
 
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-interface RunOptions {
-  env?: Record<string, string>;
-  cwd?: string;
-  /** What runs forkgate (default: this Node with the npm build, or FORKGATE_TEST_BIN). */
-  command?: string[];
-}
-
-/** Runs the CLI to completion (bounded: a run that would start serving is killed after 15 s). */
-function run(args: string[], options: RunOptions = {}): Promise<Run> {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const name of SETTING_ENV) delete env[name];
-  Object.assign(env, options.env);
-  const bin = process.env.FORKGATE_TEST_BIN;
-  const [file, ...prefix] = options.command ?? (bin ? [bin] : [process.execPath, CLI]);
-  const child = spawn(file!, [...prefix, ...args], {
-    // Never the repo root by default, where a stray forkgate.config.* would be picked up.
-    cwd: options.cwd ?? FIXTURES,
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
-}
+const run = runCli;
 
 /** `--print-config` output as a map of setting name to printed value. */
 async function printConfig(args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): Promise<Map<string, string>> {

@@ -1,47 +1,21 @@
 // The commands that ask a running master through its admin endpoint: status, scale, reload, stop.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { SETTINGS, type Setting } from '../src/config/settings.ts';
-import { eventually, FIXTURES, request, ROOT, start, startRequest } from './helpers/forkgate.ts';
+import { runCli, type Run, type RunOptions } from './helpers/cli.ts';
+import { eventually, FIXTURES, request, start, startRequest } from './helpers/forkgate.ts';
 import { freePort } from './helpers/free-port.ts';
 
 const OPS = `${FIXTURES}ops.cjs`;
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-commands-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
 
-/** Every variable a setting reads, so that the commands find the endpoint only where a test says. */
-const SETTING_ENV = [...new Set([...(SETTINGS as readonly Setting[]).flatMap((entry) => entry.env.map((source) => source.name)), 'FORKGATE_CMD_ARGS'])];
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a forkgate command to its end (killed after 15 s: a command never serves). */
-function forkgate(args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): Promise<Run> {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const name of SETTING_ENV) delete env[name];
-  const bin = process.env.FORKGATE_TEST_BIN;
-  const [file, ...prefix] = bin ? [bin] : [process.execPath, `${ROOT}dist/forkgate.cjs`];
-  const child = spawn(file!, [...prefix, ...args], { cwd: options.cwd ?? scratch, env: { ...env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+/** Runs a forkgate command to its end, in the scratch directory unless told otherwise (a command never serves). */
+function forkgate(args: string[], options: RunOptions = {}): Promise<Run> {
+  return runCli(args, { cwd: scratch, ...options });
 }
 
 /** A command that did what it was asked: exit 0, and one line on stdout matching `said`. */
