@@ -120,7 +120,7 @@ const BASE = [SINGLE, PLAIN, CLUSTER, FG_RR, FG_REUSEPORT];
 const FG_PROXY = forkgate(`--balance proxy -w ${N}`);
 const NGINX = front('nginx (worker_processes 1)', 'nginx.mjs', 'nginx');
 const HTTP_PROXY = front('http-proxy', 'node.mjs http-proxy');
-/** What --balance proxy is measured against (issue #5): nginx, the bar to aim at, and three Node forwarding engines on equal footing. */
+/** What --balance proxy is measured against: nginx, the bar to aim at, and three Node forwarding engines on equal footing. */
 const PROXY_ROWS = [FG_PROXY, NGINX, HTTP_PROXY, front('http-proxy-3', 'node.mjs http-proxy-3'), front('node:http pipe', 'node.mjs pipe')];
 
 /** The configurations each workload runs in a full run; --quick keeps BASE for hello, cpu and io. */
@@ -487,7 +487,7 @@ function addRatios(rows: Row[]): void {
   }
 }
 
-/** A ratio of two rows of one workload that issue #5 sets for --balance proxy, or that puts one in context. */
+/** A ratio of two rows of one workload that is a target for --balance proxy, or that puts one in context. */
 interface Target {
   workload: string;
   metric: 'reqPerSec' | 'cpuUsPerReq' | 'frontCpuUsPerReq' | 'p99Ms';
@@ -668,7 +668,7 @@ async function main(): Promise<void> {
       : []),
     table(rows),
     '',
-    ...(targets.length > 0 ? ['## --balance proxy against its targets (issue #5)', '', targetsTable(targets), ''] : []),
+    ...(targets.length > 0 ? ['## --balance proxy against its targets', '', targetsTable(targets), ''] : []),
   ].join('\n');
   console.log(markdown);
   const directory = process.env.BENCH_RESULTS_DIR ?? `${ROOT}bench/results`;
