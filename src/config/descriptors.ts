@@ -24,8 +24,7 @@ export function reserveFor(limit: number): number {
  * How many connections this process may hold from now on: the limit, less the descriptors open now,
  * less the reserve. Infinity where the limit cannot be read.
  */
-export function connectionBudget(): number {
-  const limit = openFileLimit();
+export function connectionBudget(limit = openFileLimit()): number {
   if (limit === null || limit === Infinity) return Infinity;
   let open: number;
   try {

@@ -1,6 +1,8 @@
 import type { Socket } from 'node:net';
 
-const BODY = 'Service Unavailable: too many connections (open-file limit)\n';
+/** What a client refused for want of descriptors is told, here or in a 503 the proxy writes. */
+export const OVER_LIMIT = 'Service Unavailable: too many connections (open-file limit)';
+const BODY = `${OVER_LIMIT}\n`;
 const UNAVAILABLE =
   'HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Type: text/plain\r\n' +
   `Content-Length: ${BODY.length}\r\n\r\n${BODY}`;

@@ -727,7 +727,7 @@ export class Arbiter {
  */
 function descriptorShortfall(settings: Settings, proxy: boolean, workers: number): string | null {
   const limit = openFileLimit();
-  const budget = connectionBudget();
+  const budget = connectionBudget(limit);
   if (limit === null || budget === Infinity) return null;
   const advice = 'raise it (LimitNOFILE= in systemd, --ulimit nofile= with Docker)';
   const perUnit = workerClassFor(settings).connectionLimit;

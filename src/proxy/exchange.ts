@@ -8,6 +8,7 @@
 import type * as http from 'node:http';
 import type * as net from 'node:net';
 import { encodeClient, PEER_HEADER } from '../edge/internal-hop.ts';
+import { OVER_LIMIT } from '../edge/refusal.ts';
 import type { Logger } from '../log/logger.ts';
 import type { RecurringWarning } from '../log/recurring.ts';
 import type { Backend, Dispatcher, QueueRefusal } from './dispatcher.ts';
@@ -194,7 +195,7 @@ export class Exchange {
         const code = error.code ?? '';
         if (code === 'EMFILE' || code === 'ENFILE') {
           context.overBudget.note();
-          return respond(res, 503, 'Service Unavailable: too many connections (open-file limit)', {
+          return respond(res, 503, OVER_LIMIT, {
             'retry-after': '1',
             'x-request-id': req.headers['x-request-id'],
           });
