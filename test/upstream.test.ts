@@ -160,6 +160,45 @@ test('a kept-alive connection the upstream drops as a request goes out: a GET is
   }
 });
 
+test('an upstream that dies with several pooled connections: a GET waits for it to come back, not a 502', async () => {
+  // A dead server's pooled connections each reset the next request sent on them; with more of them than
+  // forkgate retries, every try used to land on one and the client got a 502 for a request never read.
+  const paths: string[] = [];
+  let dead = false;
+  const serve = (socket: net.Socket) => {
+    socket.on('data', (chunk) => {
+      for (const [, path] of chunk.toString('latin1').matchAll(/^[A-Z]+ (\S+) HTTP\/1\.1\r$/gm)) paths.push(path!);
+      if (dead) return void socket.resetAndDestroy();
+      setTimeout(() => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'), 50);
+    });
+  };
+  const first = net.createServer(serve);
+  await new Promise<void>((resolve) => first.listen(0, '127.0.0.1', resolve));
+  const port = (first.address() as net.AddressInfo).port;
+  const forkgate = await front(['--upstream', `http://127.0.0.1:${port}`, '--queue-timeout', '10']);
+  let second: net.Server | null = null;
+  try {
+    // Five requests at once: five pooled connections.
+    const warm = await Promise.all(Array.from({ length: 5 }, () => request(`${forkgate.url}/warm`)));
+    assert.deepEqual(warm.map(({ status }) => status), [200, 200, 200, 200, 200]);
+    dead = true;
+    first.close();
+    const reply = request(`${forkgate.url}/after`);
+    await eventually(() => paths.includes('/after'), 'the request to reach a dead pooled connection');
+    second = net.createServer((socket) => {
+      dead = false;
+      serve(socket);
+    });
+    await new Promise<void>((resolve) => second!.listen(port, '127.0.0.1', resolve));
+    const { status, body } = await reply;
+    assert.deepEqual([status, body], [200, 'ok']);
+    assert.equal(paths.filter((path) => path === '/after').length, 2, 'one reset, then served on a new connection');
+  } finally {
+    await forkgate.stop();
+    second?.close();
+  }
+});
+
 test('the only upstream killed: requests get 502 or 503 promptly, forkgate lives on, and serves again once it is back; /healthz follows; no pool to resize (400)', async () => {
   const port = await freePort();
   let only = await spawnUpstream(String(port), 'only');

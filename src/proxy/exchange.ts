@@ -49,7 +49,11 @@ const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOENT', 'EACCES'
  * and then closed, or died of it, ends the connection cleanly instead.
  */
 const UNREAD_ERRORS = new Set(['ECONNRESET', 'EPIPE']);
-/** A backend that resets every connection (all units dying at once) must not keep a request going round. */
+/**
+ * A backend that resets every new connection must not keep a request going round. Resets of pooled
+ * connections do not count: each one discards its backend's idle connections (after a unit dies they are
+ * all dead), so a backend gives at most one before the next try opens a connection and learns the truth.
+ */
 const MAX_UNREAD_TRIES = 3;
 
 export interface ExchangeContext {
@@ -74,7 +78,7 @@ export class Exchange {
   private releaseAttempt: (() => void) | null = null;
   private cancelWait: () => void = () => {};
   private clientGone = false;
-  /** Tries that a unit reset with the request unread (see UNREAD_ERRORS). */
+  /** Tries on new connections that a backend reset with the request unread (see MAX_UNREAD_TRIES). */
   private unreadTries = 0;
   /** When the request first asked for a unit: --queue-timeout bounds its whole wait, retries included. */
   private waitingSince = 0;
@@ -185,7 +189,7 @@ export class Exchange {
         release();
         res.end();
       },
-      onError: (error: NodeJS.ErrnoException, { connected, bytesReceived, headReceived }) => {
+      onError: (error: NodeJS.ErrnoException, { connected, reused, bytesReceived, headReceived }) => {
         release();
         if (this.clientGone) return;
         if (headReceived) {
@@ -206,11 +210,13 @@ export class Exchange {
         // goes to another, for a method a client may repeat. A request the backend read is never retried:
         // it may be what killed its unit, and a request that kills every unit it reaches must not take
         // down the pool.
-        const unread = !refused && !bytesReceived && UNREAD_ERRORS.has(code) && IDEMPOTENT.has(req.method!) && this.unreadTries < MAX_UNREAD_TRIES;
+        const unread =
+          !refused && !bytesReceived && UNREAD_ERRORS.has(code) && IDEMPOTENT.has(req.method!) && (reused || this.unreadTries < MAX_UNREAD_TRIES);
         if (refused) context.onBackendDown(backend);
         // A refusing backend leaves rotation, so each retry goes to another one, or waits for one.
         if ((refused || unread) && this.bodyComplete) {
-          if (unread) this.unreadTries++;
+          if (unread && reused) backend.pool.discardIdle();
+          else if (unread) this.unreadTries++;
           context.logger.debug(`proxy: ${req.method} ${req.url} did not reach ${backend.name} (${error.message}): trying another`);
           return this.dispatch(backend);
         }

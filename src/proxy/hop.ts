@@ -55,6 +55,8 @@ export interface HopHandler {
 export interface HopFailure {
   /** Whether the connection had been opened: if not, the request never reached the backend. */
   readonly connected: boolean;
+  /** The connection had carried an earlier request: it came from the pool. */
+  readonly reused: boolean;
   /** Any byte of this response came back. */
   readonly bytesReceived: boolean;
   /** The response had started: its head was handed on. */
@@ -139,6 +141,11 @@ export class HopPool {
   /** Closes the idle connections; busy ones close once their response is done. */
   close(): void {
     this.closed = true;
+    this.discardIdle();
+  }
+
+  /** Closes the idle connections and goes on: the next request opens a new one. */
+  discardIdle(): void {
     for (const connection of this.idle.splice(0)) connection.destroy();
   }
 
@@ -177,6 +184,8 @@ class HopConnection {
   private responseDone = false;
   /** Increments per request: a handle acts only while it names the current one. */
   private generation = 0;
+  /** Requests sent on it so far. */
+  private requests = 0;
   /** How long it may stay idle and be reused: the server's announced keep-alive timeout, less a margin. */
   private idleLimitMs = Infinity;
   private idleSince = 0;
@@ -224,6 +233,7 @@ class HopConnection {
     this.headReceived = false;
     this.requestEnded = false;
     this.answersToDrop = 0;
+    this.requests++;
     this.sentAt = this.connected ? performance.now() : Infinity;
     const generation = ++this.generation;
     const current = () => this.generation === generation && this.handler !== null;
@@ -492,6 +502,7 @@ class HopConnection {
     this.socket.destroy();
     handler?.onError(error, {
       connected: this.connected,
+      reused: this.requests > 1,
       bytesReceived: this.bytesReceived,
       headReceived: this.headReceived,
     });
