@@ -8,18 +8,18 @@ import './node-version.ts'; // first: an older Node is told so before any other 
 import { takeActivatedSockets } from './config/bind.ts';
 import { formatUpstream, type Settings } from './config/settings.ts';
 import { workerEnvironment } from './config/env-file.ts';
-import { resolveSettings, type ResolvedSettings, type SettingSources } from './config/load.ts';
+import { resolveSettings, type SettingSources } from './config/load.ts';
 import { renderHelp, renderPrintConfig } from './config/help.ts';
 import { checkCertificates } from './edge/tls.ts';
-import { ExitCode, ForkgateError, SettingError } from './errors.ts';
+import { ExitCode, ForkgateError, SettingError, UsageError } from './errors.ts';
 import { Logger } from './log/logger.ts';
 import { Arbiter } from './master/arbiter.ts';
 import { registerModuleHooks } from './module-hooks.ts';
 import { checkBoot } from './master/boot-check.ts';
-import { prepareWorkerIdentity, type WorkerIdentity } from './master/privileges.ts';
+import { prepareWorkerIdentity } from './master/privileges.ts';
 import { VERSION } from './version.ts';
 import { runWorker } from './worker/main.ts';
-import { commandWordProblem, COMMAND_USAGE, isCommand, runCommand } from './commands/index.ts';
+import { commandWordProblem, COMMAND_USAGE, isCommand, runCommand, type CommandName } from './commands/index.ts';
 import { runThread } from './worker/thread.ts';
 import { checkSyntax, SYNTAX_CHECK_ROLE } from './worker/syntax-report.ts';
 import type { ThreadData } from './ipc/messages.ts';
@@ -34,66 +34,43 @@ if (!isMainThread && (workerData as ThreadData | undefined)?.role === 'forkgate-
   delete process.env.FORKGATE_ROLE; // the app's own child processes are not workers
   void runWorker();
 } else {
-  main(process.argv.slice(2)).then(
+  const argv = process.argv.slice(2);
+  const command = argv[0] !== undefined && isCommand(argv[0]) ? argv[0] : null;
+  main(argv, command).then(
     (code) => process.exit(code),
-    (error: unknown) => {
-      process.stderr.write(`forkgate: internal error: ${(error as Error)?.stack ?? String(error)}\n`);
-      process.exit(ExitCode.runtimeFailure);
-    },
+    (error: unknown) => process.exit(reportFailure(error, command)),
   );
 }
 
-async function main(argv: string[]): Promise<number> {
+async function main(argv: string[], command: CommandName | null): Promise<number> {
   // Taken out of process.env first, so neither the workers nor the app's own children see them.
   const activatedSockets = takeActivatedSockets(process.env, process.pid);
   const sources: SettingSources = { argv, env: { ...process.env }, cwd: process.cwd(), activatedSockets };
-  const command = argv[0];
-  if (command !== undefined && isCommand(command)) {
-    try {
-      return print(await runCommand(command, argv.slice(1), sources));
-    } catch (error) {
-      if (!(error instanceof ForkgateError)) throw error;
-      if (error.exitCode === ExitCode.usage) return usageError(`${command}: ${error.message}`);
-      process.stderr.write(`forkgate: ${command}: ${error.message}\n`);
-      return error.exitCode;
-    }
-  }
-  let resolved: ResolvedSettings;
-  try {
-    resolved = await resolveSettings(sources);
-  } catch (error) {
-    if (error instanceof SettingError) return usageError(error.message);
-    throw error;
-  }
+  if (command) return print(await runCommand(command, argv.slice(1), sources));
+  const resolved = await resolveSettings(sources);
   const { settings } = resolved;
   if (settings.help) return print(renderHelp(COMMAND_USAGE));
   if (settings.version) return print(`forkgate ${VERSION} (Node ${process.version})\n`);
   if (settings.printConfig) return print(renderPrintConfig(settings));
   if (!settings.app && settings.upstream.length === 0) {
-    return usageError('no app given; usage: forkgate [options] APP, or forkgate [options] --upstream URL (see forkgate --help)');
+    throw new UsageError('no app given; usage: forkgate [options] APP, or forkgate [options] --upstream URL (see forkgate --help)');
   }
   if (settings.chdir) {
     try {
       process.chdir(settings.chdir);
     } catch (error) {
-      return usageError(`--chdir: cannot change to ${settings.chdir}: ${(error as NodeJS.ErrnoException).code}`);
+      throw new SettingError(`--chdir: cannot change to ${settings.chdir}: ${(error as NodeJS.ErrnoException).code}`);
     }
   }
   const notAnApp = settings.app ? commandWordProblem(settings.app, process.cwd()) : null;
-  if (notAnApp) return usageError(notAnApp);
-  let workerEnv: NodeJS.ProcessEnv;
-  try {
-    checkCertificates(settings); // relative to --chdir, as the workers read them
-    workerEnv = workerEnvironment(settings.envFile, sources.env);
-  } catch (error) {
-    if (error instanceof SettingError) return usageError(error.message);
-    throw error;
-  }
+  if (notAnApp) throw new UsageError(notAnApp);
+  checkCertificates(settings); // relative to --chdir, as the workers read them
+  const workerEnv = workerEnvironment(settings.envFile, sources.env);
   let logger: Logger;
   try {
     logger = new Logger(settings.errorLogfile, settings.logLevel);
   } catch (error) {
-    return usageError(`--error-logfile: cannot open ${settings.errorLogfile}: ${(error as Error).message}`);
+    throw new SettingError(`--error-logfile: cannot open ${settings.errorLogfile}: ${(error as Error).message}`);
   }
   if (settings.checkConfig) return checkConfig(settings, workerEnv, logger);
   const code = await new Arbiter(resolved, sources, workerEnv, logger).run();
@@ -103,13 +80,7 @@ async function main(argv: string[]): Promise<number> {
 
 async function checkConfig(settings: Settings, env: NodeJS.ProcessEnv, logger: Logger): Promise<number> {
   if (!settings.app) return print(`Config OK: fronting ${settings.upstream.map(formatUpstream).join(', ')}\n`);
-  let identity: WorkerIdentity | null;
-  try {
-    identity = prepareWorkerIdentity(settings);
-  } catch (error) {
-    return usageError((error as Error).message);
-  }
-  const boot = await checkBoot(settings, env, identity);
+  const boot = await checkBoot(settings, env, prepareWorkerIdentity(settings));
   if ('shape' in boot) return print(`Config OK: ${settings.app} loads as a ${boot.shape} app\n`);
   logger.error(`Config check failed: ${settings.app} does not load:${boot.failure}`);
   return ExitCode.runtimeFailure;
@@ -120,7 +91,15 @@ function print(text: string): number {
   return ExitCode.ok;
 }
 
-function usageError(message: string): number {
-  process.stderr.write(`forkgate: error: ${message}\n`);
-  return ExitCode.usage;
+/**
+ * Says why forkgate stops and returns its exit code: its own diagnosis in one line (within a command,
+ * naming it), anything else as the bug it is, with its stack.
+ */
+function reportFailure(error: unknown, command: string | null): ExitCode {
+  if (error instanceof ForkgateError) {
+    process.stderr.write(`forkgate: error: ${command ? `${command}: ` : ''}${error.message}\n`);
+    return error.exitCode;
+  }
+  process.stderr.write(`forkgate: internal error: ${(error as Error)?.stack ?? String(error)}\n`);
+  return ExitCode.runtimeFailure;
 }

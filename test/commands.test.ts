@@ -94,7 +94,7 @@ test('status prints the pool as a table, and with --json the /status document as
   }
 });
 
-test('over TCP, actions carry the token of --admin-token-file; without one, or with the wrong one, exit 2 saying so', async () => {
+test('over TCP, actions carry the token of --admin-token-file; without one, or with the wrong one, exit 2 saying so; exit 1 if the master cannot read its own', async () => {
   const tokenFile = join(scratch, 'tcp.token');
   const wrongFile = join(scratch, 'wrong.token');
   writeFileSync(tokenFile, 'the-token\n');
@@ -108,6 +108,11 @@ test('over TCP, actions carry the token of --admin-token-file; without one, or w
     assert.equal(master.count(/Handling admin request/), 0, 'nothing was done');
     await done(['scale', '2', '--admin', address, '--admin-token-file', tokenFile], new RegExp(`^Pool size raised from 1 to 2 \\(${address}\\)\\n$`));
     await eventually(() => master.workerPids().length === 2, '2 workers');
+    const copy = join(scratch, 'copy.token');
+    writeFileSync(copy, 'the-token\n');
+    rmSync(tokenFile);
+    await failed(['scale', '1', '--admin', address, '--admin-token-file', copy], 1, /^forkgate: error: scale: --admin-token-file: cannot read \S+tcp\.token \(ENOENT\)\n$/);
+    assert.equal(master.workerPids().length, 2, 'the pool stays');
   } finally {
     await master.stop();
   }
@@ -131,11 +136,11 @@ test('without --admin, the commands find the endpoint and the token file as the 
 
 test('an endpoint nobody serves: one line naming it, exit 1', async () => {
   const port = await freePort();
-  await failed(['status', '--admin', `unix:${join(scratch, 'nobody.sock')}`], 1, /^forkgate: status: cannot reach the admin endpoint at unix:\S+nobody\.sock \(ENOENT\)/);
-  await failed(['stop', '--admin', `unix:${join(scratch, 'nobody.sock')}`], 1, /^forkgate: stop: cannot reach the admin endpoint/);
+  await failed(['status', '--admin', `unix:${join(scratch, 'nobody.sock')}`], 1, /^forkgate: error: status: cannot reach the admin endpoint at unix:\S+nobody\.sock \(ENOENT\)/);
+  await failed(['stop', '--admin', `unix:${join(scratch, 'nobody.sock')}`], 1, /^forkgate: error: stop: cannot reach the admin endpoint/);
   const token = join(scratch, 'any.token');
   writeFileSync(token, 'any\n');
-  await failed(['reload', '--admin', `127.0.0.1:${port}`, '--admin-token-file', token], 1, new RegExp(`^forkgate: reload: cannot reach the admin endpoint at 127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\)`));
+  await failed(['reload', '--admin', `127.0.0.1:${port}`, '--admin-token-file', token], 1, new RegExp(`^forkgate: error: reload: cannot reach the admin endpoint at 127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\)`));
 });
 
 test('what answers is not an admin endpoint: one line saying so, exit 1', async () => {
@@ -143,7 +148,7 @@ test('what answers is not an admin endpoint: one line saying so, exit 1', async 
   const server = net.createServer((socket) => socket.end('HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello'));
   await new Promise<void>((resolve) => server.listen(socketPath, resolve));
   try {
-    await failed(['status', '--admin', `unix:${socketPath}`], 1, /^forkgate: status: what answers at unix:\S+ is not forkgate's admin endpoint: HTTP 200, no JSON\n$/);
+    await failed(['status', '--admin', `unix:${socketPath}`], 1, /^forkgate: error: status: what answers at unix:\S+ is not forkgate's admin endpoint: HTTP 200, no JSON\n$/);
   } finally {
     server.close();
   }

@@ -46,6 +46,8 @@ interface Outcome {
   head?: ResponseHead;
   body: string;
   error?: string;
+  /** The failure's code: forkgate's own (FKG_ERR_HOP_*), or the socket's errno. */
+  code?: string;
 }
 
 function exchange(pool: HopPool, method = 'GET'): Promise<Outcome> {
@@ -56,7 +58,7 @@ function exchange(pool: HopPool, method = 'GET'): Promise<Outcome> {
         onHead: (head) => (outcome.head = head),
         onData: (chunk) => (outcome.body += chunk.toString('latin1')),
         onEnd: () => resolve(outcome),
-        onError: (error) => resolve({ ...outcome, error: error.message }),
+        onError: (error) => resolve({ ...outcome, error: error.message, code: (error as NodeJS.ErrnoException).code }),
       })
       .end();
   });
@@ -107,16 +109,33 @@ test('responses it cannot frame safely fail the request', async () => {
     ['HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd', /invalid Content-Length/],
     ['HTTP/1.1 200 OK\r\n folded: header\r\n\r\n', /invalid header line/],
     ['HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n', /invalid chunk size/],
+    ['HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabcd', /chunk not followed by CRLF/],
+    ['HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n', /101 Switching Protocols to a request that asked for no upgrade/],
   ] as const;
   for (const [response, reason] of refused) {
     const server = await cannedServer([response]);
     const pool = new HopPool({ socketPath: server.path });
     try {
-      assert.match((await exchange(pool)).error ?? 'no error', reason, JSON.stringify(response));
+      const outcome = await exchange(pool);
+      assert.match(outcome.error ?? 'no error', reason, JSON.stringify(response));
+      assert.equal(outcome.code, 'FKG_ERR_HOP_PARSE', JSON.stringify(response));
     } finally {
       pool.close();
       server.close();
     }
+  }
+});
+
+test('a response cut short by the backend\'s close fails the request', async () => {
+  const server = await cannedServer(['HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc'], true);
+  const pool = new HopPool({ socketPath: server.path });
+  try {
+    const outcome = await exchange(pool);
+    assert.deepEqual([outcome.head?.status, outcome.body, outcome.code], [200, 'abc', 'FKG_ERR_HOP_CLOSED']);
+    assert.match(outcome.error!, /closed the connection before the response was complete/);
+  } finally {
+    pool.close();
+    server.close();
   }
 });
 

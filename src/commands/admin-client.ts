@@ -5,7 +5,7 @@
 import * as http from 'node:http';
 import { formatBindAddress, parseBindAddress, type BindAddress } from '../config/bind.ts';
 import { resolveSettings, type SettingSources } from '../config/load.ts';
-import { AdminRefusedError, AdminUnreachableError, SettingError, UsageError } from '../errors.ts';
+import { AdminFailedError, AdminRefusedError, AdminUnreachableError, SettingError, UsageError } from '../errors.ts';
 import { readAdminToken } from '../master/admin.ts';
 
 /** How long a command waits for the endpoint's answer. */
@@ -76,7 +76,7 @@ function ask(target: AdminTarget, method: string, path: string, headers: http.Ou
       res.on('end', () => {
         const answer = readJson(body);
         if (!answer) return reject(new AdminUnreachableError(`what answers at ${endpoint} is not forkgate's admin endpoint: HTTP ${res.statusCode}, no JSON`));
-        if (res.statusCode! >= 300) return reject(new AdminRefusedError(res.statusCode!, refusalOf(answer) ?? `HTTP ${res.statusCode}`));
+        if (res.statusCode! >= 300) return reject(refusal(res.statusCode!, refusalOf(answer) ?? `HTTP ${res.statusCode}`));
         resolve({ text: body, answer });
       });
     });
@@ -96,6 +96,11 @@ function readJson(text: string): Record<string, unknown> | null {
   } catch {
     return null;
   }
+}
+
+/** A request the endpoint cannot do as given (4xx) is bad usage; its own failure (5xx) a runtime one. */
+function refusal(status: number, why: string): AdminRefusedError | AdminFailedError {
+  return status < 500 ? new AdminRefusedError(status, why) : new AdminFailedError(status, why);
 }
 
 /** The endpoint says why in `error` (or `status`, for /healthz and /readyz). */

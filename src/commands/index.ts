@@ -12,7 +12,7 @@ import { reload, scale, stop } from './control.ts';
 import { status } from './status.ts';
 
 const COMMANDS = { status, reload, scale, stop } satisfies Record<string, Command>;
-type CommandName = keyof typeof COMMANDS;
+export type CommandName = keyof typeof COMMANDS;
 
 export function isCommand(word: string): word is CommandName {
   return Object.hasOwn(COMMANDS, word);

@@ -5,7 +5,7 @@
 import type { ChildProcess } from 'node:child_process';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Settings } from '../config/settings.ts';
-import { ForkgateError } from '../errors.ts';
+import { ForkgateError, type ErrorCode, type ExitCode } from '../errors.ts';
 import type { AppShape } from '../worker/app-loader.ts';
 
 export interface TcpListenAddress {
@@ -68,7 +68,7 @@ export interface SerializedError {
   /** The error's stack: the app's own file and line for import-time failures. */
   readonly stack: string;
   /** Set for a ForkgateError: forkgate's own diagnosis (its stack would only show forkgate's code). */
-  readonly forkgate?: { readonly code: string; readonly exitCode: number };
+  readonly forkgate?: { readonly code: ErrorCode; readonly exitCode: ExitCode };
 }
 
 export type WorkerMessage =
@@ -151,6 +151,6 @@ export function describeBootError(error: SerializedError): string {
 
 /** The error a serialized one stands for, to throw again on the other side of a thread's port. */
 export function revivedError(error: SerializedError): Error {
-  if (error.forkgate) return new ForkgateError(error.forkgate.code, error.message, error.forkgate.exitCode);
+  if (error.forkgate) return new ForkgateError(error.forkgate.code, error.message);
   return Object.assign(new Error(error.message), { stack: error.stack });
 }

@@ -17,7 +17,15 @@ export function prepareWorkerIdentity(
   settings: Pick<Settings, 'user' | 'group' | 'accessLogfile' | 'errorLogfile'>,
 ): WorkerIdentity | null {
   const identity = resolveIdentity(settings.user, settings.group);
-  if (identity) for (const file of workerLogFiles(settings)) handOverLogFile(file, identity);
+  if (!identity) return identity;
+  for (const file of workerLogFiles(settings)) {
+    try {
+      handOverLogFile(file, identity);
+    } catch (error) {
+      const setting = file === settings.accessLogfile ? '--access-logfile' : '--error-logfile';
+      throw new SettingError(`${setting} ${file}: cannot create it for the workers: ${(error as Error).message}`);
+    }
+  }
   return identity;
 }
 

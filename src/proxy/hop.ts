@@ -11,6 +11,7 @@
  */
 import * as net from 'node:net';
 import { WITHDRAWAL } from '../edge/internal-hop.ts';
+import { HopClosedError, HopParseError } from '../errors.ts';
 
 /** Largest response head accepted (status line and header fields). */
 const MAX_HEAD_BYTES = 64 * 1024;
@@ -303,7 +304,7 @@ class HopConnection {
         case 'head': {
           const end = data.indexOf(CRLF_CRLF);
           if (end < 0) {
-            if (data.length > MAX_HEAD_BYTES) throw new Error(`response head larger than ${MAX_HEAD_BYTES} bytes`);
+            if (data.length > MAX_HEAD_BYTES) throw new HopParseError(`response head larger than ${MAX_HEAD_BYTES} bytes`);
             this.pending = data;
             return EMPTY;
           }
@@ -320,14 +321,14 @@ class HopConnection {
         case 'chunk-size': {
           const end = data.indexOf('\r\n');
           if (end < 0) {
-            if (data.length > 1024) throw new Error('chunk size line too long');
+            if (data.length > 1024) throw new HopParseError('chunk size line too long');
             this.pending = data;
             return EMPTY;
           }
           const line = data.toString('latin1', 0, end);
           data = data.subarray(end + 2);
           const size = /^([0-9a-fA-F]{1,12})[ \t]*(;.*)?$/.exec(line);
-          if (!size) throw new Error(`invalid chunk size line '${line.slice(0, 40)}'`);
+          if (!size) throw new HopParseError(`invalid chunk size line '${line.slice(0, 40)}'`);
           this.remaining = parseInt(size[1]!, 16);
           this.state = this.remaining === 0 ? 'trailers' : 'chunk-data';
           break;
@@ -342,7 +343,7 @@ class HopConnection {
             this.pending = data;
             return EMPTY;
           }
-          if (data[0] !== 13 || data[1] !== 10) throw new Error('chunk not followed by CRLF');
+          if (data[0] !== 13 || data[1] !== 10) throw new HopParseError('chunk not followed by CRLF');
           data = data.subarray(2);
           this.state = 'chunk-size';
           break;
@@ -351,7 +352,7 @@ class HopConnection {
           // Trailer fields are not relayed (the client side has sent its head already); skip to the empty line.
           const end = data.indexOf('\r\n');
           if (end < 0) {
-            if (data.length > MAX_HEAD_BYTES) throw new Error('trailers too long');
+            if (data.length > MAX_HEAD_BYTES) throw new HopParseError('trailers too long');
             this.pending = data;
             return EMPTY;
           }
@@ -378,7 +379,7 @@ class HopConnection {
   private onHead(text: string, rest: Buffer): void {
     const lines = text.split('\r\n');
     const status = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/.exec(lines[0]!);
-    if (!status) throw new Error(`invalid status line '${lines[0]!.slice(0, 60)}'`);
+    if (!status) throw new HopParseError(`invalid status line '${lines[0]!.slice(0, 60)}'`);
     const [, minor, code] = status;
     const statusCode = Number(code);
     const rawHeaders: string[] = [];
@@ -389,14 +390,14 @@ class HopConnection {
     for (let i = 1; i < lines.length; i++) {
       const line = lines[i]!;
       const colon = line.indexOf(':');
-      if (colon <= 0 || line[0] === ' ' || line[0] === '\t') throw new Error(`invalid header line '${line.slice(0, 60)}'`);
+      if (colon <= 0 || line[0] === ' ' || line[0] === '\t') throw new HopParseError(`invalid header line '${line.slice(0, 60)}'`);
       const name = line.slice(0, colon);
       const value = line.slice(colon + 1).trim();
       rawHeaders.push(name, value);
       switch (name.toLowerCase()) {
         case 'content-length':
           if (!/^\d{1,15}$/.test(value) || (contentLength !== null && contentLength !== Number(value))) {
-            throw new Error(`invalid Content-Length '${value}'`);
+            throw new HopParseError(`invalid Content-Length '${value}'`);
           }
           contentLength = Number(value);
           break;
@@ -420,7 +421,7 @@ class HopConnection {
     const head = { status: statusCode, reason: status[3] ?? '', rawHeaders };
     if (statusCode === 101) {
       const handler = this.handler!;
-      if (!handler.onUpgrade) throw new Error('101 Switching Protocols to a request that asked for no upgrade');
+      if (!handler.onUpgrade) throw new HopParseError('101 Switching Protocols to a request that asked for no upgrade');
       // The socket now speaks another protocol: it leaves this connection, and the pool, for good.
       this.state = 'upgraded';
       this.handler = null;
@@ -493,7 +494,7 @@ class HopConnection {
       this.complete();
       return this.finish(false);
     }
-    if (this.handler) this.fail(new Error('the backend closed the connection before the response was complete'));
+    if (this.handler) this.fail(new HopClosedError());
   }
 
   private fail(error: Error): void {

@@ -8,6 +8,7 @@ import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { Settings } from '../config/settings.ts';
 import { heartbeatInterval, isProtocolMessage, NO_TRAFFIC, sendToMaster, serializeError, type MasterMessage } from '../ipc/messages.ts';
+import { ExitCode } from '../errors.ts';
 import { Logger } from '../log/logger.ts';
 import { handoffCapacity, usesThreads } from './classes/index.ts';
 import { ThreadPool } from './thread-pool.ts';
@@ -28,7 +29,7 @@ export async function runWorker(): Promise<void> {
     logger = new Logger(settings.errorLogfile, settings.logLevel);
   } catch (error) {
     // With no error log to write to, the master reports it (in its own) as the boot failure it is.
-    return sendToMaster({ type: 'boot-error', error: serializeError(error) }, () => process.exit(3));
+    return sendToMaster({ type: 'boot-error', error: serializeError(error) }, () => process.exit(ExitCode.bootFailure));
   }
   await new Worker(boot, logger).start();
 }
@@ -139,17 +140,17 @@ class Worker {
   private failBoot(error: unknown): void {
     if (process.connected) {
       // The master prints the error once for the whole pool; exit once the message is on its way.
-      sendToMaster({ type: 'boot-error', error: serializeError(error) }, () => process.exit(3));
+      sendToMaster({ type: 'boot-error', error: serializeError(error) }, () => process.exit(ExitCode.bootFailure));
     } else {
       this.logger.error('Worker failed to boot', error);
-      process.exit(3);
+      process.exit(ExitCode.bootFailure);
     }
   }
 
   private crash(error: Error): void {
     if (!this.ready && !this.draining) return this.failBoot(error);
     this.logger.error('Worker crashed: uncaught exception', error);
-    this.exit(1);
+    this.exit(ExitCode.runtimeFailure);
   }
 
   private exit(code: number): void {

@@ -9,6 +9,7 @@ import {
   type ThreadData,
   type ToThreadMessage,
 } from '../ipc/messages.ts';
+import { ExitCode } from '../errors.ts';
 import { Logger } from '../log/logger.ts';
 import { UnitRunner } from './unit-runner.ts';
 import { printWarningsWithForkgateHint } from './warnings.ts';
@@ -39,6 +40,6 @@ export async function runThread(data: ThreadData): Promise<void> {
     post({ type: 'ready', shape, endpoint: runner.endpoints()[0] ?? null });
   } catch (error) {
     post({ type: 'boot-error', error: serializeError(error) });
-    process.exit(3);
+    process.exit(ExitCode.bootFailure);
   }
 }
