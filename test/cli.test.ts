@@ -548,6 +548,13 @@ describe('--check-config', { concurrency: PARALLEL }, () => {
     assert.doesNotMatch(output, /Booting worker|Listening at/);
   });
 
+  test('a log file the --user cannot be given names its setting, exit 2', { skip: !asRoot && 'needs root' }, async () => {
+    const result = await run(['--check-config', '--user', 'nobody', '--access-logfile', '/nonexistent/forkgate/access.log', 'listener.cjs']);
+    assert.equal(result.code, 2, result.stdout + result.stderr);
+    assert.match(result.stderr, /^forkgate: error: --access-logfile \/nonexistent\/forkgate\/access\.log: cannot create it for the workers: ENOENT/);
+    assert.equal(result.stderr.split('\n').length, 2, `one line: ${result.stderr}`);
+  });
+
   test('exits 2 on a bad setting before loading the app', async () => {
     const result = await run(['--check-config', '-w', 'x', 'listener.cjs'], { cwd: FIXTURES });
     assert.equal(result.code, 2);
