@@ -1,8 +1,7 @@
 /**
- * The one entry point of forkgate (the npm bin and the single binary): decides which role this process
- * plays. Workers are this same executable started with FORKGATE_ROLE=worker; serving threads are this
- * same file in a worker_thread with the role in its workerData; in the single binary, the syntax check
- * of an ES module app that does not parse is FORKGATE_ROLE=syntax-check.
+ * forkgate's one entry point (the npm bin and the single binary) decides this process's role: the
+ * master, a worker (FORKGATE_ROLE=worker), a serving thread (its workerData says so) or the single
+ * binary's syntax check (FORKGATE_ROLE=syntax-check).
  */
 import './node-version.ts'; // first: an older Node is told so before any other module loads
 import { takeActivatedSockets } from './config/bind.ts';

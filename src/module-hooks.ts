@@ -1,10 +1,9 @@
 /**
- * How the user's modules load (the config file, the app and what they import), beyond Node's own rules:
- * - `'forkgate'` is the running forkgate's API (defineConfig), whether or not the project has forkgate
- *   installed: the single binary has no node_modules/forkgate beside it, nor does a global install.
- * - A .ts file written with import/export in a CommonJS package ("type": "commonjs", which npm init
- *   writes) loads as an ES module, as Node's syntax detection loads it in a package without "type".
- *   Type stripping keeps import and export as they are, so such a file could never run as CommonJS.
+ * How the user's modules load, beyond Node's own rules:
+ * - `'forkgate'` is the running forkgate's API (defineConfig): the single binary and a global install
+ *   have no node_modules/forkgate beside the project.
+ * - A .ts file with import/export in a "type": "commonjs" package (npm init writes it) loads as an ES
+ *   module: type stripping keeps import and export, so it could never run as CommonJS.
  */
 import { registerHooks, stripTypeScriptTypes } from 'node:module';
 import * as vm from 'node:vm';

@@ -1,9 +1,7 @@
 /**
- * The Node versions forkgate runs on (package.json's engines: ^22.21.0 || >=24.9.0), checked before any
- * other module of the bundle loads: on an older Node (Debian and Ubuntu package 18 or 20) the first
- * missing built-in would otherwise end it with a stack trace. The oldest of each line are those whose
- * http.createServer takes shouldUpgradeCallback (the proxy's front relies on it), which Node 23 never
- * got; everything else forkgate uses is older.
+ * The Node versions forkgate runs on (package.json's engines), checked before any other module loads:
+ * on an older Node the first missing built-in would end it with a stack trace. The floors are the
+ * first releases whose http.createServer takes shouldUpgradeCallback, which the proxy's front needs.
  */
 import { ExitCode } from './errors.ts';
 

@@ -21,11 +21,9 @@ interface CpuMax {
 }
 
 /**
- * How many CPUs this process may use. os.cpus() counts the host's CPUs, which oversizes the pool in
- * a container: the affinity mask and the cgroup v2 cpu.max quota both cap it. Never throws: without
- * a readable cgroup v2 hierarchy the quota is simply unknown.
- *
- * `root` defaults to '/' so tests can point it at a fixture tree with proc/self/cgroup and sys/fs/cgroup.
+ * How many CPUs this process may use: os.cpus() counts the host's, which oversizes the pool in a
+ * container, so the affinity mask and the cgroup v2 cpu.max quota cap it. Never throws. `root`: for
+ * tests, a fixture tree with proc/self/cgroup and sys/fs/cgroup.
  */
 export function effectiveCpuCount(options: { root?: string; affinity?: number } = {}): CpuBudget {
   const root = options.root ?? '/';

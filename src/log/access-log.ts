@@ -48,10 +48,9 @@ const ATOMS: Record<string, Atom> = {
 };
 
 /**
- * Turns a Gunicorn access log format (`%(name)s` atoms, `%%` for a literal %) into a function that
- * renders one line (no newline). The format is parsed here, once, into a list of small functions:
- * the result runs for every request. A `%` that does not start an atom is kept as text rather than
- * failing, so a typo shows up in the log instead of stopping the worker.
+ * Compiles a Gunicorn access log format (`%(name)s` atoms, `%%`) once into a function that renders one
+ * line (no newline) per request. A `%` that starts no atom is kept as text: a typo shows in the log
+ * rather than stopping the worker.
  */
 export function compileAccessLogFormat(format: string): (record: AccessLogRecord) => string {
   const parts: Atom[] = [];

@@ -1,10 +1,9 @@
 import * as fs from 'node:fs';
 
 /**
- * A log destination: '-' (stdout or stderr) or a file opened for append. Writes are synchronous so a
- * line is never lost when a process exits or crashes; `batched` sinks (the access log) gather the lines
- * of one event-loop turn into a single write. USR1 calls `reopen()` after logrotate moved the file; if
- * the new file cannot be opened, reopen() throws and the lines go on to the old one.
+ * A log destination: '-' (stdout or stderr) or a file opened for append. Writes are synchronous, so no
+ * line is lost when a process exits or crashes; `batched` sinks (the access log) write one event-loop
+ * turn's lines at once. A reopen (USR1) that fails throws, and the lines go on to the old file.
  */
 export class LogSink {
   readonly target: string;

@@ -1,12 +1,8 @@
 /**
- * The admin endpoint (--admin-bind): what load balancers, orchestrators and operators ask the master.
- * GET /healthz, /readyz, /status; POST /workers/N (the pool size), /workers/+N, /workers/-N, /reload,
- * /stop. Off unless configured; meant for loopback or a unix socket, since it can resize, reload and
- * stop the pool. A browser on the operator's
- * machine reaches loopback too, so requests only a web page would send are refused: a domain name as
- * Host (DNS rebinding), an Origin other than the endpoint's own (a cross-site form or fetch). Actions
- * over TCP need the bearer token in --admin-token-file; over a unix socket its mode (0600) guards
- * them, as docker.sock's does, unless a token is set.
+ * The admin endpoint (--admin-bind): GET /healthz, /readyz, /status; POST /workers/N|+N|-N, /reload,
+ * /stop. A browser reaches loopback too, so what only a web page would send (a domain name as Host, a
+ * foreign Origin) is refused. Actions need the --admin-token-file token over TCP; over a unix socket
+ * its mode (0600) guards them, unless a token is set.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import * as fs from 'node:fs';

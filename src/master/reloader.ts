@@ -1,8 +1,7 @@
 /**
- * --reload, for development: watches the files the app loaded (each worker reports them) and the
- * --reload-extra-file list, and asks for a rolling reload when one changes. A change that breaks the
- * app fails the new workers' boot while the old generation serves on, so an edit never takes the pool
- * down; the next good edit reloads again.
+ * --reload, for development: watches the files the app loaded (each worker reports them) and
+ * --reload-extra-file, and asks for a rolling reload when one changes; a broken edit fails only the
+ * new workers' boot, so the old ones serve on.
  */
 import { watch, type FSWatcher } from 'node:fs';
 

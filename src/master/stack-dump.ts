@@ -1,8 +1,7 @@
 /**
- * Hang forensics. A worker stuck in JavaScript answers nothing, but Node's inspector still starts on
- * SIGUSR1 (from a thread of its own) and can pause running JavaScript. The master starts it on the
- * port the worker reserved at boot, asks for the paused call stack, and returns it as text; it costs
- * nothing until a worker hangs, and the port is open only for the moments before the worker is killed.
+ * A hung worker's JavaScript stack: Node's inspector still starts on SIGUSR1 (from a thread of its own)
+ * and can pause running JavaScript, so the master starts it on the port the worker reserved at boot
+ * and asks for the paused call stack. Nothing listens until a worker hangs.
  */
 import { fileURLToPath } from 'node:url';
 

@@ -1,10 +1,7 @@
 /**
- * USR2 binary upgrade. The running master starts a successor (the executable at its path now, so a new
- * binary or new code, with the settings read afresh) and hands it the listening sockets: round-robin
- * listeners as inherited descriptors 3, 4, ..., reuseport addresses by value (the successor's workers
- * simply join the port), and the admin endpoint's socket as the descriptor after those. Both masters
- * serve until the successor's pool is ready; it then says so over the IPC channel and the old master
- * drains and exits on its own.
+ * USR2 binary upgrade: the master starts a successor (the executable at its path now, settings read
+ * afresh) with its listeners as descriptors 3, 4, … (reuseport addresses by value) and the admin socket
+ * after them. Both serve until the successor's pool is ready; then the old master drains and exits.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { isSea } from 'node:sea';

@@ -7,10 +7,9 @@ interface Waiting {
 }
 
 /**
- * Admits at most `limit` connections into service; the rest wait here, accepted but unread, and are
- * admitted in arrival order as slots free. Nothing is ever dropped: that is the worker class contract.
- * With keep-alive, a slot held by an idle connection is freed for a waiting one: `closeIdle` closes
- * the connection idle longest, or says there is none.
+ * Admits at most `limit` connections into service; the rest wait, accepted but unread, in arrival
+ * order. Nothing is dropped (the worker class contract); with keep-alive, `closeIdle` frees the slot of
+ * the connection idle longest for a waiting one.
  */
 export class ConnectionGate {
   private readonly limit: number;

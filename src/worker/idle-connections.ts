@@ -13,11 +13,9 @@ interface ServedSocket extends Socket {
 }
 
 /**
- * A unit's kept-alive connections between requests, in the order they went idle: what it closes, idle
- * longest first, to admit a connection that would otherwise wait behind them (nginx reclaims its
- * "reusable" keep-alive connections the same way). A connection joins once it has served a response;
- * whether it is still idle is checked only when one is to be closed, so a request costs no more than
- * moving its connection to the end of the map.
+ * A unit's kept-alive connections in the order they went idle, closed idle-longest first to admit one
+ * that would wait behind them (as nginx reclaims "reusable" connections). Idleness is checked only when
+ * one is to be closed, so a request costs no more than moving its connection to the end of the map.
  */
 export class IdleConnections {
   /** Each connection with how many bytes it had read when its last response closed, in that order. */

@@ -107,10 +107,9 @@ export class ServingUnit {
   }
 
   /**
-   * No new requests on kept-alive connections; calls back once every connection has closed. A busy
-   * keep-alive connection is closed after its next response, which says `Connection: close`; closing an
-   * idle one is a race with a request the client may be sending right then, so that waits until the
-   * connection has been quiet for DRAIN_IDLE_MS (or its keep-alive timeout, if shorter).
+   * No new requests on kept-alive connections; calls back once every connection has closed. A busy one
+   * closes after its next response (`Connection: close`); an idle one once quiet for DRAIN_IDLE_MS (or
+   * its keep-alive timeout, if shorter), as closing it at once races a request the client may be sending.
    */
   drain(onDrained: () => void): void {
     this.draining = true;

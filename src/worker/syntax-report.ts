@@ -1,8 +1,7 @@
 /**
- * An ES module's SyntaxError carries its file and line only in a report Node prints when the error goes
- * uncaught ("app.mjs:2", the line, a caret). `node --check` prints it; the single binary ignores
- * --check, so there the check is a process of the binary itself in the syntax-check role, which compiles
- * the file as a module (never links or runs it) and lets the error go uncaught.
+ * An ES module's SyntaxError carries its file and line only in the report Node prints when it goes
+ * uncaught. `node --check` prints it; the single binary ignores --check, so there a process of the
+ * binary in the syntax-check role compiles the file as a module (never runs it) and lets the error go.
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';

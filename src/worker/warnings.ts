@@ -1,8 +1,7 @@
 /**
- * Node prints a process warning with a hint after the first: "(Use `<argv0> --trace-warnings ...` to
- * show where the warning was created)". A worker's argv0 is its process title ("forkgate: worker
- * [app.js]"), which no one can run, and the option has to reach the worker through forkgate. So workers
- * (and their threads) print warnings as Node does, with a hint at --node-option.
+ * Node's hint after the first warning ("Use `<argv0> --trace-warnings ...`") names a worker's process
+ * title, which no one can run, and the option reaches a worker only through forkgate: workers print
+ * warnings as Node does, with a hint at --node-option instead.
  */
 
 /** Options with which Node's own printer does what this one does not: write to a file, skip some. */

@@ -71,10 +71,9 @@ export class ReusePortBalancer implements Balancer {
 const MIGRATE_REQ = '/proc/sys/net/ipv4/tcp_migrate_req';
 
 /**
- * When a worker drains (reload, upgrade, recycling) its listener closes, and Linux resets the
- * connections waiting in that listener's accept queue, unless net.ipv4.tcp_migrate_req=1 (Linux 5.14+)
- * moves them to another listener of the port. forkgate sets it when it may (root; the setting belongs to
- * the network namespace, so a container's own), and otherwise says what to do.
+ * A draining worker's listener closes, and Linux resets the connections in its accept queue unless
+ * net.ipv4.tcp_migrate_req=1 (Linux 5.14+) moves them to another listener. forkgate sets it where it
+ * may (as root; it belongs to the network namespace), else says how.
  */
 export function ensureRequestMigration(logger: Logger): void {
   let current: string;

@@ -22,10 +22,9 @@ export function workerClassFor(settings: Settings): WorkerClass {
 }
 
 /**
- * How many connections the round-robin master hands one worker at once. A class that keeps connections
- * alive takes more than it serves and reclaims idle ones to make room; one that does not (sync) only
- * what it serves: the rest wait in the master, where a worker's death cannot take them, and the worker
- * says when one closes.
+ * How many connections the round-robin master hands one worker at once: a keep-alive class takes more
+ * than it serves and reclaims idle ones; sync only what it serves, so the rest wait in the master,
+ * where a worker's death cannot take them.
  */
 export function handoffCapacity(settings: Settings): number {
   const workerClass = workerClassFor(settings);
