@@ -42,10 +42,8 @@ export class Unit {
   private retiredForReason: RetireReason | null = null;
   private killedForReason: KillReason | null = null;
   private drainUntil = Infinity;
-  /** When it was last heard from (any message counts as a heartbeat). */
-  lastHeartbeat: number;
-  /** Whether anything came yet: until then it may still be starting its runtime (see the start grace). */
-  heard = false;
+  private heardAt: number;
+  private heardYet = false;
   /** Resident memory, as it last reported it (0: not measured). */
   rss = 0;
   /** The signal its supervisor last sent, to tell its own kills from anyone else's. */
@@ -54,7 +52,7 @@ export class Unit {
   constructor(id: number, now: number) {
     this.id = id;
     this.startedAt = now;
-    this.lastHeartbeat = now;
+    this.heardAt = now;
   }
 
   get state(): UnitState {
@@ -75,6 +73,16 @@ export class Unit {
     return this.killedForReason;
   }
 
+  /** When it was last heard from (any message counts as a heartbeat); when it started, before that. */
+  get lastHeartbeat(): number {
+    return this.heardAt;
+  }
+
+  /** Whether anything came yet: until then it may still be starting its runtime (see the start grace). */
+  get heard(): boolean {
+    return this.heardYet;
+  }
+
   /** When a draining unit is killed if it is still there (Infinity: never). */
   get drainDeadline(): number {
     return this.drainUntil;
@@ -86,8 +94,8 @@ export class Unit {
   }
 
   heartbeat(now: number): void {
-    this.lastHeartbeat = now;
-    this.heard = true;
+    this.heardAt = now;
+    this.heardYet = true;
   }
 
   /** It says it serves. A unit retired while booting serves on until its replacement does. */
@@ -114,6 +122,7 @@ export class Unit {
     return true;
   }
 
+  /** Its supervisor kills it (the kill may take a while: a hung worker's stack is read first). */
   condemn(why: KillReason): void {
     this.killedForReason ??= why;
   }
