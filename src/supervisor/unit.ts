@@ -148,16 +148,11 @@ export class Unit {
   }
 }
 
-/** The back-off between boot failures (PM2's exp_backoff_restart_delay). */
-export interface BackOffPolicy {
-  readonly firstMs: number;
-  readonly maxMs: number;
-  /** This long without a failure ends a crash loop. */
-  readonly quietMs: number;
-}
-
-/** After a boot failure the next start waits 500 ms, doubling up to 30 s; a minute without one ends it. */
-export const BOOT_BACK_OFF: BackOffPolicy = { firstMs: 500, maxMs: 30_000, quietMs: 60_000 };
+/** After a boot failure the next start waits 500 ms, doubling up to 30 s (PM2's exp_backoff_restart_delay). */
+const BACK_OFF_FIRST_MS = 500;
+const BACK_OFF_MAX_MS = 30_000;
+/** This long without a boot failure ends a crash loop. */
+const QUIET_MS = 60_000;
 
 /**
  * Boot failures in a row, and when the next start may be. Only boot failures count: a unit that was
@@ -165,14 +160,9 @@ export const BOOT_BACK_OFF: BackOffPolicy = { firstMs: 500, maxMs: 30_000, quiet
  * one bad request into an outage). A unit that boots ends the crash loop, and so does new code (reload).
  */
 export class BootBackOff {
-  private readonly policy: BackOffPolicy;
   private count = 0;
   private lastFailureAt = -Infinity;
   private nextAt = -Infinity;
-
-  constructor(policy: BackOffPolicy = BOOT_BACK_OFF) {
-    this.policy = policy;
-  }
 
   /** Boot failures in a row. */
   get failures(): number {
@@ -184,15 +174,15 @@ export class BootBackOff {
     return this.nextAt;
   }
 
-  inCrashLoop(now: number): boolean {
-    return this.count > 0 && now - this.lastFailureAt < this.policy.quietMs;
+  private inCrashLoop(now: number): boolean {
+    return this.count > 0 && now - this.lastFailureAt < QUIET_MS;
   }
 
   /** A unit failed to boot: returns how long the next start waits. */
   failed(now: number): number {
     this.count = this.inCrashLoop(now) ? this.count + 1 : 1;
     this.lastFailureAt = now;
-    const delay = Math.min(this.policy.maxMs, this.policy.firstMs * 2 ** (this.count - 1));
+    const delay = Math.min(BACK_OFF_MAX_MS, BACK_OFF_FIRST_MS * 2 ** (this.count - 1));
     this.nextAt = now + delay;
     return delay;
   }

@@ -183,7 +183,7 @@ export class ThreadPool implements Units {
     this.supervise();
   }
 
-  /** The pool served before: what serves goes on, and the next start waits. */
+  /** The threads that serve go on; the next start waits. */
   private onBootFailure(serving: ServingThread, code: number): void {
     const detail = serving.bootError ? describeBootError(serving.bootError) : ` exited with code ${code} before it was ready`;
     if (detail !== this.lastBootErrorShown) this.logger.error(`Thread failed to boot:${detail}`);
