@@ -56,8 +56,9 @@ export function reconcile<U extends Unit>({ units, target, now, policy, backOff,
       if (now > unit.drainDeadline) overstayed.push(unit);
     } else if (policy.maxMemoryBytes > 0 && unit.state === 'ready' && unit.rss > policy.maxMemoryBytes) {
       overMemory.push(unit);
-    } else if (policy.timeoutMs > 0 && now - unit.lastHeartbeat > (unit.heard ? policy.timeoutMs : Math.max(policy.timeoutMs, policy.startGraceMs))) {
-      hung.push(unit);
+    } else if (policy.timeoutMs > 0) {
+      const silenceMs = unit.heard ? policy.timeoutMs : Math.max(policy.timeoutMs, policy.startGraceMs);
+      if (now - unit.lastHeartbeat > silenceMs) hung.push(unit);
     }
   }
   if (stopping) return { hung, overstayed, overMemory, spawn: 0, drain: [], startAt: null, ready: 0 };
@@ -70,10 +71,8 @@ export function reconcile<U extends Unit>({ units, target, now, policy, backOff,
   const startAt = missing > 0 && spawn === 0 ? backOff.nextStartAt : null;
 
   // Fewer wanted: those still booting go first (they serve nothing yet), newest first, then the oldest.
-  const drain = [...fresh.filter((unit) => unit.state === 'booting').reverse(), ...fresh.filter((unit) => unit.state === 'ready')].slice(
-    0,
-    Math.max(0, -missing),
-  );
+  const byUsefulness = [...fresh.filter((unit) => unit.state === 'booting').reverse(), ...fresh.filter((unit) => unit.state === 'ready')];
+  const drain = byUsefulness.slice(0, Math.max(0, -missing));
   fresh = fresh.filter((unit) => !drain.includes(unit));
   const ready = fresh.filter((unit) => unit.state === 'ready').length;
 
