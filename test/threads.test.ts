@@ -1,10 +1,15 @@
 // --threads: serving units in worker_threads, supervised like processes.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { test } from 'node:test';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
 import { eventually, FIXTURES, ROOT, request, start, startRequest } from './helpers/forkgate.ts';
 
 const THREADS = `${FIXTURES}threads.cjs`;
+const scratch = mkdtempSync(join(tmpdir(), 'forkgate-threads-'));
+after(() => rmSync(scratch, { recursive: true, force: true }));
 
 interface Who {
   pid: number;
@@ -60,6 +65,30 @@ test('a thread that dies is replaced; the process lives on', async () => {
     await forkgate.waitFor(/Thread \d+ exited with code 1: replacing it/);
     await eventually(async () => (await threadsSeen(forkgate.url, 2)).length === 2, 'two serving threads again');
     assert.deepEqual(forkgate.workerPids(), [pid]);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('a thread that fails to boot after the pool served is retried with exponential back-off while the others serve', async () => {
+  const mark = join(scratch, 'fail-boot');
+  const forkgate = await start(['-w', '1', '--threads', '2', '-b', '127.0.0.1:0', `${FIXTURES}boot-fails-when.cjs`], {
+    env: { FAIL_BOOT_MARK: mark },
+  });
+  try {
+    const [pid] = forkgate.workerPids();
+    writeFileSync(mark, '');
+    await request(`${forkgate.url}/exit`);
+    await forkgate.waitFor(/Next thread start in 500 ms \(failure 1 in a row\)[\s\S]*Next thread start in 1000 ms \(failure 2 in a row\)/, 20_000);
+    const answers = new Set<string>();
+    for (let i = 0; i < 20; i++) answers.add((await request(`${forkgate.url}/thread`)).body);
+    assert.equal(answers.size, 1, `the one thread left serves every request: ${[...answers]}`);
+    const [survivor] = answers;
+    assert.equal(forkgate.count(/Thread failed to boot/), 1, 'the same boot error is printed once');
+    rmSync(mark);
+    const probe = () => request(`${forkgate.url}/thread`).then((reply) => reply.body !== survivor, () => false);
+    await eventually(async () => (await Promise.all(Array.from({ length: 20 }, probe))).some(Boolean), 'a replacement thread that serves', 40_000);
+    assert.deepEqual(forkgate.workerPids(), [pid], 'the process was not replaced, only its thread');
   } finally {
     await forkgate.stop();
   }

@@ -1,8 +1,9 @@
 /**
  * The master: one supervision loop, shaped like Gunicorn's arbiter. Signal handlers and child events
  * only queue what happened and wake the loop; the loop handles the queued signals, then always runs the
- * same three chores: murderWorkers (timeouts), reapWorkers (exits), manageWorkers (reconcile the pool we
- * have with the pool we want).
+ * same chores: reapWorkers (exits), then manageWorkers, which reconciles the pool we have with the pool
+ * we want (src/supervisor/reconcile.ts) and carries the plan out: kill the hung and the overstaying,
+ * retire the over-memory, spawn, drain.
  */
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -30,6 +31,8 @@ import { runHook, type HookName, type Hooks, type MasterInfo, type WorkerInfo } 
 import { spawnWorkerProcess, START_GRACE_MS } from './worker-process.ts';
 import { processTitle } from '../process-title.ts';
 import { WorkerHandle } from './worker-handle.ts';
+import { reconcile, type Policy } from '../supervisor/reconcile.ts';
+import { BootBackOff } from '../supervisor/unit.ts';
 
 const HANDLED_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGUSR1', 'SIGUSR2'] as const;
 type HandledSignal = (typeof HANDLED_SIGNALS)[number];
@@ -40,14 +43,6 @@ const TICK_MS = 250;
 const STACK_BUDGET_MS = 2000;
 /** After a quick stop (INT, QUIT) workers get this long to exit before SIGKILL. */
 const QUICK_STOP_MS = 1000;
-/**
- * Crash-loop back-off (PM2's exp_backoff_restart_delay): after a worker fails to boot, the next start
- * waits 500 ms, doubling up to 30 s; a quiet RESET_MS clears it. A worker that was ready and died is
- * replaced at once, as Gunicorn does: a client whose request kills workers must not stop the pool.
- */
-const BACKOFF_START_MS = 500;
-const BACKOFF_MAX_MS = 30_000;
-const RESET_MS = 60_000;
 /** TTIN and POST /workers/... stop at the larger of --workers and this many per CPU: no runaway fork. */
 const MAX_WORKERS_PER_CPU = 4;
 
@@ -85,8 +80,8 @@ export class Arbiter {
   /** Set once the first full pool is ready: boot failures before it end the master (exit 3). */
   private poolReadyOnce = false;
   private lastBootErrorShown: string | null = null;
-  private failures = { count: 0, lastAt: 0 };
-  private nextSpawnAt = 0;
+  /** Boot failures after the pool served delay the next start (a worker that served and died: none). */
+  private readonly backOff = new BootBackOff();
   /** Workers replaced after an exit the master did not ask for; and the last exit, for /status. */
   private restarts = 0;
   private lastExit: { pid: number; reason: string } | null = null;
@@ -196,7 +191,6 @@ export class Arbiter {
       this.logger.info(note);
       this.handleSignal(signal);
     }
-    this.murderWorkers();
     this.reapWorkers();
     this.manageWorkers();
   }
@@ -259,34 +253,71 @@ export class Arbiter {
     return { maximum: perCpu, why: `${MAX_WORKERS_PER_CPU} × ${count(cpus, 'CPU')}` };
   }
 
-  /** Kills workers whose event loop went silent past --timeout, and drains that overstay their deadline. */
-  private murderWorkers(): void {
-    const now = Date.now();
-    const timeoutMs = this.settings.timeout * 1000;
-    const maxRss = this.settings.maxMemory * 2 ** 20;
-    for (const worker of this.workers) {
-      if (worker.killedWith === 'SIGKILL') continue;
-      if (worker.state === 'draining') {
-        if (now > worker.drainDeadline) {
-          this.logger.warning(`Worker (pid:${worker.pid}) still busy after the stop deadline: killing it`);
-          worker.kill('SIGKILL');
+  private reapWorkers(): void {
+    for (const cause of this.failedSpawns.splice(0)) if (!this.stopping) this.onBootFailure(cause, null, ExitCode.bootFailure);
+    for (const { worker, code, signal } of this.exits.splice(0)) {
+      const exit = worker.exited({ code, signal });
+      this.workers.delete(worker);
+      this.balancer.remove(worker);
+      const bootError = this.bootErrors.get(worker);
+      this.bootErrors.delete(worker);
+      void this.hook('childExit', this.masterInfo(), { ...workerInfo(worker), code, signal });
+      if (this.stopping) continue;
+      this.lastExit = { pid: worker.pid, reason: exit.cause === 'hung' ? 'timeout' : describeExit(code, signal) };
+      if (exit.restart) this.restarts++;
+      switch (exit.cause) {
+        case 'boot-failure': {
+          const report = bootError ? describeBootError(bootError) : ` ${describeExit(code, signal)} before it was ready`;
+          this.onBootFailure(report, worker, bootError?.forkgate?.exitCode ?? ExitCode.bootFailure);
+          break;
         }
-      } else if (maxRss > 0 && worker.state === 'ready' && !worker.retiring && worker.rss > maxRss) {
-        this.logger.warning(`Worker (pid:${worker.pid}) uses ${Math.round(worker.rss / 2 ** 20)} MiB, over --max-memory: replacing it`);
-        worker.retiring = true;
-      } else if (
-        timeoutMs > 0 &&
-        !worker.timedOut &&
-        now - worker.lastHeartbeat > (worker.heard ? timeoutMs : Math.max(timeoutMs, START_GRACE_MS))
-      ) {
-        worker.timedOut = true;
-        void this.killHungWorker(worker);
+        case 'killed':
+          this.logger.error(`Worker (pid:${worker.pid}) was killed by ${signal}${signal === 'SIGKILL' ? ': perhaps out of memory?' : ''}`);
+          break;
+        case 'crashed':
+          this.logger.error(`Worker (pid:${worker.pid}) ${describeExit(code, signal)}`);
+          break;
+        default:
+          this.logger.info(`Worker exited (pid:${worker.pid})`);
       }
     }
   }
 
-  /** Logs where the worker's JavaScript is stuck (file:line), then kills and so replaces it. */
-  private async killHungWorker(worker: WorkerHandle): Promise<void> {
+  /** Reconciles the pool we have with the pool we want, and carries the plan out. */
+  private manageWorkers(): void {
+    const plan = reconcile({
+      units: this.workers,
+      target: this.target,
+      now: Date.now(),
+      policy: this.policy(),
+      backOff: this.backOff,
+      stopping: this.stopping !== null,
+    });
+    for (const worker of plan.hung) void this.killHung(worker);
+    for (const worker of plan.overstayed) this.killOverstayed(worker);
+    for (const worker of plan.overMemory) this.retireOverMemory(worker);
+    for (let i = 0; i < plan.spawn; i++) if (!this.spawnWorker()) break; // the next attempt waits for the failure's back-off
+    for (const worker of plan.drain) this.drainWorker(worker);
+    if (this.stopping) {
+      if (this.workers.size === 0 && this.ticker) void this.shutDown();
+    } else if (!this.poolReadyOnce && plan.ready >= this.target) {
+      this.poolReadyOnce = true;
+      // The pid file names a master that serves: a USR2 successor takes it over only now.
+      if (this.settings.pid) fs.writeFileSync(this.settings.pid, `${process.pid}\n`);
+      if (this.target > 0) this.logger.info(`Ready: ${count(plan.ready, 'worker')} serving`);
+      else this.logger.info(`Ready: proxying to ${count(this.settings.upstream.length, 'upstream')}`);
+      notifyPredecessor(this.sources.env);
+      void this.hook('whenReady', this.masterInfo());
+    }
+  }
+
+  private policy(): Policy {
+    return { timeoutMs: this.settings.timeout * 1000, startGraceMs: START_GRACE_MS, maxMemoryBytes: this.settings.maxMemory * 2 ** 20 };
+  }
+
+  /** Silent past --timeout: logs where its JavaScript is stuck (file:line), then kills and so replaces it. */
+  private async killHung(worker: WorkerHandle): Promise<void> {
+    worker.condemn('hung');
     this.logger.critical(`WORKER TIMEOUT (pid:${worker.pid}): event loop silent for ${this.settings.timeout} s`);
     // Nothing more for it while its stack is read; what it was sent and never took goes elsewhere at its exit.
     this.balancer.remove(worker);
@@ -299,76 +330,17 @@ export class Arbiter {
     this.wake();
   }
 
-  private reapWorkers(): void {
-    for (const cause of this.failedSpawns.splice(0)) if (!this.stopping) this.onBootFailure(cause, null, ExitCode.bootFailure);
-    for (const { worker, code, signal } of this.exits.splice(0)) {
-      this.workers.delete(worker);
-      this.balancer.remove(worker);
-      const bootError = this.bootErrors.get(worker);
-      this.bootErrors.delete(worker);
-      void this.hook('childExit', this.masterInfo(), { ...workerInfo(worker), code, signal });
-      if (this.stopping) continue;
-      const unexpected = worker.state !== 'draining' && worker.killedWith === null;
-      this.lastExit = { pid: worker.pid, reason: worker.timedOut ? 'timeout' : describeExit(code, signal) };
-      if (unexpected || worker.timedOut) this.restarts++;
-      if (worker.state === 'booting' && !worker.retiring) {
-        const report = bootError ? describeBootError(bootError) : ` ${describeExit(code, signal)} before it was ready`;
-        this.onBootFailure(report, worker, bootError?.forkgate?.exitCode ?? ExitCode.bootFailure);
-      } else if (signal && worker.killedWith !== signal) {
-        const hint = signal === 'SIGKILL' ? ': perhaps out of memory?' : '';
-        this.logger.error(`Worker (pid:${worker.pid}) was killed by ${signal}${hint}`);
-      } else if (worker.state !== 'draining' && worker.killedWith === null) {
-        this.logger.error(`Worker (pid:${worker.pid}) ${describeExit(code, signal)}`);
-      } else {
-        this.logger.info(`Worker exited (pid:${worker.pid})`);
-      }
-    }
+  /** Still draining past its deadline (--graceful-timeout, or a quick stop's). */
+  private killOverstayed(worker: WorkerHandle): void {
+    worker.condemn('overstayed');
+    this.logger.warning(`Worker (pid:${worker.pid}) still busy after the stop deadline: killing it`);
+    worker.kill('SIGKILL');
   }
 
-  private manageWorkers(): void {
-    if (this.stopping) {
-      if (this.workers.size === 0 && this.ticker) void this.shutDown();
-      return;
-    }
-    const all = [...this.workers].sort((a, b) => a.id - b.id);
-    const serving = all.filter((worker) => worker.state !== 'draining' && !worker.retiring);
-
-    if (serving.length < this.target && Date.now() >= this.nextSpawnAt) {
-      // While a crash loop is recent, try one worker at a time.
-      const spawns = this.inCrashLoop() ? 1 : this.target - serving.length;
-      for (let i = 0; i < spawns; i++) {
-        const worker = this.spawnWorker();
-        if (!worker) break; // the next attempt waits for the failure to be handled (back-off)
-        serving.push(worker);
-      }
-    }
-    // TTOU: retire surplus workers, those still booting first (they serve nothing yet), then the oldest.
-    const surplus = serving.length - this.target;
-    if (surplus > 0) {
-      const byUsefulness = [...serving.filter((w) => w.state === 'booting').reverse(), ...serving.filter((w) => w.state === 'ready')];
-      for (const worker of byUsefulness.slice(0, surplus)) this.drainWorker(worker);
-      serving.splice(0, serving.length, ...serving.filter((worker) => worker.state !== 'draining'));
-    }
-
-    // Reload: each retiring worker drains once a fresh worker is ready to take its place, the ready ones
-    // newest first; one still booting serves nothing (a second HUP came before it was ready) and goes at
-    // once. A spent one (--max-requests) takes nothing more once any fresh worker serves, as Gunicorn's
-    // worker stops at its limit; the last one serving serves on until its replacement is ready.
-    const readyFresh = serving.filter((worker) => worker.state === 'ready').length;
-    const stillServing = all.filter((worker) => worker.retiring && worker.state !== 'draining');
-    const keepable = stillServing.filter((worker) => worker.state === 'ready' && !(worker.spent && readyFresh > 0));
-    const kept = keepable.slice(Math.max(0, keepable.length - (this.target - readyFresh))); // the newest
-    for (const worker of stillServing) if (!kept.includes(worker)) this.drainWorker(worker);
-
-    if (!this.poolReadyOnce && readyFresh >= this.target) {
-      this.poolReadyOnce = true;
-      // The pid file names a master that serves: a USR2 successor takes it over only now.
-      if (this.settings.pid) fs.writeFileSync(this.settings.pid, `${process.pid}\n`);
-      if (this.target > 0) this.logger.info(`Ready: ${count(readyFresh, 'worker')} serving`);
-      else this.logger.info(`Ready: proxying to ${count(this.settings.upstream.length, 'upstream')}`);
-      notifyPredecessor(this.sources.env);
-      void this.hook('whenReady', this.masterInfo());
-    }
+  /** Over --max-memory: it serves on until its replacement does. */
+  private retireOverMemory(worker: WorkerHandle): void {
+    this.logger.warning(`Worker (pid:${worker.pid}) uses ${Math.round(worker.rss / 2 ** 20)} MiB, over --max-memory: replacing it`);
+    worker.retire('over-memory');
   }
 
   // ---- workers ----
@@ -400,7 +372,7 @@ export class Arbiter {
       child.once('error', (error) => failed(describeSpawnFailure(error, settings.user)));
       return null;
     }
-    const worker = new WorkerHandle(id, this.generation, child);
+    const worker = new WorkerHandle(id, this.generation, child, Date.now());
     this.workers.add(worker);
     child.on('message', (message: unknown) => {
       if (isProtocolMessage<WorkerMessage>(message)) this.onWorkerMessage(worker, message);
@@ -422,12 +394,11 @@ export class Arbiter {
   }
 
   private onWorkerMessage(worker: WorkerHandle, message: WorkerMessage): void {
-    worker.lastHeartbeat = Date.now();
-    worker.heard = true;
+    worker.heartbeat(Date.now());
     switch (message.type) {
       case 'ready':
-        if (worker.state !== 'booting') return;
-        worker.state = 'ready';
+        if (!worker.ready(Date.now())) return;
+        this.backOff.reset(); // a worker booted: the crash loop, if any, is over
         worker.endpoints = message.endpoints;
         this.reloader?.watch(message.loadedFiles);
         this.logger.debug(`Worker (pid:${worker.pid}) ready, app shape: ${message.shape}`);
@@ -456,19 +427,15 @@ export class Arbiter {
         this.balancer.closed(worker, message.connections);
         return;
       case 'retire':
-        if (worker.retiring) return;
+        if (!worker.retire('spent')) return;
         this.logger.info(`Worker (pid:${worker.pid}) ${message.reason}: replacing it`);
-        worker.retiring = true;
-        worker.spent = true;
         this.wake();
         return;
     }
   }
 
   private drainWorker(worker: WorkerHandle): void {
-    if (worker.state === 'draining') return;
-    worker.state = 'draining';
-    worker.drainDeadline = Date.now() + this.settings.gracefulTimeout * 1000;
+    if (!worker.drain(Date.now() + this.settings.gracefulTimeout * 1000)) return;
     this.balancer.remove(worker);
     worker.send({ type: 'drain' });
   }
@@ -489,19 +456,8 @@ export class Arbiter {
     // The pool served before (a reload or respawn failed): keep what serves, retry with back-off.
     if (detail !== this.lastBootErrorShown) this.logger.error(report);
     this.lastBootErrorShown = detail;
-    this.backOff();
-  }
-
-  private inCrashLoop(): boolean {
-    return this.failures.count > 0 && Date.now() - this.failures.lastAt < RESET_MS;
-  }
-
-  private backOff(): void {
-    const now = Date.now();
-    this.failures = { count: this.inCrashLoop() ? this.failures.count + 1 : 1, lastAt: now };
-    const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** (this.failures.count - 1));
-    this.nextSpawnAt = now + delay;
-    this.logger.info(`Next worker start in ${delay} ms (failure ${this.failures.count} in a row)`);
+    const delay = this.backOff.failed(Date.now());
+    this.logger.info(`Next worker start in ${delay} ms (failure ${this.backOff.failures} in a row)`);
   }
 
   // ---- whole-pool operations ----
@@ -542,11 +498,10 @@ export class Arbiter {
     this.balancer.settingsChanged(this.settings);
     this.generation++;
     // New code deserves a fresh start: forget the back-off of the code it replaces.
-    this.failures = { count: 0, lastAt: 0 };
-    this.nextSpawnAt = 0;
+    this.backOff.reset();
     await this.hook('onReload', this.masterInfo());
     if (!this.frontsUpstreams) this.setTarget(next.workers);
-    for (const worker of this.workers) worker.retiring = true;
+    for (const worker of this.workers) worker.retire('reload');
     this.logger.info(`Reloading: generation ${this.generation} with ${count(this.target, 'worker')}`);
     this.wake();
   }
@@ -588,8 +543,7 @@ export class Arbiter {
       });
     } else {
       for (const worker of this.workers) {
-        worker.state = 'draining';
-        worker.drainDeadline = Date.now() + QUICK_STOP_MS;
+        worker.drain(Date.now() + QUICK_STOP_MS);
         worker.kill('SIGQUIT');
       }
     }
@@ -666,7 +620,7 @@ export class Arbiter {
   private adminActions(): AdminActions {
     // With --upstream there are no workers: serving means an upstream in rotation.
     const serving = () =>
-      this.frontsUpstreams ? this.balancer.load().backends.length > 0 : [...this.workers].some((worker) => worker.state === 'ready');
+      this.frontsUpstreams ? this.balancer.load().backends.length > 0 : [...this.workers].some((worker) => worker.serves);
     return {
       healthy: serving,
       ready: () => !this.leaving && this.poolReadyOnce && serving(),
@@ -699,11 +653,10 @@ export class Arbiter {
           pid: worker.pid,
           id: worker.id,
           generation: worker.generation,
-          state: worker.state,
-          retiring: worker.retiring,
+          ...statusState(worker),
           ...worker.stats,
           rssBytes: worker.rss,
-          uptimeSeconds: Math.round((now - worker.spawnedAt) / 1000),
+          uptimeSeconds: Math.round((now - worker.startedAt) / 1000),
         })),
     };
   }
@@ -752,6 +705,12 @@ function readPid(file: string): number | null {
   } catch {
     return null;
   }
+}
+
+/** /status keeps retiring apart from the state: a retiring worker reads as ready (or booting) and retiring. */
+function statusState(worker: WorkerHandle): { state: string; retiring: boolean } {
+  if (worker.state !== 'retiring') return { state: worker.state, retiring: false };
+  return { state: worker.readyAt === null ? 'booting' : 'ready', retiring: true };
 }
 
 function workerInfo(worker: WorkerHandle): WorkerInfo {

@@ -1,8 +1,9 @@
 /**
  * The units of a worker process with --threads: N worker_threads, each a full serving unit with its own
- * event loop and copy of the app (JavaScript runs in parallel: there is no GIL). Supervised here as the
- * arbiter supervises processes: a thread that dies or hangs past --timeout is replaced, a thread that
- * reached --max-requests is drained once its replacement is ready.
+ * event loop and copy of the app (JavaScript runs in parallel: there is no GIL). Supervised by the same
+ * rules as the arbiter's processes (src/supervisor/): a thread that dies or hangs past --timeout is
+ * replaced, one that fails to boot is retried with back-off, one that reached --max-requests is drained
+ * once a fresh one serves.
  */
 import { getAsset, isSea } from 'node:sea';
 import { Worker as Thread } from 'node:worker_threads';
@@ -10,19 +11,23 @@ import type { Settings } from '../config/settings.ts';
 import { describeBootError, heartbeatInterval, NO_TRAFFIC, revivedError } from '../ipc/messages.ts';
 import type { FromThreadMessage, SerializedError, ThreadData, ToThreadMessage, WorkerStats } from '../ipc/messages.ts';
 import type { Logger } from '../log/logger.ts';
+import { reconcile } from '../supervisor/reconcile.ts';
+import { BootBackOff, Unit } from '../supervisor/unit.ts';
 import type { AppShape } from './app-loader.ts';
 import type { UnitBoot, Units } from './unit-runner.ts';
 
-interface ServingThread {
+class ServingThread extends Unit {
   readonly thread: Thread;
-  /** thread.threadId, kept: it reads -1 once the thread has exited. */
-  readonly id: number;
-  state: 'booting' | 'ready' | 'draining';
-  retiring: boolean;
-  lastHeartbeat: number;
-  stats: WorkerStats;
+  stats: WorkerStats = NO_TRAFFIC;
   /** Proxy plan: the thread's unix socket, once it is ready. */
-  endpoint: string | null;
+  endpoint: string | null = null;
+  bootError: SerializedError | null = null;
+
+  constructor(thread: Thread, now: number) {
+    // threadId grows with every thread started, and is kept: it reads -1 once the thread has exited.
+    super(thread.threadId, now);
+    this.thread = thread;
+  }
 }
 
 export class ThreadPool implements Units {
@@ -37,6 +42,10 @@ export class ThreadPool implements Units {
   private readonly onEndpointsChanged: (endpoints: string[]) => void;
   /** The endpoints the proxy was last told of (the worker's ready message tells the first ones). */
   private publishedEndpoints: readonly string[] = [];
+  private readonly backOff = new BootBackOff();
+  private lastBootErrorShown: string | null = null;
+  /** Set while the back-off holds a start: the pool looks again then. */
+  private wakeTimer: NodeJS.Timeout | null = null;
 
   constructor(boot: UnitBoot, logger: Logger, onEndpointsChanged: (endpoints: string[]) => void) {
     this.boot = boot;
@@ -49,8 +58,8 @@ export class ThreadPool implements Units {
     const promise = new Promise<AppShape>((resolve, reject) => {
       this.started = { resolve, reject: (error) => reject(revivedError(error)) };
     });
-    this.manage();
-    setInterval(() => this.murderThreads(), heartbeatInterval(this.settings.timeout)).unref();
+    this.supervise();
+    setInterval(() => this.supervise(), heartbeatInterval(this.settings.timeout)).unref();
     return promise;
   }
 
@@ -73,7 +82,7 @@ export class ThreadPool implements Units {
 
   endpoints(): string[] {
     const endpoints: string[] = [];
-    for (const { state, endpoint } of this.threads) if (state === 'ready' && endpoint) endpoints.push(endpoint);
+    for (const serving of this.threads) if (serving.serves && serving.endpoint) endpoints.push(serving.endpoint);
     return endpoints;
   }
 
@@ -91,91 +100,103 @@ export class ThreadPool implements Units {
 
   flushLogs(): void {} // each thread flushes its own access log before it ends
 
-  /** Keeps `threads` units that are neither retiring nor draining; drains retiring ones as fresh ones are ready. */
-  private manage(): void {
-    if (this.draining) return;
-    const all = [...this.threads];
-    const serving = all.filter((t) => t.state !== 'draining' && !t.retiring);
-    for (let i = serving.length; i < this.settings.threads; i++) serving.push(this.spawnThread());
-    const readyFresh = serving.filter((t) => t.state === 'ready').length;
-    if (this.started && readyFresh === this.settings.threads) {
+  /**
+   * Reconciles the threads there are with the `threads` wanted, and carries the plan out. Threads have
+   * no drain deadline (the process's --graceful-timeout covers them) and no memory of their own.
+   */
+  private supervise(): void {
+    const plan = reconcile({
+      units: this.threads,
+      target: this.settings.threads,
+      now: Date.now(),
+      policy: { timeoutMs: this.settings.timeout * 1000, startGraceMs: 0, maxMemoryBytes: 0 },
+      backOff: this.backOff,
+      stopping: this.draining,
+    });
+    for (const serving of plan.hung) this.terminateHung(serving);
+    for (let i = 0; i < plan.spawn; i++) this.spawnThread();
+    for (const serving of plan.drain) this.drainThread(serving);
+    if (plan.startAt !== null) this.wakeAt(plan.startAt);
+    if (this.started && plan.ready === this.settings.threads) {
       this.started.resolve(this.shape!);
       this.started = null;
       this.publishedEndpoints = this.endpoints();
     }
-    const retiring = all.filter((t) => t.retiring && t.state !== 'draining');
-    const keep = Math.max(0, this.settings.threads - readyFresh);
-    for (const serving of retiring.slice(0, Math.max(0, retiring.length - keep))) this.drainThread(serving);
   }
 
-  private spawnThread(): ServingThread {
+  private wakeAt(time: number): void {
+    if (this.wakeTimer) return;
+    this.wakeTimer = setTimeout(() => {
+      this.wakeTimer = null;
+      this.supervise();
+    }, time - Date.now()).unref();
+  }
+
+  private spawnThread(): void {
     const data: ThreadData = { role: 'forkgate-thread', boot: this.boot };
     const thread = new Thread(threadEntry(), { workerData: data, eval: isSea() });
-    const serving: ServingThread = {
-      thread,
-      id: thread.threadId,
-      state: 'booting',
-      retiring: false,
-      lastHeartbeat: Date.now(),
-      stats: NO_TRAFFIC,
-      endpoint: null,
-    };
+    const serving = new ServingThread(thread, Date.now());
     this.threads.add(serving);
     thread.on('message', (message: FromThreadMessage) => this.onMessage(serving, message));
     thread.on('error', (error) => this.logger.error(`Thread ${serving.id} crashed`, error));
     thread.on('exit', (code) => this.onExit(serving, code));
-    return serving;
   }
 
   private onMessage(serving: ServingThread, message: FromThreadMessage): void {
-    serving.lastHeartbeat = Date.now();
+    serving.heartbeat(Date.now());
     switch (message.type) {
       case 'ready':
-        serving.state = 'ready';
+        if (!serving.ready(Date.now())) return;
+        this.backOff.reset(); // a thread booted: the crash loop, if any, is over
         serving.endpoint = message.endpoint;
         this.shape = message.shape;
         this.logger.debug(`Thread ${serving.id} ready`);
-        this.manage();
+        this.supervise();
         this.publishEndpoints();
         return;
       case 'heartbeat':
         serving.stats = message.stats;
         return;
       case 'retire':
+        if (!serving.retire('spent')) return;
         this.logger.info(`Thread ${serving.id} ${message.reason}: replacing it`);
-        serving.retiring = true;
-        return this.manage();
+        return this.supervise();
       case 'boot-error':
+        serving.bootError = message.error;
         // Before the pool first served, the whole worker fails to boot and the master reports it once.
-        if (this.started) this.started.reject(message.error);
-        else this.logger.error(`Thread failed to boot:${describeBootError(message.error)}`);
+        this.started?.reject(message.error);
         return;
     }
   }
 
   private onExit(serving: ServingThread, code: number): void {
+    const exit = serving.exited({ code });
     this.threads.delete(serving);
     this.publishEndpoints();
     if (this.draining) {
       if (this.threads.size === 0) this.onDrained?.();
       return;
     }
-    if (this.started) return; // the boot error already failed the worker
-    if (serving.state !== 'draining' || code !== 0) this.logger.error(`Thread ${serving.id} exited with code ${code}: replacing it`);
-    this.manage();
+    if (this.started && serving.bootError) return; // it failed the worker's boot
+    if (exit.cause === 'boot-failure') this.onBootFailure(serving, code);
+    else if (exit.cause !== 'drained') this.logger.error(`Thread ${serving.id} exited with code ${code}: replacing it`);
+    this.supervise();
   }
 
-  private murderThreads(): void {
-    const timeoutMs = this.settings.timeout * 1000;
-    if (timeoutMs === 0) return;
-    for (const serving of this.threads) {
-      if (serving.state !== 'draining' && Date.now() - serving.lastHeartbeat > timeoutMs) {
-        this.logger.critical(`THREAD TIMEOUT (thread ${serving.id}): event loop silent for ${this.settings.timeout} s`);
-        serving.state = 'draining'; // not judged again; its exit brings a replacement
-        this.publishEndpoints();
-        void serving.thread.terminate();
-      }
-    }
+  /** The threads that serve go on; the next start waits. */
+  private onBootFailure(serving: ServingThread, code: number): void {
+    const detail = serving.bootError ? describeBootError(serving.bootError) : ` exited with code ${code} before it was ready`;
+    if (detail !== this.lastBootErrorShown) this.logger.error(`Thread failed to boot:${detail}`);
+    this.lastBootErrorShown = detail;
+    const delay = this.backOff.failed(Date.now());
+    this.logger.info(`Next thread start in ${delay} ms (failure ${this.backOff.failures} in a row)`);
+  }
+
+  private terminateHung(serving: ServingThread): void {
+    serving.condemn('hung');
+    this.logger.critical(`THREAD TIMEOUT (thread ${serving.id}): event loop silent for ${this.settings.timeout} s`);
+    this.publishEndpoints();
+    void serving.thread.terminate();
   }
 
   /** Tells the proxy (--balance proxy) which threads take requests, when that changed; a draining pool takes none. */
@@ -189,8 +210,7 @@ export class ThreadPool implements Units {
   }
 
   private drainThread(serving: ServingThread): void {
-    if (serving.state === 'draining') return;
-    serving.state = 'draining';
+    if (!serving.drain(Infinity)) return;
     // The proxy stops sending to it first, then it finishes what it has.
     this.publishEndpoints();
     serving.thread.postMessage({ type: 'drain' } satisfies ToThreadMessage);

@@ -86,7 +86,7 @@ export class RoundRobinBalancer implements Balancer {
 
   remove(worker: WorkerHandle): void {
     this.dropFromRotation(worker);
-    // A draining worker still answers for what it was sent; only a dead one's connections are taken back.
+    // A draining worker still answers for what it was sent; only a dead one's connections are reclaimed.
     // Dead is its exit status, not its IPC channel, which may still read as open when 'exit' comes.
     const { child } = worker;
     if (child.exitCode === null && child.signalCode === null && child.connected) return;
@@ -97,7 +97,7 @@ export class RoundRobinBalancer implements Balancer {
   }
 
   accepted(worker: WorkerHandle, seq: number, ok: boolean, connections: number): void {
-    const socket = this.takeBack(worker, seq);
+    const socket = this.reclaim(worker, seq);
     if (!socket) return;
     if (ok) {
       this.reported.set(worker, connections);
@@ -156,7 +156,7 @@ export class RoundRobinBalancer implements Balancer {
     worker.send({ type: 'connection', seq }, socket, (error) => {
       if (!error) return;
       this.dropFromRotation(worker);
-      const returned = this.takeBack(worker, seq);
+      const returned = this.reclaim(worker, seq);
       if (returned) this.distribute(returned);
     });
   }
@@ -167,7 +167,8 @@ export class RoundRobinBalancer implements Balancer {
     if (index >= 0) this.ready.splice(index, 1);
   }
 
-  private takeBack(worker: WorkerHandle, seq: number): net.Socket | undefined {
+  /** The master's copy of a connection sent to the worker, no longer waiting for its acknowledgement. */
+  private reclaim(worker: WorkerHandle, seq: number): net.Socket | undefined {
     const pending = this.unacknowledged.get(worker);
     const socket = pending?.get(seq);
     pending?.delete(seq);
