@@ -1,4 +1,4 @@
-// The proxy's hop client (src/proxy/hop.ts) against a raw server that sends canned responses one byte
+// The proxy's hop client (src/hop/pool.ts) against a raw server that sends canned responses one byte
 // per write: every framing the parser takes, split at every boundary, on one reused connection; and the
 // responses it must refuse.
 import assert from 'node:assert/strict';
@@ -7,7 +7,7 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { HopPool, type ResponseHead } from '../src/proxy/hop.ts';
+import { HopPool, type ResponseHead } from '../src/hop/pool.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-hop-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));

@@ -7,7 +7,7 @@ import { isSea } from 'node:sea';
 import { BIND_FORMS, formatBindAddress, parseBindAddress, type BindAddress } from './bind.ts';
 import { DEFAULT_ACCESS_LOG_FORMAT } from '../log/access-log.ts';
 import { HOOK_NAMES, type HookName, type Hooks } from '../hooks.ts';
-import { addressListProblem } from '../edge/addresses.ts';
+import { addressListProblem } from './addresses.ts';
 
 /** How the CLI parses a flag: a value, an on/off switch, a value that may be repeated; hooks have none. */
 export type FlagKind = 'string' | 'boolean' | 'list' | 'hook';

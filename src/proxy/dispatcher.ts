@@ -9,12 +9,12 @@
  * Requests already sent to a unit when it got stuck would still wait for it: a unit takes several at
  * once (from as many pooled connections) and runs them one after another. So those it has not started
  * are taken back and sent to a unit making progress. Not the oldest (the one it is most likely busy
- * with), not one it confirmed started (src/edge/internal-hop.ts), and only from a unit of forkgate's own,
+ * with), not one it confirmed started (src/hop/protocol.ts), and only from a unit of forkgate's own,
  * which puts aside a request it reads after it was taken back: each request runs once. Only requests a
  * client may repeat (GET, HEAD, ...) are taken back, in case a unit read one just as it was.
  */
 import type { BalancerLoad } from '../master/balance/balancer.ts';
-import { HopPool, type HopTarget } from './hop.ts';
+import { HopPool, type HopTarget } from '../hop/pool.ts';
 
 const STUCK_MS = 4;
 

@@ -7,12 +7,12 @@
  */
 import type * as http from 'node:http';
 import type * as net from 'node:net';
-import { encodeClient, PEER_HEADER } from '../edge/internal-hop.ts';
+import { encodeClient, PEER_HEADER } from '../hop/protocol.ts';
 import { OVER_LIMIT } from '../edge/refusal.ts';
 import type { Logger } from '../log/logger.ts';
 import type { RecurringWarning } from '../log/recurring.ts';
 import type { Backend, Dispatcher, QueueRefusal } from './dispatcher.ts';
-import type { HopRequest, ResponseHead } from './hop.ts';
+import type { HopRequest, ResponseHead } from '../hop/pool.ts';
 
 /** Headers of one connection, not of the message (RFC 9110 §7.6.1), and those meant for this proxy. */
 const HOP_BY_HOP = new Set([

@@ -11,7 +11,7 @@ import type { Logger } from '../log/logger.ts';
 import { Dispatcher, type Backend } from './dispatcher.ts';
 import { declaresBody, Exchange, type ExchangeContext } from './exchange.ts';
 import { openTunnel } from './tunnel.ts';
-import { hopConnectionCount } from './hop.ts';
+import { hopConnectionCount } from '../hop/pool.ts';
 import { refuseConnection } from '../edge/refusal.ts';
 import { connectionBudget } from '../config/descriptors.ts';
 import { count } from '../log/count.ts';

@@ -8,10 +8,10 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type * as net from 'node:net';
-import { encodeClient, PEER_HEADER } from '../edge/internal-hop.ts';
+import { encodeClient, PEER_HEADER } from '../hop/protocol.ts';
 import type { Backend } from './dispatcher.ts';
 import { forwardedHeaders } from './exchange.ts';
-import type { ResponseHead } from './hop.ts';
+import type { ResponseHead } from '../hop/pool.ts';
 
 const ONLY_OURS = new Set([PEER_HEADER]);
 /** A declined upgrade's answer is relayed close-delimited: these framing headers no longer apply. */

@@ -10,7 +10,7 @@
  * 204 and 304; interim 1xx responses skipped. Anything else is an error: the request fails with 502.
  */
 import * as net from 'node:net';
-import { WITHDRAWAL } from '../edge/internal-hop.ts';
+import { WITHDRAWAL } from './protocol.ts';
 
 /** Largest response head accepted (status line and header fields). */
 const MAX_HEAD_BYTES = 64 * 1024;
@@ -82,7 +82,7 @@ export interface HopRequest {
   /** The client left: drop the connection (its response can no longer be relayed, nor the connection reused). */
   abort(): void;
   /**
-   * Takes the request back from a unit of forkgate's (src/edge/internal-hop.ts): a withdrawal follows it
+   * Takes the request back from a unit of forkgate's (src/hop/protocol.ts): a withdrawal follows it
    * on the connection; the two answers are read and dropped, and the connection goes back to the pool.
    * Returns false, doing nothing, once any byte of the response has come or if the request is not
    * fully written.

@@ -18,7 +18,7 @@
 import { X509Certificate } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import type { ProxiedPeer } from './proxy-protocol.ts';
+import type { ProxiedPeer } from '../edge/proxy-protocol.ts';
 
 export const PEER_HEADER = 'x-forkgate-peer';
 
