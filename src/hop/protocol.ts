@@ -15,7 +15,6 @@
  * of that read is parsed: if a withdrawal followed it (the unit was busy while both came), both are
  * answered 204 without the app, and the proxy drops the answers.
  */
-import { X509Certificate } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { ProxiedPeer } from '../edge/proxy-protocol.ts';
@@ -72,45 +71,4 @@ export function decodeClient(value: string): HopClient | null {
     peer,
     tls: tls === 'tls' ? { authorized: authorized === 'authorized', certificate: certificate || null } : null,
   };
-}
-
-/**
- * The client's certificate as TLSSocket.getPeerCertificate() shows it, for the fields of the certificate
- * itself (no issuer chain, no public key details); {} when the client sent none.
- */
-export function peerCertificate(certificate: string | null): object {
-  const x509 = peerX509Certificate(certificate);
-  if (!x509) return {};
-  return {
-    subject: distinguishedName(x509.subject),
-    issuer: distinguishedName(x509.issuer),
-    subjectaltname: x509.subjectAltName,
-    ca: x509.ca,
-    valid_from: x509.validFrom,
-    valid_to: x509.validTo,
-    fingerprint: x509.fingerprint,
-    fingerprint256: x509.fingerprint256,
-    fingerprint512: x509.fingerprint512,
-    serialNumber: x509.serialNumber,
-    raw: x509.raw,
-  };
-}
-
-/** The client's certificate as TLSSocket.getPeerX509Certificate() gives it; undefined when it sent none. */
-export function peerX509Certificate(certificate: string | null): X509Certificate | undefined {
-  return certificate ? new X509Certificate(Buffer.from(certificate, 'base64')) : undefined;
-}
-
-/** "CN=client\nO=acme" (X509Certificate) → { CN: 'client', O: 'acme' }; a repeated key gives an array. */
-function distinguishedName(text: string): Record<string, string | string[]> {
-  const name: Record<string, string | string[]> = Object.create(null);
-  for (const line of text.split('\n')) {
-    const at = line.indexOf('=');
-    if (at <= 0) continue;
-    const key = line.slice(0, at);
-    const value = line.slice(at + 1);
-    const known = name[key];
-    name[key] = known === undefined ? value : [...(Array.isArray(known) ? known : [known]), value];
-  }
-  return name;
 }

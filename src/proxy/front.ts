@@ -6,7 +6,8 @@
 import * as http from 'node:http';
 import type * as net from 'node:net';
 import type { Settings } from '../config/settings.ts';
-import { Edge, markListening } from '../edge/edge.ts';
+import { markListening } from '../edge/app-server.ts';
+import { Edge } from '../edge/edge.ts';
 import type { Logger } from '../log/logger.ts';
 import { Dispatcher, type Backend } from './dispatcher.ts';
 import { declaresBody, Exchange, type ExchangeContext } from './exchange.ts';
