@@ -10,7 +10,7 @@
  * 204 and 304; interim 1xx responses skipped. Anything else is an error: the request fails with 502.
  */
 import * as net from 'node:net';
-import { WITHDRAWAL } from './protocol.ts';
+import { STUCK_MS, WITHDRAWAL } from './protocol.ts';
 
 /** Largest response head accepted (status line and header fields). */
 const MAX_HEAD_BYTES = 64 * 1024;
@@ -126,6 +126,15 @@ export class HopPool {
       connection = opened;
     }
     return connection.send(head, expectBody, handler);
+  }
+
+  /**
+   * For a stuck unit: offers back the requests waiting behind the one it is most likely busy with (the
+   * oldest), those sent STUCK_MS ago or more. Each request's handler decides whether it goes.
+   */
+  takeBackWaiting(now: number): void {
+    const [, ...waiting] = this.unanswered();
+    for (const { sentAt, handler } of waiting) if (now - sentAt >= STUCK_MS) handler.takeBack?.();
   }
 
   /** The requests out on this pool with nothing of their response back yet, oldest first. */

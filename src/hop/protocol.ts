@@ -1,28 +1,27 @@
 /**
- * The hop from forkgate's proxy (the master, --balance proxy) to a serving unit, over a private unix
- * socket. One pooled connection carries requests of many clients in turn, so the client cannot travel
- * as a PROXY header (one per connection): it travels as a request header only the proxy sets and the
- * unit removes before the app sees the request. It says who the client is, whether it came over TLS and
- * with which certificate, so the app reads req.socket.remoteAddress, .encrypted, .authorized and
- * .getPeerCertificate() as in the other modes.
- *
- * It also says when the proxy sent the request. The proxy may take back a request a busy unit has not
- * started (src/proxy/dispatcher.ts): it sends WITHDRAWAL on the same connection, right behind it, and
- * the request to another unit. A request the unit has in hand is confirmed with an interim 102, after
- * which the proxy does not take it back: at once if the unit reads it late (a busy unit reads most
- * requests late, and the one it then runs is what it will be busy with), else when its handler returns
- * without answering (it awaits something). A request read late is also looked at again once the rest
- * of that read is parsed: if a withdrawal followed it (the unit was busy while both came), both are
- * answered 204 without the app, and the proxy drops the answers.
+ * What travels on the hop from the proxy to a unit besides plain HTTP/1.1: each request's client (a
+ * pooled connection carries many, so no PROXY header can name it) and when it was sent, the withdrawal
+ * that takes a request back, and the timings both sides keep (docs/architecture.md, "proxy").
  */
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { ProxiedPeer } from '../edge/proxy-protocol.ts';
 
+/** Set by the proxy on requests to its own units only, removed by the unit before the app sees them. */
 export const PEER_HEADER = 'x-forkgate-peer';
 
-/** A request read this long after the proxy sent it may have been taken back meanwhile. */
-export const LATE_MS = 2;
+/**
+ * A unit with requests in flight that has shown no progress (answered, started answering or confirmed
+ * one) for this long is stuck: the proxy ranks it last and takes back what has waited on it this long.
+ */
+export const STUCK_MS = 4;
+
+/**
+ * A request read this long after it was sent may have been taken back meanwhile: the unit confirms it
+ * and looks again before running it. Below STUCK_MS by more than Date.now()'s millisecond steps, so
+ * every request the proxy may have taken back reads as late.
+ */
+export const LATE_MS = STUCK_MS / 2;
 
 export const WITHDRAWAL_HEADER = 'x-forkgate-withdrawal';
 /** Takes back the request before it on the connection, if the unit has not started it. */
