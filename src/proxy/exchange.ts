@@ -81,7 +81,7 @@ export class Exchange {
   /** Tries on new connections that a backend reset with the request unread (see MAX_UNREAD_TRIES). */
   private unreadTries = 0;
   /** When the request first asked for a unit: --queue-timeout bounds its whole wait, retries included. */
-  private waitingSince = 0;
+  private waitingSince: number | null = null;
   /** Taken back from a stuck unit: once, so that no request chases busy units around. */
   private takenBack = false;
 
@@ -132,7 +132,7 @@ export class Exchange {
   /** Waits for a unit (or takes one now); after an attempt on `previous`, another if there is one. */
   private dispatch(previous?: Backend): void {
     if (this.clientGone) return;
-    this.waitingSince ||= performance.now();
+    this.waitingSince ??= this.context.dispatcher.clock.now();
     this.cancelWait = this.context.dispatcher.acquire(
       (backend) => this.send(backend),
       (reason) => this.refuse(reason),
