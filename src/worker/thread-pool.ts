@@ -10,7 +10,7 @@ import type { Settings } from '../config/settings.ts';
 import { describeBootError, heartbeatInterval, NO_TRAFFIC, revivedError } from '../ipc/messages.ts';
 import type { FromThreadMessage, SerializedError, ThreadData, ToThreadMessage, WorkerStats } from '../ipc/messages.ts';
 import type { Logger } from '../log/logger.ts';
-import type { AppShape } from './app-loader.ts';
+import type { AppShape } from '../ipc/messages.ts';
 import type { UnitBoot, Units } from './unit-runner.ts';
 
 interface ServingThread {
