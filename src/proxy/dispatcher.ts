@@ -4,7 +4,6 @@
  * has not started is taken back (docs/architecture.md, "proxy"). When every unit is at capacity,
  * requests wait here, first come first served, within --queue-limit and --queue-timeout.
  */
-import type { BalancerLoad } from '../master/balance/balancer.ts';
 import { HopPool, type HopTarget } from '../hop/pool.ts';
 import { STUCK_MS } from '../hop/protocol.ts';
 import { realClock, type Clock, type Timeout } from './clock.ts';
@@ -32,6 +31,14 @@ export interface Backend {
 /** A backend as it enters rotation: nothing in flight, nothing answered yet. */
 export function newBackend(name: string, target: HopTarget, capacity: number, ours: boolean): Backend {
   return { name, target, pool: new HopPool(target), capacity, ours, inFlight: 0, lastProgressAt: 0, answered: false, takenBack: 0 };
+}
+
+/** A backend in rotation, as /status shows it. */
+export interface BackendLoad {
+  readonly name: string;
+  readonly inFlight: number;
+  readonly capacity: number;
+  readonly takenBack: number;
 }
 
 export type QueueRefusal = 'queue full' | 'queue timeout' | 'stopping';
@@ -80,7 +87,7 @@ export class Dispatcher {
   }
 
   /** For /status: what waits here, and each backend in rotation with its requests in flight. */
-  load(): BalancerLoad {
+  load(): { readonly queued: number; readonly backends: readonly BackendLoad[] } {
     return {
       queued: this.queue.length,
       backends: this.backends.map(({ name, inFlight, capacity, takenBack }) => ({ name, inFlight, capacity, takenBack })),
