@@ -12,6 +12,7 @@ import { prepareRequestHeaders } from '../edge/request-headers.ts';
 import { presentClient } from './client-socket.ts';
 import { decodeClient, LATE_MS, PEER_HEADER, WITHDRAWAL_HEADER, type HopClient } from './protocol.ts';
 
+/** The front enforced the limits; the unit's parser takes whatever it passed on. */
 const NO_LIMITS = { limitRequestLine: 0, limitRequestFields: 0, limitRequestFieldSize: 0, limitRequestBody: 0, headersTimeout: 0 };
 
 export class UnitSide {
