@@ -90,9 +90,9 @@ export class ServingUnit {
 
     server.keepAliveTimeout = settings.keepAlive * 1000;
     server.prependListener('request', (req, res) => this.onRequest(req, res));
-    const edge = options.internalHop ? new UnitSide(server) : new Edge(server, settings, options.logger);
+    const entry = options.internalHop ? new UnitSide(server) : new Edge(server, settings, options.logger);
     const idle = this.idle;
-    this.gate = new ConnectionGate(workerClass.connectionLimit, (socket) => edge.accept(socket), idle && (() => idle.closeIdleLongest()));
+    this.gate = new ConnectionGate(workerClass.connectionLimit, (socket) => entry.accept(socket), idle && (() => idle.closeIdleLongest()));
     if (idle) server.on('connection', (socket: Socket) => idle.track(socket));
     markListening(server, options.appAddress);
   }
