@@ -50,7 +50,7 @@ test('the least busy backend takes the request, wherever the rotation stands', (
   const { dispatcher, backends: [a, b] } = setup(2, 4);
   assert.deepEqual(names([ask(dispatcher), ask(dispatcher), ask(dispatcher)]), ['a', 'b', 'a']);
   dispatcher.release(b!);
-  assert.deepEqual(names([ask(dispatcher), ask(dispatcher)]), ['b', 'b'], 'b had none in flight, then one to a’s two');
+  assert.deepEqual(names([ask(dispatcher), ask(dispatcher)]), ['b', 'b'], 'b had none in flight, then one to the two of a');
   assert.deepEqual([a!.inFlight, b!.inFlight], [2, 2]);
 });
 
