@@ -1,4 +1,4 @@
-// The proxy's hop client (src/proxy/hop.ts) against a raw server that sends canned responses one byte
+// The proxy's hop client (src/hop/pool.ts) against a raw server that sends canned responses one byte
 // per write: every framing the parser takes, split at every boundary, on one reused connection; and the
 // responses it must refuse.
 import assert from 'node:assert/strict';
@@ -7,7 +7,8 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { HopPool, type ResponseHead } from '../src/proxy/hop.ts';
+import { HopPool, type ResponseHead } from '../src/hop/pool.ts';
+import { STUCK_MS } from '../src/hop/protocol.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-hop-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
@@ -293,5 +294,64 @@ test('withdraw is refused once any byte of the answer has come', async () => {
   } finally {
     pool.close();
     server.close();
+  }
+});
+
+test('a stuck unit is asked back for the requests behind its oldest unanswered one, sent long enough ago and not confirmed', async () => {
+  const path = join(scratch, 'take-back.sock');
+  const seen: string[] = [];
+  let onSeen = () => {};
+  const sockets: net.Socket[] = [];
+  const server = net.createServer((socket) => {
+    sockets.push(socket);
+    socket.on('data', (chunk) => {
+      const target = chunk.toString('latin1').split(' ')[1]!;
+      seen.push(target);
+      // The unit has it in hand: it says so, and answers later (never, here).
+      if (target === '/confirmed') socket.write('HTTP/1.1 102 Processing\r\n\r\n');
+      onSeen();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  const pool = new HopPool({ socketPath: path });
+  const offered: string[] = [];
+  let confirmed = () => {};
+  const send = (target: string) =>
+    new Promise<void>((resolve) => {
+      onSeen = resolve;
+      pool
+        .request(Buffer.from(`GET ${target} HTTP/1.1\r\nHost: x\r\n\r\n`), true, {
+          onInterim: () => confirmed(),
+          takeBack: () => (offered.push(target), false),
+          onHead: () => {},
+          onData: () => {},
+          onEnd: () => {},
+          onError: () => {},
+        })
+        .end();
+    });
+  try {
+    // One after another, each seen by the unit before the next goes: their order is certain.
+    await send('/oldest');
+    await send('/waiting');
+    const interim = new Promise<void>((resolve) => (confirmed = resolve));
+    await send('/confirmed');
+    await interim;
+    await send('/young');
+    assert.deepEqual(seen, ['/oldest', '/waiting', '/confirmed', '/young']);
+    const unanswered = pool.unanswered();
+    assert.equal(unanswered.length, 3, 'the confirmed request is not waiting for its answer');
+    const [, waiting, young] = unanswered;
+    pool.takeBackWaiting(waiting!.sentAt + STUCK_MS - 0.001);
+    assert.deepEqual(offered, [], `none sent ${STUCK_MS} ms ago yet`);
+    pool.takeBackWaiting(young!.sentAt + STUCK_MS - 0.001);
+    assert.deepEqual(offered, ['/waiting'], `only the one sent ${STUCK_MS} ms ago, never the oldest`);
+    offered.length = 0;
+    pool.takeBackWaiting(young!.sentAt + STUCK_MS);
+    assert.deepEqual(offered, ['/waiting', '/young']);
+  } finally {
+    pool.close();
+    server.close();
+    for (const socket of sockets) socket.destroy();
   }
 });

@@ -84,86 +84,30 @@ test('least busy: while one worker spins on the CPU, every quick request goes to
   }
 });
 
-test('requests already sent to a unit when it starts to spin are taken back and answered by the other unit', async () => {
+test('requests sent to a unit before it started to spin are taken back and answered by the other unit', async () => {
   const admin = join(scratch, 'taken-back-admin.sock');
-  const forkgate = await start(['-w', '2', '--log-level', 'debug', '--admin-bind', `unix:${admin}`, ...proxyArgs(PROXY)]);
+  const args = ['-w', '2', '--worker-connections', '3', '--log-level', 'debug', '--admin-bind', `unix:${admin}`];
+  const forkgate = await start([...args, ...proxyArgs(PROXY)]);
   const log = join(scratch, 'taken-back.log');
-  const agents = Array.from({ length: 8 }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }));
   try {
-    // Quick requests from 8 connections all along. Among them, on a connection of its own, the spin
-    // and 8 quick requests pipelined behind it: the master reads them in that order and spreads them
-    // over the two units at once, so some are sent to the spinning unit before it can be seen stuck,
-    // however loaded the machine. (Their answers come back behind the spin's, on that connection.)
-    const ids: number[] = [];
-    const nextId = () => (ids.push(ids.length), ids.length - 1);
-    const logged = (id: number) => `/logged?id=${id}&log=${log}`;
-    const spinDone = { value: false };
-    let spin: Promise<string> | null = null;
-    const took = new Map<number, number>();
-    await Promise.all(
-      agents.map(async (agent) => {
-        while (!spinDone.value && ids.length < 3000) {
-          if (ids.length === 100 && !spin) {
-            const burst = Array.from({ length: 8 }, (_, i) => `GET ${logged(nextId())} HTTP/1.1\r\nHost: x\r\n${i === 7 ? 'Connection: close\r\n' : ''}\r\n`);
-            spin = exchange(forkgate.url, `GET /spin?ms=1500&log=${log} HTTP/1.1\r\nHost: x\r\n\r\n${burst.join('')}`)
-              .then(({ received }) => received)
-              .finally(() => (spinDone.value = true));
-          }
-          const id = nextId();
-          const began = Date.now();
-          const reply = await request(`${forkgate.url}${logged(id)}`, { agent });
-          assert.equal(reply.status, 200);
-          took.set(id, Date.now() - began);
-        }
-      }),
-    );
-    const pipelined = await spin!;
-    assert.equal(pipelined.match(/HTTP\/1\.1 200 OK/g)?.length, 9, pipelined);
-    const spinner = /spun in (\d+)/.exec(pipelined)![1]!;
-    // The master presumes the oldest request the unit has not answered is the one it is busy with; a
-    // quick one that came just before the spin can be mistaken for it, and waits. So can one taken back
-    // once already (from the other unit, which a loaded machine made look stuck): never twice.
-    const takenBack = [...forkgate.output.matchAll(/GET \/logged\?id=(\d+)&\S* waited behind a busy \S*\/(\d+)-\d+\.sock/g)].map(([, id, pid]) => ({ id: Number(id), pid }));
-    assert.ok(takenBack.length > 0, 'some quick request had been sent to the spinning unit');
-    const waited = [...took].filter(([, ms]) => ms >= 750).map(([id]) => id);
-    const waitedUnexplained = waited.filter((id) => !takenBack.some((taken) => taken.id === id));
-    assert.ok(waitedUnexplained.length <= 1, `quick requests waited for the 1.5 s spin: ${waited.map((id) => `${id} (${took.get(id)} ms)`)}`);
+    // Only a unit that has answered before is taken from: one just started is slow, not stuck.
+    const answeredBy = new Set<string>();
+    for (let i = 0; i < 50 && answeredBy.size < 2; i++) answeredBy.add((await request(`${forkgate.url}/pid`)).body);
+    assert.equal(answeredBy.size, 2, 'both units answered');
+    // The spin and 5 quick requests pipelined behind it, dispatched together: the other unit takes 3,
+    // so the spinning unit gets 2 (stuck or not), and one at least is not the oldest it has unanswered.
+    const burst = Array.from({ length: 5 }, (_, id) => `GET /logged?id=${id}&log=${log} HTTP/1.1\r\nHost: x\r\n${id === 4 ? 'Connection: close\r\n' : ''}\r\n`);
+    const { received } = await exchange(forkgate.url, `GET /spin?ms=1000 HTTP/1.1\r\nHost: x\r\n\r\n${burst.join('')}`);
+    assert.equal(received.match(/HTTP\/1\.1 200 OK/g)?.length, 6, received);
+    const spinner = /spun in (\d+)/.exec(received)![1]!;
+    const takenBack = [...forkgate.output.matchAll(/GET \/logged\?id=(\d+)&\S* waited behind a busy \S*\/(\d+)-\d+\.sock/g)];
+    const fromSpinner = takenBack.filter(([, , pid]) => pid === spinner).map(([, id]) => id!);
+    const runs = readFileSync(log, 'utf8').trim().split('\n').map((line) => line.split(' '));
+    const ranElsewhere = fromSpinner.filter((id) => runs.some(([ran, pid]) => ran === id && pid !== spinner));
+    assert.ok(ranElsewhere.length > 0, `requests taken back from the spinning unit ran on the other: ${fromSpinner}`);
     const status = JSON.parse((await request('http://admin/status', { socketPath: admin })).body) as { backends: { takenBack: number }[] };
-    const counted = status.backends.reduce((sum, { takenBack }) => sum + takenBack, 0);
-    assert.equal(counted, forkgate.output.match(/waited behind a busy/g)!.length, '/status counts what was taken back');
-    // The spinning unit reads what was taken back from it once its loop is free: before its next answer.
-    await eventually(async () => (await request(`${forkgate.url}/pid`, { agent: agents[1]! })).body === spinner, 'the spinning unit to answer again');
-    // Every one ran; what was taken back from the spinning unit ran on the other. A unit that reads a
-    // request just as the master takes it back (a loaded machine makes one look stuck now and then)
-    // runs it too: the one race left (docs/architecture.md), why only repeatable methods are taken back.
-    const ranIn = new Map<number, string[]>();
-    /** The requests the spinning unit ran before its spin began, and after: what it read once it was free again. */
-    const spinnerRanBeforeSpin = new Set<number>();
-    const spinnerRanAfterSpin = new Set<number>();
-    let spinBegan = false;
-    for (const line of readFileSync(log, 'utf8').trim().split('\n')) {
-      const [id, pid] = line.split(' ');
-      if (id === 'spin') {
-        spinBegan = true;
-        continue;
-      }
-      ranIn.set(Number(id), [...(ranIn.get(Number(id)) ?? []), pid!]);
-      if (pid === spinner) (spinBegan ? spinnerRanAfterSpin : spinnerRanBeforeSpin).add(Number(id));
-    }
-    assert.ok(spinBegan, 'the spin is in the log');
-    assert.deepEqual([...ranIn.keys()].sort((a, b) => a - b), ids, 'each quick request ran');
-    assert.deepEqual([...ranIn].filter(([, pids]) => pids.length > 2), [], 'none ran more than twice');
-    const fromSpinner = takenBack.filter(({ pid }) => pid === spinner).map(({ id }) => id);
-    // Trapped by the spin: taken back from the spinning unit, which had not run them before it began.
-    assert.ok(fromSpinner.some((id) => !spinnerRanBeforeSpin.has(id)), 'some requests the spin trapped were taken back from the spinning unit');
-    assert.deepEqual(fromSpinner.filter((id) => !ranIn.get(id)!.some((pid) => pid !== spinner)), [], 'what was taken back from it ran on the other unit');
-    // ...and not on the spinning unit too: it read them after its spin, with the withdrawal behind them,
-    // and put them aside. The race can still strike in the moments after the spin (at most once here);
-    // before the spin it is all the machine's doing (a CI run saw four at once, early in the test).
-    const alsoOnSpinner = fromSpinner.filter((id) => spinnerRanAfterSpin.has(id));
-    assert.ok(alsoOnSpinner.length <= 1, `taken back during or after the spin, yet run by the spinning unit too: ${alsoOnSpinner}`);
+    assert.equal(status.backends.reduce((sum, { takenBack: count }) => sum + count, 0), takenBack.length, '/status counts what was taken back');
   } finally {
-    for (const agent of agents) agent.destroy();
     await forkgate.stop();
   }
 });

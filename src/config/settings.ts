@@ -6,8 +6,9 @@
 import { isSea } from 'node:sea';
 import { BIND_FORMS, formatBindAddress, parseBindAddress, type BindAddress } from './bind.ts';
 import { DEFAULT_ACCESS_LOG_FORMAT } from '../log/access-log.ts';
+import { LOG_LEVELS, type LogLevel } from '../log/logger.ts';
 import { HOOK_NAMES, type HookName, type Hooks } from '../hooks.ts';
-import { addressListProblem } from '../edge/addresses.ts';
+import { addressListProblem } from './addresses.ts';
 
 /** How the CLI parses a flag: a value, an on/off switch, a value that may be repeated; hooks have none. */
 export type FlagKind = 'string' | 'boolean' | 'list' | 'hook';
@@ -257,8 +258,6 @@ const hookSettings = HOOK_NAMES.map((name) =>
   }),
 );
 
-export const LOG_LEVELS = ['debug', 'info', 'warning', 'error', 'critical'] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
 export const WORKER_CLASSES = ['async', 'sync', 'gthread'] as const;
 export const BALANCE_MODES = ['round-robin', 'reuseport', 'proxy'] as const;
 export type BalanceMode = (typeof BALANCE_MODES)[number];

@@ -7,7 +7,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { Settings } from '../config/settings.ts';
-import type { AppServer } from '../worker/app-loader.ts';
+import type { AppServer } from './app-server.ts';
 
 export type LimitSettings = Pick<
   Settings,

@@ -6,7 +6,9 @@ import type { ChildProcess } from 'node:child_process';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Settings } from '../config/settings.ts';
 import { ForkgateError, type ErrorCode, type ExitCode } from '../errors.ts';
-import type { AppShape } from '../worker/app-loader.ts';
+
+/** Which shape the app's module had; logged at boot so users see what forkgate understood. */
+export type AppShape = 'listener' | 'koa' | 'fetch' | 'http-server' | 'fastify' | 'listen-call';
 
 export interface TcpListenAddress {
   readonly host: string;

@@ -1,6 +1,8 @@
-import { LOG_LEVELS, type LogLevel } from '../config/settings.ts';
 import { ForkgateError } from '../errors.ts';
 import { LogSink } from './sink.ts';
+
+export const LOG_LEVELS = ['debug', 'info', 'warning', 'error', 'critical'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
 const LABELS: Record<LogLevel, string> = {
   debug: 'DEBUG',

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { nominalAddress } from '../config/bind.ts';
 import type { Settings } from '../config/settings.ts';
 import { describeBootError, isProtocolMessage, type ListenPlan, type SerializedError, type WorkerMessage } from '../ipc/messages.ts';
-import type { AppShape } from '../worker/app-loader.ts';
+import type { AppShape } from '../ipc/messages.ts';
 import type { WorkerIdentity } from './privileges.ts';
 import { WorkerHandle } from './worker-handle.ts';
 import { spawnWorkerProcess, START_GRACE_MS } from './worker-process.ts';

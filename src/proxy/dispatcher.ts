@@ -1,22 +1,12 @@
 /**
  * Which unit takes the next request: the least busy, counted by the proxy itself (it sees every request
- * start and end). A unit that has had requests in flight and shown no progress (finished one, started
- * answering one, confirmed one started) for STUCK_MS is busy on something long, a CPU-bound request
- * most often, and ranks after every unit that is making progress, so quick requests never queue behind
- * a long one while another unit is free (Puma's wait_for_less_busy_worker problem). When every unit is at
- * capacity requests wait here, first come first served, within --queue-limit and --queue-timeout.
- *
- * Requests already sent to a unit when it got stuck would still wait for it: a unit takes several at
- * once (from as many pooled connections) and runs them one after another. So those it has not started
- * are taken back and sent to a unit making progress. Not the oldest (the one it is most likely busy
- * with), not one it confirmed started (src/edge/internal-hop.ts), and only from a unit of forkgate's own,
- * which puts aside a request it reads after it was taken back: each request runs once. Only requests a
- * client may repeat (GET, HEAD, ...) are taken back, in case a unit read one just as it was.
+ * start and end). A unit stuck on something long ranks after every unit making progress, and what it
+ * has not started is taken back (docs/architecture.md, "proxy"). When every unit is at capacity,
+ * requests wait here, first come first served, within --queue-limit and --queue-timeout.
  */
-import type { BalancerLoad } from '../master/balance/balancer.ts';
-import { HopPool, type HopTarget } from './hop.ts';
-
-const STUCK_MS = 4;
+import { HopPool, type HopTarget } from '../hop/pool.ts';
+import { STUCK_MS } from '../hop/protocol.ts';
+import { realClock, type Clock, type Timeout } from './clock.ts';
 
 /** One place requests can go: a worker's unit (process or thread) or an --upstream server. */
 export interface Backend {
@@ -27,10 +17,10 @@ export interface Backend {
   readonly pool: HopPool;
   /** Requests (and tunnels) it may have at once: 1 for sync units. */
   capacity: number;
-  /** A unit of forkgate's: requests it has not started may be taken back (an --upstream server's may not). */
+  /** A unit of forkgate's, which may have requests taken back (an --upstream server may not). */
   readonly ours: boolean;
   inFlight: number;
-  /** When it last showed progress (see above), or became busy. */
+  /** When it last showed progress, or became busy. */
   lastProgressAt: number;
   /** It has answered a request: a unit just started is slow at first, not stuck. */
   answered: boolean;
@@ -43,15 +33,24 @@ export function newBackend(name: string, target: HopTarget, capacity: number, ou
   return { name, target, pool: new HopPool(target), capacity, ours, inFlight: 0, lastProgressAt: 0, answered: false, takenBack: 0 };
 }
 
+/** A backend in rotation, as /status shows it. */
+export interface BackendLoad {
+  readonly name: string;
+  readonly inFlight: number;
+  readonly capacity: number;
+  readonly takenBack: number;
+}
+
 export type QueueRefusal = 'queue full' | 'queue timeout' | 'stopping';
 
 interface Waiter {
   readonly grant: (backend: Backend) => void;
   readonly refuse: (reason: QueueRefusal) => void;
-  timer: NodeJS.Timeout | null;
+  timer: Timeout | null;
 }
 
 export class Dispatcher {
+  readonly clock: Clock;
   private backends: Backend[] = [];
   private readonly queue: Waiter[] = [];
   private readonly queueLimit: number;
@@ -59,9 +58,10 @@ export class Dispatcher {
   private cursor = 0;
   private closed = false;
   /** Armed while units of forkgate's have requests in flight: looks for stuck ones. */
-  private stuckCheck: NodeJS.Timeout | null = null;
+  private stuckCheck: Timeout | null = null;
 
-  constructor(queueLimit: number, queueTimeoutSeconds: number) {
+  constructor(queueLimit: number, queueTimeoutSeconds: number, clock: Clock = realClock) {
+    this.clock = clock;
     this.queueLimit = queueLimit;
     this.queueTimeoutMs = queueTimeoutSeconds * 1000;
   }
@@ -87,7 +87,7 @@ export class Dispatcher {
   }
 
   /** For /status: what waits here, and each backend in rotation with its requests in flight. */
-  load(): BalancerLoad {
+  load(): { readonly queued: number; readonly backends: readonly BackendLoad[] } {
     return {
       queued: this.queue.length,
       backends: this.backends.map(({ name, inFlight, capacity, takenBack }) => ({ name, inFlight, capacity, takenBack })),
@@ -96,13 +96,13 @@ export class Dispatcher {
 
   /**
    * Calls grant with a backend now or once one frees up, or refuse. avoid: a backend just tried, passed
-   * over if there is another; since: when the request first asked (performance.now()), from which
+   * over if there is another; since: when the request first asked (clock.now()), from which
    * --queue-timeout runs. Returns a cancel function for a client that leaves while it waits.
    */
   acquire(
     grant: (backend: Backend) => void,
     refuse: (reason: QueueRefusal) => void,
-    { avoid, since = performance.now() }: { avoid?: Backend; since?: number } = {},
+    { avoid, since = this.clock.now() }: { avoid?: Backend; since?: number } = {},
   ): () => void {
     const backend = this.closed ? null : this.pick(avoid);
     if (backend) {
@@ -119,25 +119,25 @@ export class Dispatcher {
       return noop;
     }
     const waiter: Waiter = { grant, refuse, timer: null };
-    waiter.timer = setTimeout(() => {
+    waiter.timer = this.clock.setTimeout(() => {
       this.dequeue(waiter);
       refuse('queue timeout');
-    }, Math.max(0, since + this.queueTimeoutMs - performance.now()));
+    }, Math.max(0, since + this.queueTimeoutMs - this.clock.now()));
     this.queue.push(waiter);
     return () => {
-      if (this.dequeue(waiter)) clearTimeout(waiter.timer!);
+      if (this.dequeue(waiter)) this.clock.clearTimeout(waiter.timer!);
     };
   }
 
   /** The backend started answering a request, or confirmed it started one: progress without a release. */
   progress(backend: Backend): void {
-    backend.lastProgressAt = performance.now();
+    backend.lastProgressAt = this.clock.now();
   }
 
   release(backend: Backend): void {
     backend.inFlight--;
     backend.answered = true;
-    backend.lastProgressAt = performance.now();
+    backend.lastProgressAt = this.clock.now();
     this.serveQueue();
   }
 
@@ -150,40 +150,37 @@ export class Dispatcher {
   /** No more requests are taken: those waiting are refused. */
   close(): void {
     this.closed = true;
-    if (this.stuckCheck) clearTimeout(this.stuckCheck);
+    if (this.stuckCheck) this.clock.clearTimeout(this.stuckCheck);
     for (const waiter of this.queue.splice(0)) {
-      clearTimeout(waiter.timer!);
+      this.clock.clearTimeout(waiter.timer!);
       waiter.refuse('stopping');
     }
   }
 
   /**
-   * Runs after the loop's reads (an immediate, not the timer itself), so that a response or confirmation
-   * already at hand counts before a request is taken back.
+   * Takes back what waits on stuck units when another unit could take it. Runs after the loop's reads
+   * (an immediate), so that a response or confirmation already at hand counts first. A unit that has
+   * answered nothing yet is starting, slow rather than stuck.
    */
   private checkStuck(): void {
-    setImmediate(() => {
+    this.clock.setImmediate(() => {
       this.stuckCheck = null;
-      const now = performance.now();
+      const now = this.clock.now();
       if (this.backends.some((backend) => backend.inFlight < backend.capacity && !isStuck(backend, now))) {
         for (const backend of this.backends) {
-          if (!backend.ours || !backend.answered || !isStuck(backend, now)) continue;
-          // The oldest is most likely what the unit is busy with. The others must have waited too: a
-          // unit runs a request it reads early at once, and confirms it well within STUCK_MS.
-          const [, ...trapped] = backend.pool.unanswered();
-          for (const { sentAt, handler } of trapped) if (now - sentAt >= STUCK_MS) handler.takeBack?.();
+          if (backend.ours && backend.answered && isStuck(backend, now)) backend.pool.takeBackWaiting(now);
         }
       }
       if (!this.closed && this.backends.some((backend) => backend.ours && backend.inFlight > 0)) {
-        this.stuckCheck = setTimeout(() => this.checkStuck(), STUCK_MS / 2);
+        this.stuckCheck = this.clock.setTimeout(() => this.checkStuck(), STUCK_MS / 2);
       }
     });
   }
 
   private take(backend: Backend): void {
-    if (backend.inFlight === 0) backend.lastProgressAt = performance.now();
+    if (backend.inFlight === 0) backend.lastProgressAt = this.clock.now();
     backend.inFlight++;
-    if (backend.ours) this.stuckCheck ??= setTimeout(() => this.checkStuck(), STUCK_MS);
+    if (backend.ours) this.stuckCheck ??= this.clock.setTimeout(() => this.checkStuck(), STUCK_MS);
   }
 
   private serveQueue(): void {
@@ -191,7 +188,7 @@ export class Dispatcher {
       const backend = this.pick();
       if (!backend) return;
       const waiter = this.queue.shift()!;
-      clearTimeout(waiter.timer!);
+      this.clock.clearTimeout(waiter.timer!);
       this.take(backend);
       waiter.grant(backend);
     }
@@ -203,7 +200,7 @@ export class Dispatcher {
    */
   private pick(avoid?: Backend): Backend | null {
     const count = this.backends.length;
-    const now = performance.now();
+    const now = this.clock.now();
     let best: Backend | null = null;
     let bestIndex = 0;
     let bestStuck = true;

@@ -1,18 +1,16 @@
 /**
- * One request through the proxy: read the body (up to --buffer-size) before a unit is taken, wait for a
- * unit, send the request over the unit's keep-alive pool, relay the response. A request that never
- * reached a unit goes to another one; whatever else fails is answered 502 (or cut, once the response has
- * started). Every outcome gives the unit back exactly once, and a client that leaves takes its upstream
- * request with it, so no pooled connection is left half used.
+ * One request through the proxy: read the body (up to --buffer-size), wait for a unit, send the request
+ * over the unit's pool, relay the response. A request that never reached a unit goes to another; any
+ * other failure is a 502 (or a cut response). Every outcome gives the unit back exactly once.
  */
 import type * as http from 'node:http';
 import type * as net from 'node:net';
-import { encodeClient, PEER_HEADER } from '../edge/internal-hop.ts';
+import { encodeClient, PEER_HEADER } from '../hop/protocol.ts';
 import { OVER_LIMIT } from '../edge/refusal.ts';
 import type { Logger } from '../log/logger.ts';
 import type { RecurringWarning } from '../log/recurring.ts';
 import type { Backend, Dispatcher, QueueRefusal } from './dispatcher.ts';
-import type { HopRequest, ResponseHead } from './hop.ts';
+import type { HopRequest, ResponseHead } from '../hop/pool.ts';
 
 /** Headers of one connection, not of the message (RFC 9110 §7.6.1), and those meant for this proxy. */
 const HOP_BY_HOP = new Set([
@@ -44,15 +42,13 @@ const SMALL_CHUNK = 16 * 1024;
  */
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOENT', 'EACCES', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
 /**
- * On an open connection, the backend closed it with the request unread in its socket: the kernel answers
- * a close with unread data by a reset (a write after it fails with EPIPE). A backend that read the request
- * and then closed, or died of it, ends the connection cleanly instead.
+ * The backend closed an open connection with the request unread: the kernel resets such a close (a write
+ * after it fails with EPIPE). One that read the request and then closed or died ends it cleanly.
  */
 const UNREAD_ERRORS = new Set(['ECONNRESET', 'EPIPE']);
 /**
- * A backend that resets every new connection must not keep a request going round. Resets of pooled
- * connections do not count: each one discards its backend's idle connections (after a unit dies they are
- * all dead), so a backend gives at most one before the next try opens a connection and learns the truth.
+ * A backend that resets every new connection must not keep a request going round. A pooled connection's
+ * reset does not count: it discards the backend's idle connections, so the next try opens a new one.
  */
 const MAX_UNREAD_TRIES = 3;
 
@@ -81,7 +77,7 @@ export class Exchange {
   /** Tries on new connections that a backend reset with the request unread (see MAX_UNREAD_TRIES). */
   private unreadTries = 0;
   /** When the request first asked for a unit: --queue-timeout bounds its whole wait, retries included. */
-  private waitingSince = 0;
+  private waitingSince: number | null = null;
   /** Taken back from a stuck unit: once, so that no request chases busy units around. */
   private takenBack = false;
 
@@ -132,7 +128,7 @@ export class Exchange {
   /** Waits for a unit (or takes one now); after an attempt on `previous`, another if there is one. */
   private dispatch(previous?: Backend): void {
     if (this.clientGone) return;
-    this.waitingSince ||= performance.now();
+    this.waitingSince ??= this.context.dispatcher.clock.now();
     this.cancelWait = this.context.dispatcher.acquire(
       (backend) => this.send(backend),
       (reason) => this.refuse(reason),
@@ -179,8 +175,8 @@ export class Exchange {
         this.relayHead(response, upstream);
       },
       onData: (chunk) => {
-        // Node sends the pending head and a first chunk given as a string in one write(), a Buffer in a
-        // writev() of two: ~2 µs of the master's ~42 per hello request. Latin-1 keeps the bytes as they are.
+        // Node writes the pending head and a first chunk given as a string in one write(), a Buffer in a
+        // writev() of two; latin1 keeps the bytes as they are.
         const data = !bodyStarted && chunk.length <= SMALL_CHUNK ? chunk.toString('latin1') : chunk;
         bodyStarted = true;
         if (!res.write(data, 'latin1') && res.writableLength > context.bufferSize) upstream.pause();
@@ -205,11 +201,8 @@ export class Exchange {
           });
         }
         const refused = !connected && CONNECT_ERRORS.has(code);
-        // A connection the backend closed with the request unread (kept alive past its timeout, not yet
-        // accepted when it stopped listening, or the backend died with it queued): it never ran, so it
-        // goes to another, for a method a client may repeat. A request the backend read is never retried:
-        // it may be what killed its unit, and a request that kills every unit it reaches must not take
-        // down the pool.
+        // Unread, it never ran: a repeatable one goes to another. A request the backend read is never
+        // retried: it may be what killed its unit, and must not take down the pool.
         const unread =
           !refused && !bytesReceived && UNREAD_ERRORS.has(code) && IDEMPOTENT.has(req.method!) && (reused || this.unreadTries < MAX_UNREAD_TRIES);
         if (refused) context.onBackendDown(backend);
@@ -230,9 +223,8 @@ export class Exchange {
   }
 
   /**
-   * The rest of a body too large to hold, as it comes (chunked when the client gave no length), no
-   * faster than the unit takes it. Once the attempt is over the handle drops what is still written, but
-   * the client's body is read to its end, so its connection stays in step for its next request.
+   * The rest of a body too large to hold, as it comes, no faster than the unit takes it (chunked when
+   * the client gave no length). Read to its end even after the attempt, to keep the client in step.
    */
   private streamBody(upstream: HopRequest, chunked: boolean): void {
     const { req } = this;
@@ -299,9 +291,8 @@ export class Exchange {
 const relaying = new WeakMap<net.Socket, number>();
 
 /**
- * The server lets a client half-close after its request and still get the answer; a client that closes
- * while an answer is under way is leaving (nginx's 499), and takes the upstream requests along. One
- * listener per connection, however many pipelined responses it carries.
+ * A client that closes while an answer is under way is leaving (nginx's 499), and takes the upstream
+ * requests along; one that half-closes before still gets its answer. One listener per connection.
  */
 function leaveWithClient(socket: net.Socket, res: http.ServerResponse): void {
   const relayed = relaying.get(socket);

@@ -6,12 +6,13 @@
 import * as http from 'node:http';
 import type * as net from 'node:net';
 import type { Settings } from '../config/settings.ts';
-import { Edge, markListening } from '../edge/edge.ts';
+import { markListening } from '../edge/app-server.ts';
+import { Edge } from '../edge/edge.ts';
 import type { Logger } from '../log/logger.ts';
 import { Dispatcher, type Backend } from './dispatcher.ts';
 import { declaresBody, Exchange, type ExchangeContext } from './exchange.ts';
 import { openTunnel } from './tunnel.ts';
-import { hopConnectionCount } from './hop.ts';
+import { hopConnectionCount } from '../hop/pool.ts';
 import { refuseConnection } from '../edge/refusal.ts';
 import { connectionBudget } from '../config/descriptors.ts';
 import { count } from '../log/count.ts';

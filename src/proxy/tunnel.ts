@@ -1,17 +1,14 @@
 /**
- * An upgrade (WebSocket, or any protocol switch) through the proxy: the request goes to the unit over
- * the hop like any other, and only if the unit answers 101 do bytes flow both ways untouched until
- * either side closes; the app answers the handshake itself, so its own upgrade handling (ws,
- * socket.io) works as it would without the proxy. A unit that declines (any other answer) gets nothing
- * more from this client: its answer is relayed and the client's connection closed, so no later bytes
- * reach the unit past the edge.
+ * An upgrade (WebSocket or any protocol switch) through the proxy: sent to the unit like any request,
+ * whose app answers the handshake; only a 101 lets bytes flow both ways, untouched, until either side
+ * closes. A declined upgrade's answer is relayed and the client's connection closed.
  */
 import type { IncomingMessage } from 'node:http';
 import type * as net from 'node:net';
-import { encodeClient, PEER_HEADER } from '../edge/internal-hop.ts';
+import { encodeClient, PEER_HEADER } from '../hop/protocol.ts';
 import type { Backend } from './dispatcher.ts';
 import { forwardedHeaders } from './exchange.ts';
-import type { ResponseHead } from './hop.ts';
+import type { ResponseHead } from '../hop/pool.ts';
 
 const ONLY_OURS = new Set([PEER_HEADER]);
 /** A declined upgrade's answer is relayed close-delimited: these framing headers no longer apply. */

@@ -8,7 +8,7 @@ import * as http from 'node:http';
 import { formatUpstream, type Upstream } from '../config/settings.ts';
 import type { Logger } from '../log/logger.ts';
 import { newBackend, type Backend, type Dispatcher } from './dispatcher.ts';
-import { connectTo, type HopTarget } from './hop.ts';
+import { connectTo, type HopTarget } from '../hop/pool.ts';
 
 const CHECK_INTERVAL_MS = 1000;
 const CHECK_TIMEOUT_MS = 1000;

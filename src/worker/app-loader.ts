@@ -12,18 +12,9 @@ import { dirname, extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { getRequestListener } from '@hono/node-server';
 import { AppLoadError } from '../errors.ts';
+import type { AppServer } from '../edge/app-server.ts';
+import type { AppShape } from '../ipc/messages.ts';
 import { locateSyntaxError } from './syntax-report.ts';
-
-export type AppServer = http.Server | https.Server;
-
-/** Which shape the module had; logged at boot so users see what forkgate understood. */
-export type AppShape =
-  | 'listener'
-  | 'koa'
-  | 'fetch'
-  | 'http-server'
-  | 'fastify'
-  | 'listen-call';
 
 export interface AppSpec {
   /** Path as the user wrote it (relative to cwd or absolute). */

@@ -9,8 +9,9 @@ import { runHook, type Hooks, type WorkerInfo } from '../hooks.ts';
 import type { Logger } from '../log/logger.ts';
 import { ConnectionGate } from './connection-gate.ts';
 import { IdleConnections } from './idle-connections.ts';
-import type { AppServer } from './app-loader.ts';
-import { Edge, markListening } from '../edge/edge.ts';
+import { markListening, type AppServer } from '../edge/app-server.ts';
+import { Edge } from '../edge/edge.ts';
+import { UnitSide } from '../hop/unit-side.ts';
 import { refuseConnection } from '../edge/refusal.ts';
 import { connectionBudget } from '../config/descriptors.ts';
 import { count } from '../log/count.ts';
@@ -35,7 +36,7 @@ export interface ServingUnitOptions {
 
 /**
  * One serving unit: the app's http.Server fed through the worker class's connection gate and the HTTP
- * edge (PROXY header, TLS, limits, forwarding headers), with what forkgate adds to every request:
+ * edge (behind forkgate's proxy, the hop's unit side instead), with what forkgate adds to every request:
  * counting, keep-alive policy, draining and the access log.
  */
 export class ServingUnit {
@@ -89,9 +90,9 @@ export class ServingUnit {
 
     server.keepAliveTimeout = settings.keepAlive * 1000;
     server.prependListener('request', (req, res) => this.onRequest(req, res));
-    const edge = new Edge(server, settings, options.logger, { internalHop: options.internalHop });
+    const entry = options.internalHop ? new UnitSide(server) : new Edge(server, settings, options.logger);
     const idle = this.idle;
-    this.gate = new ConnectionGate(workerClass.connectionLimit, (socket) => edge.accept(socket), idle && (() => idle.closeIdleLongest()));
+    this.gate = new ConnectionGate(workerClass.connectionLimit, (socket) => entry.accept(socket), idle && (() => idle.closeIdleLongest()));
     if (idle) server.on('connection', (socket: Socket) => idle.track(socket));
     markListening(server, options.appAddress);
   }

@@ -11,9 +11,9 @@ import type { Settings } from '../config/settings.ts';
 import { describeBootError, heartbeatInterval, NO_TRAFFIC, revivedError } from '../ipc/messages.ts';
 import type { FromThreadMessage, SerializedError, ThreadData, ToThreadMessage, WorkerStats } from '../ipc/messages.ts';
 import type { Logger } from '../log/logger.ts';
+import type { AppShape } from '../ipc/messages.ts';
 import { reconcile } from '../supervisor/reconcile.ts';
 import { BootBackOff, Unit } from '../supervisor/unit.ts';
-import type { AppShape } from './app-loader.ts';
 import type { UnitBoot, Units } from './unit-runner.ts';
 
 class ServingThread extends Unit {

@@ -5,11 +5,11 @@ import type { AddressInfo } from 'node:net';
 import type { Settings } from '../config/settings.ts';
 import { nominalAddress } from '../config/bind.ts';
 import { ListenError } from '../errors.ts';
-import { NO_TRAFFIC, type ListenPlan, type WorkerStats } from '../ipc/messages.ts';
+import { NO_TRAFFIC, type AppShape, type ListenPlan, type WorkerStats } from '../ipc/messages.ts';
 import type { Hooks } from '../hooks.ts';
 import type { Logger } from '../log/logger.ts';
 import { acceptFailures, type RecurringWarning } from '../log/recurring.ts';
-import { loadApp, parseAppSpec, type AppShape, type LoadedApp } from './app-loader.ts';
+import { loadApp, parseAppSpec, type LoadedApp } from './app-loader.ts';
 import { workerClassFor } from './classes/index.ts';
 import { ServingUnit } from './serving-unit.ts';
 

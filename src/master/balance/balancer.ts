@@ -1,4 +1,5 @@
 import type { Settings } from '../../config/settings.ts';
+import type { BackendLoad } from '../../proxy/dispatcher.ts';
 import type { ListenPlan } from '../../ipc/messages.ts';
 import type { SocketAccess, WorkerIdentity } from '../privileges.ts';
 import type { Inheritance } from '../upgrade.ts';
@@ -9,7 +10,7 @@ export interface BalancerLoad {
   /** Connections (round-robin) or requests (proxy) waiting in the master for a worker. */
   readonly queued: number;
   /** Proxy: the units or upstreams in rotation; takenBack: requests taken back from it while it was stuck. */
-  readonly backends: readonly { readonly name: string; readonly inFlight: number; readonly capacity: number; readonly takenBack: number }[];
+  readonly backends: readonly BackendLoad[];
 }
 
 /**

@@ -1,17 +1,13 @@
 /**
- * The proxy's HTTP/1.1 client for the hop to its backends (units, --upstream servers): keep-alive
- * connections per backend and a small response parser. node:http's client (what http-proxy and a bare
- * pipe use) costs the master about twice as much CPU per request as this, undici's Pool about 1.5 times
- * (measured on hello, docs/concurrency.md); the hop needs none of their generality: one request at a time
- * per connection, its head written by the proxy, the response relayed as it comes.
- *
- * The parser takes what RFC 9112 allows a server to send: a status line, header fields, then a body
- * framed by Transfer-Encoding: chunked, Content-Length, or the connection's close; none after HEAD, 1xx,
- * 204 and 304; interim 1xx responses skipped. Anything else is an error: the request fails with 502.
+ * The proxy's side of the hop: an HTTP/1.1 client for its backends (units, --upstream servers), with
+ * keep-alive connections per backend, one request at a time on each (why not node:http's client:
+ * docs/architecture.md). The parser takes what RFC 9112 allows a server to send: chunked,
+ * Content-Length or close-delimited bodies, none after HEAD, 1xx, 204 and 304, interim 1xx skipped.
+ * Anything else fails the request (502).
  */
 import * as net from 'node:net';
-import { WITHDRAWAL } from '../edge/internal-hop.ts';
 import { HopClosedError, HopParseError } from '../errors.ts';
+import { STUCK_MS, WITHDRAWAL } from './protocol.ts';
 
 /** Largest response head accepted (status line and header fields). */
 const MAX_HEAD_BYTES = 64 * 1024;
@@ -37,8 +33,8 @@ export interface HopHandler {
   /** An interim 1xx came (other than 101): the backend has the request in hand. */
   onInterim?(): void;
   /**
-   * For the dispatcher, while nothing of the response has come back: take the request back from this
-   * backend (HopRequest.withdraw) and send it elsewhere. Returns whether it did.
+   * The unit is stuck and nothing of the response has come: take the request back and send it
+   * elsewhere, if it may go. Returns whether it did.
    */
   takeBack?(): boolean;
   onHead(head: ResponseHead): void;
@@ -83,10 +79,9 @@ export interface HopRequest {
   /** The client left: drop the connection (its response can no longer be relayed, nor the connection reused). */
   abort(): void;
   /**
-   * Takes the request back from a unit of forkgate's (src/edge/internal-hop.ts): a withdrawal follows it
-   * on the connection; the two answers are read and dropped, and the connection goes back to the pool.
-   * Returns false, doing nothing, once any byte of the response has come or if the request is not
-   * fully written.
+   * Takes the request back from a unit of forkgate's: a withdrawal follows it on the connection, both
+   * answers are dropped and the connection stays pooled. False once any byte of the response has come,
+   * or while the request is not fully written.
    */
   withdraw(): boolean;
 }
@@ -127,6 +122,15 @@ export class HopPool {
       connection = opened;
     }
     return connection.send(head, expectBody, handler);
+  }
+
+  /**
+   * For a stuck unit: offers back the requests waiting behind the one it is most likely busy with (the
+   * oldest), those sent STUCK_MS ago or more. Each request's handler decides whether it goes.
+   */
+  takeBackWaiting(now: number): void {
+    const [, ...waiting] = this.unanswered();
+    for (const { sentAt, handler } of waiting) if (now - sentAt >= STUCK_MS) handler.takeBack?.();
   }
 
   /** The requests out on this pool with nothing of their response back yet, oldest first. */
@@ -467,11 +471,9 @@ class HopConnection {
   }
 
   /**
-   * Gives the connection back, or closes it, then tells the handler: in that order, so a request the
-   * handler starts may take this connection. It goes back only if the backend keeps it alive, the
-   * request was written in full (a backend may answer before it has read a whole body: the rest would
-   * reach the next request), nothing came after the response (the framing broke) and it was no declined
-   * upgrade (the backend may still wait for what it took the upgrade to promise).
+   * Gives the connection back (or closes it), then tells the handler, so a request it starts may take
+   * this connection. Not back after a partly written request, stray bytes or a declined upgrade: the
+   * backend could read what follows as part of them.
    */
   private finish(strayBytes: boolean): void {
     const handler = this.handler!;

@@ -1,0 +1,45 @@
+/** The app's server as forkgate drives it: fed accepted connections, never listening itself. */
+import type * as http from 'node:http';
+import type * as https from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
+
+export type AppServer = http.Server | https.Server;
+
+/** Emits a request event to the server's listeners, as the server itself would have. */
+export type EmitRequest = (event: string | symbol, req: http.IncomingMessage, res: http.ServerResponse) => boolean;
+
+/** Events that bring the app a request with a response to write, and those that hand it the socket. */
+const REQUEST_EVENTS = new Set<string | symbol>(['request', 'checkContinue', 'checkExpectation']);
+const SOCKET_EVENTS = new Set<string | symbol>(['upgrade', 'connect']);
+
+/**
+ * Puts forkgate in front of the server's listeners: Node emits a request to all of them at once, and a
+ * request forkgate refuses must reach none, forkgate's own included. onRequest emits the request when
+ * it will; onSocket says whether an upgrade (or CONNECT) goes on.
+ */
+export function interceptRequests(
+  server: AppServer,
+  onRequest: (event: string | symbol, req: http.IncomingMessage, res: http.ServerResponse, emit: EmitRequest) => boolean,
+  onSocket: (req: http.IncomingMessage, socket: Socket) => boolean,
+): void {
+  const emit = server.emit as (this: AppServer, ...args: unknown[]) => boolean;
+  const emitRequest: EmitRequest = (event, req, res) => emit.call(server, event, req, res);
+  // Runs for every event of the server: `arguments` passed on as they are costs no array per call.
+  server.emit = function (this: AppServer, event: string | symbol, first?: unknown, second?: unknown): boolean {
+    if (REQUEST_EVENTS.has(event)) return onRequest(event, first as http.IncomingMessage, second as http.ServerResponse, emitRequest);
+    if (SOCKET_EVENTS.has(event) && !onSocket(first as http.IncomingMessage, second as Socket)) return true;
+    return emit.apply(this, arguments as unknown as unknown[]);
+  } as AppServer['emit'];
+}
+
+/**
+ * Node's http.Server starts tracking connections (idle keep-alive closing, header and request
+ * timeouts) on 'listening'. A server forkgate feeds with emit('connection') never listens, so it is told
+ * it does; address() answers what an app would have seen.
+ */
+export function markListening(server: AppServer, address: AddressInfo | string | null): void {
+  if (server.listening) return;
+  Object.defineProperty(server, 'listening', { configurable: true, get: () => true });
+  server.address = () => address;
+  server.emit('listening');
+}

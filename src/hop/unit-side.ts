@@ -1,0 +1,104 @@
+/**
+ * The hop's end in a unit behind forkgate's proxy. The proxy's front has applied the edge already
+ * (limits, TLS, PROXY header, forwarding policy), so the unit takes every connection as it comes,
+ * believes the forwarding headers and reads the client from PEER_HEADER. What it adds is its side of
+ * the take-back: confirming requests it has in hand, and putting aside one the proxy withdrew.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { interceptRequests, type AppServer, type EmitRequest } from '../edge/app-server.ts';
+import { configureParser } from '../edge/limits.ts';
+import { prepareRequestHeaders } from '../edge/request-headers.ts';
+import { presentClient } from './client-socket.ts';
+import { decodeClient, LATE_MS, PEER_HEADER, WITHDRAWAL_HEADER, type HopClient } from './protocol.ts';
+
+/** The front enforced the limits; the unit's parser takes whatever it passed on. */
+const NO_LIMITS = { limitRequestLine: 0, limitRequestFields: 0, limitRequestFieldSize: 0, limitRequestBody: 0, headersTimeout: 0 };
+
+export class UnitSide {
+  private readonly server: AppServer;
+  /** The request read late on a connection, until it is looked at again. */
+  private readonly lateRequests = new WeakMap<Socket, IncomingMessage>();
+  /** Late requests the proxy took back. */
+  private readonly withdrawn = new WeakSet<IncomingMessage>();
+
+  /** Configures the app's server; call before it is marked listening. */
+  constructor(server: AppServer) {
+    this.server = server;
+    configureParser(server, NO_LIMITS);
+    interceptRequests(
+      server,
+      (event, req, res, emit) => this.onRequest(event, req, res, emit),
+      (req) => {
+        this.prepare(req, clientOf(req));
+        return true;
+      },
+    );
+  }
+
+  /** Takes a connection from the proxy's pool into the app's server. */
+  accept(socket: Socket): void {
+    this.server.emit('connection', socket);
+  }
+
+  private onRequest(event: string | symbol, req: IncomingMessage, res: ServerResponse, emit: EmitRequest): boolean {
+    if (req.method === 'OPTIONS' && req.headers[WITHDRAWAL_HEADER] !== undefined) {
+      this.withdraw(req, res);
+      return true;
+    }
+    const client = clientOf(req);
+    if (client && Date.now() - client.sentAt >= LATE_MS) {
+      // Confirmed at once: a busy unit reads many requests late, and the one it runs must not be taken
+      // back. Looked at again once the rest of this read is parsed, in case a withdrawal follows it.
+      res.writeProcessing();
+      this.lateRequests.set(req.socket, req);
+      process.nextTick(() => this.serveLate(req, res, client, () => emit(event, req, res)));
+      return true;
+    }
+    res.setHeader('x-request-id', this.prepare(req, client));
+    const handled = emit(event, req, res);
+    confirmStarted(res);
+    return handled;
+  }
+
+  /** The proxy took back the request before this one on the connection: put it aside, if not started. */
+  private withdraw(req: IncomingMessage, res: ServerResponse): void {
+    const late = this.lateRequests.get(req.socket);
+    if (late) this.withdrawn.add(late);
+    res.writeHead(204).end();
+  }
+
+  /** A withdrawal that came right behind a late request has been read by now: another unit runs it. */
+  private serveLate(req: IncomingMessage, res: ServerResponse, client: HopClient, emitRequest: () => void): void {
+    this.lateRequests.delete(req.socket);
+    if (this.withdrawn.has(req)) {
+      res.writeHead(204).end();
+      return;
+    }
+    res.setHeader('x-request-id', this.prepare(req, client));
+    emitRequest();
+  }
+
+  /** Presents the request's client and applies the forwarding headers; returns its X-Request-Id. */
+  private prepare(req: IncomingMessage, client: HopClient | null): string {
+    presentClient(req.socket, client);
+    return prepareRequestHeaders(req, true, PEER_HEADER);
+  }
+}
+
+function clientOf(req: IncomingMessage): HopClient | null {
+  const header = req.headers[PEER_HEADER];
+  return typeof header === 'string' ? decodeClient(header) : null;
+}
+
+/**
+ * A request whose handler returned without answering (it awaits something) is confirmed started, so the
+ * proxy never takes it back. After the promise job the handler queued first (one awaiting something
+ * settled has answered by then), and before anything else the unit does.
+ */
+function confirmStarted(res: ServerResponse): void {
+  if (res.writableEnded) return;
+  queueMicrotask(() => {
+    if (!res.headersSent && !res.writableEnded && !res.destroyed) res.writeProcessing();
+  });
+}

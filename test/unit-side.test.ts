@@ -1,0 +1,89 @@
+// The hop's unit side in one process: a unit's app server fed raw connections as the proxy's pool
+// writes them. Requests read on time run at once; those read late are confirmed first and put aside if
+// a withdrawal follows them; one whose handler awaits is confirmed started.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { markListening } from '../src/edge/app-server.ts';
+import { PEER_HEADER, WITHDRAWAL } from '../src/hop/protocol.ts';
+import { UnitSide } from '../src/hop/unit-side.ts';
+
+const scratch = mkdtempSync(join(tmpdir(), 'forkgate-unit-side-'));
+const path = join(scratch, 'unit.sock');
+/** What the app ran: "path client-address peer-header-seen". */
+const ran: string[] = [];
+let listener: net.Server;
+
+before(async () => {
+  const app = http.createServer((req, res) => {
+    ran.push(`${req.url} ${req.socket.remoteAddress} ${req.headers[PEER_HEADER] !== undefined}`);
+    if (req.url === '/await') setTimeout(() => res.end('later'), 20);
+    else res.end('now');
+  });
+  const unit = new UnitSide(app);
+  markListening(app, null);
+  listener = net.createServer((socket) => unit.accept(socket));
+  await new Promise<void>((resolve) => listener.listen(path, resolve));
+});
+
+after(() => {
+  listener.close();
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+/** Sent "now", by a clock ahead of the unit's: read on time however slow the machine. */
+const ON_TIME = () => Date.now() + 60_000;
+const LATE = () => Date.now() - 10;
+const request = (target: string, sentAt = ON_TIME()) => `GET ${target} HTTP/1.1\r\nHost: x\r\n${PEER_HEADER}: ${sentAt} IPv4 203.0.113.9 4000\r\n\r\n`;
+
+/** Writes the requests at once on a new connection; resolves with the status lines once `finals` final responses have come. */
+function send(payload: string, finals: number): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(path);
+    let received = '';
+    const timer = setTimeout(() => reject(new Error(`no ${finals} answers within 5 s: ${received}`)), 5000);
+    socket.on('data', (chunk) => {
+      received += chunk.toString('latin1');
+      const statuses = [...received.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map(([, status]) => status!);
+      if (statuses.filter((status) => !status.startsWith('1')).length < finals) return;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(statuses);
+    });
+    socket.write(payload);
+  });
+}
+
+test('a request read on time runs at once, its client presented and the hop header removed', async () => {
+  ran.length = 0;
+  assert.deepEqual(await send(request('/now'), 1), ['200']);
+  assert.deepEqual(ran, ['/now 203.0.113.9 false']);
+});
+
+test('a request whose handler awaits is confirmed started with a 102', async () => {
+  ran.length = 0;
+  assert.deepEqual(await send(request('/await'), 1), ['102', '200']);
+  assert.deepEqual(ran, ['/await 203.0.113.9 false']);
+});
+
+test('a request read late is confirmed at once, then runs', async () => {
+  ran.length = 0;
+  assert.deepEqual(await send(request('/now', LATE()), 1), ['102', '200']);
+  assert.deepEqual(ran, ['/now 203.0.113.9 false']);
+});
+
+test('a request read late with a withdrawal behind it is put aside: both answered 204, the app sees neither', async () => {
+  ran.length = 0;
+  assert.deepEqual(await send(request('/now', LATE()) + WITHDRAWAL + request('/after'), 3), ['102', '204', '204', '200']);
+  assert.deepEqual(ran, ['/after 203.0.113.9 false'], 'the connection serves on');
+});
+
+test('a withdrawal behind a request read on time is too late: the request runs', async () => {
+  ran.length = 0;
+  assert.deepEqual(await send(request('/now') + WITHDRAWAL, 2), ['200', '204']);
+  assert.deepEqual(ran, ['/now 203.0.113.9 false']);
+});
