@@ -1,27 +1,30 @@
-// Layers point one way: each layer imports only from layers below it (docs/architecture.md).
+// Layers point one way: a module imports only from its own layer and those below it
+// (docs/architecture.md, "Layers"). Bottom first.
 const layers = [
-  ['^src/(config|log)/', '^src/(errors|version|node-version|process-title)\\.ts$'],
-  ['^src/(ipc|hop|edge|supervisor)/', '^src/(hooks|module-hooks)\\.ts$'],
+  ['^src/(errors|version|node-version|module-hooks)\\.ts$'],
+  ['^src/log/'],
+  ['^src/hooks\\.ts$'],
+  ['^src/config/', '^src/process-title\\.ts$'],
+  ['^src/(ipc|edge|supervisor)/'],
+  ['^src/hop/'],
   ['^src/(worker|proxy)/'],
-  ['^src/(master|metrics)/'],
-  ['^src/(commands|tune)/', '^src/(cli|index)\\.ts$'],
+  ['^src/master/'],
+  ['^src/commands/', '^src/(cli|index)\\.ts$'],
 ];
-
-const above = (rank) => layers.slice(rank + 1).flat();
 
 module.exports = {
   forbidden: [
     { name: 'no-circular', severity: 'error', from: { path: '^src/' }, to: { circular: true } },
+    { name: 'no-unresolvable', severity: 'error', from: { path: '^src/' }, to: { couldNotResolve: true } },
     ...layers.slice(0, -1).flatMap((paths, rank) =>
       paths.map((path) => ({
-        name: `layer-${rank}-imports-upward`,
-        comment: 'A module imports a layer above its own: move the shared code or type down.',
+        name: `imports-upward-from-layer-${rank}`,
+        comment: 'A module imports from a layer above its own: move the shared code or type down.',
         severity: 'error',
         from: { path },
-        to: { path: above(rank) },
+        to: { path: layers.slice(rank + 1).flat() },
       })),
     ),
-    { name: 'no-unresolvable', severity: 'error', from: { path: '^src/' }, to: { couldNotResolve: true } },
   ],
   options: { doNotFollow: { path: 'node_modules' }, tsPreCompilationDeps: true, tsConfig: { fileName: 'tsconfig.json' } },
 };

@@ -21,18 +21,18 @@ const ROW = 18;
 const LABEL = 300;
 const BAR = 360;
 const MAX_RATIO = 1.4;
-const escape = (text: string) => text.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+const escapeXml = (text: string) => text.replace(/&/g, '&amp;').replace(/</g, '&lt;');
 const parts: string[] = [];
 let y = 40;
 for (const workload of [...new Set(measured.map((row) => row.workload))]) {
-  parts.push(`<text x="10" y="${y + 12}" font-weight="bold">${escape(workload)}</text>`);
+  parts.push(`<text x="10" y="${y + 12}" font-weight="bold">${escapeXml(workload)}</text>`);
   y += ROW + 4;
   for (const row of measured.filter((candidate) => candidate.workload === workload)) {
     const ratio = row.vsPlain!.reqPerSec;
     const width = Math.max(1, (Math.min(ratio, MAX_RATIO) / MAX_RATIO) * BAR);
     const colour = row.server.startsWith('forkgate') ? '#2b6cb0' : '#a0aec0';
     parts.push(
-      `<text x="${LABEL - 6}" y="${y + 12}" text-anchor="end">${escape(row.server)}</text>`,
+      `<text x="${LABEL - 6}" y="${y + 12}" text-anchor="end">${escapeXml(row.server)}</text>`,
       `<rect x="${LABEL}" y="${y + 2}" width="${width.toFixed(1)}" height="${ROW - 6}" fill="${colour}"/>`,
       `<text x="${LABEL + width + 6}" y="${y + 12}">${ratio.toFixed(2)} × · ${Math.round(row.reqPerSec).toLocaleString('en')} req/s · ${row.cpuUsPerReq.toFixed(0)} µs/req · p99 ${row.p99Ms.toFixed(1)} ms</text>`,
     );
@@ -44,7 +44,7 @@ const plainX = LABEL + BAR / MAX_RATIO;
 const height = y + 10;
 const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="1000" height="${height}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
-<text x="10" y="20" font-size="14" font-weight="bold">req/s relative to N plain reuseport processes (1.0 = the line) — ${escape(meta.node)}, ${meta.nproc} CPUs, ${escape(meta.date.slice(0, 10))}</text>
+<text x="10" y="20" font-size="14" font-weight="bold">req/s relative to N plain reuseport processes (1.0 = the line) — ${escapeXml(meta.node)}, ${meta.nproc} CPUs, ${escapeXml(meta.date.slice(0, 10))}</text>
 <line x1="${plainX}" y1="30" x2="${plainX}" y2="${height - 10}" stroke="#e53e3e" stroke-dasharray="4 3"/>
 ${parts.join('\n')}
 </svg>

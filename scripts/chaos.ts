@@ -126,12 +126,16 @@ function parseOptions(argv: string[]): Options {
   };
   for (let i = 0; i < argv.length; i++) {
     const value = argv[i + 1];
-    if (argv[i] === '--quick') options.quick = true;
-    else if (argv[i] === '--mode' && MODES.includes(value as Mode)) options.modes.push(value as Mode), i++;
-    else if (argv[i] === '--fault' && FAULTS.some((fault) => fault.name === value)) options.faults.push(value!), i++;
-    else if (argv[i] === '--seed' && /^\d+$/.test(value ?? '')) options.seed = Number(value), i++;
-    else if (argv[i] === '--logs' && value) options.logs = value, i++;
+    if (argv[i] === '--quick') {
+      options.quick = true;
+      continue;
+    }
+    if (argv[i] === '--mode' && MODES.includes(value as Mode)) options.modes.push(value as Mode);
+    else if (argv[i] === '--fault' && FAULTS.some((fault) => fault.name === value)) options.faults.push(value!);
+    else if (argv[i] === '--seed' && /^\d+$/.test(value ?? '')) options.seed = Number(value);
+    else if (argv[i] === '--logs' && value) options.logs = value;
     else usage();
+    i++; // the option's value
   }
   return options;
 }

@@ -16,10 +16,10 @@ import { eventually, FIXTURES, request, ROOT, start } from './helpers/forkgate.t
 const CLI = `${ROOT}dist/forkgate.cjs`;
 const LISTENER = `${FIXTURES}listener.cjs`;
 const all = SETTINGS as readonly Setting[];
-const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 /** The choices as the error lists them, taken from the table (so a new worker class needs no test change). */
-const CLASSES = escape(WORKER_CLASSES.join(', '));
-const BALANCES = escape(BALANCE_MODES.join(', '));
+const CLASSES = escapeRegExp(WORKER_CLASSES.join(', '));
+const BALANCES = escapeRegExp(BALANCE_MODES.join(', '));
 
 
 const run = runCli;
@@ -262,7 +262,7 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
     assert.equal(result.stderr.split('\n').length, 2, `expected one line, got:\n${result.stderr}`);
     assert.match(
       result.stderr,
-      new RegExp(`^forkgate: error: needs Node >= 24\\.9, or a Node 22 from 22\\.21 on; this is Node ${escape(OLDER_NODE!.version)} \\(${escape(OLDER_NODE!.path)}\\)\\. `),
+      new RegExp(`^forkgate: error: needs Node >= 24\\.9, or a Node 22 from 22\\.21 on; this is Node ${escapeRegExp(OLDER_NODE!.version)} \\(${escapeRegExp(OLDER_NODE!.path)}\\)\\. `),
     );
     assert.match(result.stderr, /Install a newer Node, pin one in the project \(npm install --save-dev node@24; .*\), or use the single binary/);
     // npm warns on install about the same versions.
@@ -332,7 +332,7 @@ describe('an address that cannot be bound exits 1, with "Cannot listen:" naming 
         const result = await run(['--balance', balance, '-b', bind, LISTENER], { cwd: tempDir() });
         const output = result.stdout + result.stderr;
         assert.equal(result.code, 1, output);
-        assert.match(output, new RegExp(`Cannot listen: listen EADDRINUSE: address already in use ${escape(bind)}\n`));
+        assert.match(output, new RegExp(`Cannot listen: listen EADDRINUSE: address already in use ${escapeRegExp(bind)}\n`));
         assert.doesNotMatch(output, /Listening at|Booting worker|the app cannot start|^\s+at /m);
       } finally {
         occupied.close();
@@ -498,7 +498,7 @@ describe('--check-config', { concurrency: PARALLEL }, () => {
     for (const [app, shape] of [['listen-express.cjs', 'listen-call'], ['listen-fastify.mjs', 'listen-call'], ['fastify.mjs', 'fastify']]) {
       const result = await run(['--check-config', app!], { cwd: FIXTURES });
       assert.equal(result.code, 0, result.stdout + result.stderr);
-      assert.match(result.stdout, new RegExp(`Config OK: ${escape(app!)} loads as a ${shape} app`));
+      assert.match(result.stdout, new RegExp(`Config OK: ${escapeRegExp(app!)} loads as a ${shape} app`));
     }
   });
 

@@ -322,7 +322,10 @@ test('a stuck unit is asked back for the requests behind its oldest unanswered o
       pool
         .request(Buffer.from(`GET ${target} HTTP/1.1\r\nHost: x\r\n\r\n`), true, {
           onInterim: () => confirmed(),
-          takeBack: () => (offered.push(target), false),
+          takeBack: () => {
+            offered.push(target);
+            return false;
+          },
           onHead: () => {},
           onData: () => {},
           onEnd: () => {},

@@ -75,5 +75,5 @@ test('an ES module that does not parse: its file, line and message shown, exit 3
   const { code } = await forkgate.exited;
   assert.equal(code, 3);
   // Node gives an ES module's SyntaxError no location of its own (in the single binary too).
-  assert.match(forkgate.output, /\/syntax-error\.mjs:3\n  res\.end\('hello from syntax-error'\n +\^+\nSyntaxError: missing \) after argument list\n/);
+  assert.match(forkgate.output, /\/syntax-error\.mjs:3\n {2}res\.end\('hello from syntax-error'\n +\^+\nSyntaxError: missing \) after argument list\n/);
 });

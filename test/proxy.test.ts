@@ -37,7 +37,10 @@ function firstChunk(url: string): Promise<{ first: string; rest: Promise<string>
       let rest = '';
       let resolveRest!: (text: string) => void;
       let rejectRest!: (error: Error) => void;
-      const restPromise = new Promise<string>((ok, fail) => ((resolveRest = ok), (rejectRest = fail)));
+      const restPromise = new Promise<string>((ok, fail) => {
+        resolveRest = ok;
+        rejectRest = fail;
+      });
       restPromise.catch(() => {});
       res.once('data', (first: string) => {
         res.on('data', (chunk: string) => (rest += chunk));

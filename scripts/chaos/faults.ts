@@ -88,7 +88,7 @@ async function poison(context: FaultContext, path: string, mustGo = false): Prom
   });
   const deadline = Date.now() + 3000;
   let unit: string | undefined;
-  while (!(unit = context.watch.poisoned(id)[0]) && Date.now() < deadline) await pause(10);
+  for (unit = context.watch.poisoned(id)[0]; !unit && Date.now() < deadline; unit = context.watch.poisoned(id)[0]) await pause(10);
   if (!unit) context.notes.push(`${path} (${id}) reached no unit within 3 s`);
   return { unit: unit ?? null, done };
 }

@@ -128,7 +128,7 @@ function parseCommandLine(argv: readonly string[], sourcePrefix: string): { laye
       ...(entry.short ? { short: entry.short } : {}),
     };
   }
-  let parsed;
+  let parsed: ReturnType<typeof parseArgs<{ options: typeof options; allowPositionals: true; allowNegative: true; strict: true }>>;
   try {
     parsed = parseArgs({ args: [...argv], options, allowPositionals: true, allowNegative: true, strict: true });
   } catch (error) {

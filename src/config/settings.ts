@@ -164,7 +164,7 @@ function upstreamList(raw: unknown): Upstream[] | Invalid {
     } catch {
       // reported below
     }
-    if (!url || url.protocol !== 'http:' || (url.pathname !== '/' && url.pathname !== '') || url.search) {
+    if (url?.protocol !== 'http:' || (url.pathname !== '/' && url.pathname !== '') || url.search) {
       return new Invalid(`${UPSTREAM_FORMS} (no path); '${item}' is not`);
     }
     // URL leaves the port empty when it is the scheme's default.

@@ -115,7 +115,7 @@ export class HopPool {
   request(head: Buffer, expectBody: boolean, handler: HopHandler): HopRequest {
     const now = Date.now();
     let connection: HopConnection | undefined;
-    while ((connection = this.idle.pop()) && !connection.usableAt(now)) connection.destroy();
+    for (connection = this.idle.pop(); connection && !connection.usableAt(now); connection = this.idle.pop()) connection.destroy();
     if (!connection) {
       const opened = new HopConnection(this.target, (idle) => this.onIdle(idle), () => this.onGone(opened));
       this.open.add(opened);

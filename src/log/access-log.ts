@@ -148,7 +148,7 @@ function queryOf(url: string): string {
 
 function basicAuthUser(req: IncomingMessage): string {
   const authorization = req.headers.authorization;
-  if (!authorization || authorization.slice(0, 6).toLowerCase() !== 'basic ') return '-';
+  if (authorization?.slice(0, 6).toLowerCase() !== 'basic ') return '-';
   const credentials = Buffer.from(authorization.slice(6).trim(), 'base64').toString('utf8');
   const colon = credentials.indexOf(':');
   return valueOrDash(colon === -1 ? credentials : credentials.slice(0, colon));

@@ -51,13 +51,19 @@ function pausedStack(url: string, deadline: number): Promise<string | null> {
     socket.onerror = () => finish(null);
     socket.onopen = () => socket.send(JSON.stringify({ id: 1, method: 'Debugger.enable' }));
     socket.onmessage = (event) => {
-      const message = JSON.parse(String(event.data)) as { id?: number; method?: string; params?: any };
+      const message = JSON.parse(String(event.data)) as InspectorMessage;
       if (message.method === 'Debugger.scriptParsed') scripts.set(message.params.scriptId, message.params.url);
       else if (message.id === 1) socket.send(JSON.stringify({ id: 2, method: 'Debugger.pause' }));
       else if (message.method === 'Debugger.paused') finish(formatFrames(message.params.callFrames, scripts));
     };
   });
 }
+
+/** The inspector protocol's messages this acts on (others pass through its checks unmatched). */
+type InspectorMessage =
+  | { id: number; method?: undefined }
+  | { id?: undefined; method: 'Debugger.scriptParsed'; params: { scriptId: string; url: string } }
+  | { id?: undefined; method: 'Debugger.paused'; params: { callFrames: CallFrame[] } };
 
 function formatFrames(frames: CallFrame[], scripts: Map<string, string>): string {
   return frames

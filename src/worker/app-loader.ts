@@ -133,7 +133,7 @@ function runningAs(): string {
 /** The export named in the spec, else the default export (a CJS module.exports) and then `app`. */
 function exportsToTry(namespace: Namespace, spec: AppSpec, path: string): unknown[] {
   const name = spec.exportName;
-  if (name === undefined) return [namespace['default'], namespace['app']];
+  if (name === undefined) return [namespace.default, namespace.app];
   if (name in namespace) return [namespace[name]];
   throw new AppLoadError(`${path} has no export '${name}'; it exports: ${exportNames(namespace)}`);
 }
@@ -321,7 +321,7 @@ function hasMethod<K extends string>(value: unknown, name: K): value is Record<K
 function noAppMessage(path: string, spec: AppSpec, namespace: Namespace, why: NoListen, waitedMs: number): string {
   const lookedFor =
     spec.exportName === undefined
-      ? `the default export (module.exports): ${describe(namespace['default'])}, and export 'app': ${describe(namespace['app'])}`
+      ? `the default export (module.exports): ${describe(namespace.default)}, and export 'app': ${describe(namespace.app)}`
       : `export '${spec.exportName}': ${describe(namespace[spec.exportName])}`;
   const noListen =
     why === 'idle'

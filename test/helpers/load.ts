@@ -58,7 +58,11 @@ export function keepAliveLoad(url: string, options: { connections: number; maxRe
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     while (!stopping && Date.now() < deadline && result.ok + result.failures.length < maxRequests) {
       await one(agent);
-      waiters = waiters.filter((waiter) => (result.ok >= waiter.count ? (waiter.resolve(), false) : true));
+      waiters = waiters.filter((waiter) => {
+        if (result.ok < waiter.count) return true;
+        waiter.resolve();
+        return false;
+      });
     }
     agent.destroy();
   });
