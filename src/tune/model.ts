@@ -53,6 +53,8 @@ export interface Trial extends Config {
   cpuUsPerReq: number | null;
   /** Responses other than 2xx and 3xx, and connection errors and timeouts, during the measurement. */
   failures: number;
+  /** CPUs other programs kept busy meanwhile (neither the server nor tune): a disturbed measurement. */
+  otherCpus: number | null;
   skipped: string | null;
 }
 
@@ -163,6 +165,8 @@ export interface LoadGenerator {
 
 /** Share of one CPU above which the load generator counts as a limit on throughput. */
 const GENERATOR_LIMIT = 0.8;
+/** CPUs other programs may use during a trial before its figures count as disturbed. */
+const OTHER_LOAD_LIMIT = 0.15;
 
 /** A few plain sentences citing the figures: the bottleneck, the choice against its rivals, threads, the generator. */
 export function explain(input: {
@@ -209,6 +213,11 @@ export function explain(input: {
   sentences.push(`Threads do not share the app as Python's do: each serving thread loads its own copy of the app and its own heap (${mib(profile.threadMiB)} here), and saves only the rest of a process (${mib(Math.max(0, profile.processMiB - profile.threadMiB))} of its ${mib(profile.processMiB)}).`);
   if (generator.peakCpus >= GENERATOR_LIMIT) {
     sentences.push(`The load generator runs on the same ${machine.cpus} CPUs and used up to ${generator.peakCpus.toFixed(1)} of them: it, not the server, may set the ceiling on req/s here; the server CPU per request (µs/req) compares configurations fairly.`);
+  }
+  const disturbed = done.filter((trial) => (trial.otherCpus ?? 0) > OTHER_LOAD_LIMIT);
+  if (disturbed.length > 0) {
+    const most = Math.max(...disturbed.map((trial) => trial.otherCpus!));
+    sentences.push(`Other programs used up to ${most.toFixed(2)} CPUs during ${disturbed.length} of the trials: their figures are skewed; run tune again on a quiet machine to be sure.`);
   }
   return sentences;
 }

@@ -76,3 +76,9 @@ export function rssMiB(pids: readonly number[]): number {
   }
   return kib / 1024;
 }
+
+/** CPU seconds the whole machine spent in user and system mode. */
+export function machineCpuSeconds(): number {
+  const [user, nice, system] = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.split(/\s+/).slice(1).map(Number);
+  return (user! + nice! + system!) / ticksPerSecond();
+}

@@ -9,7 +9,7 @@ import {
   classify, describeConfig, explain, plan, recommend, skipReason, units,
   type Bottleneck, type Config, type Machine, type Profile, type Trial,
 } from './model.ts';
-import { childrenOf, cpuBetween, cpuSeconds, processTree, rssMiB, treeCpu } from './proc.ts';
+import { childrenOf, cpuBetween, cpuSeconds, machineCpuSeconds, processTree, rssMiB, treeCpu } from './proc.ts';
 import type { Progress } from './progress.ts';
 import { TrialServer } from './server.ts';
 
@@ -103,7 +103,7 @@ function isGood(status: number | null): boolean {
 }
 
 function blankTrial(config: Config, skipped: string): Trial {
-  return { ...config, reqPerSec: null, p50Ms: null, p99Ms: null, rssMiB: null, cpuUsPerReq: null, failures: 0, skipped };
+  return { ...config, reqPerSec: null, p50Ms: null, p99Ms: null, rssMiB: null, cpuUsPerReq: null, failures: 0, otherCpus: null, skipped };
 }
 
 async function profileApp(options: TuneOptions): Promise<{ profile: Profile; paths: PathCheck[] }> {
@@ -173,9 +173,9 @@ async function runTrial(
   const server = await TrialServer.start(app, config, env);
   try {
     await drive(server.port, paths, connections, warmupSeconds(duration));
-    const before = treeCpu(server.pid);
+    const [before, machineBefore] = [treeCpu(server.pid), machineCpuSeconds()];
     const load = await drive(server.port, paths, connections, duration);
-    const cpu = cpuBetween(before, treeCpu(server.pid));
+    const [cpu, machine] = [cpuBetween(before, treeCpu(server.pid)), machineCpuSeconds() - machineBefore];
     const tree = processTree(server.pid);
     const trial: Trial = {
       ...config,
@@ -185,6 +185,7 @@ async function runTrial(
       rssMiB: rssMiB(tree),
       cpuUsPerReq: load.requests > 0 ? (cpu * 1e6) / load.requests : null,
       failures: load.failures,
+      otherCpus: Math.max(0, (machine - cpu - load.generatorCpuSeconds) / load.seconds),
       skipped: null,
     };
     return { trial, load };
