@@ -45,7 +45,7 @@ export class TrialServer {
     ];
     const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     const server = new TrialServer(port, child);
-    await server.ready(config.workers);
+    await server.ready(app, config.workers);
     return server;
   }
 
@@ -53,14 +53,14 @@ export class TrialServer {
     return this.child.pid!;
   }
 
-  private async ready(workers: number): Promise<void> {
+  private async ready(app: string, workers: number): Promise<void> {
     const line = new RegExp(`Ready: ${workers} workers? serving`);
     const deadline = Date.now() + READY_TIMEOUT_MS;
     let exitCode: number | null | undefined;
     void this.exited.then((code) => (exitCode = code));
     for (;;) {
       if (line.test(this.log)) return;
-      if (exitCode !== undefined) throw this.bootFailure(exitCode);
+      if (exitCode !== undefined) throw this.bootFailure(app, exitCode);
       if (Date.now() > deadline) {
         await this.stop();
         throw new ForkgateError('FORKGATE_TUNE', `the pool was not ready within ${READY_TIMEOUT_MS / 1000} s:\n${this.log.trim()}`, ExitCode.runtimeFailure);
@@ -70,12 +70,12 @@ export class TrialServer {
   }
 
   /** The app that cannot load says why in the master's error lines; anything else is forkgate's failure. */
-  private bootFailure(code: number | null): ForkgateError {
+  private bootFailure(app: string, code: number | null): ForkgateError {
     const errors = this.log
       .split(/\n(?=\[[A-Z]+\] )/)
       .filter((entry) => entry.startsWith('[ERROR]') && !/Shutting down/.test(entry))
-      .map((entry) => entry.replace(/^\[ERROR\] \S+ \S+ \S+ \[\d+\] /, ''));
-    if (code === ExitCode.bootFailure) return new AppLoadError(errors.join('\n').trim() || this.log.trim());
+      .map((entry) => entry.replace(/^\[ERROR\] \S+ \S+ \S+ \[\d+\] (Worker failed to boot \(pid:\d+\):\s*)?/, ''));
+    if (code === ExitCode.bootFailure) return new AppLoadError(`${app} does not load: ${errors.join('\n').trim() || this.log.trim()}`);
     return new ForkgateError('FORKGATE_TUNE', `forkgate exited ${code} before it served:\n${this.log.trim()}`, ExitCode.runtimeFailure);
   }
 
