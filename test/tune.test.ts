@@ -113,6 +113,16 @@ describe('forkgate tune', { concurrency: true }, () => {
     assert.equal(result.command, null);
   });
 
+  test('a memory-heavy app under --memory: memory is the bottleneck, and what it recommends fits', async () => {
+    const run = await tune([`${FIXTURES}tune-memory.cjs`, '--duration', '1', '--memory', '400', '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const result = JSON.parse(run.stdout) as Report;
+    assert.equal(result.bottleneck, 'memory');
+    assert.ok(result.trials.some((trial) => trial.skipped !== null), 'larger configurations are skipped');
+    assert.ok((result.recommendation!.rssMiB as number) <= 400, JSON.stringify(result.recommendation));
+    assert.ok(result.trials.some((trial) => JSON.stringify(trial) === JSON.stringify(result.recommendation)));
+  });
+
   test('with no path answering 2xx or 3xx, there is nothing to measure: exit 1', async () => {
     const run = await tune([APP, '--duration', '1', '--path', '/missing']);
     assert.equal(run.code, 1, run.stderr);

@@ -119,6 +119,8 @@ async function profileApp(options: TuneOptions): Promise<{ profile: Profile; pat
     const [worker] = childrenOf(server.pid);
     if (worker === undefined) throw new ForkgateError('FORKGATE_TUNE', 'the worker process was not found under the master', ExitCode.runtimeFailure);
     await drive(server.port, good, 8, warmupSeconds(options.duration));
+    // after the same warm-up as the threaded worker's below, so the two compare
+    const [masterMiB, processMiB] = [rssMiB([server.pid]), rssMiB([worker])];
 
     // One connection: the request's own time, less the load generator's share of it.
     const single = await measured(server, worker, () => drive(server.port, good, 1, step));
@@ -133,8 +135,6 @@ async function profileApp(options: TuneOptions): Promise<{ profile: Profile; pat
       if (next.load.reqPerSec < best.reqPerSec * GROWTH) break;
       best = { connections, reqPerSec: next.load.reqPerSec, loop: next.loop };
     }
-    const masterMiB = rssMiB([server.pid]);
-    const processMiB = rssMiB([worker]);
     await server.stop();
     const threadMiB = Math.max(0, (await threadedWorkerMiB(options, good)) - processMiB);
     const profile: Profile = {
