@@ -55,6 +55,12 @@ describe('the bottleneck', () => {
     assert.equal(classify(IO_BOUND, MACHINE), 'io');
   });
 
+  test("a worker's event loop busy where throughput stopped growing is cpu, whatever the request's time", () => {
+    // a quick request whose wall time the client's and the kernel's share make look like waiting
+    assert.equal(classify(profile({ requestMs: 0.2, cpuMs: 0.05, loopUtilization: 0.9 }), MACHINE), 'cpu');
+    assert.equal(classify(profile({ requestMs: 0.2, cpuMs: 0.05, loopUtilization: 0.6 }), MACHINE), 'io');
+  });
+
   test('one worker per CPU not fitting the memory is memory, whatever the CPU share', () => {
     // 60 + 2 × 400 = 860 MiB
     assert.equal(classify(MEMORY_HEAVY, { ...MACHINE, memoryMiB: 859 }), 'memory');

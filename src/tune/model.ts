@@ -60,6 +60,8 @@ export interface Trial extends Config {
 
 /** The app's own CPU over its latency at and above which it is CPU-bound. */
 const CPU_BOUND_SHARE = 0.5;
+/** A worker's event loop this busy where throughput stopped growing: the CPU is what stopped it. */
+const BUSY_LOOP = 0.8;
 /** Throughputs within this fraction of the best count as equal: the least memory among them wins. */
 const NEAR_EQUAL = 0.05;
 
@@ -79,12 +81,17 @@ export function cpuShare(profile: Profile): number {
 
 /**
  * Memory when one worker process per CPU (what serves a CPU-bound app best, and an I/O-bound one
- * once its event loop is busy) does not fit; else CPU or I/O by the CPU's share of a request.
+ * once its event loop is busy) does not fit; else CPU when the CPU is most of a request's time or
+ * kept one worker's event loop busy at its peak; else I/O.
  */
 export function classify(profile: Profile, machine: Machine): Bottleneck {
   const perCpu: Config = { workers: machine.cpus, threads: 1, workerClass: 'async', balance: 'round-robin' };
   if (predictedMiB(perCpu, profile) > machine.memoryMiB) return 'memory';
-  return cpuShare(profile) >= CPU_BOUND_SHARE ? 'cpu' : 'io';
+  return cpuBound(profile) ? 'cpu' : 'io';
+}
+
+function cpuBound(profile: Profile): boolean {
+  return cpuShare(profile) >= CPU_BOUND_SHARE || profile.loopUtilization >= BUSY_LOOP;
 }
 
 /**
@@ -187,7 +194,7 @@ export function explain(input: {
   } else if (bottleneck === 'io') {
     sentences.push(`I/O-bound: ${work}; the app mostly waits, and one event loop serves many requests at once (${Math.round(profile.saturationReqPerSec)} req/s from one worker at ${profile.saturationConnections} connections).`);
   } else {
-    sentences.push(`Memory-bound: a worker process with the app loaded takes ${mib(profile.processMiB)} and the master ${mib(profile.masterMiB)}; ${machine.cpus} workers would need ${mib(predictedMiB({ workers: machine.cpus, threads: 1, workerClass: 'async', balance: 'round-robin' }, profile))}, and ${mib(machine.memoryMiB)} is allowed (${machine.memorySource}). ${cpuShare(profile) >= CPU_BOUND_SHARE ? 'The app itself is CPU-bound' : 'The app itself is I/O-bound'}: ${work}.`);
+    sentences.push(`Memory-bound: a worker process with the app loaded takes ${mib(profile.processMiB)} and the master ${mib(profile.masterMiB)}; ${machine.cpus} workers would need ${mib(predictedMiB({ workers: machine.cpus, threads: 1, workerClass: 'async', balance: 'round-robin' }, profile))}, and ${mib(machine.memoryMiB)} is allowed (${machine.memorySource}). ${cpuBound(profile) ? 'The app itself is CPU-bound' : 'The app itself is I/O-bound'}: ${work}.`);
   }
   if (!recommendation || !measured(recommendation)) {
     const skipped = trials.filter((trial) => trial.skipped !== null).length;

@@ -63,6 +63,6 @@ class Bar implements Progress {
     this.redraw('');
   }
   private redraw(text: string): void {
-    this.stream.write(`\r\x1b[2K${text.slice(0, Math.max(20, (this.stream.columns ?? 80) - 1))}`);
+    this.stream.write(`\r\x1b[2K${text.slice(0, Math.max(20, (this.stream.columns || 80) - 1))}`);
   }
 }
