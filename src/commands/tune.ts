@@ -1,6 +1,6 @@
 /** `forkgate tune APP`: run the app in the configurations worth trying, measure them, recommend one. */
 import { writeFileSync } from 'node:fs';
-import { UsageError } from '../errors.ts';
+import { ExitCode, ForkgateError, UsageError } from '../errors.ts';
 import { readMachine } from '../tune/machine.ts';
 import { progressOn } from '../tune/progress.ts';
 import { renderHtml, renderJson, renderText } from '../tune/report.ts';
@@ -44,6 +44,9 @@ export const tune: Command = {
     const memory = values.memory === undefined ? null : wholeNumber('--memory', values.memory, 0, 'a whole number of MiB ≥ 1');
     // A report that cannot be written is said before the trials, not after them.
     if (values.report !== undefined) writable(values.report);
+    if (process.platform !== 'linux') {
+      throw new ForkgateError('FORKGATE_TUNE', `measures the server's CPU and memory in /proc, which ${process.platform} does not have: Linux only`, ExitCode.runtimeFailure);
+    }
 
     const progress = progressOn(process.stderr);
     const stop = () => {
