@@ -168,6 +168,7 @@ describe('the report', () => {
     assert.equal(charts.length, 4);
     for (const chart of charts.slice(0, 3)) assert.equal(chart.match(/<circle class="point"/g)?.length, 3);
     assert.equal(charts[3]!.match(/<circle class="point"/g)?.length, CPU_BOUND.steps.length);
+    assert.match(charts[2]!, /limit 500 MiB/);
     assert.match(html, /app&#60;1&#62;\.js/);
     assert.match(html, /&#60;markup&#62; &#38; &#34;quotes&#34;/);
     assert.match(html, /\/missing answered 404: left out of the load/);

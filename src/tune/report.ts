@@ -81,14 +81,23 @@ interface Point {
   chosen: boolean;
 }
 
+interface ChartOptions {
+  /** A horizontal line, such as the memory allowed. */
+  limit?: { y: number; label: string };
+  /** x on a log scale (connections rising by a factor). */
+  logX?: boolean;
+}
+
 /** A scatter-and-line chart: one point per trial, lines joining each series by x. Inline SVG, no scripts. */
-export function chart(title: string, xLabel: string, yLabel: string, points: readonly Point[], limit?: { y: number; label: string }): string {
+export function chart(title: string, xLabel: string, yLabel: string, points: readonly Point[], options: ChartOptions = {}): string {
   const [width, height, left, right, top, bottom] = [460, 280, 56, 16, 28, 44];
   const xs = points.map((point) => point.x);
+  const { limit } = options;
   const ys = points.map((point) => point.y).concat(limit ? [limit.y] : []);
-  const xMax = Math.max(1, ...xs);
+  const xMax = Math.max(options.logX ? 2 : 1, ...xs);
   const yMax = niceCeiling(Math.max(1e-9, ...ys) * 1.1);
-  const px = (x: number) => left + (x / xMax) * (width - left - right);
+  const scale = options.logX ? (x: number) => Math.log(x) / Math.log(xMax) : (x: number) => x / xMax;
+  const px = (x: number) => left + scale(x) * (width - left - right);
   const py = (y: number) => height - bottom - (y / yMax) * (height - top - bottom);
   const parts = [
     `<svg class="chart" role="img" aria-label="${escape(title)}" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}">`,
@@ -124,6 +133,14 @@ export function chart(title: string, xLabel: string, yLabel: string, points: rea
   return parts.join('\n');
 }
 
+/** The memory allowed is drawn when it is near the trials' figures; far above them it would flatten them. */
+function memoryChart(points: readonly Point[], limitMiB: number): string {
+  const most = Math.max(0, ...points.map((point) => point.y));
+  const title = 'Resident memory of the tree';
+  if (limitMiB <= 2 * most) return chart(title, 'serving units (workers × threads)', 'MiB', points, { limit: { y: limitMiB, label: `limit ${Math.round(limitMiB)} MiB` } });
+  return chart(`${title} (limit ${Math.round(limitMiB)} MiB)`, 'serving units (workers × threads)', 'MiB', points);
+}
+
 function niceCeiling(value: number): number {
   const magnitude = 10 ** Math.floor(Math.log10(value));
   return [1, 2, 2.5, 5, 10].map((step) => step * magnitude).find((candidate) => candidate >= value)!;
@@ -148,15 +165,13 @@ export function renderHtml(result: TuneResult): string {
   const charts = [
     chart('Throughput', 'serving units (workers × threads)', 'req/s', pointsOf((trial) => trial.reqPerSec!)),
     chart('p99 latency', 'serving units (workers × threads)', 'ms', pointsOf((trial) => trial.p99Ms!)),
-    chart('Resident memory of the tree', 'serving units (workers × threads)', 'MiB', pointsOf((trial) => trial.rssMiB!), {
-      y: machine.memoryMiB,
-      label: `limit ${Math.round(machine.memoryMiB)} MiB`,
-    }),
+    memoryChart(pointsOf((trial) => trial.rssMiB!), machine.memoryMiB),
     chart(
       'Profile: one worker under rising load',
       'connections',
       'req/s',
       profile.steps.map((step) => ({ x: step.connections, y: step.reqPerSec, label: `${step.connections} connections: ${Math.round(step.reqPerSec)} req/s`, series: 'async processes', chosen: step.connections === profile.saturationConnections })),
+      { logX: true },
     ),
   ];
   const rows = result.trials
@@ -185,7 +200,7 @@ h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 1.6em; }
 .chart .title { font-weight: 600; font-size: 13px; } .chart .tick { font-size: 11px; fill: #4b5563; } .chart .label { font-size: 11px; fill: #374151; }
 .chart .axis { stroke: #6b7280; } .chart .grid { stroke: #e5e7eb; } .chart .limit { stroke: #dc2626; stroke-dasharray: 4 3; }
 .key { margin-right: 1em; } .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 5px; margin-right: 4px; }
-table { border-collapse: collapse; } td, th { padding: 3px 10px; text-align: right; border-bottom: 1px solid #e5e7eb; } td:first-child, th:first-child { text-align: left; }
+table { border-collapse: collapse; margin-top: 1em; } td, th { padding: 3px 10px; text-align: right; border-bottom: 1px solid #e5e7eb; } td:first-child, th:first-child { text-align: left; }
 tr.chosen { background: #ecfdf5; font-weight: 600; }
 .command code { font-size: 1.1em; background: #f3f4f6; padding: 4px 8px; border-radius: 4px; }
 pre { background: #f3f4f6; padding: 8px; border-radius: 4px; }
