@@ -23,6 +23,7 @@ function profile(overrides: Partial<Profile>): Profile {
     saturationConnections: 4,
     saturationReqPerSec: 250,
     steps: [{ connections: 1, reqPerSec: 240, p99Ms: 5 }, { connections: 4, reqPerSec: 250, p99Ms: 17 }],
+    otherCpus: 0,
     masterMiB: 60,
     processMiB: 80,
     threadMiB: 45,
@@ -124,7 +125,9 @@ describe('the recommendation', () => {
     const reasons = explain({ profile: IO_BOUND, machine: MACHINE, bottleneck: 'io', trials, recommendation: recommend(trials, MACHINE), generator: { peakCpus: 0.95 } });
     assert.match(reasons[0]!, /^I\/O-bound: 0\.10 ms of CPU per 30 ms request/);
     assert.ok(reasons.some((reason) => /load generator .* used up to 0\.9 of them/.test(reason)), reasons.join('\n'));
-    assert.ok(reasons.some((reason) => /Other programs used up to 0\.40 CPUs during 1 of the trials/.test(reason)), reasons.join('\n'));
+    assert.ok(reasons.some((reason) => /Other programs used up to 0\.40 CPUs during 1 of the trials: the figures are skewed/.test(reason)), reasons.join('\n'));
+    const profiled = explain({ profile: { ...IO_BOUND, otherCpus: 0.5 }, machine: MACHINE, bottleneck: 'io', trials, recommendation: recommend(trials, MACHINE), generator: { peakCpus: 0 } });
+    assert.ok(profiled.some((reason) => /Other programs used up to 0\.50 CPUs during the profile and 1 of the trials/.test(reason)), profiled.join('\n'));
   });
 
   test('nothing fitting says what one worker needs', () => {

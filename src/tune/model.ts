@@ -30,6 +30,8 @@ export interface Profile {
   saturationReqPerSec: number;
   /** Each step of the rising load. */
   steps: { connections: number; reqPerSec: number; p99Ms: number }[];
+  /** CPUs other programs kept busy, at most, during the rising load. */
+  otherCpus: number;
   /** Resident memory, MiB: the master, one worker process with the app loaded, one more serving thread. */
   masterMiB: number;
   processMiB: number;
@@ -222,9 +224,10 @@ export function explain(input: {
     sentences.push(`The load generator runs on the same ${machine.cpus} CPUs and used up to ${generator.peakCpus.toFixed(1)} of them: it, not the server, may set the ceiling on req/s here; the server CPU per request (µs/req) compares configurations fairly.`);
   }
   const disturbed = done.filter((trial) => (trial.otherCpus ?? 0) > OTHER_LOAD_LIMIT);
-  if (disturbed.length > 0) {
-    const most = Math.max(...disturbed.map((trial) => trial.otherCpus!));
-    sentences.push(`Other programs used up to ${most.toFixed(2)} CPUs during ${disturbed.length} of the trials: their figures are skewed; run tune again on a quiet machine to be sure.`);
+  if (disturbed.length > 0 || profile.otherCpus > OTHER_LOAD_LIMIT) {
+    const most = Math.max(profile.otherCpus, ...disturbed.map((trial) => trial.otherCpus!));
+    const where = [...(profile.otherCpus > OTHER_LOAD_LIMIT ? ['the profile'] : []), ...(disturbed.length > 0 ? [`${disturbed.length} of the trials`] : [])].join(' and ');
+    sentences.push(`Other programs used up to ${most.toFixed(2)} CPUs during ${where}: the figures are skewed; run tune again on a quiet machine to be sure.`);
   }
   return sentences;
 }

@@ -129,9 +129,11 @@ async function profileApp(options: TuneOptions): Promise<{ profile: Profile; pat
 
     const steps: Profile['steps'] = [{ connections: 1, reqPerSec: single.load.reqPerSec, p99Ms: single.load.p99Ms }];
     let best = { connections: 1, reqPerSec: single.load.reqPerSec, loop: single.loop };
+    let other = single.other;
     for (let connections = STEP_FACTOR; connections <= MAX_CONNECTIONS; connections *= STEP_FACTOR) {
       const next = await measured(server, worker, () => drive(server.port, good, connections, step));
       steps.push({ connections, reqPerSec: next.load.reqPerSec, p99Ms: next.load.p99Ms });
+      other = Math.max(other, next.other);
       if (next.load.reqPerSec < best.reqPerSec * GROWTH) break;
       best = { connections, reqPerSec: next.load.reqPerSec, loop: next.loop };
     }
@@ -139,7 +141,7 @@ async function profileApp(options: TuneOptions): Promise<{ profile: Profile; pat
     const threadMiB = Math.max(0, (await threadedWorkerMiB(options, good)) - processMiB);
     const profile: Profile = {
       requestMs, cpuMs, loopUtilization: best.loop, saturationConnections: best.connections, saturationReqPerSec: best.reqPerSec,
-      steps, masterMiB, processMiB, threadMiB,
+      steps, otherCpus: other, masterMiB, processMiB, threadMiB,
     };
     return { profile, paths };
   } finally {
@@ -147,13 +149,18 @@ async function profileApp(options: TuneOptions): Promise<{ profile: Profile; pat
   }
 }
 
-/** The tree's CPU and the worker's event-loop thread's busy share over one load. */
-async function measured(server: TrialServer, worker: number, load: () => Promise<Load>): Promise<{ load: Load; cpu: number; loop: number }> {
-  const before = treeCpu(server.pid);
-  const loopBefore = cpuSeconds(worker, worker);
+/** Over one load: the tree's CPU, the worker's event-loop thread's busy share, the CPUs other programs used. */
+async function measured(server: TrialServer, worker: number, load: () => Promise<Load>): Promise<{ load: Load; cpu: number; loop: number; other: number }> {
+  const [before, machineBefore, loopBefore] = [treeCpu(server.pid), machineCpuSeconds(), cpuSeconds(worker, worker)];
   const result = await load();
   const loop = (cpuSeconds(worker, worker) - loopBefore) / result.seconds;
-  return { load: result, cpu: cpuBetween(before, treeCpu(server.pid)), loop: Math.min(1, loop) };
+  const [cpu, machine] = [cpuBetween(before, treeCpu(server.pid)), machineCpuSeconds() - machineBefore];
+  return { load: result, cpu, loop: Math.min(1, loop), other: otherCpus(machine, cpu, result) };
+}
+
+/** CPUs neither the server nor tune itself kept busy over a load. */
+function otherCpus(machineSeconds: number, serverSeconds: number, load: Load): number {
+  return Math.max(0, (machineSeconds - serverSeconds - load.generatorCpuSeconds) / load.seconds);
 }
 
 /** A worker with two serving threads, warmed up as the single one was: its resident memory. */
@@ -185,7 +192,7 @@ async function runTrial(
       rssMiB: rssMiB(tree),
       cpuUsPerReq: load.requests > 0 ? (cpu * 1e6) / load.requests : null,
       failures: load.failures,
-      otherCpus: Math.max(0, (machine - cpu - load.generatorCpuSeconds) / load.seconds),
+      otherCpus: otherCpus(machine, cpu, load),
       skipped: null,
     };
     return { trial, load };
