@@ -19,11 +19,11 @@ export interface Machine {
 
 /** One worker process under rising load. */
 export interface Profile {
-  /** Mean time of a request at one connection, ms: the app's own latency. */
+  /** Mean time of a request at one connection, ms, less the time tune and the worker waited for a CPU: the app's own latency. */
   requestMs: number;
   /** Server CPU per request (the worker's and the master's), ms. */
   cpuMs: number;
-  /** Busy share of the worker's event-loop thread at saturation (its CPU time over wall time). */
+  /** Busy share of the worker's event-loop thread at saturation: running, or ready to and waiting for a CPU. */
   loopUtilization: number;
   /** Connections at which throughput stopped growing, and the throughput there. */
   saturationConnections: number;

@@ -52,6 +52,18 @@ export function cpuSeconds(pid: number, tid?: number): number {
   return fields ? (Number(fields[11]) + Number(fields[12])) / ticksPerSecond() : 0;
 }
 
+/**
+ * Seconds one thread spent runnable but waiting for a CPU (schedstat's second field): time another
+ * program took from it. 0 where the kernel keeps no schedstat.
+ */
+export function runQueueSeconds(pid: number, tid = pid): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[1]) / 1e9 || 0;
+  } catch {
+    return 0;
+  }
+}
+
 /** CPU seconds of each process of the tree, so a measurement counts only what each spent in between. */
 export function treeCpu(root: number): Map<number, number> {
   return new Map(processTree(root).map((pid) => [pid, cpuSeconds(pid)]));

@@ -9,7 +9,7 @@ import {
   classify, describeConfig, explain, plan, recommend, skipReason, units,
   type Bottleneck, type Config, type Machine, type Profile, type Trial,
 } from './model.ts';
-import { childrenOf, cpuBetween, cpuSeconds, machineCpuSeconds, processTree, rssMiB, treeCpu } from './proc.ts';
+import { childrenOf, cpuBetween, cpuSeconds, machineCpuSeconds, processTree, rssMiB, runQueueSeconds, treeCpu } from './proc.ts';
 import type { Progress } from './progress.ts';
 import { TrialServer } from './server.ts';
 
@@ -122,9 +122,11 @@ async function profileApp(options: TuneOptions): Promise<{ profile: Profile; pat
     // after the same warm-up as the threaded worker's below, so the two compare
     const [masterMiB, processMiB] = [rssMiB([server.pid]), rssMiB([worker])];
 
-    // One connection: the request's own time, less the load generator's share of it.
+    // One connection: the request's own time, less the load generator's share of it and the time
+    // the two waited for a CPU another program held.
     const single = await measured(server, worker, () => drive(server.port, good, 1, step));
-    const requestMs = Math.max(0, (single.load.seconds - single.load.generatorCpuSeconds) * 1000) / Math.max(1, single.load.requests);
+    const own = single.load.seconds - single.load.generatorCpuSeconds - single.waited;
+    const requestMs = (Math.max(0, own) * 1000) / Math.max(1, single.load.requests);
     const cpuMs = (single.cpu * 1000) / Math.max(1, single.load.requests);
 
     const steps: Profile['steps'] = [{ connections: 1, reqPerSec: single.load.reqPerSec, p99Ms: single.load.p99Ms }];
@@ -149,13 +151,26 @@ async function profileApp(options: TuneOptions): Promise<{ profile: Profile; pat
   }
 }
 
-/** Over one load: the tree's CPU, the worker's event-loop thread's busy share, the CPUs other programs used. */
-async function measured(server: TrialServer, worker: number, load: () => Promise<Load>): Promise<{ load: Load; cpu: number; loop: number; other: number }> {
-  const [before, machineBefore, loopBefore] = [treeCpu(server.pid), machineCpuSeconds(), cpuSeconds(worker, worker)];
+interface Measured {
+  load: Load;
+  /** The tree's CPU seconds. */
+  cpu: number;
+  /** Share of the time the worker's event-loop thread ran or was ready to run (waiting for a CPU). */
+  loop: number;
+  /** Seconds the worker's event-loop thread and tune's own waited for a CPU. */
+  waited: number;
+  /** CPUs other programs kept busy. */
+  other: number;
+}
+
+async function measured(server: TrialServer, worker: number, load: () => Promise<Load>): Promise<Measured> {
+  const waits = () => [runQueueSeconds(worker), runQueueSeconds(process.pid)] as const;
+  const [before, machineBefore, loopBefore, waitsBefore] = [treeCpu(server.pid), machineCpuSeconds(), cpuSeconds(worker, worker), waits()];
   const result = await load();
-  const loop = (cpuSeconds(worker, worker) - loopBefore) / result.seconds;
+  const [workerWaited, tuneWaited] = waits().map((seconds, i) => seconds - waitsBefore[i]!) as [number, number];
+  const loop = (cpuSeconds(worker, worker) - loopBefore + workerWaited) / result.seconds;
   const [cpu, machine] = [cpuBetween(before, treeCpu(server.pid)), machineCpuSeconds() - machineBefore];
-  return { load: result, cpu, loop: Math.min(1, loop), other: otherCpus(machine, cpu, result) };
+  return { load: result, cpu, loop: Math.min(1, loop), waited: workerWaited + tuneWaited, other: otherCpus(machine, cpu, result) };
 }
 
 /** CPUs neither the server nor tune itself kept busy over a load. */
