@@ -192,9 +192,9 @@ export function explain(input: {
   const sentences: string[] = [];
   const work = `${ms(profile.cpuMs)} ms of CPU per ${ms(profile.requestMs)} ms request`;
   if (bottleneck === 'cpu') {
-    sentences.push(`CPU-bound: ${work}; one worker's event loop was ${pct(profile.loopUtilization)} busy at ${profile.saturationConnections} connections, so throughput grows with worker processes up to the ${machine.cpus} CPUs this process may use.`);
+    sentences.push(`CPU-bound: ${work}; one worker's event loop was ${pct(profile.loopUtilization)} busy at ${connections(profile.saturationConnections)}, so throughput grows with worker processes up to the ${machine.cpus} CPUs this process may use.`);
   } else if (bottleneck === 'io') {
-    sentences.push(`I/O-bound: ${work}; the app mostly waits, and one event loop serves many requests at once (${Math.round(profile.saturationReqPerSec)} req/s from one worker at ${profile.saturationConnections} connections).`);
+    sentences.push(`I/O-bound: ${work}; the app mostly waits, and one event loop serves many requests at once (${Math.round(profile.saturationReqPerSec)} req/s from one worker at ${connections(profile.saturationConnections)}).`);
   } else {
     sentences.push(`Memory-bound: a worker process with the app loaded takes ${mib(profile.processMiB)} and the master ${mib(profile.masterMiB)}; ${machine.cpus} workers would need ${mib(predictedMiB({ workers: machine.cpus, threads: 1, workerClass: 'async', balance: 'round-robin' }, profile))}, and ${mib(machine.memoryMiB)} is allowed (${machine.memorySource}). ${cpuBound(profile) ? 'The app itself is CPU-bound' : 'The app itself is I/O-bound'}: ${work}.`);
   }
@@ -230,6 +230,10 @@ export function explain(input: {
     sentences.push(`Other programs used up to ${most.toFixed(2)} CPUs during ${where}: the figures are skewed; run tune again on a quiet machine to be sure.`);
   }
   return sentences;
+}
+
+export function connections(count: number): string {
+  return `${count} connection${count === 1 ? '' : 's'}`;
 }
 
 function pct(fraction: number): string {

@@ -1,5 +1,5 @@
 /** tune's result as a terminal table, as JSON, and as one self-contained HTML page with SVG charts. */
-import { configFlags, configSnippet, describeConfig, units, type Trial } from './model.ts';
+import { configFlags, configSnippet, connections, describeConfig, units, type Trial } from './model.ts';
 import type { TuneResult } from './run.ts';
 
 const fixed = (value: number | null, digits: number) => (value === null ? '' : value.toFixed(digits));
@@ -16,7 +16,7 @@ export function renderText(result: TuneResult): string {
     `forkgate tune ${result.app}: ${machine.cpus} CPUs, ${Math.round(machine.memoryMiB)} MiB (${machine.memorySource})`,
     ...result.paths.filter((check) => !good(check.status)).map((check) => `path ${check.path} answered ${check.status ?? check.error}: left out of the load`),
     `profile (1 worker): ${fixed(profile.cpuMs, 2)} ms CPU per ${fixed(profile.requestMs, 2)} ms request, ` +
-      `${Math.round(profile.saturationReqPerSec)} req/s at ${profile.saturationConnections} connections (event loop ${Math.round(profile.loopUtilization * 100)} % busy); ` +
+      `${Math.round(profile.saturationReqPerSec)} req/s at ${connections(profile.saturationConnections)} (event loop ${Math.round(profile.loopUtilization * 100)} % busy); ` +
       `master ${whole(profile.masterMiB)} MiB, worker process ${whole(profile.processMiB)} MiB, serving thread ${whole(profile.threadMiB)} MiB`,
     `bottleneck: ${result.bottleneck}`,
     '',
@@ -170,7 +170,7 @@ export function renderHtml(result: TuneResult): string {
       'Profile: one worker under rising load',
       'connections',
       'req/s',
-      profile.steps.map((step) => ({ x: step.connections, y: step.reqPerSec, label: `${step.connections} connections: ${Math.round(step.reqPerSec)} req/s`, series: 'async processes', chosen: step.connections === profile.saturationConnections })),
+      profile.steps.map((step) => ({ x: step.connections, y: step.reqPerSec, label: `${connections(step.connections)}: ${Math.round(step.reqPerSec)} req/s`, series: 'async processes', chosen: step.connections === profile.saturationConnections })),
       { logX: true },
     ),
   ];
@@ -226,7 +226,7 @@ ${charts.join('\n')}
 ${rows}
 </table>
 <h2>Profile</h2>
-<p>One worker: ${fixed(profile.cpuMs, 2)} ms of CPU per ${fixed(profile.requestMs, 2)} ms request; ${Math.round(profile.saturationReqPerSec)} req/s at ${profile.saturationConnections} connections, its event loop ${Math.round(profile.loopUtilization * 100)} % busy. Master ${whole(profile.masterMiB)} MiB, worker process ${whole(profile.processMiB)} MiB, each further serving thread ${whole(profile.threadMiB)} MiB.</p>
+<p>One worker: ${fixed(profile.cpuMs, 2)} ms of CPU per ${fixed(profile.requestMs, 2)} ms request; ${Math.round(profile.saturationReqPerSec)} req/s at ${connections(profile.saturationConnections)}, its event loop ${Math.round(profile.loopUtilization * 100)} % busy. Master ${whole(profile.masterMiB)} MiB, worker process ${whole(profile.processMiB)} MiB, each further serving thread ${whole(profile.threadMiB)} MiB.</p>
 </body>
 </html>
 `;
