@@ -49,11 +49,12 @@ export const tune: Command = {
     }
 
     const progress = progressOn(process.stderr);
-    const stop = () => {
+    const stop = (signal: NodeJS.Signals) => {
       TrialServer.terminateAll();
-      process.exit(130);
+      process.exit(signal === 'SIGINT' ? 130 : 143);
     };
     process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
     try {
       const result = await runTune({ app: positionals[0]!, paths, duration, machine: readMachine(memory), env: sources.env }, progress);
       if (values.report !== undefined) writeFileSync(values.report, renderHtml(result));
@@ -61,6 +62,7 @@ export const tune: Command = {
     } finally {
       progress.end();
       process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
     }
   },
 };
