@@ -19,7 +19,7 @@ export interface Machine {
 
 /** One worker process under rising load. */
 export interface Profile {
-  /** Mean time of a request at one connection, ms, less the time tune and the worker waited for a CPU: the app's own latency. */
+  /** Mean time of a request at one connection, ms, less the time the worker waited for a CPU: the app's own latency. */
   requestMs: number;
   /** Server CPU per request (the worker's and the master's), ms. */
   cpuMs: number;

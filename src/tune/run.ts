@@ -123,7 +123,7 @@ async function profileApp(options: TuneOptions): Promise<{ profile: Profile; pat
     const [masterMiB, processMiB] = [rssMiB([server.pid]), rssMiB([worker])];
 
     // One connection: the request's own time, less the load generator's share of it and the time
-    // the two waited for a CPU another program held.
+    // the worker waited for a CPU another program held.
     const single = await measured(server, worker, () => drive(server.port, good, 1, step));
     const own = single.load.seconds - single.load.generatorCpuSeconds - single.waited;
     const requestMs = (Math.max(0, own) * 1000) / Math.max(1, single.load.requests);
@@ -157,20 +157,20 @@ interface Measured {
   cpu: number;
   /** Share of the time the worker's event-loop thread ran or was ready to run (waiting for a CPU). */
   loop: number;
-  /** Seconds the worker's event-loop thread and tune's own waited for a CPU. */
+  /** Seconds the worker's event-loop thread waited for a CPU. */
   waited: number;
   /** CPUs other programs kept busy. */
   other: number;
 }
 
 async function measured(server: TrialServer, worker: number, load: () => Promise<Load>): Promise<Measured> {
-  const waits = () => [runQueueSeconds(worker), runQueueSeconds(process.pid)] as const;
-  const [before, machineBefore, loopBefore, waitsBefore] = [treeCpu(server.pid), machineCpuSeconds(), cpuSeconds(worker, worker), waits()];
+  const [before, machineBefore, loopBefore, waitBefore] = [treeCpu(server.pid), machineCpuSeconds(), cpuSeconds(worker, worker), runQueueSeconds(worker)];
   const result = await load();
-  const [workerWaited, tuneWaited] = waits().map((seconds, i) => seconds - waitsBefore[i]!) as [number, number];
-  const loop = (cpuSeconds(worker, worker) - loopBefore + workerWaited) / result.seconds;
+  // tune's own waits are left in: they overlap the server's work rather than add to the request's time
+  const waited = runQueueSeconds(worker) - waitBefore;
+  const loop = (cpuSeconds(worker, worker) - loopBefore + waited) / result.seconds;
   const [cpu, machine] = [cpuBetween(before, treeCpu(server.pid)), machineCpuSeconds() - machineBefore];
-  return { load: result, cpu, loop: Math.min(1, loop), waited: workerWaited + tuneWaited, other: otherCpus(machine, cpu, result) };
+  return { load: result, cpu, loop: Math.min(1, loop), waited, other: otherCpus(machine, cpu, result) };
 }
 
 /** CPUs neither the server nor tune itself kept busy over a load. */
