@@ -7,7 +7,7 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { memoryBudget } from '../src/tune/machine.ts';
 import {
-  classify, configFlags, configSnippet, describeConfig, explain, plan, predictedMiB, recommend, skipReason,
+  classify, configFlags, configSnippet, describeConfig, explain, latencyMeasurable, plan, predictedMiB, recommend, skipReason,
   type Config, type Machine, type Profile, type Trial,
 } from '../src/tune/model.ts';
 import { renderHtml, renderJson, renderText } from '../src/tune/report.ts';
@@ -128,6 +128,15 @@ describe('the recommendation', () => {
     assert.ok(reasons.some((reason) => /Other programs used up to 0\.40 CPUs during 1 of the trials: the figures are skewed/.test(reason)), reasons.join('\n'));
     const profiled = explain({ profile: { ...IO_BOUND, otherCpus: 0.5 }, machine: MACHINE, bottleneck: 'io', trials, recommendation: recommend(trials, MACHINE), generator: { peakCpus: 0 } });
     assert.ok(profiled.some((reason) => /Other programs used up to 0\.50 CPUs during the profile and 1 of the trials/.test(reason)), profiled.join('\n'));
+  });
+
+  test('a trial without latencies (sync workers) is still recommended on its throughput', () => {
+    const trials = [trial(config(1), 250, 140), { ...trial(config(2, 1, 'sync'), 480, 200), p50Ms: null, p99Ms: null }];
+    assert.equal(latencyMeasurable(trials[1]!), false);
+    const chosen = recommend(trials, MACHINE);
+    assert.equal(chosen, trials[1]);
+    const reasons = explain({ profile: CPU_BOUND, machine: MACHINE, bottleneck: 'cpu', trials, recommendation: chosen, generator: { peakCpus: 0 } });
+    assert.equal(reasons[1], '-w 2 -k sync serves 480 req/s in 200 MiB, the most of the trials.');
   });
 
   test('nothing fitting says what one worker needs', () => {

@@ -126,10 +126,19 @@ export function skipReason(config: Config, profile: Profile, machine: Machine): 
   return needs > machine.memoryMiB ? `needs about ${Math.round(needs)} MiB; ${Math.round(machine.memoryMiB)} MiB allowed` : null;
 }
 
-type Measured = Trial & { reqPerSec: number; p50Ms: number; p99Ms: number; rssMiB: number };
+/** A trial that ran; its latencies may still be unknown (the sync class: see latencyMeasurable). */
+type Measured = Trial & { reqPerSec: number; rssMiB: number };
 
 function measured(trial: Trial): trial is Measured {
-  return trial.skipped === null && trial.reqPerSec !== null && trial.rssMiB !== null && trial.p50Ms !== null && trial.p99Ms !== null;
+  return trial.skipped === null && trial.reqPerSec !== null && trial.rssMiB !== null;
+}
+
+/**
+ * autocannon sends the next request on a connection as soon as a response ends; the sync class closes
+ * it after each response, so that request is lost and its time runs on through the reconnection.
+ */
+export function latencyMeasurable(config: Config): boolean {
+  return config.workerClass !== 'sync';
 }
 
 /**
@@ -207,7 +216,8 @@ export function explain(input: {
   const done = trials.filter(measured);
   const fastest = done.reduce((a, b) => (b.reqPerSec > a.reqPerSec ? b : a));
   const largest = done.filter((trial) => trial.rssMiB <= machine.memoryMiB).reduce((a, b) => (b.rssMiB > a.rssMiB ? b : a));
-  const figures = (trial: Measured) => `${describeConfig(trial)} serves ${Math.round(trial.reqPerSec)} req/s (p99 ${ms(trial.p99Ms)} ms) in ${mib(trial.rssMiB)}`;
+  const figures = (trial: Measured) =>
+    `${describeConfig(trial)} serves ${Math.round(trial.reqPerSec)} req/s${trial.p99Ms === null ? '' : ` (p99 ${ms(trial.p99Ms)} ms)`} in ${mib(trial.rssMiB)}`;
   if (fastest !== chosen) {
     sentences.push(`${figures(chosen)}; ${figures(fastest)}, within ${pct(NEAR_EQUAL)}, with ${(fastest.rssMiB / chosen.rssMiB).toFixed(1)}× the memory.`);
   } else if (largest !== chosen) {

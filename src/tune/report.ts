@@ -156,15 +156,17 @@ function escape(text: string): string {
 
 export function renderHtml(result: TuneResult): string {
   const measured = result.trials.filter((trial) => trial.skipped === null && trial.reqPerSec !== null);
-  const pointsOf = (value: (trial: Trial) => number) =>
-    measured.map((trial) => ({ x: units(trial), y: value(trial), label: `${describeConfig(trial)}: ${formatTick(value(trial))}`, series: series(trial), chosen: trial === result.recommendation }));
+  const pointsOf = (value: (trial: Trial) => number | null) =>
+    measured
+      .filter((trial) => value(trial) !== null)
+      .map((trial) => ({ x: units(trial), y: value(trial)!, label: `${describeConfig(trial)}: ${formatTick(value(trial)!)}`, series: series(trial), chosen: trial === result.recommendation }));
   const { profile, machine } = result;
   const legend = [...new Set(measured.map(series))]
     .map((name) => `<span class="key"><span class="swatch" style="background:${CLASS_COLORS[name] ?? '#111827'}"></span>${escape(name)}</span>`)
     .join(' ');
   const charts = [
     chart('Throughput', 'serving units (workers × threads)', 'req/s', pointsOf((trial) => trial.reqPerSec!)),
-    chart('p99 latency', 'serving units (workers × threads)', 'ms', pointsOf((trial) => trial.p99Ms!)),
+    chart('p99 latency', 'serving units (workers × threads)', 'ms', pointsOf((trial) => trial.p99Ms)),
     memoryChart(pointsOf((trial) => trial.rssMiB!), machine.memoryMiB),
     chart(
       'Profile: one worker under rising load',

@@ -6,7 +6,7 @@ import * as http from 'node:http';
 import { ExitCode, ForkgateError } from '../errors.ts';
 import { drive, type Load } from './load.ts';
 import {
-  classify, describeConfig, explain, plan, recommend, skipReason, units,
+  classify, describeConfig, explain, latencyMeasurable, plan, recommend, skipReason, units,
   type Bottleneck, type Config, type Machine, type Profile, type Trial,
 } from './model.ts';
 import { childrenOf, cpuBetween, cpuSeconds, machineCpuSeconds, processTree, rssMiB, runQueueSeconds, treeCpu } from './proc.ts';
@@ -91,7 +91,8 @@ export async function tune(options: TuneOptions, progress: Progress): Promise<Tu
     generatorCpus = Math.max(generatorCpus, load.generatorCpuSeconds / load.seconds);
     trials.push(trial);
     const failures = trial.failures > 0 ? `, ${trial.failures} failed requests` : '';
-    progress.done(describeConfig(config), `${Math.round(trial.reqPerSec!)} req/s, p99 ${trial.p99Ms!.toFixed(1)} ms, ${Math.round(trial.rssMiB!)} MiB${failures}`);
+    const p99 = trial.p99Ms === null ? '' : `, p99 ${trial.p99Ms.toFixed(1)} ms`;
+    progress.done(describeConfig(config), `${Math.round(trial.reqPerSec!)} req/s${p99}, ${Math.round(trial.rssMiB!)} MiB${failures}`);
   }
   const recommendation = recommend(trials, machine);
   const reasons = explain({ profile, machine, bottleneck, trials, recommendation, generator: { peakCpus: generatorCpus } });
@@ -202,8 +203,8 @@ async function runTrial(
     const trial: Trial = {
       ...config,
       reqPerSec: load.reqPerSec,
-      p50Ms: load.p50Ms,
-      p99Ms: load.p99Ms,
+      p50Ms: latencyMeasurable(config) ? load.p50Ms : null,
+      p99Ms: latencyMeasurable(config) ? load.p99Ms : null,
       rssMiB: rssMiB(tree),
       cpuUsPerReq: load.requests > 0 ? (cpu * 1e6) / load.requests : null,
       failures: load.failures,
