@@ -2,7 +2,7 @@
 // shape of what it reports, never timing or which configuration wins (the machine is shared).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -11,19 +11,18 @@ import { FIXTURES, ROOT } from './helpers/forkgate.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-tune-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
-// A copy under a name of its own: every server started for it has the path on its command line.
 const APP = join(scratch, 'tuned.cjs');
 copyFileSync(`${FIXTURES}tune.cjs`, APP);
 
 const TRIAL_KEYS = ['workers', 'threads', 'workerClass', 'balance', 'reqPerSec', 'p50Ms', 'p99Ms', 'rssMiB'];
 
 /** Runs `forkgate tune ARGS` to its end, bounded at two minutes. */
-function tune(args: string[]): Promise<Run> {
+function tune(args: string[], cwd = scratch): Promise<Run> {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const name of SETTING_ENV) delete env[name];
   const bin = process.env.FORKGATE_TEST_BIN;
   const [file, ...prefix] = bin ? [bin] : [process.execPath, `${ROOT}dist/forkgate.cjs`];
-  const child = spawn(file!, [...prefix, 'tune', ...args], { cwd: scratch, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(file!, [...prefix, 'tune', ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
@@ -38,13 +37,13 @@ function tune(args: string[]): Promise<Run> {
   });
 }
 
-/** Processes whose command line names the scratch directory: servers tune left behind. */
-function leftBehind(): number[] {
+/** Processes whose command line names this app: servers tune left behind. */
+function leftBehind(app: string): number[] {
   return readdirSync('/proc')
     .filter((entry) => /^\d+$/.test(entry))
     .filter((pid) => {
       try {
-        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(scratch);
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(app);
       } catch {
         return false;
       }
@@ -65,7 +64,10 @@ interface Report {
 describe('forkgate tune', { concurrency: true }, () => {
   test('measures a grid, reports a path that does not answer 2xx, recommends a measured trial, and writes a self-contained report', async () => {
     const report = join(scratch, 'report.html');
-    const run = await tune([APP, '--duration', '1', '--path', '/', '--path', '/missing', '--json', '--report', report]);
+    // a copy of its own: no other test's servers name it
+    const app = join(scratch, 'reported.cjs');
+    copyFileSync(APP, app);
+    const run = await tune([app, '--duration', '1', '--path', '/', '--path', '/missing', '--json', '--report', report]);
     assert.equal(run.code, 0, run.stderr);
     const result = JSON.parse(run.stdout) as Report;
 
@@ -87,7 +89,7 @@ describe('forkgate tune', { concurrency: true }, () => {
     const chosen = result.recommendation!;
     assert.deepEqual(Object.keys(chosen), Object.keys(result.trials[0]!));
     assert.ok(result.trials.some((trial) => JSON.stringify(trial) === JSON.stringify(chosen)), 'the recommendation is a measured trial');
-    assert.match(result.command!, new RegExp(`^forkgate -w ${chosen.workers}.* ${APP}$`));
+    assert.match(result.command!, new RegExp(`^forkgate -w ${chosen.workers}.* ${app}$`));
     assert.ok(result.reasons.length >= 2);
 
     // not a terminal: plain progress lines on stderr
@@ -100,7 +102,7 @@ describe('forkgate tune', { concurrency: true }, () => {
     const withLatency = result.trials.filter((trial) => trial.p99Ms !== null).length;
     assert.equal(withLatency, result.trials.filter((trial) => trial.workerClass !== 'sync').length);
     assert.equal(html.match(/<circle class="point"/g)?.length, 2 * result.trials.length + withLatency + result.profile.steps.length);
-    assert.deepEqual(leftBehind(), [], 'every server it started is stopped');
+    assert.deepEqual(leftBehind(app), [], 'every server it started is stopped');
   });
 
   test('skips every configuration that does not fit --memory, and recommends none', async () => {
@@ -140,6 +142,14 @@ describe('forkgate tune', { concurrency: true }, () => {
     assert.match(run.stderr, /^forkgate: tune: .*broken-import\.cjs does not load: /m);
     assert.match(run.stderr, /Error: database url missing/);
     assert.doesNotMatch(run.stderr, /internal error/);
+  });
+
+  test('a setting the config file gives that forkgate refuses: exit 2, as forkgate says it', async () => {
+    const project = mkdtempSync(join(scratch, 'project-'));
+    writeFileSync(join(project, 'forkgate.config.json'), '{ "workerConnections": "lots" }');
+    const run = await tune([APP, '--duration', '1'], project);
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(run.stderr, /^forkgate: error: tune: \S+forkgate\.config\.json: workerConnections: expected a whole number ≥ 1; got "lots"$/m);
   });
 
   for (const [args, said] of [

@@ -1,6 +1,7 @@
 /** `forkgate tune APP`: run the app in the configurations worth trying, measure them, recommend one. */
 import { writeFileSync } from 'node:fs';
-import { ExitCode, ForkgateError, UsageError } from '../errors.ts';
+import { UsageError } from '../errors.ts';
+import { TuneError } from '../tune/error.ts';
 import { readMachine } from '../tune/machine.ts';
 import { progressOn } from '../tune/progress.ts';
 import { renderHtml, renderJson, renderText } from '../tune/report.ts';
@@ -45,7 +46,7 @@ export const tune: Command = {
     // A report that cannot be written is said before the trials, not after them.
     if (values.report !== undefined) writable(values.report);
     if (process.platform !== 'linux') {
-      throw new ForkgateError('FORKGATE_TUNE', `measures the server's CPU and memory in /proc, which ${process.platform} does not have: Linux only`, ExitCode.runtimeFailure);
+      throw new TuneError(`measures the server's CPU and memory in /proc, which ${process.platform} does not have: Linux only`);
     }
 
     const progress = progressOn(process.stderr);

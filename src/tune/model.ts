@@ -77,7 +77,7 @@ export function predictedMiB(config: Config, profile: Profile): number {
 }
 
 /** Share of a request's time the server spends on the CPU. */
-export function cpuShare(profile: Profile): number {
+function cpuShare(profile: Profile): number {
   return profile.requestMs > 0 ? Math.min(1, profile.cpuMs / profile.requestMs) : 1;
 }
 

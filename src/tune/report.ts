@@ -89,7 +89,7 @@ interface ChartOptions {
 }
 
 /** A scatter-and-line chart: one point per trial, lines joining each series by x. Inline SVG, no scripts. */
-export function chart(title: string, xLabel: string, yLabel: string, points: readonly Point[], options: ChartOptions = {}): string {
+function chart(title: string, xLabel: string, yLabel: string, points: readonly Point[], options: ChartOptions = {}): string {
   const [width, height, left, right, top, bottom] = [460, 280, 56, 16, 28, 44];
   const xs = points.map((point) => point.x);
   const { limit } = options;

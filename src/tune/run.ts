@@ -3,7 +3,7 @@
  * profile calls for, recommend. Every server is forkgate itself (server.ts); the load is autocannon's.
  */
 import * as http from 'node:http';
-import { ExitCode, ForkgateError } from '../errors.ts';
+import { TuneError } from './error.ts';
 import { drive, type Load } from './load.ts';
 import {
   classify, describeConfig, explain, latencyMeasurable, plan, recommend, skipReason, units,
@@ -51,10 +51,12 @@ const TWO_THREADS: Config = { workers: 1, threads: 2, workerClass: 'gthread', ba
 const STEP_FACTOR = 4;
 const MAX_CONNECTIONS = 256;
 const GROWTH = 1.1;
+/** An event loop this busy has no room for more: the rising load stops there. */
+const FULL_LOOP = 0.95;
 /** Seconds a server's start, warm-up gap and stop take besides the load, for the estimate of time left. */
 const OVERHEAD_SECONDS = 1.5;
 
-export function warmupSeconds(duration: number): number {
+function warmupSeconds(duration: number): number {
   return Math.min(2, duration);
 }
 
@@ -115,10 +117,10 @@ async function profileApp(options: TuneOptions): Promise<{ profile: Profile; pat
     const good = paths.filter((entry) => isGood(entry.status)).map((entry) => entry.path);
     if (good.length === 0) {
       const answers = paths.map((entry) => `${entry.path} ${entry.status ?? entry.error}`).join(', ');
-      throw new ForkgateError('FORKGATE_TUNE', `no path answers 2xx or 3xx, nothing to measure: ${answers}`, ExitCode.runtimeFailure);
+      throw new TuneError(`no path answers 2xx or 3xx, nothing to measure: ${answers}`);
     }
     const [worker] = childrenOf(server.pid);
-    if (worker === undefined) throw new ForkgateError('FORKGATE_TUNE', 'the worker process was not found under the master', ExitCode.runtimeFailure);
+    if (worker === undefined) throw new TuneError('the worker process was not found under the master');
     await drive(server.port, good, 8, warmupSeconds(options.duration));
     // after the same warm-up as the threaded worker's below, so the two compare
     const [masterMiB, processMiB] = [rssMiB([server.pid]), rssMiB([worker])];
@@ -139,6 +141,7 @@ async function profileApp(options: TuneOptions): Promise<{ profile: Profile; pat
       other = Math.max(other, next.other);
       if (next.load.reqPerSec < best.reqPerSec * GROWTH) break;
       best = { connections, reqPerSec: next.load.reqPerSec, loop: next.loop };
+      if (best.loop >= FULL_LOOP) break; // more connections only queue
     }
     await server.stop();
     const threadMiB = Math.max(0, (await threadedWorkerMiB(options, good)) - processMiB);

@@ -5,7 +5,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as net from 'node:net';
 import { isSea } from 'node:sea';
-import { AppLoadError, ExitCode, ForkgateError } from '../errors.ts';
+import { AppLoadError, ExitCode, SettingError, type ForkgateError } from '../errors.ts';
+import { TuneError } from './error.ts';
 import { configFlags, type Config } from './model.ts';
 
 /** Startup and shutdown are each bounded: a pool that takes longer is reported, not waited on. */
@@ -63,20 +64,22 @@ export class TrialServer {
       if (exitCode !== undefined) throw this.bootFailure(app, exitCode);
       if (Date.now() > deadline) {
         await this.stop();
-        throw new ForkgateError('FORKGATE_TUNE', `the pool was not ready within ${READY_TIMEOUT_MS / 1000} s:\n${this.log.trim()}`, ExitCode.runtimeFailure);
+        throw new TuneError(`the pool was not ready within ${READY_TIMEOUT_MS / 1000} s:\n${this.log.trim()}`);
       }
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
 
-  /** The app that cannot load says why in the master's error lines; anything else is forkgate's failure. */
+  /** The app that cannot load says why in the master's error lines; a refused setting, in forkgate's one line. */
   private bootFailure(app: string, code: number | null): ForkgateError {
     const errors = this.log
       .split(/\n(?=\[[A-Z]+\] )/)
       .filter((entry) => entry.startsWith('[ERROR]') && !/Shutting down/.test(entry))
       .map((entry) => entry.replace(/^\[ERROR\] \S+ \S+ \S+ \[\d+\] (Worker failed to boot \(pid:\d+\):\s*)?/, ''));
     if (code === ExitCode.bootFailure) return new AppLoadError(`${app} does not load: ${errors.join('\n').trim() || this.log.trim()}`);
-    return new ForkgateError('FORKGATE_TUNE', `forkgate exited ${code} before it served:\n${this.log.trim()}`, ExitCode.runtimeFailure);
+    // a setting it refused: the config file or the environment it shares with the servers you start
+    if (code === ExitCode.usage) return new SettingError(this.log.trim().replace(/^forkgate: error: /, ''));
+    return new TuneError(`forkgate exited ${code} before it served:\n${this.log.trim()}`);
   }
 
   /** TERM, as a supervisor stops it; KILL after STOP_TIMEOUT_MS. */
