@@ -13,7 +13,7 @@ import { configFlags, type Config } from './model.ts';
 const READY_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 10_000;
 
-/** Live servers, killed if tune itself is interrupted. */
+/** Live servers, stopped if tune itself is interrupted. */
 const running = new Set<TrialServer>();
 
 export class TrialServer {
