@@ -93,7 +93,7 @@ describe('forkgate tune', { concurrency: true }, () => {
     assert.ok(result.reasons.length >= 2);
 
     // not a terminal: plain progress lines on stderr
-    assert.match(run.stderr, /^tune: trial 1\/\d+: -w 1$/m);
+    assert.match(run.stderr, /^tune: trial 1\/\d+: -w 1 \(about \d+ s left\)$/m);
 
     const html = readFileSync(report, 'utf8');
     assert.doesNotMatch(html, /https?:\/\//);

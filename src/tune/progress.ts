@@ -30,8 +30,8 @@ class Lines implements Progress {
     this.total = trials;
     this.stream.write(`tune: ${trials} trials, about ${Math.round(seconds)} s\n`);
   }
-  trial(index: number, config: string): void {
-    this.stream.write(`tune: trial ${index}/${this.total}: ${config}\n`);
+  trial(index: number, config: string, secondsLeft: number): void {
+    this.stream.write(`tune: trial ${index}/${this.total}: ${config} (about ${Math.round(secondsLeft)} s left)\n`);
   }
   done(config: string, outcome: string): void {
     this.stream.write(`tune:   ${config}: ${outcome}\n`);
