@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import { performance } from 'node:perf_hooks';
 import { getAsset, isSea } from 'node:sea';
 import { compileFunction } from 'node:vm';
+import { TuneError } from './error.ts';
 
 export interface Load {
   /** Requests answered 2xx or 3xx. */
@@ -72,7 +73,14 @@ let generator: typeof autocannon | null = null;
  */
 function loadGenerator(): typeof autocannon {
   if (generator) return generator;
-  if (!isSea()) return (generator = createRequire(realpathSync(process.argv[1]!))('./autocannon.cjs') as typeof autocannon);
+  if (!isSea()) {
+    const bundle = realpathSync(process.argv[1]!);
+    try {
+      return (generator = createRequire(bundle)('./autocannon.cjs') as typeof autocannon);
+    } catch (error) {
+      throw new TuneError(`the load generator, autocannon.cjs, does not load beside ${bundle} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}): it is part of forkgate's build`);
+    }
+  }
   const module = { exports: {} };
   const source = getAsset('autocannon.cjs', 'utf8');
   compileFunction(source, ['module', 'exports', 'require'], { filename: 'autocannon.cjs' })(module, module.exports, createRequire(process.execPath));
