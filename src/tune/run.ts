@@ -129,8 +129,9 @@ async function profileApp(options: TuneOptions): Promise<{ profile: Profile; pat
     // the worker waited for a CPU another program held.
     const single = await measured(server, worker, () => drive(server.port, good, 1, step));
     const own = single.load.seconds - single.load.generatorCpuSeconds - single.waited;
-    const requestMs = (Math.max(0, own) * 1000) / Math.max(1, single.load.requests);
     const cpuMs = (single.cpu * 1000) / Math.max(1, single.load.requests);
+    // a request takes at least its CPU: below that, the generator's share overlapped the server's
+    const requestMs = Math.max(cpuMs, (own * 1000) / Math.max(1, single.load.requests));
 
     const steps: Profile['steps'] = [{ connections: 1, reqPerSec: single.load.reqPerSec, p99Ms: single.load.p99Ms }];
     let best = { connections: 1, reqPerSec: single.load.reqPerSec, loop: single.loop };
