@@ -98,8 +98,8 @@ function cpuBound(profile: Profile): boolean {
 
 /**
  * The configurations worth a trial: processes 1, CPU and 2 × CPU + 1; threads 2 and 4 in one process
- * (and CPU threads in fewer processes when memory is short); sync workers where requests are CPU
- * work; the request-level proxy where a slow request could hold up quick ones behind it.
+ * (and CPU and 2 × CPU + 1 when memory is short); for CPU work sync workers, and the request-level proxy,
+ * where a slow request could hold up quick ones behind it; for I/O the kernel's balancing.
  */
 export function plan(machine: Machine, bottleneck: Bottleneck): Config[] {
   const cpus = machine.cpus;
