@@ -130,13 +130,24 @@ describe('the recommendation', () => {
     assert.ok(profiled.some((reason) => /Other programs used up to 0\.50 CPUs during the profile and 1 of the trials/.test(reason)), profiled.join('\n'));
   });
 
+  test('the fastest, when it is also the choice, is set beside the next best and the largest', () => {
+    const trials = [trial(config(1), 250, 140), trial(config(2), 480, 240), trial(config(1, 2), 490, 205), trial(config(5), 400, 500)];
+    const chosen = recommend(trials, MACHINE);
+    assert.equal(chosen, trials[2]);
+    const reasons = explain({ profile: CPU_BOUND, machine: MACHINE, bottleneck: 'cpu', trials, recommendation: chosen, generator: { peakCpus: 0 } });
+    assert.equal(
+      reasons[1],
+      '-w 1 --threads 2 serves 490 req/s (p99 10 ms) in 205 MiB, the most of the trials; -w 2 serves 480 req/s (p99 10 ms) in 240 MiB; -w 5 serves 400 req/s (p99 10 ms) in 500 MiB.',
+    );
+  });
+
   test('a trial without latencies (sync workers) is still recommended on its throughput', () => {
     const trials = [trial(config(1), 250, 140), { ...trial(config(2, 1, 'sync'), 480, 200), p50Ms: null, p99Ms: null }];
     assert.equal(latencyMeasurable(trials[1]!), false);
     const chosen = recommend(trials, MACHINE);
     assert.equal(chosen, trials[1]);
     const reasons = explain({ profile: CPU_BOUND, machine: MACHINE, bottleneck: 'cpu', trials, recommendation: chosen, generator: { peakCpus: 0 } });
-    assert.equal(reasons[1], '-w 2 -k sync serves 480 req/s in 200 MiB, the most of the trials.');
+    assert.equal(reasons[1], '-w 2 -k sync serves 480 req/s in 200 MiB, the most of the trials; -w 1 serves 250 req/s (p99 10 ms) in 140 MiB.');
   });
 
   test('nothing fitting says what one worker needs', () => {

@@ -220,10 +220,11 @@ export function explain(input: {
     `${describeConfig(trial)} serves ${Math.round(trial.reqPerSec)} req/s${trial.p99Ms === null ? '' : ` (p99 ${ms(trial.p99Ms)} ms)`} in ${mib(trial.rssMiB)}`;
   if (fastest !== chosen) {
     sentences.push(`${figures(chosen)}; ${figures(fastest)}, within ${pct(NEAR_EQUAL)}, with ${(fastest.rssMiB / chosen.rssMiB).toFixed(1)}× the memory.`);
-  } else if (largest !== chosen) {
-    sentences.push(`${figures(chosen)}, the most of the trials; ${figures(largest)}.`);
   } else {
-    sentences.push(`${figures(chosen)}, the most of the trials.`);
+    // the next best, and the one that spends the most memory, if another
+    const runnerUp = done.filter((trial) => trial !== chosen).reduce<Measured | null>((a, b) => (a === null || b.reqPerSec > a.reqPerSec ? b : a), null);
+    const rivals = [...new Set([runnerUp, largest])].filter((trial): trial is Measured => trial !== null && trial !== chosen);
+    sentences.push(`${[`${figures(chosen)}, the most of the trials`, ...rivals.map(figures)].join('; ')}.`);
   }
   const overMemory = trials.filter((trial) => trial.skipped !== null || (trial.rssMiB !== null && trial.rssMiB > machine.memoryMiB));
   if (overMemory.length > 0) {
