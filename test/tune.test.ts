@@ -144,6 +144,15 @@ describe('forkgate tune', { concurrency: true }, () => {
     assert.doesNotMatch(run.stderr, /internal error/);
   });
 
+  test('each server runs as tune configures it, whatever the config file says of threads', async () => {
+    const project = mkdtempSync(join(scratch, 'configured-'));
+    writeFileSync(join(project, 'forkgate.config.json'), '{ "threads": 2 }');
+    // /unthreaded answers 409 from a serving thread: the profile's single worker must have none
+    const run = await tune([APP, '--duration', '1', '--memory', '1', '--path', '/unthreaded', '--json'], project);
+    assert.equal(run.code, 0, run.stderr);
+    assert.deepEqual((JSON.parse(run.stdout) as Report).paths, [{ path: '/unthreaded', status: 200, error: null }]);
+  });
+
   test('a setting the config file gives that forkgate refuses: exit 2, as forkgate says it', async () => {
     const project = mkdtempSync(join(scratch, 'project-'));
     writeFileSync(join(project, 'forkgate.config.json'), '{ "workerConnections": "lots" }');

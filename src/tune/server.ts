@@ -7,7 +7,7 @@ import * as net from 'node:net';
 import { isSea } from 'node:sea';
 import { AppLoadError, ExitCode, SettingError, type ForkgateError } from '../errors.ts';
 import { TuneError } from './error.ts';
-import { configFlags, type Config } from './model.ts';
+import type { Config } from './model.ts';
 
 /** Startup and shutdown are each bounded: a pool that takes longer is reported, not waited on. */
 const READY_TIMEOUT_MS = 30_000;
@@ -38,7 +38,8 @@ export class TrialServer {
     const port = await freePort();
     const args = [
       ...(isSea() ? [] : [process.argv[1]!]),
-      ...configFlags(config),
+      // all four, even the defaults: the config file and the environment may set them otherwise
+      '-w', String(config.workers), '--threads', String(config.threads), '-k', config.workerClass, '--balance', config.balance,
       '-b', `127.0.0.1:${port}`,
       // the readiness line is read from the log, whatever the config file says about it
       '--error-logfile', '-', '--log-level', 'info',
