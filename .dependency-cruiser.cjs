@@ -9,7 +9,7 @@ const layers = [
   ['^src/hop/'],
   ['^src/(worker|proxy)/'],
   ['^src/master/'],
-  ['^src/commands/', '^src/(cli|index)\\.ts$'],
+  ['^src/(commands|tune)/', '^src/(cli|index)\\.ts$'],
 ];
 
 module.exports = {

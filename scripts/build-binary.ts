@@ -36,7 +36,8 @@ try {
     // Node options come only as --node-options="..." (the master passes --node-option values to workers so).
     execArgvExtension: 'cli',
     // Serving threads (--threads) run the bundle as source: inside the binary it is no file on disk.
-    assets: { 'forkgate.cjs': bundle },
+    // forkgate tune loads its load generator the same way.
+    assets: { 'forkgate.cjs': bundle, 'autocannon.cjs': join(root, 'dist/autocannon.cjs') },
   };
   writeFileSync(join(work, 'sea-config.json'), JSON.stringify(config));
   quietly(node, ['--experimental-sea-config', join(work, 'sea-config.json')]);

@@ -29,6 +29,8 @@ await Promise.all([
     define: { ...common.define, FORKGATE_API: JSON.stringify(api.outputFiles[0]!.text) },
   }),
   build({ ...common, entryPoints: ['src/index.ts'], outfile: 'dist/index.cjs' }),
+  // forkgate tune's load generator, a file of its own: in forkgate.cjs every worker would load it too.
+  build({ ...common, entryPoints: ['autocannon'], outfile: 'dist/autocannon.cjs', sourcemap: false }),
 ]);
 chmodSync(new URL('dist/forkgate.cjs', root), 0o755);
 

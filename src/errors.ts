@@ -31,6 +31,7 @@ export const ERROR_EXIT_CODES = {
   FKG_ERR_LISTEN: ExitCode.runtimeFailure,
   FKG_ERR_ADMIN_UNREACHABLE: ExitCode.runtimeFailure,
   FKG_ERR_ADMIN_FAILED: ExitCode.runtimeFailure,
+  FKG_ERR_TUNE: ExitCode.runtimeFailure,
   FKG_ERR_APP_LOAD: ExitCode.bootFailure,
 } as const satisfies Record<`FKG_ERR_${string}`, ExitCode>;
 export type ErrorCode = keyof typeof ERROR_EXIT_CODES;
@@ -104,6 +105,14 @@ export class AdminFailedError extends ForkgateError {
     super('FKG_ERR_ADMIN_FAILED', message);
     this.name = 'AdminFailedError';
     this.status = status;
+  }
+}
+
+/** forkgate tune could not measure: no path answers, a pool that does not come up, no /proc. */
+export class TuneError extends ForkgateError {
+  constructor(message: string) {
+    super('FKG_ERR_TUNE', message);
+    this.name = 'TuneError';
   }
 }
 

@@ -18,6 +18,7 @@ import {
   HopParseError,
   ListenError,
   SettingError,
+  TuneError,
   UsageError,
 } from '../src/errors.ts';
 import { revivedError, serializeError } from '../src/ipc/messages.ts';
@@ -34,6 +35,7 @@ const RAISED: readonly ForkgateError[] = [
   new AdminUnreachableError('cannot reach the admin endpoint'),
   new AdminRefusedError(401, 'the bearer token is not the one in --admin-token-file'),
   new AdminFailedError(500, '--admin-token-file: cannot read it'),
+  new TuneError('no path answers 2xx or 3xx, nothing to measure'),
 ];
 const HOP_RAISED: readonly HopError[] = [new HopParseError('invalid status line'), new HopClosedError()];
 
@@ -45,6 +47,7 @@ test('each code keeps its exit code: scripts and supervisors rely on both', () =
     FKG_ERR_LISTEN: 1,
     FKG_ERR_ADMIN_UNREACHABLE: 1,
     FKG_ERR_ADMIN_FAILED: 1,
+    FKG_ERR_TUNE: 1,
     FKG_ERR_APP_LOAD: 3,
   });
   assert.deepEqual(HOP_ERROR_CODES, ['FKG_ERR_HOP_PARSE', 'FKG_ERR_HOP_CLOSED']);

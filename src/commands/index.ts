@@ -1,6 +1,6 @@
 /**
- * The commands (`forkgate status`, `reload`, `scale`, `stop`): clients of a running master's admin
- * endpoint. A command is the first word; anything else is the server's command line, whose app must
+ * The commands: `forkgate status`, `reload`, `scale` and `stop`, clients of a running master's admin
+ * endpoint, and `tune`, which starts forkgate itself to measure an app. A command is the first word; anything else is the server's command line, whose app must
  * then not be a word that only looks like a command.
  */
 import { existsSync } from 'node:fs';
@@ -10,8 +10,9 @@ import { appExtensions } from '../worker/app-loader.ts';
 import type { Command } from './command.ts';
 import { reload, scale, stop } from './control.ts';
 import { status } from './status.ts';
+import { tune } from './tune.ts';
 
-const COMMANDS = { status, reload, scale, stop } satisfies Record<string, Command>;
+const COMMANDS = { status, reload, scale, stop, tune } satisfies Record<string, Command>;
 export type CommandName = keyof typeof COMMANDS;
 
 export function isCommand(word: string): word is CommandName {

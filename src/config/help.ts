@@ -14,14 +14,14 @@ function sections(): Map<string, Setting[]> {
   return grouped;
 }
 
-/** commands: the usage lines of forkgate's commands (status, reload, ...), which ask a running master. */
+/** commands: the usage lines of forkgate's commands (status, reload, ..., tune). */
 export function renderHelp(commands: readonly string[]): string {
   const lines = [
     'Usage: forkgate [options] APP',
     ...commands.map((usage) => `       ${usage}`),
     '',
     'APP is path/to/app.{js,mjs,cjs,ts}[:export] (:factory() calls a factory).',
-    "The commands ask a running master through its admin endpoint (--admin-bind); forkgate COMMAND --help says more.",
+    "The commands ask a running master through its admin endpoint (--admin-bind), but tune, which starts forkgate itself to measure the app; forkgate COMMAND --help says more.",
   ];
   for (const [section, entries] of sections()) {
     // The app is the positional argument; server hooks have no flag (the footer says where they go).
