@@ -132,14 +132,14 @@ describe('forkgate tune', { concurrency: true }, () => {
   test('with no path answering 2xx or 3xx, there is nothing to measure: exit 1', async () => {
     const run = await tune([APP, '--duration', '1', '--path', '/missing']);
     assert.equal(run.code, 1, run.stderr);
-    assert.match(run.stderr, /^forkgate: tune: no path answers 2xx or 3xx, nothing to measure: \/missing 404$/m);
+    assert.match(run.stderr, /^forkgate: error: tune: no path answers 2xx or 3xx, nothing to measure: \/missing 404$/m);
     assert.equal(run.stdout, '');
   });
 
   test("an app that fails to load: exit 3 with the app's own error", async () => {
     const run = await tune([`${FIXTURES}broken-import.cjs`, '--duration', '1']);
     assert.equal(run.code, 3, run.stderr);
-    assert.match(run.stderr, /^forkgate: tune: .*broken-import\.cjs does not load: /m);
+    assert.match(run.stderr, /^forkgate: error: tune: .*broken-import\.cjs does not load: /m);
     assert.match(run.stderr, /Error: database url missing/);
     assert.doesNotMatch(run.stderr, /internal error/);
   });
