@@ -1,6 +1,6 @@
 /**
  * The admin endpoint (--admin-bind): what load balancers, orchestrators and operators ask the master.
- * GET /healthz, /readyz, /status; POST /workers/N (the pool size), /workers/+N, /workers/-N, /reload,
+ * GET /healthz, /readyz, /status, /metrics; POST /workers/N (the pool size), /workers/+N, /workers/-N, /reload,
  * /stop. Off unless configured; meant for loopback or a unix socket, since it can resize, reload and
  * stop the pool. A browser on the operator's
  * machine reaches loopback too, so requests only a web page would send are refused: a domain name as
@@ -18,6 +18,7 @@ import type { BalancerLoad } from './balance/balancer.ts';
 import { closeForSuccessor, listeningFd, listenOn } from './listen.ts';
 import type { SocketAccess } from './privileges.ts';
 import type { AdminSocket } from './upgrade.ts';
+import { serveMetrics, type Exposition } from '../metrics/endpoint.ts';
 
 export interface WorkerStatus {
   pid: number;
@@ -64,6 +65,8 @@ export interface AdminActions {
   /** As TERM does: a graceful stop, after --shutdown-delay. */
   stop(request: string): void;
   resize(change: PoolSizeChange, request: string): ResizeOutcome;
+  /** GET /metrics: the Prometheus exposition. */
+  metrics: Exposition;
 }
 
 const POOL_SIZE = /^\/workers\/([+-]?)(\d+)$/;
@@ -147,8 +150,10 @@ function handle(req: http.IncomingMessage, res: http.ServerResponse, guard: Guar
       return actions.ready() ? reply(200, { status: 'ready' }) : reply(503, { status: 'not ready' });
     case '/status':
       return reply(200, actions.status());
+    case '/metrics':
+      return serveMetrics(req, res, actions.metrics);
     default:
-      return reply(404, { error: `no ${path}; try /healthz, /readyz, /status` });
+      return reply(404, { error: `no ${path}; try /healthz, /readyz, /status, /metrics` });
   }
 }
 

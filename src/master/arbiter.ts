@@ -30,6 +30,7 @@ import { runHook, type HookName, type Hooks, type MasterInfo, type WorkerInfo } 
 import { spawnWorkerProcess, START_GRACE_MS } from './worker-process.ts';
 import { processTitle } from '../process-title.ts';
 import { WorkerHandle } from './worker-handle.ts';
+import { PoolMetrics } from '../metrics/pool-metrics.ts';
 
 const HANDLED_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGUSR1', 'SIGUSR2'] as const;
 type HandledSignal = (typeof HANDLED_SIGNALS)[number];
@@ -101,6 +102,7 @@ export class Arbiter {
   private finish: (code: number) => void = () => {};
   /** Set by stop(): resolves once the balancer no longer needs the workers. */
   private balancerClosed: Promise<void> = Promise.resolve();
+  private readonly metrics = new PoolMetrics({ workers: () => this.workers, target: () => this.target, load: () => this.balancer.load(), settings: () => this.settings });
 
   constructor(resolved: ResolvedSettings, sources: SettingSources, workerEnv: NodeJS.ProcessEnv, logger: Logger) {
     this.sources = sources;
@@ -163,6 +165,10 @@ export class Arbiter {
         await this.balancer.close('quick');
         return ExitCode.runtimeFailure;
       }
+    }
+    if (settings.metricsBind && !(await this.metrics.listen(settings.metricsBind, logger))) {
+      await this.balancer.close('quick');
+      return ExitCode.runtimeFailure;
     }
 
     for (const signal of HANDLED_SIGNALS) {
@@ -303,6 +309,7 @@ export class Arbiter {
     for (const cause of this.failedSpawns.splice(0)) if (!this.stopping) this.onBootFailure(cause, null, ExitCode.bootFailure);
     for (const { worker, code, signal } of this.exits.splice(0)) {
       this.workers.delete(worker);
+      this.metrics.workerExited(worker, code, signal, this.stopping !== null);
       this.balancer.remove(worker);
       const bootError = this.bootErrors.get(worker);
       this.bootErrors.delete(worker);
@@ -402,6 +409,7 @@ export class Arbiter {
     }
     const worker = new WorkerHandle(id, this.generation, child);
     this.workers.add(worker);
+    this.metrics.workerSpawned(worker);
     child.on('message', (message: unknown) => {
       if (isProtocolMessage<WorkerMessage>(message)) this.onWorkerMessage(worker, message);
     });
@@ -455,6 +463,8 @@ export class Arbiter {
       case 'closed':
         this.balancer.closed(worker, message.connections);
         return;
+      case 'metrics':
+        return this.metrics.reported(worker, message.seq, message.report);
       case 'retire':
         if (worker.retiring) return;
         this.logger.info(`Worker (pid:${worker.pid}) ${message.reason}: replacing it`);
@@ -607,6 +617,7 @@ export class Arbiter {
       fs.rmSync(`${this.settings.pid}.oldbin`, { force: true });
     }
     this.admin?.close();
+    this.metrics.close();
     this.reloader?.close();
     this.logger.info('Shutting down: Master');
     this.finish(this.exitCode);
@@ -643,6 +654,7 @@ export class Arbiter {
     try {
       this.balancer.handOver();
       admin?.handOver();
+      this.metrics.handOver();
     } catch (error) {
       this.logger.warning(`A unix socket's file could not be kept for the new master: ${(error as Error).message}`);
     }
@@ -677,6 +689,7 @@ export class Arbiter {
         return this.resize('to' in change ? change.to : this.target + change.by);
       },
       status: () => this.status(),
+      metrics: () => this.metrics.exposition(),
     };
   }
 

@@ -15,6 +15,7 @@ import { processTitle } from '../process-title.ts';
 import { UnitRunner, type Units } from './unit-runner.ts';
 import { loadWorkerHooks, runHook, type Hooks, type WorkerInfo } from '../hooks.ts';
 import { printWarningsWithForkgateHint } from './warnings.ts';
+import { answerMaster, sendLastReport } from '../metrics/worker-side.ts';
 
 type BootMessage = Extract<MasterMessage, { type: 'boot' }>;
 
@@ -118,6 +119,8 @@ class Worker {
       case 'reopen-logs':
         // The units reopen this process's error log along with their access logs.
         return this.units ? this.units.reopenLogs(message.files) : this.logger.reopen(message.files);
+      case 'collect-metrics':
+        return void answerMaster(message.seq, this.settings);
       case 'boot':
         return;
     }
@@ -155,7 +158,7 @@ class Worker {
   private exit(code: number): void {
     this.units?.flushLogs();
     this.logger.close();
-    process.exit(code);
+    sendLastReport(this.settings, null, () => process.exit(code));
   }
 }
 

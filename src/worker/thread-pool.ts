@@ -12,6 +12,7 @@ import type { FromThreadMessage, SerializedError, ThreadData, ToThreadMessage, W
 import type { Logger } from '../log/logger.ts';
 import type { AppShape } from './app-loader.ts';
 import type { UnitBoot, Units } from './unit-runner.ts';
+import { threadExited, threadReported, threadStarted } from '../metrics/worker-side.ts';
 
 interface ServingThread {
   readonly thread: Thread;
@@ -121,6 +122,7 @@ export class ThreadPool implements Units {
       endpoint: null,
     };
     this.threads.add(serving);
+    threadStarted(serving.id, thread);
     thread.on('message', (message: FromThreadMessage) => this.onMessage(serving, message));
     thread.on('error', (error) => this.logger.error(`Thread ${serving.id} crashed`, error));
     thread.on('exit', (code) => this.onExit(serving, code));
@@ -141,6 +143,8 @@ export class ThreadPool implements Units {
       case 'heartbeat':
         serving.stats = message.stats;
         return;
+      case 'metrics':
+        return threadReported(serving.id, message.report);
       case 'retire':
         this.logger.info(`Thread ${serving.id} ${message.reason}: replacing it`);
         serving.retiring = true;
@@ -155,6 +159,7 @@ export class ThreadPool implements Units {
 
   private onExit(serving: ServingThread, code: number): void {
     this.threads.delete(serving);
+    threadExited(serving.id);
     this.publishEndpoints();
     if (this.draining) {
       if (this.threads.size === 0) this.onDrained?.();
