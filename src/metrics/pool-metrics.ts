@@ -98,11 +98,19 @@ export class PoolMetrics {
 
   workerSpawned(worker: WorkerHandle): void {
     if (metricsWanted(this.pool.settings())) this.start();
-    const taken = new Set(this.slots.values());
+    const taken = new Set(this.slotHolders().map((holder) => this.slots.get(holder)));
     let slot = 1;
     while (taken.has(slot)) slot++;
     this.slots.set(worker, slot);
     this.ledgers.set(worker.pid, { slot, report: null, exitedAt: null });
+  }
+
+  /**
+   * The workers holding their slot: a retiring or draining one gives it up to its replacement (their
+   * counts add up in the slot's counters; its gauges show the replacement).
+   */
+  private slotHolders(): WorkerHandle[] {
+    return [...this.slots.keys()].filter((worker) => worker.state !== 'draining' && !worker.retiring);
   }
 
   reported(worker: WorkerHandle, seq: number | null, report: WorkerReport): void {
@@ -188,6 +196,7 @@ export class PoolMetrics {
   }
 
   private ownMetrics(): MetricJson[] {
+    const holders = new Set(this.slotHolders().map((worker) => this.ledgers.get(worker.pid)));
     let counts = this.retiredCounts;
     const perSlot = new Map<number, SlotTotals>();
     for (const [slot, totals] of this.retiredSlots) perSlot.set(slot, { ...totals });
@@ -199,7 +208,7 @@ export class PoolMetrics {
       slot.requests += requestTotal(ledger.report.counts);
       slot.cpuSeconds += ledger.report.cpuSeconds;
       perSlot.set(ledger.slot, slot);
-      if (ledger.exitedAt === null) utilization.push({ labels: { worker: ledger.slot }, value: ledger.report.eventLoopUtilization });
+      if (holders.has(ledger)) utilization.push({ labels: { worker: ledger.slot }, value: ledger.report.eventLoopUtilization });
     }
     const workers = [...this.pool.workers()];
     const states = { booting: 0, ready: 0, retiring: 0, draining: 0 };
@@ -212,7 +221,7 @@ export class PoolMetrics {
     }
     const load = this.pool.load();
     const slots = [...perSlot].sort(([a], [b]) => a - b);
-    const live = workers.filter((worker) => this.slots.has(worker)).sort((a, b) => this.slots.get(a)! - this.slots.get(b)!);
+    const live = this.slotHolders().sort((a, b) => this.slots.get(a)! - this.slots.get(b)!);
     return [
       counter(
         'forkgate_http_requests_total',

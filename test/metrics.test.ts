@@ -1,0 +1,188 @@
+// /metrics: forkgate's own counts exact across the pool in every balance mode, kept past worker exits;
+// the app's own prom-client metrics summed over the workers; --metrics-bind serves nothing else.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { test } from 'node:test';
+import { eventually, FIXTURES, request, start, type Forkgate } from './helpers/forkgate.ts';
+
+const OPS = `${FIXTURES}ops.cjs`;
+const PROM_APP = `${FIXTURES}prom-counter.cjs`;
+const THREADS = `${FIXTURES}threads.cjs`;
+const HAS_PROMTOOL = spawnSync('promtool', ['--version']).status === 0;
+const PROM_CLIENT_NAMING = /^forkgate_master_nodejs_\w+_total non-counter metrics should not have "_total" suffix$/;
+
+type Samples = Map<string, number>;
+
+/**
+ * The exposition, parsed strictly: every line a comment (# HELP / # TYPE) or `name{labels} value`;
+ * samples by `name{labels}` as written. promtool checks it too, where it is installed.
+ */
+async function scrape(url: string): Promise<Samples> {
+  const reply = await request(url);
+  assert.equal(reply.status, 200, reply.body);
+  assert.match(String(reply.headers['content-type']), /^text\/plain; version=0\.0\.4/);
+  const samples: Samples = new Map();
+  for (const line of reply.body.split('\n')) {
+    if (line === '' || /^# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* /.test(line)) continue;
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})?) (-?[0-9.e+-]+|NaN|[+-]Inf)$/.exec(line);
+    assert.ok(match, `not an exposition line: ${line}`);
+    assert.ok(!samples.has(match[1]!), `sample twice: ${match[1]}`);
+    samples.set(match[1]!, Number(match[2]));
+  }
+  if (HAS_PROMTOOL) {
+    const check = spawnSync('promtool', ['check', 'metrics'], { input: reply.body, encoding: 'utf8' });
+    // prom-client's default metrics name two gauges *_total (nodejs_active_handles_total, ...): its naming, not ours.
+    const problems = `${check.stdout}${check.stderr}`.split('\n').filter((line) => line && !PROM_CLIENT_NAMING.test(line));
+    assert.deepEqual(problems, [], 'promtool check metrics');
+  }
+  return samples;
+}
+
+function value(samples: Samples, key: string): number {
+  return samples.get(key) ?? 0;
+}
+
+/** Per-worker series of a metric: slot → value. */
+function bySlot(samples: Samples, name: string): Map<string, number> {
+  const slots = new Map<string, number>();
+  for (const [key, sample] of samples) {
+    const slot = new RegExp(`^${name}\\{worker="(\\d+)"\\}$`).exec(key)?.[1];
+    if (slot) slots.set(slot, sample);
+  }
+  return slots;
+}
+
+async function send(url: string, count: number, path = '/'): Promise<void> {
+  for (let i = 0; i < count; i++) assert.equal((await request(`${url}${path}`)).status, 200);
+}
+
+async function metricsUrl(forkgate: Forkgate): Promise<string> {
+  const [, url] = (await forkgate.waitFor(/Metrics at: (\S+)/)) as [string, string];
+  return url;
+}
+
+const REQUESTS = 60;
+const MODES: [string, string[], string][] = [
+  ['round-robin', ['-w', '2', '--balance', 'round-robin'], OPS],
+  ['reuseport', ['-w', '2', '--balance', 'reuseport'], OPS],
+  ['proxy', ['-w', '2', '--balance', 'proxy'], OPS],
+  ['threads', ['-w', '2', '--threads', '2'], THREADS],
+];
+
+for (const [mode, args, app] of MODES) {
+  test(`after ${REQUESTS} requests forkgate_http_requests_total has grown by exactly ${REQUESTS} (${mode})`, async () => {
+    const forkgate = await start([...args, '-b', '127.0.0.1:0', '--metrics-bind', '127.0.0.1:0', app]);
+    try {
+      const url = await metricsUrl(forkgate);
+      const before = await scrape(url);
+      await send(forkgate.url, REQUESTS);
+      const after = await scrape(url);
+      const key = 'forkgate_http_requests_total{method="GET",code="200"}';
+      assert.equal(value(after, key) - value(before, key), REQUESTS);
+      const count = 'forkgate_http_request_duration_seconds_count';
+      assert.equal(value(after, count) - value(before, count), REQUESTS);
+      assert.equal(value(after, 'forkgate_http_request_duration_seconds_bucket{le="+Inf"}') - value(before, 'forkgate_http_request_duration_seconds_bucket{le="+Inf"}'), REQUESTS);
+      const perWorker = bySlot(after, 'forkgate_worker_requests_total');
+      assert.deepEqual([...perWorker.keys()].sort(), ['1', '2']);
+      assert.equal([...perWorker.values()].reduce((a, b) => a + b, 0), value(after, key));
+      assert.equal(value(after, 'forkgate_workers{state="ready"}'), 2);
+      assert.ok(value(after, 'forkgate_master_process_cpu_seconds_total') > 0, 'the master reports its own process metrics');
+    } finally {
+      assert.equal((await forkgate.stop()).code, 0);
+    }
+  });
+}
+
+test('kill -9 of a worker: no counter goes backwards, the restart is counted, slots stay 1 and 2', async () => {
+  const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', '--metrics-bind', '127.0.0.1:0', OPS]);
+  try {
+    const url = await metricsUrl(forkgate);
+    await send(forkgate.url, REQUESTS);
+    const before = await scrape(url);
+    const victim = forkgate.workerPids()[0]!;
+    process.kill(victim, 'SIGKILL');
+    await forkgate.waitFor(/was killed by SIGKILL/);
+    await eventually(() => forkgate.workerPids().length === 2 && !forkgate.workerPids().includes(victim), 'a replacement');
+    const after = await eventually(async () => {
+      const samples = await scrape(url);
+      return value(samples, 'forkgate_workers{state="ready"}') === 2 ? samples : null;
+    }, 'the replacement ready');
+    for (const [key, sample] of before) {
+      if (/_total(\{|$)|_count$|_sum$|_bucket\{/.test(key) && !key.startsWith('forkgate_master_')) {
+        assert.ok(value(after, key) >= sample, `${key} went from ${sample} to ${value(after, key)}`);
+      }
+    }
+    assert.equal(value(after, 'forkgate_http_requests_total{method="GET",code="200"}'), REQUESTS);
+    assert.equal(value(after, 'forkgate_worker_restarts_total{reason="killed"}'), 1);
+    assert.deepEqual([...bySlot(after, 'forkgate_worker_resident_memory_bytes').keys()].sort(), ['1', '2']);
+    assert.deepEqual(bySlot(after, 'forkgate_worker_requests_total'), bySlot(before, 'forkgate_worker_requests_total'));
+    await send(forkgate.url, 10);
+    assert.equal(value(await scrape(url), 'forkgate_http_requests_total{method="GET",code="200"}'), REQUESTS + 10);
+  } finally {
+    assert.equal((await forkgate.stop()).code, 0);
+  }
+});
+
+test('workers retired by --max-requests send their last counts as they exit: the total stays exact', async () => {
+  const forkgate = await start(['-w', '2', '--max-requests', '10', '-b', '127.0.0.1:0', '--metrics-bind', '127.0.0.1:0', OPS]);
+  try {
+    const url = await metricsUrl(forkgate);
+    // No scrape before they exit: only their last reports can carry what they served.
+    await send(forkgate.url, 45);
+    await forkgate.waitFor(/Worker exited[\s\S]*Worker exited/);
+    const samples = await eventually(async () => {
+      const scraped = await scrape(url);
+      return value(scraped, 'forkgate_worker_restarts_total{reason="max-requests"}') >= 2 ? scraped : null;
+    }, 'two restarts counted');
+    assert.equal(value(samples, 'forkgate_http_requests_total{method="GET",code="200"}'), 45);
+    assert.deepEqual([...bySlot(samples, 'forkgate_worker_requests_total').keys()].sort(), ['1', '2']);
+  } finally {
+    assert.equal((await forkgate.stop()).code, 0);
+  }
+});
+
+test("the app's own prom-client counter and histogram are summed over 2 workers", async () => {
+  const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', '--metrics-bind', '127.0.0.1:0', PROM_APP]);
+  try {
+    const url = await metricsUrl(forkgate);
+    await send(forkgate.url, 30, '/a');
+    await send(forkgate.url, 10, '/b');
+    const samples = await scrape(url);
+    assert.equal(value(samples, 'app_hits_total{path="/a"}'), 30);
+    assert.equal(value(samples, 'app_hits_total{path="/b"}'), 10);
+    assert.equal(value(samples, 'app_latency_seconds_count'), 40);
+    assert.equal(value(samples, 'app_latency_seconds_bucket{le="0.1"}'), 40);
+    // Both workers counted: each answered some of them.
+    assert.equal(bySlot(samples, 'forkgate_worker_requests_total').size, 2);
+    assert.ok([...bySlot(samples, 'forkgate_worker_requests_total').values()].every((served) => served > 0));
+  } finally {
+    assert.equal((await forkgate.stop()).code, 0);
+  }
+});
+
+test('--metrics-bind serves only GET /metrics; the admin endpoint serves /metrics as well', async () => {
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--metrics-bind', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', OPS]);
+  try {
+    const url = await metricsUrl(forkgate);
+    const base = url.replace(/\/metrics$/, '');
+    for (const [method, path, status] of [
+      ['POST', '/metrics', 405],
+      ['PUT', '/metrics', 405],
+      ['POST', '/reload', 404],
+      ['POST', '/stop', 404],
+      ['POST', '/workers/3', 404],
+      ['GET', '/status', 404],
+      ['GET', '/', 404],
+    ] as const) {
+      assert.equal((await request(`${base}${path}`, { method })).status, status, `${method} ${path}`);
+    }
+    assert.doesNotMatch(forkgate.output, /Handling admin request/);
+    const [, admin] = (await forkgate.waitFor(/Admin endpoint at: (\S+)/)) as [string, string];
+    await send(forkgate.url, 5);
+    assert.equal(value(await scrape(`http://${admin}/metrics`), 'forkgate_http_requests_total{method="GET",code="200"}'), 5);
+    // The admin endpoint's guards apply to /metrics as to /status.
+    assert.equal((await request(`http://${admin}/metrics`, { headers: { host: 'evil.example' } })).status, 403);
+  } finally {
+    assert.equal((await forkgate.stop()).code, 0);
+  }
+});
