@@ -2,6 +2,8 @@
 // the app's own prom-client metrics summed over the workers; --metrics-bind serves nothing else.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import * as dgram from 'node:dgram';
+import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import { eventually, FIXTURES, request, start, type Forkgate } from './helpers/forkgate.ts';
 
@@ -184,5 +186,57 @@ test('--metrics-bind serves only GET /metrics; the admin endpoint serves /metric
     assert.equal((await request(`http://${admin}/metrics`, { headers: { host: 'evil.example' } })).status, 403);
   } finally {
     assert.equal((await forkgate.stop()).code, 0);
+  }
+});
+
+test("statsd: a UDP listener receives Gunicorn's names from the workers and the master", async () => {
+  const udp = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
+  const lines: string[] = [];
+  udp.on('message', (datagram) => lines.push(...datagram.toString().split('\n')));
+  const port = (udp.address() as AddressInfo).port;
+  const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', '--statsd-host', `127.0.0.1:${port}`, '--statsd-prefix', 'app', PROM_APP]);
+  try {
+    await send(forkgate.url, 20);
+    assert.equal((await request(`${forkgate.url}/missing`)).status, 404);
+    const sum = (pattern: RegExp) =>
+      lines.reduce((total, line) => total + Number(pattern.exec(line)?.[1] ?? 0), 0);
+    await eventually(() => sum(/^app\.gunicorn\.requests:(\d+)\|c$/) === 21, `21 requests counted; got ${lines.join(' ')}`);
+    assert.equal(sum(/^app\.gunicorn\.request\.status\.200:(\d+)\|c$/), 20);
+    assert.equal(sum(/^app\.gunicorn\.request\.status\.404:(\d+)\|c$/), 1);
+    assert.ok(lines.some((line) => /^app\.gunicorn\.request\.duration:\d+\.\d+\|ms$/.test(line)), 'durations in ms');
+    await eventually(() => lines.some((line) => line === 'app.gunicorn.workers:2|g'), 'the master sends gunicorn.workers');
+    process.kill(forkgate.workerPids()[0]!, 'SIGKILL');
+    await eventually(() => sum(/^app\.gunicorn\.log\.error:(\d+)\|c$/) >= 1, 'the error the kill is logged with, counted');
+  } finally {
+    assert.equal((await forkgate.stop()).code, 0);
+    udp.close();
+  }
+});
+
+test("threads: the app's prom-client metrics are summed over the threads; a thread that dies takes nothing back", async () => {
+  const forkgate = await start(['-w', '1', '--threads', '2', '-b', '127.0.0.1:0', '--metrics-bind', '127.0.0.1:0', PROM_APP]);
+  try {
+    const url = await metricsUrl(forkgate);
+    await send(forkgate.url, 30, '/a');
+    const before = await scrape(url);
+    assert.equal(value(before, 'app_hits_total{path="/a"}'), 30);
+    assert.equal(value(before, 'forkgate_http_requests_total{method="GET",code="200"}'), 30);
+  } finally {
+    assert.equal((await forkgate.stop()).code, 0);
+  }
+  const threads = await start(['-w', '1', '--threads', '2', '-b', '127.0.0.1:0', '--metrics-bind', '127.0.0.1:0', THREADS]);
+  try {
+    const url = await metricsUrl(threads);
+    await send(threads.url, 30);
+    assert.equal(value(await scrape(url), 'forkgate_http_requests_total{method="GET",code="200"}'), 30);
+    await request(`${threads.url}/exit`);
+    await threads.waitFor(/Thread \d+ exited with code 1: replacing it/);
+    const after = await scrape(url);
+    assert.ok(value(after, 'forkgate_http_requests_total{method="GET",code="200"}') >= 30);
+    await send(threads.url, 10);
+    assert.ok(value(await scrape(url), 'forkgate_http_requests_total{method="GET",code="200"}') >= 40);
+  } finally {
+    assert.equal((await threads.stop()).code, 0);
   }
 });

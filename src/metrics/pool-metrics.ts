@@ -16,6 +16,7 @@ import type { Logger } from '../log/logger.ts';
 import { aggregate, sumMetrics } from './aggregate.ts';
 import { MetricsEndpoint } from './endpoint.ts';
 import { metricsWanted } from './recorder.ts';
+import { statsdFor, type Statsd } from './statsd.ts';
 import { addCounts, countersOnly, DURATION_BUCKETS, NO_COUNTS, type MetricJson, type MetricsJson, type RequestCounts, type WorkerReport } from './report.ts';
 
 /** How long a scrape waits for the workers' reports. */
@@ -60,6 +61,7 @@ export class PoolMetrics {
   private collecting: Promise<void> | null = null;
   private masterRegistry: Promise<Registry> | null = null;
   private endpoint: MetricsEndpoint | null = null;
+  private statsd: Statsd | null = null;
 
   constructor(pool: PoolView) {
     this.pool = pool;
@@ -98,6 +100,10 @@ export class PoolMetrics {
 
   workerSpawned(worker: WorkerHandle): void {
     if (metricsWanted(this.pool.settings())) this.start();
+    if (!this.statsd) {
+      this.statsd = statsdFor(this.pool.settings());
+      this.statsd?.beforeFlush(() => this.statsd!.gauge('gunicorn.workers', [...this.pool.workers()].length));
+    }
     const taken = new Set(this.slotHolders().map((holder) => this.slots.get(holder)));
     let slot = 1;
     while (taken.has(slot)) slot++;

@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Settings } from '../config/settings.ts';
 import { DURATION_BUCKETS, type RequestCounts } from './report.ts';
+import { statsdFor, statsdRequestObserver } from './statsd.ts';
 
 /** When the request came (performance.now()), kept on its response. */
 const STARTED = Symbol('forkgate.started');
@@ -70,7 +71,11 @@ export function metricsWanted(settings: Pick<Settings, 'adminBind' | 'metricsBin
 /** This thread's recorder; null when nothing reads the metrics, so nothing is counted. */
 export function recorderFor(settings: Settings): RequestRecorder | null {
   if (!metricsWanted(settings)) return null;
-  recorder ??= new RequestRecorder();
+  if (!recorder) {
+    recorder = new RequestRecorder();
+    const statsd = statsdFor(settings);
+    if (statsd) recorder.observe(statsdRequestObserver(statsd));
+  }
   return recorder;
 }
 
