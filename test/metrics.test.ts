@@ -1,16 +1,21 @@
 // /metrics: forkgate's own counts exact across the pool in every balance mode, kept past worker exits;
 // the app's own prom-client metrics summed over the workers; --metrics-bind serves nothing else.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as dgram from 'node:dgram';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { eventually, FIXTURES, request, start, type Forkgate } from './helpers/forkgate.ts';
+import { freePort } from './helpers/free-port.ts';
 
 const OPS = `${FIXTURES}ops.cjs`;
 const PROM_APP = `${FIXTURES}prom-counter.cjs`;
 const THREADS = `${FIXTURES}threads.cjs`;
 const HAS_PROMTOOL = spawnSync('promtool', ['--version']).status === 0;
+const HAS_PROMETHEUS = spawnSync('prometheus', ['--version']).status === 0;
 const PROM_CLIENT_NAMING = /^forkgate_master_nodejs_\w+_total non-counter metrics should not have "_total" suffix$/;
 
 type Samples = Map<string, number>;
@@ -238,5 +243,43 @@ test("threads: the app's prom-client metrics are summed over the threads; a thre
     assert.ok(value(await scrape(url), 'forkgate_http_requests_total{method="GET",code="200"}') >= 40);
   } finally {
     assert.equal((await threads.stop()).code, 0);
+  }
+});
+
+test('a real Prometheus scrapes --metrics-bind, and PromQL returns the requests sent', { skip: HAS_PROMETHEUS ? false : 'prometheus is not installed (Debian: apt-get install prometheus)' }, async () => {
+  const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', '--metrics-bind', '127.0.0.1:0', PROM_APP]);
+  const dir = mkdtempSync(join(tmpdir(), 'forkgate-prometheus-'));
+  let prometheus: ChildProcess | null = null;
+  try {
+    const target = new URL(await metricsUrl(forkgate)).host;
+    writeFileSync(
+      join(dir, 'prometheus.yml'),
+      `global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: forkgate\n    static_configs:\n      - targets: ['${target}']\n`,
+    );
+    const port = await freePort();
+    let log = '';
+    prometheus = spawn(
+      'prometheus',
+      [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    prometheus.stdout!.on('data', (chunk: Buffer) => (log += chunk));
+    prometheus.stderr!.on('data', (chunk: Buffer) => (log += chunk));
+    await send(forkgate.url, 25, '/a');
+    const query = async (promql: string) => {
+      const reply = await request(`http://127.0.0.1:${port}/api/v1/query?query=${encodeURIComponent(promql)}`).catch(() => null);
+      if (reply?.status !== 200) return null;
+      const result = (JSON.parse(reply.body) as { data: { result: { value: [number, string] }[] } }).data.result;
+      return result.length === 1 ? Number(result[0]!.value[1]) : null;
+    };
+    const forkgateCount = 'sum(forkgate_http_requests_total{job="forkgate"})';
+    await eventually(async () => (await query(forkgateCount)) === 25, `PromQL ${forkgateCount} = 25; prometheus said:\n${log}`, 30_000);
+    assert.equal(await query('sum(app_hits_total{job="forkgate"})'), 25);
+    assert.equal(await query('up{job="forkgate"}'), 1);
+  } finally {
+    prometheus?.kill('SIGTERM');
+    if (prometheus && prometheus.exitCode === null) await new Promise((resolve) => prometheus!.once('exit', resolve));
+    rmSync(dir, { recursive: true, force: true });
+    assert.equal((await forkgate.stop()).code, 0);
   }
 });
