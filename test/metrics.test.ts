@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { eventually, FIXTURES, request, start, type Forkgate } from './helpers/forkgate.ts';
+import { eventually, FIXTURES, request, ROOT, start, type Forkgate } from './helpers/forkgate.ts';
 import { freePort } from './helpers/free-port.ts';
 
 const OPS = `${FIXTURES}ops.cjs`;
@@ -282,4 +282,9 @@ test('a real Prometheus scrapes --metrics-bind, and PromQL returns the requests 
     rmSync(dir, { recursive: true, force: true });
     assert.equal((await forkgate.stop()).code, 0);
   }
+});
+
+test('deploy/prometheus.yml is a configuration Prometheus accepts', { skip: HAS_PROMTOOL ? false : 'promtool is not installed (Debian: apt-get install prometheus)' }, () => {
+  const check = spawnSync('promtool', ['check', 'config', `${ROOT}deploy/prometheus.yml`], { encoding: 'utf8' });
+  assert.equal(check.status, 0, `${check.stdout}${check.stderr}`);
 });
