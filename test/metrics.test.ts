@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as dgram from 'node:dgram';
+import * as http from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -10,6 +11,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { eventually, FIXTURES, request, ROOT, start, type Forkgate } from './helpers/forkgate.ts';
 import { freePort } from './helpers/free-port.ts';
+import type { PoolSnapshot } from '../src/metrics/pool-metrics.ts';
 
 const OPS = `${FIXTURES}ops.cjs`;
 const PROM_APP = `${FIXTURES}prom-counter.cjs`;
@@ -288,3 +290,163 @@ test('deploy/prometheus.yml is a configuration Prometheus accepts', { skip: HAS_
   const check = spawnSync('promtool', ['check', 'config', `${ROOT}deploy/prometheus.yml`], { encoding: 'utf8' });
   assert.equal(check.status, 0, `${check.stdout}${check.stderr}`);
 });
+
+test('--balance proxy: a request queued and one shed are counted; the app counts only what it answered', async () => {
+  const forkgate = await start(['-w', '1', '-k', 'sync', '--balance', 'proxy', '--queue-limit', '1', '-b', '127.0.0.1:0', '--metrics-bind', '127.0.0.1:0', OPS]);
+  try {
+    const url = await metricsUrl(forkgate);
+    // One holds the unit (the proxy relays the head with the body, so no answer tells which), one queues.
+    const first = request(`${forkgate.url}/slow?ms=1000`);
+    const second = request(`${forkgate.url}/`);
+    await eventually(async () => value(await scrape(url), 'forkgate_queue_length') === 1, 'a request queued');
+    assert.equal((await request(`${forkgate.url}/`)).status, 503);
+    assert.equal((await first).status, 200);
+    assert.equal((await second).status, 200);
+    const samples = await scrape(url);
+    assert.equal(value(samples, 'forkgate_proxy_shed_total{reason="queue full"}'), 1);
+    assert.equal(value(samples, 'forkgate_proxy_queue_wait_seconds_count'), 1);
+    assert.ok(value(samples, 'forkgate_proxy_queue_wait_seconds_sum') > 0.1);
+    assert.equal(value(samples, 'forkgate_http_requests_total{method="GET",code="200"}'), 2);
+  } finally {
+    assert.equal((await forkgate.stop()).code, 0);
+  }
+});
+
+test('the admin endpoint serves a self-contained dashboard and a stream of the pool', async () => {
+  const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', OPS]);
+  try {
+    const [, admin] = (await forkgate.waitFor(/Admin endpoint at: (\S+)/)) as [string, string];
+    const page = await request(`http://${admin}/`);
+    assert.equal(page.status, 200);
+    assert.match(String(page.headers['content-type']), /^text\/html/);
+    assert.doesNotMatch(page.body, /(src|href)=["']?(https?:)?\/\//, 'nothing loaded from elsewhere');
+    await send(forkgate.url, 7);
+    const event = await firstEvent(`http://${admin}/events`);
+    assert.equal(event.requests, 7);
+    assert.deepEqual(event.workers.map((worker) => worker.slot), [1, 2]);
+    assert.deepEqual(new Set(event.workers.map((worker) => worker.pid)), new Set(forkgate.workerPids()));
+  } finally {
+    assert.equal((await forkgate.stop()).code, 0);
+  }
+});
+
+/** The first server-sent event of a stream, parsed. */
+function firstEvent(url: string): Promise<PoolSnapshot> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        text += chunk;
+        const end = text.indexOf('\n\n');
+        if (end < 0) return;
+        req.destroy();
+        resolve(JSON.parse(text.slice(text.indexOf('data: ') + 6, end)) as PoolSnapshot);
+      });
+    });
+    req.on('error', reject);
+    req.setTimeout(10_000, () => req.destroy(new Error('no event within 10 s')));
+  });
+}
+
+const CHROMIUM = ['chromium', 'chromium-browser'].find((command) => spawnSync(command, ['--version']).status === 0);
+
+test('in a real headless Chromium the dashboard shows the workers, follows requests and a kill, with no console error', { skip: CHROMIUM ? false : 'chromium is not installed (Debian: apt-get install chromium)' }, async (t) => {
+  const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', OPS]);
+  const profile = mkdtempSync(join(tmpdir(), 'forkgate-chromium-'));
+  const browser = spawn(CHROMIUM!, ['--headless=new', '--no-sandbox', '--disable-gpu', '--window-size=1200,900', '--remote-debugging-port=0', `--user-data-dir=${profile}`, 'about:blank'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let cdp: Cdp | null = null;
+  try {
+    const [, admin] = (await forkgate.waitFor(/Admin endpoint at: (\S+)/)) as [string, string];
+    const devtools = await new Promise<string>((resolve, reject) => {
+      let text = '';
+      browser.stderr!.on('data', (chunk: Buffer) => {
+        text += chunk;
+        const match = /DevTools listening on (ws:\/\/\S+)/.exec(text);
+        if (match) resolve(match[1]!);
+      });
+      browser.once('exit', (code) => reject(new Error(`chromium exited ${code}: ${text}`)));
+    });
+    const targets = JSON.parse((await request(`http://${new URL(devtools).host}/json/list`)).body) as { type: string; webSocketDebuggerUrl: string }[];
+    cdp = await Cdp.connect(targets.find((target) => target.type === 'page')!.webSocketDebuggerUrl);
+    await cdp.send('Runtime.enable');
+    await cdp.send('Log.enable');
+    await cdp.send('Page.navigate', { url: `http://${admin}/` });
+    const shown = (expression: string) => cdp!.evaluate(expression);
+    const workerPids = () => shown(`[...document.querySelectorAll('#workers tr')].map((tr) => Number(tr.dataset.pid)).sort().join(' ')`);
+    await eventually(async () => (await workerPids()) === forkgate.workerPids().join(' '), 'the two workers shown');
+    await send(forkgate.url, 25);
+    await eventually(async () => /^25 requests since start$/.test(String(await shown(`document.getElementById('status').textContent`))), 'the requests counted on the page');
+    const victim = forkgate.workerPids()[0]!;
+    process.kill(victim, 'SIGKILL');
+    await eventually(async () => /killed/.test(String(await shown(`document.getElementById('restarts').textContent`))), 'the restart shown with its reason');
+    await eventually(async () => {
+      const pids = forkgate.workerPids();
+      return pids.length === 2 && !pids.includes(victim) && (await workerPids()) === pids.join(' ');
+    }, 'the replacement shown');
+    await send(forkgate.url, 5);
+    await eventually(async () => /^30 requests since start$/.test(String(await shown(`document.getElementById('status').textContent`))), 'the count carried past the kill');
+    const screenshot = (await cdp.send('Page.captureScreenshot')) as { data: string };
+    const artifact = join(tmpdir(), 'forkgate-dashboard.png');
+    writeFileSync(artifact, Buffer.from(screenshot.data, 'base64'));
+    t.diagnostic(`dashboard screenshot: ${artifact}`);
+    assert.deepEqual(cdp.errors, [], 'console errors');
+  } finally {
+    cdp?.close();
+    browser.kill('SIGKILL');
+    rmSync(profile, { recursive: true, force: true });
+    assert.equal((await forkgate.stop()).code, 0);
+  }
+});
+
+/** A minimal Chrome DevTools Protocol client over Node's WebSocket, recording the page's errors. */
+class Cdp {
+  readonly errors: string[] = [];
+  private readonly socket: WebSocket;
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (result: unknown) => void; reject: (error: Error) => void }>();
+
+  private constructor(socket: WebSocket) {
+    this.socket = socket;
+    socket.addEventListener('message', (event) => {
+      const message = JSON.parse(String(event.data)) as { id?: number; result?: unknown; error?: { message: string }; method?: string; params?: Record<string, any> };
+      if (message.id !== undefined) {
+        const call = this.pending.get(message.id);
+        this.pending.delete(message.id);
+        if (message.error) call?.reject(new Error(message.error.message));
+        else call?.resolve(message.result);
+      } else if (message.method === 'Runtime.exceptionThrown') {
+        this.errors.push(message.params!.exceptionDetails.exception?.description ?? message.params!.exceptionDetails.text);
+      } else if (message.method === 'Runtime.consoleAPICalled' && message.params!.type === 'error') {
+        this.errors.push(message.params!.args.map((arg: { value?: unknown }) => String(arg.value)).join(' '));
+      } else if (message.method === 'Log.entryAdded' && message.params!.entry.level === 'error') {
+        this.errors.push(message.params!.entry.text);
+      }
+    });
+  }
+
+  static connect(url: string): Promise<Cdp> {
+    return new Promise((resolve, reject) => {
+      const socket = new WebSocket(url);
+      socket.addEventListener('open', () => resolve(new Cdp(socket)));
+      socket.addEventListener('error', () => reject(new Error(`cannot connect to ${url}`)));
+    });
+  }
+
+  send(method: string, params: object = {}): Promise<unknown> {
+    const id = this.nextId++;
+    this.socket.send(JSON.stringify({ id, method, params }));
+    return new Promise((resolve, reject) => this.pending.set(id, { resolve, reject }));
+  }
+
+  async evaluate(expression: string): Promise<unknown> {
+    const { result } = (await this.send('Runtime.evaluate', { expression, returnByValue: true })) as { result: { value: unknown } };
+    return result.value;
+  }
+
+  close(): void {
+    this.socket.close();
+  }
+}

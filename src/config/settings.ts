@@ -452,7 +452,7 @@ export const SETTINGS = [
     name: 'admin-bind', key: 'adminBind', fixedUntilRestart: 'always', meta: 'ADDRESS', section: 'Process',
     default: null as BindAddress | null, validate: singleBind,
     format: (address) => (address ? formatBindAddress(address) : 'null'),
-    doc: "Serve the admin endpoint here (HOST:PORT or unix:PATH; off by default, keep it on loopback or a unix socket, which is made mode 0600: only the master's user may connect): GET /healthz, /readyz, /status, /metrics; POST /workers/N (set the pool size; /workers/+N, /workers/-N change it), /reload, /stop (over TCP only with --admin-token-file); forkgate status, scale, reload and stop ask it. Requests with a domain name as Host, or from another Origin, are refused.",
+    doc: "Serve the admin endpoint here (HOST:PORT or unix:PATH; off by default, keep it on loopback or a unix socket, which is made mode 0600: only the master's user may connect): GET /healthz, /readyz, /status, /metrics; POST /workers/N (set the pool size; /workers/+N, /workers/-N change it), /reload, /stop (over TCP only with --admin-token-file); GET / is a live dashboard of the pool; forkgate status, scale, reload and stop ask it. Requests with a domain name as Host, or from another Origin, are refused.",
   }),
   setting({
     name: 'admin-token-file', key: 'adminTokenFile', fixedUntilRestart: 'always', meta: 'FILE', section: 'Process',

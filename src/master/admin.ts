@@ -1,6 +1,6 @@
 /**
  * The admin endpoint (--admin-bind): what load balancers, orchestrators and operators ask the master.
- * GET /healthz, /readyz, /status, /metrics; POST /workers/N (the pool size), /workers/+N, /workers/-N, /reload,
+ * GET / (the dashboard), /healthz, /readyz, /status, /metrics; POST /workers/N (the pool size), /workers/+N, /workers/-N, /reload,
  * /stop. Off unless configured; meant for loopback or a unix socket, since it can resize, reload and
  * stop the pool. A browser on the operator's
  * machine reaches loopback too, so requests only a web page would send are refused: a domain name as
@@ -19,6 +19,8 @@ import { closeForSuccessor, listeningFd, listenOn } from './listen.ts';
 import type { SocketAccess } from './privileges.ts';
 import type { AdminSocket } from './upgrade.ts';
 import { serveMetrics, type Exposition } from '../metrics/endpoint.ts';
+import { sendDashboard, streamSnapshots } from '../metrics/dashboard.ts';
+import type { PoolSnapshot } from '../metrics/pool-metrics.ts';
 
 export interface WorkerStatus {
   pid: number;
@@ -67,6 +69,8 @@ export interface AdminActions {
   resize(change: PoolSizeChange, request: string): ResizeOutcome;
   /** GET /metrics: the Prometheus exposition. */
   metrics: Exposition;
+  /** GET /events: the dashboard's view of the pool. */
+  snapshot(): Promise<PoolSnapshot>;
 }
 
 const POOL_SIZE = /^\/workers\/([+-]?)(\d+)$/;
@@ -152,8 +156,12 @@ function handle(req: http.IncomingMessage, res: http.ServerResponse, guard: Guar
       return reply(200, actions.status());
     case '/metrics':
       return serveMetrics(req, res, actions.metrics);
+    case '/':
+      return sendDashboard(res);
+    case '/events':
+      return streamSnapshots(req, res, () => actions.snapshot());
     default:
-      return reply(404, { error: `no ${path}; try /healthz, /readyz, /status, /metrics` });
+      return reply(404, { error: `no ${path}; try /, /healthz, /readyz, /status, /metrics` });
   }
 }
 

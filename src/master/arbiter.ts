@@ -690,6 +690,7 @@ export class Arbiter {
       },
       status: () => this.status(),
       metrics: () => this.metrics.exposition(),
+      snapshot: () => this.metrics.snapshot(),
     };
   }
 

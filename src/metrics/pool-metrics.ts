@@ -3,18 +3,19 @@
  * (waiting COLLECT_MS at most: a worker busy past it counts with its last report) and serves, through
  * prom-client, forkgate's own metrics and the app's prom-client metrics summed over the workers
  * (AggregatorRegistry.aggregate). Counters never go backwards: what an exited worker last reported
- * stays in a retired total, the last report of a worker that exits on its own comes as it exits, and
- * per-worker series are labelled by the worker's slot (the lowest number no live worker holds), which a
+ * stays in a retired total, the last report of a worker that exits once drained comes as it exits, and
+ * per-worker series are labelled by the worker's slot (the lowest number no serving worker holds), which a
  * replacement takes over, not by its pid.
  */
 import type { Registry } from 'prom-client';
-import type { Settings } from '../config/settings.ts';
+import { formatUpstream, type Settings } from '../config/settings.ts';
 import type { BalancerLoad } from '../master/balance/balancer.ts';
 import type { WorkerHandle } from '../master/worker-handle.ts';
 import type { BindAddress } from '../config/bind.ts';
 import type { Logger } from '../log/logger.ts';
 import { aggregate, sumMetrics } from './aggregate.ts';
 import { MetricsEndpoint } from './endpoint.ts';
+import { proxyCounts } from './proxy-counts.ts';
 import { metricsWanted } from './recorder.ts';
 import { statsdFor, type Statsd } from './statsd.ts';
 import { addCounts, countersOnly, DURATION_BUCKETS, NO_COUNTS, type MetricJson, type MetricsJson, type RequestCounts, type WorkerReport } from './report.ts';
@@ -23,6 +24,30 @@ import { addCounts, countersOnly, DURATION_BUCKETS, NO_COUNTS, type MetricJson, 
 const COLLECT_MS = 1000;
 /** A report that comes this long after its worker's exit is ignored (its exit was folded into the totals). */
 const LATE_REPORT_MS = 5000;
+
+/** Restarts the dashboard lists. */
+const RECENT_RESTARTS = 20;
+
+export interface PoolSnapshot {
+  /** Date.now() when taken. */
+  readonly at: number;
+  /** Requests answered since the master started; durationBuckets as RequestCounts has them. */
+  readonly requests: number;
+  readonly durationBuckets: readonly number[];
+  readonly target: number;
+  readonly queued: number;
+  readonly restarts: readonly { readonly at: number; readonly slot: number; readonly pid: number; readonly reason: RestartReason }[];
+  readonly workers: readonly {
+    readonly slot: number;
+    readonly pid: number;
+    readonly state: string;
+    readonly requests: number;
+    readonly rssBytes: number;
+    readonly cpuSeconds: number;
+    readonly eventLoopUtilization: number;
+    readonly uptimeSeconds: number;
+  }[];
+}
 
 /** Why a worker was replaced, as forkgate_worker_restarts_total labels it. */
 export type RestartReason = 'crash' | 'killed' | 'timeout' | 'max-requests' | 'max-memory' | 'reload';
@@ -56,6 +81,7 @@ export class PoolMetrics {
   private retiredApp: MetricsJson[] = [];
   private readonly restarts = new Map<RestartReason, number>();
   private bootFailures = 0;
+  private recentRestarts: PoolSnapshot['restarts'] = [];
   private seq = 0;
   private readonly waiting = new Map<number, () => void>();
   private collecting: Promise<void> | null = null;
@@ -137,7 +163,41 @@ export class PoolMetrics {
       return;
     }
     const reason = restartReason(worker, code, signal, this.pool.settings());
-    if (reason) this.restarts.set(reason, (this.restarts.get(reason) ?? 0) + 1);
+    if (!reason) return;
+    this.restarts.set(reason, (this.restarts.get(reason) ?? 0) + 1);
+    this.recentRestarts = [...this.recentRestarts.slice(1 - RECENT_RESTARTS), { at: Date.now(), slot: ledger?.slot ?? 0, pid: worker.pid, reason }];
+  }
+
+  /** The pool as the dashboard shows it, collected now: totals since start, each worker, recent restarts. */
+  async snapshot(): Promise<PoolSnapshot> {
+    await this.collect();
+    this.foldExited();
+    let counts = this.retiredCounts;
+    for (const ledger of this.ledgers.values()) if (ledger.report) counts = addCounts(counts, ledger.report.counts);
+    const now = Date.now();
+    return {
+      at: now,
+      requests: requestTotal(counts),
+      durationBuckets: counts.durationBuckets,
+      target: this.pool.target(),
+      queued: this.pool.load().queued,
+      restarts: this.recentRestarts,
+      workers: [...this.slots]
+        .sort(([, a], [, b]) => a - b)
+        .map(([worker, slot]) => {
+          const report = this.ledgers.get(worker.pid)?.report;
+          return {
+            slot,
+            pid: worker.pid,
+            state: worker.state === 'ready' && worker.retiring ? 'retiring' : worker.state,
+            requests: report ? requestTotal(report.counts) : 0,
+            rssBytes: worker.rss,
+            cpuSeconds: report?.cpuSeconds ?? 0,
+            eventLoopUtilization: report?.eventLoopUtilization ?? 0,
+            uptimeSeconds: (now - worker.spawnedAt) / 1000,
+          };
+        }),
+    };
   }
 
   /** The exposition (Prometheus text format) and its content type. */
@@ -226,6 +286,7 @@ export class PoolMetrics {
       connections += worker.stats.connections;
     }
     const load = this.pool.load();
+    const settings = this.pool.settings();
     const slots = [...perSlot].sort(([a], [b]) => a - b);
     const live = this.slotHolders().sort((a, b) => this.slots.get(a)! - this.slots.get(b)!);
     return [
@@ -237,7 +298,7 @@ export class PoolMetrics {
           return { labels: { method: method!, code: code! }, value };
         }),
       ),
-      durationHistogram(counts),
+      histogram('forkgate_http_request_duration_seconds', 'Time from a request reaching the app to its response closing, in seconds.', counts.durationBuckets, counts.durationSum),
       gauge('forkgate_http_requests_in_flight', 'Requests the workers are answering now.', [{ labels: {}, value: inFlight }]),
       gauge('forkgate_http_connections', 'Client connections the workers hold open now.', [{ labels: {}, value: connections }]),
       gauge(
@@ -283,6 +344,7 @@ export class PoolMetrics {
         [{ labels: {}, value: load.queued }],
       ),
       gauge('forkgate_backends', '--balance proxy and --upstream: units or upstreams in rotation (healthy).', [{ labels: {}, value: load.backends.length }]),
+      ...(settings.balance === 'proxy' || settings.upstream.length > 0 ? proxyMetrics(settings, load) : []),
     ];
   }
 }
@@ -301,19 +363,39 @@ function gauge(name: string, help: string, values: MetricJson['values']): Metric
   return { name, help, type: 'gauge', aggregator: 'sum', values };
 }
 
-function durationHistogram(counts: RequestCounts): MetricJson {
-  const name = 'forkgate_http_request_duration_seconds';
+function histogram(name: string, help: string, buckets: readonly number[], sum: number): MetricJson {
   const values: MetricJson['values'][number][] = [];
   let cumulative = 0;
   DURATION_BUCKETS.forEach((le, i) => {
-    cumulative += counts.durationBuckets[i]!;
+    cumulative += buckets[i]!;
     values.push({ metricName: `${name}_bucket`, labels: { le }, value: cumulative });
   });
-  cumulative += counts.durationBuckets[DURATION_BUCKETS.length]!;
+  cumulative += buckets[DURATION_BUCKETS.length]!;
   values.push({ metricName: `${name}_bucket`, labels: { le: '+Inf' }, value: cumulative });
-  values.push({ metricName: `${name}_sum`, labels: {}, value: counts.durationSum });
+  values.push({ metricName: `${name}_sum`, labels: {}, value: sum });
   values.push({ metricName: `${name}_count`, labels: {}, value: cumulative });
-  return { name, help: 'Time from a request reaching the app to its response closing, in seconds.', type: 'histogram', aggregator: 'sum', values };
+  return { name, help, type: 'histogram', aggregator: 'sum', values };
+}
+
+/** What the proxy counted in the master, and whether each --upstream is in rotation. */
+function proxyMetrics(settings: Settings, load: BalancerLoad): MetricJson[] {
+  const inRotation = new Set(load.backends.map((backend) => backend.name));
+  return [
+    counter(
+      'forkgate_proxy_shed_total',
+      'Requests the proxy answered 503 itself, by reason: queue full, queue timeout, stopping.',
+      [...proxyCounts.shed].map(([reason, value]) => ({ labels: { reason }, value })),
+    ),
+    counter('forkgate_proxy_bad_gateway_total', 'Requests the proxy answered 502: the unit or upstream failed to answer.', [{ labels: {}, value: proxyCounts.badGateway }]),
+    counter('forkgate_proxy_retries_total', 'Requests sent again to another backend: the first never reached its backend.', [{ labels: {}, value: proxyCounts.retries }]),
+    counter('forkgate_proxy_taken_back_total', 'Requests taken back from a unit stuck on another request, and sent to one that moves.', [{ labels: {}, value: proxyCounts.takenBack }]),
+    histogram('forkgate_proxy_queue_wait_seconds', 'How long requests that found every backend busy waited in the queue, in seconds.', proxyCounts.queueWaitBuckets, proxyCounts.queueWaitSum),
+    gauge(
+      'forkgate_upstream_up',
+      '--upstream: 1 while the upstream is in rotation, 0 while it is out (refusing, or failing --upstream-health).',
+      settings.upstream.map((upstream) => ({ labels: { upstream: formatUpstream(upstream) }, value: inRotation.has(formatUpstream(upstream)) ? 1 : 0 })),
+    ),
+  ];
 }
 
 /** Why a worker that was serving exited, or null when nobody replaces it for a reason (TTOU). */

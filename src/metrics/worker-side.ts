@@ -30,7 +30,8 @@ interface AppPromClient {
   register: { getMetricsAsJSON(): Promise<MetricsJson> };
 }
 
-/** Where the app's prom-client would load from; null: it has none to load. */
+/** require() as the app's file has it, and where the app's prom-client would load from (null: it has none). */
+let appRequire: NodeJS.Require | undefined;
 let appPromClientPath: string | null | undefined;
 
 /**
@@ -38,7 +39,8 @@ let appPromClientPath: string | null | undefined;
  * without it costs a failed resolution at the first scrape, and nothing after.
  */
 async function appMetrics(settings: Settings): Promise<MetricsJson | null> {
-  const require = createRequire(resolve(process.cwd(), parseAppSpec(settings.app!).path));
+  appRequire ??= createRequire(resolve(process.cwd(), parseAppSpec(settings.app!).path));
+  const require = appRequire;
   if (appPromClientPath === undefined) {
     try {
       appPromClientPath = require.resolve('prom-client');

@@ -15,6 +15,7 @@
  */
 import type { BalancerLoad } from '../master/balance/balancer.ts';
 import { HopPool, type HopTarget } from './hop.ts';
+import { countQueueWait, countTakenBack } from '../metrics/proxy-counts.ts';
 
 const STUCK_MS = 4;
 
@@ -49,6 +50,8 @@ interface Waiter {
   readonly grant: (backend: Backend) => void;
   readonly refuse: (reason: QueueRefusal) => void;
   timer: NodeJS.Timeout | null;
+  /** When the request first asked for a backend (performance.now()). */
+  readonly since: number;
 }
 
 export class Dispatcher {
@@ -118,7 +121,7 @@ export class Dispatcher {
       refuse('queue full');
       return noop;
     }
-    const waiter: Waiter = { grant, refuse, timer: null };
+    const waiter: Waiter = { grant, refuse, timer: null, since };
     waiter.timer = setTimeout(() => {
       this.dequeue(waiter);
       refuse('queue timeout');
@@ -145,6 +148,7 @@ export class Dispatcher {
   releaseTakenBack(backend: Backend): void {
     backend.inFlight--;
     backend.takenBack++;
+    countTakenBack();
   }
 
   /** No more requests are taken: those waiting are refused. */
@@ -193,6 +197,7 @@ export class Dispatcher {
       const waiter = this.queue.shift()!;
       clearTimeout(waiter.timer!);
       this.take(backend);
+      countQueueWait(waiter.since);
       waiter.grant(backend);
     }
   }

@@ -158,7 +158,9 @@ class Worker {
   private exit(code: number): void {
     this.units?.flushLogs();
     this.logger.close();
-    sendLastReport(this.settings, null, () => process.exit(code));
+    // A crashed worker leaves at once: it must not serve on while it reports.
+    if (code === 0) sendLastReport(this.settings, null, () => process.exit(code));
+    else process.exit(code);
   }
 }
 
