@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { eventually, FIXTURES, request, ROOT, start, type Forkgate } from './helpers/forkgate.ts';
+import { eventually, FIXTURES, isAlive, request, ROOT, start, type Forkgate } from './helpers/forkgate.ts';
 import { freePort } from './helpers/free-port.ts';
 import type { PoolSnapshot } from '../src/metrics/pool-metrics.ts';
 
@@ -450,3 +450,39 @@ class Cdp {
     this.socket.close();
   }
 }
+
+test('USR2: the new master serves --metrics-bind on the same port and socket file, then alone', async () => {
+  const scratch = mkdtempSync(join(tmpdir(), 'forkgate-metrics-'));
+  const port = await freePort();
+  const socketPath = join(scratch, 'metrics.sock');
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--metrics-bind', `127.0.0.1:${port}`, OPS]);
+  let successor = 0;
+  try {
+    forkgate.signal('SIGUSR2');
+    const [, pid] = (await forkgate.waitFor(/Upgrading: started a new master \(pid:(\d+)\)/)) as [string, string];
+    successor = Number(pid);
+    await forkgate.waitFor(new RegExp(`New master \\(pid:${successor}\\) is serving: this one stops`));
+    assert.equal((await forkgate.exited).code, 0);
+    await send(forkgate.url, 4);
+    const samples = await scrape(`http://127.0.0.1:${port}/metrics`);
+    assert.equal(value(samples, 'forkgate_http_requests_total{method="GET",code="200"}'), 4);
+  } finally {
+    if (successor && isAlive(successor)) process.kill(successor, 'SIGTERM');
+    await eventually(() => !successor || !isAlive(successor), 'the new master gone');
+  }
+  const unix = await start(['-w', '1', '-b', '127.0.0.1:0', '--metrics-bind', `unix:${socketPath}`, OPS]);
+  successor = 0;
+  try {
+    unix.signal('SIGUSR2');
+    const [, pid] = (await unix.waitFor(/Upgrading: started a new master \(pid:(\d+)\)/)) as [string, string];
+    successor = Number(pid);
+    assert.equal((await unix.exited).code, 0);
+    const reply = await request('http://localhost/metrics', { socketPath });
+    assert.equal(reply.status, 200);
+    assert.match(reply.body, new RegExp(`forkgate_workers\\{state="ready"\\} 1`));
+  } finally {
+    if (successor && isAlive(successor)) process.kill(successor, 'SIGTERM');
+    await eventually(() => !successor || !isAlive(successor), 'the new master gone');
+    rmSync(scratch, { recursive: true, force: true });
+  }
+});
