@@ -486,3 +486,25 @@ test('USR2: the new master serves --metrics-bind on the same port and socket fil
     rmSync(scratch, { recursive: true, force: true });
   }
 });
+
+test('forkgate top prints the pool from the admin endpoint, frame by frame', async () => {
+  const scratch = mkdtempSync(join(tmpdir(), 'forkgate-top-'));
+  const socketPath = join(scratch, 'admin.sock');
+  const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, OPS]);
+  try {
+    await send(forkgate.url, 12);
+    const run = spawnSync(process.execPath, [`${ROOT}dist/forkgate.cjs`, 'top', '--frames', '2', '--admin', `unix:${socketPath}`], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(run.status, 0, run.stderr);
+    const frames = run.stdout.split(/^(?=\d+ req\/s)/m);
+    assert.equal(frames.length, 2, run.stdout);
+    assert.match(frames[1]!, /12 requests since start/);
+    assert.match(frames[1]!, /^SLOT\s+PID\s+STATE\s+REQUESTS/m);
+    for (const pid of forkgate.workerPids()) assert.match(frames[1]!, new RegExp(`^\\d\\s+${pid}\\s+ready\\s+\\d+`, 'm'));
+    const unreachable = spawnSync(process.execPath, [`${ROOT}dist/forkgate.cjs`, 'top', '--admin', `unix:${join(scratch, 'nobody.sock')}`], { encoding: 'utf8' });
+    assert.equal(unreachable.status, 1);
+    assert.match(unreachable.stderr, /^forkgate: top: cannot reach the admin endpoint/);
+  } finally {
+    assert.equal((await forkgate.stop()).code, 0);
+    rmSync(scratch, { recursive: true, force: true });
+  }
+});

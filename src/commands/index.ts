@@ -1,5 +1,5 @@
 /**
- * The commands (`forkgate status`, `reload`, `scale`, `stop`): clients of a running master's admin
+ * The commands (`forkgate status`, `top`, `reload`, `scale`, `stop`): clients of a running master's admin
  * endpoint. A command is the first word; anything else is the server's command line, whose app must
  * then not be a word that only looks like a command.
  */
@@ -10,8 +10,9 @@ import { appExtensions } from '../worker/app-loader.ts';
 import type { Command } from './command.ts';
 import { reload, scale, stop } from './control.ts';
 import { status } from './status.ts';
+import { top } from './top.ts';
 
-const COMMANDS = { status, reload, scale, stop } satisfies Record<string, Command>;
+const COMMANDS = { status, top, reload, scale, stop } satisfies Record<string, Command>;
 type CommandName = keyof typeof COMMANDS;
 
 export function isCommand(word: string): word is CommandName {

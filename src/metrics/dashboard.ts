@@ -4,6 +4,7 @@
  * only while a page is open. The page derives the request rate and p50/p99 from consecutive snapshots.
  */
 import type * as http from 'node:http';
+import { quantileMs } from './quantile.ts';
 import { DURATION_BUCKETS } from './report.ts';
 import type { PoolSnapshot } from './pool-metrics.ts';
 
@@ -77,18 +78,7 @@ const history = [];
 let previous = null;
 const cpuBefore = new Map();
 
-function quantile(buckets, q) {
-  const total = buckets.reduce((a, b) => a + b, 0);
-  if (total === 0) return null;
-  let seen = 0;
-  for (let i = 0; i < buckets.length; i++) {
-    const lower = i === 0 ? 0 : BUCKETS[i - 1];
-    const upper = i < BUCKETS.length ? BUCKETS[i] : BUCKETS[BUCKETS.length - 1];
-    if (seen + buckets[i] >= q * total) return (lower + (upper - lower) * ((q * total - seen) / buckets[i])) * 1000;
-    seen += buckets[i];
-  }
-  return BUCKETS[BUCKETS.length - 1] * 1000;
-}
+const quantileMs = ${quantileMs.toString()};
 
 function chart(svg, series) {
   const width = svg.width.baseVal.value, height = svg.height.baseVal.value;
@@ -123,7 +113,7 @@ function show(pool) {
   if (previous) {
     const seconds = (pool.at - previous.at) / 1000;
     const delta = pool.durationBuckets.map((n, i) => n - previous.durationBuckets[i]);
-    history.push({ rate: (pool.requests - previous.requests) / seconds, p50: quantile(delta, 0.5), p99: quantile(delta, 0.99) });
+    history.push({ rate: (pool.requests - previous.requests) / seconds, p50: quantileMs(BUCKETS, delta, 0.5), p99: quantileMs(BUCKETS, delta, 0.99) });
     if (history.length > KEEP) history.shift();
   }
   const pad = (values) => Array(KEEP - values.length).fill(null).concat(values);
