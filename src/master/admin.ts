@@ -1,8 +1,8 @@
 /**
  * The admin endpoint (--admin-bind): what load balancers, orchestrators and operators ask the master.
- * GET / (the dashboard), /healthz, /readyz, /status, /metrics; POST /workers/N (the pool size), /workers/+N, /workers/-N, /reload,
- * /stop. Off unless configured; meant for loopback or a unix socket, since it can resize, reload and
- * stop the pool. A browser on the operator's
+ * GET / (the dashboard) and /events (its stream), /healthz, /readyz, /status, /metrics; POST /workers/N
+ * (the pool size), /workers/+N, /workers/-N, /reload, /stop. Off unless configured; meant for loopback
+ * or a unix socket, since it can resize, reload and stop the pool. A browser on the operator's
  * machine reaches loopback too, so requests only a web page would send are refused: a domain name as
  * Host (DNS rebinding), an Origin other than the endpoint's own (a cross-site form or fetch). Actions
  * over TCP need the bearer token in --admin-token-file; over a unix socket its mode (0600) guards

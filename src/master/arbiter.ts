@@ -102,7 +102,12 @@ export class Arbiter {
   private finish: (code: number) => void = () => {};
   /** Set by stop(): resolves once the balancer no longer needs the workers. */
   private balancerClosed: Promise<void> = Promise.resolve();
-  private readonly metrics = new PoolMetrics({ workers: () => this.workers, target: () => this.target, load: () => this.balancer.load(), settings: () => this.settings });
+  private readonly metrics = new PoolMetrics({
+    workers: () => this.workers,
+    target: () => this.target,
+    load: () => this.balancer.load(),
+    settings: () => this.settings,
+  });
 
   constructor(resolved: ResolvedSettings, sources: SettingSources, workerEnv: NodeJS.ProcessEnv, logger: Logger) {
     this.sources = sources;
