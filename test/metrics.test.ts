@@ -150,7 +150,7 @@ test('workers retired by --max-requests send their last counts as they exit: the
   }
 });
 
-test("the app's own prom-client counter and histogram are summed over 2 workers", async () => {
+test("the app's own prom-client counter and histogram are summed over 2 workers, a killed worker's kept", async () => {
   const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', '--metrics-bind', '127.0.0.1:0', PROM_APP]);
   try {
     const url = await metricsUrl(forkgate);
@@ -164,6 +164,17 @@ test("the app's own prom-client counter and histogram are summed over 2 workers"
     // Both workers counted: each answered some of them.
     assert.equal(bySlot(samples, 'forkgate_worker_requests_total').size, 2);
     assert.ok([...bySlot(samples, 'forkgate_worker_requests_total').values()].every((served) => served > 0));
+    // What a killed worker counted stays, once folded into the retired totals (5 s after its exit) too.
+    const victim = forkgate.workerPids()[0]!;
+    process.kill(victim, 'SIGKILL');
+    const killedAt = Date.now();
+    await eventually(async () => value(await scrape(url), 'forkgate_workers{state="ready"}') === 2 && !forkgate.workerPids().includes(victim), 'a replacement');
+    assert.equal(value(await scrape(url), 'app_hits_total{path="/a"}'), 30);
+    await eventually(() => Date.now() - killedAt > 5500, 'its report folded', 10_000);
+    await send(forkgate.url, 5, '/a');
+    const later = await scrape(url);
+    assert.equal(value(later, 'app_hits_total{path="/a"}'), 35);
+    assert.equal(value(later, 'app_latency_seconds_count'), 45);
   } finally {
     assert.equal((await forkgate.stop()).code, 0);
   }

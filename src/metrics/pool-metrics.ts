@@ -79,6 +79,7 @@ export class PoolMetrics {
   private retiredCounts: RequestCounts = NO_COUNTS;
   private readonly retiredSlots = new Map<number, SlotTotals>();
   private retiredApp: MetricsJson[] = [];
+  private appFolded: Promise<void> = Promise.resolve();
   private readonly restarts = new Map<RestartReason, number>();
   private bootFailures = 0;
   private recentRestarts: PoolSnapshot['restarts'] = [];
@@ -154,6 +155,7 @@ export class PoolMetrics {
   /** stopping: the pool is stopping, and no worker is replaced. */
   workerExited(worker: WorkerHandle, code: number | null, signal: NodeJS.Signals | null, stopping: boolean): void {
     this.slots.delete(worker);
+    this.foldExited(); // those gone a while: without scrapes the ledgers would grow with every restart
     const ledger = this.ledgers.get(worker.pid);
     if (ledger) ledger.exitedAt = Date.now();
     this.waiting.get(-worker.pid)?.();
@@ -205,7 +207,7 @@ export class PoolMetrics {
     this.start();
     await this.collect();
     this.foldExited();
-    if (this.retiredApp.length > 1) this.retiredApp = [await sumMetrics(this.retiredApp)];
+    await this.appFolded;
     const app = [...this.retiredApp];
     for (const ledger of this.ledgers.values()) if (ledger.report) app.push(...ledger.report.app);
     // An app's metric named like forkgate's own would make the exposition ambiguous: forkgate's is kept.
@@ -258,6 +260,13 @@ export class PoolMetrics {
       slot.cpuSeconds += report.cpuSeconds;
       this.retiredSlots.set(ledger.slot, slot);
       for (const metrics of report.app) this.retiredApp.push(countersOnly(metrics));
+    }
+    if (this.retiredApp.length > 1) {
+      // Summed into one, in turn: a scrape waits for the sum, so it never sees part of the retired totals.
+      this.appFolded = this.appFolded.then(async () => {
+        const parts = this.retiredApp.splice(0);
+        this.retiredApp.unshift(...(await sumMetrics(parts).then((sum) => [sum], () => parts)));
+      });
     }
   }
 
