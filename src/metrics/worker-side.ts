@@ -85,8 +85,8 @@ export function threadReported(id: number, report: UnitReport): void {
 export function threadExited(id: number): void {
   const record = threads.get(id);
   threads.delete(id);
+  record?.waiting?.();
   if (!record?.last) return;
-  record.waiting?.();
   exitedCounts = addCounts(exitedCounts, record.last.counts);
   if (record.last.app) exitedApp.push(countersOnly(record.last.app));
 }
@@ -96,9 +96,14 @@ export async function answerProcess(seq: number | null, settings: Settings, post
   post({ type: 'metrics', seq, report: await unitReport(settings) });
 }
 
-/** Answers the master's collect-metrics. */
+/** Answers the master's collect-metrics; if the report cannot be made, the master counts with the last one. */
 export async function answerMaster(seq: number | null, settings: Settings, onSent?: () => void): Promise<void> {
-  const report = usesThreads(settings) ? await threadsReport() : await ownReport(settings);
+  let report: WorkerReport;
+  try {
+    report = usesThreads(settings) ? await threadsReport() : await ownReport(settings);
+  } catch {
+    return onSent?.();
+  }
   sendToMaster({ type: 'metrics', seq, report }, onSent);
 }
 
@@ -134,7 +139,7 @@ async function threadsReport(): Promise<WorkerReport> {
         }),
     ),
   );
-  if (exitedApp.length > 1) exitedApp = [await sumMetrics(exitedApp)];
+  if (exitedApp.length > 1) exitedApp = await sumMetrics(exitedApp).then((sum) => [sum], () => exitedApp);
   let counts = exitedCounts;
   const app: MetricsJson[] = [...exitedApp];
   for (const { last } of threads.values()) {
