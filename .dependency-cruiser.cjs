@@ -1,14 +1,14 @@
 // Layers point one way: a module imports only from its own layer and those below it
-// (docs/architecture.md, "Layers"). Bottom first.
+// (docs/architecture.md, "Layers"). Bottom first. The metrics have a file at each layer they serve.
 const layers = [
   ['^src/(errors|version|node-version|module-hooks)\\.ts$'],
   ['^src/log/'],
   ['^src/hooks\\.ts$'],
   ['^src/config/', '^src/process-title\\.ts$'],
-  ['^src/(ipc|edge|supervisor)/'],
+  ['^src/(ipc|edge|supervisor)/', '^src/metrics/(report|quantile|aggregate|proxy-counts|statsd|recorder)\\.ts$'],
   ['^src/hop/'],
-  ['^src/(worker|proxy)/'],
-  ['^src/master/'],
+  ['^src/(worker|proxy)/', '^src/metrics/worker-side\\.ts$'],
+  ['^src/master/', '^src/metrics/(pool-metrics|endpoint|dashboard)\\.ts$'],
   ['^src/(commands|tune)/', '^src/(cli|index)\\.ts$'],
 ];
 

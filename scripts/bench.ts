@@ -5,13 +5,14 @@
  *   npm run bench -- --quick         < 60 s: hello, cpu and io; the baselines and both balancers, 2 s each
  *   npm run bench -- --only cpu      one workload
  *   npm run bench -- --repeat 3      each row the median of 3 runs, interleaved across servers
+ *   npm run bench -- --metrics       hello, forkgate with and without --metrics-bind (scraped every second)
  *
  * Load comes from wrk (one thread, so it takes at most one of the cores); it shares the machine with the
  * server, so req/s alone cannot tell servers apart. The figure that does is the server's CPU time per
  * request: utime + stime of the server's whole process tree over the measured window, over requests done.
  *
  * Results: a markdown table on stdout and in bench/results/latest.md, raw numbers in latest.json
- * (quick runs write quick.md / quick.json so they never replace a full run; BENCH_RESULTS_DIR moves both).
+ * (quick and --metrics runs write quick.* / metrics.* so they never replace a full run; BENCH_RESULTS_DIR moves them).
  *
  * `scripts/bench.ts --serve plain|reuseport|cluster APP PORT|SOCKET WORKERS` is the baseline server itself,
  * started by the bench: plain Node with http.createServer, nothing of forkgate.
@@ -56,7 +57,7 @@ const WORKLOADS: Workload[] = [
 ];
 
 /** What a configuration needs beyond Node and dist/: a build may predate --threads or --balance proxy; nginx may be absent. */
-type Requirement = '--threads' | '--balance proxy' | 'nginx';
+type Requirement = '--threads' | '--balance proxy' | 'nginx' | '--metrics-bind';
 
 interface ServerConfig {
   name: string;
@@ -67,6 +68,8 @@ interface ServerConfig {
   /** The processes that only forward requests (forkgate's master, a front): their CPU is "front µs/req". */
   front?: (roots: number[]) => number[];
   requires?: Requirement;
+  /** A unix socket (in the working directory) that serves /metrics, scraped every second while measured. */
+  metricsSocket?: (port: number) => string;
 }
 
 const N = availableParallelism();
@@ -110,6 +113,18 @@ function front(name: string, command: string, requires?: Requirement): ServerCon
   };
 }
 
+/** The same forkgate with --metrics-bind, scraped every second as Prometheus would. */
+function withMetrics(config: ServerConfig): ServerConfig {
+  const socket = (port: number) => `metrics-${port}.sock`;
+  return {
+    ...config,
+    name: `${config.name} + metrics`,
+    commands: (app, port) => config.commands(app, port).map((command) => [...command.slice(0, -1), '--metrics-bind', `unix:${socket(port)}`, command.at(-1)!]),
+    metricsSocket: socket,
+    requires: '--metrics-bind',
+  };
+}
+
 const SINGLE = baseline('single', 'plain', 1);
 const PLAIN = baseline('reuseport-plain', 'reuseport', N);
 const CLUSTER = baseline('cluster', 'cluster', N);
@@ -123,9 +138,20 @@ const HTTP_PROXY = front('http-proxy', 'node.mjs http-proxy');
 /** What --balance proxy is measured against: nginx, the bar to aim at, and three Node forwarding engines on equal footing. */
 const PROXY_ROWS = [FG_PROXY, NGINX, HTTP_PROXY, front('http-proxy-3', 'node.mjs http-proxy-3'), front('node:http pipe', 'node.mjs pipe')];
 
+/** What metrics cost: each forkgate mode without and with them. */
+const METRICS_ROWS = [FG_RR, withMetrics(FG_RR), FG_REUSEPORT, withMetrics(FG_REUSEPORT), FG_PROXY, withMetrics(FG_PROXY)];
+
 /** The configurations each workload runs in a full run; --quick keeps BASE for hello, cpu and io. */
 const FULL_PLAN: Record<string, ServerConfig[]> = {
-  hello: [...BASE, forkgate(`--balance round-robin -w ${2 * N + 1}`), forkgate(`--balance reuseport -w ${2 * N + 1}`), ...PROXY_ROWS],
+  hello: [
+    ...BASE,
+    forkgate(`--balance round-robin -w ${2 * N + 1}`),
+    forkgate(`--balance reuseport -w ${2 * N + 1}`),
+    ...PROXY_ROWS,
+    withMetrics(FG_RR),
+    withMetrics(FG_REUSEPORT),
+    withMetrics(FG_PROXY),
+  ],
   cpu: [
     ...BASE,
     forkgate(`--balance round-robin -w ${2 * N + 1}`),
@@ -330,6 +356,16 @@ function getStatus(port: number): Promise<number> {
   });
 }
 
+/** GET /metrics over a unix socket, the answer read and dropped (the server is not up yet: nothing). */
+function scrape(socketPath: string): void {
+  http
+    .get({ socketPath, path: '/metrics', agent: false }, (res) => res.resume())
+    .on('error', () => {})
+    .setTimeout(2000, function (this: http.ClientRequest) {
+      this.destroy();
+    });
+}
+
 /** A port free right now on 127.0.0.1 (the kernel picks it; every process of a server then binds it). */
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -353,6 +389,7 @@ async function measure(workload: Workload, config: ServerConfig, timing: Timing,
   if (config.requires && context.unavailable.has(config.requires)) return { ...row, skipped: `${config.requires} not available` };
   const port = await freePort();
   const server = new Server(config.commands(`${APPS}${workload.name}.mjs`, port), context.cwd, context.env);
+  const scraper = config.metricsSocket ? setInterval(() => scrape(join(context.cwd, config.metricsSocket!(port))), 1000) : null;
   try {
     await server.ready(port, config.readyPattern);
     await runWrk(port, workload.connections, timing.warmupSeconds);
@@ -391,6 +428,7 @@ async function measure(workload: Workload, config: ServerConfig, timing: Timing,
   } catch (error) {
     return { ...row, error: (error as Error).message.replace(/\s+/g, ' ').slice(0, 300) };
   } finally {
+    if (scraper) clearInterval(scraper);
     await server.stop();
   }
 }
@@ -406,20 +444,22 @@ interface RunContext {
   unavailable: Set<Requirement>;
 }
 
-function parseOptions(argv: string[]): { quick: boolean; only: string | undefined; repeat: number } {
+function parseOptions(argv: string[]): { quick: boolean; only: string | undefined; repeat: number; metrics: boolean } {
   let quick = false;
+  let metrics = false;
   let only: string | undefined;
   let repeat = 1;
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--quick') quick = true;
+    else if (argv[i] === '--metrics') metrics = true;
     else if (argv[i] === '--only' && WORKLOADS.some((workload) => workload.name === argv[i + 1])) only = argv[++i];
     else if (argv[i] === '--repeat' && /^[1-9]$/.test(argv[i + 1] ?? '')) repeat = Number(argv[++i]);
     else {
-      console.error(`usage: node scripts/bench.ts [--quick] [--only ${WORKLOADS.map((workload) => workload.name).join('|')}] [--repeat 1-9]`);
+      console.error(`usage: node scripts/bench.ts [--quick] [--only ${WORKLOADS.map((workload) => workload.name).join('|')}] [--repeat 1-9] [--metrics]`);
       process.exit(2);
     }
   }
-  return { quick, only, repeat };
+  return { quick, only, repeat, metrics };
 }
 
 /**
@@ -451,6 +491,7 @@ function unavailable(cwd: string): Set<Requirement> {
   if (rejects('--threads', '2')) missing.add('--threads');
   if (rejects('--balance', 'proxy')) missing.add('--balance proxy');
   if (spawnSync('nginx', ['-v'], { stdio: 'ignore' }).error !== undefined) missing.add('nginx');
+  if (rejects('--metrics-bind', '127.0.0.1:0')) missing.add('--metrics-bind');
   return missing;
 }
 
@@ -506,6 +547,9 @@ const TARGETS: Target[] = [
   { workload: 'hello', metric: 'reqPerSec', server: FG_PROXY.name, reference: NGINX.name, note: 'nginx is the bar to aim at' },
   { workload: 'hello', metric: 'cpuUsPerReq', server: FG_PROXY.name, reference: NGINX.name },
   { workload: 'mixed', metric: 'p99Ms', server: FG_PROXY.name, reference: FG_RR.name, atMost: 0.5 },
+  ...[FG_RR, FG_REUSEPORT, FG_PROXY].map(
+    (config): Target => ({ workload: 'hello', metric: 'cpuUsPerReq', server: withMetrics(config).name, reference: config.name, atMost: 1.02, note: 'what metrics cost' }),
+  ),
 ];
 
 const METRIC_LABELS: Record<Target['metric'], string> = { reqPerSec: 'req/s', cpuUsPerReq: 'CPU µs/req', frontCpuUsPerReq: 'front µs/req', p99Ms: 'p99' };
@@ -610,12 +654,13 @@ async function main(): Promise<void> {
   }
   const context: RunContext = { cwd, env, unavailable: unavailable(cwd) };
   const timing: Timing = options.quick ? { warmupSeconds: 1, seconds: 2 } : { warmupSeconds: 1, seconds: 10 };
-  const plan = WORKLOADS.filter((workload) => (options.only ? workload.name === options.only : !options.quick || workload.name !== 'mixed'));
+  const only = options.metrics ? 'hello' : options.only;
+  const plan = WORKLOADS.filter((workload) => (only ? workload.name === only : !options.quick || workload.name !== 'mixed'));
 
   const busyBefore = await busyCores();
   if (busyBefore > OTHER_LOAD_LIMIT) console.error(`warning: other programs kept ${busyBefore.toFixed(2)} cores busy before the run`);
   const started = Date.now();
-  const configsOf = (workload: Workload) => (options.quick ? BASE : FULL_PLAN[workload.name]!);
+  const configsOf = (workload: Workload) => (options.metrics ? METRICS_ROWS : options.quick ? BASE : FULL_PLAN[workload.name]!);
   let measurementsLeft = plan.reduce((sum, workload) => sum + configsOf(workload).length, 0) * options.repeat;
   const rows: Row[] = [];
   try {
@@ -648,7 +693,7 @@ async function main(): Promise<void> {
   addRatios(rows);
   const targets = evaluateTargets(rows);
 
-  const meta = { ...machine(), mode: options.quick ? 'quick' : 'full', repeat: options.repeat, seconds: timing.seconds, warmupSeconds: timing.warmupSeconds, cpuRoundsPerMs: ROUNDS_PER_MS, otherCoresBefore: busyBefore, elapsedSeconds: Math.round((Date.now() - started) / 1000) };
+  const meta = { ...machine(), mode: options.metrics ? 'metrics' : options.quick ? 'quick' : 'full', repeat: options.repeat, seconds: timing.seconds, warmupSeconds: timing.warmupSeconds, cpuRoundsPerMs: ROUNDS_PER_MS, otherCoresBefore: busyBefore, elapsedSeconds: Math.round((Date.now() - started) / 1000) };
   const markdown = [
     `# forkgate benchmark (${meta.mode} run)`,
     '',
@@ -668,12 +713,12 @@ async function main(): Promise<void> {
       : []),
     table(rows),
     '',
-    ...(targets.length > 0 ? ['## --balance proxy against its targets', '', targetsTable(targets), ''] : []),
+    ...(targets.length > 0 ? ['## Targets', '', targetsTable(targets), ''] : []),
   ].join('\n');
   console.log(markdown);
   const directory = process.env.BENCH_RESULTS_DIR ?? `${ROOT}bench/results`;
   mkdirSync(directory, { recursive: true });
-  const base = options.quick ? 'quick' : 'latest';
+  const base = options.metrics ? 'metrics' : options.quick ? 'quick' : 'latest';
   writeFileSync(join(directory, `${base}.md`), markdown);
   writeFileSync(join(directory, `${base}.json`), `${JSON.stringify({ meta, rows, targets }, null, 2)}\n`);
   if (rows.some((row) => row.error)) process.exitCode = 1;

@@ -232,7 +232,7 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
       args: ['restart'],
       expect: [
         /'restart' is neither a forkgate command nor an app file \(no restart\.\{js,cjs,mjs,ts,mts,cts\} in \S+\)/,
-        /the commands are status, reload, scale, stop, tune \(forkgate COMMAND --help\), and an app is PATH\[:EXPORT\]/,
+        /the commands are status, top, reload, scale, stop, tune \(forkgate COMMAND --help\), and an app is PATH\[:EXPORT\]/,
       ],
     },
     { name: 'another word that looks like a command', args: ['run', '-w', '2'], expect: [/'run' is neither a forkgate command nor an app file/] },

@@ -1,6 +1,7 @@
 /**
- * The commands: `forkgate status`, `reload`, `scale` and `stop`, clients of a running master's admin
- * endpoint, and `tune`, which starts forkgate itself to measure an app. A command is the first word; anything else is the server's command line, whose app must
+ * The commands: `forkgate status`, `top`, `reload`, `scale` and `stop`, clients of a running master's
+ * admin endpoint, and `tune`, which starts forkgate itself to measure an app. A command is the first
+ * word; anything else is the server's command line, whose app must
  * then not be a word that only looks like a command.
  */
 import { existsSync } from 'node:fs';
@@ -10,9 +11,10 @@ import { appExtensions } from '../worker/app-loader.ts';
 import type { Command } from './command.ts';
 import { reload, scale, stop } from './control.ts';
 import { status } from './status.ts';
+import { top } from './top.ts';
 import { tune } from './tune.ts';
 
-const COMMANDS = { status, reload, scale, stop, tune } satisfies Record<string, Command>;
+const COMMANDS = { status, top, reload, scale, stop, tune } satisfies Record<string, Command>;
 export type CommandName = keyof typeof COMMANDS;
 
 export function isCommand(word: string): word is CommandName {

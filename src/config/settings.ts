@@ -144,6 +144,18 @@ function singleBind(raw: unknown): BindAddress | null | Invalid {
   return parsed;
 }
 
+export interface TcpAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+function statsdAddress(raw: unknown): TcpAddress | null | Invalid {
+  if (raw === null) return null;
+  const parsed = typeof raw === 'string' && /:\d+$/.test(raw) ? parseBindAddress(raw) : 'no port';
+  if (typeof parsed === 'string' || parsed.kind !== 'tcp' || parsed.port === 0) return new Invalid('HOST:PORT');
+  return { host: parsed.host, port: parsed.port };
+}
+
 /** An external server the proxy fronts (--upstream): an address as --bind has them, but a descriptor. */
 export type Upstream = Exclude<BindAddress, { kind: 'fd' }>;
 
@@ -439,7 +451,7 @@ export const SETTINGS = [
     name: 'admin-bind', key: 'adminBind', fixedUntilRestart: 'always', meta: 'ADDRESS', section: 'Process',
     default: null as BindAddress | null, validate: singleBind,
     format: (address) => (address ? formatBindAddress(address) : 'null'),
-    doc: "Serve the admin endpoint here (HOST:PORT or unix:PATH; off by default, keep it on loopback or a unix socket, which is made mode 0600: only the master's user may connect): GET /healthz, /readyz, /status; POST /workers/N (set the pool size; /workers/+N, /workers/-N change it), /reload, /stop (over TCP only with --admin-token-file); forkgate status, scale, reload and stop ask it. Requests with a domain name as Host, or from another Origin, are refused.",
+    doc: "Serve the admin endpoint here (HOST:PORT or unix:PATH; off by default, keep it on loopback or a unix socket, which is made mode 0600: only the master's user may connect): GET /healthz, /readyz, /status, /metrics; POST /workers/N (set the pool size; /workers/+N, /workers/-N change it), /reload, /stop (over TCP only with --admin-token-file); GET / is a live dashboard of the pool; forkgate status, scale, reload and stop ask it. Requests with a domain name as Host, or from another Origin, are refused.",
   }),
   setting({
     name: 'admin-token-file', key: 'adminTokenFile', fixedUntilRestart: 'always', meta: 'FILE', section: 'Process',
@@ -560,6 +572,24 @@ export const SETTINGS = [
   setting({
     name: 'log-level', key: 'logLevel', meta: 'LEVEL', section: 'Logging',
     default: 'info' as LogLevel, validate: oneOf(LOG_LEVELS), doc: `Error log level: ${LOG_LEVELS.join(', ')}.`,
+  }),
+  // ---- metrics ----
+  setting({
+    name: 'metrics-bind', key: 'metricsBind', fixedUntilRestart: 'always', meta: 'ADDRESS', section: 'Metrics',
+    default: null as BindAddress | null, validate: singleBind,
+    format: (address) => (address ? formatBindAddress(address) : 'null'),
+    doc: 'Serve GET /metrics (the Prometheus text format) here, and nothing else (HOST:PORT or unix:PATH), so Prometheus can scrape the pool over a network the admin endpoint must not be reachable on. The admin endpoint (--admin-bind) serves GET /metrics too.',
+  }),
+  setting({
+    name: 'statsd-host', key: 'statsdHost', meta: 'HOST:PORT', section: 'Metrics',
+    default: null as TcpAddress | null, validate: statsdAddress,
+    format: (address) => (address ? `${address.host}:${address.port}` : 'null'),
+    doc: "Send statsd metrics over UDP to this host with Gunicorn's names (gunicorn.requests, gunicorn.request.duration, gunicorn.request.status.NNN, gunicorn.workers, gunicorn.log.LEVEL), never waiting on it.",
+  }),
+  setting({
+    name: 'statsd-prefix', key: 'statsdPrefix', meta: 'STRING', section: 'Metrics',
+    default: '', validate: text,
+    doc: "Prefix for the statsd metrics' names (a '.' is added if missing), as Gunicorn's --statsd-prefix.",
   }),
   ...hookSettings,
 ] as const;

@@ -9,6 +9,7 @@ import { ForkgateError, type ErrorCode, type ExitCode } from '../errors.ts';
 
 /** Which shape the app's module had; logged at boot so users see what forkgate understood. */
 export type AppShape = 'listener' | 'koa' | 'fetch' | 'http-server' | 'fastify' | 'listen-call';
+import type { UnitReport, WorkerReport } from '../metrics/report.ts';
 
 export interface TcpListenAddress {
   readonly host: string;
@@ -55,7 +56,14 @@ export type MasterMessage =
   | { readonly type: 'connection'; readonly seq: number }
   /** Stop taking work, finish what is in flight, exit 0. */
   | { readonly type: 'drain' }
-  | ReopenLogs;
+  | ReopenLogs
+  | CollectMetrics;
+
+/** A scrape of /metrics: report now, answering with the same seq. */
+export interface CollectMetrics {
+  readonly type: 'collect-metrics';
+  readonly seq: number;
+}
 
 /** USR1: reopen the log files among `files`, those the master could create; the others stay on the old file. */
 export interface ReopenLogs {
@@ -93,17 +101,20 @@ export type WorkerMessage =
   /** A handed-over connection closed (workers with a handoff capacity): this many are open now. */
   | { readonly type: 'closed'; readonly connections: number }
   /** The worker reached --max-requests and asks to be replaced. */
-  | { readonly type: 'retire'; readonly reason: string };
+  | { readonly type: 'retire'; readonly reason: string }
+  /** seq: the collect-metrics this answers; null for the last report, sent as the worker exits. */
+  | { readonly type: 'metrics'; readonly seq: number | null; readonly report: WorkerReport };
 
 // ---- a worker process ⇄ its threads (--threads): structured clone over worker_threads ports ----
 
-export type ToThreadMessage = { readonly type: 'drain' } | ReopenLogs;
+export type ToThreadMessage = { readonly type: 'drain' } | ReopenLogs | CollectMetrics;
 
 export type FromThreadMessage =
   | { readonly type: 'ready'; readonly shape: AppShape; readonly endpoint: string | null }
   | { readonly type: 'boot-error'; readonly error: SerializedError }
   | { readonly type: 'heartbeat'; readonly stats: WorkerStats }
-  | { readonly type: 'retire'; readonly reason: string };
+  | { readonly type: 'retire'; readonly reason: string }
+  | { readonly type: 'metrics'; readonly seq: number | null; readonly report: UnitReport };
 
 /** workerData of a serving thread; the role marker tells the shared entry point what to run. */
 export interface ThreadData {

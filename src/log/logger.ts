@@ -3,6 +3,7 @@ import { LogSink } from './sink.ts';
 
 export const LOG_LEVELS = ['debug', 'info', 'warning', 'error', 'critical'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
+const WARNING = LOG_LEVELS.indexOf('warning');
 
 const LABELS: Record<LogLevel, string> = {
   debug: 'DEBUG',
@@ -11,6 +12,13 @@ const LABELS: Record<LogLevel, string> = {
   error: 'ERROR',
   critical: 'CRITICAL',
 };
+
+/** Told of each message logged at warning or above, in this process or thread (statsd counts them). */
+let onLogged: ((level: LogLevel, withError: boolean) => void) | null = null;
+
+export function observeLogs(observer: (level: LogLevel, withError: boolean) => void): void {
+  onLogged = observer;
+}
 
 /**
  * The error log: `[LEVEL] 2026-11-27 06:41:58 +0000 [pid] message`, level first so it can be grepped.
@@ -66,6 +74,7 @@ export class Logger {
   }
 
   private log(level: LogLevel, message: string, error?: unknown): void {
+    if (onLogged && LOG_LEVELS.indexOf(level) >= WARNING) onLogged(level, error !== undefined);
     if (LOG_LEVELS.indexOf(level) < this.threshold) return;
     const detail = error === undefined ? '' : `\n${describeError(error)}`;
     this.sink.write(`[${LABELS[level]}] ${timestamp()} [${process.pid}] ${message}${detail}\n`);

@@ -1,8 +1,8 @@
 /**
- * The admin endpoint (--admin-bind): GET /healthz, /readyz, /status; POST /workers/N|+N|-N, /reload,
- * /stop. A browser reaches loopback too, so what only a web page would send (a domain name as Host, a
- * foreign Origin) is refused. Actions need the --admin-token-file token over TCP; over a unix socket
- * its mode (0600) guards them, unless a token is set.
+ * The admin endpoint (--admin-bind): GET / (the dashboard) and /events (its stream), /healthz, /readyz,
+ * /status, /metrics; POST /workers/N|+N|-N, /reload, /stop. A browser reaches loopback too, so what only
+ * a web page would send (a domain name as Host, a foreign Origin) is refused. Actions need the
+ * --admin-token-file token over TCP; over a unix socket its mode (0600) guards them, unless a token is set.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -14,6 +14,9 @@ import type { BalancerLoad } from './balance/balancer.ts';
 import { closeForSuccessor, listeningFd, listenOn } from './listen.ts';
 import type { SocketAccess } from './privileges.ts';
 import type { AdminSocket } from './upgrade.ts';
+import { serveMetrics, type Exposition } from '../metrics/endpoint.ts';
+import { sendDashboard, streamSnapshots } from '../metrics/dashboard.ts';
+import type { PoolSnapshot } from '../metrics/pool-metrics.ts';
 
 export interface WorkerStatus {
   pid: number;
@@ -60,6 +63,10 @@ export interface AdminActions {
   /** As TERM does: a graceful stop, after --shutdown-delay. */
   stop(request: string): void;
   resize(change: PoolSizeChange, request: string): ResizeOutcome;
+  /** GET /metrics: the Prometheus exposition. */
+  metrics: Exposition;
+  /** GET /events: the dashboard's view of the pool. */
+  snapshot(): Promise<PoolSnapshot>;
 }
 
 const POOL_SIZE = /^\/workers\/([+-]?)(\d+)$/;
@@ -143,8 +150,14 @@ function handle(req: http.IncomingMessage, res: http.ServerResponse, guard: Guar
       return actions.ready() ? reply(200, { status: 'ready' }) : reply(503, { status: 'not ready' });
     case '/status':
       return reply(200, actions.status());
+    case '/metrics':
+      return serveMetrics(req, res, actions.metrics);
+    case '/':
+      return sendDashboard(res);
+    case '/events':
+      return streamSnapshots(req, res, () => actions.snapshot());
     default:
-      return reply(404, { error: `no ${path}; try /healthz, /readyz, /status` });
+      return reply(404, { error: `no ${path}; try /, /healthz, /readyz, /status, /metrics` });
   }
 }
 

@@ -33,6 +33,7 @@ import { processTitle } from '../process-title.ts';
 import { WorkerHandle } from './worker-handle.ts';
 import { reconcile, type Policy } from '../supervisor/reconcile.ts';
 import { BootBackOff } from '../supervisor/unit.ts';
+import { PoolMetrics } from '../metrics/pool-metrics.ts';
 
 const HANDLED_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGTTIN', 'SIGTTOU', 'SIGUSR1', 'SIGUSR2'] as const;
 type HandledSignal = (typeof HANDLED_SIGNALS)[number];
@@ -96,6 +97,12 @@ export class Arbiter {
   private finish: (code: number) => void = () => {};
   /** Set by stop(): resolves once the balancer no longer needs the workers. */
   private balancerClosed: Promise<void> = Promise.resolve();
+  private readonly metrics = new PoolMetrics({
+    workers: () => this.workers,
+    target: () => this.target,
+    load: () => this.balancer.load(),
+    settings: () => this.settings,
+  });
 
   constructor(resolved: ResolvedSettings, sources: SettingSources, workerEnv: NodeJS.ProcessEnv, logger: Logger) {
     this.sources = sources;
@@ -158,6 +165,10 @@ export class Arbiter {
         await this.balancer.close('quick');
         return ExitCode.runtimeFailure;
       }
+    }
+    if (settings.metricsBind && !(await this.metrics.listen(settings.metricsBind, logger))) {
+      await this.balancer.close('quick');
+      return ExitCode.runtimeFailure;
     }
 
     for (const signal of HANDLED_SIGNALS) {
@@ -258,6 +269,7 @@ export class Arbiter {
     for (const { worker, code, signal } of this.exits.splice(0)) {
       const exit = worker.exited({ code, signal });
       this.workers.delete(worker);
+      this.metrics.workerExited(worker, exit, this.stopping !== null);
       this.balancer.remove(worker);
       const bootError = this.bootErrors.get(worker);
       this.bootErrors.delete(worker);
@@ -374,6 +386,7 @@ export class Arbiter {
     }
     const worker = new WorkerHandle(id, this.generation, child, Date.now());
     this.workers.add(worker);
+    this.metrics.workerSpawned(worker);
     child.on('message', (message: unknown) => {
       if (isProtocolMessage<WorkerMessage>(message)) this.onWorkerMessage(worker, message);
     });
@@ -426,6 +439,8 @@ export class Arbiter {
       case 'closed':
         this.balancer.closed(worker, message.connections);
         return;
+      case 'metrics':
+        return this.metrics.reported(worker, message.seq, message.report);
       case 'retire':
         if (!worker.retire('spent')) return;
         this.logger.info(`Worker (pid:${worker.pid}) ${message.reason}: replacing it`);
@@ -561,6 +576,7 @@ export class Arbiter {
       fs.rmSync(`${this.settings.pid}.oldbin`, { force: true });
     }
     this.admin?.close();
+    this.metrics.close();
     this.reloader?.close();
     this.logger.info('Shutting down: Master');
     this.finish(this.exitCode);
@@ -597,6 +613,7 @@ export class Arbiter {
     try {
       this.balancer.handOver();
       admin?.handOver();
+      this.metrics.handOver();
     } catch (error) {
       this.logger.warning(`A unix socket's file could not be kept for the new master: ${(error as Error).message}`);
     }
@@ -631,6 +648,8 @@ export class Arbiter {
         return this.resize('to' in change ? change.to : this.target + change.by);
       },
       status: () => this.status(),
+      metrics: () => this.metrics.exposition(),
+      snapshot: () => this.metrics.snapshot(),
     };
   }
 

@@ -7,6 +7,7 @@
 import { HopPool, type HopTarget } from '../hop/pool.ts';
 import { STUCK_MS } from '../hop/protocol.ts';
 import { realClock, type Clock, type Timeout } from './clock.ts';
+import { countQueueWait, countTakenBack } from '../metrics/proxy-counts.ts';
 
 /** One place requests can go: a worker's unit (process or thread) or an --upstream server. */
 export interface Backend {
@@ -47,6 +48,8 @@ interface Waiter {
   readonly grant: (backend: Backend) => void;
   readonly refuse: (reason: QueueRefusal) => void;
   timer: Timeout | null;
+  /** When the request first asked for a backend (the clock's time). */
+  readonly since: number;
 }
 
 export class Dispatcher {
@@ -118,7 +121,7 @@ export class Dispatcher {
       refuse('queue full');
       return noop;
     }
-    const waiter: Waiter = { grant, refuse, timer: null };
+    const waiter: Waiter = { grant, refuse, timer: null, since };
     waiter.timer = this.clock.setTimeout(() => {
       this.dequeue(waiter);
       refuse('queue timeout');
@@ -145,6 +148,7 @@ export class Dispatcher {
   releaseTakenBack(backend: Backend): void {
     backend.inFlight--;
     backend.takenBack++;
+    countTakenBack();
   }
 
   /** No more requests are taken: those waiting are refused. */
@@ -190,6 +194,7 @@ export class Dispatcher {
       const waiter = this.queue.shift()!;
       this.clock.clearTimeout(waiter.timer!);
       this.take(backend);
+      countQueueWait(this.clock.now() - waiter.since);
       waiter.grant(backend);
     }
   }

@@ -11,6 +11,7 @@ import type { Logger } from '../log/logger.ts';
 import type { RecurringWarning } from '../log/recurring.ts';
 import type { Backend, Dispatcher, QueueRefusal } from './dispatcher.ts';
 import type { HopRequest, ResponseHead } from '../hop/pool.ts';
+import { countBadGateway, countRetry, countShed } from '../metrics/proxy-counts.ts';
 
 /** Headers of one connection, not of the message (RFC 9110 §7.6.1), and those meant for this proxy. */
 const HOP_BY_HOP = new Set([
@@ -211,9 +212,11 @@ export class Exchange {
           if (unread && reused) backend.pool.discardIdle();
           else if (unread) this.unreadTries++;
           context.logger.debug(`proxy: ${req.method} ${req.url} did not reach ${backend.name} (${error.message}): trying another`);
+          countRetry();
           return this.dispatch(backend);
         }
         context.logger.warning(`proxy: ${req.method} ${req.url} to ${backend.name} failed: ${error.message}`);
+        countBadGateway();
         respond(res, 502, 'Bad Gateway: the server behind forkgate failed to answer', { 'x-request-id': req.headers['x-request-id'] });
       },
     });
@@ -283,6 +286,7 @@ export class Exchange {
   private refuse(reason: QueueRefusal): void {
     if (this.clientGone) return;
     this.context.logger.warning(`proxy: ${this.req.method} ${this.req.url} answered 503: ${reason}`);
+    countShed(reason);
     respond(this.res, 503, `Service Unavailable: ${reason}`, { 'retry-after': '1', 'x-request-id': this.req.headers['x-request-id'] });
   }
 }

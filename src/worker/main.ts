@@ -16,6 +16,7 @@ import { processTitle } from '../process-title.ts';
 import { UnitRunner, type Units } from './unit-runner.ts';
 import { loadWorkerHooks, runHook, type Hooks, type WorkerInfo } from '../hooks.ts';
 import { printWarningsWithForkgateHint } from './warnings.ts';
+import { answerMaster, sendLastReport } from '../metrics/worker-side.ts';
 
 type BootMessage = Extract<MasterMessage, { type: 'boot' }>;
 
@@ -119,6 +120,8 @@ class Worker {
       case 'reopen-logs':
         // The units reopen this process's error log along with their access logs.
         return this.units ? this.units.reopenLogs(message.files) : this.logger.reopen(message.files);
+      case 'collect-metrics':
+        return void answerMaster(message.seq, this.settings);
       case 'boot':
         return;
     }
@@ -156,7 +159,9 @@ class Worker {
   private exit(code: number): void {
     this.units?.flushLogs();
     this.logger.close();
-    process.exit(code);
+    // A crashed worker leaves at once: it must not serve on while it reports.
+    if (code === 0) sendLastReport(this.settings, null, () => process.exit(code));
+    else process.exit(code);
   }
 }
 

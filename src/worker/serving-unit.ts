@@ -16,6 +16,7 @@ import { refuseConnection } from '../edge/refusal.ts';
 import { connectionBudget } from '../config/descriptors.ts';
 import { count } from '../log/count.ts';
 import { RecurringWarning } from '../log/recurring.ts';
+import { recorderFor, type RequestRecorder } from '../metrics/recorder.ts';
 
 /** How long a draining unit lets an idle keep-alive connection stay before closing it. */
 const DRAIN_IDLE_MS = 1000;
@@ -56,6 +57,7 @@ export class ServingUnit {
   private draining = false;
   private requests = 0;
   private inFlight = 0;
+  private readonly recorder: RequestRecorder | null;
   /** The 'close' listener every response shares (the response is its `this`). */
   private readonly responseClosed: (this: ServerResponse) => void;
 
@@ -72,6 +74,7 @@ export class ServingUnit {
       unit.responseDone(this);
     };
     this.onRetire = options.onRetire;
+    this.recorder = recorderFor(settings);
     this.budget = Math.floor(connectionBudget() / settings.threads);
     this.overBudget = new RecurringWarning(
       options.logger,
@@ -137,6 +140,7 @@ export class ServingUnit {
   /** A response closed: one request less in flight, and its connection may have gone idle. */
   private responseDone(res: ServerResponse): void {
     this.inFlight--;
+    this.recorder?.done(res);
     if (this.idle) {
       this.idle.answered(res.req.socket);
       this.gate.makeRoom();
@@ -146,6 +150,7 @@ export class ServingUnit {
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     this.requests++;
     this.inFlight++;
+    this.recorder?.started(res);
     if (!this.keepAlive || this.draining) res.shouldKeepAlive = false;
     const { hooks, workerInfo, logger } = this.options;
     if (!this.accessLog && !hooks.preRequest && !hooks.postRequest) {

@@ -15,6 +15,7 @@ import type { AppShape } from '../ipc/messages.ts';
 import { reconcile } from '../supervisor/reconcile.ts';
 import { BootBackOff, Unit } from '../supervisor/unit.ts';
 import type { UnitBoot, Units } from './unit-runner.ts';
+import { threadExited, threadReported, threadStarted } from '../metrics/worker-side.ts';
 
 class ServingThread extends Unit {
   readonly thread: Thread;
@@ -137,6 +138,7 @@ export class ThreadPool implements Units {
     const thread = new Thread(threadEntry(), { workerData: data, eval: isSea() });
     const serving = new ServingThread(thread, Date.now());
     this.threads.add(serving);
+    threadStarted(serving.id, thread);
     thread.on('message', (message: FromThreadMessage) => this.onMessage(serving, message));
     thread.on('error', (error) => this.logger.error(`Thread ${serving.id} crashed`, error));
     thread.on('exit', (code) => this.onExit(serving, code));
@@ -157,6 +159,8 @@ export class ThreadPool implements Units {
       case 'heartbeat':
         serving.stats = message.stats;
         return;
+      case 'metrics':
+        return threadReported(serving.id, message.report);
       case 'retire':
         if (!serving.retire('spent')) return;
         this.logger.info(`Thread ${serving.id} ${message.reason}: replacing it`);
@@ -172,6 +176,7 @@ export class ThreadPool implements Units {
   private onExit(serving: ServingThread, code: number): void {
     const exit = serving.exited({ code });
     this.threads.delete(serving);
+    threadExited(serving.id);
     this.publishEndpoints();
     if (this.draining) {
       if (this.threads.size === 0) this.onDrained?.();

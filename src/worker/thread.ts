@@ -13,6 +13,7 @@ import { ExitCode } from '../errors.ts';
 import { Logger } from '../log/logger.ts';
 import { UnitRunner } from './unit-runner.ts';
 import { printWarningsWithForkgateHint } from './warnings.ts';
+import { answerProcess, sendLastReport } from '../metrics/worker-side.ts';
 
 export async function runThread(data: ThreadData): Promise<void> {
   printWarningsWithForkgateHint();
@@ -24,9 +25,10 @@ export async function runThread(data: ThreadData): Promise<void> {
 
   port.on('message', (message: ToThreadMessage) => {
     if (message.type === 'reopen-logs') return runner?.reopenLogs(message.files);
+    if (message.type === 'collect-metrics') return void answerProcess(message.seq, settings, post);
     const stop = () => {
       runner?.flushLogs();
-      process.exit(0); // in a worker thread this ends the thread only
+      sendLastReport(settings, post, () => process.exit(0)); // in a worker thread this ends the thread only
     };
     if (runner) runner.drain(stop);
     else stop();
