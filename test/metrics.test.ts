@@ -521,7 +521,7 @@ test('forkgate top prints the pool from the admin endpoint, frame by frame', asy
     for (const pid of forkgate.workerPids()) assert.match(frames[1]!, new RegExp(`^\\d\\s+${pid}\\s+ready\\s+\\d+`, 'm'));
     const unreachable = spawnSync(process.execPath, [`${ROOT}dist/forkgate.cjs`, 'top', '--admin', `unix:${join(scratch, 'nobody.sock')}`], { encoding: 'utf8' });
     assert.equal(unreachable.status, 1);
-    assert.match(unreachable.stderr, /^forkgate: top: cannot reach the admin endpoint/);
+    assert.match(unreachable.stderr, /^forkgate: error: top: cannot reach the admin endpoint/);
   } finally {
     assert.equal((await forkgate.stop()).code, 0);
     rmSync(scratch, { recursive: true, force: true });
