@@ -105,7 +105,10 @@ function front(name: string, command: string, requires?: Requirement): ServerCon
     name: `${name} → ${N} backends`,
     commands: (app, port) => {
       const sockets = Array.from({ length: N }, (_, unit) => `backend-${port}-${unit}.sock`);
-      return [[`${FRONTS}${script}`, ...args, `${port}`, ...sockets], ...sockets.map((socket) => [SELF, '--serve', 'plain', app, socket, '1'])];
+      return [
+        [`${FRONTS}${script}`, ...args, `${port}`, ...sockets],
+        ...sockets.map((socket) => [SELF, '--serve', 'plain', app, socket, '1']),
+      ];
     },
     readyPattern: /^bench: ready/m,
     front: (roots) => processTree(roots.slice(0, 1)), // nginx: its master and its worker
@@ -119,7 +122,8 @@ function withMetrics(config: ServerConfig): ServerConfig {
   return {
     ...config,
     name: `${config.name} + metrics`,
-    commands: (app, port) => config.commands(app, port).map((command) => [...command.slice(0, -1), '--metrics-bind', `unix:${socket(port)}`, command.at(-1)!]),
+    commands: (app, port) =>
+      config.commands(app, port).map((command) => [...command.slice(0, -1), '--metrics-bind', `unix:${socket(port)}`, command.at(-1)!]),
     metricsSocket: socket,
     requires: '--metrics-bind',
   };
@@ -455,7 +459,9 @@ function parseOptions(argv: string[]): { quick: boolean; only: string | undefine
     else if (argv[i] === '--only' && WORKLOADS.some((workload) => workload.name === argv[i + 1])) only = argv[++i];
     else if (argv[i] === '--repeat' && /^[1-9]$/.test(argv[i + 1] ?? '')) repeat = Number(argv[++i]);
     else {
-      console.error(`usage: node scripts/bench.ts [--quick] [--only ${WORKLOADS.map((workload) => workload.name).join('|')}] [--repeat 1-9] [--metrics]`);
+      console.error(
+        `usage: node scripts/bench.ts [--quick] [--only ${WORKLOADS.map((workload) => workload.name).join('|')}] [--repeat 1-9] [--metrics]`,
+      );
       process.exit(2);
     }
   }
@@ -486,7 +492,8 @@ function ensureWrk(): void {
 
 /** A build from before --threads or --balance proxy rejects the flag with exit 2; nginx may not be installed. */
 function unavailable(cwd: string): Set<Requirement> {
-  const rejects = (...flags: string[]) => spawnSync(process.execPath, [CLI, ...flags, '--print-config'], { cwd, stdio: 'ignore' }).status === 2;
+  const rejects = (...flags: string[]) =>
+    spawnSync(process.execPath, [CLI, ...flags, '--print-config'], { cwd, stdio: 'ignore' }).status === 2;
   const missing = new Set<Requirement>();
   if (rejects('--threads', '2')) missing.add('--threads');
   if (rejects('--balance', 'proxy')) missing.add('--balance proxy');
@@ -543,16 +550,34 @@ interface Target {
 const TARGETS: Target[] = [
   { workload: 'hello', metric: 'reqPerSec', server: FG_PROXY.name, reference: HTTP_PROXY.name, atLeast: 1.5 },
   { workload: 'hello', metric: 'cpuUsPerReq', server: FG_PROXY.name, reference: HTTP_PROXY.name },
-  { workload: 'hello', metric: 'frontCpuUsPerReq', server: FG_PROXY.name, reference: HTTP_PROXY.name, note: "the master's cost per request over http-proxy's" },
+  {
+    workload: 'hello',
+    metric: 'frontCpuUsPerReq',
+    server: FG_PROXY.name,
+    reference: HTTP_PROXY.name,
+    note: "the master's cost per request over http-proxy's",
+  },
   { workload: 'hello', metric: 'reqPerSec', server: FG_PROXY.name, reference: NGINX.name, note: 'nginx is the bar to aim at' },
   { workload: 'hello', metric: 'cpuUsPerReq', server: FG_PROXY.name, reference: NGINX.name },
   { workload: 'mixed', metric: 'p99Ms', server: FG_PROXY.name, reference: FG_RR.name, atMost: 0.5 },
   ...[FG_RR, FG_REUSEPORT, FG_PROXY].map(
-    (config): Target => ({ workload: 'hello', metric: 'cpuUsPerReq', server: withMetrics(config).name, reference: config.name, atMost: 1.02, note: 'what metrics cost' }),
+    (config): Target => ({
+      workload: 'hello',
+      metric: 'cpuUsPerReq',
+      server: withMetrics(config).name,
+      reference: config.name,
+      atMost: 1.02,
+      note: 'what metrics cost',
+    }),
   ),
 ];
 
-const METRIC_LABELS: Record<Target['metric'], string> = { reqPerSec: 'req/s', cpuUsPerReq: 'CPU µs/req', frontCpuUsPerReq: 'front µs/req', p99Ms: 'p99' };
+const METRIC_LABELS: Record<Target['metric'], string> = {
+  reqPerSec: 'req/s',
+  cpuUsPerReq: 'CPU µs/req',
+  frontCpuUsPerReq: 'front µs/req',
+  p99Ms: 'p99',
+};
 
 interface TargetResult extends Target {
   ratio?: number;
@@ -584,7 +609,9 @@ function targetsTable(results: TargetResult[]): string {
     const bound = result.atLeast !== undefined ? `≥ ${result.atLeast}` : result.atMost !== undefined ? `≤ ${result.atMost}` : '';
     const verdict = result.missing ?? (result.met === undefined ? '' : result.met ? `${bound}: met` : `${bound}: **not met**`);
     const target = [verdict, result.note].filter(Boolean).join('; ');
-    lines.push(`| ${result.workload} | ${METRIC_LABELS[result.metric]}: ${result.server} ÷ ${result.reference} | ${result.ratio?.toFixed(2) ?? ''} | ${target} |`);
+    lines.push(
+      `| ${result.workload} | ${METRIC_LABELS[result.metric]}: ${result.server} ÷ ${result.reference} | ${result.ratio?.toFixed(2) ?? ''} | ${target} |`,
+    );
   }
   return lines.join('\n');
 }
@@ -675,14 +702,20 @@ async function main(): Promise<void> {
           // disturbed, up to twice per row and while the run, with this retry and the rows left (each
           // wrk's seconds plus ~1-2 s to start and stop the server; 3 s counted), ends within 14 minutes.
           const secondsAhead = () => (measurementsLeft + 1) * (timing.warmupSeconds + timing.seconds + 3);
-          const mayRetry = () => !options.quick && Date.now() - started + secondsAhead() * 1000 < 14 * 60_000 && row.otherCores! > OTHER_LOAD_LIMIT;
+          const mayRetry = () =>
+            !options.quick && Date.now() - started + secondsAhead() * 1000 < 14 * 60_000 && row.otherCores! > OTHER_LOAD_LIMIT;
           for (let retry = 0; retry < 2 && mayRetry(); retry++) {
             const again = await measure(workload, config, timing, context);
             if (again.otherCores! < row.otherCores!) row = again;
           }
           runs.get(config)!.push(row);
-          const summary = row.error ?? row.skipped ?? `${Math.round(row.reqPerSec!)} req/s, ${row.cpuUsPerReq?.toFixed(1)} µs/req, other programs ${row.otherCores?.toFixed(2)} cores`;
-          console.error(`${workload.name.padEnd(6)} ${config.name.padEnd(40)} ${options.repeat > 1 ? `[${round}/${options.repeat}] ` : ''}${summary}`);
+          const summary =
+            row.error ??
+            row.skipped ??
+            `${Math.round(row.reqPerSec!)} req/s, ${row.cpuUsPerReq?.toFixed(1)} µs/req, other programs ${row.otherCores?.toFixed(2)} cores`;
+          console.error(
+            `${workload.name.padEnd(6)} ${config.name.padEnd(40)} ${options.repeat > 1 ? `[${round}/${options.repeat}] ` : ''}${summary}`,
+          );
         }
       }
       for (const config of configs) rows.push(medianRow(runs.get(config)!));
@@ -693,7 +726,16 @@ async function main(): Promise<void> {
   addRatios(rows);
   const targets = evaluateTargets(rows);
 
-  const meta = { ...machine(), mode: options.metrics ? 'metrics' : options.quick ? 'quick' : 'full', repeat: options.repeat, seconds: timing.seconds, warmupSeconds: timing.warmupSeconds, cpuRoundsPerMs: ROUNDS_PER_MS, otherCoresBefore: busyBefore, elapsedSeconds: Math.round((Date.now() - started) / 1000) };
+  const meta = {
+    ...machine(),
+    mode: options.metrics ? 'metrics' : options.quick ? 'quick' : 'full',
+    repeat: options.repeat,
+    seconds: timing.seconds,
+    warmupSeconds: timing.warmupSeconds,
+    cpuRoundsPerMs: ROUNDS_PER_MS,
+    otherCoresBefore: busyBefore,
+    elapsedSeconds: Math.round((Date.now() - started) / 1000),
+  };
   const markdown = [
     `# forkgate benchmark (${meta.mode} run)`,
     '',
@@ -701,15 +743,18 @@ async function main(): Promise<void> {
     '',
     `wrk -t 1, ${timing.seconds} s per row after ${timing.warmupSeconds} s of warm-up, on the same machine as the server` +
       `${options.repeat > 1 ? `; each row the median (by req/s) of ${options.repeat} runs interleaved with the other servers'` : ''}. ` +
-      'CPU µs/req: utime + stime of the server\'s whole process tree over the measured window, over requests completed. ' +
+      "CPU µs/req: utime + stime of the server's whole process tree over the measured window, over requests completed. " +
       'RSS: VmRSS summed over that tree near the end of the load. "plain" = reuseport-plain (N processes with SO_REUSEPORT, no master). ' +
       "Little's limit for io: connections / 20 ms = 12,800 req/s. " +
       `"→ ${N} backends": one front process forwarding each request, round-robin over keep-alive connections, to ${N} plain Node processes on unix sockets ` +
       '(bench/fronts/: nginx 1 worker process with upstream keepalive, http-proxy 1.18 and http-proxy-3 with a keep-alive http.Agent, http.request piped both ways with the same agent). ' +
-      'front µs/req: the CPU of the front alone (forkgate: its master; cluster: its primary), the forwarding\'s own cost per request.',
+      "front µs/req: the CPU of the front alone (forkgate: its master; cluster: its primary), the forwarding's own cost per request.",
     '',
     ...(rows.some((row) => row.otherCores! > OTHER_LOAD_LIMIT)
-      ? [`**Warning: other programs used more than ${OTHER_LOAD_LIMIT} cores during the rows marked "busy machine"; their numbers are skewed.**`, '']
+      ? [
+          `**Warning: other programs used more than ${OTHER_LOAD_LIMIT} cores during the rows marked "busy machine"; their numbers are skewed.**`,
+          '',
+        ]
       : []),
     table(rows),
     '',
@@ -741,9 +786,11 @@ async function serveBaseline([mode, app, address, workers]: string[]): Promise<v
   const listener = ((await import(pathToFileURL(app!).href)) as { default: http.RequestListener }).default;
   const onSocket = !/^\d+$/.test(address!); // a front's backend
   if (onSocket) rmSync(address!, { force: true }); // left by an earlier server killed with the same port in its name
-  http.createServer(listener).listen(onSocket ? { path: address } : { host: HOST, port: Number(address), reusePort: mode === 'reuseport' }, () => {
-    if (mode !== 'cluster') console.log('bench: ready');
-  });
+  http
+    .createServer(listener)
+    .listen(onSocket ? { path: address } : { host: HOST, port: Number(address), reusePort: mode === 'reuseport' }, () => {
+      if (mode !== 'cluster') console.log('bench: ready');
+    });
 }
 
 if (process.argv[2] === '--serve') await serveBaseline(process.argv.slice(3));

@@ -49,8 +49,12 @@ try {
   if (quietly('strip', [binary]) === 'absent') console.warn('strip (binutils) not found: dist/forkgate keeps its symbols');
   stripped = statSync(binary).size;
   quietly(process.execPath, [
-    require.resolve('postject/dist/cli.js'), binary, 'NODE_SEA_BLOB', blob,
-    '--sentinel-fuse', 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2',
+    require.resolve('postject/dist/cli.js'),
+    binary,
+    'NODE_SEA_BLOB',
+    blob,
+    '--sentinel-fuse',
+    'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2',
   ]);
   renameSync(binary, output);
 } finally {

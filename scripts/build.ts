@@ -37,12 +37,29 @@ chmodSync(new URL('dist/forkgate.cjs', root), 0o755);
 // Declarations for `import { defineConfig } from 'forkgate'`. tsc keeps the sources' `.ts` import
 // specifiers in .d.ts output; rewritten to `.js` they resolve to the emitted declarations.
 const typesDir = new URL('dist/types/', root);
-execFileSync(process.execPath, [
-  fileURLToPath(import.meta.resolve('typescript/bin/tsc')),
-  'src/index.ts', '--declaration', '--emitDeclarationOnly', '--outDir', fileURLToPath(typesDir),
-  '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2023',
-  '--allowImportingTsExtensions', '--strict', '--skipLibCheck', '--types', 'node',
-], { cwd: fileURLToPath(root), stdio: 'inherit' });
+execFileSync(
+  process.execPath,
+  [
+    fileURLToPath(import.meta.resolve('typescript/bin/tsc')),
+    'src/index.ts',
+    '--declaration',
+    '--emitDeclarationOnly',
+    '--outDir',
+    fileURLToPath(typesDir),
+    '--module',
+    'nodenext',
+    '--moduleResolution',
+    'nodenext',
+    '--target',
+    'es2023',
+    '--allowImportingTsExtensions',
+    '--strict',
+    '--skipLibCheck',
+    '--types',
+    'node',
+  ],
+  { cwd: fileURLToPath(root), stdio: 'inherit' },
+);
 for (const file of readdirSync(typesDir, { recursive: true, encoding: 'utf8' })) {
   if (!file.endsWith('.d.ts')) continue;
   const path = new URL(file, typesDir);

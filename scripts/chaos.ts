@@ -145,7 +145,10 @@ function plan(options: Options): [Mode, Fault][] {
   const pairs: [Mode, Fault][] = options.quick
     ? QUICK.map(([mode, name]) => [mode, FAULTS.find((fault) => fault.name === name)!])
     : FAULTS.flatMap((fault) => MODES.map((mode): [Mode, Fault] => [mode, fault]));
-  return pairs.filter(([mode, fault]) => (options.modes.length === 0 || options.modes.includes(mode)) && (options.faults.length === 0 || options.faults.includes(fault.name)));
+  return pairs.filter(
+    ([mode, fault]) =>
+      (options.modes.length === 0 || options.modes.includes(mode)) && (options.faults.length === 0 || options.faults.includes(fault.name)),
+  );
 }
 
 /** Runs forkgate under a descriptor limit: prlimit where there is one, else the shell's ulimit. */
@@ -170,32 +173,75 @@ function crashLines(output: string): string {
   if (end < 0) return 'its log names no error';
   const first = lines.slice(0, end).findLastIndex((line) => /^\w*(Error|Exception)\b/.test(line));
   if (first < 0) return 'its log names no error';
-  return lines.slice(first, Math.min(end, first + 3)).map((line) => line.trim().replaceAll(ROOT, '')).join(' ').slice(0, 240);
+  return lines
+    .slice(first, Math.min(end, first + 3))
+    .map((line) => line.trim().replaceAll(ROOT, ''))
+    .join(' ')
+    .slice(0, 240);
 }
 
 async function runOne(mode: Mode, fault: Fault, options: Options, env: NodeJS.ProcessEnv): Promise<Row> {
   const started = Date.now();
-  const row: Row = { fault: fault.name, mode, sent: 0, failed: 0, allowed: 0, retried: 0, masterAlive: true, timeToFullMs: null, dipped: false, problems: [], notes: [], pass: false, knownLimit: false, seconds: 0 };
+  const row: Row = {
+    fault: fault.name,
+    mode,
+    sent: 0,
+    failed: 0,
+    allowed: 0,
+    retried: 0,
+    masterAlive: true,
+    timeToFullMs: null,
+    dipped: false,
+    problems: [],
+    notes: [],
+    pass: false,
+    knownLimit: false,
+    seconds: 0,
+  };
   const directory = mkdtempSync(join(tmpdir(), 'forkgate-chaos-'));
   const workers = fault.workers ?? 2;
   const flags = [
     ...MODE_FLAGS[mode],
-    '-w', `${workers}`,
-    '--graceful-timeout', '5',
+    '-w',
+    `${workers}`,
+    '--graceful-timeout',
+    '5',
     ...(fault.flags ?? []),
     ...(fault.maxMemoryMiB ? ['--max-memory', `${fault.maxMemoryMiB}`] : []),
   ];
-  const server = new ChaosServer({ directory, flags, env, launcher: fault.descriptorLimit ? limitLauncher(fault.descriptorLimit) : undefined });
-  const watch = new PoolWatch(server, { workers, threads: THREADS[mode], maxMemoryBytes: fault.maxMemoryMiB ? fault.maxMemoryMiB * 2 ** 20 : undefined });
+  const server = new ChaosServer({
+    directory,
+    flags,
+    env,
+    launcher: fault.descriptorLimit ? limitLauncher(fault.descriptorLimit) : undefined,
+  });
+  const watch = new PoolWatch(server, {
+    workers,
+    threads: THREADS[mode],
+    maxMemoryBytes: fault.maxMemoryMiB ? fault.maxMemoryMiB * 2 ** 20 : undefined,
+  });
   let load: Load | null = null;
   try {
     await server.ready();
     watch.start();
     if ((await watch.fullAfter(Date.now(), 10_000)) === null) throw new Error('the pool was not full before the fault');
     if (fault.load) {
-      load = new Load({ port: server.port, connections: 4, maxRequests: 50_000, maxMs: 120_000, gapMs: 5, requestTimeoutMs: fault.requestTimeoutMs ?? REQUEST_TIMEOUT_MS });
+      load = new Load({
+        port: server.port,
+        connections: 4,
+        maxRequests: 50_000,
+        maxMs: 120_000,
+        gapMs: 5,
+        requestTimeoutMs: fault.requestTimeoutMs ?? REQUEST_TIMEOUT_MS,
+      });
       const current = load;
-      if (!(await resolvesWithin(current.until(() => current.ok >= 30), 5000))) throw new Error(`the load got ${current.ok} answers in 5 s before the fault`);
+      if (
+        !(await resolvesWithin(
+          current.until(() => current.ok >= 30),
+          5000,
+        ))
+      )
+        throw new Error(`the load got ${current.ok} answers in 5 s before the fault`);
     }
     const context: FaultContext = {
       mode,
@@ -219,21 +265,27 @@ async function runOne(mode: Mode, fault: Fault, options: Options, env: NodeJS.Pr
     row.dipped = watch.dippedSince(faultStart);
     // Taking down one unit at a time must not stop the pool: a replacement boots in well under a second here.
     const empty = watch.longestEmpty(faultStart);
-    if (empty >= EMPTY_POOL_LIMIT_MS && !fault.mayEmptyPool) context.problems.push(`the pool stopped serving: no worker ready for ${(empty / 1000).toFixed(1)} s`);
+    if (empty >= EMPTY_POOL_LIMIT_MS && !fault.mayEmptyPool)
+      context.problems.push(`the pool stopped serving: no worker ready for ${(empty / 1000).toFixed(1)} s`);
     else if (empty >= 1000) context.notes.push(`no worker ready for ${(empty / 1000).toFixed(1)} s`);
     if (fullAt === null) context.problems.push(`the pool was not full again within ${FULL_POOL_BOUND_MS / 1000} s`);
     // The pool goes on serving: more answers to the load, and a new client served.
     if (load) {
       const current = load;
       const before = current.ok;
-      await resolvesWithin(current.until(() => current.ok >= before + 20), 3000);
+      await resolvesWithin(
+        current.until(() => current.ok >= before + 20),
+        3000,
+      );
     }
     const fresh = new HttpConnection(server.port);
     context.records.push(await send(fresh, 'F1', '/pid', 3000));
     fresh.close();
     // Operators still reach the master that serves now.
     if (server.anyMasterAlive() && (await server.status(2000)) === null && (await server.status(2000)) === null) {
-      context.problems.push(`the admin endpoint no longer answers${existsSync(server.adminSocket) ? '' : ': its unix socket file is gone'}`);
+      context.problems.push(
+        `the admin endpoint no longer answers${existsSync(server.adminSocket) ? '' : ': its unix socket file is gone'}`,
+      );
     }
 
     const records = [...(load ? await load.stop() : []), ...context.records];
@@ -265,11 +317,16 @@ async function runOne(mode: Mode, fault: Fault, options: Options, env: NodeJS.Pr
     row.problems = context.problems;
     row.notes = context.notes;
     row.pass = row.problems.length === 0;
-    if (options.logs && context.details.length > 0) writeFileSync(join(options.logs, `${fault.name}-${mode}.details.txt`), `${context.details.join('\n')}\n`);
+    if (options.logs && context.details.length > 0)
+      writeFileSync(join(options.logs, `${fault.name}-${mode}.details.txt`), `${context.details.join('\n')}\n`);
     if (options.logs && judgement.failed.length > 0) {
       // What the verdict was made of, to tell a forkgate failure from a gap in the rule.
       const receipts = server.readReceipts();
-      const failures = judgement.failed.map((record) => ({ ...record, excused: judgement.allowed.includes(record), heldBy: holdersOf(record, receipts, mode !== 'proxy') }));
+      const failures = judgement.failed.map((record) => ({
+        ...record,
+        excused: judgement.allowed.includes(record),
+        heldBy: holdersOf(record, receipts, mode !== 'proxy'),
+      }));
       const detail = { faulted: watch.faulted, goneAt: Object.fromEntries(watch.goneAt), failures };
       writeFileSync(join(options.logs, `${fault.name}-${mode}.failures.json`), `${JSON.stringify(detail, null, 1)}\n`);
     }
@@ -297,7 +354,9 @@ function table(rows: Row[]): string {
   for (const row of rows) {
     const full = row.error ? '' : row.timeToFullMs === null ? 'not in 15 s' : row.dipped ? `${row.timeToFullMs} ms` : 'never short';
     const verdict = row.error ? '**ERROR**' : !row.pass ? '**FAIL**' : row.knownLimit ? 'known limit' : 'pass';
-    const details = row.error ? [row.error] : [...row.problems.slice(0, 4), ...(row.problems.length > 4 ? [`and ${row.problems.length - 4} more`] : []), ...row.notes];
+    const details = row.error
+      ? [row.error]
+      : [...row.problems.slice(0, 4), ...(row.problems.length > 4 ? [`and ${row.problems.length - 4} more`] : []), ...row.notes];
     lines.push(
       `| ${[
         row.fault,

@@ -7,7 +7,9 @@ const END = '<!-- end of exit codes -->';
 /** Each exit code, what it means, and the codes of the errors that end a process with it. */
 export function renderExitCodeTable(): string {
   const rows = Object.values(ExitCode).map((exitCode) => {
-    const codes = Object.entries(ERROR_EXIT_CODES).filter(([, exit]) => exit === exitCode).map(([code]) => `\`${code}\``);
+    const codes = Object.entries(ERROR_EXIT_CODES)
+      .filter(([, exit]) => exit === exitCode)
+      .map(([code]) => `\`${code}\``);
     return `| ${exitCode} | ${EXIT_MEANINGS[exitCode]} | ${codes.join(', ')} |`;
   });
   return ['', '| exit code | meaning | error codes |', '|---|---|---|', ...rows, '', ''].join('\n');

@@ -27,7 +27,9 @@ for (const [name, command] of Object.entries(commands)) {
 async function coldStart([command, ...args]: string[]): Promise<{ firstResponse: number; ready: number }> {
   const port = await freePort();
   const started = performance.now();
-  const child = spawn(command!, [...args, '-w', '4', '-b', `127.0.0.1:${port}`, `${root}examples/hello.js`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(command!, [...args, '-w', '4', '-b', `127.0.0.1:${port}`, `${root}examples/hello.js`], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   const readyAt = new Promise<number>((resolve, reject) => {
     let output = '';
     child.stderr!.on('data', (chunk: Buffer) => {

@@ -59,8 +59,21 @@ export interface Hooks {
 }
 
 export const HOOK_NAMES = [
-  'onStarting', 'onReload', 'whenReady', 'preFork', 'postFork', 'postWorkerInit', 'workerInt', 'workerAbort',
-  'preExec', 'preRequest', 'postRequest', 'childExit', 'workerExit', 'nworkersChanged', 'onExit',
+  'onStarting',
+  'onReload',
+  'whenReady',
+  'preFork',
+  'postFork',
+  'postWorkerInit',
+  'workerInt',
+  'workerAbort',
+  'preExec',
+  'preRequest',
+  'postRequest',
+  'childExit',
+  'workerExit',
+  'nworkersChanged',
+  'onExit',
 ] as const satisfies readonly (keyof Hooks)[];
 
 export type HookName = (typeof HOOK_NAMES)[number];

@@ -184,9 +184,7 @@ describe('access log on a real server', () => {
   const lines: string[] = [];
   let server: http.Server;
   let port: number;
-  const format = compileAccessLogFormat(
-    `${DEFAULT_ACCESS_LOG_FORMAT} %(D)s %({content-type}o)s %({x-request-id}i)s %({x-written}o)s`,
-  );
+  const format = compileAccessLogFormat(`${DEFAULT_ACCESS_LOG_FORMAT} %(D)s %({content-type}o)s %({x-request-id}i)s %({x-written}o)s`);
 
   before(async () => {
     server = http.createServer((req, res) => {

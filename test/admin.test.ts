@@ -96,7 +96,10 @@ test('a Host that is a domain name is refused with 403; IP literals, localhost a
     const admin = await adminUrl(forkgate);
     const port = Number(new URL(admin).port);
     const asHost = (host: string, method = 'GET', path = '/status') => request(`${admin}${path}`, { method, headers: { host } });
-    for (const [method, path] of [['GET', '/status'], ['POST', '/workers/+1']] as const) {
+    for (const [method, path] of [
+      ['GET', '/status'],
+      ['POST', '/workers/+1'],
+    ] as const) {
       const refused = await asHost(`forkgate.example:${port}`, method, path);
       assert.equal(refused.status, 403, `${method} ${path}`);
       assert.match(JSON.parse(refused.body).error, /^Host 'forkgate\.example:\d+' is not an IP address or localhost/);
@@ -120,7 +123,10 @@ for (const over of ['TCP', 'a unix socket']) {
       const fromOrigin = (origin: string, method = 'GET', path = '/status') =>
         request(`${admin}${path}`, { method, headers: { origin }, socketPath: over === 'TCP' ? undefined : socketPath });
       for (const origin of ['http://forkgate.example', admin.replace('http:', 'https:'), 'null']) {
-        for (const [method, path] of [['GET', '/status'], ['POST', '/workers/+1']] as const) {
+        for (const [method, path] of [
+          ['GET', '/status'],
+          ['POST', '/workers/+1'],
+        ] as const) {
           const refused = await fromOrigin(origin, method, path);
           assert.equal(refused.status, 403, `${method} ${path} from ${origin}`);
           assert.match(JSON.parse(refused.body).error, /^Origin '.*' is not this endpoint's own/);
@@ -201,7 +207,17 @@ test('over a unix socket with --admin-token-file, actions need the bearer token 
   const tokenFile = join(scratch, 'unix.token');
   const socketPath = join(scratch, 'token.sock');
   writeFileSync(tokenFile, 'unix-token\n');
-  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, '--admin-token-file', tokenFile, OPS]);
+  const forkgate = await start([
+    '-w',
+    '1',
+    '-b',
+    '127.0.0.1:0',
+    '--admin-bind',
+    `unix:${socketPath}`,
+    '--admin-token-file',
+    tokenFile,
+    OPS,
+  ]);
   try {
     const admin = 'http://localhost';
     assert.equal((await act(admin, '/workers/+1', undefined, { socketPath })).status, 401);
@@ -216,7 +232,9 @@ test('an unreadable or empty --admin-token-file stops the start: exit 2, one lin
   const empty = join(scratch, 'empty.token');
   writeFileSync(empty, ' \n');
   for (const tokenFile of [join(scratch, 'missing.token'), empty, scratch]) {
-    const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', '--admin-token-file', tokenFile, OPS], { waitReady: false });
+    const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', '--admin-token-file', tokenFile, OPS], {
+      waitReady: false,
+    });
     try {
       await eventually(() => forkgate.process.exitCode !== null, `forkgate to exit at once (--admin-token-file ${tokenFile})`);
       assert.equal(forkgate.process.exitCode, 2, forkgate.output);
@@ -234,7 +252,9 @@ test('an unreadable or empty --admin-token-file stops the start: exit 2, one lin
 test('TTIN and POST /workers/+1 never take the pool past 4 workers per CPU', async () => {
   const socketPath = join(scratch, 'cap.sock');
   // One CPU for the master, as its affinity: the maximum is then 4 workers.
-  const forkgate = await start(['-w', '3', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, OPS], { launcher: ['taskset', '-c', '0'] });
+  const forkgate = await start(['-w', '3', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, OPS], {
+    launcher: ['taskset', '-c', '0'],
+  });
   try {
     forkgate.signal('SIGTTIN');
     await forkgate.waitFor(/Pool size raised to 4/);
@@ -254,7 +274,12 @@ test('POST /workers/N sets the pool size, /workers/+N and /workers/-N change it:
   const socketPath = join(scratch, 'resize.sock');
   const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, OPS]);
   try {
-    for (const [path, workers, previous] of [['/workers/3', 3, 1], ['/workers/-2', 1, 3], ['/workers/+1', 2, 1], ['/workers/2', 2, 2]] as const) {
+    for (const [path, workers, previous] of [
+      ['/workers/3', 3, 1],
+      ['/workers/-2', 1, 3],
+      ['/workers/+1', 2, 1],
+      ['/workers/2', 2, 2],
+    ] as const) {
       const accepted = await act('http://localhost', path, undefined, { socketPath });
       assert.equal(accepted.status, 202, path);
       assert.deepEqual(JSON.parse(accepted.body), { accepted: path, target: workers, previous }, path);
@@ -269,7 +294,9 @@ test('POST /workers/N sets the pool size, /workers/+N and /workers/-N change it:
 
 test('a pool size below 1, above the maximum or malformed is refused with 400, and the pool stays', async () => {
   const socketPath = join(scratch, 'bounds.sock');
-  const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, OPS], { launcher: ['taskset', '-c', '0'] });
+  const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, OPS], {
+    launcher: ['taskset', '-c', '0'],
+  });
   try {
     const cases = [
       ['/workers/5', /^pool size stays at 2: 5 is above the maximum, 4 \(4 × 1 CPU\)$/],

@@ -105,14 +105,16 @@ describe('fetch-style apps', () => {
     const arrivals: number[] = [];
     let body = '';
     await new Promise<void>((resolve, reject) => {
-      http.get(`${url}/stream`, (response) => {
-        response.setEncoding('utf8');
-        response.on('data', (chunk: string) => {
-          arrivals.push(Date.now());
-          body += chunk;
-        });
-        response.on('end', resolve);
-      }).on('error', reject);
+      http
+        .get(`${url}/stream`, (response) => {
+          response.setEncoding('utf8');
+          response.on('data', (chunk: string) => {
+            arrivals.push(Date.now());
+            body += chunk;
+          });
+          response.on('end', resolve);
+        })
+        .on('error', reject);
     });
     assert.equal(body, 'chunk 1\nchunk 2\nchunk 3\n');
     assert.ok(arrivals.length >= 3, `expected 3 separate chunks, got ${arrivals.length}`);

@@ -31,7 +31,11 @@ for (const balance of ['round-robin', 'reuseport']) {
           assert.equal(reply.body, expected);
           const pids = new Set<string>();
           for (let i = 0; i < 40 && pids.size < 2; i++) pids.add((await request(`${forkgate.url}/pid`)).body);
-          assert.deepEqual([...pids].map(Number).sort((a, b) => a - b), forkgate.workerPids(), 'both workers serve the app');
+          assert.deepEqual(
+            [...pids].map(Number).sort((a, b) => a - b),
+            forkgate.workerPids(),
+            'both workers serve the app',
+          );
         } finally {
           assert.equal((await forkgate.stop()).code, 0);
         }

@@ -63,7 +63,11 @@ test('workers are the binary itself; no node on PATH is needed; NODE_OPTIONS is 
 
 test("--node-option=--env-file is refused, naming forkgate's --env-file: the binary's workers would never see the file", binaryOnly, () => {
   for (const option of ['--env-file=.env', '--env-file-if-exists=.env']) {
-    const result = spawnSync(BINARY!, [`--node-option=${option}`, '-b', '127.0.0.1:0', APP], { cwd: dir, encoding: 'utf8', timeout: 15_000 });
+    const result = spawnSync(BINARY!, [`--node-option=${option}`, '-b', '127.0.0.1:0', APP], {
+      cwd: dir,
+      encoding: 'utf8',
+      timeout: 15_000,
+    });
     assert.equal(result.status, 2, result.stderr);
     assert.equal(
       result.stderr,

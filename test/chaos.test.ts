@@ -69,7 +69,9 @@ test('the chaos rule excuses only failures in the hands of a unit the fault took
     ['@5001', [{ unit: '10/10', at: 10 }]],
   ]);
   const excused = (connectionsReachUnits: boolean) =>
-    judge(records, faulted, goneAt, receipts, connectionsReachUnits).allowed.map((record) => record.id).sort();
+    judge(records, faulted, goneAt, receipts, connectionsReachUnits)
+      .allowed.map((record) => record.id)
+      .sort();
   assert.deepEqual(excused(true), ['held', 'logged', 'poison', 'port', 'thread']);
   // Behind the proxy a client's connection ends in the master: only the fixture's log places a request.
   assert.deepEqual(excused(false), ['logged', 'poison']);

@@ -21,7 +21,6 @@ const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&
 const CLASSES = escapeRegExp(WORKER_CLASSES.join(', '));
 const BALANCES = escapeRegExp(BALANCE_MODES.join(', '));
 
-
 const run = runCli;
 
 /** `--print-config` output as a map of setting name to printed value. */
@@ -56,7 +55,9 @@ after(() => {
 const OLDER_NODE = ['/usr/bin/node', '/usr/local/bin/node']
   .map((path) => ({ path, version: spawnSync(path, ['--version'], { encoding: 'utf8' }).stdout?.trim() ?? '' }))
   .find(({ version }) => /^v(1\d|2[01])\./.test(version));
-const olderNodeSkip = process.env.FORKGATE_TEST_BIN ? 'the single binary carries its own Node' : !OLDER_NODE && 'no Node older than 22 on this machine';
+const olderNodeSkip = process.env.FORKGATE_TEST_BIN
+  ? 'the single binary carries its own Node'
+  : !OLDER_NODE && 'no Node older than 22 on this machine';
 
 const asRoot = process.getuid?.() === 0;
 let forkgateForAll: string[] | undefined;
@@ -145,20 +146,42 @@ describe('actions', { concurrency: PARALLEL }, () => {
 describe('bad usage exits 2, says what is wrong and starts nothing', { concurrency: PARALLEL }, () => {
   const cases: { name: string; args: string[]; env?: Record<string, string>; files?: Record<string, string>; expect: RegExp[] }[] = [
     { name: 'unknown flag', args: ['--wokers', '2', LISTENER], expect: [/unknown option '--wokers'/, /did you mean --workers\?/] },
-    { name: 'unknown flag without a near setting', args: ['--zzzzzzzz', LISTENER], expect: [/unknown option '--zzzzzzzz'; see forkgate --help/] },
+    {
+      name: 'unknown flag without a near setting',
+      args: ['--zzzzzzzz', LISTENER],
+      expect: [/unknown option '--zzzzzzzz'; see forkgate --help/],
+    },
     { name: 'flag missing its value', args: [LISTENER, '--workers'], expect: [/--workers <value>' argument missing/] },
     { name: 'non-numeric --workers', args: ['--workers', 'abc', LISTENER], expect: [/--workers: expected/, /'auto'/, /got "abc"/] },
     { name: 'zero workers', args: ['-w', '0', LISTENER], expect: [/--workers: expected a whole number ≥ 1 or 'auto'/] },
-    { name: 'unknown worker class', args: ['--worker-class', 'gevent', LISTENER], expect: [new RegExp(`--worker-class: expected one of ${CLASSES}; got "gevent"`), /async, sync/] },
+    {
+      name: 'unknown worker class',
+      args: ['--worker-class', 'gevent', LISTENER],
+      expect: [new RegExp(`--worker-class: expected one of ${CLASSES}; got "gevent"`), /async, sync/],
+    },
     {
       name: 'malformed --bind',
       args: ['--bind', 'nonsense:port:x', LISTENER],
       expect: [/--bind: expected HOST:PORT, \[IPv6\]:PORT, HOST \(port 8000\), unix:PATH or fd:\/\/N/, /nonsense:port:x/],
     },
     { name: 'bad port in --bind', args: ['-b', '127.0.0.1:99999', LISTENER], expect: [/--bind: expected/, /no valid port \(0-65535\)/] },
-    { name: 'unknown --balance', args: ['--balance', 'magic', LISTENER], expect: [new RegExp(`--balance: expected one of ${BALANCES}; got "magic"`)] },
-    { name: 'bad boolean in the environment', args: [LISTENER], env: { FORKGATE_PRELOAD: 'maybe' }, expect: [/FORKGATE_PRELOAD=maybe: expected true or false/] },
-    { name: 'bad FORKGATE_WORKERS', args: [LISTENER], env: { FORKGATE_WORKERS: 'zero' }, expect: [/FORKGATE_WORKERS=zero: expected/, /'auto'/] },
+    {
+      name: 'unknown --balance',
+      args: ['--balance', 'magic', LISTENER],
+      expect: [new RegExp(`--balance: expected one of ${BALANCES}; got "magic"`)],
+    },
+    {
+      name: 'bad boolean in the environment',
+      args: [LISTENER],
+      env: { FORKGATE_PRELOAD: 'maybe' },
+      expect: [/FORKGATE_PRELOAD=maybe: expected true or false/],
+    },
+    {
+      name: 'bad FORKGATE_WORKERS',
+      args: [LISTENER],
+      env: { FORKGATE_WORKERS: 'zero' },
+      expect: [/FORKGATE_WORKERS=zero: expected/, /'auto'/],
+    },
     {
       name: 'bad WEB_CONCURRENCY names the setting it feeds',
       args: [LISTENER],
@@ -166,9 +189,24 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
       expect: [/WEB_CONCURRENCY=-1 \(--workers\): expected a whole number ≥ 1 or 'auto'/],
     },
     { name: 'bad PORT names --bind', args: [LISTENER], env: { PORT: 'http' }, expect: [/PORT=http \(--bind\): expected/, /no valid port/] },
-    { name: 'bad FORKGATE_CMD_ARGS value', args: [LISTENER], env: { FORKGATE_CMD_ARGS: '--workers none' }, expect: [/FORKGATE_CMD_ARGS --workers: expected/] },
-    { name: 'unknown flag in FORKGATE_CMD_ARGS', args: [LISTENER], env: { FORKGATE_CMD_ARGS: '--wokers 2' }, expect: [/FORKGATE_CMD_ARGS unknown option '--wokers' \(did you mean --workers\?\)/] },
-    { name: 'app in FORKGATE_CMD_ARGS', args: [LISTENER], env: { FORKGATE_CMD_ARGS: '-w 2 other.js' }, expect: [/FORKGATE_CMD_ARGS: takes options only, not the app \('other.js'\)/] },
+    {
+      name: 'bad FORKGATE_CMD_ARGS value',
+      args: [LISTENER],
+      env: { FORKGATE_CMD_ARGS: '--workers none' },
+      expect: [/FORKGATE_CMD_ARGS --workers: expected/],
+    },
+    {
+      name: 'unknown flag in FORKGATE_CMD_ARGS',
+      args: [LISTENER],
+      env: { FORKGATE_CMD_ARGS: '--wokers 2' },
+      expect: [/FORKGATE_CMD_ARGS unknown option '--wokers' \(did you mean --workers\?\)/],
+    },
+    {
+      name: 'app in FORKGATE_CMD_ARGS',
+      args: [LISTENER],
+      env: { FORKGATE_CMD_ARGS: '-w 2 other.js' },
+      expect: [/FORKGATE_CMD_ARGS: takes options only, not the app \('other.js'\)/],
+    },
     {
       name: 'unknown key in a config file',
       args: [LISTENER],
@@ -193,7 +231,12 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
       files: { 'forkgate.config.json': '{ "help": true }' },
       expect: [/forkgate\.config\.json: 'help' cannot be set in a config file; it is the command-line option --help/],
     },
-    { name: 'config file that is not JSON', args: [LISTENER], files: { 'forkgate.config.json': '{ workers: 2 }' }, expect: [/forkgate\.config\.json: not valid JSON/] },
+    {
+      name: 'config file that is not JSON',
+      args: [LISTENER],
+      files: { 'forkgate.config.json': '{ workers: 2 }' },
+      expect: [/forkgate\.config\.json: not valid JSON/],
+    },
     {
       name: 'config file that is not an object',
       args: [LISTENER],
@@ -225,7 +268,11 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
       files: { 'forkgate.config.json': '{ "envFile": ["."] }' },
       expect: [/^forkgate: error: --env-file \/\S+: cannot read it: illegal operation on a directory \(EISDIR\)$/m],
     },
-    { name: 'two apps', args: [LISTENER, `${FIXTURES}ops.cjs`], expect: [/expected one app \(PATH\[:EXPORT\]\); got '.*listener\.cjs', '.*ops\.cjs'/] },
+    {
+      name: 'two apps',
+      args: [LISTENER, `${FIXTURES}ops.cjs`],
+      expect: [/expected one app \(PATH\[:EXPORT\]\); got '.*listener\.cjs', '.*ops\.cjs'/],
+    },
     { name: 'no app', args: ['-w', '2'], expect: [/no app given; usage: forkgate \[options\] APP/] },
     {
       name: 'a word no command and no file, where the app goes',
@@ -235,9 +282,21 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
         /the commands are status, top, reload, scale, stop, tune \(forkgate COMMAND --help\), and an app is PATH\[:EXPORT\]/,
       ],
     },
-    { name: 'another word that looks like a command', args: ['run', '-w', '2'], expect: [/'run' is neither a forkgate command nor an app file/] },
-    { name: 'a command after an option', args: ['-w', '2', 'reload'], expect: [/'reload' is a command: it comes first, before any option \(see forkgate reload --help\)/] },
-    { name: 'missing --chdir directory', args: ['--chdir', '/nonexistent/forkgate-dir', 'app.js'], expect: [/--chdir: cannot change to \/nonexistent\/forkgate-dir: ENOENT/] },
+    {
+      name: 'another word that looks like a command',
+      args: ['run', '-w', '2'],
+      expect: [/'run' is neither a forkgate command nor an app file/],
+    },
+    {
+      name: 'a command after an option',
+      args: ['-w', '2', 'reload'],
+      expect: [/'reload' is a command: it comes first, before any option \(see forkgate reload --help\)/],
+    },
+    {
+      name: 'missing --chdir directory',
+      args: ['--chdir', '/nonexistent/forkgate-dir', 'app.js'],
+      expect: [/--chdir: cannot change to \/nonexistent\/forkgate-dir: ENOENT/],
+    },
   ];
   for (const { name, args, env, files, expect } of cases) {
     test(name, async () => {
@@ -262,9 +321,14 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
     assert.equal(result.stderr.split('\n').length, 2, `expected one line, got:\n${result.stderr}`);
     assert.match(
       result.stderr,
-      new RegExp(`^forkgate: error: needs Node >= 24\\.9, or a Node 22 from 22\\.21 on; this is Node ${escapeRegExp(OLDER_NODE!.version)} \\(${escapeRegExp(OLDER_NODE!.path)}\\)\\. `),
+      new RegExp(
+        `^forkgate: error: needs Node >= 24\\.9, or a Node 22 from 22\\.21 on; this is Node ${escapeRegExp(OLDER_NODE!.version)} \\(${escapeRegExp(OLDER_NODE!.path)}\\)\\. `,
+      ),
     );
-    assert.match(result.stderr, /Install a newer Node, pin one in the project \(npm install --save-dev node@24; .*\), or use the single binary/);
+    assert.match(
+      result.stderr,
+      /Install a newer Node, pin one in the project \(npm install --save-dev node@24; .*\), or use the single binary/,
+    );
     // npm warns on install about the same versions.
     const pkg = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as { engines: { node: string } };
     assert.equal(pkg.engines.node, '^22.21.0 || >=24.9.0');
@@ -284,7 +348,7 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
   });
 });
 
-describe('a boot failure of forkgate\'s own finding is one line, without a stack', { concurrency: PARALLEL }, () => {
+describe("a boot failure of forkgate's own finding is one line, without a stack", { concurrency: PARALLEL }, () => {
   test('a missing app file is named, exit 3', async () => {
     const result = await run(['-b', '127.0.0.1:0', 'nope/app.js'], { cwd: tempDir() });
     const output = result.stdout + result.stderr;
@@ -298,19 +362,32 @@ describe('a boot failure of forkgate\'s own finding is one line, without a stack
     const result = await run(['-b', '127.0.0.1:0', 'no-export.cjs'], { cwd: FIXTURES });
     const output = result.stdout + result.stderr;
     assert.equal(result.code, 3, output);
-    assert.match(output, /Worker failed to boot \(pid:\d+\): \S+no-export\.cjs gave no app to serve\. .*the module exports: default\).*waits on nothing.* Export a Fastify instance/);
+    assert.match(
+      output,
+      /Worker failed to boot \(pid:\d+\): \S+no-export\.cjs gave no app to serve\. .*the module exports: default\).*waits on nothing.* Export a Fastify instance/,
+    );
     // The wait for an app calling listen() late is the --timeout, 30 s.
     assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
   });
 
-  test('an app the --user cannot read: permission denied, naming the directory it cannot enter or the file, exit 3', { skip: !asRoot && 'needs root' }, async () => {
+  test('an app the --user cannot read: permission denied, naming the directory it cannot enter or the file, exit 3', {
+    skip: !asRoot && 'needs root',
+  }, async () => {
     const { dir, command } = reachableByAll({ 'secret.cjs': 'module.exports = (req, res) => res.end();\n' });
     chmodSync(join(dir, 'secret.cjs'), 0o600);
     mkdirSync(join(dir, 'private'), { mode: 0o700 });
     writeFileSync(join(dir, 'private', 'app.cjs'), 'module.exports = (req, res) => res.end();\n');
     const cases = [
-      { app: 'secret', expect: /cannot read app file \S+\/secret\.cjs \(from 'secret'\): permission denied: the file exists, but user 'nobody' \(uid 65534\) may not read it\n/ },
-      { app: 'private/app.cjs', expect: /cannot read app file \S+\/private\/app\.cjs \(from 'private\/app\.cjs'\): permission denied: user 'nobody' \(uid 65534\) may not enter the directory \S+\/private\n/ },
+      {
+        app: 'secret',
+        expect:
+          /cannot read app file \S+\/secret\.cjs \(from 'secret'\): permission denied: the file exists, but user 'nobody' \(uid 65534\) may not read it\n/,
+      },
+      {
+        app: 'private/app.cjs',
+        expect:
+          /cannot read app file \S+\/private\/app\.cjs \(from 'private\/app\.cjs'\): permission denied: user 'nobody' \(uid 65534\) may not enter the directory \S+\/private\n/,
+      },
     ];
     for (const { app, expect } of cases) {
       const result = await run(['--user', 'nobody', '-b', '127.0.0.1:0', app], { cwd: dir, command });
@@ -322,7 +399,9 @@ describe('a boot failure of forkgate\'s own finding is one line, without a stack
   });
 });
 
-describe('an address that cannot be bound exits 1, with "Cannot listen:" naming it, in every balance mode', { concurrency: PARALLEL }, () => {
+describe('an address that cannot be bound exits 1, with "Cannot listen:" naming it, in every balance mode', {
+  concurrency: PARALLEL,
+}, () => {
   for (const balance of BALANCE_MODES) {
     test(`a port another server holds fails before "Listening at:" (${balance})`, async () => {
       const occupied = net.createServer().listen(0, '127.0.0.1');
@@ -340,7 +419,7 @@ describe('an address that cannot be bound exits 1, with "Cannot listen:" naming 
     });
   }
 
-  test('a port the workers\' --user may not bind (reuseport): the worker says so, exit 1', { skip: !asRoot && 'needs root' }, async (t) => {
+  test("a port the workers' --user may not bind (reuseport): the worker says so, exit 1", { skip: !asRoot && 'needs root' }, async (t) => {
     const unprivileged = Number(readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8'));
     const port = await freePortBelow(unprivileged);
     if (port === null) return t.skip('every user may bind every port here, or no privileged port is free');
@@ -348,7 +427,10 @@ describe('an address that cannot be bound exits 1, with "Cannot listen:" naming 
     const result = await run(['--balance', 'reuseport', '--user', 'nobody', '-b', `127.0.0.1:${port}`, 'app.cjs'], { cwd: dir, command });
     const output = result.stdout + result.stderr;
     assert.equal(result.code, 1, output);
-    assert.match(output, new RegExp(`Worker failed to boot \\(pid:\\d+\\): Cannot listen: listen EACCES: permission denied 127\\.0\\.0\\.1:${port}\n`));
+    assert.match(
+      output,
+      new RegExp(`Worker failed to boot \\(pid:\\d+\\): Cannot listen: listen EACCES: permission denied 127\\.0\\.0\\.1:${port}\n`),
+    );
     assert.doesNotMatch(output, /the app cannot start|^\s+at /m);
   });
 });
@@ -452,8 +534,14 @@ describe('precedence: default < config file < environment < FORKGATE_CMD_ARGS < 
     const cwd = tempDir();
     assert.equal((await printConfig([], { cwd, env: { PORT: '9123' } })).get('bind'), '0.0.0.0:9123');
     assert.equal((await printConfig([], { cwd, env: { PORT: '9123', FORKGATE_BIND: '127.0.0.1:9200' } })).get('bind'), '127.0.0.1:9200');
-    assert.equal((await printConfig(['-b', '127.0.0.1:9300'], { cwd, env: { PORT: '9123', FORKGATE_BIND: '127.0.0.1:9200' } })).get('bind'), '127.0.0.1:9300');
-    assert.equal((await printConfig([], { cwd, env: { FORKGATE_BIND: '127.0.0.1:9200, [::1]:9201' } })).get('bind'), '127.0.0.1:9200, [::1]:9201');
+    assert.equal(
+      (await printConfig(['-b', '127.0.0.1:9300'], { cwd, env: { PORT: '9123', FORKGATE_BIND: '127.0.0.1:9200' } })).get('bind'),
+      '127.0.0.1:9300',
+    );
+    assert.equal(
+      (await printConfig([], { cwd, env: { FORKGATE_BIND: '127.0.0.1:9200, [::1]:9201' } })).get('bind'),
+      '127.0.0.1:9200, [::1]:9201',
+    );
   });
 
   test('--workers auto resolves to (2 × CPU) + 1, at least 3', async () => {
@@ -465,7 +553,9 @@ describe('precedence: default < config file < environment < FORKGATE_CMD_ARGS < 
   });
 
   test('repeatable -b and -e collect every value', async () => {
-    const values = await printConfig(['-b', '127.0.0.1:9001', '--bind', 'unix:/tmp/forkgate.sock', '-e', 'A=1', '-e', 'B=x=y'], { cwd: tempDir() });
+    const values = await printConfig(['-b', '127.0.0.1:9001', '--bind', 'unix:/tmp/forkgate.sock', '-e', 'A=1', '-e', 'B=x=y'], {
+      cwd: tempDir(),
+    });
     assert.equal(values.get('bind'), '127.0.0.1:9001, unix:/tmp/forkgate.sock');
     assert.deepEqual(JSON.parse(values.get('env')!), { A: '1', B: 'x=y' });
   });
@@ -480,7 +570,10 @@ describe('precedence: default < config file < environment < FORKGATE_CMD_ARGS < 
 
 describe('--check-config', { concurrency: PARALLEL }, () => {
   test('takes a bare word for an app when a file of that name is there, in the directory or --chdir', async () => {
-    for (const [args, cwd] of [[['listener'], FIXTURES], [['--chdir', FIXTURES, 'listener'], tempDir()]] as const) {
+    for (const [args, cwd] of [
+      [['listener'], FIXTURES],
+      [['--chdir', FIXTURES, 'listener'], tempDir()],
+    ] as const) {
       const result = await run(['--check-config', ...args], { cwd });
       assert.equal(result.code, 0, result.stderr);
       assert.match(result.stdout, /^Config OK: listener loads as a/);
@@ -495,7 +588,11 @@ describe('--check-config', { concurrency: PARALLEL }, () => {
   });
 
   test('passes apps that serve: one calling listen() itself, a Fastify instance', async () => {
-    for (const [app, shape] of [['listen-express.cjs', 'listen-call'], ['listen-fastify.mjs', 'listen-call'], ['fastify.mjs', 'fastify']]) {
+    for (const [app, shape] of [
+      ['listen-express.cjs', 'listen-call'],
+      ['listen-fastify.mjs', 'listen-call'],
+      ['fastify.mjs', 'fastify'],
+    ]) {
       const result = await run(['--check-config', app!], { cwd: FIXTURES });
       assert.equal(result.code, 0, result.stdout + result.stderr);
       assert.match(result.stdout, new RegExp(`Config OK: ${escapeRegExp(app!)} loads as a ${shape} app`));
@@ -518,8 +615,14 @@ describe('--check-config', { concurrency: PARALLEL }, () => {
 
   test('loads the app with the --node-option values, as the workers do', async () => {
     // Node strips types on its own, but an enum needs --experimental-transform-types.
-    const cwd = tempDir({ 'enum-app.ts': "enum Greeting { Hello = 'hello' }\nexport default (req: unknown, res: { end(text: string): void }) => res.end(Greeting.Hello);\n" });
-    const result = await run(['--check-config', '--node-option=--experimental-transform-types', '--node-option=--no-warnings', 'enum-app.ts'], { cwd });
+    const cwd = tempDir({
+      'enum-app.ts':
+        "enum Greeting { Hello = 'hello' }\nexport default (req: unknown, res: { end(text: string): void }) => res.end(Greeting.Hello);\n",
+    });
+    const result = await run(
+      ['--check-config', '--node-option=--experimental-transform-types', '--node-option=--no-warnings', 'enum-app.ts'],
+      { cwd },
+    );
     assert.equal(result.code, 0, result.stdout + result.stderr);
     assert.match(result.stdout, /Config OK: enum-app\.ts loads as a listener app/);
     const without = await run(['--check-config', 'enum-app.ts'], { cwd });
@@ -527,7 +630,10 @@ describe('--check-config', { concurrency: PARALLEL }, () => {
   });
 
   test('loads the app as the --user the workers run as', { skip: !asRoot && 'needs root' }, async () => {
-    const { dir, command } = reachableByAll({ 'app.cjs': 'module.exports = (req, res) => res.end();\n', 'secret.cjs': 'module.exports = (req, res) => res.end();\n' });
+    const { dir, command } = reachableByAll({
+      'app.cjs': 'module.exports = (req, res) => res.end();\n',
+      'secret.cjs': 'module.exports = (req, res) => res.end();\n',
+    });
     chmodSync(join(dir, 'secret.cjs'), 0o600);
     const readable = await run(['--check-config', '--user', 'nobody', 'app.cjs'], { cwd: dir, command });
     assert.equal(readable.code, 0, readable.stdout + readable.stderr);
@@ -535,7 +641,10 @@ describe('--check-config', { concurrency: PARALLEL }, () => {
     const unreadable = await run(['--check-config', '--user', 'nobody', 'secret.cjs'], { cwd: dir, command });
     const output = unreadable.stdout + unreadable.stderr;
     assert.equal(unreadable.code, 1, output);
-    assert.match(output, /Config check failed: secret\.cjs does not load: cannot read app file \S+secret\.cjs \(from 'secret\.cjs'\): permission denied/);
+    assert.match(
+      output,
+      /Config check failed: secret\.cjs does not load: cannot read app file \S+secret\.cjs \(from 'secret\.cjs'\): permission denied/,
+    );
     assert.doesNotMatch(output, /Config OK/);
   });
 
@@ -549,9 +658,19 @@ describe('--check-config', { concurrency: PARALLEL }, () => {
   });
 
   test('a log file the --user cannot be given names its setting, exit 2', { skip: !asRoot && 'needs root' }, async () => {
-    const result = await run(['--check-config', '--user', 'nobody', '--access-logfile', '/nonexistent/forkgate/access.log', 'listener.cjs']);
+    const result = await run([
+      '--check-config',
+      '--user',
+      'nobody',
+      '--access-logfile',
+      '/nonexistent/forkgate/access.log',
+      'listener.cjs',
+    ]);
     assert.equal(result.code, 2, result.stdout + result.stderr);
-    assert.match(result.stderr, /^forkgate: error: --access-logfile \/nonexistent\/forkgate\/access\.log: cannot create it for the workers: ENOENT/);
+    assert.match(
+      result.stderr,
+      /^forkgate: error: --access-logfile \/nonexistent\/forkgate\/access\.log: cannot create it for the workers: ENOENT/,
+    );
     assert.equal(result.stderr.split('\n').length, 2, `one line: ${result.stderr}`);
   });
 
@@ -584,7 +703,15 @@ describe('--env-file', { concurrency: PARALLEL }, () => {
 
   test("sets the workers' environment, relative to where forkgate starts: a later file wins, the master's environment over the files, -e over all", async () => {
     const dir = tempDir({
-      '.env': ['# as node --env-file reads it', 'FROM_FILE=file', 'QUOTED="two words" # a comment', 'LATER=first', 'BY_MASTER=file', 'BY_DASH_E=file', ''].join('\n'),
+      '.env': [
+        '# as node --env-file reads it',
+        'FROM_FILE=file',
+        'QUOTED="two words" # a comment',
+        'LATER=first',
+        'BY_MASTER=file',
+        'BY_DASH_E=file',
+        '',
+      ].join('\n'),
       'later.env': 'LATER=second\n',
     });
     mkdirSync(join(dir, 'srv'));
@@ -641,7 +768,10 @@ describe('HUP reads the config file again', { concurrency: PARALLEL }, () => {
   for (const { file, body } of variants) {
     test(file, async () => {
       const dir = tempDir({ [file]: body(1) });
-      const forkgate = await start(['-b', '127.0.0.1:0', LISTENER], { cwd: dir, env: Object.fromEntries(SETTING_ENV.map((name) => [name, ''])) });
+      const forkgate = await start(['-b', '127.0.0.1:0', LISTENER], {
+        cwd: dir,
+        env: Object.fromEntries(SETTING_ENV.map((name) => [name, ''])),
+      });
       try {
         writeFileSync(join(dir, file), body(2));
         forkgate.signal('SIGHUP');

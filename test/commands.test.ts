@@ -54,7 +54,10 @@ test('scale, reload and stop act on a master over its unix socket, each saying w
     assert.equal(await target(socketPath), 2);
 
     const before = master.workerPids();
-    await done(['reload', ...admin], /^Reload accepted by unix:\S+act\.sock: new workers start, and the old ones retire once they are ready\n$/);
+    await done(
+      ['reload', ...admin],
+      /^Reload accepted by unix:\S+act\.sock: new workers start, and the old ones retire once they are ready\n$/,
+    );
     await eventually(() => {
       const now = master.workerPids();
       return now.length === 2 && now.every((pid) => !before.includes(pid));
@@ -102,16 +105,35 @@ test('over TCP, actions carry the token of --admin-token-file; without one, or w
   const master = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', '--admin-token-file', tokenFile, OPS]);
   try {
     const [, address] = (await master.waitFor(/Admin endpoint at: (\S+)/)) as [string, string];
-    await failed(['scale', '2', '--admin', address], 2, /^forkgate: error: scale: actions over TCP need the admin token: pass --admin-token-file FILE/);
-    await failed(['scale', '2', '--admin', address, '--admin-token-file', wrongFile], 2, /^forkgate: error: scale: the bearer token is not the one in --admin-token-file\n$/);
-    await failed(['reload', '--admin', address, '--admin-token-file', join(scratch, 'missing.token')], 2, /^forkgate: error: reload: --admin-token-file: cannot read \S+missing\.token \(ENOENT\)\n$/);
+    await failed(
+      ['scale', '2', '--admin', address],
+      2,
+      /^forkgate: error: scale: actions over TCP need the admin token: pass --admin-token-file FILE/,
+    );
+    await failed(
+      ['scale', '2', '--admin', address, '--admin-token-file', wrongFile],
+      2,
+      /^forkgate: error: scale: the bearer token is not the one in --admin-token-file\n$/,
+    );
+    await failed(
+      ['reload', '--admin', address, '--admin-token-file', join(scratch, 'missing.token')],
+      2,
+      /^forkgate: error: reload: --admin-token-file: cannot read \S+missing\.token \(ENOENT\)\n$/,
+    );
     assert.equal(master.count(/Handling admin request/), 0, 'nothing was done');
-    await done(['scale', '2', '--admin', address, '--admin-token-file', tokenFile], new RegExp(`^Pool size raised from 1 to 2 \\(${address}\\)\\n$`));
+    await done(
+      ['scale', '2', '--admin', address, '--admin-token-file', tokenFile],
+      new RegExp(`^Pool size raised from 1 to 2 \\(${address}\\)\\n$`),
+    );
     await eventually(() => master.workerPids().length === 2, '2 workers');
     const copy = join(scratch, 'copy.token');
     writeFileSync(copy, 'the-token\n');
     rmSync(tokenFile);
-    await failed(['scale', '1', '--admin', address, '--admin-token-file', copy], 1, /^forkgate: error: scale: --admin-token-file: cannot read \S+tcp\.token \(ENOENT\)\n$/);
+    await failed(
+      ['scale', '1', '--admin', address, '--admin-token-file', copy],
+      1,
+      /^forkgate: error: scale: --admin-token-file: cannot read \S+tcp\.token \(ENOENT\)\n$/,
+    );
     assert.equal(master.workerPids().length, 2, 'the pool stays');
   } finally {
     await master.stop();
@@ -127,8 +149,14 @@ test('without --admin, the commands find the endpoint and the token file as the 
   const master = await start(['-w', '1', '-b', '127.0.0.1:0', OPS], { cwd: dir });
   try {
     await done(['scale', '2'], /^Pool size raised from 1 to 2 \(unix:\S+found\.sock\)\n$/, { cwd: dir });
-    await done(['scale', '1'], /^Pool size lowered from 2 to 1 /, { env: { FORKGATE_ADMIN_BIND: `unix:${socketPath}`, FORKGATE_ADMIN_TOKEN_FILE: tokenFile } });
-    await failed(['scale', '2'], 2, /^forkgate: error: scale: no admin endpoint; pass --admin HOST:PORT or unix:PATH, or set admin-bind\n$/);
+    await done(['scale', '1'], /^Pool size lowered from 2 to 1 /, {
+      env: { FORKGATE_ADMIN_BIND: `unix:${socketPath}`, FORKGATE_ADMIN_TOKEN_FILE: tokenFile },
+    });
+    await failed(
+      ['scale', '2'],
+      2,
+      /^forkgate: error: scale: no admin endpoint; pass --admin HOST:PORT or unix:PATH, or set admin-bind\n$/,
+    );
   } finally {
     await master.stop();
   }
@@ -136,11 +164,19 @@ test('without --admin, the commands find the endpoint and the token file as the 
 
 test('an endpoint nobody serves: one line naming it, exit 1', async () => {
   const port = await freePort();
-  await failed(['status', '--admin', `unix:${join(scratch, 'nobody.sock')}`], 1, /^forkgate: error: status: cannot reach the admin endpoint at unix:\S+nobody\.sock \(ENOENT\)/);
+  await failed(
+    ['status', '--admin', `unix:${join(scratch, 'nobody.sock')}`],
+    1,
+    /^forkgate: error: status: cannot reach the admin endpoint at unix:\S+nobody\.sock \(ENOENT\)/,
+  );
   await failed(['stop', '--admin', `unix:${join(scratch, 'nobody.sock')}`], 1, /^forkgate: error: stop: cannot reach the admin endpoint/);
   const token = join(scratch, 'any.token');
   writeFileSync(token, 'any\n');
-  await failed(['reload', '--admin', `127.0.0.1:${port}`, '--admin-token-file', token], 1, new RegExp(`^forkgate: error: reload: cannot reach the admin endpoint at 127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\)`));
+  await failed(
+    ['reload', '--admin', `127.0.0.1:${port}`, '--admin-token-file', token],
+    1,
+    new RegExp(`^forkgate: error: reload: cannot reach the admin endpoint at 127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\)`),
+  );
 });
 
 test('what answers is not an admin endpoint: one line saying so, exit 1', async () => {
@@ -148,7 +184,11 @@ test('what answers is not an admin endpoint: one line saying so, exit 1', async 
   const server = net.createServer((socket) => socket.end('HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello'));
   await new Promise<void>((resolve) => server.listen(socketPath, resolve));
   try {
-    await failed(['status', '--admin', `unix:${socketPath}`], 1, /^forkgate: error: status: what answers at unix:\S+ is not forkgate's admin endpoint: HTTP 200, no JSON\n$/);
+    await failed(
+      ['status', '--admin', `unix:${socketPath}`],
+      1,
+      /^forkgate: error: status: what answers at unix:\S+ is not forkgate's admin endpoint: HTTP 200, no JSON\n$/,
+    );
   } finally {
     server.close();
   }
@@ -158,7 +198,9 @@ test('a size the pool may not take is refused in one line with the reason, exit 
   const socketPath = join(scratch, 'bounds.sock');
   const admin = ['--admin', `unix:${socketPath}`];
   // One CPU for the master, as its affinity: the maximum is then 4 workers.
-  const master = await start(['-w', '2', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, OPS], { launcher: ['taskset', '-c', '0'] });
+  const master = await start(['-w', '2', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, OPS], {
+    launcher: ['taskset', '-c', '0'],
+  });
   try {
     await failed(['scale', '5', ...admin], 2, /^forkgate: error: scale: pool size stays at 2: 5 is above the maximum, 4 \(4 × 1 CPU\)\n$/);
     await failed(['scale', '-2', ...admin], 2, /^forkgate: error: scale: pool size stays at 2: 0 is below the minimum, 1\n$/);

@@ -15,7 +15,9 @@ import { ManualClock } from './helpers/manual-clock.ts';
 
 /** A backend whose pool records, instead of doing, what the dispatcher asks it to take back. */
 function backend(name: string, capacity = 1, ours = true): Backend & { takeBackAsked: number[] } {
-  const created = Object.assign(newBackend(name, { socketPath: `/nonexistent/${name}.sock` }, capacity, ours), { takeBackAsked: [] as number[] });
+  const created = Object.assign(newBackend(name, { socketPath: `/nonexistent/${name}.sock` }, capacity, ours), {
+    takeBackAsked: [] as number[],
+  });
   created.pool.takeBackWaiting = (now) => void created.takeBackAsked.push(now);
   return created;
 }
@@ -47,7 +49,10 @@ function setup(count: number, capacity = 1, { queueLimit = 10, queueTimeout = 1 
 }
 
 test('the least busy backend takes the request, wherever the rotation stands', () => {
-  const { dispatcher, backends: [a, b] } = setup(2, 4);
+  const {
+    dispatcher,
+    backends: [a, b],
+  } = setup(2, 4);
   assert.deepEqual(names([ask(dispatcher), ask(dispatcher), ask(dispatcher)]), ['a', 'b', 'a']);
   dispatcher.release(b!);
   assert.deepEqual(names([ask(dispatcher), ask(dispatcher)]), ['b', 'b'], 'b had none in flight, then one to the two of a');
@@ -66,7 +71,10 @@ test('ties rotate: equally busy backends take turns', () => {
 });
 
 test('a backend at capacity takes no more: the request waits for a slot', () => {
-  const { dispatcher, backends: [a] } = setup(1, 2);
+  const {
+    dispatcher,
+    backends: [a],
+  } = setup(1, 2);
   const asks = [ask(dispatcher), ask(dispatcher), ask(dispatcher)];
   assert.deepEqual(names(asks), ['a', 'a', null]);
   assert.equal(asks[2]!.refused, null, 'queued, not refused');
@@ -78,32 +86,51 @@ test('a backend at capacity takes no more: the request waits for a slot', () => 
 });
 
 test('a backend just tried is passed over if there is another, and taken if not', () => {
-  const { dispatcher, backends: [a, b] } = setup(2, 4);
+  const {
+    dispatcher,
+    backends: [a, b],
+  } = setup(2, 4);
   assert.deepEqual(names([ask(dispatcher, { avoid: a }), ask(dispatcher, { avoid: a })]), ['b', 'b']);
   dispatcher.remove(b!);
   assert.equal(ask(dispatcher, { avoid: a }).backend, a);
 });
 
 test(`stuck: requests in flight and no progress for more than ${STUCK_MS} ms ranks a backend after those that move`, () => {
-  const { clock, dispatcher, backends: [a, b] } = setup(2, 8);
+  const {
+    clock,
+    dispatcher,
+    backends: [a, b],
+  } = setup(2, 8);
   assert.deepEqual(names([ask(dispatcher), ask(dispatcher)]), ['a', 'b']);
   clock.advance(STUCK_MS);
   dispatcher.progress(b!);
   assert.equal(ask(dispatcher).backend, a, `at ${STUCK_MS} ms a is not stuck yet: a tie, whose turn it is`);
   clock.advance(1);
-  assert.deepEqual(names([ask(dispatcher), ask(dispatcher), ask(dispatcher)]), ['b', 'b', 'b'], 'b moves: it takes every request, however many it has');
+  assert.deepEqual(
+    names([ask(dispatcher), ask(dispatcher), ask(dispatcher)]),
+    ['b', 'b', 'b'],
+    'b moves: it takes every request, however many it has',
+  );
   dispatcher.progress(a!);
   assert.equal(ask(dispatcher).backend, a, 'a confirmation or a response head is progress');
 });
 
 test('when every backend with room is stuck, the one that progressed last takes the request', () => {
-  const { clock, dispatcher, backends: [a, b] } = setup(2, 4);
+  const {
+    clock,
+    dispatcher,
+    backends: [a, b],
+  } = setup(2, 4);
   ask(dispatcher);
   ask(dispatcher);
   clock.advance(1);
   dispatcher.progress(b!);
   clock.advance(STUCK_MS + 1);
-  assert.deepEqual(names([ask(dispatcher), ask(dispatcher)]), ['b', 'b'], 'both stuck: b progressed last, though it now has more in flight');
+  assert.deepEqual(
+    names([ask(dispatcher), ask(dispatcher)]),
+    ['b', 'b'],
+    'both stuck: b progressed last, though it now has more in flight',
+  );
   assert.deepEqual([a!.inFlight, b!.inFlight], [1, 3]);
 });
 
@@ -141,7 +168,11 @@ test('take-back: a stuck unit is asked for its waiting requests, at every check 
   advanceWhileBMoves(clock, dispatcher, b, STUCK_MS);
   assert.deepEqual(a.takeBackAsked, [], `not stuck within ${STUCK_MS} ms`);
   advanceWhileBMoves(clock, dispatcher, b, STUCK_MS);
-  assert.deepEqual(a.takeBackAsked.map((at) => at - start), [STUCK_MS + STUCK_MS / 2, 2 * STUCK_MS], `checked every ${STUCK_MS / 2} ms`);
+  assert.deepEqual(
+    a.takeBackAsked.map((at) => at - start),
+    [STUCK_MS + STUCK_MS / 2, 2 * STUCK_MS],
+    `checked every ${STUCK_MS / 2} ms`,
+  );
   assert.deepEqual(b.takeBackAsked, [], 'never from a unit that moves');
   dispatcher.progress(a);
   advanceWhileBMoves(clock, dispatcher, b, STUCK_MS);
@@ -174,7 +205,10 @@ test('take-back: no more checks once the dispatcher is closed', () => {
 });
 
 test('the queue is first come, first served', () => {
-  const { dispatcher, backends: [a] } = setup(1);
+  const {
+    dispatcher,
+    backends: [a],
+  } = setup(1);
   const busy = ask(dispatcher);
   const waiting = [ask(dispatcher), ask(dispatcher), ask(dispatcher)];
   waiting[1]!.cancel();
@@ -188,7 +222,10 @@ test('the queue is first come, first served', () => {
 test('--queue-limit: a request beyond it is refused at once', () => {
   const { dispatcher } = setup(1, 1, { queueLimit: 2 });
   const asks = [ask(dispatcher), ask(dispatcher), ask(dispatcher), ask(dispatcher)];
-  assert.deepEqual(asks.map(({ refused }) => refused), [null, null, null, 'queue full']);
+  assert.deepEqual(
+    asks.map(({ refused }) => refused),
+    [null, null, null, 'queue full'],
+  );
 });
 
 test('--queue-timeout runs from when the request first asked, retries included', () => {
@@ -232,7 +269,10 @@ test('take-back through an exchange: only requests a client may repeat, each onc
   const a = backend('a', 4);
   const b = backend('b', 4);
   /** What each unit was sent, and the handlers its pool holds. */
-  const sent = new Map<Backend, { line: string; handler: HopHandler; withdrawn: boolean }[]>([[a, []], [b, []]]);
+  const sent = new Map<Backend, { line: string; handler: HopHandler; withdrawn: boolean }[]>([
+    [a, []],
+    [b, []],
+  ]);
   for (const unit of [a, b]) {
     unit.pool.request = (head: Buffer, _expectBody: boolean, handler: HopHandler): HopRequest => {
       const record = { line: head.toString('latin1').split('\r\n')[0]!, handler, withdrawn: false };
@@ -267,13 +307,19 @@ test('take-back through an exchange: only requests a client may repeat, each onc
   exchange('GET', '/b');
   sent.get(b)![0]!.handler.onEnd();
   dispatcher.remove(b);
-  for (const [method, url] of [['GET', '/get'], ['POST', '/post'], ['DELETE', '/delete']] as const) exchange(method, url);
+  for (const [method, url] of [
+    ['GET', '/get'],
+    ['POST', '/post'],
+    ['DELETE', '/delete'],
+  ] as const)
+    exchange(method, url);
   dispatcher.add(b);
   for (let i = 0; i < 3 * STUCK_MS; i++) {
     clock.advance(1);
     dispatcher.progress(b);
   }
-  const lines = (unit: Backend) => sent.get(unit)!.map(({ line, withdrawn }) => `${line.replace(' HTTP/1.1', '')}${withdrawn ? ' (withdrawn)' : ''}`);
+  const lines = (unit: Backend) =>
+    sent.get(unit)!.map(({ line, withdrawn }) => `${line.replace(' HTTP/1.1', '')}${withdrawn ? ' (withdrawn)' : ''}`);
   assert.deepEqual(lines(a), ['GET /first', 'GET /get (withdrawn)', 'POST /post', 'DELETE /delete (withdrawn)']);
   assert.deepEqual(lines(b), ['GET /b', 'GET /get', 'DELETE /delete'], 'sent on to b');
   assert.deepEqual([a.inFlight, a.takenBack, b.inFlight], [1, 2, 2]);

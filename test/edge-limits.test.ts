@@ -22,7 +22,17 @@ const chunkedPost = (...chunks: string[]) =>
 for (const balance of ['round-robin', 'reuseport', 'proxy']) {
   test(`limits answer 414, 431, 413, 400, 405 and 408 and close the connection; the worker serves on (${balance})`, async () => {
     const forkgate = await start([
-      '-w', '1', '--balance', balance, '-b', '127.0.0.1:0', '--limit-request-body', '1000', '--headers-timeout', '1', ECHO,
+      '-w',
+      '1',
+      '--balance',
+      balance,
+      '-b',
+      '127.0.0.1:0',
+      '--limit-request-body',
+      '1000',
+      '--headers-timeout',
+      '1',
+      ECHO,
     ]);
     try {
       const [pid] = forkgate.workerPids();
@@ -72,7 +82,17 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
 
 test('0 turns a limit off, as in Gunicorn', async () => {
   const forkgate = await start([
-    '-w', '1', '-b', '127.0.0.1:0', '--limit-request-line', '0', '--limit-request-fields', '0', '--limit-request-field-size', '0', ECHO,
+    '-w',
+    '1',
+    '-b',
+    '127.0.0.1:0',
+    '--limit-request-line',
+    '0',
+    '--limit-request-fields',
+    '0',
+    '--limit-request-field-size',
+    '0',
+    ECHO,
   ]);
   try {
     const close = 'Connection: close\r\n';
@@ -87,7 +107,17 @@ test('0 turns a limit off, as in Gunicorn', async () => {
 test('a client that resets its connection while it waits for a slot crashes nothing and frees its place', async () => {
   const admin = join(scratch, 'admin.sock');
   const forkgate = await start([
-    '-w', '1', '--worker-connections', '1', '--balance', 'reuseport', '-b', '127.0.0.1:0', '--admin-bind', `unix:${admin}`, ECHO,
+    '-w',
+    '1',
+    '--worker-connections',
+    '1',
+    '--balance',
+    'reuseport',
+    '-b',
+    '127.0.0.1:0',
+    '--admin-bind',
+    `unix:${admin}`,
+    ECHO,
   ]);
   const openConnections = async () => {
     const status = JSON.parse((await request('http://admin/status', { socketPath: admin })).body) as { workers: { connections: number }[] };

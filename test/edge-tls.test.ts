@@ -85,9 +85,22 @@ test('TLS behind a PROXY header: the app sees the client the header names', { sk
 });
 
 for (const balance of ['round-robin', 'proxy']) {
-  test(`--cert-reqs required: a client without a certificate is refused, one the CA signed is served, and the app reads its certificate (${balance})`, { skip }, async () => {
+  test(`--cert-reqs required: a client without a certificate is refused, one the CA signed is served, and the app reads its certificate (${balance})`, {
+    skip,
+  }, async () => {
     const forkgate = await start([
-      '-w', '1', '--balance', balance, '-b', '127.0.0.1:0', ...tlsFlags(), '--ca-certs', certs.files.ca, '--cert-reqs', 'required', ECHO,
+      '-w',
+      '1',
+      '--balance',
+      balance,
+      '-b',
+      '127.0.0.1:0',
+      ...tlsFlags(),
+      '--ca-certs',
+      certs.files.ca,
+      '--cert-reqs',
+      'required',
+      ECHO,
     ]);
     try {
       await assert.rejects(httpsGet(forkgate.url), /certificate required/);
@@ -103,33 +116,69 @@ for (const balance of ['round-robin', 'proxy']) {
 
   test(`--cert-reqs optional: a client without a certificate is served, and the app can tell (${balance})`, { skip }, async () => {
     const forkgate = await start([
-      '-w', '1', '--balance', balance, '-b', '127.0.0.1:0', ...tlsFlags(), '--ca-certs', certs.files.ca, '--cert-reqs', 'optional', ECHO,
+      '-w',
+      '1',
+      '--balance',
+      balance,
+      '-b',
+      '127.0.0.1:0',
+      ...tlsFlags(),
+      '--ca-certs',
+      certs.files.ca,
+      '--cert-reqs',
+      'optional',
+      ECHO,
     ]);
     try {
       const anonymous = (await httpsGet(forkgate.url)).echo;
       assert.deepEqual([anonymous.authorized, anonymous.peerCN, anonymous.peerFingerprint], [false, null, null]);
       const known = (await httpsGet(forkgate.url, { cert: certs.clientCert, key: certs.clientKey })).echo;
-      assert.deepEqual([known.authorized, known.peerCN, known.peerFingerprint], [true, 'client', new X509Certificate(certs.clientCert).fingerprint256]);
+      assert.deepEqual(
+        [known.authorized, known.peerCN, known.peerFingerprint],
+        [true, 'client', new X509Certificate(certs.clientCert).fingerprint256],
+      );
     } finally {
       await forkgate.stop();
     }
   });
 }
 
-describe('a certificate file that cannot serve: one line naming the setting and the file, exit 2, before anything listens', { skip }, () => {
+describe('a certificate file that cannot serve: one line naming the setting and the file, exit 2, before anything listens', {
+  skip,
+}, () => {
   const garbage = join(scratch, 'garbage.pem');
   writeFileSync(garbage, 'not a certificate\n');
   const cases = [
-    { problem: 'a missing --certfile', flags: () => ['--certfile', join(scratch, 'missing.pem')], expect: /--certfile \S+missing\.pem: cannot read it: no such file or directory \(ENOENT\)/ },
-    { problem: 'a --certfile without a certificate', flags: () => ['--certfile', garbage], expect: /--certfile \S+garbage\.pem: no PEM certificate in it \(.*no start line\)/ },
-    { problem: 'a --certfile without a key, and no --keyfile', flags: () => ['--certfile', certs.files.serverCert], expect: /--certfile \S+: no unencrypted PEM private key in it, and no --keyfile given/ },
-    { problem: 'a --keyfile without a key', flags: () => ['--certfile', certs.files.serverCert, '--keyfile', garbage], expect: /--keyfile \S+garbage\.pem: no unencrypted PEM private key in it/ },
+    {
+      problem: 'a missing --certfile',
+      flags: () => ['--certfile', join(scratch, 'missing.pem')],
+      expect: /--certfile \S+missing\.pem: cannot read it: no such file or directory \(ENOENT\)/,
+    },
+    {
+      problem: 'a --certfile without a certificate',
+      flags: () => ['--certfile', garbage],
+      expect: /--certfile \S+garbage\.pem: no PEM certificate in it \(.*no start line\)/,
+    },
+    {
+      problem: 'a --certfile without a key, and no --keyfile',
+      flags: () => ['--certfile', certs.files.serverCert],
+      expect: /--certfile \S+: no unencrypted PEM private key in it, and no --keyfile given/,
+    },
+    {
+      problem: 'a --keyfile without a key',
+      flags: () => ['--certfile', certs.files.serverCert, '--keyfile', garbage],
+      expect: /--keyfile \S+garbage\.pem: no unencrypted PEM private key in it/,
+    },
     {
       problem: "a --keyfile that is another certificate's key",
       flags: () => ['--certfile', certs.files.serverCert, '--keyfile', certs.files.clientKey],
       expect: /--keyfile \S+client\.key: not the private key of the certificate in --certfile \S+/,
     },
-    { problem: 'a --ca-certs without a certificate', flags: () => [...tlsFlags(), '--ca-certs', garbage, '--cert-reqs', 'required'], expect: /--ca-certs \S+garbage\.pem: no PEM certificate in it/ },
+    {
+      problem: 'a --ca-certs without a certificate',
+      flags: () => [...tlsFlags(), '--ca-certs', garbage, '--cert-reqs', 'required'],
+      expect: /--ca-certs \S+garbage\.pem: no PEM certificate in it/,
+    },
   ];
   for (const balance of ['round-robin', 'proxy']) {
     test(`each of: ${cases.map(({ problem }) => problem).join('; ')} (${balance})`, async () => {

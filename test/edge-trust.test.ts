@@ -26,15 +26,20 @@ const GET_CLOSE = 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n';
 test('forwarding headers from a trusted peer (loopback by default) are believed; X-Request-Id is made, echoed and logged', async () => {
   const logFile = join(scratch, 'access.log');
   const forkgate = await start([
-    '-w', '1', '-b', '127.0.0.1:0', '--access-logfile', logFile, '--access-logformat', '%(h)s %({x-request-id}i)s', ECHO,
+    '-w',
+    '1',
+    '-b',
+    '127.0.0.1:0',
+    '--access-logfile',
+    logFile,
+    '--access-logformat',
+    '%(h)s %({x-request-id}i)s',
+    ECHO,
   ]);
   try {
     const spoofed = await request(forkgate.url, { headers: SPOOFED });
     const seen = JSON.parse(spoofed.body) as { headers: Record<string, string> };
-    assert.deepEqual(
-      Object.fromEntries(Object.keys(SPOOFED).map((name) => [name, seen.headers[name]])),
-      SPOOFED,
-    );
+    assert.deepEqual(Object.fromEntries(Object.keys(SPOOFED).map((name) => [name, seen.headers[name]])), SPOOFED);
     const id = seen.headers['x-request-id']!;
     assert.match(id, UUID);
     assert.equal(spoofed.headers['x-request-id'], id);
@@ -62,8 +67,13 @@ for (const app of [ECHO, ECHO_FETCH]) {
       assert.match(headers['x-request-id']!, UUID);
       if (app === ECHO) {
         // An upgrade request too.
-        const spoofing = Object.entries(SPOOFED).map(([name, value]) => `${name}: ${value}\r\n`).join('');
-        const upgraded = await exchange(forkgate.url, `GET / HTTP/1.1\r\nHost: x\r\n${spoofing}Upgrade: echo\r\nConnection: Upgrade\r\n\r\n`);
+        const spoofing = Object.entries(SPOOFED)
+          .map(([name, value]) => `${name}: ${value}\r\n`)
+          .join('');
+        const upgraded = await exchange(
+          forkgate.url,
+          `GET / HTTP/1.1\r\nHost: x\r\n${spoofing}Upgrade: echo\r\nConnection: Upgrade\r\n\r\n`,
+        );
         assert.equal(statusOf(upgraded), 101);
         const upgradeHeaders = echoOf(upgraded).headers;
         assert.equal(upgradeHeaders['x-forwarded-for'], '127.0.0.1');
@@ -71,7 +81,10 @@ for (const app of [ECHO, ECHO_FETCH]) {
         // Every view agrees: rawHeaders too, each header once.
         const { rawHeaders } = JSON.parse(reply.body) as { rawHeaders: string[] };
         const names = rawHeaders.filter((_, i) => i % 2 === 0).map((name) => name.toLowerCase());
-        assert.deepEqual(names.filter((name) => name.startsWith('x-forwarded') || name === 'forwarded'), ['x-forwarded-for']);
+        assert.deepEqual(
+          names.filter((name) => name.startsWith('x-forwarded') || name === 'forwarded'),
+          ['x-forwarded-for'],
+        );
         assert.equal(rawHeaders[rawHeaders.findIndex((name) => name.toLowerCase() === 'x-forwarded-for') + 1], '127.0.0.1');
       }
     } finally {
@@ -115,7 +128,10 @@ test('--proxy-protocol v1: a missing header, a v2 header or an invalid one close
     for (const payload of [GET_CLOSE, Buffer.concat([v2, Buffer.from(GET_CLOSE)]), `PROXY TCP4 nope 127.0.0.1 1 2\r\n${GET_CLOSE}`]) {
       assert.equal((await exchange(forkgate.url, payload)).received, '');
     }
-    assert.equal(echoOf(await exchange(forkgate.url, `PROXY TCP4 203.0.113.5 127.0.0.1 4242 80\r\n${GET_CLOSE}`)).remoteAddress, '203.0.113.5');
+    assert.equal(
+      echoOf(await exchange(forkgate.url, `PROXY TCP4 203.0.113.5 127.0.0.1 4242 80\r\n${GET_CLOSE}`)).remoteAddress,
+      '203.0.113.5',
+    );
     assert.deepEqual(forkgate.workerPids(), [pid]);
   } finally {
     await forkgate.stop();
@@ -124,7 +140,19 @@ test('--proxy-protocol v1: a missing header, a v2 header or an invalid one close
 
 for (const balance of ['round-robin', 'proxy']) {
   test(`a PROXY header from a peer not in --proxy-allow-from closes the connection; its plain requests are served (${balance})`, async () => {
-    const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', '--proxy-protocol', 'v2', '--proxy-allow-from', '10.0.0.1', ECHO]);
+    const forkgate = await start([
+      '-w',
+      '1',
+      '--balance',
+      balance,
+      '-b',
+      '127.0.0.1:0',
+      '--proxy-protocol',
+      'v2',
+      '--proxy-allow-from',
+      '10.0.0.1',
+      ECHO,
+    ]);
     try {
       const v2 = proxyV2(1, 0x11, ipv4Block('203.0.113.5', '127.0.0.1', 4242, 80));
       assert.equal((await exchange(forkgate.url, [v2, GET_CLOSE])).received, '');
@@ -137,15 +165,23 @@ for (const balance of ['round-robin', 'proxy']) {
 }
 
 test('the client a PROXY header names is the peer --forwarded-allow-ips is checked against', async () => {
-  const forkgate = await start([
-    '-w', '1', '-b', '127.0.0.1:0', '--proxy-protocol', 'v1', '--forwarded-allow-ips', '10.1.0.0/16', ECHO,
-  ]);
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--proxy-protocol', 'v1', '--forwarded-allow-ips', '10.1.0.0/16', ECHO]);
   try {
     const spoofing = `X-Forwarded-For: 198.51.100.7\r\nX-Forwarded-Proto: https\r\n`;
-    const trusted = echoOf(await exchange(forkgate.url, `PROXY TCP4 10.1.2.3 127.0.0.1 1 80\r\nGET / HTTP/1.1\r\nHost: x\r\n${spoofing}Connection: close\r\n\r\n`));
+    const trusted = echoOf(
+      await exchange(
+        forkgate.url,
+        `PROXY TCP4 10.1.2.3 127.0.0.1 1 80\r\nGET / HTTP/1.1\r\nHost: x\r\n${spoofing}Connection: close\r\n\r\n`,
+      ),
+    );
     assert.equal(trusted.headers['x-forwarded-for'], '198.51.100.7');
     assert.equal(trusted.headers['x-forwarded-proto'], 'https');
-    const untrusted = echoOf(await exchange(forkgate.url, `PROXY TCP4 10.2.2.3 127.0.0.1 1 80\r\nGET / HTTP/1.1\r\nHost: x\r\n${spoofing}Connection: close\r\n\r\n`));
+    const untrusted = echoOf(
+      await exchange(
+        forkgate.url,
+        `PROXY TCP4 10.2.2.3 127.0.0.1 1 80\r\nGET / HTTP/1.1\r\nHost: x\r\n${spoofing}Connection: close\r\n\r\n`,
+      ),
+    );
     assert.equal(untrusted.headers['x-forwarded-for'], '10.2.2.3');
     assert.equal(untrusted.headers['x-forwarded-proto'], undefined);
   } finally {

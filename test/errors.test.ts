@@ -81,7 +81,7 @@ test('every class is raised somewhere in src/: no code is kept for a failure tha
   }
 });
 
-test('a worker\'s error reaches the master with its code and exit code', () => {
+test("a worker's error reaches the master with its code and exit code", () => {
   for (const error of RAISED) {
     const revived = revivedError(serializeError(error));
     assert.ok(revived instanceof ForkgateError);
@@ -89,7 +89,7 @@ test('a worker\'s error reaches the master with its code and exit code', () => {
   }
 });
 
-test('the README\'s exit-code table is the one the error module gives', () => {
+test("the README's exit-code table is the one the error module gives", () => {
   const table = exitCodeTableIn(readFileSync(new URL('../README.md', import.meta.url), 'utf8'));
   assert.ok(table !== null, 'README.md has lost the markers around its exit-code table');
   assert.equal(table, renderExitCodeTable(), 'README.md is out of date with src/errors.ts: run npm run docs');

@@ -127,7 +127,7 @@ test('responses it cannot frame safely fail the request', async () => {
   }
 });
 
-test('a response cut short by the backend\'s close fails the request', async () => {
+test("a response cut short by the backend's close fails the request", async () => {
   const server = await cannedServer(['HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc'], true);
   const pool = new HopPool({ socketPath: server.path });
   try {
@@ -175,7 +175,10 @@ test('a connection the server closed is not reused; one that never opens fails w
 test('a response that comes before the request is fully written: its connection is not reused', async () => {
   // A backend that answers before reading the body (a 401, a handler that ignores it): the body's rest
   // would otherwise be read as the next request on that connection.
-  const server = await cannedServer(['HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n', 'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n']);
+  const server = await cannedServer([
+    'HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n',
+    'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n',
+  ]);
   const pool = new HopPool({ socketPath: server.path });
   try {
     const answered = await new Promise<number>((resolve) => {

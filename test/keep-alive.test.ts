@@ -68,7 +68,7 @@ for (const [name, args] of UNITS) {
         sockets.push(socket);
       }
 
-      const reply = await within(PROMPTLY_MS, 'the new client\'s request', request(`${forkgate.url}/`));
+      const reply = await within(PROMPTLY_MS, "the new client's request", request(`${forkgate.url}/`));
       assert.equal(reply.status, 200);
 
       await eventually(() => sockets[0]!.destroyed, 'the connection idle longest to be closed');
@@ -92,7 +92,7 @@ for (const balance of ['round-robin', 'reuseport']) {
 
       // Its request runs only after one of the busy ones has ended (the app has never had three at once),
       // and well before the busy connections, kept alive, would time out.
-      const waiting = within(PROMPTLY_MS + 1500, 'the waiting client\'s request', request(`${forkgate.url}/max-in-flight`));
+      const waiting = within(PROMPTLY_MS + 1500, "the waiting client's request", request(`${forkgate.url}/max-in-flight`));
       const replies = await Promise.all(busy.map((request) => request.reply));
       for (const reply of replies) {
         assert.equal(reply.status, 200);
@@ -115,11 +115,15 @@ test('a connection upgraded after a request is never closed for a new client, th
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   try {
     await exchange(upgraded, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n', /hello from ws-upgrade$/);
-    await exchange(upgraded, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n', /^HTTP\/1.1 101 [\s\S]*\r\n\r\n$/);
+    await exchange(
+      upgraded,
+      'GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n',
+      /^HTTP\/1.1 101 [\s\S]*\r\n\r\n$/,
+    );
     const { status, socket: idle } = await getOn(agent, `${forkgate.url}/`);
     assert.equal(status, 200);
 
-    const reply = await within(PROMPTLY_MS, 'the new client\'s request', request(`${forkgate.url}/`));
+    const reply = await within(PROMPTLY_MS, "the new client's request", request(`${forkgate.url}/`));
     assert.equal(reply.status, 200);
 
     await eventually(() => idle.destroyed, 'the idle keep-alive connection to be closed');
@@ -143,7 +147,7 @@ test('only a connection between requests is closed for a new client: not one tha
     const { status, socket: idle } = await getOn(agent, `${forkgate.url}/`);
     assert.equal(status, 200);
 
-    const reply = await within(PROMPTLY_MS, 'the new client\'s request', request(`${forkgate.url}/`));
+    const reply = await within(PROMPTLY_MS, "the new client's request", request(`${forkgate.url}/`));
     assert.equal(reply.status, 200);
 
     await eventually(() => idle.destroyed, 'the idle keep-alive connection to be closed');

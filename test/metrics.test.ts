@@ -33,7 +33,9 @@ async function scrape(url: string): Promise<Samples> {
   const samples: Samples = new Map();
   for (const line of reply.body.split('\n')) {
     if (line === '' || /^# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* /.test(line)) continue;
-    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})?) (-?[0-9.e+-]+|NaN|[+-]Inf)$/.exec(line);
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})?) (-?[0-9.e+-]+|NaN|[+-]Inf)$/.exec(
+      line,
+    );
     assert.ok(match, `not an exposition line: ${line}`);
     assert.ok(!samples.has(match[1]!), `sample twice: ${match[1]}`);
     samples.set(match[1]!, Number(match[2]));
@@ -90,10 +92,17 @@ for (const [mode, args, app] of MODES) {
       assert.equal(value(after, key) - value(before, key), REQUESTS);
       const count = 'forkgate_http_request_duration_seconds_count';
       assert.equal(value(after, count) - value(before, count), REQUESTS);
-      assert.equal(value(after, 'forkgate_http_request_duration_seconds_bucket{le="+Inf"}') - value(before, 'forkgate_http_request_duration_seconds_bucket{le="+Inf"}'), REQUESTS);
+      assert.equal(
+        value(after, 'forkgate_http_request_duration_seconds_bucket{le="+Inf"}') -
+          value(before, 'forkgate_http_request_duration_seconds_bucket{le="+Inf"}'),
+        REQUESTS,
+      );
       const perWorker = bySlot(after, 'forkgate_worker_requests_total');
       assert.deepEqual([...perWorker.keys()].sort(), ['1', '2']);
-      assert.equal([...perWorker.values()].reduce((a, b) => a + b, 0), value(after, key));
+      assert.equal(
+        [...perWorker.values()].reduce((a, b) => a + b, 0),
+        value(after, key),
+      );
       assert.equal(value(after, 'forkgate_workers{state="ready"}'), 2);
       assert.ok(value(after, 'forkgate_master_process_cpu_seconds_total') > 0, 'the master reports its own process metrics');
     } finally {
@@ -168,7 +177,10 @@ test("the app's own prom-client counter and histogram are summed over 2 workers,
     const victim = forkgate.workerPids()[0]!;
     process.kill(victim, 'SIGKILL');
     const killedAt = Date.now();
-    await eventually(async () => value(await scrape(url), 'forkgate_workers{state="ready"}') === 2 && !forkgate.workerPids().includes(victim), 'a replacement');
+    await eventually(
+      async () => value(await scrape(url), 'forkgate_workers{state="ready"}') === 2 && !forkgate.workerPids().includes(victim),
+      'a replacement',
+    );
     assert.equal(value(await scrape(url), 'app_hits_total{path="/a"}'), 30);
     await eventually(() => Date.now() - killedAt > 5500, 'its report folded', 10_000);
     await send(forkgate.url, 5, '/a');
@@ -217,12 +229,14 @@ test("statsd: a UDP listener receives Gunicorn's names from the workers and the 
   try {
     await send(forkgate.url, 20);
     assert.equal((await request(`${forkgate.url}/missing`)).status, 404);
-    const sum = (pattern: RegExp) =>
-      lines.reduce((total, line) => total + Number(pattern.exec(line)?.[1] ?? 0), 0);
+    const sum = (pattern: RegExp) => lines.reduce((total, line) => total + Number(pattern.exec(line)?.[1] ?? 0), 0);
     await eventually(() => sum(/^app\.gunicorn\.requests:(\d+)\|c$/) === 21, `21 requests counted; got ${lines.join(' ')}`);
     assert.equal(sum(/^app\.gunicorn\.request\.status\.200:(\d+)\|c$/), 20);
     assert.equal(sum(/^app\.gunicorn\.request\.status\.404:(\d+)\|c$/), 1);
-    assert.ok(lines.some((line) => /^app\.gunicorn\.request\.duration:\d+\.\d+\|ms$/.test(line)), 'durations in ms');
+    assert.ok(
+      lines.some((line) => /^app\.gunicorn\.request\.duration:\d+\.\d+\|ms$/.test(line)),
+      'durations in ms',
+    );
     await eventually(() => lines.some((line) => line === 'app.gunicorn.workers:2|g'), 'the master sends gunicorn.workers');
     process.kill(forkgate.workerPids()[0]!, 'SIGKILL');
     await eventually(() => sum(/^app\.gunicorn\.log\.error:(\d+)\|c$/) >= 1, 'the error the kill is logged with, counted');
@@ -259,7 +273,9 @@ test("threads: the app's prom-client metrics are summed over the threads; a thre
   }
 });
 
-test('a real Prometheus scrapes --metrics-bind, and PromQL returns the requests sent', { skip: HAS_PROMETHEUS ? false : 'prometheus is not installed (Debian: apt-get install prometheus)' }, async () => {
+test('a real Prometheus scrapes --metrics-bind, and PromQL returns the requests sent', {
+  skip: HAS_PROMETHEUS ? false : 'prometheus is not installed (Debian: apt-get install prometheus)',
+}, async () => {
   const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', '--metrics-bind', '127.0.0.1:0', PROM_APP]);
   const dir = mkdtempSync(join(tmpdir(), 'forkgate-prometheus-'));
   let prometheus: ChildProcess | null = null;
@@ -273,7 +289,11 @@ test('a real Prometheus scrapes --metrics-bind, and PromQL returns the requests 
     let log = '';
     prometheus = spawn(
       'prometheus',
-      [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`],
+      [
+        `--config.file=${join(dir, 'prometheus.yml')}`,
+        `--storage.tsdb.path=${join(dir, 'data')}`,
+        `--web.listen-address=127.0.0.1:${port}`,
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     prometheus.stdout!.on('data', (chunk: Buffer) => (log += chunk));
@@ -297,13 +317,29 @@ test('a real Prometheus scrapes --metrics-bind, and PromQL returns the requests 
   }
 });
 
-test('deploy/prometheus.yml is a configuration Prometheus accepts', { skip: HAS_PROMTOOL ? false : 'promtool is not installed (Debian: apt-get install prometheus)' }, () => {
+test('deploy/prometheus.yml is a configuration Prometheus accepts', {
+  skip: HAS_PROMTOOL ? false : 'promtool is not installed (Debian: apt-get install prometheus)',
+}, () => {
   const check = spawnSync('promtool', ['check', 'config', `${ROOT}deploy/prometheus.yml`], { encoding: 'utf8' });
   assert.equal(check.status, 0, `${check.stdout}${check.stderr}`);
 });
 
 test('--balance proxy: a request queued and one shed are counted; the app counts only what it answered', async () => {
-  const forkgate = await start(['-w', '1', '-k', 'sync', '--balance', 'proxy', '--queue-limit', '1', '-b', '127.0.0.1:0', '--metrics-bind', '127.0.0.1:0', OPS]);
+  const forkgate = await start([
+    '-w',
+    '1',
+    '-k',
+    'sync',
+    '--balance',
+    'proxy',
+    '--queue-limit',
+    '1',
+    '-b',
+    '127.0.0.1:0',
+    '--metrics-bind',
+    '127.0.0.1:0',
+    OPS,
+  ]);
   try {
     const url = await metricsUrl(forkgate);
     // One holds the unit (the proxy relays the head with the body, so no answer tells which), one queues.
@@ -334,7 +370,10 @@ test('the admin endpoint serves a self-contained dashboard and a stream of the p
     await send(forkgate.url, 7);
     const event = await firstEvent(`http://${admin}/events`);
     assert.equal(event.requests, 7);
-    assert.deepEqual(event.workers.map((worker) => worker.slot), [1, 2]);
+    assert.deepEqual(
+      event.workers.map((worker) => worker.slot),
+      [1, 2],
+    );
     assert.deepEqual(new Set(event.workers.map((worker) => worker.pid)), new Set(forkgate.workerPids()));
   } finally {
     assert.equal((await forkgate.stop()).code, 0);
@@ -362,12 +401,26 @@ function firstEvent(url: string): Promise<PoolSnapshot> {
 
 const CHROMIUM = ['chromium', 'chromium-browser'].find((command) => spawnSync(command, ['--version']).status === 0);
 
-test('in a real headless Chromium the dashboard shows the workers, follows requests and a kill, with no console error', { skip: CHROMIUM ? false : 'chromium is not installed (Debian: apt-get install chromium)' }, async (t) => {
+test('in a real headless Chromium the dashboard shows the workers, follows requests and a kill, with no console error', {
+  skip: CHROMIUM ? false : 'chromium is not installed (Debian: apt-get install chromium)',
+}, async (t) => {
   const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', OPS]);
   const profile = mkdtempSync(join(tmpdir(), 'forkgate-chromium-'));
-  const browser = spawn(CHROMIUM!, ['--headless=new', '--no-sandbox', '--disable-gpu', '--window-size=1200,900', '--remote-debugging-port=0', `--user-data-dir=${profile}`, 'about:blank'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const browser = spawn(
+    CHROMIUM!,
+    [
+      '--headless=new',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--window-size=1200,900',
+      '--remote-debugging-port=0',
+      `--user-data-dir=${profile}`,
+      'about:blank',
+    ],
+    {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
   let cdp: Cdp | null = null;
   try {
     const [, admin] = (await forkgate.waitFor(/Admin endpoint at: (\S+)/)) as [string, string];
@@ -380,7 +433,10 @@ test('in a real headless Chromium the dashboard shows the workers, follows reque
       });
       browser.once('exit', (code) => reject(new Error(`chromium exited ${code}: ${text}`)));
     });
-    const targets = JSON.parse((await request(`http://${new URL(devtools).host}/json/list`)).body) as { type: string; webSocketDebuggerUrl: string }[];
+    const targets = JSON.parse((await request(`http://${new URL(devtools).host}/json/list`)).body) as {
+      type: string;
+      webSocketDebuggerUrl: string;
+    }[];
     cdp = await Cdp.connect(targets.find((target) => target.type === 'page')!.webSocketDebuggerUrl);
     await cdp.send('Runtime.enable');
     await cdp.send('Log.enable');
@@ -389,16 +445,25 @@ test('in a real headless Chromium the dashboard shows the workers, follows reque
     const workerPids = () => shown(`[...document.querySelectorAll('#workers tr')].map((tr) => Number(tr.dataset.pid)).sort().join(' ')`);
     await eventually(async () => (await workerPids()) === forkgate.workerPids().join(' '), 'the two workers shown');
     await send(forkgate.url, 25);
-    await eventually(async () => /^25 requests since start$/.test(String(await shown(`document.getElementById('status').textContent`))), 'the requests counted on the page');
+    await eventually(
+      async () => /^25 requests since start$/.test(String(await shown(`document.getElementById('status').textContent`))),
+      'the requests counted on the page',
+    );
     const victim = forkgate.workerPids()[0]!;
     process.kill(victim, 'SIGKILL');
-    await eventually(async () => /killed/.test(String(await shown(`document.getElementById('restarts').textContent`))), 'the restart shown with its reason');
+    await eventually(
+      async () => /killed/.test(String(await shown(`document.getElementById('restarts').textContent`))),
+      'the restart shown with its reason',
+    );
     await eventually(async () => {
       const pids = forkgate.workerPids();
       return pids.length === 2 && !pids.includes(victim) && (await workerPids()) === pids.join(' ');
     }, 'the replacement shown');
     await send(forkgate.url, 5);
-    await eventually(async () => /^30 requests since start$/.test(String(await shown(`document.getElementById('status').textContent`))), 'the count carried past the kill');
+    await eventually(
+      async () => /^30 requests since start$/.test(String(await shown(`document.getElementById('status').textContent`))),
+      'the count carried past the kill',
+    );
     const screenshot = (await cdp.send('Page.captureScreenshot')) as { data: string };
     const artifact = join(tmpdir(), 'forkgate-dashboard.png');
     writeFileSync(artifact, Buffer.from(screenshot.data, 'base64'));
@@ -430,7 +495,13 @@ class Cdp {
   private constructor(socket: WebSocket) {
     this.socket = socket;
     socket.addEventListener('message', (event) => {
-      const message = JSON.parse(String(event.data)) as { id?: number; result?: unknown; error?: { message: string }; method?: string; params?: DevtoolsEvent };
+      const message = JSON.parse(String(event.data)) as {
+        id?: number;
+        result?: unknown;
+        error?: { message: string };
+        method?: string;
+        params?: DevtoolsEvent;
+      };
       if (message.id !== undefined) {
         const call = this.pending.get(message.id);
         this.pending.delete(message.id);
@@ -512,14 +583,21 @@ test('forkgate top prints the pool from the admin endpoint, frame by frame', asy
   const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, OPS]);
   try {
     await send(forkgate.url, 12);
-    const run = spawnSync(process.execPath, [`${ROOT}dist/forkgate.cjs`, 'top', '--frames', '2', '--admin', `unix:${socketPath}`], { encoding: 'utf8', timeout: 20_000 });
+    const run = spawnSync(process.execPath, [`${ROOT}dist/forkgate.cjs`, 'top', '--frames', '2', '--admin', `unix:${socketPath}`], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
     assert.equal(run.status, 0, run.stderr);
     const frames = run.stdout.split(/^(?=\d+ req\/s)/m);
     assert.equal(frames.length, 2, run.stdout);
     assert.match(frames[1]!, /12 requests since start/);
     assert.match(frames[1]!, /^SLOT\s+PID\s+STATE\s+REQUESTS/m);
     for (const pid of forkgate.workerPids()) assert.match(frames[1]!, new RegExp(`^\\d\\s+${pid}\\s+ready\\s+\\d+`, 'm'));
-    const unreachable = spawnSync(process.execPath, [`${ROOT}dist/forkgate.cjs`, 'top', '--admin', `unix:${join(scratch, 'nobody.sock')}`], { encoding: 'utf8' });
+    const unreachable = spawnSync(
+      process.execPath,
+      [`${ROOT}dist/forkgate.cjs`, 'top', '--admin', `unix:${join(scratch, 'nobody.sock')}`],
+      { encoding: 'utf8' },
+    );
     assert.equal(unreachable.status, 1);
     assert.match(unreachable.stderr, /^forkgate: error: top: cannot reach the admin endpoint/);
   } finally {

@@ -203,7 +203,11 @@ describe('nginx-examples', { skip: noNginx || noWorkerUser }, () => {
       assert.equal((await request(`http://127.0.0.1:${port}/`)).body, 'hello from websocket app');
       // The app answers each piece of the body as it comes: the first answer arrives while the request
       // is unfinished, which nginx's request buffering (the default) would not allow.
-      const upload = http.request(`http://127.0.0.1:${port}/upload`, { method: 'POST', agent: false, headers: { 'transfer-encoding': 'chunked' } });
+      const upload = http.request(`http://127.0.0.1:${port}/upload`, {
+        method: 'POST',
+        agent: false,
+        headers: { 'transfer-encoding': 'chunked' },
+      });
       upload.setTimeout(8000, () => upload.destroy(new Error('no answer to the first piece within 8 s: request buffered?')));
       upload.write('part one');
       const response = await new Promise<http.IncomingMessage>((resolve, reject) => upload.on('response', resolve).on('error', reject));
@@ -233,8 +237,12 @@ describe('nginx-examples', { skip: noNginx || noWorkerUser }, () => {
       LOAD_BALANCER_CIDR: '127.0.0.1/32',
     });
     try {
-      const get = (path: string) => `GET ${path} HTTP/1.1\r\nHost: app.example\r\nX-Forwarded-For: 203.0.113.66\r\nConnection: close\r\n\r\n`;
-      const proxied = await exchange(port, Buffer.concat([proxyV2Header('192.0.2.10', 40000, '127.0.0.1', port), Buffer.from(get('/request'))]));
+      const get = (path: string) =>
+        `GET ${path} HTTP/1.1\r\nHost: app.example\r\nX-Forwarded-For: 203.0.113.66\r\nConnection: close\r\n\r\n`;
+      const proxied = await exchange(
+        port,
+        Buffer.concat([proxyV2Header('192.0.2.10', 40000, '127.0.0.1', port), Buffer.from(get('/request'))]),
+      );
       assert.match(proxied, /^HTTP\/1\.1 200 /);
       const { headers } = JSON.parse(proxied.slice(proxied.indexOf('\r\n\r\n') + 4)) as Seen;
       assert.equal(headers['x-real-ip'], '192.0.2.10');
@@ -251,10 +259,29 @@ describe('nginx-examples', { skip: noNginx || noWorkerUser }, () => {
   test('tls.conf: HTTPS at nginx, plain HTTP to forkgate; port 80 redirects', { skip: noOpenssl }, async () => {
     const certificate = join(dir, 'cert.pem');
     const key = join(dir, 'key.pem');
-    const openssl = spawnSync('openssl', [
-      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
-      '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', certificate,
-    ], { encoding: 'utf8' });
+    const openssl = spawnSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-days',
+        '2',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+        '-keyout',
+        key,
+        '-out',
+        certificate,
+      ],
+      { encoding: 'utf8' },
+    );
     assert.equal(openssl.status, 0, openssl.stderr);
     const [httpPort, httpsPort] = [await freePort(), await freePort()];
     const nginx = await serve('tls.conf', {

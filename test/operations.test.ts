@@ -19,7 +19,19 @@ async function startWithAccessLogAsNobody(): Promise<{ installed: Installation; 
   const installed = install(['ops.cjs']);
   const log = join(logDirectory(installed), 'access.log');
   const forkgate = await start(
-    ['-w', '2', '-u', 'nobody', '-b', '127.0.0.1:0', '--access-logfile', log, '--access-logformat', '%(p)s "%(r)s" %(s)s', installed.app('ops.cjs')],
+    [
+      '-w',
+      '2',
+      '-u',
+      'nobody',
+      '-b',
+      '127.0.0.1:0',
+      '--access-logfile',
+      log,
+      '--access-logformat',
+      '%(p)s "%(r)s" %(s)s',
+      installed.app('ops.cjs'),
+    ],
     { command: installed.command, cwd: installed.dir },
   );
   return { installed, log, forkgate };
@@ -47,7 +59,10 @@ function pidsIn(file: string): number[] {
 
 /** With --error-logfile the master writes there: readiness and the URL are read from the file. */
 async function readyIn(errorLog: string): Promise<string> {
-  const match = await eventually(() => contents(errorLog).match(/Listening at: (\S+)[\s\S]*Ready: \d+ workers? serving/), 'the pool to be ready');
+  const match = await eventually(
+    () => contents(errorLog).match(/Listening at: (\S+)[\s\S]*Ready: \d+ workers? serving/),
+    'the pool to be ready',
+  );
   return match[1]!;
 }
 
@@ -95,7 +110,8 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
         if (served.get(pid)! <= 20) for (const other of spentSince.keys()) if (other !== pid) spentSince.set(other, true);
         if (served.get(pid) === 20) spentSince.set(pid, false);
       }
-      for (const [pid, count] of late) assert.ok(count <= slack, `worker ${pid} served ${count} past its limit while another served: ${answeredBy.join(' ')}`);
+      for (const [pid, count] of late)
+        assert.ok(count <= slack, `worker ${pid} served ${count} past its limit while another served: ${answeredBy.join(' ')}`);
     } finally {
       await forkgate.stop();
     }
@@ -210,7 +226,9 @@ test('HUP to a config whose error log cannot be opened is refused, and the maste
     const before = forkgate.workerPids();
     writeFileSync(config, JSON.stringify({ workers: 1, errorLogfile: join(scratch, 'missing', 'error.log') }));
     forkgate.signal('SIGHUP');
-    await forkgate.waitFor(/Reload aborted, settings unchanged: --error-logfile: ENOENT: no such file or directory, open '.+\/missing\/error\.log'/);
+    await forkgate.waitFor(
+      /Reload aborted, settings unchanged: --error-logfile: ENOENT: no such file or directory, open '.+\/missing\/error\.log'/,
+    );
     assert.equal((await request(`${forkgate.url}/pid`)).body, String(before[0]));
     forkgate.signal('SIGTTIN');
     await forkgate.waitFor(/Pool size raised to 2/);
@@ -222,8 +240,14 @@ test('HUP to a config whose error log cannot be opened is refused, and the maste
 test('access log: Gunicorn format; USR1 reopens the file after logrotate moved it', async () => {
   const logFile = join(scratch, 'access.log');
   const forkgate = await start([
-    '-w', '1', '-b', '127.0.0.1:0', '--access-logfile', logFile,
-    '--access-logformat', '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s %({x-trace}i)s %({content-type}o)s',
+    '-w',
+    '1',
+    '-b',
+    '127.0.0.1:0',
+    '--access-logfile',
+    logFile,
+    '--access-logformat',
+    '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s %({x-trace}i)s %({content-type}o)s',
     `${FIXTURES}listener.cjs`,
   ]);
   try {
@@ -254,85 +278,118 @@ test('access log: Gunicorn format; USR1 reopens the file after logrotate moved i
   }
 });
 
-test('--user, access log in a root-owned directory: logrotate (mv, USR1) under keep-alive load loses no request, the workers write the new file', asRoot, async (t) => {
-  const { installed, log, forkgate } = await startWithAccessLogAsNobody();
-  try {
-    const workers = forkgate.workerPids();
-    const load = keepAliveLoad(`${forkgate.url}/pid`, { connections: 4, maxMs: 30_000 });
-    await load.reached(100);
-    renameSync(log, `${log}.1`);
-    forkgate.signal('SIGUSR1');
-    await forkgate.waitFor(/Handling signal: usr1/);
-    await eventually(() => workers.every((pid) => pidsIn(log).includes(pid)), 'lines from every worker in the new file');
-    await load.reached(300);
-    const { ok, failures } = await load.stop();
-    t.diagnostic(`logrotate under load: ${ok + failures.length} requests, ${failures.length} failed`);
-    assert.deepEqual(failures, [], `${failures.length} failed of ${ok + failures.length}`);
-    assert.equal(statSync(log).uid, 65534, "the new file is the workers' own");
-    // Every request has its line, in the old file before the rotation or the new one after.
-    await eventually(() => pidsIn(`${log}.1`).length + pidsIn(log).length === ok, 'a line for every request');
-    assert.ok(pidsIn(`${log}.1`).length >= 100);
-    assert.deepEqual([...new Set([...pidsIn(`${log}.1`), ...pidsIn(log)])].sort(), workers);
-    assert.deepEqual(forkgate.workerPids(), workers, 'no worker died');
-    assert.doesNotMatch(forkgate.output, /not reopened|EACCES/);
-  } finally {
-    await forkgate.stop();
-    installed.remove();
-  }
-});
-
-test('--user: log files that cannot be reopened (a directory now at their path) are named once; master and workers write on to the old files', asRoot, async () => {
-  const installed = install(['ops.cjs']);
-  const dir = logDirectory(installed);
-  const [accessLog, errorLog] = [join(dir, 'access.log'), join(dir, 'error.log')];
-  const forkgate = await start(
-    ['-w', '2', '-u', 'nobody', '-b', '127.0.0.1:0', '--access-logfile', accessLog, '--access-logformat', '%(p)s "%(r)s" %(s)s',
-      '--error-logfile', errorLog, installed.app('ops.cjs')],
-    { command: installed.command, cwd: installed.dir, waitReady: false },
-  );
-  try {
-    const url = await readyIn(errorLog);
-    const workers = forkgate.workerPids();
-    for (const log of [accessLog, errorLog]) {
+test(
+  '--user, access log in a root-owned directory: logrotate (mv, USR1) under keep-alive load loses no request, the workers write the new file',
+  asRoot,
+  async (t) => {
+    const { installed, log, forkgate } = await startWithAccessLogAsNobody();
+    try {
+      const workers = forkgate.workerPids();
+      const load = keepAliveLoad(`${forkgate.url}/pid`, { connections: 4, maxMs: 30_000 });
+      await load.reached(100);
       renameSync(log, `${log}.1`);
-      mkdirSync(log);
+      forkgate.signal('SIGUSR1');
+      await forkgate.waitFor(/Handling signal: usr1/);
+      await eventually(() => workers.every((pid) => pidsIn(log).includes(pid)), 'lines from every worker in the new file');
+      await load.reached(300);
+      const { ok, failures } = await load.stop();
+      t.diagnostic(`logrotate under load: ${ok + failures.length} requests, ${failures.length} failed`);
+      assert.deepEqual(failures, [], `${failures.length} failed of ${ok + failures.length}`);
+      assert.equal(statSync(log).uid, 65534, "the new file is the workers' own");
+      // Every request has its line, in the old file before the rotation or the new one after.
+      await eventually(() => pidsIn(`${log}.1`).length + pidsIn(log).length === ok, 'a line for every request');
+      assert.ok(pidsIn(`${log}.1`).length >= 100);
+      assert.deepEqual([...new Set([...pidsIn(`${log}.1`), ...pidsIn(log)])].sort(), workers);
+      assert.deepEqual(forkgate.workerPids(), workers, 'no worker died');
+      assert.doesNotMatch(forkgate.output, /not reopened|EACCES/);
+    } finally {
+      await forkgate.stop();
+      installed.remove();
     }
-    forkgate.signal('SIGUSR1');
-    await eventually(() => contents(`${errorLog}.1`).includes('Handling signal: usr1'), 'the master to take USR1');
-    // Connections reach the workers over the channel that carried the reopen: these come after it.
-    const served = new Set<string>();
-    for (let i = 0; i < 20 && served.size < workers.length; i++) served.add((await request(`${url}/pid`)).body);
-    assert.deepEqual([...served].map(Number).sort(), workers);
-    await eventually(() => pidsIn(`${accessLog}.1`).length >= 2, 'the lines in the old access log');
-    const errors = contents(`${errorLog}.1`).split('\n').filter((line) => line.startsWith('[ERROR]'));
-    assert.equal(errors.length, 2, errors.join('\n'));
-    assert.match(errors[0]!, new RegExp(`\\[${forkgate.pid}\\] Log file not reopened, writing on to the old file: EISDIR: .*'${accessLog}'$`));
-    assert.match(errors[1]!, new RegExp(`\\[${forkgate.pid}\\] Log file not reopened, writing on to the old file: EISDIR: .*'${errorLog}'$`));
-    assert.deepEqual(forkgate.workerPids(), workers, 'no worker died');
-  } finally {
-    await forkgate.stop();
-    installed.remove();
-  }
-});
+  },
+);
 
-test('--user: a worker started after logrotate moved the access log, before USR1, boots: the master makes the file for it', asRoot, async () => {
-  const { installed, log, forkgate } = await startWithAccessLogAsNobody();
-  try {
-    const [doomed, survivor] = forkgate.workerPids();
-    renameSync(log, `${log}.1`);
-    process.kill(doomed!, 'SIGKILL');
-    const reply = await eventually(async () => {
-      const { body } = await request(`${forkgate.url}/pid`);
-      return body !== String(doomed) && body !== String(survivor) && body;
-    }, 'the replacement to serve');
-    assert.equal(statSync(log).uid, 65534);
-    await eventually(() => pidsIn(log).includes(Number(reply)), 'its line in the new file');
-    assert.doesNotMatch(forkgate.output, /failed to boot|Cannot start a worker/);
-  } finally {
-    await forkgate.stop();
-    installed.remove();
-  }
-});
+test(
+  '--user: log files that cannot be reopened (a directory now at their path) are named once; master and workers write on to the old files',
+  asRoot,
+  async () => {
+    const installed = install(['ops.cjs']);
+    const dir = logDirectory(installed);
+    const [accessLog, errorLog] = [join(dir, 'access.log'), join(dir, 'error.log')];
+    const forkgate = await start(
+      [
+        '-w',
+        '2',
+        '-u',
+        'nobody',
+        '-b',
+        '127.0.0.1:0',
+        '--access-logfile',
+        accessLog,
+        '--access-logformat',
+        '%(p)s "%(r)s" %(s)s',
+        '--error-logfile',
+        errorLog,
+        installed.app('ops.cjs'),
+      ],
+      { command: installed.command, cwd: installed.dir, waitReady: false },
+    );
+    try {
+      const url = await readyIn(errorLog);
+      const workers = forkgate.workerPids();
+      for (const log of [accessLog, errorLog]) {
+        renameSync(log, `${log}.1`);
+        mkdirSync(log);
+      }
+      forkgate.signal('SIGUSR1');
+      await eventually(() => contents(`${errorLog}.1`).includes('Handling signal: usr1'), 'the master to take USR1');
+      // Connections reach the workers over the channel that carried the reopen: these come after it.
+      const served = new Set<string>();
+      for (let i = 0; i < 20 && served.size < workers.length; i++) served.add((await request(`${url}/pid`)).body);
+      assert.deepEqual([...served].map(Number).sort(), workers);
+      await eventually(() => pidsIn(`${accessLog}.1`).length >= 2, 'the lines in the old access log');
+      const errors = contents(`${errorLog}.1`)
+        .split('\n')
+        .filter((line) => line.startsWith('[ERROR]'));
+      assert.equal(errors.length, 2, errors.join('\n'));
+      assert.match(
+        errors[0]!,
+        new RegExp(`\\[${forkgate.pid}\\] Log file not reopened, writing on to the old file: EISDIR: .*'${accessLog}'$`),
+      );
+      assert.match(
+        errors[1]!,
+        new RegExp(`\\[${forkgate.pid}\\] Log file not reopened, writing on to the old file: EISDIR: .*'${errorLog}'$`),
+      );
+      assert.deepEqual(forkgate.workerPids(), workers, 'no worker died');
+    } finally {
+      await forkgate.stop();
+      installed.remove();
+    }
+  },
+);
+
+test(
+  '--user: a worker started after logrotate moved the access log, before USR1, boots: the master makes the file for it',
+  asRoot,
+  async () => {
+    const { installed, log, forkgate } = await startWithAccessLogAsNobody();
+    try {
+      const [doomed, survivor] = forkgate.workerPids();
+      renameSync(log, `${log}.1`);
+      process.kill(doomed!, 'SIGKILL');
+      const reply = await eventually(async () => {
+        const { body } = await request(`${forkgate.url}/pid`);
+        return body !== String(doomed) && body !== String(survivor) && body;
+      }, 'the replacement to serve');
+      assert.equal(statSync(log).uid, 65534);
+      await eventually(() => pidsIn(log).includes(Number(reply)), 'its line in the new file');
+      assert.doesNotMatch(forkgate.output, /failed to boot|Cannot start a worker/);
+    } finally {
+      await forkgate.stop();
+      installed.remove();
+    }
+  },
+);
 
 test('a worker that cannot open its error log at boot: the master logs why, and retries it with back-off', async () => {
   const dir = mkdtempSync(join(scratch, 'error-log-'));
@@ -345,7 +402,10 @@ test('a worker that cannot open its error log at boot: the master logs why, and 
     mkdirSync(errorLog);
     process.kill(doomed!, 'SIGKILL');
     await eventually(
-      () => /Worker failed to boot \(pid:\d+\):\nError: EISDIR: illegal operation on a directory, open '.+error\.log'[\s\S]*Next worker start in 500 ms/.test(contents(`${errorLog}.1`)),
+      () =>
+        /Worker failed to boot \(pid:\d+\):\nError: EISDIR: illegal operation on a directory, open '.+error\.log'[\s\S]*Next worker start in 500 ms/.test(
+          contents(`${errorLog}.1`),
+        ),
       'the boot failure and its cause in the error log',
     );
     assert.equal((await request(`${url}/pid`)).body, String(survivor));
@@ -365,14 +425,32 @@ test('serves on a unix socket', async () => {
   }
 });
 
-for (const [balance, umask] of [['round-robin', '077'], ['proxy', '000']] as const) {
+for (const [balance, umask] of [
+  ['round-robin', '077'],
+  ['proxy', '000'],
+] as const) {
   test(`unix sockets keep their modes whatever --umask (-m ${umask}): 0666 for clients, 0600 for the admin endpoint (${balance})`, async () => {
     const socketPath = join(scratch, `modes-${balance}.sock`);
     const admin = join(scratch, `modes-${balance}-admin.sock`);
-    const forkgate = await start(['-w', '1', '--balance', balance, '-m', umask, '-b', `unix:${socketPath}`, '--admin-bind', `unix:${admin}`, OPS]);
+    const forkgate = await start([
+      '-w',
+      '1',
+      '--balance',
+      balance,
+      '-m',
+      umask,
+      '-b',
+      `unix:${socketPath}`,
+      '--admin-bind',
+      `unix:${admin}`,
+      OPS,
+    ]);
     try {
       const modes = [socketPath, admin].map((path) => statSync(path).mode & 0o777);
-      assert.deepEqual(modes.map((mode) => mode.toString(8)), ['666', '600']);
+      assert.deepEqual(
+        modes.map((mode) => mode.toString(8)),
+        ['666', '600'],
+      );
       assert.equal((await request('http://localhost/pid', { socketPath })).status, 200);
     } finally {
       await forkgate.stop();
@@ -380,7 +458,9 @@ for (const [balance, umask] of [['round-robin', '077'], ['proxy', '000']] as con
   });
 }
 
-test('--socket-mode and --socket-group set the mode and group of a unix socket for clients', { skip: process.getuid?.() !== 0 && 'needs root' }, async () => {
+test('--socket-mode and --socket-group set the mode and group of a unix socket for clients', {
+  skip: process.getuid?.() !== 0 && 'needs root',
+}, async () => {
   const socketPath = join(scratch, 'group.sock');
   const forkgate = await start(['-w', '1', '--socket-mode', '0660', '--socket-group', '4242', '-b', `unix:${socketPath}`, OPS]);
   try {
@@ -393,7 +473,10 @@ test('--socket-mode and --socket-group set the mode and group of a unix socket f
 
 test('a --socket-group the master cannot give exits 2 and says why: no such group; not root, a group not its own', async () => {
   const refused = async (group: string, options: StartOptions = {}) => {
-    const forkgate = await start(['--socket-group', group, '-b', `unix:${join(scratch, 'refused.sock')}`, OPS], { ...options, waitReady: false });
+    const forkgate = await start(['--socket-group', group, '-b', `unix:${join(scratch, 'refused.sock')}`, OPS], {
+      ...options,
+      waitReady: false,
+    });
     assert.equal((await forkgate.exited).code, 2, forkgate.output);
     return forkgate.output;
   };
@@ -439,7 +522,10 @@ for (const balance of ['round-robin', 'reuseport']) {
         });
       assert.match(await raw('THIS IS NOT HTTP\r\n\r\n'), /^HTTP\/1\.1 400/);
       assert.match(await raw(`GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`), /^HTTP\/1\.1 431/);
-      assert.match(await raw('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'), /^HTTP\/1\.1 400/);
+      assert.match(
+        await raw('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'),
+        /^HTTP\/1\.1 400/,
+      );
       assert.equal((await request(`${forkgate.url}/`)).status, 200);
       assert.deepEqual(forkgate.workerPids(), [pid]);
     } finally {
@@ -454,7 +540,10 @@ test("a worker's warning hints at --node-option=--trace-warnings, which then sho
   try {
     // Node emits warnings on a later tick: they may follow the ready line.
     await plain.waitFor(/\(node:\d+\) \[FORKGATE_TEST_DEP\] DeprecationWarning: something deprecated\n/);
-    assert.match(plain.output, /\(node:\d+\) \[FORKGATE_TEST_WARNING\] Warning: something to warn about\n\(Use `forkgate --node-option=--trace-warnings \.\.\.` to show where the warning was created\)\n/);
+    assert.match(
+      plain.output,
+      /\(node:\d+\) \[FORKGATE_TEST_WARNING\] Warning: something to warn about\n\(Use `forkgate --node-option=--trace-warnings \.\.\.` to show where the warning was created\)\n/,
+    );
     assert.equal(plain.count(/\(Use `/), 1, 'the hint comes once');
   } finally {
     await plain.stop();

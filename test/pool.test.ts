@@ -15,13 +15,19 @@ for (const balance of ['round-robin', 'reuseport'] as const) {
       assert.equal(forkgate.workerPids().length, 3);
       const seen = new Set<string>();
       for (let i = 0; i < 60 && seen.size < 3; i++) seen.add((await request(`${forkgate.url}/pid`)).body);
-      assert.deepEqual([...seen].map(Number).sort((a, b) => a - b), forkgate.workerPids());
+      assert.deepEqual(
+        [...seen].map(Number).sort((a, b) => a - b),
+        forkgate.workerPids(),
+      );
     });
 
     test('replaces a worker killed with SIGKILL and keeps serving', async () => {
       const [victim] = forkgate.workerPids();
       process.kill(victim!, 'SIGKILL');
-      await eventually(() => !isAlive(victim!) && forkgate.workerPids().length === 3 && !forkgate.workerPids().includes(victim!), 'a replacement worker');
+      await eventually(
+        () => !isAlive(victim!) && forkgate.workerPids().length === 3 && !forkgate.workerPids().includes(victim!),
+        'a replacement worker',
+      );
       await forkgate.waitFor(new RegExp(`Worker \\(pid:${victim}\\) was killed by SIGKILL: perhaps out of memory`));
       for (let i = 0; i < 10; i++) assert.equal((await request(`${forkgate.url}/`)).status, 200);
     });
@@ -75,5 +81,8 @@ test('an ES module that does not parse: its file, line and message shown, exit 3
   const { code } = await forkgate.exited;
   assert.equal(code, 3);
   // Node gives an ES module's SyntaxError no location of its own (in the single binary too).
-  assert.match(forkgate.output, /\/syntax-error\.mjs:3\n {2}res\.end\('hello from syntax-error'\n +\^+\nSyntaxError: missing \) after argument list\n/);
+  assert.match(
+    forkgate.output,
+    /\/syntax-error\.mjs:3\n {2}res\.end\('hello from syntax-error'\n +\^+\nSyntaxError: missing \) after argument list\n/,
+  );
 });

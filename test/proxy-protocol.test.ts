@@ -11,10 +11,16 @@ import { ipv4Block, ipv6Block, proxyV2 } from './helpers/edge.ts';
 test('v1: TCP4 and TCP6 name the client; the bytes after the CRLF are the connection', () => {
   const data = Buffer.from('PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\nGET / HTTP/1.1\r\n');
   assert.deepEqual(parseProxyHeader(data), {
-    state: 'parsed', version: 1, length: 47, source: { address: '192.168.0.1', port: 56324, family: 'IPv4' },
+    state: 'parsed',
+    version: 1,
+    length: 47,
+    source: { address: '192.168.0.1', port: 56324, family: 'IPv4' },
   });
   assert.deepEqual(parseProxyHeader(Buffer.from('PROXY TCP6 2001:db8::1 ::1 65535 80\r\n')), {
-    state: 'parsed', version: 1, length: 37, source: { address: '2001:db8::1', port: 65535, family: 'IPv6' },
+    state: 'parsed',
+    version: 1,
+    length: 37,
+    source: { address: '2001:db8::1', port: 65535, family: 'IPv6' },
   });
 });
 
@@ -46,12 +52,18 @@ test('v2: PROXY over TCP/IPv4 and TCP/IPv6, TLVs skipped', () => {
   const v4 = proxyV2(1, 0x11, Buffer.concat([ipv4Block('203.0.113.7', '10.0.0.1', 40000, 443), tlv]));
   const after = Buffer.from('GET / HTTP/1.1\r\n');
   assert.deepEqual(parseProxyHeader(Buffer.concat([v4, after])), {
-    state: 'parsed', version: 2, length: v4.length, source: { address: '203.0.113.7', port: 40000, family: 'IPv4' },
+    state: 'parsed',
+    version: 2,
+    length: v4.length,
+    source: { address: '203.0.113.7', port: 40000, family: 'IPv4' },
   });
 
   const v6 = ipv6Block('20010db8000000000000000000000042', '00000000000000000000000000000001', 51000, 443);
   assert.deepEqual(parseProxyHeader(proxyV2(1, 0x21, v6)), {
-    state: 'parsed', version: 2, length: 52, source: { address: '2001:db8::42', port: 51000, family: 'IPv6' },
+    state: 'parsed',
+    version: 2,
+    length: 52,
+    source: { address: '2001:db8::42', port: 51000, family: 'IPv6' },
   });
 });
 
@@ -147,7 +159,10 @@ test('reader: a header split across reads is put together; the bytes after it st
 });
 
 test('reader: without a header, auto and peers that may not send one pass every byte on', async () => {
-  for (const policy of [{ ...ALLOWED_V1, mode: 'auto' as const }, { ...ALLOWED_V1, allowed: false }]) {
+  for (const policy of [
+    { ...ALLOWED_V1, mode: 'auto' as const },
+    { ...ALLOWED_V1, allowed: false },
+  ]) {
     assert.deepEqual(await readOverLoopback(policy, ['P', 'UT / HTTP/1.1\r\n\r\n']), { source: null, rest: 'PUT / HTTP/1.1\r\n\r\n' });
   }
 });

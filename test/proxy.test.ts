@@ -78,10 +78,21 @@ test('least busy: while one worker spins on the CPU, every quick request goes to
     assert.equal(spun.status, 200);
     assert.equal(spun.body, `spun in ${spin.pid}`);
     assert.equal(quick.length, 20);
-    const others = forkgate.workerPids().filter((pid) => String(pid) !== spin.pid).map(String);
+    const others = forkgate
+      .workerPids()
+      .filter((pid) => String(pid) !== spin.pid)
+      .map(String);
     assert.equal(others.length, 1);
-    assert.deepEqual(quick.filter(({ pid }) => pid !== others[0]), [], 'every quick request went to the worker that was not spinning');
-    assert.deepEqual(quick.filter(({ spinDone }) => spinDone), [], 'every quick request finished before the spin');
+    assert.deepEqual(
+      quick.filter(({ pid }) => pid !== others[0]),
+      [],
+      'every quick request went to the worker that was not spinning',
+    );
+    assert.deepEqual(
+      quick.filter(({ spinDone }) => spinDone),
+      [],
+      'every quick request finished before the spin',
+    );
   } finally {
     await forkgate.stop();
   }
@@ -99,17 +110,27 @@ test('requests sent to a unit before it started to spin are taken back and answe
     assert.equal(answeredBy.size, 2, 'both units answered');
     // The spin and 5 quick requests pipelined behind it, dispatched together: the other unit takes 3,
     // so the spinning unit gets 2 (stuck or not), and one at least is not the oldest it has unanswered.
-    const burst = Array.from({ length: 5 }, (_, id) => `GET /logged?id=${id}&log=${log} HTTP/1.1\r\nHost: x\r\n${id === 4 ? 'Connection: close\r\n' : ''}\r\n`);
+    const burst = Array.from(
+      { length: 5 },
+      (_, id) => `GET /logged?id=${id}&log=${log} HTTP/1.1\r\nHost: x\r\n${id === 4 ? 'Connection: close\r\n' : ''}\r\n`,
+    );
     const { received } = await exchange(forkgate.url, `GET /spin?ms=1000 HTTP/1.1\r\nHost: x\r\n\r\n${burst.join('')}`);
     assert.equal(received.match(/HTTP\/1\.1 200 OK/g)?.length, 6, received);
     const spinner = /spun in (\d+)/.exec(received)![1]!;
     const takenBack = [...forkgate.output.matchAll(/GET \/logged\?id=(\d+)&\S* waited behind a busy \S*\/(\d+)-\d+\.sock/g)];
     const fromSpinner = takenBack.filter(([, , pid]) => pid === spinner).map(([, id]) => id!);
-    const runs = readFileSync(log, 'utf8').trim().split('\n').map((line) => line.split(' '));
+    const runs = readFileSync(log, 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => line.split(' '));
     const ranElsewhere = fromSpinner.filter((id) => runs.some(([ran, pid]) => ran === id && pid !== spinner));
     assert.ok(ranElsewhere.length > 0, `requests taken back from the spinning unit ran on the other: ${fromSpinner}`);
     const status = JSON.parse((await request('http://admin/status', { socketPath: admin })).body) as { backends: { takenBack: number }[] };
-    assert.equal(status.backends.reduce((sum, { takenBack: count }) => sum + count, 0), takenBack.length, '/status counts what was taken back');
+    assert.equal(
+      status.backends.reduce((sum, { takenBack: count }) => sum + count, 0),
+      takenBack.length,
+      '/status counts what was taken back',
+    );
   } finally {
     await forkgate.stop();
   }
@@ -129,16 +150,29 @@ test('requests a unit has started and awaits are never taken back, even when the
     // ...and now a unit stops making progress: what it has started stays with it.
     const before = forkgate.output.length;
     const spin = await startSpin(forkgate.url, 600, 'awaited-spin');
-    const startedIn = readFileSync(log, 'utf8').trim().split('\n').map((line) => line.split(' ')[1]);
+    const startedIn = readFileSync(log, 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => line.split(' ')[1]);
     assert.ok(startedIn.includes(String(spin.pid)), 'the spinning unit has some of the awaited requests');
     // The other unit keeps answering meanwhile: the spinning one is stuck beside a unit that moves, so
     // whatever it has not started is taken back now.
     let quick = 0;
     while (!spin.state.done && quick++ < 1000) assert.equal((await request(`${forkgate.url}/pid`)).status, 200);
     assert.equal((await spin.reply).status, 200);
-    assert.deepEqual((await Promise.all(replies)).map(({ status }) => status), Array(12).fill(200));
-    const runs = readFileSync(log, 'utf8').trim().split('\n').map((line) => Number(line.split(' ')[0]));
-    assert.deepEqual(runs.sort((a, b) => a - b), [...Array(12).keys()], 'each request ran exactly once');
+    assert.deepEqual(
+      (await Promise.all(replies)).map(({ status }) => status),
+      Array(12).fill(200),
+    );
+    const runs = readFileSync(log, 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => Number(line.split(' ')[0]));
+    assert.deepEqual(
+      runs.sort((a, b) => a - b),
+      [...Array(12).keys()],
+      'each request ran exactly once',
+    );
     assert.doesNotMatch(forkgate.output.slice(before), /waited behind a busy/);
   } finally {
     await forkgate.stop();
@@ -179,13 +213,18 @@ test('response bodies reach the client byte for byte: small and large, with a le
     for (const size of [1, 256, 16 * 1024, 16 * 1024 + 1, 200_000]) {
       for (const framing of ['', '&chunked']) {
         const body = await new Promise<Buffer>((resolve, reject) => {
-          http.get(`${forkgate.url}/bytes?size=${size}${framing}`, (res) => {
-            const chunks: Buffer[] = [];
-            res.on('data', (chunk: Buffer) => chunks.push(chunk)).on('end', () => resolve(Buffer.concat(chunks)));
-          }).on('error', reject);
+          http
+            .get(`${forkgate.url}/bytes?size=${size}${framing}`, (res) => {
+              const chunks: Buffer[] = [];
+              res.on('data', (chunk: Buffer) => chunks.push(chunk)).on('end', () => resolve(Buffer.concat(chunks)));
+            })
+            .on('error', reject);
         });
         const expected = Buffer.alloc(size, 0).map((_, i) => i % 256);
-        assert.ok(body.equals(expected), `size ${size}${framing}: ${body.length} bytes, first difference at ${body.findIndex((byte, i) => byte !== expected[i])}`);
+        assert.ok(
+          body.equals(expected),
+          `size ${size}${framing}: ${body.length} bytes, first difference at ${body.findIndex((byte, i) => byte !== expected[i])}`,
+        );
       }
     }
   } finally {
@@ -214,25 +253,35 @@ test('a streamed response reaches the client chunk by chunk; a client that leave
   }
 });
 
-for (const [bufferSize, firstPart] of [['0', 'part-one'], ['1024', 'x'.repeat(2000)]] as const) {
+for (const [bufferSize, firstPart] of [
+  ['0', 'part-one'],
+  ['1024', 'x'.repeat(2000)],
+] as const) {
   test(`--buffer-size ${bufferSize}: a body ${bufferSize === '0' ? 'of any size' : 'larger than the buffer'} streams to the app while the client is still sending`, async () => {
     const forkgate = await start(['-w', '1', ...proxyArgs('--buffer-size', bufferSize, PROXY)]);
     try {
       const body = await new Promise<string>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error('the app did not see the first part of the body while the client was still sending')), 5_000);
-        const req = http.request(`${forkgate.url}/upload`, { method: 'POST', agent: false, headers: { 'transfer-encoding': 'chunked' } }, (res) => {
-          let received = '';
-          res.setEncoding('utf8');
-          res.on('data', (chunk: string) => {
-            received += chunk;
-            if (received.includes('received') && !req.writableEnded) {
-              clearTimeout(timer);
-              req.end('part-two');
-            }
-          });
-          res.on('end', () => resolve(received));
-          res.on('error', reject);
-        });
+        const timer = setTimeout(
+          () => reject(new Error('the app did not see the first part of the body while the client was still sending')),
+          5_000,
+        );
+        const req = http.request(
+          `${forkgate.url}/upload`,
+          { method: 'POST', agent: false, headers: { 'transfer-encoding': 'chunked' } },
+          (res) => {
+            let received = '';
+            res.setEncoding('utf8');
+            res.on('data', (chunk: string) => {
+              received += chunk;
+              if (received.includes('received') && !req.writableEnded) {
+                clearTimeout(timer);
+                req.end('part-two');
+              }
+            });
+            res.on('end', () => resolve(received));
+            res.on('error', reject);
+          },
+        );
         req.on('error', reject);
         req.flushHeaders();
         req.write(firstPart);
@@ -312,7 +361,9 @@ test('--queue-limit: requests beyond it get 503 with Retry-After at once, the qu
   const agents = Array.from({ length: 3 }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }));
   try {
     const spin = await startSpin(forkgate.url, 1500, 'queue-limit');
-    const replies = await Promise.all(agents.map(async (agent) => ({ ...(await request(`${forkgate.url}/pid`, { agent: agent })), spinDone: spin.state.done, agent })));
+    const replies = await Promise.all(
+      agents.map(async (agent) => ({ ...(await request(`${forkgate.url}/pid`, { agent: agent })), spinDone: spin.state.done, agent })),
+    );
     assert.equal((await spin.reply).status, 200);
     assert.deepEqual(replies.map(({ status }) => status).sort(), [200, 200, 503]);
     const refused = replies.find(({ status }) => status === 503)!;
@@ -350,7 +401,11 @@ test('a unit that dies before answering, or mid-header: 502, never a retry that 
   try {
     const exits = /Worker \(pid:(\d+)\) exited with code 1/g;
     const recovered = async (deaths: number) => {
-      await eventually(() => forkgate.count(exits) >= deaths && forkgate.workerPids().length === 2, `${deaths} crashed workers replaced`, 15_000);
+      await eventually(
+        () => forkgate.count(exits) >= deaths && forkgate.workerPids().length === 2,
+        `${deaths} crashed workers replaced`,
+        15_000,
+      );
       assert.equal(forkgate.count(exits), deaths, 'each crashing request killed one worker, no retry killed another');
     };
     // Requests wait in the master while a replacement boots, then are served by the live workers.
@@ -487,13 +542,15 @@ test('the master applies the trust rules: spoofed forwarding headers from an unt
     assert.equal(seen.headers['x-forwarded-for'], '127.0.0.1');
     assert.equal(seen.headers['x-forkgate-peer'], undefined);
     for (const name of ['x-forwarded-proto', 'x-forwarded-host', 'forwarded']) assert.equal(seen.headers[name], undefined, name);
-    for (const name of ['keep-alive', 'proxy-authorization', 'proxy-connection']) assert.equal(seen.headers[name], undefined, `${name} went past the master`);
+    for (const name of ['keep-alive', 'proxy-authorization', 'proxy-connection'])
+      assert.equal(seen.headers[name], undefined, `${name} went past the master`);
     assert.match(seen.headers['x-request-id']!, UUID);
     assert.equal(reply.headers['x-request-id'], seen.headers['x-request-id']);
 
     // The client a PROXY header names is the one --forwarded-allow-ips judges.
     const spoofing = 'X-Forwarded-For: 198.51.100.7\r\nX-Forwarded-Proto: https\r\n';
-    const ask = (client: string) => `PROXY TCP4 ${client} 127.0.0.1 1 80\r\nGET / HTTP/1.1\r\nHost: x\r\n${spoofing}Connection: close\r\n\r\n`;
+    const ask = (client: string) =>
+      `PROXY TCP4 ${client} 127.0.0.1 1 80\r\nGET / HTTP/1.1\r\nHost: x\r\n${spoofing}Connection: close\r\n\r\n`;
     const trusted = echoOf(await exchange(forkgate.url, ask('10.1.2.3')));
     assert.equal(trusted.remoteAddress, '10.1.2.3');
     assert.equal(trusted.headers['x-forwarded-for'], '198.51.100.7');
@@ -504,7 +561,10 @@ test('the master applies the trust rules: spoofed forwarding headers from an unt
     assert.equal(untrusted.headers['x-forwarded-proto'], undefined);
 
     // An upgrade request too.
-    const upgraded = await exchange(forkgate.url, `GET / HTTP/1.1\r\nHost: x\r\n${spoofing}X-Forkgate-Peer: IPv4 6.6.6.6 6666\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n`);
+    const upgraded = await exchange(
+      forkgate.url,
+      `GET / HTTP/1.1\r\nHost: x\r\n${spoofing}X-Forkgate-Peer: IPv4 6.6.6.6 6666\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n`,
+    );
     assert.equal(statusOf(upgraded), 101);
     assert.equal(echoOf(upgraded).remoteAddress, '127.0.0.1');
     assert.equal(echoOf(upgraded).headers['x-forwarded-for'], '127.0.0.1');

@@ -23,10 +23,14 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
       await load.reached(500);
       writeFileSync(app, appSource('v2'));
       forkgate.signal('SIGHUP');
-      await eventually(() => {
-        const now = forkgate.workerPids();
-        return now.length === 2 && now.every((pid) => !before.includes(pid));
-      }, 'a new generation of workers', 20_000);
+      await eventually(
+        () => {
+          const now = forkgate.workerPids();
+          return now.length === 2 && now.every((pid) => !before.includes(pid));
+        },
+        'a new generation of workers',
+        20_000,
+      );
       const { ok, failures } = await load.stop();
       t.diagnostic(`HUP under load (${balance}): ${ok + failures.length} requests, ${failures.length} failed`);
       // On failure, what forkgate said about it (the proxy names each request it could not forward).
@@ -56,7 +60,10 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
       writeFileSync(app, appSource('v3'));
       forkgate.signal('SIGHUP');
       await forkgate.waitFor(/Reloading: generation 3/);
-      await eventually(async () => (await request(`${forkgate.url}/`)).body === 'v3' && forkgate.workerPids().length === 2, 'generation 3 alone');
+      await eventually(
+        async () => (await request(`${forkgate.url}/`)).body === 'v3' && forkgate.workerPids().length === 2,
+        'generation 3 alone',
+      );
       const { failures } = await keepAlive.stop();
       const freshFailures = await fresh.stop();
       assert.deepEqual([...failures, ...freshFailures], []);

@@ -11,11 +11,15 @@ import { resolveSettings } from '../src/config/load.ts';
 import { FIXTURES, request, ROOT, start } from './helpers/forkgate.ts';
 import { freePort } from './helpers/free-port.ts';
 
-const missing = (command: string) => spawnSync(command, ['--version']).error !== undefined && `${command} not installed (apt-get install systemd)`;
+const missing = (command: string) =>
+  spawnSync(command, ['--version']).error !== undefined && `${command} not installed (apt-get install systemd)`;
 
 test('LISTEN_FDS for this pid gives fd://3 .. fd://(3+N-1); the variables are removed either way', () => {
   const env = { LISTEN_FDS: '2', LISTEN_PID: '4242', LISTEN_FDNAMES: 'web:admin', KEEP: 'yes' };
-  assert.deepEqual(takeActivatedSockets(env, 4242), [{ kind: 'fd', fd: 3 }, { kind: 'fd', fd: 4 }]);
+  assert.deepEqual(takeActivatedSockets(env, 4242), [
+    { kind: 'fd', fd: 3 },
+    { kind: 'fd', fd: 4 },
+  ]);
   assert.deepEqual(env, { KEEP: 'yes' });
   const forAnother = { LISTEN_FDS: '1', LISTEN_PID: '4243' };
   assert.deepEqual(takeActivatedSockets(forAnother, 4242), []);
@@ -49,7 +53,11 @@ test('under systemd-socket-activate: serves the passed socket; workers get no LI
     assert.equal(workers.length, 2);
     for (const pid of workers) {
       const environment = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
-      assert.deepEqual(environment.filter((entry) => entry.startsWith('LISTEN_')), [], `worker ${pid}`);
+      assert.deepEqual(
+        environment.filter((entry) => entry.startsWith('LISTEN_')),
+        [],
+        `worker ${pid}`,
+      );
     }
   } finally {
     assert.equal((await forkgate.stop()).code, 0);
@@ -64,7 +72,10 @@ test('deploy/forkgate.socket and forkgate.service pass systemd-analyze verify', 
       const text = readFileSync(`${ROOT}deploy/${unit}`, 'utf8').replaceAll('/usr/local/bin/forkgate', process.execPath);
       writeFileSync(join(dir, unit), text);
     }
-    const result = spawnSync('systemd-analyze', ['verify', '--man=no', 'forkgate.socket', 'forkgate.service'], { cwd: dir, encoding: 'utf8' });
+    const result = spawnSync('systemd-analyze', ['verify', '--man=no', 'forkgate.socket', 'forkgate.service'], {
+      cwd: dir,
+      encoding: 'utf8',
+    });
     assert.equal(result.status, 0, result.stderr);
     assert.equal(result.stderr, '', 'no warnings');
   } finally {

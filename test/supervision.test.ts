@@ -105,7 +105,11 @@ for (const balance of ['round-robin', 'proxy']) {
       for (let death = 1; death <= 4; death++) {
         await killAndAwaitReplacement(forkgate, '/exit', `a replacement for killed worker ${death}`);
       }
-      assert.equal(forkgate.count(/Worker \(pid:\d+\) exited with code 1/), 4, 'each request killed one worker, none was retried on another');
+      assert.equal(
+        forkgate.count(/Worker \(pid:\d+\) exited with code 1/),
+        4,
+        'each request killed one worker, none was retried on another',
+      );
       assert.doesNotMatch(forkgate.output, /Next worker start/);
     } finally {
       await forkgate.stop();
@@ -120,7 +124,10 @@ test('a worker that fails to boot after the pool served is retried with exponent
     const [doomed, survivor] = forkgate.workerPids();
     writeFileSync(mark, '');
     process.kill(doomed!, 'SIGKILL');
-    await forkgate.waitFor(/Next worker start in 500 ms \(failure 1 in a row\)[\s\S]*Next worker start in 1000 ms \(failure 2 in a row\)/, 20_000);
+    await forkgate.waitFor(
+      /Next worker start in 500 ms \(failure 1 in a row\)[\s\S]*Next worker start in 1000 ms \(failure 2 in a row\)/,
+      20_000,
+    );
     assert.equal((await request(forkgate.url)).body, String(survivor));
     assert.equal(forkgate.count(/Worker failed to boot/), 1, 'the same boot error is printed once');
     rmSync(mark);
@@ -138,7 +145,8 @@ test('--user and --group: workers run as that user, the master keeps root', asRo
   });
   try {
     const [worker] = forkgate.workerPids();
-    const ids = (pid: number, field: string) => readFileSync(`/proc/${pid}/status`, 'utf8').match(new RegExp(`^${field}:\\s+(\\d+)`, 'm'))![1];
+    const ids = (pid: number, field: string) =>
+      readFileSync(`/proc/${pid}/status`, 'utf8').match(new RegExp(`^${field}:\\s+(\\d+)`, 'm'))![1];
     assert.equal(ids(worker!, 'Uid'), '65534');
     assert.equal(ids(worker!, 'Gid'), '65534');
     assert.equal(ids(forkgate.pid, 'Uid'), '0');
@@ -162,7 +170,9 @@ test('--user that cannot reach the executable (a private home): exit 3 with one 
     const errors = forkgate.output.split('\n').filter((line) => line.startsWith('[ERROR]'));
     assert.equal(errors.length, 1, forkgate.output);
     assert.ok(
-      errors[0]!.endsWith(`Cannot start a worker: user nobody cannot run ${installed.executable} (EACCES): it must be executable by that user, and every directory above it searchable`),
+      errors[0]!.endsWith(
+        `Cannot start a worker: user nobody cannot run ${installed.executable} (EACCES): it must be executable by that user, and every directory above it searchable`,
+      ),
       errors[0],
     );
     assert.doesNotMatch(forkgate.output, /Booting worker|undefined|^\s+at /m);
@@ -182,7 +192,10 @@ test('a worker that cannot be started after the pool served is retried with back
     // The executable out of the workers' user's reach, as a private home would put it.
     chmodSync(installed.dir, 0o700);
     process.kill(doomed!, 'SIGKILL');
-    await forkgate.waitFor(/Next worker start in 500 ms \(failure 1 in a row\)[\s\S]*Next worker start in 1000 ms \(failure 2 in a row\)/, 20_000);
+    await forkgate.waitFor(
+      /Next worker start in 500 ms \(failure 1 in a row\)[\s\S]*Next worker start in 1000 ms \(failure 2 in a row\)/,
+      20_000,
+    );
     assert.equal((await request(`${forkgate.url}/pid`)).body, String(survivor));
     assert.equal(forkgate.count(/Cannot start a worker: user nobody cannot run \S+ \(EACCES\)/), 1, 'the same cause is printed once');
     assert.doesNotMatch(forkgate.output, /undefined/);

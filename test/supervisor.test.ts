@@ -16,7 +16,11 @@ function unit(state: 'booting' | 'ready' = 'ready', at = 0): Unit {
   return made;
 }
 
-function plan(units: Unit[], target: number, options: { now?: number; policy?: Partial<Policy>; backOff?: BootBackOff; stopping?: boolean } = {}): Plan<Unit> {
+function plan(
+  units: Unit[],
+  target: number,
+  options: { now?: number; policy?: Partial<Policy>; backOff?: BootBackOff; stopping?: boolean } = {},
+): Plan<Unit> {
   return reconcile({
     units,
     target,
@@ -76,7 +80,11 @@ describe('reconcile', () => {
     const heard = unit('ready', 0);
     const silent = new Unit(nextId++, 0); // booting, nothing heard: Node itself may still be starting
     assert.deepEqual(plan([heard, silent], 2, { now: 30_000 }).hung, [], 'exactly the timeout is not past it');
-    assert.deepEqual(ids(plan([heard, silent], 2, { now: 30_001 }).hung), [heard.id, silent.id], 'a grace shorter than the timeout changes nothing');
+    assert.deepEqual(
+      ids(plan([heard, silent], 2, { now: 30_001 }).hung),
+      [heard.id, silent.id],
+      'a grace shorter than the timeout changes nothing',
+    );
 
     const graced = plan([heard, silent], 2, { now: 8000, policy: { timeoutMs: 5000 } });
     assert.deepEqual(ids(graced.hung), [heard.id], 'the start grace is the longer here');
@@ -84,7 +92,11 @@ describe('reconcile', () => {
 
     heard.condemn('hung');
     const after = plan([heard], 1, { now: 60_000, policy: { timeoutMs: 5000 } });
-    assert.deepEqual({ hung: after.hung, spawn: after.spawn }, { hung: [], spawn: 0 }, 'judged once; it keeps its place until it has exited');
+    assert.deepEqual(
+      { hung: after.hung, spawn: after.spawn },
+      { hung: [], spawn: 0 },
+      'judged once; it keeps its place until it has exited',
+    );
     assert.deepEqual(plan([heard], 1, { now: 60_000, policy: { timeoutMs: 0 } }).hung, [], 'no --timeout, no kill');
   });
 
@@ -106,7 +118,10 @@ describe('reconcile', () => {
     small.rss = 100 * 2 ** 20;
     const policy = { maxMemoryBytes: 200 * 2 ** 20 };
     const first = plan([big, small], 2, { policy });
-    assert.deepEqual({ overMemory: ids(first.overMemory), spawn: first.spawn, drain: first.drain }, { overMemory: [big.id], spawn: 1, drain: [] });
+    assert.deepEqual(
+      { overMemory: ids(first.overMemory), spawn: first.spawn, drain: first.drain },
+      { overMemory: [big.id], spawn: 1, drain: [] },
+    );
     big.retire('over-memory');
     const replacement = unit();
     assert.deepEqual(ids(plan([big, small, replacement], 2, { policy }).drain), [big.id]);
@@ -219,7 +234,10 @@ describe('exits', () => {
     booting.retire('reload');
     assert.equal(booting.serves, false);
     assert.equal(booting.ready(5), true);
-    assert.deepEqual({ state: booting.state, serves: booting.serves, readyAt: booting.readyAt }, { state: 'retiring', serves: true, readyAt: 5 });
+    assert.deepEqual(
+      { state: booting.state, serves: booting.serves, readyAt: booting.readyAt },
+      { state: 'retiring', serves: true, readyAt: 5 },
+    );
 
     const drained = unit('booting');
     drained.drain(1000);

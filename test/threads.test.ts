@@ -49,7 +49,9 @@ test('two threads run CPU-bound requests in parallel', async () => {
       const runs = (await Promise.all(Array.from({ length: 4 }, () => request(`${forkgate.url}/cpu`)))).map(
         (reply) => JSON.parse(reply.body) as { threadId: number; start: number; end: number },
       );
-      overlapping = runs.flatMap((a) => runs.filter((b) => b.threadId !== a.threadId && b.start < a.end && a.start < b.end).map((b) => [a, b]))[0];
+      overlapping = runs.flatMap((a) =>
+        runs.filter((b) => b.threadId !== a.threadId && b.start < a.end && a.start < b.end).map((b) => [a, b]),
+      )[0];
     }
     assert.ok(overlapping, 'two threads ran CPU-bound requests at the same time');
   } finally {
@@ -79,15 +81,26 @@ test('a thread that fails to boot after the pool served is retried with exponent
     const [pid] = forkgate.workerPids();
     writeFileSync(mark, '');
     await request(`${forkgate.url}/exit`);
-    await forkgate.waitFor(/Next thread start in 500 ms \(failure 1 in a row\)[\s\S]*Next thread start in 1000 ms \(failure 2 in a row\)/, 20_000);
+    await forkgate.waitFor(
+      /Next thread start in 500 ms \(failure 1 in a row\)[\s\S]*Next thread start in 1000 ms \(failure 2 in a row\)/,
+      20_000,
+    );
     const answers = new Set<string>();
     for (let i = 0; i < 20; i++) answers.add((await request(`${forkgate.url}/thread`)).body);
     assert.equal(answers.size, 1, `the one thread left serves every request: ${[...answers]}`);
     const [survivor] = answers;
     assert.equal(forkgate.count(/Thread failed to boot/), 1, 'the same boot error is printed once');
     rmSync(mark);
-    const probe = () => request(`${forkgate.url}/thread`).then((reply) => reply.body !== survivor, () => false);
-    await eventually(async () => (await Promise.all(Array.from({ length: 20 }, probe))).some(Boolean), 'a replacement thread that serves', 40_000);
+    const probe = () =>
+      request(`${forkgate.url}/thread`).then(
+        (reply) => reply.body !== survivor,
+        () => false,
+      );
+    await eventually(
+      async () => (await Promise.all(Array.from({ length: 20 }, probe))).some(Boolean),
+      'a replacement thread that serves',
+      40_000,
+    );
     assert.deepEqual(forkgate.workerPids(), [pid], 'the process was not replaced, only its thread');
   } finally {
     await forkgate.stop();
@@ -102,7 +115,11 @@ test('a thread whose event loop hangs past --timeout is terminated and replaced'
     await forkgate.waitFor(/THREAD TIMEOUT \(thread \d+\)/);
     // A connection the kernel queued on the hung thread's socket is reset when that socket closes
     // (unless net.ipv4.tcp_migrate_req=1): such a probe is retried.
-    const probe = () => threadsSeen(forkgate.url, 2).then((seen) => seen.length === 2, () => false);
+    const probe = () =>
+      threadsSeen(forkgate.url, 2).then(
+        (seen) => seen.length === 2,
+        () => false,
+      );
     await eventually(probe, 'two serving threads again');
     assert.deepEqual(forkgate.workerPids(), [pid], 'the process was not replaced, only its thread');
   } finally {
@@ -148,7 +165,10 @@ test('-k sync --threads 2: each thread serves one request at a time and closes',
 });
 
 test('threads with round-robin or a unix socket: exit 2 with the reason', () => {
-  for (const args of [['--balance', 'round-robin'], ['-b', 'unix:/tmp/forkgate-threads.sock']]) {
+  for (const args of [
+    ['--balance', 'round-robin'],
+    ['-b', 'unix:/tmp/forkgate-threads.sock'],
+  ]) {
     const result = spawnSync(process.execPath, [`${ROOT}dist/forkgate.cjs`, '--threads', '2', ...args, THREADS], { encoding: 'utf8' });
     assert.equal(result.status, 2, result.stderr);
     assert.match(result.stderr, /cannot hand an accepted socket to a worker thread/);

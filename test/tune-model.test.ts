@@ -7,8 +7,20 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { memoryBudget } from '../src/tune/machine.ts';
 import {
-  classify, configFlags, configSnippet, describeConfig, explain, latencyMeasurable, plan, predictedMiB, recommend, skipReason,
-  type Config, type Machine, type Profile, type Trial,
+  classify,
+  configFlags,
+  configSnippet,
+  describeConfig,
+  explain,
+  latencyMeasurable,
+  plan,
+  predictedMiB,
+  recommend,
+  skipReason,
+  type Config,
+  type Machine,
+  type Profile,
+  type Trial,
 } from '../src/tune/model.ts';
 import { renderHtml, renderJson, renderText } from '../src/tune/report.ts';
 import type { TuneResult } from '../src/tune/run.ts';
@@ -22,7 +34,10 @@ function profile(overrides: Partial<Profile>): Profile {
     loopUtilization: 0.97,
     saturationConnections: 4,
     saturationReqPerSec: 250,
-    steps: [{ connections: 1, reqPerSec: 240, p99Ms: 5 }, { connections: 4, reqPerSec: 250, p99Ms: 17 }],
+    steps: [
+      { connections: 1, reqPerSec: 240, p99Ms: 5 },
+      { connections: 4, reqPerSec: 250, p99Ms: 17 },
+    ],
     otherCpus: 0,
     masterMiB: 60,
     processMiB: 80,
@@ -35,7 +50,12 @@ const CPU_BOUND = profile({});
 const IO_BOUND = profile({ requestMs: 30.4, cpuMs: 0.1, loopUtilization: 0.2, saturationConnections: 256, saturationReqPerSec: 8000 });
 const MEMORY_HEAVY = profile({ processMiB: 400, threadMiB: 350 });
 
-function config(workers: number, threads = 1, workerClass: Config['workerClass'] = threads > 1 ? 'gthread' : 'async', balance: Config['balance'] = threads > 1 ? 'reuseport' : 'round-robin'): Config {
+function config(
+  workers: number,
+  threads = 1,
+  workerClass: Config['workerClass'] = threads > 1 ? 'gthread' : 'async',
+  balance: Config['balance'] = threads > 1 ? 'reuseport' : 'round-robin',
+): Config {
   return { workers, threads, workerClass, balance };
 }
 
@@ -71,11 +91,26 @@ describe('the bottleneck', () => {
 
 describe('the grid', () => {
   test('processes 1, CPU and 2 × CPU + 1, threads 2 and 4, and for a CPU-bound app sync workers and the proxy', () => {
-    assert.deepEqual(plan(MACHINE, 'cpu').map(describeConfig), ['-w 1', '-w 2', '-w 5', '-w 1 --threads 2', '-w 1 --threads 4', '-w 2 -k sync', '-w 2 --balance proxy']);
+    assert.deepEqual(plan(MACHINE, 'cpu').map(describeConfig), [
+      '-w 1',
+      '-w 2',
+      '-w 5',
+      '-w 1 --threads 2',
+      '-w 1 --threads 4',
+      '-w 2 -k sync',
+      '-w 2 --balance proxy',
+    ]);
   });
 
   test('an I/O-bound app is tried with reuseport instead, and no sync workers', () => {
-    assert.deepEqual(plan(MACHINE, 'io').map(describeConfig), ['-w 1', '-w 2', '-w 5', '-w 1 --threads 2', '-w 1 --threads 4', '-w 2 --balance reuseport']);
+    assert.deepEqual(plan(MACHINE, 'io').map(describeConfig), [
+      '-w 1',
+      '-w 2',
+      '-w 5',
+      '-w 1 --threads 2',
+      '-w 1 --threads 4',
+      '-w 2 --balance reuseport',
+    ]);
   });
 
   test('when memory is short, more threads in one process are tried, without duplicates', () => {
@@ -113,28 +148,71 @@ describe('the recommendation', () => {
     const trials = [trial(config(1), 250, 140, 30), trial(config(2), 470, 200, 20), trial(config(5), 480, 480, 12)];
     const chosen = recommend(trials, MACHINE);
     assert.equal(chosen, trials[1]);
-    const reasons = explain({ profile: CPU_BOUND, machine: MACHINE, bottleneck: 'cpu', trials, recommendation: chosen, generator: { peakCpus: 0.3 } });
+    const reasons = explain({
+      profile: CPU_BOUND,
+      machine: MACHINE,
+      bottleneck: 'cpu',
+      trials,
+      recommendation: chosen,
+      generator: { peakCpus: 0.3 },
+    });
     assert.match(reasons[0]!, /^CPU-bound: 3\.9 ms of CPU per 4\.0 ms request/);
-    assert.equal(reasons[1], '-w 2 serves 470 req/s (p99 20 ms) in 200 MiB; -w 5 serves 480 req/s (p99 12 ms) in 480 MiB, within 5 %, with 2.4× the memory.');
-    assert.match(reasons[2]!, /each serving thread loads its own copy of the app and its own heap \(45 MiB here\), and saves only the rest of a process \(35 MiB of its 80 MiB\)/);
+    assert.equal(
+      reasons[1],
+      '-w 2 serves 470 req/s (p99 20 ms) in 200 MiB; -w 5 serves 480 req/s (p99 12 ms) in 480 MiB, within 5 %, with 2.4× the memory.',
+    );
+    assert.match(
+      reasons[2]!,
+      /each serving thread loads its own copy of the app and its own heap \(45 MiB here\), and saves only the rest of a process \(35 MiB of its 80 MiB\)/,
+    );
     assert.equal(reasons.length, 3, 'nothing about the load generator below its limit');
   });
 
   test('a load generator near a full CPU, and other programs, are said to limit the figures', () => {
     const trials = [trial(config(1), 25_000, 140), { ...trial(config(2), 24_000, 200), otherCpus: 0.4 }];
-    const reasons = explain({ profile: IO_BOUND, machine: MACHINE, bottleneck: 'io', trials, recommendation: recommend(trials, MACHINE), generator: { peakCpus: 0.95 } });
+    const reasons = explain({
+      profile: IO_BOUND,
+      machine: MACHINE,
+      bottleneck: 'io',
+      trials,
+      recommendation: recommend(trials, MACHINE),
+      generator: { peakCpus: 0.95 },
+    });
     assert.match(reasons[0]!, /^I\/O-bound: 0\.10 ms of CPU per 30 ms request/);
-    assert.ok(reasons.some((reason) => /load generator .* used up to 0\.9 of them/.test(reason)), reasons.join('\n'));
-    assert.ok(reasons.some((reason) => /Other programs used up to 0\.40 CPUs during 1 of the trials: the figures are skewed/.test(reason)), reasons.join('\n'));
-    const profiled = explain({ profile: { ...IO_BOUND, otherCpus: 0.5 }, machine: MACHINE, bottleneck: 'io', trials, recommendation: recommend(trials, MACHINE), generator: { peakCpus: 0 } });
-    assert.ok(profiled.some((reason) => /Other programs used up to 0\.50 CPUs during the profile and 1 of the trials/.test(reason)), profiled.join('\n'));
+    assert.ok(
+      reasons.some((reason) => /load generator .* used up to 0\.9 of them/.test(reason)),
+      reasons.join('\n'),
+    );
+    assert.ok(
+      reasons.some((reason) => /Other programs used up to 0\.40 CPUs during 1 of the trials: the figures are skewed/.test(reason)),
+      reasons.join('\n'),
+    );
+    const profiled = explain({
+      profile: { ...IO_BOUND, otherCpus: 0.5 },
+      machine: MACHINE,
+      bottleneck: 'io',
+      trials,
+      recommendation: recommend(trials, MACHINE),
+      generator: { peakCpus: 0 },
+    });
+    assert.ok(
+      profiled.some((reason) => /Other programs used up to 0\.50 CPUs during the profile and 1 of the trials/.test(reason)),
+      profiled.join('\n'),
+    );
   });
 
   test('the fastest, when it is also the choice, is set beside the next best and the largest', () => {
     const trials = [trial(config(1), 250, 140), trial(config(2), 480, 240), trial(config(1, 2), 490, 205), trial(config(5), 400, 500)];
     const chosen = recommend(trials, MACHINE);
     assert.equal(chosen, trials[2]);
-    const reasons = explain({ profile: CPU_BOUND, machine: MACHINE, bottleneck: 'cpu', trials, recommendation: chosen, generator: { peakCpus: 0 } });
+    const reasons = explain({
+      profile: CPU_BOUND,
+      machine: MACHINE,
+      bottleneck: 'cpu',
+      trials,
+      recommendation: chosen,
+      generator: { peakCpus: 0 },
+    });
     assert.equal(
       reasons[1],
       '-w 1 --threads 2 serves 490 req/s (p99 10 ms) in 205 MiB, the most of the trials; -w 2 serves 480 req/s (p99 10 ms) in 240 MiB; -w 5 serves 400 req/s (p99 10 ms) in 500 MiB.',
@@ -146,16 +224,39 @@ describe('the recommendation', () => {
     assert.equal(latencyMeasurable(trials[1]!), false);
     const chosen = recommend(trials, MACHINE);
     assert.equal(chosen, trials[1]);
-    const reasons = explain({ profile: CPU_BOUND, machine: MACHINE, bottleneck: 'cpu', trials, recommendation: chosen, generator: { peakCpus: 0 } });
-    assert.equal(reasons[1], '-w 2 -k sync serves 480 req/s in 200 MiB, the most of the trials; -w 1 serves 250 req/s (p99 10 ms) in 140 MiB.');
+    const reasons = explain({
+      profile: CPU_BOUND,
+      machine: MACHINE,
+      bottleneck: 'cpu',
+      trials,
+      recommendation: chosen,
+      generator: { peakCpus: 0 },
+    });
+    assert.equal(
+      reasons[1],
+      '-w 2 -k sync serves 480 req/s in 200 MiB, the most of the trials; -w 1 serves 250 req/s (p99 10 ms) in 140 MiB.',
+    );
   });
 
   test('nothing fitting says what one worker needs', () => {
     const machine = { ...MACHINE, memoryMiB: 100 };
     const trials = plan(machine, 'memory').map((of) => skipped(of, skipReason(of, MEMORY_HEAVY, machine)!));
-    const reasons = explain({ profile: MEMORY_HEAVY, machine, bottleneck: 'memory', trials, recommendation: null, generator: { peakCpus: 0 } });
-    assert.match(reasons[0]!, /^Memory-bound: a worker process with the app loaded takes 400 MiB and the master 60 MiB; 2 workers would need 860 MiB, and 100 MiB is allowed/);
-    assert.match(reasons[1]!, /No configuration was measured within 100 MiB \(6 of 6 skipped as too large\); one worker process needs about 460 MiB/);
+    const reasons = explain({
+      profile: MEMORY_HEAVY,
+      machine,
+      bottleneck: 'memory',
+      trials,
+      recommendation: null,
+      generator: { peakCpus: 0 },
+    });
+    assert.match(
+      reasons[0]!,
+      /^Memory-bound: a worker process with the app loaded takes 400 MiB and the master 60 MiB; 2 workers would need 860 MiB, and 100 MiB is allowed/,
+    );
+    assert.match(
+      reasons[1]!,
+      /No configuration was measured within 100 MiB \(6 of 6 skipped as too large\); one worker process needs about 460 MiB/,
+    );
   });
 
   test('flags and the config file say only what differs from the defaults', () => {
@@ -163,16 +264,27 @@ describe('the recommendation', () => {
     assert.deepEqual(configFlags(config(1, 4)), ['-w', '1', '--threads', '4']);
     assert.deepEqual(configFlags(config(2, 1, 'sync')), ['-w', '2', '-k', 'sync']);
     assert.deepEqual(configFlags(config(2, 1, 'async', 'proxy')), ['-w', '2', '--balance', 'proxy']);
-    assert.equal(configSnippet(config(1, 4)), "import { defineConfig } from 'forkgate';\n\nexport default defineConfig({ workers: 1, threads: 4, workerClass: 'gthread', balance: 'reuseport' });\n");
+    assert.equal(
+      configSnippet(config(1, 4)),
+      "import { defineConfig } from 'forkgate';\n\nexport default defineConfig({ workers: 1, threads: 4, workerClass: 'gthread', balance: 'reuseport' });\n",
+    );
   });
 });
 
 describe('the report', () => {
-  const trials = [trial(config(1), 250, 140), trial(config(2), 480, 200), trial(config(1, 2), 470, 190), skipped(config(5), 'needs about 600 MiB; 500 MiB allowed')];
+  const trials = [
+    trial(config(1), 250, 140),
+    trial(config(2), 480, 200),
+    trial(config(1, 2), 470, 190),
+    skipped(config(5), 'needs about 600 MiB; 500 MiB allowed'),
+  ];
   const result: TuneResult = {
     app: 'app<1>.js',
     machine: { ...MACHINE, memoryMiB: 500, memorySource: '--memory' },
-    paths: [{ path: '/', status: 200, error: null }, { path: '/missing', status: 404, error: null }],
+    paths: [
+      { path: '/', status: 200, error: null },
+      { path: '/missing', status: 404, error: null },
+    ],
     durationSeconds: 8,
     connections: 20,
     profile: CPU_BOUND,
@@ -199,7 +311,10 @@ describe('the report', () => {
   });
 
   test('the JSON carries every trial and the recommendation with the same keys', () => {
-    const json = JSON.parse(renderJson(result)) as Record<string, unknown> & { trials: Record<string, unknown>[]; recommendation: Record<string, unknown> };
+    const json = JSON.parse(renderJson(result)) as Record<string, unknown> & {
+      trials: Record<string, unknown>[];
+      recommendation: Record<string, unknown>;
+    };
     assert.equal(json.bottleneck, 'cpu');
     assert.equal(json.trials.length, 4);
     assert.deepEqual(Object.keys(json.recommendation), Object.keys(json.trials[0]!));
@@ -244,7 +359,10 @@ describe('the memory budget', () => {
       'sys/fs/cgroup/pod/app/memory.max': `${2 * GiB}\n`,
       'sys/fs/cgroup/pod/memory.max': `${GiB}\n`,
     });
-    assert.deepEqual(memoryBudget({ root, totalBytes: 8 * GiB }), { memoryMiB: 1024, memorySource: 'cgroup memory.max at /sys/fs/cgroup/pod' });
+    assert.deepEqual(memoryBudget({ root, totalBytes: 8 * GiB }), {
+      memoryMiB: 1024,
+      memorySource: 'cgroup memory.max at /sys/fs/cgroup/pod',
+    });
   });
 
   test('--memory when it is smaller, else the limit', () => {

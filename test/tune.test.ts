@@ -71,7 +71,10 @@ describe('forkgate tune', { concurrency: true }, () => {
     assert.equal(run.code, 0, run.stderr);
     const result = JSON.parse(run.stdout) as Report;
 
-    assert.deepEqual(result.paths, [{ path: '/', status: 200, error: null }, { path: '/missing', status: 404, error: null }]);
+    assert.deepEqual(result.paths, [
+      { path: '/', status: 200, error: null },
+      { path: '/missing', status: 404, error: null },
+    ]);
     assert.ok(['cpu', 'io', 'memory'].includes(result.bottleneck));
     for (const key of ['requestMs', 'cpuMs', 'loopUtilization', 'saturationConnections', 'masterMiB', 'processMiB', 'threadMiB']) {
       assert.equal(typeof result.profile[key], 'number', `profile.${key}`);
@@ -88,7 +91,10 @@ describe('forkgate tune', { concurrency: true }, () => {
     assert.equal(single.failures, 0, JSON.stringify(single));
     const chosen = result.recommendation!;
     assert.deepEqual(Object.keys(chosen), Object.keys(result.trials[0]!));
-    assert.ok(result.trials.some((trial) => JSON.stringify(trial) === JSON.stringify(chosen)), 'the recommendation is a measured trial');
+    assert.ok(
+      result.trials.some((trial) => JSON.stringify(trial) === JSON.stringify(chosen)),
+      'the recommendation is a measured trial',
+    );
     assert.match(result.command!, new RegExp(`^forkgate -w ${chosen.workers}.* ${app}$`));
     assert.ok(result.reasons.length >= 2);
 
@@ -124,7 +130,10 @@ describe('forkgate tune', { concurrency: true }, () => {
     assert.equal(run.code, 0, run.stderr);
     const result = JSON.parse(run.stdout) as Report;
     assert.equal(result.bottleneck, 'memory');
-    assert.ok(result.trials.some((trial) => trial.skipped !== null), 'larger configurations are skipped');
+    assert.ok(
+      result.trials.some((trial) => trial.skipped !== null),
+      'larger configurations are skipped',
+    );
     assert.ok((result.recommendation!.rssMiB as number) <= 400, JSON.stringify(result.recommendation));
     assert.ok(result.trials.some((trial) => JSON.stringify(trial) === JSON.stringify(result.recommendation)));
   });
@@ -158,7 +167,10 @@ describe('forkgate tune', { concurrency: true }, () => {
     writeFileSync(join(project, 'forkgate.config.json'), '{ "workerConnections": "lots" }');
     const run = await tune([APP, '--duration', '1'], project);
     assert.equal(run.code, 2, run.stderr);
-    assert.match(run.stderr, /^forkgate: error: tune: \S+forkgate\.config\.json: workerConnections: expected a whole number ≥ 1; got "lots"$/m);
+    assert.match(
+      run.stderr,
+      /^forkgate: error: tune: \S+forkgate\.config\.json: workerConnections: expected a whole number ≥ 1; got "lots"$/m,
+    );
   });
 
   for (const [args, said] of [

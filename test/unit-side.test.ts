@@ -38,7 +38,8 @@ after(() => {
 /** Sent "now", by a clock ahead of the unit's: read on time however slow the machine. */
 const ON_TIME = () => Date.now() + 60_000;
 const LATE = () => Date.now() - 10;
-const request = (target: string, sentAt = ON_TIME()) => `GET ${target} HTTP/1.1\r\nHost: x\r\n${PEER_HEADER}: ${sentAt} IPv4 203.0.113.9 4000\r\n\r\n`;
+const request = (target: string, sentAt = ON_TIME()) =>
+  `GET ${target} HTTP/1.1\r\nHost: x\r\n${PEER_HEADER}: ${sentAt} IPv4 203.0.113.9 4000\r\n\r\n`;
 
 /** Writes the requests at once on a new connection; resolves with the status lines once `finals` final responses have come. */
 function send(payload: string, finals: number): Promise<string[]> {

@@ -16,7 +16,6 @@ after(() => {
 
 const appSource = (version: string) => `module.exports = (req, res) => res.end('${version}');\n`;
 
-
 for (const balance of ['round-robin', 'reuseport', 'proxy']) {
   test(`USR2 with a code change under load: new master, new workers, zero failed requests (${balance})`, async (t) => {
     const app = join(scratch, `app-${balance}.cjs`);
@@ -44,8 +43,14 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
 
       const { ok, failures } = await keepAlive.stop();
       const freshFailures = await fresh.stop();
-      t.diagnostic(`USR2 under load (${balance}): ${ok + failures.length} keep-alive requests, ${failures.length} failed; ${freshFailures.length} fresh-connection failures`);
-      assert.deepEqual([...failures, ...freshFailures], [], `failed: ${failures.length} keep-alive of ${ok + failures.length}, ${freshFailures.length} fresh`);
+      t.diagnostic(
+        `USR2 under load (${balance}): ${ok + failures.length} keep-alive requests, ${failures.length} failed; ${freshFailures.length} fresh-connection failures`,
+      );
+      assert.deepEqual(
+        [...failures, ...freshFailures],
+        [],
+        `failed: ${failures.length} keep-alive of ${ok + failures.length}, ${freshFailures.length} fresh`,
+      );
       const after = keepAliveLoad(`${forkgate.url}/`, { connections: 2, maxRequests: 50 });
       await after.reached(50);
       assert.deepEqual([...(await after.stop()).bodies], ['v2'], 'the new code serves');

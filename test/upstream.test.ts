@@ -56,7 +56,14 @@ async function front(args: string[]): Promise<Forkgate> {
   try {
     const [, url] = (await forkgate.waitFor(/Listening at: (\S+)/)) as [string, string];
     forkgate.url = url;
-    await eventually(() => request(`${url}/`).then((reply) => reply.status === 200, () => false), 'a request served through the upstreams');
+    await eventually(
+      () =>
+        request(`${url}/`).then(
+          (reply) => reply.status === 200,
+          () => false,
+        ),
+      'a request served through the upstreams',
+    );
     return forkgate;
   } catch (error) {
     await forkgate.stop();
@@ -83,7 +90,14 @@ test('two upstreams (TCP and unix): both serve; one killed under load fails at m
   const socketPath = join(scratch, 'u.sock');
   let tcp = await spawnUpstream(String(port), 'tcp');
   const unix = await spawnUpstream(socketPath, 'unix');
-  const forkgate = await front(['--upstream', `http://127.0.0.1:${port}`, '--upstream', `unix:${socketPath}`, '--upstream-health', '/healthz']);
+  const forkgate = await front([
+    '--upstream',
+    `http://127.0.0.1:${port}`,
+    '--upstream',
+    `unix:${socketPath}`,
+    '--upstream-health',
+    '/healthz',
+  ]);
   try {
     assert.deepEqual(forkgate.workerPids(), [], 'forkgate started no workers');
     assert.doesNotMatch(forkgate.output, /Booting worker/);
@@ -105,7 +119,11 @@ test('two upstreams (TCP and unix): both serve; one killed under load fails at m
     const { ok, failures, failureStarts } = await load.stop();
     assert.ok(failures.length <= connections, `${failures.length} failed of ${ok + failures.length}: ${failures.join(', ')}`);
     for (const failure of failures) assert.equal(failure, 'status 502');
-    assert.deepEqual(failureStarts.filter((at) => at >= killedAt), [], 'every request sent once it had died was served');
+    assert.deepEqual(
+      failureStarts.filter((at) => at >= killedAt),
+      [],
+      'every request sent once it had died was served',
+    );
     assert.deepEqual(new Set(await namesOf(forkgate.url, 20)), new Set(['unix']), 'only the live upstream serves');
     assert.equal(forkgate.process.exitCode, null);
 
@@ -116,7 +134,10 @@ test('two upstreams (TCP and unix): both serve; one killed under load fails at m
     // Failing its health check (while it still answers requests) takes the unix upstream out.
     const direct = (path: string) => request(`http://upstream${path}`, { socketPath });
     assert.equal((await direct('/set-health?status=500')).status, 200);
-    await eventually(async () => (await namesOf(forkgate.url)).every((name) => name === 'tcp'), 'the unhealthy upstream to be out of rotation');
+    await eventually(
+      async () => (await namesOf(forkgate.url)).every((name) => name === 'tcp'),
+      'the unhealthy upstream to be out of rotation',
+    );
     const servedBefore = (await direct('/served')).body;
     assert.deepEqual(new Set(await namesOf(forkgate.url, 20)), new Set(['tcp']));
     assert.equal((await direct('/served')).body, servedBefore, 'the unhealthy upstream got no request');
@@ -149,11 +170,17 @@ test('a kept-alive connection the upstream drops as a request goes out: a GET is
     // Served on a connection that answered before: dropped, then sent again on a new one.
     const get = await request(`${forkgate.url}/retried`);
     assert.deepEqual([get.status, get.body], [200, 'ok']);
-    assert.deepEqual(paths.filter((path) => path === '/retried'), ['/retried', '/retried']);
+    assert.deepEqual(
+      paths.filter((path) => path === '/retried'),
+      ['/retried', '/retried'],
+    );
     // A POST may have been acted on before the connection dropped: never sent twice.
     const post = await request(`${forkgate.url}/once`, { method: 'POST' });
     assert.equal(post.status, 502);
-    assert.deepEqual(paths.filter((path) => path === '/once'), ['/once']);
+    assert.deepEqual(
+      paths.filter((path) => path === '/once'),
+      ['/once'],
+    );
   } finally {
     await forkgate.stop();
     upstream.close();
@@ -180,7 +207,10 @@ test('an upstream that dies with several pooled connections: a GET waits for it 
   try {
     // Five requests at once: five pooled connections.
     const warm = await Promise.all(Array.from({ length: 5 }, () => request(`${forkgate.url}/warm`)));
-    assert.deepEqual(warm.map(({ status }) => status), [200, 200, 200, 200, 200]);
+    assert.deepEqual(
+      warm.map(({ status }) => status),
+      [200, 200, 200, 200, 200],
+    );
     dead = true;
     first.close();
     const reply = request(`${forkgate.url}/after`);
@@ -204,14 +234,24 @@ test('the only upstream killed: requests get 502 or 503 promptly, forkgate lives
   let only = await spawnUpstream(String(port), 'only');
   const admin = join(scratch, 'admin-only.sock');
   const forkgate = await front([
-    '--upstream', `http://127.0.0.1:${port}`, '--upstream-health', '/healthz', '--queue-timeout', '2', '--admin-bind', `unix:${admin}`,
+    '--upstream',
+    `http://127.0.0.1:${port}`,
+    '--upstream-health',
+    '/healthz',
+    '--queue-timeout',
+    '2',
+    '--admin-bind',
+    `unix:${admin}`,
   ]);
   const ask = (path: string) => request(`http://admin${path}`, { socketPath: admin });
   try {
     assert.equal((await ask('/healthz')).status, 200);
     const status = JSON.parse((await ask('/status')).body) as { balance: string; backends: { name: string }[] };
     assert.equal(status.balance, 'proxy');
-    assert.deepEqual(status.backends.map(({ name }) => name), [`http://127.0.0.1:${port}`]);
+    assert.deepEqual(
+      status.backends.map(({ name }) => name),
+      [`http://127.0.0.1:${port}`],
+    );
     const resize = await request('http://admin/workers/+1', { socketPath: admin, method: 'POST' });
     assert.deepEqual([resize.status, JSON.parse(resize.body).error], [400, 'no worker pool to resize: forkgate fronts --upstream servers']);
     await only.kill();
@@ -230,7 +270,7 @@ test('the only upstream killed: requests get 502 or 503 promptly, forkgate lives
   }
 });
 
-test('HUP applies a new --worker-connections to the upstreams (each one\'s requests at once)', async () => {
+test("HUP applies a new --worker-connections to the upstreams (each one's requests at once)", async () => {
   const port = await freePort();
   const upstream = await spawnUpstream(String(port), 'reloaded');
   const config = join(scratch, 'upstream-capacity.json');
@@ -276,7 +316,11 @@ test('the edge limits apply in front of upstreams', async () => {
 for (const { name, args, expect } of [
   { name: 'an app and --upstream', args: ['--upstream', 'http://127.0.0.1:9', `${FIXTURES}listener.cjs`], expect: /--upstream/ },
   { name: 'neither an app nor --upstream', args: [], expect: /no app given.*--upstream/ },
-  { name: '--upstream with --balance round-robin', args: ['--upstream', 'http://127.0.0.1:9', '--balance', 'round-robin'], expect: /--balance/ },
+  {
+    name: '--upstream with --balance round-robin',
+    args: ['--upstream', 'http://127.0.0.1:9', '--balance', 'round-robin'],
+    expect: /--balance/,
+  },
 ]) {
   test(`${name}: exit 2 with a message naming the setting`, async () => {
     const forkgate = await start(['-b', '127.0.0.1:0', ...args], { waitReady: false });

@@ -12,7 +12,10 @@ test('async: --worker-connections caps what is in service; the rest wait and all
   const forkgate = await start(['-w', '1', '--worker-connections', '2', '-b', '127.0.0.1:0', OPS]);
   try {
     const replies = await Promise.all(Array.from({ length: 8 }, () => request(`${forkgate.url}/slow?ms=150`)));
-    assert.deepEqual(replies.map((reply) => reply.status), Array(8).fill(200));
+    assert.deepEqual(
+      replies.map((reply) => reply.status),
+      Array(8).fill(200),
+    );
     assert.equal((await request(`${forkgate.url}/max-in-flight`)).body, '2');
   } finally {
     await forkgate.stop();
@@ -35,7 +38,10 @@ for (const balance of ['round-robin', 'reuseport']) {
     const forkgate = await start(['-w', '1', '-k', 'sync', '--balance', balance, '-b', '127.0.0.1:0', OPS]);
     try {
       const replies = await Promise.all(Array.from({ length: 5 }, () => request(`${forkgate.url}/slow?ms=100`)));
-      assert.deepEqual(replies.map((reply) => reply.status), Array(5).fill(200));
+      assert.deepEqual(
+        replies.map((reply) => reply.status),
+        Array(5).fill(200),
+      );
       assert.ok(replies.every((reply) => reply.headers.connection === 'close'));
       assert.equal((await request(`${forkgate.url}/max-in-flight`)).body, '1');
     } finally {
@@ -57,8 +63,14 @@ test('sync, round-robin: connections beyond what the workers serve wait in the m
     process.kill(worker!, 'SIGKILL');
     await assert.rejects(slow.reply, 'the request the worker was running dies with it');
     const replies = await Promise.all(waiting);
-    assert.deepEqual(replies.map((reply) => reply.status), Array(5).fill(200));
-    assert.ok(replies.every((reply) => reply.body !== String(worker)), 'served by the replacement');
+    assert.deepEqual(
+      replies.map((reply) => reply.status),
+      Array(5).fill(200),
+    );
+    assert.ok(
+      replies.every((reply) => reply.body !== String(worker)),
+      'served by the replacement',
+    );
   } finally {
     await forkgate.stop();
   }

@@ -96,7 +96,9 @@ async function poison(context: FaultContext, path: string, mustGo = false): Prom
 /** Ready workers now, running (not stopped or dead), per /status. */
 async function readyWorkers(context: FaultContext, except: ReadonlySet<number> = new Set()): Promise<number[]> {
   const status: PoolStatus | null = await context.server.status();
-  return (status?.workers ?? []).filter((worker) => worker.state === 'ready' && isRunning(worker.pid) && !except.has(worker.pid)).map((worker) => worker.pid);
+  return (status?.workers ?? [])
+    .filter((worker) => worker.state === 'ready' && isRunning(worker.pid) && !except.has(worker.pid))
+    .map((worker) => worker.pid);
 }
 
 /** A ready worker, preferring one the load is talking to right now; waits (bounded) for one. */
@@ -158,7 +160,10 @@ function reportPoison(context: FaultContext, path: string): void {
   const poisons = context.records.filter((record) => record.poison);
   for (const record of poisons) {
     const reached = context.watch.poisoned(record.id);
-    if (reached.length > 1) context.problems.push(`${path} (${record.id}) reached ${reached.length} units (${reached.join(', ')}): sent on after it took down the first`);
+    if (reached.length > 1)
+      context.problems.push(
+        `${path} (${record.id}) reached ${reached.length} units (${reached.join(', ')}): sent on after it took down the first`,
+      );
   }
   const gone = context.watch.faulted.filter(({ unit }) => context.watch.goneAt.has(unit)).length;
   context.notes.push(`${poisons.length} hits, ${gone} units went`);
@@ -216,7 +221,8 @@ const stop: Fault = {
     const pid = await pickWorker(context);
     if (pid === null) return void context.problems.push('no ready worker to stop');
     hitWorker(context, pid, 'SIGSTOP');
-    if (!(await context.watch.untilGone(`${pid}/${pid}`, 12_000))) context.problems.push(`the stopped worker ${pid} was not killed within 12 s`);
+    if (!(await context.watch.untilGone(`${pid}/${pid}`, 12_000)))
+      context.problems.push(`the stopped worker ${pid} was not killed within 12 s`);
   },
 };
 
@@ -291,7 +297,8 @@ const emfile: Fault = {
     // The served ones leave: those that waited should be served now (bounded).
     for (const client of clients) if (client.status !== 0) client.connection.close();
     const deadline = Date.now() + 5000;
-    while (Date.now() < deadline && clients.some((client) => client.status === 0 && client.ended === '' && client.at === 0)) await pause(50);
+    while (Date.now() < deadline && clients.some((client) => client.status === 0 && client.ended === '' && client.at === 0))
+      await pause(50);
     const waitedThenServed = clients.filter((client) => client.status !== 0 && client.at > firstRound).length;
     const stillWaiting = clients.filter((client) => client.status === 0 && client.ended === '').length;
     for (const client of clients) client.connection.close();
@@ -315,7 +322,11 @@ function classify(clients: { status: number; ended: string }[]) {
     served: clients.filter((client) => client.status === 200).length,
     refused: clients.filter((client) => client.status === 503).length,
     other: clients.filter((client) => client.status !== 0 && client.status !== 200 && client.status !== 503).length,
-    otherKinds: [...new Set(clients.filter((client) => client.status !== 0 && client.status !== 200 && client.status !== 503).map((client) => client.status))].join(', '),
+    otherKinds: [
+      ...new Set(
+        clients.filter((client) => client.status !== 0 && client.status !== 200 && client.status !== 503).map((client) => client.status),
+      ),
+    ].join(', '),
     cut: clients.filter((client) => client.status === 0 && client.ended !== '').length,
     cutKinds: [...kinds].map(([kind, count]) => `${count}× ${kind}`).join(', '),
   };
@@ -364,7 +375,10 @@ const idle: Fault = {
       else unserved.push(record.status !== undefined ? `${record.status}` : `${record.failure}: ${record.detail}`);
     }
     for (const connection of [...opened, ...halfOpen]) connection.close();
-    if (unserved.length > 0) context.problems.push(`${unserved.length} of ${NEW_CLIENTS} new clients beside the idle connections not served within 2 s (${[...new Set(unserved)].join(', ')})`);
+    if (unserved.length > 0)
+      context.problems.push(
+        `${unserved.length} of ${NEW_CLIENTS} new clients beside the idle connections not served within 2 s (${[...new Set(unserved)].join(', ')})`,
+      );
     if (servedInMs.length > 0) context.notes.push(`new clients served in ${Math.min(...servedInMs)}-${Math.max(...servedInMs)} ms`);
   },
 };
@@ -450,7 +464,9 @@ const fuzz: Fault = {
       if (verdict.problems.length > 0) {
         context.tally.failed++;
         failing.push(`#${fuzzCase.index} ${fuzzCase.name}: ${verdict.problems.join('; ')}`);
-        context.details.push(`FAILED: #${fuzzCase.index} ${fuzzCase.name}: ${verdict.problems.join('; ')}\n  sent: ${showBytes(fuzzCase.bytes)}`);
+        context.details.push(
+          `FAILED: #${fuzzCase.index} ${fuzzCase.name}: ${verdict.problems.join('; ')}\n  sent: ${showBytes(fuzzCase.bytes)}`,
+        );
       }
     }
     context.notes.push(`seed ${context.seed}, ${cases.length} cases, ${failing.length} failing`);

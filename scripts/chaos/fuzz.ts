@@ -61,7 +61,10 @@ function echoRequest(rng: Rng, method = pick(rng, ['GET', 'POST']), delayMs = 0)
   const body = method === 'POST' ? token(rng, int(rng, 0, 40)) : '';
   const url = `/echo?n=${nonce}${delayMs ? `&delay=${delayMs}` : ''}`;
   const headers = ['Host: chaos', `x-chaos-nonce: ${nonce}`, ...(method === 'POST' ? [`Content-Length: ${body.length}`] : [])];
-  return { parts: { requestLine: `${method} ${url} HTTP/1.1`, headers, body, eol: '\r\n', complete: true, method }, expected: { url, nonce, method, body } };
+  return {
+    parts: { requestLine: `${method} ${url} HTTP/1.1`, headers, body, eol: '\r\n', complete: true, method },
+    expected: { url, nonce, method, body },
+  };
 }
 
 function serialize(parts: Parts): string {
@@ -93,7 +96,10 @@ const MUTATIONS: Record<string, (rng: Rng) => Parts> = {
   },
   'bad header name': (rng) => ({
     requestLine: `GET ${pick(rng, PATHS)} HTTP/1.1`,
-    headers: ['Host: chaos', pick(rng, ['Bad Header: x', 'X(y): z', ': empty name', 'X-A : space before colon', 'X\u007f: del', 'Na\u00efve: x', 'X-A', '@: at'])],
+    headers: [
+      'Host: chaos',
+      pick(rng, ['Bad Header: x', 'X(y): z', ': empty name', 'X-A : space before colon', 'X\u007f: del', 'Na\u00efve: x', 'X-A', '@: at']),
+    ],
     body: '',
     eol: '\r\n',
     complete: true,
@@ -150,7 +156,14 @@ const MUTATIONS: Record<string, (rng: Rng) => Parts> = {
       ['3\r\nabcX\r\n0\r\n\r\n', true],
       ['ffffff\r\nabc', false], // a large chunk, announced and begun
     ] as const);
-    return { requestLine: 'POST /echo HTTP/1.1', headers: ['Host: chaos', 'Transfer-Encoding: chunked'], body, eol: '\r\n', complete, method: 'POST' };
+    return {
+      requestLine: 'POST /echo HTTP/1.1',
+      headers: ['Host: chaos', 'Transfer-Encoding: chunked'],
+      body,
+      eol: '\r\n',
+      complete,
+      method: 'POST',
+    };
   },
   'bad Content-Length': (rng) => ({
     requestLine: 'POST /echo HTTP/1.1',
@@ -235,25 +248,49 @@ const MUTATIONS: Record<string, (rng: Rng) => Parts> = {
 
 const MUTATION_NAMES = Object.keys(MUTATIONS);
 
-const plain = (requestLine: string, headers: string[], body = '', method = 'GET', complete = true): Parts => ({ requestLine, headers, body, eol: '\r\n', complete, method });
+const plain = (requestLine: string, headers: string[], body = '', method = 'GET', complete = true): Parts => ({
+  requestLine,
+  headers,
+  body,
+  eol: '\r\n',
+  complete,
+  method,
+});
 
 /** The classic cases, as written in the HTTP smuggling literature, sent first in every run whatever the seed. */
 const CORPUS: { name: string; parts: Parts }[] = [
   { name: 'bad request line', parts: plain('GET /echo HTTP/1.1 extra', ['Host: chaos']) },
   { name: 'bad header name', parts: plain('GET /echo HTTP/1.1', ['Host: chaos', 'Bad Header: x']) },
   { name: 'obs-fold', parts: plain('GET /echo HTTP/1.1', ['Host: chaos', 'X-Folded: first\r\n second']) },
-  { name: 'duplicate Content-Length', parts: plain('POST /echo HTTP/1.1', ['Host: chaos', 'Content-Length: 3', 'Content-Length: 4'], 'abcd', 'POST') },
+  {
+    name: 'duplicate Content-Length',
+    parts: plain('POST /echo HTTP/1.1', ['Host: chaos', 'Content-Length: 3', 'Content-Length: 4'], 'abcd', 'POST'),
+  },
   {
     name: 'Content-Length and Transfer-Encoding',
-    parts: plain('POST /echo HTTP/1.1', ['Host: chaos', 'Content-Length: 4', 'Transfer-Encoding: chunked'], '0\r\n\r\nGET /echo?n=smuggled HTTP/1.1\r\nHost: chaos\r\n\r\n', 'POST'),
+    parts: plain(
+      'POST /echo HTTP/1.1',
+      ['Host: chaos', 'Content-Length: 4', 'Transfer-Encoding: chunked'],
+      '0\r\n\r\nGET /echo?n=smuggled HTTP/1.1\r\nHost: chaos\r\n\r\n',
+      'POST',
+    ),
   },
-  { name: 'bad chunk size', parts: plain('POST /echo HTTP/1.1', ['Host: chaos', 'Transfer-Encoding: chunked'], 'zz\r\nabc\r\n0\r\n\r\n', 'POST') },
+  {
+    name: 'bad chunk size',
+    parts: plain('POST /echo HTTP/1.1', ['Host: chaos', 'Transfer-Encoding: chunked'], 'zz\r\nabc\r\n0\r\n\r\n', 'POST'),
+  },
   { name: 'two Host headers', parts: plain('GET /echo HTTP/1.1', ['Host: chaos', 'Host: other']) },
   { name: 'huge headers', parts: plain('GET /echo HTTP/1.1', ['Host: chaos', `X-Big: ${'b'.repeat(70_000)}`]) },
   { name: 'CONNECT', parts: plain('CONNECT example.com:443 HTTP/1.1', ['Host: example.com:443'], '', 'CONNECT') },
   // A unit that answers without reading the announced body must not leave its connection expecting it.
-  { name: 'upgrade with a body', parts: plain('GET / HTTP/1.1', ['Host: x', 'Connection: Upgrade', 'Upgrade: foo', 'Content-Length: 100000'], '', 'GET', false) },
-  { name: 'upgrade with a body', parts: plain('GET /pid HTTP/1.1', ['Host: chaos', 'Connection: Upgrade', 'Upgrade: foo', 'Content-Length: 10'], '0123456789') },
+  {
+    name: 'upgrade with a body',
+    parts: plain('GET / HTTP/1.1', ['Host: x', 'Connection: Upgrade', 'Upgrade: foo', 'Content-Length: 100000'], '', 'GET', false),
+  },
+  {
+    name: 'upgrade with a body',
+    parts: plain('GET /pid HTTP/1.1', ['Host: chaos', 'Connection: Upgrade', 'Upgrade: foo', 'Content-Length: 10'], '0123456789'),
+  },
   { name: 'bare LF', parts: { ...plain('GET /echo HTTP/1.1', ['Host: chaos']), eol: '\n' } },
   { name: 'NUL bytes', parts: plain('GET /echo HTTP/1.1', ['Host: chaos', 'X-A: a\u0000b']) },
 ];
@@ -276,7 +313,13 @@ export function generateCases(seed: number, count: number): FuzzCase[] {
   // (a later answer sent ahead of it would pass for it); what follows an upgrade without a body is
   // complete and owed an answer or a close.
   const upgrade = (withBody: boolean) =>
-    plain('GET /pid HTTP/1.1', ['Host: chaos', 'Connection: Upgrade', 'Upgrade: foo', ...(withBody ? ['Content-Length: 100000'] : [])], '', 'GET', !withBody);
+    plain(
+      'GET /pid HTTP/1.1',
+      ['Host: chaos', 'Connection: Upgrade', 'Upgrade: foo', ...(withBody ? ['Content-Length: 100000'] : [])],
+      '',
+      'GET',
+      !withBody,
+    );
   for (const [name, broken] of [
     ['pipelined, upgrade with a body in the middle', upgrade(true)],
     ['pipelined, upgrade in the middle', upgrade(false)],
@@ -297,7 +340,14 @@ export function generateCases(seed: number, count: number): FuzzCase[] {
     const roll = rng();
     if (roll < 0.1) {
       const { parts, expected } = echoRequest(rng);
-      cases.push({ index, name: 'valid request', bytes: Buffer.from(serialize(parts), 'latin1'), methods: [parts.method], complete: true, valid: [expected] });
+      cases.push({
+        index,
+        name: 'valid request',
+        bytes: Buffer.from(serialize(parts), 'latin1'),
+        methods: [parts.method],
+        complete: true,
+        valid: [expected],
+      });
     } else if (roll < 0.3) {
       const name = pick(rng, MUTATION_NAMES);
       const broken = MUTATIONS[name]!(rng);
@@ -315,7 +365,14 @@ export function generateCases(seed: number, count: number): FuzzCase[] {
       // Every kind of mutation in turn, so a short run covers them all.
       const name = MUTATION_NAMES[index % MUTATION_NAMES.length]!;
       const parts = MUTATIONS[name]!(rng);
-      cases.push({ index, name, bytes: Buffer.from(serialize(parts), 'latin1'), methods: [parts.method], complete: parts.complete, valid: [] });
+      cases.push({
+        index,
+        name,
+        bytes: Buffer.from(serialize(parts), 'latin1'),
+        methods: [parts.method],
+        complete: parts.complete,
+        valid: [],
+      });
     }
   }
   return cases;
@@ -345,7 +402,8 @@ export async function runCase(port: number, fuzz: FuzzCase, nonceSeed: string): 
   });
   problems.push(...judgeCase(fuzz, result));
   // An upgrade with a body is well-formed HTTP: a 2xx to it (the switch declined) says nothing.
-  const brokenAnswer = fuzz.valid.length < fuzz.methods.length && !fuzz.name.includes('upgrade') ? result.responses[fuzz.valid.length] : undefined;
+  const brokenAnswer =
+    fuzz.valid.length < fuzz.methods.length && !fuzz.name.includes('upgrade') ? result.responses[fuzz.valid.length] : undefined;
   const acceptedMalformed = brokenAnswer !== undefined && brokenAnswer.status < 300;
   for (let i = 0; i < FOLLOW_UPS; i++) {
     const problem = await followUp(port, `${nonceSeed}x${i}`);
@@ -358,7 +416,8 @@ function judgeCase(fuzz: FuzzCase, result: RawResult): string[] {
   const problems: string[] = [];
   if (result.malformed) problems.push(`unparseable answer: ${result.malformed}`);
   for (const response of result.responses) {
-    if (response.status >= 500) problems.push(`answered ${response.status} ${response.reason}${header(response, 'x-worker-pid') ? ' (from the app)' : ''}`);
+    if (response.status >= 500)
+      problems.push(`answered ${response.status} ${response.reason}${header(response, 'x-worker-pid') ? ' (from the app)' : ''}`);
   }
   const standalone = fuzz.valid.length === fuzz.methods.length;
   fuzz.valid.forEach((valid, i) => {
@@ -403,7 +462,8 @@ function echoProblem(status: number, text: string, expected: Echo): string | nul
   if (echo.url !== expected.url || echo.headers?.['x-chaos-nonce'] !== expected.nonce) {
     return `got the answer to another request (${echo.method} ${echo.url})`;
   }
-  if (echo.method !== expected.method || echo.body !== expected.body) return `its request arrived altered: ${echo.method} with body ${JSON.stringify(echo.body?.slice(0, 120))}`;
+  if (echo.method !== expected.method || echo.body !== expected.body)
+    return `its request arrived altered: ${echo.method} with body ${JSON.stringify(echo.body?.slice(0, 120))}`;
   const foreign = Object.keys(echo.headers ?? {}).filter((name) => name === 'x-forkgate-peer' || name === 'upgrade');
   if (foreign.length > 0) return `its request arrived with ${foreign.join(', ')}`;
   return null;

@@ -26,7 +26,10 @@ export function unitOf(response: Response): string | null {
 
 /** Whether the server ends the connection after this response. */
 export function closes(response: Response): boolean {
-  return (header(response, 'connection') ?? '').toLowerCase().split(',').some((token) => token.trim() === 'close');
+  return (header(response, 'connection') ?? '')
+    .toLowerCase()
+    .split(',')
+    .some((token) => token.trim() === 'close');
 }
 
 const CRLF = Buffer.from('\r\n');
@@ -304,7 +307,11 @@ export interface RawResult {
  * Writes bytes on a new connection and reads what comes back until the server closes, `expect`
  * responses have come, one says Connection: close, or `timeoutMs` passes.
  */
-export function rawExchange(port: number, bytes: Buffer, options: { methods: string[]; expect: number; timeoutMs: number }): Promise<RawResult> {
+export function rawExchange(
+  port: number,
+  bytes: Buffer,
+  options: { methods: string[]; expect: number; timeoutMs: number },
+): Promise<RawResult> {
   return new Promise((resolve) => {
     const parser = new ResponseParser();
     for (const method of options.methods) parser.expect(method);

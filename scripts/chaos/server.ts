@@ -93,7 +93,9 @@ export class ChaosServer {
       }
       await pause(25);
     }
-    throw new Error(`forkgate ${this.exit ? `exited (${this.exit.code ?? this.exit.signal})` : `not ready after ${timeoutMs} ms`}:\n${this.output.slice(-3000)}`);
+    throw new Error(
+      `forkgate ${this.exit ? `exited (${this.exit.code ?? this.exit.signal})` : `not ready after ${timeoutMs} ms`}:\n${this.output.slice(-3000)}`,
+    );
   }
 
   /** The master serving now: the pid file's (a USR2 successor writes it once it serves), else the first. */
@@ -186,7 +188,9 @@ export class ChaosServer {
 
   /** Workers (and threads) that ended in a way forkgate logged as unexpected: a crash, an exit, a kill it did not send. */
   unexpectedExits(): string[] {
-    return this.output.split('\n').filter((line) => /Worker \(pid:\d+\) (exited with code|was killed by)|Thread \d+ exited with code [^0]|Worker crashed/.test(line));
+    return this.output
+      .split('\n')
+      .filter((line) => /Worker \(pid:\d+\) (exited with code|was killed by)|Thread \d+ exited with code [^0]|Worker crashed/.test(line));
   }
 
   /** For an interrupted harness: KILL the whole tree at once. */
@@ -258,7 +262,6 @@ export function workerThreads(pid: number): number[] {
     return [];
   }
 }
-
 
 /**
  * The pool as /proc shows it, for when /status does not answer: the master's child processes titled as

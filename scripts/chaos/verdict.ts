@@ -70,7 +70,8 @@ export function holdersOf(record: RequestRecord, receipts: Receipts, connections
 export function summarize(records: readonly RequestRecord[]): string {
   const kinds = new Map<string, number>();
   for (const record of records) {
-    const kind = record.status !== undefined ? `${record.status} on ${record.path}` : `${record.failure} (${record.detail ?? ''}) on ${record.path}`;
+    const kind =
+      record.status !== undefined ? `${record.status} on ${record.path}` : `${record.failure} (${record.detail ?? ''}) on ${record.path}`;
     kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
   }
   return [...kinds].map(([kind, count]) => `${count}× ${kind}`).join('; ');

@@ -137,7 +137,9 @@ export class PoolWatch {
       const masterAlive = this.server.anyMasterAlive();
       const status = masterAlive ? ((await this.server.status(500)) ?? poolFromProc(this.server.masterPid(), this.shape.workers)) : null;
       this.server.remember();
-      const serving = status ? status.workers.filter((worker) => worker.state === 'ready' && !worker.retiring && isRunning(worker.pid)).length : null;
+      const serving = status
+        ? status.workers.filter((worker) => worker.state === 'ready' && !worker.retiring && isRunning(worker.pid)).length
+        : null;
       this.samples.push({ at: now, full: status !== null && this.isFull(status), serving, masterAlive });
     } finally {
       this.ticking = false;

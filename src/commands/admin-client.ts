@@ -60,7 +60,8 @@ export async function post(target: AdminTarget, path: string): Promise<Answer> {
   if (target.tokenFile === null && target.address.kind === 'tcp') {
     throw new UsageError('actions over TCP need the admin token: pass --admin-token-file FILE, the file forkgate reads');
   }
-  const headers: http.OutgoingHttpHeaders = target.tokenFile === null ? {} : { authorization: `Bearer ${readAdminToken(target.tokenFile)}` };
+  const headers: http.OutgoingHttpHeaders =
+    target.tokenFile === null ? {} : { authorization: `Bearer ${readAdminToken(target.tokenFile)}` };
   return ask(target, 'POST', path, headers);
 }
 
@@ -75,7 +76,10 @@ function ask(target: AdminTarget, method: string, path: string, headers: http.Ou
       res.on('data', (chunk: string) => (body += chunk));
       res.on('end', () => {
         const answer = readJson(body);
-        if (!answer) return reject(new AdminUnreachableError(`what answers at ${endpoint} is not forkgate's admin endpoint: HTTP ${res.statusCode}, no JSON`));
+        if (!answer)
+          return reject(
+            new AdminUnreachableError(`what answers at ${endpoint} is not forkgate's admin endpoint: HTTP ${res.statusCode}, no JSON`),
+          );
         if (res.statusCode! >= 300) return reject(refusal(res.statusCode!, refusalOf(answer) ?? `HTTP ${res.statusCode}`));
         resolve({ text: body, answer });
       });
@@ -83,7 +87,11 @@ function ask(target: AdminTarget, method: string, path: string, headers: http.Ou
     req.on('timeout', () => req.destroy(new Error(`no answer within ${ANSWER_TIMEOUT_MS / 1000} s`)));
     req.on('error', (error: NodeJS.ErrnoException) => {
       const why = error.code ?? error.message;
-      reject(new AdminUnreachableError(`cannot reach the admin endpoint at ${endpoint} (${why}): is forkgate serving it there (--admin-bind)?`, { cause: error }));
+      reject(
+        new AdminUnreachableError(`cannot reach the admin endpoint at ${endpoint} (${why}): is forkgate serving it there (--admin-bind)?`, {
+          cause: error,
+        }),
+      );
     });
     req.end();
   });

@@ -16,7 +16,7 @@ export interface Command {
 
 export const ADMIN_OPTION = [
   '--admin ADDRESS',
-  "The admin endpoint: HOST:PORT or unix:PATH. Default: admin-bind as the master reads it (its config file in this directory, FORKGATE_ADMIN_BIND).",
+  'The admin endpoint: HOST:PORT or unix:PATH. Default: admin-bind as the master reads it (its config file in this directory, FORKGATE_ADMIN_BIND).',
 ] as const;
 
 export const TOKEN_OPTION = [
@@ -25,7 +25,12 @@ export const TOKEN_OPTION = [
 ] as const;
 
 /** Parses a command's options; a mistake in them is bad usage, said as parseArgs says it. */
-export function parseOptions<Options extends ParseArgsOptionsConfig>(name: string, argv: string[], options: Options, allowPositionals = false) {
+export function parseOptions<Options extends ParseArgsOptionsConfig>(
+  name: string,
+  argv: string[],
+  options: Options,
+  allowPositionals = false,
+) {
   try {
     return parseArgs({ args: argv, options, strict: true, allowPositionals });
   } catch (error) {
@@ -34,7 +39,8 @@ export function parseOptions<Options extends ParseArgsOptionsConfig>(name: strin
     // parseArgs's first sentence, and the word it is about; its advice on '--' is for other programs.
     const word = /'([^']+)'/.exec(message)?.[1];
     if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') throw new UsageError(`unknown option '${word}'; see forkgate ${name} --help`);
-    if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') throw new UsageError(`takes options only; got '${word}' (see forkgate ${name} --help)`);
+    if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL')
+      throw new UsageError(`takes options only; got '${word}' (see forkgate ${name} --help)`);
     throw new UsageError(`${message.replace(/\.$/, '')}; see forkgate ${name} --help`);
   }
 }

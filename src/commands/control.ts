@@ -39,7 +39,12 @@ export const scale: Command = {
     // parseArgs would read -2 as an option: the size is taken out first (not a value of --admin).
     const at = argv.findIndex((arg, i) => /^[+-]?\d+$/.test(arg) && !['--admin', '--admin-token-file'].includes(argv[i - 1] ?? ''));
     const size = at < 0 ? undefined : argv[at]!;
-    const { values, positionals } = parseOptions('scale', argv.filter((_, i) => i !== at), ACTION_OPTIONS, true);
+    const { values, positionals } = parseOptions(
+      'scale',
+      argv.filter((_, i) => i !== at),
+      ACTION_OPTIONS,
+      true,
+    );
     if (size === undefined || positionals.length > 0) {
       const got = [size, ...positionals].filter((arg) => arg !== undefined).map((arg) => `'${arg}'`);
       throw new UsageError(`expected one size: N (workers), +N or -N (more or fewer); got ${got.join(', ') || 'none'}`);
@@ -47,7 +52,8 @@ export const scale: Command = {
     const target = await adminTarget(values, sources, true);
     const { answer } = await post(target, `/workers/${size}`);
     const { target: workers, previous } = answer as { target: number; previous: number };
-    const change = workers === previous ? `stays at ${workers}` : `${workers > previous ? 'raised' : 'lowered'} from ${previous} to ${workers}`;
+    const change =
+      workers === previous ? `stays at ${workers}` : `${workers > previous ? 'raised' : 'lowered'} from ${previous} to ${workers}`;
     return `Pool size ${change} (${formatBindAddress(target.address)})\n`;
   },
 };

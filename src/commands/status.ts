@@ -27,17 +27,25 @@ export function renderStatus(status: PoolStatus): string {
     String(worker.uptimeSeconds),
   ]);
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
-  const line = (cells: string[]) => cells.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, column) => cell.padEnd(widths[column]!))
+      .join('  ')
+      .trimEnd();
   const last = status.lastExit ? `, last exit: pid ${status.lastExit.pid} ${status.lastExit.reason}` : '';
-  const proxy = status.balance === 'proxy'
-    ? [
-        `queued ${status.queued}; in rotation: ${
-          status.backends
-            .map(({ name, inFlight, capacity, takenBack }) => `${name} ${inFlight}/${capacity}${takenBack > 0 ? ` (${takenBack} taken back)` : ''}`)
-            .join(', ') || 'none'
-        }`,
-      ]
-    : [];
+  const proxy =
+    status.balance === 'proxy'
+      ? [
+          `queued ${status.queued}; in rotation: ${
+            status.backends
+              .map(
+                ({ name, inFlight, capacity, takenBack }) =>
+                  `${name} ${inFlight}/${capacity}${takenBack > 0 ? ` (${takenBack} taken back)` : ''}`,
+              )
+              .join(', ') || 'none'
+          }`,
+        ]
+      : [];
   return [
     `master ${status.master.pid} (forkgate ${status.master.version}, Node ${status.master.node}), up ${status.master.uptimeSeconds} s, ${status.ready ? 'ready' : 'NOT READY'}`,
     `generation ${status.generation}, ${status.workers.length}/${status.target} workers, ${status.workerClass}${status.threads > 1 ? ` × ${status.threads} threads` : ''}, balance ${status.balance}, restarts ${status.restarts}${last}`,

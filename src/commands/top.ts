@@ -18,7 +18,8 @@ export const top: Command = {
   async run(argv, sources) {
     const { values } = parseOptions('top', argv, { admin: { type: 'string' }, frames: { type: 'string' } });
     const frames = values.frames === undefined ? Infinity : Number(values.frames);
-    if (frames !== Infinity && (!Number.isInteger(frames) || frames < 1)) throw new UsageError(`--frames: expected a whole number ≥ 1; got '${values.frames}'`);
+    if (frames !== Infinity && (!Number.isInteger(frames) || frames < 1))
+      throw new UsageError(`--frames: expected a whole number ≥ 1; got '${values.frames}'`);
     const inPlace = frames === Infinity && process.stdout.isTTY;
     let previous: PoolSnapshot | null = null;
     let shown = 0;
@@ -43,7 +44,11 @@ function follow(target: AdminTarget, onSnapshot: (pool: PoolSnapshot) => boolean
     const req = http.get({ ...where, path: '/events' }, (res) => {
       if (res.statusCode !== 200 || !String(res.headers['content-type']).startsWith('text/event-stream')) {
         res.resume();
-        return reject(new AdminUnreachableError(`what answers at ${endpoint} serves no /events (HTTP ${res.statusCode}): is it forkgate's admin endpoint?`));
+        return reject(
+          new AdminUnreachableError(
+            `what answers at ${endpoint} serves no /events (HTTP ${res.statusCode}): is it forkgate's admin endpoint?`,
+          ),
+        );
       }
       let text = '';
       res.setEncoding('utf8');
@@ -61,7 +66,12 @@ function follow(target: AdminTarget, onSnapshot: (pool: PoolSnapshot) => boolean
       res.on('end', resolve);
     });
     req.on('error', (error: NodeJS.ErrnoException) => {
-      reject(new AdminUnreachableError(`cannot reach the admin endpoint at ${endpoint} (${error.code ?? error.message}): is forkgate serving it there (--admin-bind)?`, { cause: error }));
+      reject(
+        new AdminUnreachableError(
+          `cannot reach the admin endpoint at ${endpoint} (${error.code ?? error.message}): is forkgate serving it there (--admin-bind)?`,
+          { cause: error },
+        ),
+      );
     });
   });
 }
@@ -89,8 +99,15 @@ export function renderTop(pool: PoolSnapshot, previous: PoolSnapshot): string {
     ];
   });
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
-  const line = (cells: string[]) => cells.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd();
-  const restarts = pool.restarts.slice(-5).reverse().map((restart) => `  ${new Date(restart.at).toISOString().slice(11, 19)}  slot ${restart.slot}  pid ${restart.pid}  ${restart.reason}`);
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, column) => cell.padEnd(widths[column]!))
+      .join('  ')
+      .trimEnd();
+  const restarts = pool.restarts
+    .slice(-5)
+    .reverse()
+    .map((restart) => `  ${new Date(restart.at).toISOString().slice(11, 19)}  slot ${restart.slot}  pid ${restart.pid}  ${restart.reason}`);
   return [
     `${Math.round((pool.requests - previous.requests) / seconds)} req/s  p50 ${ms(0.5)} ms  p99 ${ms(0.99)} ms  ${pool.requests} requests since start  queued ${pool.queued}`,
     `${pool.workers.length} workers (${pool.target} wanted)`,

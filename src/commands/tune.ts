@@ -16,9 +16,15 @@ export const tune: Command = {
   summary:
     'Profile the app with one worker, name its bottleneck (cpu, io or memory) on this machine, measure the configurations that could serve it best, and recommend one, as flags and as a config file. It starts forkgate itself for each trial, on a free port of 127.0.0.1; about two minutes with the default --duration.',
   options: [
-    ['--path PATH', 'A URL path to request (repeatable; default /). One that does not answer 2xx or 3xx is reported and left out of the load.'],
+    [
+      '--path PATH',
+      'A URL path to request (repeatable; default /). One that does not answer 2xx or 3xx is reported and left out of the load.',
+    ],
     ['--duration SECONDS', `How long each trial is measured, after a warm-up of up to 2 s (default ${DEFAULT_DURATION}).`],
-    ['--memory MB', "The memory the server may use, in MiB, when less than the cgroup's memory.max (or the machine's memory): configurations that would not fit are skipped."],
+    [
+      '--memory MB',
+      "The memory the server may use, in MiB, when less than the cgroup's memory.max (or the machine's memory): configurations that would not fit are skipped.",
+    ],
     ['--json', 'Print the profile, every trial, the bottleneck and the recommendation as JSON.'],
     ['--report FILE', 'Also write an HTML page with the charts (self-contained: no scripts, nothing fetched).'],
   ],
@@ -79,6 +85,7 @@ function writable(file: string): void {
 function wholeNumber(flag: string, text: string | undefined, fallback: number, expected: string): number {
   if (text === undefined) return fallback;
   const value = Number(text);
-  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(value) || value < 1) throw new UsageError(`${flag}: expected ${expected}; got '${text}'`);
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(value) || value < 1)
+    throw new UsageError(`${flag}: expected ${expected}; got '${text}'`);
   return value;
 }

@@ -4,7 +4,7 @@ export type BindAddress =
   | { readonly kind: 'unix'; readonly path: string }
   | { readonly kind: 'fd'; readonly fd: number };
 
-export const BIND_FORMS = "HOST:PORT, [IPv6]:PORT, HOST (port 8000), unix:PATH or fd://N";
+export const BIND_FORMS = 'HOST:PORT, [IPv6]:PORT, HOST (port 8000), unix:PATH or fd://N';
 
 const DEFAULT_PORT = 8000;
 

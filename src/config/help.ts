@@ -21,7 +21,7 @@ export function renderHelp(commands: readonly string[]): string {
     ...commands.map((usage) => `       ${usage}`),
     '',
     'APP is path/to/app.{js,mjs,cjs,ts}[:export] (:factory() calls a factory).',
-    "The commands ask a running master through its admin endpoint (--admin-bind), but tune, which starts forkgate itself to measure the app; forkgate COMMAND --help says more.",
+    'The commands ask a running master through its admin endpoint (--admin-bind), but tune, which starts forkgate itself to measure the app; forkgate COMMAND --help says more.',
   ];
   for (const [section, entries] of sections()) {
     // The app is the positional argument; server hooks have no flag (the footer says where they go).
@@ -33,7 +33,10 @@ export function renderHelp(commands: readonly string[]): string {
       lines.push(`  ${label.padEnd(34)}${label.length > 33 ? `\n${' '.repeat(36)}` : ''}${entry.doc}`);
     }
   }
-  lines.push('', 'Every setting also reads FORKGATE_<NAME> from the environment; server hooks (onStarting, preFork, ...) are set in a config file.');
+  lines.push(
+    '',
+    'Every setting also reads FORKGATE_<NAME> from the environment; server hooks (onStarting, preFork, ...) are set in a config file.',
+  );
   lines.push('See docs/settings.md.');
   return `${lines.join('\n')}\n`;
 }
@@ -62,7 +65,11 @@ export function renderSettingsMarkdown(): string {
     for (const entry of entries) {
       const env = entry.env.map((source) => `\`${source.name}\``).join(', ') || '—';
       const flag =
-        entry.key === 'app' ? 'positional `APP`' : entry.kind === 'hook' ? '—' : `\`--${entry.name}\`${entry.short ? `, \`-${entry.short}\`` : ''}`;
+        entry.key === 'app'
+          ? 'positional `APP`'
+          : entry.kind === 'hook'
+            ? '—'
+            : `\`--${entry.name}\`${entry.short ? `, \`-${entry.short}\`` : ''}`;
       lines.push(
         '',
         `### ${entry.name}`,
@@ -74,7 +81,11 @@ export function renderSettingsMarkdown(): string {
         entry.doc,
       );
       if (entry.fixedUntilRestart === 'always') lines.push('', 'A reload (HUP) leaves it as it was: it takes a restart.');
-      if (entry.fixedUntilRestart === 'with-proxy') lines.push('', "With `--balance proxy` the master's front keeps the value it started with until a restart; what the workers do with it follows a reload (HUP).");
+      if (entry.fixedUntilRestart === 'with-proxy')
+        lines.push(
+          '',
+          "With `--balance proxy` the master's front keeps the value it started with until a restart; what the workers do with it follows a reload (HUP).",
+        );
     }
   }
   return `${lines.join('\n')}\n`;

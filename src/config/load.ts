@@ -105,7 +105,9 @@ function applyUpstreams(values: SettingValues, balanceSource: string | undefined
   if (values.upstream.length === 0) return;
   if (values.app) throw new SettingError(`--upstream: fronts servers instead of an app; got both --upstream and the app '${values.app}'`);
   if (values.balance !== 'proxy' && balanceSource) {
-    throw new SettingError(`${balanceSource}: --upstream needs the proxy, which parses each request; use --balance proxy or leave --balance out`);
+    throw new SettingError(
+      `${balanceSource}: --upstream needs the proxy, which parses each request; use --balance proxy or leave --balance out`,
+    );
   }
   values.balance = 'proxy';
 }
@@ -135,9 +137,7 @@ function parseCommandLine(argv: readonly string[], sourcePrefix: string): { laye
     throw new SettingError(`${sourcePrefix}${explainParseError(error as Error & { code?: string })}`);
   }
   if (parsed.positionals.length > 1) {
-    throw new SettingError(
-      `${sourcePrefix}expected one app (PATH[:EXPORT]); got ${parsed.positionals.map((p) => `'${p}'`).join(', ')}`,
-    );
+    throw new SettingError(`${sourcePrefix}expected one app (PATH[:EXPORT]); got ${parsed.positionals.map((p) => `'${p}'`).join(', ')}`);
   }
   const layer: Layer = new Map();
   for (const entry of SETTINGS as readonly Setting[]) {
@@ -215,9 +215,7 @@ async function readConfigFile(file: string): Promise<Layer> {
     }
     if (!entry) {
       const guess = closestSetting(key);
-      throw new SettingError(
-        `${file}: unknown setting '${key}'${guess ? ` (did you mean '${toKey(guess)}'?)` : ''}; see docs/settings.md`,
-      );
+      throw new SettingError(`${file}: unknown setting '${key}'${guess ? ` (did you mean '${toKey(guess)}'?)` : ''}; see docs/settings.md`);
     }
     layer.set(key, { raw, source: `${file}: ${key}` });
   }

@@ -17,9 +17,7 @@ import { readProxyHeader } from './read-proxy-header.ts';
 import { prepareRequestHeaders } from './request-headers.ts';
 import { createTlsTerminator, secureContextOptions, type TlsSettings } from './tls.ts';
 
-export type EdgeSettings = LimitSettings &
-  TlsSettings &
-  Pick<Settings, 'forwardedAllowIps' | 'proxyProtocol' | 'proxyAllowFrom'>;
+export type EdgeSettings = LimitSettings & TlsSettings & Pick<Settings, 'forwardedAllowIps' | 'proxyProtocol' | 'proxyAllowFrom'>;
 
 export interface EdgeOptions {
   /** False in the proxy, which adds the id to the response head it relays itself (one header edit less). */
@@ -99,7 +97,8 @@ export class Edge {
   }
 
   private terminate(socket: Socket): void {
-    if (this.tls) this.tls.emit('connection', socket); // 'secureConnection' delivers it once the handshake is done
+    if (this.tls)
+      this.tls.emit('connection', socket); // 'secureConnection' delivers it once the handshake is done
     else this.deliver(socket);
   }
 
@@ -179,7 +178,8 @@ function framingProblem(req: IncomingMessage): Rejection | null {
   const raw = req.rawHeaders;
   let hosts = 0;
   for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host' && ++hosts > 1) return { status: 400, reason: 'more than one Host header' };
+    if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host' && ++hosts > 1)
+      return { status: 400, reason: 'more than one Host header' };
   }
   return null;
 }

@@ -84,11 +84,21 @@ function parseV2(data: Buffer): ProxyHeader {
   if (command === COMMAND_LOCAL || transport !== TRANSPORT_STREAM) return { state: 'parsed', version: 2, length, source: null };
   if (family === FAMILY_INET) {
     if (body.length < 12) return invalid('v2 IPv4 address block shorter than 12 bytes');
-    return { state: 'parsed', version: 2, length, source: { address: body.subarray(0, 4).join('.'), port: body.readUInt16BE(8), family: 'IPv4' } };
+    return {
+      state: 'parsed',
+      version: 2,
+      length,
+      source: { address: body.subarray(0, 4).join('.'), port: body.readUInt16BE(8), family: 'IPv4' },
+    };
   }
   if (family === FAMILY_INET6) {
     if (body.length < 36) return invalid('v2 IPv6 address block shorter than 36 bytes');
-    return { state: 'parsed', version: 2, length, source: { address: formatIPv6(body.subarray(0, 16)), port: body.readUInt16BE(32), family: 'IPv6' } };
+    return {
+      state: 'parsed',
+      version: 2,
+      length,
+      source: { address: formatIPv6(body.subarray(0, 16)), port: body.readUInt16BE(32), family: 'IPv6' },
+    };
   }
   return { state: 'parsed', version: 2, length, source: null }; // UNSPEC or a unix socket: no TCP client to name
 }

@@ -24,7 +24,8 @@ export function readProxyHeader(
   onRefused: (reason: string) => void,
 ): void {
   let received: Buffer = Buffer.alloc(0);
-  const timer = policy.timeoutMs > 0 ? setTimeout(() => refuse('no complete PROXY header within --headers-timeout'), policy.timeoutMs) : null;
+  const timer =
+    policy.timeoutMs > 0 ? setTimeout(() => refuse('no complete PROXY header within --headers-timeout'), policy.timeoutMs) : null;
   const stopReading = () => {
     if (timer) clearTimeout(timer);
     socket.off('data', onData);

@@ -12,9 +12,24 @@ const clients = new WeakMap<Socket, HopClient | null>();
 
 /** Defined once per connection; each request then only records its client. */
 const CLIENT_ADDRESS: PropertyDescriptorMap = {
-  remoteAddress: { configurable: true, get(this: Socket) { return clients.get(this)?.peer?.address; } },
-  remotePort: { configurable: true, get(this: Socket) { return clients.get(this)?.peer?.port; } },
-  remoteFamily: { configurable: true, get(this: Socket) { return clients.get(this)?.peer?.family; } },
+  remoteAddress: {
+    configurable: true,
+    get(this: Socket) {
+      return clients.get(this)?.peer?.address;
+    },
+  },
+  remotePort: {
+    configurable: true,
+    get(this: Socket) {
+      return clients.get(this)?.peer?.port;
+    },
+  },
+  remoteFamily: {
+    configurable: true,
+    get(this: Socket) {
+      return clients.get(this)?.peer?.family;
+    },
+  },
 };
 /**
  * Only where clients come over TLS: apps tell HTTPS by `'encrypted' in req.socket`. A front serves TLS
@@ -22,9 +37,24 @@ const CLIENT_ADDRESS: PropertyDescriptorMap = {
  */
 const CLIENT_TLS: PropertyDescriptorMap = {
   encrypted: { configurable: true, get: () => true },
-  authorized: { configurable: true, get(this: Socket) { return clients.get(this)?.tls?.authorized; } },
-  getPeerCertificate: { configurable: true, value(this: Socket) { return peerCertificate(clients.get(this)?.tls?.certificate ?? null); } },
-  getPeerX509Certificate: { configurable: true, value(this: Socket) { return peerX509Certificate(clients.get(this)?.tls?.certificate ?? null); } },
+  authorized: {
+    configurable: true,
+    get(this: Socket) {
+      return clients.get(this)?.tls?.authorized;
+    },
+  },
+  getPeerCertificate: {
+    configurable: true,
+    value(this: Socket) {
+      return peerCertificate(clients.get(this)?.tls?.certificate ?? null);
+    },
+  },
+  getPeerX509Certificate: {
+    configurable: true,
+    value(this: Socket) {
+      return peerX509Certificate(clients.get(this)?.tls?.certificate ?? null);
+    },
+  },
 };
 
 /** The client the request names, else none (the hop itself is a unix socket). */

@@ -117,7 +117,11 @@ export class HopPool {
     let connection: HopConnection | undefined;
     for (connection = this.idle.pop(); connection && !connection.usableAt(now); connection = this.idle.pop()) connection.destroy();
     if (!connection) {
-      const opened = new HopConnection(this.target, (idle) => this.onIdle(idle), () => this.onGone(opened));
+      const opened = new HopConnection(
+        this.target,
+        (idle) => this.onIdle(idle),
+        () => this.onGone(opened),
+      );
       this.open.add(opened);
       connection = opened;
     }

@@ -122,12 +122,7 @@ export interface ThreadData {
   readonly boot: Pick<Extract<MasterMessage, { type: 'boot' }>, 'workerId' | 'generation' | 'settings' | 'listen' | 'appAddress'>;
 }
 
-export function sendToWorker(
-  child: ChildProcess,
-  message: MasterMessage,
-  socket?: Socket,
-  onSent?: (error: Error | null) => void,
-): void {
+export function sendToWorker(child: ChildProcess, message: MasterMessage, socket?: Socket, onSent?: (error: Error | null) => void): void {
   if (!child.connected) {
     onSent?.(new Error('worker IPC channel closed'));
     return;

@@ -95,7 +95,12 @@ export class AdminEndpoint {
    * Listens on `address`, or, in a USR2 successor, on the descriptor its predecessor handed over.
    * tokenFile: --admin-token-file, read on each action so that the token can be rotated.
    */
-  static async start(address: BindAddress, inheritedFd: number | undefined, tokenFile: string | null, actions: AdminActions): Promise<AdminEndpoint> {
+  static async start(
+    address: BindAddress,
+    inheritedFd: number | undefined,
+    tokenFile: string | null,
+    actions: AdminActions,
+  ): Promise<AdminEndpoint> {
     const guard: Guard = { overTcp: address.kind === 'tcp', tokenFile };
     const server = http.createServer((req, res) => handle(req, res, guard, actions));
     await listenOn(server, inheritedFd === undefined ? address : { kind: 'fd', fd: inheritedFd }, ADMIN_SOCKET);
@@ -221,7 +226,9 @@ export function readAdminToken(file: string): string {
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (error) {
-    throw new SettingError(`--admin-token-file: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    throw new SettingError(
+      `--admin-token-file: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`,
+    );
   }
   const token = text.trim();
   if (token === '') throw new SettingError(`--admin-token-file: ${file} is empty`);

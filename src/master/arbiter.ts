@@ -23,7 +23,14 @@ import { loadAppOnce } from '../worker/unit-runner.ts';
 import { workerClassFor } from '../worker/classes/index.ts';
 import { createBalancer, type Balancer } from './balance/index.ts';
 import { AdminEndpoint, readAdminToken, type AdminActions, type PoolStatus, type ResizeOutcome } from './admin.ts';
-import { handOverLogFile, prepareWorkerIdentity, resolveSocketAccess, workerLogFiles, type SocketAccess, type WorkerIdentity } from './privileges.ts';
+import {
+  handOverLogFile,
+  prepareWorkerIdentity,
+  resolveSocketAccess,
+  workerLogFiles,
+  type SocketAccess,
+  type WorkerIdentity,
+} from './privileges.ts';
 import { Reloader } from './reloader.ts';
 import { captureBlockedStack } from './stack-dump.ts';
 import { inheritanceFrom, notifyPredecessor, startSuccessor, type Inheritance, type UpgradedMessage } from './upgrade.ts';
@@ -123,7 +130,9 @@ export class Arbiter {
     logger.info(`Starting forkgate ${VERSION} on Node ${process.version}`);
     if (process.pid === 1) {
       // Signals reach us (we handle them all), but Node cannot wait() for processes it did not spawn.
-      logger.warning('forkgate is PID 1: orphaned grandchildren cannot be reaped from Node; run it under an init (docker run --init, tini)');
+      logger.warning(
+        'forkgate is PID 1: orphaned grandchildren cannot be reaped from Node; run it under an init (docker run --init, tini)',
+      );
     }
     await this.hook('onStarting', this.masterInfo());
     if (settings.umask !== null) process.umask(parseInt(settings.umask, 8)); // inherited by the workers
@@ -241,11 +250,14 @@ export class Arbiter {
   private resize(workers: number): ResizeOutcome {
     if (this.frontsUpstreams) return this.refuseResize('no worker pool to resize: forkgate fronts --upstream servers');
     const { maximum, why } = this.maxWorkers();
-    if (workers > maximum) return this.refuseResize(`pool size stays at ${this.target}: ${workers} is above the maximum, ${maximum} (${why})`);
+    if (workers > maximum)
+      return this.refuseResize(`pool size stays at ${this.target}: ${workers} is above the maximum, ${maximum} (${why})`);
     if (workers < 1) return this.refuseResize(`pool size stays at ${this.target}: ${workers} is below the minimum, 1`);
     const previous = this.target;
     this.setTarget(workers);
-    this.logger.info(workers === previous ? `Pool size stays at ${workers}` : `Pool size ${workers > previous ? 'raised' : 'lowered'} to ${workers}`);
+    this.logger.info(
+      workers === previous ? `Pool size stays at ${workers}` : `Pool size ${workers > previous ? 'raised' : 'lowered'} to ${workers}`,
+    );
     this.wake();
     return { target: workers, previous };
   }

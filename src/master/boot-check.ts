@@ -30,7 +30,12 @@ export async function checkBoot(settings: Settings, env: NodeJS.ProcessEnv, iden
   }
 }
 
-function bootOneWorker(settings: Settings, env: NodeJS.ProcessEnv, identity: WorkerIdentity | null, listen: ListenPlan): Promise<BootCheck> {
+function bootOneWorker(
+  settings: Settings,
+  env: NodeJS.ProcessEnv,
+  identity: WorkerIdentity | null,
+  listen: ListenPlan,
+): Promise<BootCheck> {
   const worker = new WorkerHandle(1, 1, spawnWorkerProcess(settings, env, identity), Date.now());
   // As long as the arbiter lets a worker start Node, then wait for an app that calls listen() late.
   const limitMs = START_GRACE_MS + (settings.timeout || 30) * 1000;
@@ -50,9 +55,20 @@ function bootOneWorker(settings: Settings, env: NodeJS.ProcessEnv, identity: Wor
       clearTimeout(deadline);
       if (shape) return resolve({ shape });
       if (bootError) return resolve({ failure: describeBootError(bootError) });
-      const how = worker.signalSent ? `did not finish booting within ${limitMs / 1000} s` : signal ? `was killed by ${signal}` : `exited with code ${code}`;
+      const how = worker.signalSent
+        ? `did not finish booting within ${limitMs / 1000} s`
+        : signal
+          ? `was killed by ${signal}`
+          : `exited with code ${code}`;
       resolve({ failure: ` the worker ${how}` });
     });
-    worker.send({ type: 'boot', workerId: worker.id, generation: worker.generation, settings, listen, appAddress: nominalAddress(settings.bind[0]) });
+    worker.send({
+      type: 'boot',
+      workerId: worker.id,
+      generation: worker.generation,
+      settings,
+      listen,
+      appAddress: nominalAddress(settings.bind[0]),
+    });
   });
 }

@@ -70,7 +70,9 @@ export function resolveSocketAccess(
 /** The passwd or group line for a name or number: [name, password, id, (primary gid), ...]. */
 function lookUp(file: string, nameOrId: string, flag: string): string[] {
   const numeric = /^\d+$/.test(nameOrId);
-  const lines = safeRead(file).split('\n').map((line) => line.split(':'));
+  const lines = safeRead(file)
+    .split('\n')
+    .map((line) => line.split(':'));
   const entry = lines.find((fields) => (numeric ? fields[2] === nameOrId : fields[0] === nameOrId));
   if (entry) return entry;
   if (numeric) return [nameOrId, 'x', nameOrId, nameOrId];

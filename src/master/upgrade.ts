@@ -32,7 +32,12 @@ export function inheritanceFrom(env: NodeJS.ProcessEnv): Inheritance | null {
   return text ? (JSON.parse(text) as Inheritance) : null;
 }
 
-export function startSuccessor(inheritance: Inheritance, fds: readonly number[], admin: AdminSocket | null, env: NodeJS.ProcessEnv): ChildProcess {
+export function startSuccessor(
+  inheritance: Inheritance,
+  fds: readonly number[],
+  admin: AdminSocket | null,
+  env: NodeJS.ProcessEnv,
+): ChildProcess {
   const args = isSea() ? process.argv.slice(2) : [...process.execArgv, ...process.argv.slice(1)];
   // Listening descriptors land on 3, 4, ..., the admin endpoint's next; the IPC channel comes after them.
   const handed: Inheritance = admin ? { ...inheritance, admin: { fd: 3 + fds.length, address: admin.address } } : inheritance;

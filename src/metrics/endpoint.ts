@@ -42,7 +42,8 @@ export class MetricsEndpoint {
         res.end(`${text}\n`);
       };
       if (path !== '/metrics') return refuse(404, `no ${path} here: only GET /metrics`);
-      if (req.method !== 'GET' && req.method !== 'HEAD') return refuse(405, `${req.method} is not allowed: only GET /metrics`, { allow: 'GET, HEAD' });
+      if (req.method !== 'GET' && req.method !== 'HEAD')
+        return refuse(405, `${req.method} is not allowed: only GET /metrics`, { allow: 'GET, HEAD' });
       serveMetrics(req, res, exposition);
     });
     if (address.kind === 'tcp') {

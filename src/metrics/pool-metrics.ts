@@ -19,7 +19,16 @@ import { MetricsEndpoint } from './endpoint.ts';
 import { proxyCounts } from './proxy-counts.ts';
 import { metricsWanted } from './recorder.ts';
 import { statsdFor, type Statsd } from './statsd.ts';
-import { addCounts, countersOnly, DURATION_BUCKETS, NO_COUNTS, type MetricJson, type MetricsJson, type RequestCounts, type WorkerReport } from './report.ts';
+import {
+  addCounts,
+  countersOnly,
+  DURATION_BUCKETS,
+  NO_COUNTS,
+  type MetricJson,
+  type MetricsJson,
+  type RequestCounts,
+  type WorkerReport,
+} from './report.ts';
 
 /** How long a scrape waits for the workers' reports. */
 const COLLECT_MS = 1000;
@@ -168,7 +177,10 @@ export class PoolMetrics {
     const reason = restartReason(worker, exit);
     if (!reason) return;
     this.restarts.set(reason, (this.restarts.get(reason) ?? 0) + 1);
-    this.recentRestarts = [...this.recentRestarts.slice(1 - RECENT_RESTARTS), { at: Date.now(), slot: ledger?.slot ?? 0, pid: worker.pid, reason }];
+    this.recentRestarts = [
+      ...this.recentRestarts.slice(1 - RECENT_RESTARTS),
+      { at: Date.now(), slot: ledger?.slot ?? 0, pid: worker.pid, reason },
+    ];
   }
 
   /** The pool as the dashboard shows it, collected now: totals since start, each worker, recent restarts. */
@@ -266,7 +278,12 @@ export class PoolMetrics {
       // Summed into one, in turn: a scrape waits for the sum, so it never sees part of the retired totals.
       this.appFolded = this.appFolded.then(async () => {
         const parts = this.retiredApp.splice(0);
-        this.retiredApp.unshift(...(await sumMetrics(parts).then((sum) => [sum], () => parts)));
+        this.retiredApp.unshift(
+          ...(await sumMetrics(parts).then(
+            (sum) => [sum],
+            () => parts,
+          )),
+        );
       });
     }
   }
@@ -308,7 +325,12 @@ export class PoolMetrics {
           return { labels: { method: method!, code: code! }, value };
         }),
       ),
-      histogram('forkgate_http_request_duration_seconds', 'Time from a request reaching the app to its response closing, in seconds.', counts.durationBuckets, counts.durationSum),
+      histogram(
+        'forkgate_http_request_duration_seconds',
+        'Time from a request reaching the app to its response closing, in seconds.',
+        counts.durationBuckets,
+        counts.durationSum,
+      ),
       gauge('forkgate_http_requests_in_flight', 'Requests the workers are answering now.', [{ labels: {}, value: inFlight }]),
       gauge('forkgate_http_connections', 'Client connections the workers hold open now.', [{ labels: {}, value: connections }]),
       gauge(
@@ -322,7 +344,9 @@ export class PoolMetrics {
         'Workers replaced, by reason: crash, killed (by a signal forkgate did not send), timeout, max-requests, max-memory, reload.',
         [...this.restarts].map(([reason, value]) => ({ labels: { reason }, value })),
       ),
-      counter('forkgate_worker_boot_failures_total', 'Workers that exited before they were ready.', [{ labels: {}, value: this.bootFailures }]),
+      counter('forkgate_worker_boot_failures_total', 'Workers that exited before they were ready.', [
+        { labels: {}, value: this.bootFailures },
+      ]),
       counter(
         'forkgate_worker_requests_total',
         'Requests answered per worker slot (a replacement takes over the slot of the worker it replaces).',
@@ -348,12 +372,12 @@ export class PoolMetrics {
         'How long each live worker has run, by slot.',
         live.map((worker) => ({ labels: { worker: this.slots.get(worker)! }, value: (Date.now() - worker.startedAt) / 1000 })),
       ),
-      gauge(
-        'forkgate_queue_length',
-        'Connections (round-robin) or requests (--balance proxy) waiting in the master for a worker.',
-        [{ labels: {}, value: load.queued }],
-      ),
-      gauge('forkgate_backends', '--balance proxy and --upstream: units or upstreams in rotation (healthy).', [{ labels: {}, value: load.backends.length }]),
+      gauge('forkgate_queue_length', 'Connections (round-robin) or requests (--balance proxy) waiting in the master for a worker.', [
+        { labels: {}, value: load.queued },
+      ]),
+      gauge('forkgate_backends', '--balance proxy and --upstream: units or upstreams in rotation (healthy).', [
+        { labels: {}, value: load.backends.length },
+      ]),
       ...(settings.balance === 'proxy' || settings.upstream.length > 0 ? proxyMetrics(settings, load) : []),
     ];
   }
@@ -396,14 +420,28 @@ function proxyMetrics(settings: Settings, load: BalancerLoad): MetricJson[] {
       'Requests the proxy answered 503 itself, by reason: queue full, queue timeout, stopping.',
       [...proxyCounts.shed].map(([reason, value]) => ({ labels: { reason }, value })),
     ),
-    counter('forkgate_proxy_bad_gateway_total', 'Requests the proxy answered 502: the unit or upstream failed to answer.', [{ labels: {}, value: proxyCounts.badGateway }]),
-    counter('forkgate_proxy_retries_total', 'Requests sent again to another backend: the first never reached its backend.', [{ labels: {}, value: proxyCounts.retries }]),
-    counter('forkgate_proxy_taken_back_total', 'Requests taken back from a unit stuck on another request, and sent to one that moves.', [{ labels: {}, value: proxyCounts.takenBack }]),
-    histogram('forkgate_proxy_queue_wait_seconds', 'How long requests that found every backend busy waited in the queue, in seconds.', proxyCounts.queueWaitBuckets, proxyCounts.queueWaitSum),
+    counter('forkgate_proxy_bad_gateway_total', 'Requests the proxy answered 502: the unit or upstream failed to answer.', [
+      { labels: {}, value: proxyCounts.badGateway },
+    ]),
+    counter('forkgate_proxy_retries_total', 'Requests sent again to another backend: the first never reached its backend.', [
+      { labels: {}, value: proxyCounts.retries },
+    ]),
+    counter('forkgate_proxy_taken_back_total', 'Requests taken back from a unit stuck on another request, and sent to one that moves.', [
+      { labels: {}, value: proxyCounts.takenBack },
+    ]),
+    histogram(
+      'forkgate_proxy_queue_wait_seconds',
+      'How long requests that found every backend busy waited in the queue, in seconds.',
+      proxyCounts.queueWaitBuckets,
+      proxyCounts.queueWaitSum,
+    ),
     gauge(
       'forkgate_upstream_up',
       '--upstream: 1 while the upstream is in rotation, 0 while it is out (refusing, or failing --upstream-health).',
-      settings.upstream.map((upstream) => ({ labels: { upstream: formatUpstream(upstream) }, value: inRotation.has(formatUpstream(upstream)) ? 1 : 0 })),
+      settings.upstream.map((upstream) => ({
+        labels: { upstream: formatUpstream(upstream) },
+        value: inRotation.has(formatUpstream(upstream)) ? 1 : 0,
+      })),
     ),
   ];
 }

@@ -11,7 +11,11 @@ export interface MetricJson {
   readonly type: 'counter' | 'gauge' | 'histogram' | 'summary';
   /** How AggregatorRegistry.aggregate combines the workers' values: sum when absent. */
   readonly aggregator?: string;
-  readonly values: readonly { readonly value: number; readonly labels: Readonly<Record<string, string | number>>; readonly metricName?: string }[];
+  readonly values: readonly {
+    readonly value: number;
+    readonly labels: Readonly<Record<string, string | number>>;
+    readonly metricName?: string;
+  }[];
 }
 
 /** A registry's metrics: what AggregatorRegistry.aggregate takes, one array per registry. */

@@ -139,7 +139,11 @@ async function threadsReport(): Promise<WorkerReport> {
         }),
     ),
   );
-  if (exitedApp.length > 1) exitedApp = await sumMetrics(exitedApp).then((sum) => [sum], () => exitedApp);
+  if (exitedApp.length > 1)
+    exitedApp = await sumMetrics(exitedApp).then(
+      (sum) => [sum],
+      () => exitedApp,
+    );
   let counts = exitedCounts;
   const app: MetricsJson[] = [...exitedApp];
   for (const { last } of threads.values()) {

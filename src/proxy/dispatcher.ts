@@ -122,10 +122,13 @@ export class Dispatcher {
       return noop;
     }
     const waiter: Waiter = { grant, refuse, timer: null, since };
-    waiter.timer = this.clock.setTimeout(() => {
-      this.dequeue(waiter);
-      refuse('queue timeout');
-    }, Math.max(0, since + this.queueTimeoutMs - this.clock.now()));
+    waiter.timer = this.clock.setTimeout(
+      () => {
+        this.dequeue(waiter);
+        refuse('queue timeout');
+      },
+      Math.max(0, since + this.queueTimeoutMs - this.clock.now()),
+    );
     this.queue.push(waiter);
     return () => {
       if (this.dequeue(waiter)) this.clock.clearTimeout(waiter.timer!);

@@ -205,7 +205,11 @@ export class Exchange {
         // Unread, it never ran: a repeatable one goes to another. A request the backend read is never
         // retried: it may be what killed its unit, and must not take down the pool.
         const unread =
-          !refused && !bytesReceived && UNREAD_ERRORS.has(code) && IDEMPOTENT.has(req.method!) && (reused || this.unreadTries < MAX_UNREAD_TRIES);
+          !refused &&
+          !bytesReceived &&
+          UNREAD_ERRORS.has(code) &&
+          IDEMPOTENT.has(req.method!) &&
+          (reused || this.unreadTries < MAX_UNREAD_TRIES);
         if (refused) context.onBackendDown(backend);
         // A refusing backend leaves rotation, so each retry goes to another one, or waits for one.
         if ((refused || unread) && this.bodyComplete) {
@@ -327,7 +331,10 @@ const VOUCHED = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-ho
 /** Header names a Connection header lists are hop-by-hop too (except what the edge vouched for). */
 function connectionTokens(connection: string | undefined): ReadonlySet<string> | undefined {
   if (!connection) return undefined;
-  const tokens = connection.toLowerCase().split(',').map((token) => token.trim());
+  const tokens = connection
+    .toLowerCase()
+    .split(',')
+    .map((token) => token.trim());
   if (tokens.length === 1 && (tokens[0] === 'keep-alive' || tokens[0] === 'close')) return undefined;
   return new Set(tokens.filter((token) => !VOUCHED.has(token)));
 }

@@ -15,7 +15,13 @@ const ONLY_OURS = new Set([PEER_HEADER]);
 const REFRAMED = new Set(['connection', 'keep-alive', 'content-length', 'transfer-encoding']);
 
 /** Calls onEnd once, when the tunnel is closed (or could not be opened, or the upgrade was declined). */
-export function openTunnel(backend: Backend, req: IncomingMessage, client: net.Socket, head: Buffer, onEnd: (error: Error | null) => void): void {
+export function openTunnel(
+  backend: Backend,
+  req: IncomingMessage,
+  client: net.Socket,
+  head: Buffer,
+  onEnd: (error: Error | null) => void,
+): void {
   const headers = forwardedHeaders(req.rawHeaders, ONLY_OURS);
   if (backend.ours) headers.push(PEER_HEADER, encodeClient(req.socket));
   let text = `${req.method} ${req.url} HTTP/1.1\r\n`;

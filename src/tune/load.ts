@@ -79,12 +79,18 @@ function loadGenerator(): typeof autocannon {
       generator = createRequire(bundle)('./autocannon.cjs') as typeof autocannon;
       return generator;
     } catch (error) {
-      throw new TuneError(`the load generator, autocannon.cjs, does not load beside ${bundle} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}): it is part of forkgate's build`);
+      throw new TuneError(
+        `the load generator, autocannon.cjs, does not load beside ${bundle} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}): it is part of forkgate's build`,
+      );
     }
   }
   const module = { exports: {} };
   const source = getAsset('autocannon.cjs', 'utf8');
-  compileFunction(source, ['module', 'exports', 'require'], { filename: 'autocannon.cjs' })(module, module.exports, createRequire(process.execPath));
+  compileFunction(source, ['module', 'exports', 'require'], { filename: 'autocannon.cjs' })(
+    module,
+    module.exports,
+    createRequire(process.execPath),
+  );
   generator = module.exports as typeof autocannon;
   return generator;
 }

@@ -12,7 +12,9 @@ const MIB = 2 ** 20;
  * else the machine's memory, and `--memory` when it is smaller still.
  * `root` defaults to '/' so tests can point it at a fixture tree with proc/self/cgroup and sys/fs/cgroup.
  */
-export function memoryBudget(options: { requestedMiB?: number | null; root?: string; totalBytes?: number } = {}): Pick<Machine, 'memoryMiB' | 'memorySource'> {
+export function memoryBudget(
+  options: { requestedMiB?: number | null; root?: string; totalBytes?: number } = {},
+): Pick<Machine, 'memoryMiB' | 'memorySource'> {
   const root = options.root ?? '/';
   const limit = tightestMemoryMax(root);
   let budget = limit

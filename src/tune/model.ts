@@ -104,7 +104,10 @@ function cpuBound(profile: Profile): boolean {
 export function plan(machine: Machine, bottleneck: Bottleneck): Config[] {
   const cpus = machine.cpus;
   const pool = (workers: number, workerClass: WorkerClass = 'async', balance: BalanceMode = 'round-robin'): Config => ({
-    workers, threads: 1, workerClass, balance,
+    workers,
+    threads: 1,
+    workerClass,
+    balance,
   });
   const threaded = (workers: number, threads: number): Config => ({ workers, threads, workerClass: 'gthread', balance: 'reuseport' });
   const grid = [pool(1), pool(cpus), pool(2 * cpus + 1), threaded(1, 2), threaded(1, 4)];
@@ -201,15 +204,23 @@ export function explain(input: {
   const sentences: string[] = [];
   const work = `${ms(profile.cpuMs)} ms of CPU per ${ms(profile.requestMs)} ms request`;
   if (bottleneck === 'cpu') {
-    sentences.push(`CPU-bound: ${work}; one worker's event loop was ${pct(profile.loopUtilization)} busy at ${connections(profile.saturationConnections)}, so throughput grows with worker processes up to the ${machine.cpus} CPUs this process may use.`);
+    sentences.push(
+      `CPU-bound: ${work}; one worker's event loop was ${pct(profile.loopUtilization)} busy at ${connections(profile.saturationConnections)}, so throughput grows with worker processes up to the ${machine.cpus} CPUs this process may use.`,
+    );
   } else if (bottleneck === 'io') {
-    sentences.push(`I/O-bound: ${work}; the app mostly waits, and one event loop serves many requests at once (${Math.round(profile.saturationReqPerSec)} req/s from one worker at ${connections(profile.saturationConnections)}).`);
+    sentences.push(
+      `I/O-bound: ${work}; the app mostly waits, and one event loop serves many requests at once (${Math.round(profile.saturationReqPerSec)} req/s from one worker at ${connections(profile.saturationConnections)}).`,
+    );
   } else {
-    sentences.push(`Memory-bound: a worker process with the app loaded takes ${mib(profile.processMiB)} and the master ${mib(profile.masterMiB)}; ${machine.cpus} workers would need ${mib(predictedMiB({ workers: machine.cpus, threads: 1, workerClass: 'async', balance: 'round-robin' }, profile))}, and ${mib(machine.memoryMiB)} is allowed (${machine.memorySource}). ${cpuBound(profile) ? 'The app itself is CPU-bound' : 'The app itself is I/O-bound'}: ${work}.`);
+    sentences.push(
+      `Memory-bound: a worker process with the app loaded takes ${mib(profile.processMiB)} and the master ${mib(profile.masterMiB)}; ${machine.cpus} workers would need ${mib(predictedMiB({ workers: machine.cpus, threads: 1, workerClass: 'async', balance: 'round-robin' }, profile))}, and ${mib(machine.memoryMiB)} is allowed (${machine.memorySource}). ${cpuBound(profile) ? 'The app itself is CPU-bound' : 'The app itself is I/O-bound'}: ${work}.`,
+    );
   }
   if (!recommendation || !measured(recommendation)) {
     const skipped = trials.filter((trial) => trial.skipped !== null).length;
-    sentences.push(`No configuration was measured within ${mib(machine.memoryMiB)} (${skipped} of ${trials.length} skipped as too large); one worker process needs about ${mib(profile.masterMiB + profile.processMiB)}.`);
+    sentences.push(
+      `No configuration was measured within ${mib(machine.memoryMiB)} (${skipped} of ${trials.length} skipped as too large); one worker process needs about ${mib(profile.masterMiB + profile.processMiB)}.`,
+    );
     return sentences;
   }
   const chosen = recommendation;
@@ -219,26 +230,41 @@ export function explain(input: {
   const figures = (trial: Measured) =>
     `${describeConfig(trial)} serves ${Math.round(trial.reqPerSec)} req/s${trial.p99Ms === null ? '' : ` (p99 ${ms(trial.p99Ms)} ms)`} in ${mib(trial.rssMiB)}`;
   if (fastest !== chosen) {
-    sentences.push(`${figures(chosen)}; ${figures(fastest)}, within ${pct(NEAR_EQUAL)}, with ${(fastest.rssMiB / chosen.rssMiB).toFixed(1)}× the memory.`);
+    sentences.push(
+      `${figures(chosen)}; ${figures(fastest)}, within ${pct(NEAR_EQUAL)}, with ${(fastest.rssMiB / chosen.rssMiB).toFixed(1)}× the memory.`,
+    );
   } else {
     // the next best, and the one that spends the most memory, if another
-    const runnerUp = done.filter((trial) => trial !== chosen).reduce<Measured | null>((a, b) => (a === null || b.reqPerSec > a.reqPerSec ? b : a), null);
+    const runnerUp = done
+      .filter((trial) => trial !== chosen)
+      .reduce<Measured | null>((a, b) => (a === null || b.reqPerSec > a.reqPerSec ? b : a), null);
     const rivals = [...new Set([runnerUp, largest])].filter((trial): trial is Measured => trial !== null && trial !== chosen);
     sentences.push(`${[`${figures(chosen)}, the most of the trials`, ...rivals.map(figures)].join('; ')}.`);
   }
   const overMemory = trials.filter((trial) => trial.skipped !== null || (trial.rssMiB !== null && trial.rssMiB > machine.memoryMiB));
   if (overMemory.length > 0) {
-    sentences.push(`${overMemory.length} of ${trials.length} configurations did not fit ${mib(machine.memoryMiB)} (${machine.memorySource}).`);
+    sentences.push(
+      `${overMemory.length} of ${trials.length} configurations did not fit ${mib(machine.memoryMiB)} (${machine.memorySource}).`,
+    );
   }
-  sentences.push(`Threads do not share the app as Python's do: each serving thread loads its own copy of the app and its own heap (${mib(profile.threadMiB)} here), and saves only the rest of a process (${mib(Math.max(0, profile.processMiB - profile.threadMiB))} of its ${mib(profile.processMiB)}).`);
+  sentences.push(
+    `Threads do not share the app as Python's do: each serving thread loads its own copy of the app and its own heap (${mib(profile.threadMiB)} here), and saves only the rest of a process (${mib(Math.max(0, profile.processMiB - profile.threadMiB))} of its ${mib(profile.processMiB)}).`,
+  );
   if (generator.peakCpus >= GENERATOR_LIMIT) {
-    sentences.push(`The load generator runs on the same ${machine.cpus} CPUs and used up to ${generator.peakCpus.toFixed(1)} of them: it, not the server, may set the ceiling on req/s here; the server CPU per request (µs/req) compares configurations fairly.`);
+    sentences.push(
+      `The load generator runs on the same ${machine.cpus} CPUs and used up to ${generator.peakCpus.toFixed(1)} of them: it, not the server, may set the ceiling on req/s here; the server CPU per request (µs/req) compares configurations fairly.`,
+    );
   }
   const disturbed = done.filter((trial) => (trial.otherCpus ?? 0) > OTHER_LOAD_LIMIT);
   if (disturbed.length > 0 || profile.otherCpus > OTHER_LOAD_LIMIT) {
     const most = Math.max(profile.otherCpus, ...disturbed.map((trial) => trial.otherCpus!));
-    const where = [...(profile.otherCpus > OTHER_LOAD_LIMIT ? ['the profile'] : []), ...(disturbed.length > 0 ? [`${disturbed.length} of the trials`] : [])].join(' and ');
-    sentences.push(`Other programs used up to ${most.toFixed(2)} CPUs during ${where}: the figures are skewed; run tune again on a quiet machine to be sure.`);
+    const where = [
+      ...(profile.otherCpus > OTHER_LOAD_LIMIT ? ['the profile'] : []),
+      ...(disturbed.length > 0 ? [`${disturbed.length} of the trials`] : []),
+    ].join(' and ');
+    sentences.push(
+      `Other programs used up to ${most.toFixed(2)} CPUs during ${where}: the figures are skewed; run tune again on a quiet machine to be sure.`,
+    );
   }
   return sentences;
 }

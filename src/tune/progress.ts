@@ -53,7 +53,9 @@ class Bar implements Progress {
   }
   trial(index: number, config: string, secondsLeft: number): void {
     const filled = this.total > 0 ? Math.round((BAR_WIDTH * (index - 1)) / this.total) : 0;
-    this.redraw(`[${'#'.repeat(filled)}${'.'.repeat(BAR_WIDTH - filled)}] trial ${index}/${this.total}: ${config}, about ${Math.round(secondsLeft)} s left`);
+    this.redraw(
+      `[${'#'.repeat(filled)}${'.'.repeat(BAR_WIDTH - filled)}] trial ${index}/${this.total}: ${config}, about ${Math.round(secondsLeft)} s left`,
+    );
   }
   done(config: string, outcome: string): void {
     this.redraw(`${config}: ${outcome}`);

@@ -14,7 +14,9 @@ export function renderText(result: TuneResult): string {
   const { profile, machine } = result;
   const lines = [
     `forkgate tune ${result.app}: ${machine.cpus} CPUs, ${Math.round(machine.memoryMiB)} MiB (${machine.memorySource})`,
-    ...result.paths.filter((check) => !good(check.status)).map((check) => `path ${check.path} answered ${check.status ?? check.error}: left out of the load`),
+    ...result.paths
+      .filter((check) => !good(check.status))
+      .map((check) => `path ${check.path} answered ${check.status ?? check.error}: left out of the load`),
     `profile (1 worker): ${fixed(profile.cpuMs, 2)} ms CPU per ${fixed(profile.requestMs, 2)} ms request, ` +
       `${Math.round(profile.saturationReqPerSec)} req/s at ${connections(profile.saturationConnections)} (event loop ${Math.round(profile.loopUtilization * 100)} % busy); ` +
       `master ${whole(profile.masterMiB)} MiB, worker process ${whole(profile.processMiB)} MiB, serving thread ${whole(profile.threadMiB)} MiB`,
@@ -25,7 +27,15 @@ export function renderText(result: TuneResult): string {
     '',
   ];
   if (result.recommendation) {
-    lines.push(`recommended: ${commandLine(result)}`, '', ...result.reasons.map((reason) => `  ${reason}`), '', 'forkgate.config.ts:', '', configSnippet(result.recommendation));
+    lines.push(
+      `recommended: ${commandLine(result)}`,
+      '',
+      ...result.reasons.map((reason) => `  ${reason}`),
+      '',
+      'forkgate.config.ts:',
+      '',
+      configSnippet(result.recommendation),
+    );
   } else {
     lines.push('no recommendation', '', ...result.reasons.map((reason) => `  ${reason}`), '');
   }
@@ -51,7 +61,11 @@ function table(trials: readonly Trial[], chosen: Trial | null): string {
     trial.skipped === null ? '' : `skipped: ${trial.skipped}`,
   ]);
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
-  const line = (cells: string[]) => cells.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, column) => cell.padEnd(widths[column]!))
+      .join('  ')
+      .trimEnd();
   return [line(header), ...rows.map(line)].join('\n');
 }
 
@@ -63,7 +77,13 @@ export function renderJson(result: TuneResult): string {
 
 // ---------------------------------------------------------------- HTML
 
-const CLASS_COLORS: Record<string, string> = { 'async processes': '#1f6feb', 'gthread threads': '#d97706', 'sync processes': '#6b7280', 'async proxy': '#059669', 'async reuseport': '#7c3aed' };
+const CLASS_COLORS: Record<string, string> = {
+  'async processes': '#1f6feb',
+  'gthread threads': '#d97706',
+  'sync processes': '#6b7280',
+  'async proxy': '#059669',
+  'async reuseport': '#7c3aed',
+};
 
 /** Which line of a chart a trial belongs to. */
 function series(trial: Trial): string {
@@ -114,7 +134,9 @@ function chart(title: string, xLabel: string, yLabel: string, points: readonly P
     parts.push(`<text x="${px(x)}" y="${height - bottom + 16}" text-anchor="middle" class="tick">${x}</text>`);
   }
   parts.push(`<text x="${(left + width - right) / 2}" y="${height - 6}" text-anchor="middle" class="label">${escapeHtml(xLabel)}</text>`);
-  parts.push(`<text x="12" y="${top + (height - top - bottom) / 2}" text-anchor="middle" class="label" transform="rotate(-90 12 ${top + (height - top - bottom) / 2})">${escapeHtml(yLabel)}</text>`);
+  parts.push(
+    `<text x="12" y="${top + (height - top - bottom) / 2}" text-anchor="middle" class="label" transform="rotate(-90 12 ${top + (height - top - bottom) / 2})">${escapeHtml(yLabel)}</text>`,
+  );
   if (limit) {
     parts.push(`<line x1="${left}" y1="${py(limit.y)}" x2="${width - right}" y2="${py(limit.y)}" class="limit"/>`);
     parts.push(`<text x="${width - right}" y="${py(limit.y) - 4}" text-anchor="end" class="tick">${escapeHtml(limit.label)}</text>`);
@@ -122,7 +144,10 @@ function chart(title: string, xLabel: string, yLabel: string, points: readonly P
   for (const name of [...new Set(points.map((point) => point.series))]) {
     const color = CLASS_COLORS[name] ?? '#111827';
     const own = points.filter((point) => point.series === name).sort((a, b) => a.x - b.x);
-    if (own.length > 1) parts.push(`<polyline fill="none" stroke="${color}" stroke-width="1.5" points="${own.map((point) => `${px(point.x).toFixed(1)},${py(point.y).toFixed(1)}`).join(' ')}"/>`);
+    if (own.length > 1)
+      parts.push(
+        `<polyline fill="none" stroke="${color}" stroke-width="1.5" points="${own.map((point) => `${px(point.x).toFixed(1)},${py(point.y).toFixed(1)}`).join(' ')}"/>`,
+      );
     for (const point of own) {
       parts.push(
         `<circle class="point" cx="${px(point.x).toFixed(1)}" cy="${py(point.y).toFixed(1)}" r="${point.chosen ? 6 : 4}" fill="${color}"${point.chosen ? ' stroke="#111827" stroke-width="2"' : ''}><title>${escapeHtml(point.label)}</title></circle>`,
@@ -137,7 +162,10 @@ function chart(title: string, xLabel: string, yLabel: string, points: readonly P
 function memoryChart(points: readonly Point[], limitMiB: number): string {
   const most = Math.max(0, ...points.map((point) => point.y));
   const title = 'Resident memory of the tree';
-  if (limitMiB <= 2 * most) return chart(title, 'serving units (workers × threads)', 'MiB', points, { limit: { y: limitMiB, label: `limit ${Math.round(limitMiB)} MiB` } });
+  if (limitMiB <= 2 * most)
+    return chart(title, 'serving units (workers × threads)', 'MiB', points, {
+      limit: { y: limitMiB, label: `limit ${Math.round(limitMiB)} MiB` },
+    });
   return chart(`${title} (limit ${Math.round(limitMiB)} MiB)`, 'serving units (workers × threads)', 'MiB', points);
 }
 
@@ -159,27 +187,61 @@ export function renderHtml(result: TuneResult): string {
   const pointsOf = (value: (trial: Trial) => number | null) =>
     measured
       .filter((trial) => value(trial) !== null)
-      .map((trial) => ({ x: units(trial), y: value(trial)!, label: `${describeConfig(trial)}: ${formatTick(value(trial)!)}`, series: series(trial), chosen: trial === result.recommendation }));
+      .map((trial) => ({
+        x: units(trial),
+        y: value(trial)!,
+        label: `${describeConfig(trial)}: ${formatTick(value(trial)!)}`,
+        series: series(trial),
+        chosen: trial === result.recommendation,
+      }));
   const { profile, machine } = result;
   const legend = [...new Set(measured.map(series))]
-    .map((name) => `<span class="key"><span class="swatch" style="background:${CLASS_COLORS[name] ?? '#111827'}"></span>${escapeHtml(name)}</span>`)
+    .map(
+      (name) =>
+        `<span class="key"><span class="swatch" style="background:${CLASS_COLORS[name] ?? '#111827'}"></span>${escapeHtml(name)}</span>`,
+    )
     .join(' ');
   const charts = [
-    chart('Throughput', 'serving units (workers × threads)', 'req/s', pointsOf((trial) => trial.reqPerSec!)),
-    chart('p99 latency', 'serving units (workers × threads)', 'ms', pointsOf((trial) => trial.p99Ms)),
-    memoryChart(pointsOf((trial) => trial.rssMiB!), machine.memoryMiB),
+    chart(
+      'Throughput',
+      'serving units (workers × threads)',
+      'req/s',
+      pointsOf((trial) => trial.reqPerSec!),
+    ),
+    chart(
+      'p99 latency',
+      'serving units (workers × threads)',
+      'ms',
+      pointsOf((trial) => trial.p99Ms),
+    ),
+    memoryChart(
+      pointsOf((trial) => trial.rssMiB!),
+      machine.memoryMiB,
+    ),
     chart(
       'Profile: one worker under rising load',
       'connections',
       'req/s',
-      profile.steps.map((step) => ({ x: step.connections, y: step.reqPerSec, label: `${connections(step.connections)}: ${Math.round(step.reqPerSec)} req/s`, series: 'async processes', chosen: step.connections === profile.saturationConnections })),
+      profile.steps.map((step) => ({
+        x: step.connections,
+        y: step.reqPerSec,
+        label: `${connections(step.connections)}: ${Math.round(step.reqPerSec)} req/s`,
+        series: 'async processes',
+        chosen: step.connections === profile.saturationConnections,
+      })),
       { logX: true },
     ),
   ];
   const rows = result.trials
     .map((trial) => {
       const cells = [
-        describeConfig(trial), String(units(trial)), whole(trial.reqPerSec), fixed(trial.p50Ms, 2), fixed(trial.p99Ms, 2), whole(trial.rssMiB), whole(trial.cpuUsPerReq),
+        describeConfig(trial),
+        String(units(trial)),
+        whole(trial.reqPerSec),
+        fixed(trial.p50Ms, 2),
+        fixed(trial.p99Ms, 2),
+        whole(trial.rssMiB),
+        whole(trial.cpuUsPerReq),
         trial.skipped === null ? String(trial.failures) : `skipped: ${trial.skipped}`,
       ];
       return `<tr${trial === result.recommendation ? ' class="chosen"' : ''}>${cells.map((cell) => `<td>${escapeHtml(cell)}</td>`).join('')}</tr>`;

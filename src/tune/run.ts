@@ -6,8 +6,19 @@ import * as http from 'node:http';
 import { TuneError } from '../errors.ts';
 import { drive, type Load } from './load.ts';
 import {
-  classify, describeConfig, explain, latencyMeasurable, plan, recommend, skipReason, units,
-  type Bottleneck, type Config, type Machine, type Profile, type Trial,
+  classify,
+  describeConfig,
+  explain,
+  latencyMeasurable,
+  plan,
+  recommend,
+  skipReason,
+  units,
+  type Bottleneck,
+  type Config,
+  type Machine,
+  type Profile,
+  type Trial,
 } from './model.ts';
 import { childrenOf, cpuBetween, cpuSeconds, machineCpuSeconds, processTree, rssMiB, runQueueSeconds, treeCpu } from './proc.ts';
 import type { Progress } from './progress.ts';
@@ -98,7 +109,19 @@ export async function tune(options: TuneOptions, progress: Progress): Promise<Tu
   }
   const recommendation = recommend(trials, machine);
   const reasons = explain({ profile, machine, bottleneck, trials, recommendation, generator: { peakCpus: generatorCpus } });
-  return { app, machine, paths, durationSeconds: duration, connections, profile, bottleneck, trials, recommendation, reasons, generatorCpus };
+  return {
+    app,
+    machine,
+    paths,
+    durationSeconds: duration,
+    connections,
+    profile,
+    bottleneck,
+    trials,
+    recommendation,
+    reasons,
+    generatorCpus,
+  };
 }
 
 function isGood(status: number | null): boolean {
@@ -147,8 +170,16 @@ async function profileApp(options: TuneOptions): Promise<{ profile: Profile; pat
     await server.stop();
     const threadMiB = Math.max(0, (await threadedWorkerMiB(options, good)) - processMiB);
     const profile: Profile = {
-      requestMs, cpuMs, loopUtilization: best.loop, saturationConnections: best.connections, saturationReqPerSec: best.reqPerSec,
-      steps, otherCpus: other, masterMiB, processMiB, threadMiB,
+      requestMs,
+      cpuMs,
+      loopUtilization: best.loop,
+      saturationConnections: best.connections,
+      saturationReqPerSec: best.reqPerSec,
+      steps,
+      otherCpus: other,
+      masterMiB,
+      processMiB,
+      threadMiB,
     };
     return { profile, paths };
   } finally {
@@ -169,7 +200,12 @@ interface Measured {
 }
 
 async function measured(server: TrialServer, worker: number, load: () => Promise<Load>): Promise<Measured> {
-  const [before, machineBefore, loopBefore, waitBefore] = [treeCpu(server.pid), machineCpuSeconds(), cpuSeconds(worker, worker), runQueueSeconds(worker)];
+  const [before, machineBefore, loopBefore, waitBefore] = [
+    treeCpu(server.pid),
+    machineCpuSeconds(),
+    cpuSeconds(worker, worker),
+    runQueueSeconds(worker),
+  ];
   const result = await load();
   // tune's own waits are left in: they overlap the server's work rather than add to the request's time
   const waited = runQueueSeconds(worker) - waitBefore;
@@ -195,7 +231,12 @@ async function threadedWorkerMiB(options: TuneOptions, paths: readonly string[])
 }
 
 async function runTrial(
-  app: string, config: Config, paths: readonly string[], connections: number, duration: number, env: NodeJS.ProcessEnv,
+  app: string,
+  config: Config,
+  paths: readonly string[],
+  connections: number,
+  duration: number,
+  env: NodeJS.ProcessEnv,
 ): Promise<{ trial: Trial; load: Load }> {
   const server = await TrialServer.start(app, config, env);
   try {

@@ -39,10 +39,21 @@ export class TrialServer {
     const args = [
       ...(isSea() ? [] : [process.argv[1]!]),
       // all four, even the defaults: the config file and the environment may set them otherwise
-      '-w', String(config.workers), '--threads', String(config.threads), '-k', config.workerClass, '--balance', config.balance,
-      '-b', `127.0.0.1:${port}`,
+      '-w',
+      String(config.workers),
+      '--threads',
+      String(config.threads),
+      '-k',
+      config.workerClass,
+      '--balance',
+      config.balance,
+      '-b',
+      `127.0.0.1:${port}`,
       // the readiness line is read from the log, whatever the config file says about it
-      '--error-logfile', '-', '--log-level', 'info',
+      '--error-logfile',
+      '-',
+      '--log-level',
+      'info',
       app,
     ];
     const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -178,10 +178,7 @@ async function fromValue(value: unknown, options: LoadOptions): Promise<LoadedAp
 }
 
 /** Adapts a fetch(Request) → Response handler; @hono/node-server streams bodies and keeps Set-Cookie apart. */
-function fetchListener(
-  app: { fetch: (...args: unknown[]) => unknown },
-  onError: (error: unknown) => void,
-): http.RequestListener {
+function fetchListener(app: { fetch: (...args: unknown[]) => unknown }, onError: (error: unknown) => void): http.RequestListener {
   return getRequestListener((request, env) => app.fetch(request, env), {
     errorHandler: (error) => {
       onError(error);
@@ -335,7 +332,11 @@ function noAppMessage(path: string, spec: AppSpec, namespace: Namespace, why: No
 
 /** Node 24 also lists a CommonJS module's exports object under the name 'module.exports'. */
 function exportNames(namespace: Namespace): string {
-  return Object.keys(namespace).filter((name) => name !== 'module.exports').join(', ') || 'nothing';
+  return (
+    Object.keys(namespace)
+      .filter((name) => name !== 'module.exports')
+      .join(', ') || 'nothing'
+  );
 }
 
 function describe(value: unknown): string {

@@ -81,9 +81,7 @@ export class ServingUnit {
       (refused) => `At the open-file limit: answered ${count(refused, 'new connection')} 503, holding ${this.gate.open} (raise ulimit -n)`,
     );
     this.retireAfter =
-      settings.maxRequests > 0
-        ? settings.maxRequests + Math.floor(Math.random() * (settings.maxRequestsJitter + 1))
-        : Infinity;
+      settings.maxRequests > 0 ? settings.maxRequests + Math.floor(Math.random() * (settings.maxRequestsJitter + 1)) : Infinity;
     this.accessLog = settings.accessLogfile
       ? {
           sink: new LogSink(settings.accessLogfile, 1, { batched: true }),
@@ -174,7 +172,8 @@ function startAccessRecord(req: IncomingMessage, res: ServerResponse) {
   const startedNs = process.hrtime.bigint();
   let bodyBytes = 0;
   const count = (chunk: unknown, encoding?: unknown) => {
-    if (typeof chunk === 'string') bodyBytes += Buffer.byteLength(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
+    if (typeof chunk === 'string')
+      bodyBytes += Buffer.byteLength(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
     else if (chunk instanceof Uint8Array) bodyBytes += chunk.byteLength;
   };
   const write = res.write;

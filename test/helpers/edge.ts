@@ -15,7 +15,11 @@ export interface Exchange {
  * Writes the payload on a fresh connection and resolves once the server closes it. The client never
  * closes first (unless `end`), so a resolved exchange proves the server closed the connection.
  */
-export function exchange(url: string, payload: string | Buffer | readonly (string | Buffer)[], options: { end?: boolean } = {}): Promise<Exchange> {
+export function exchange(
+  url: string,
+  payload: string | Buffer | readonly (string | Buffer)[],
+  options: { end?: boolean } = {},
+): Promise<Exchange> {
   const { hostname, port } = new URL(url);
   return new Promise((resolve, reject) => {
     const socket = net.connect(Number(port), hostname, () => {
@@ -115,8 +119,23 @@ export function makeCertificates(dir: string): Certificates | string {
   const steps = [
     ['req', '-x509', ...key, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=forkgate test CA'],
     ['req', ...key, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1'],
-    ['x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '1',
-      '-extfile', 'server.ext'],
+    [
+      'x509',
+      '-req',
+      '-in',
+      'server.csr',
+      '-CA',
+      'ca.pem',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      'server.pem',
+      '-days',
+      '1',
+      '-extfile',
+      'server.ext',
+    ],
     ['req', ...key, '-keyout', 'client.key', '-out', 'client.csr', '-subj', '/CN=client'],
     ['x509', '-req', '-in', 'client.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'client.pem', '-days', '1'],
   ];

@@ -127,7 +127,9 @@ export class ProxyBalancer implements Balancer {
     if (changed.length > 0) this.logger.warning(`${changed.join(', ')}: with --balance proxy, take effect on restart, not on reload`);
     // The front is an HTTPS server or a plain one: a reload renews its certificate, not its kind.
     if ((settings.certfile === null) !== (this.started.certfile === null)) {
-      this.logger.warning(`--certfile: with --balance proxy, turning TLS ${settings.certfile ? 'on' : 'off'} takes effect on restart, not on reload`);
+      this.logger.warning(
+        `--certfile: with --balance proxy, turning TLS ${settings.certfile ? 'on' : 'off'} takes effect on restart, not on reload`,
+      );
     }
   }
 

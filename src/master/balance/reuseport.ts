@@ -80,7 +80,9 @@ export function ensureRequestMigration(logger: Logger): void {
   try {
     current = readFileSync(MIGRATE_REQ, 'utf8').trim();
   } catch {
-    logger.warning('balance reuseport: this kernel cannot migrate queued connections (net.ipv4.tcp_migrate_req, Linux 5.14+); reloads may reset a few connections');
+    logger.warning(
+      'balance reuseport: this kernel cannot migrate queued connections (net.ipv4.tcp_migrate_req, Linux 5.14+); reloads may reset a few connections',
+    );
     return;
   }
   if (current === '1') return;
@@ -88,7 +90,9 @@ export function ensureRequestMigration(logger: Logger): void {
     writeFileSync(MIGRATE_REQ, '1');
     logger.info('balance reuseport: set net.ipv4.tcp_migrate_req=1, so a draining worker hands its queued connections to the others');
   } catch {
-    logger.warning('balance reuseport: net.ipv4.tcp_migrate_req is 0, so reloads may reset connections queued on a draining worker; run `sysctl -w net.ipv4.tcp_migrate_req=1`');
+    logger.warning(
+      'balance reuseport: net.ipv4.tcp_migrate_req is 0, so reloads may reset connections queued on a draining worker; run `sysctl -w net.ipv4.tcp_migrate_req=1`',
+    );
   }
 }
 

@@ -45,7 +45,8 @@ export class RoundRobinBalancer implements Balancer {
     this.capacity = handoffCapacity(settings);
     this.overBudget = new RecurringWarning(
       logger,
-      (refused) => `At the open-file limit: answered ${count(refused, 'new connection')} 503, holding ${this.held()} for the workers (raise ulimit -n)`,
+      (refused) =>
+        `At the open-file limit: answered ${count(refused, 'new connection')} 503, holding ${this.held()} for the workers (raise ulimit -n)`,
     );
     const onConnection = (socket: net.Socket) => {
       socket.on('error', () => {}); // a reset while waiting here is the client's business
