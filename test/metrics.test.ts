@@ -419,6 +419,7 @@ test('in a real headless Chromium the dashboard shows the workers, follows reque
     ],
     {
       stdio: ['ignore', 'ignore', 'pipe'],
+      detached: true,
     },
   );
   let cdp: Cdp | null = null;
@@ -471,13 +472,16 @@ test('in a real headless Chromium the dashboard shows the workers, follows reque
     assert.deepEqual(cdp.errors, [], 'console errors');
   } finally {
     cdp?.close();
-    browser.kill('SIGKILL');
-    rmSync(profile, { recursive: true, force: true });
-    assert.equal((await forkgate.stop()).code, 0);
+    const stopped = await forkgate.stop();
+    // Chromium's helper processes share its process group and write to the profile until they are gone.
+    const gone = browser.exitCode === null ? new Promise((resolve) => browser.once('exit', resolve)) : null;
+    process.kill(-browser.pid!, 'SIGKILL');
+    await gone;
+    rmSync(profile, { recursive: true, force: true, maxRetries: 10 });
+    assert.equal(stopped.code, 0);
   }
 });
 
-/** A minimal Chrome DevTools Protocol client over Node's WebSocket, recording the page's errors. */
 /** The fields of the DevTools events the page's errors are read from. */
 interface DevtoolsEvent {
   exceptionDetails: { text: string; exception?: { description?: string } };
@@ -486,6 +490,7 @@ interface DevtoolsEvent {
   entry: { level: string; text: string };
 }
 
+/** A minimal Chrome DevTools Protocol client over Node's WebSocket, recording the page's errors. */
 class Cdp {
   readonly errors: string[] = [];
   private readonly socket: WebSocket;
