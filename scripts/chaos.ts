@@ -22,9 +22,11 @@
  *
  *   A failed request is allowed only if it was in the hands of a unit (worker process, or thread) that
  *   the fault took down: sent before that unit was seen gone, ended after the fault on it began, and
- *   either the fixture logged that unit receiving it, or (not behind --balance proxy, where a client's
- *   connection ends in the master) that unit took the request's connection: the fixture logged the
- *   connection arriving there, or that unit answered the previous request on it.
+ *   either the fixture logged that unit receiving it, or (behind --balance proxy) forkgate's log says
+ *   that unit closed the connection without answering (it had read the request: one it never read
+ *   resets the connection), or (not behind the proxy, where a client's connection ends in the master)
+ *   that unit took the request's connection: the fixture logged the connection arriving there, or that
+ *   unit answered the previous request on it.
  *   A fault's own poison request (a route that crashes, exits or hangs its unit) may fail too.
  *   Like a browser, the load sends once more, on a new connection, a request on a reused keep-alive
  *   connection that failed before any byte of its answer came (the server may have closed the idle
@@ -290,7 +292,7 @@ async function runOne(mode: Mode, fault: Fault, options: Options, env: NodeJS.Pr
 
     const records = [...(load ? await load.stop() : []), ...context.records];
     watch.stop();
-    const judgement = judge(records, watch.faulted, watch.goneAt, server.readReceipts(), mode !== 'proxy');
+    const judgement = judge(records, watch.faulted, watch.goneAt, server.readHeld(), mode !== 'proxy');
     const limit = KNOWN_LIMITS.find((known) => known.fault === fault.name && known.modes.includes(mode));
     if (limit) {
       const excused = judgement.unallowed.filter(limit.excuses);
@@ -321,7 +323,7 @@ async function runOne(mode: Mode, fault: Fault, options: Options, env: NodeJS.Pr
       writeFileSync(join(options.logs, `${fault.name}-${mode}.details.txt`), `${context.details.join('\n')}\n`);
     if (options.logs && judgement.failed.length > 0) {
       // What the verdict was made of, to tell a forkgate failure from a gap in the rule.
-      const receipts = server.readReceipts();
+      const receipts = server.readHeld();
       const failures = judgement.failed.map((record) => ({
         ...record,
         excused: judgement.allowed.includes(record),

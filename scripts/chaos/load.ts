@@ -119,7 +119,11 @@ export class Load {
 export async function send(connection: HttpConnection, id: string, path: string, timeoutMs: number): Promise<RequestRecord> {
   const unitBefore = connection.unit;
   const sentAt = Date.now();
-  const outcome = await connection.request(`GET ${path} HTTP/1.1\r\nHost: chaos\r\nx-chaos-id: ${id}\r\n\r\n`, 'GET', timeoutMs);
+  const outcome = await connection.request(
+    `GET ${path} HTTP/1.1\r\nHost: chaos\r\nx-chaos-id: ${id}\r\nx-request-id: ${id}\r\n\r\n`,
+    'GET',
+    timeoutMs,
+  );
   return {
     id,
     path,

@@ -164,6 +164,21 @@ export class ChaosServer {
   }
 
   /**
+   * Behind the proxy, the receipts and what forkgate's log says a unit read: a unit that closed its
+   * connection cleanly without answering had taken the request from its socket (one it never read would
+   * have reset the connection), though it died before its app logged it.
+   */
+  readHeld(): Receipts {
+    const held: Receipts = new Map(this.readReceipts());
+    for (const [, id, pid] of this.output.matchAll(
+      /proxy: \S+ \S+ \(request (\S+)\) to \S*\/(\d+)-\d+\.sock failed: the backend closed the connection before the response was complete/g,
+    )) {
+      held.set(id!, [...(held.get(id!) ?? []), { unit: `${pid}/${pid}`, at: 0 }]);
+    }
+    return held;
+  }
+
+  /**
    * INT (a quick stop: the run is over, what it measured is in) to every live master, up to 10 s for the
    * tree to end, then KILL for whatever of it is left (a stopped worker included), bounded.
    */

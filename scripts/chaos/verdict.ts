@@ -4,9 +4,10 @@
  * in the hands of a unit the fault took down, or if it is the fault's own poison request.
  *
  * "In the hands of" unit U: the request was sent before U was seen gone and ended after the fault on U
- * began, and either the fixture logged U receiving it, or (not behind the proxy, where a client's
- * connection ends in the master) U took the request's connection: the fixture logged it, or U answered
- * the previous request on it.
+ * began, and either the fixture logged U receiving it (behind the proxy: or forkgate's log says U closed
+ * the connection without answering it, see ChaosServer.readHeld), or (not behind the proxy, where a
+ * client's connection ends in the master) U took the request's connection: the fixture logged it, or U
+ * answered the previous request on it.
  */
 import { failed, type RequestRecord } from './load.ts';
 import type { Receipts } from './server.ts';

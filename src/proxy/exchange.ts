@@ -219,7 +219,9 @@ export class Exchange {
           countRetry();
           return this.dispatch(backend);
         }
-        context.logger.warning(`proxy: ${req.method} ${req.url} to ${backend.name} failed: ${error.message}`);
+        context.logger.warning(
+          `proxy: ${req.method} ${req.url} (request ${req.headers['x-request-id']}) to ${backend.name} failed: ${error.message}`,
+        );
         countBadGateway();
         respond(res, 502, 'Bad Gateway: the server behind forkgate failed to answer', { 'x-request-id': req.headers['x-request-id'] });
       },
