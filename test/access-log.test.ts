@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import http, { IncomingMessage, ServerResponse } from 'node:http';
 import { Socket, type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { compileAccessLogFormat, DEFAULT_ACCESS_LOG_FORMAT, type AccessLogRecord } from '../src/log/access-log.ts';
+import { compileAccessLogFormat, DEFAULT_ACCESS_LOG_FORMAT, JSON_ACCESS_LOG_FORMAT, type AccessLogRecord } from '../src/log/access-log.ts';
 
 interface Fake {
   method?: string;
@@ -177,6 +177,37 @@ describe('access log atoms', () => {
       line,
       /^10\.0\.0\.5 - alice \[\d{2}\/Nov\/2026:\d{2}:\d{2}:58 [+-]\d{4}\] "GET \/items\?id=7 HTTP\/1\.1" 201 99 "https:\/\/example\.com\/" "test-agent\/1\.0"$/,
     );
+  });
+});
+
+describe('the json access log format', () => {
+  test('one JSON object per request: the fields of the atoms, numbers as numbers, absent values null', () => {
+    const line = render(JSON_ACCESS_LOG_FORMAT, {
+      method: 'POST',
+      url: '/a/b?x=1',
+      headers: { referer: 'https://example.com/', 'user-agent': 'agent "quoted"\nsecond line', 'x-request-id': 'req-7' },
+      status: 201,
+      bodyBytes: 99,
+      durationNs: 1_234_567_891n,
+    });
+    assert.doesNotMatch(line, /\n/, 'one line, whatever the request carried');
+    assert.deepEqual(JSON.parse(line), {
+      remote_addr: '10.0.0.5',
+      time: '2026-11-27T06:41:58.000Z',
+      method: 'POST',
+      path: '/a/b',
+      query: 'x=1',
+      protocol: 'HTTP/1.1',
+      status: 201,
+      bytes: 99,
+      referer: 'https://example.com/',
+      user_agent: 'agent "quoted"\nsecond line',
+      duration_us: 1_234_567,
+      pid: 4242,
+      request_id: 'req-7',
+    });
+    const bare = JSON.parse(compileAccessLogFormat(JSON_ACCESS_LOG_FORMAT)({ ...record({ url: '/plain' }), remoteAddress: undefined }));
+    assert.deepEqual([bare.remote_addr, bare.query, bare.referer, bare.user_agent, bare.request_id], [null, null, null, null, null]);
   });
 });
 

@@ -237,6 +237,41 @@ test('HUP to a config whose error log cannot be opened is refused, and the maste
   }
 });
 
+test('--access-logformat json: one JSON object per request in the access log', async () => {
+  const logFile = join(scratch, 'access.json.log');
+  const forkgate = await start([
+    '-w',
+    '1',
+    '-b',
+    '127.0.0.1:0',
+    '--access-logfile',
+    logFile,
+    '--access-logformat',
+    'json',
+    `${FIXTURES}listener.cjs`,
+  ]);
+  try {
+    await request(`${forkgate.url}/first?q=1`, { headers: { 'user-agent': 'tester/1', 'x-request-id': 'abc' } });
+    await request(`${forkgate.url}/second`);
+    const lines = await eventually(() => {
+      const text = readFileSync(logFile, 'utf8');
+      return text.split('\n').length > 2 ? text : null;
+    }, 'two access log lines');
+    const [first, second] = lines
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
+    assert.deepEqual(
+      [first.remote_addr, first.method, first.path, first.query, first.status, first.user_agent, first.request_id, first.pid],
+      ['127.0.0.1', 'GET', '/first', 'q=1', 200, 'tester/1', 'abc', forkgate.workerPids()[0]],
+    );
+    assert.equal(typeof first.duration_us, 'number');
+    assert.equal(second.path, '/second');
+  } finally {
+    await forkgate.stop();
+  }
+});
+
 test('access log: Gunicorn format; USR1 reopens the file after logrotate moved it', async () => {
   const logFile = join(scratch, 'access.log');
   const forkgate = await start([

@@ -863,7 +863,7 @@ export const SETTINGS = [
     section: 'Logging',
     default: DEFAULT_ACCESS_LOG_FORMAT,
     validate: text,
-    doc: "Access log format with Gunicorn's atoms: %(h)s %(t)s %(r)s %(s)s %(b)s %(D)s %({header}i)s %({header}o)s ...",
+    doc: "Access log format with Gunicorn's atoms: %(h)s %(t)s %(r)s %(s)s %(b)s %(D)s %({header}i)s %({header}o)s ..., or json: one JSON object per request (remote_addr, time, method, path, query, protocol, status, bytes, referer, user_agent, duration_us, pid, request_id).",
   }),
   setting({
     name: 'error-logfile',
