@@ -1,8 +1,8 @@
 // forkgate tune end to end, on a tiny budget: real trial servers, real load. What is asserted is the
 // shape of what it reports, never timing or which configuration wins (the machine is shared).
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -61,7 +61,71 @@ interface Report {
   command: string | null;
 }
 
+const CHROMIUM = ['chromium', 'chromium-browser'].find((command) => spawnSync(command, ['--version']).status === 0);
+
+/** What the recommendation must be: a measured trial, serving within 10 % of the best measured. */
+function assertRecommendationMeasured(result: Report): void {
+  const chosen = result.recommendation!;
+  assert.ok(
+    result.trials.some((trial) => JSON.stringify(trial) === JSON.stringify(chosen)),
+    'the recommendation is a measured trial',
+  );
+  const best = Math.max(...result.trials.map((trial) => (trial.reqPerSec as number | null) ?? 0));
+  assert.ok((chosen.reqPerSec as number) >= 0.9 * best, `${chosen.reqPerSec} req/s against the best, ${best}`);
+}
+
 describe('forkgate tune', { concurrency: true }, () => {
+  let cpuReport: (report: string) => void;
+  let cpuFailed: (error: unknown) => void;
+  const cpuReportWritten = new Promise<string>((resolve, reject) => {
+    cpuReport = resolve;
+    cpuFailed = reject;
+  });
+
+  test('a CPU-bound app (milliseconds of hashing per request): cpu is the bottleneck', async () => {
+    const report = join(scratch, 'cpu-report.html');
+    try {
+      const run = await tune([`${FIXTURES}tune-cpu.cjs`, '--duration', '1', '--json', '--report', report]);
+      assert.equal(run.code, 0, run.stderr);
+      const result = JSON.parse(run.stdout) as Report;
+      assert.equal(result.bottleneck, 'cpu', result.reasons.join(' '));
+      assertRecommendationMeasured(result);
+      cpuReport(report);
+    } catch (error) {
+      cpuFailed(error);
+      throw error;
+    }
+  });
+
+  test('an I/O-bound app (30 ms of waiting per request): io is the bottleneck', async () => {
+    const run = await tune([`${FIXTURES}tune-io.cjs`, '--duration', '1', '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const result = JSON.parse(run.stdout) as Report;
+    assert.equal(result.bottleneck, 'io', result.reasons.join(' '));
+    assertRecommendationMeasured(result);
+  });
+
+  test('the report renders in a real headless Chromium: every chart, one point per measurement', {
+    skip: CHROMIUM ? false : 'chromium is not installed (Debian: apt-get install chromium)',
+  }, async (t) => {
+    const report = await cpuReportWritten;
+    const html = readFileSync(report, 'utf8');
+    const chromium = (...args: string[]) =>
+      spawnSync(CHROMIUM!, ['--headless=new', '--no-sandbox', '--disable-gpu', '--window-size=1200,2400', ...args, `file://${report}`], {
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+    const rendered = chromium('--dump-dom');
+    assert.equal(rendered.status, 0, rendered.stderr);
+    assert.equal(rendered.stdout.match(/<svg/g)?.length, html.match(/<svg/g)?.length, 'the charts, as rendered');
+    assert.equal(rendered.stdout.match(/<circle class="point"/g)?.length, html.match(/<circle class="point"/g)?.length);
+    const screenshot = join(tmpdir(), 'forkgate-tune-report.png');
+    const shot = chromium(`--screenshot=${screenshot}`);
+    assert.equal(shot.status, 0, shot.stderr);
+    assert.ok(statSync(screenshot).size > 10_000, 'a picture with the charts in it');
+    t.diagnostic(`report screenshot: ${screenshot}`);
+  });
+
   test('measures a grid, reports a path that does not answer 2xx, recommends a measured trial, and writes a self-contained report', async () => {
     const report = join(scratch, 'report.html');
     // a copy of its own: no other test's servers name it
