@@ -76,10 +76,12 @@ describe('the bottleneck', () => {
     assert.equal(classify(IO_BOUND, MACHINE), 'io');
   });
 
-  test("a worker's event loop busy where throughput stopped growing is cpu, whatever the request's time", () => {
+  test("a quick request with a worker's event loop busy where throughput stopped growing is cpu", () => {
     // a quick request whose wall time the client's and the kernel's share make look like waiting
     assert.equal(classify(profile({ requestMs: 0.2, cpuMs: 0.05, loopUtilization: 0.9 }), MACHINE), 'cpu');
     assert.equal(classify(profile({ requestMs: 0.2, cpuMs: 0.05, loopUtilization: 0.6 }), MACHINE), 'io');
+    // 30 ms of waiting: enough connections keep any loop busy; the request is still mostly waiting
+    assert.equal(classify(profile({ requestMs: 32, cpuMs: 1.3, loopUtilization: 0.81 }), MACHINE), 'io');
   });
 
   test('one worker per CPU not fitting the memory is memory, whatever the CPU share', () => {

@@ -64,6 +64,12 @@ export interface Trial extends Config {
 const CPU_BOUND_SHARE = 0.5;
 /** A worker's event loop this busy where throughput stopped growing: the CPU is what stopped it. */
 const BUSY_LOOP = 0.8;
+/**
+ * Requests quicker than this are judged by the busy loop: their wall time at one connection is mostly
+ * the client's and the kernel's. A slower one that is mostly waiting is I/O-bound, though enough
+ * connections keep any loop busy.
+ */
+const QUICK_REQUEST_MS = 5;
 /** Throughputs within this fraction of the best count as equal: the least memory among them wins. */
 const NEAR_EQUAL = 0.05;
 
@@ -83,8 +89,8 @@ function cpuShare(profile: Profile): number {
 
 /**
  * Memory when one worker process per CPU (what serves a CPU-bound app best, and an I/O-bound one
- * once its event loop is busy) does not fit; else CPU when the CPU is most of a request's time or
- * kept one worker's event loop busy at its peak; else I/O.
+ * once its event loop is busy) does not fit; else CPU when the CPU is most of a request's time or, for
+ * a quick request, kept one worker's event loop busy at its peak; else I/O.
  */
 export function classify(profile: Profile, machine: Machine): Bottleneck {
   const perCpu: Config = { workers: machine.cpus, threads: 1, workerClass: 'async', balance: 'round-robin' };
@@ -93,7 +99,7 @@ export function classify(profile: Profile, machine: Machine): Bottleneck {
 }
 
 function cpuBound(profile: Profile): boolean {
-  return cpuShare(profile) >= CPU_BOUND_SHARE || profile.loopUtilization >= BUSY_LOOP;
+  return cpuShare(profile) >= CPU_BOUND_SHARE || (profile.requestMs < QUICK_REQUEST_MS && profile.loopUtilization >= BUSY_LOOP);
 }
 
 /**
