@@ -31,7 +31,7 @@ import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { isAlive, processTree, statFields } from './proc.ts';
+import { isAlive, processTree, statFields } from '../src/tune/proc.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const APPS = `${ROOT}bench/apps/`;

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { eventually, FIXTURES, isAlive, request, ROOT, start, type Forkgate } from './helpers/forkgate.ts';
+import { Browser, CHROMIUM, NO_CHROMIUM } from './helpers/chromium.ts';
 import { freePort } from './helpers/free-port.ts';
 import type { PoolSnapshot } from '../src/metrics/pool-metrics.ts';
 
@@ -399,50 +400,17 @@ function firstEvent(url: string): Promise<PoolSnapshot> {
   });
 }
 
-const CHROMIUM = ['chromium', 'chromium-browser'].find((command) => spawnSync(command, ['--version']).status === 0);
-
 test('in a real headless Chromium the dashboard shows the workers, follows requests and a kill, with no console error', {
-  skip: CHROMIUM ? false : 'chromium is not installed (Debian: apt-get install chromium)',
+  skip: CHROMIUM ? false : NO_CHROMIUM,
 }, async (t) => {
   const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', OPS]);
-  const profile = mkdtempSync(join(tmpdir(), 'forkgate-chromium-'));
-  const browser = spawn(
-    CHROMIUM!,
-    [
-      '--headless=new',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--window-size=1200,900',
-      '--remote-debugging-port=0',
-      `--user-data-dir=${profile}`,
-      'about:blank',
-    ],
-    {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      detached: true,
-    },
-  );
-  let cdp: Cdp | null = null;
+  let browser: Browser | null = null;
   try {
     const [, admin] = (await forkgate.waitFor(/Admin endpoint at: (\S+)/)) as [string, string];
-    const devtools = await new Promise<string>((resolve, reject) => {
-      let text = '';
-      browser.stderr!.on('data', (chunk: Buffer) => {
-        text += chunk;
-        const match = /DevTools listening on (ws:\/\/\S+)/.exec(text);
-        if (match) resolve(match[1]!);
-      });
-      browser.once('exit', (code) => reject(new Error(`chromium exited ${code}: ${text}`)));
-    });
-    const targets = JSON.parse((await request(`http://${new URL(devtools).host}/json/list`)).body) as {
-      type: string;
-      webSocketDebuggerUrl: string;
-    }[];
-    cdp = await Cdp.connect(targets.find((target) => target.type === 'page')!.webSocketDebuggerUrl);
-    await cdp.send('Runtime.enable');
-    await cdp.send('Log.enable');
-    await cdp.send('Page.navigate', { url: `http://${admin}/` });
-    const shown = (expression: string) => cdp!.evaluate(expression);
+    browser = await Browser.open();
+    const page = browser;
+    await page.navigate(`http://${admin}/`);
+    const shown = (expression: string) => page.evaluate(expression);
     const workerPids = () => shown(`[...document.querySelectorAll('#workers tr')].map((tr) => Number(tr.dataset.pid)).sort().join(' ')`);
     await eventually(async () => (await workerPids()) === forkgate.workerPids().join(' '), 'the two workers shown');
     await send(forkgate.url, 25);
@@ -465,86 +433,14 @@ test('in a real headless Chromium the dashboard shows the workers, follows reque
       async () => /^30 requests since start$/.test(String(await shown(`document.getElementById('status').textContent`))),
       'the count carried past the kill',
     );
-    const screenshot = (await cdp.send('Page.captureScreenshot')) as { data: string };
-    const artifact = join(tmpdir(), 'forkgate-dashboard.png');
-    writeFileSync(artifact, Buffer.from(screenshot.data, 'base64'));
-    t.diagnostic(`dashboard screenshot: ${artifact}`);
-    assert.deepEqual(cdp.errors, [], 'console errors');
+    t.diagnostic(`dashboard screenshot: ${await page.screenshot('forkgate-dashboard.png')}`);
+    assert.deepEqual(page.errors, [], 'console errors');
   } finally {
-    cdp?.close();
     const stopped = await forkgate.stop();
-    // Chromium's helper processes share its process group and write to the profile until they are gone.
-    const gone = browser.exitCode === null ? new Promise((resolve) => browser.once('exit', resolve)) : null;
-    process.kill(-browser.pid!, 'SIGKILL');
-    await gone;
-    rmSync(profile, { recursive: true, force: true, maxRetries: 10 });
+    await browser?.close();
     assert.equal(stopped.code, 0);
   }
 });
-
-/** The fields of the DevTools events the page's errors are read from. */
-interface DevtoolsEvent {
-  exceptionDetails: { text: string; exception?: { description?: string } };
-  type: string;
-  args: { value?: unknown }[];
-  entry: { level: string; text: string };
-}
-
-/** A minimal Chrome DevTools Protocol client over Node's WebSocket, recording the page's errors. */
-class Cdp {
-  readonly errors: string[] = [];
-  private readonly socket: WebSocket;
-  private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (result: unknown) => void; reject: (error: Error) => void }>();
-
-  private constructor(socket: WebSocket) {
-    this.socket = socket;
-    socket.addEventListener('message', (event) => {
-      const message = JSON.parse(String(event.data)) as {
-        id?: number;
-        result?: unknown;
-        error?: { message: string };
-        method?: string;
-        params?: DevtoolsEvent;
-      };
-      if (message.id !== undefined) {
-        const call = this.pending.get(message.id);
-        this.pending.delete(message.id);
-        if (message.error) call?.reject(new Error(message.error.message));
-        else call?.resolve(message.result);
-      } else if (message.method === 'Runtime.exceptionThrown') {
-        this.errors.push(message.params!.exceptionDetails.exception?.description ?? message.params!.exceptionDetails.text);
-      } else if (message.method === 'Runtime.consoleAPICalled' && message.params!.type === 'error') {
-        this.errors.push(message.params!.args.map((arg: { value?: unknown }) => String(arg.value)).join(' '));
-      } else if (message.method === 'Log.entryAdded' && message.params!.entry.level === 'error') {
-        this.errors.push(message.params!.entry.text);
-      }
-    });
-  }
-
-  static connect(url: string): Promise<Cdp> {
-    return new Promise((resolve, reject) => {
-      const socket = new WebSocket(url);
-      socket.addEventListener('open', () => resolve(new Cdp(socket)));
-      socket.addEventListener('error', () => reject(new Error(`cannot connect to ${url}`)));
-    });
-  }
-
-  send(method: string, params: object = {}): Promise<unknown> {
-    const id = this.nextId++;
-    this.socket.send(JSON.stringify({ id, method, params }));
-    return new Promise((resolve, reject) => this.pending.set(id, { resolve, reject }));
-  }
-
-  async evaluate(expression: string): Promise<unknown> {
-    const { result } = (await this.send('Runtime.evaluate', { expression, returnByValue: true })) as { result: { value: unknown } };
-    return result.value;
-  }
-
-  close(): void {
-    this.socket.close();
-  }
-}
 
 test('USR2: the new master serves --metrics-bind on the same port and socket file, then alone', async () => {
   const scratch = mkdtempSync(join(tmpdir(), 'forkgate-metrics-'));

@@ -1,13 +1,13 @@
 // forkgate tune end to end, on a tiny budget: real trial servers, real load. What is asserted is the
 // shape of what it reports, never timing or which configuration wins (the machine is shared).
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { SETTING_ENV, type Run } from './helpers/cli.ts';
-import { FIXTURES, ROOT } from './helpers/forkgate.ts';
+import { Browser, CHROMIUM, NO_CHROMIUM } from './helpers/chromium.ts';
+import { runCli, type Run } from './helpers/cli.ts';
+import { eventually, FIXTURES } from './helpers/forkgate.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-tune-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
@@ -18,23 +18,7 @@ const TRIAL_KEYS = ['workers', 'threads', 'workerClass', 'balance', 'reqPerSec',
 
 /** Runs `forkgate tune ARGS` to its end, bounded at two minutes. */
 function tune(args: string[], cwd = scratch): Promise<Run> {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const name of SETTING_ENV) delete env[name];
-  const bin = process.env.FORKGATE_TEST_BIN;
-  const [file, ...prefix] = bin ? [bin] : [process.execPath, `${ROOT}dist/forkgate.cjs`];
-  const child = spawn(file!, [...prefix, 'tune', ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
+  return runCli(['tune', ...args], { cwd, timeoutMs: 120_000 });
 }
 
 /** Processes whose command line names this app: servers tune left behind. */
@@ -60,8 +44,6 @@ interface Report {
   reasons: string[];
   command: string | null;
 }
-
-const CHROMIUM = ['chromium', 'chromium-browser'].find((command) => spawnSync(command, ['--version']).status === 0);
 
 /** What the recommendation must be: a measured trial, serving within 10 % of the best measured. */
 function assertRecommendationMeasured(result: Report): void {
@@ -106,24 +88,26 @@ describe('forkgate tune', { concurrency: true }, () => {
   });
 
   test('the report renders in a real headless Chromium: every chart, one point per measurement', {
-    skip: CHROMIUM ? false : 'chromium is not installed (Debian: apt-get install chromium)',
+    skip: CHROMIUM ? false : NO_CHROMIUM,
   }, async (t) => {
     const report = await cpuReportWritten;
     const html = readFileSync(report, 'utf8');
-    const chromium = (...args: string[]) =>
-      spawnSync(CHROMIUM!, ['--headless=new', '--no-sandbox', '--disable-gpu', '--window-size=1200,2400', ...args, `file://${report}`], {
-        encoding: 'utf8',
-        timeout: 60_000,
-      });
-    const rendered = chromium('--dump-dom');
-    assert.equal(rendered.status, 0, rendered.stderr);
-    assert.equal(rendered.stdout.match(/<svg/g)?.length, html.match(/<svg/g)?.length, 'the charts, as rendered');
-    assert.equal(rendered.stdout.match(/<circle class="point"/g)?.length, html.match(/<circle class="point"/g)?.length);
-    const screenshot = join(tmpdir(), 'forkgate-tune-report.png');
-    const shot = chromium(`--screenshot=${screenshot}`);
-    assert.equal(shot.status, 0, shot.stderr);
-    assert.ok(statSync(screenshot).size > 10_000, 'a picture with the charts in it');
-    t.diagnostic(`report screenshot: ${screenshot}`);
+    const browser = await Browser.open(1200, 2400);
+    try {
+      await browser.navigate(`file://${report}`);
+      await eventually(async () => (await browser.evaluate('document.readyState')) === 'complete', 'the report loaded');
+      // laid out with a size of their own: drawn, not only present in the markup
+      const drawn = (selector: string) =>
+        browser.evaluate(
+          `[...document.querySelectorAll('${selector}')].filter((e) => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; }).length`,
+        );
+      assert.equal(await drawn('svg'), html.match(/<svg/g)?.length, 'the charts');
+      assert.equal(await drawn('circle.point'), html.match(/<circle class="point"/g)?.length, 'the points');
+      t.diagnostic(`report screenshot: ${await browser.screenshot('forkgate-tune-report.png')}`);
+      assert.deepEqual(browser.errors, [], 'errors on the page');
+    } finally {
+      await browser.close();
+    }
   });
 
   test('measures a grid, reports a path that does not answer 2xx, recommends a measured trial, and writes a self-contained report', async () => {

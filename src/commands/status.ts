@@ -2,6 +2,7 @@
 import type { PoolStatus } from '../master/admin.ts';
 import { adminTarget, get } from './admin-client.ts';
 import { ADMIN_OPTION, parseOptions, type Command } from './command.ts';
+import { tableLines } from './table.ts';
 
 export const status: Command = {
   usage: 'forkgate status [--json] [--admin ADDRESS]',
@@ -26,12 +27,6 @@ export function renderStatus(status: PoolStatus): string {
     String(Math.round(worker.rssBytes / 2 ** 20)),
     String(worker.uptimeSeconds),
   ]);
-  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((cell, column) => cell.padEnd(widths[column]!))
-      .join('  ')
-      .trimEnd();
   const last = status.lastExit ? `, last exit: pid ${status.lastExit.pid} ${status.lastExit.reason}` : '';
   const proxy =
     status.balance === 'proxy'
@@ -51,8 +46,7 @@ export function renderStatus(status: PoolStatus): string {
     `generation ${status.generation}, ${status.workers.length}/${status.target} workers, ${status.workerClass}${status.threads > 1 ? ` × ${status.threads} threads` : ''}, balance ${status.balance}, restarts ${status.restarts}${last}`,
     ...proxy,
     '',
-    line(header),
-    ...rows.map(line),
+    ...tableLines(header, rows),
     '',
   ].join('\n');
 }

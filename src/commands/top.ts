@@ -7,6 +7,7 @@ import { formatBindAddress } from '../config/bind.ts';
 import { AdminUnreachableError, UsageError } from '../errors.ts';
 import { adminTarget, type AdminTarget } from './admin-client.ts';
 import { ADMIN_OPTION, parseOptions, type Command } from './command.ts';
+import { tableLines } from './table.ts';
 
 /** Clears a terminal and puts the cursor home: each frame replaces the last. */
 const CLEAR = '\x1b[H\x1b[2J';
@@ -98,12 +99,6 @@ export function renderTop(pool: PoolSnapshot, previous: PoolSnapshot): string {
       String(Math.round(worker.uptimeSeconds)),
     ];
   });
-  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((cell, column) => cell.padEnd(widths[column]!))
-      .join('  ')
-      .trimEnd();
   const restarts = pool.restarts
     .slice(-5)
     .reverse()
@@ -112,8 +107,7 @@ export function renderTop(pool: PoolSnapshot, previous: PoolSnapshot): string {
     `${Math.round((pool.requests - previous.requests) / seconds)} req/s  p50 ${ms(0.5)} ms  p99 ${ms(0.99)} ms  ${pool.requests} requests since start  queued ${pool.queued}`,
     `${pool.workers.length} workers (${pool.target} wanted)`,
     '',
-    line(header),
-    ...rows.map(line),
+    ...tableLines(header, rows),
     ...(restarts.length > 0 ? ['', 'last restarts:', ...restarts] : []),
     '',
   ].join('\n');

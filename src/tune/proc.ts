@@ -1,4 +1,4 @@
-/** A server's process tree as Linux's /proc shows it: its CPU time and resident memory. */
+/** Processes as Linux's /proc shows them: trees, CPU time, resident memory (tune, and the bench and chaos scripts). */
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 
@@ -10,44 +10,51 @@ function ticksPerSecond(): number {
   return clockTicks;
 }
 
-/** Fields after the parenthesised command name (which may contain spaces): [state, ppid, ...]. */
-function statFields(file: string): string[] | null {
+/** Fields after the parenthesised command name (which may contain spaces): [state, ppid, ...]; of a thread with tid. */
+export function statFields(pid: number, tid = pid): string[] | null {
   try {
-    const stat = readFileSync(file, 'utf8');
+    const stat = readFileSync(tid === pid ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
     return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   } catch {
     return null; // the process ended while we looked
   }
 }
 
-/** The root and all its live descendants. */
-export function processTree(root: number): number[] {
+/** Alive: exists and is not a zombie. */
+export function isAlive(pid: number): boolean {
+  const state = statFields(pid)?.[0];
+  return state !== undefined && state !== 'Z' && state !== 'X';
+}
+
+/** The live roots and all their live descendants. */
+export function processTree(roots: readonly number[]): number[] {
   const children = new Map<number, number[]>();
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
-    const fields = statFields(`/proc/${entry}/stat`);
+    const fields = statFields(Number(entry));
     if (!fields || fields[0] === 'Z') continue;
     const ppid = Number(fields[1]);
     children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
   }
-  const tree: number[] = [];
-  const pending = [root];
+  const tree = new Set<number>();
+  const pending = roots.filter(isAlive);
   while (pending.length > 0) {
     const pid = pending.pop()!;
-    tree.push(pid);
+    if (tree.has(pid)) continue;
+    tree.add(pid);
     pending.push(...(children.get(pid) ?? []));
   }
-  return tree;
+  return [...tree];
 }
 
 /** The direct children of a process (a master's workers). */
 export function childrenOf(pid: number): number[] {
-  return processTree(pid).filter((candidate) => statFields(`/proc/${candidate}/stat`)?.[1] === String(pid));
+  return processTree([pid]).filter((candidate) => statFields(candidate)?.[1] === String(pid));
 }
 
 /** utime + stime in seconds: of every thread of the process, or of one thread (tid) alone. */
-export function cpuSeconds(pid: number, tid?: number): number {
-  const fields = statFields(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`);
+export function cpuSeconds(pid: number, tid = pid): number {
+  const fields = statFields(pid, tid);
   // utime and stime are stat fields 14 and 15; fields[] starts at field 3
   return fields ? (Number(fields[11]) + Number(fields[12])) / ticksPerSecond() : 0;
 }
@@ -66,7 +73,7 @@ export function runQueueSeconds(pid: number, tid = pid): number {
 
 /** CPU seconds of each process of the tree, so a measurement counts only what each spent in between. */
 export function treeCpu(root: number): Map<number, number> {
-  return new Map(processTree(root).map((pid) => [pid, cpuSeconds(pid)]));
+  return new Map(processTree([root]).map((pid) => [pid, cpuSeconds(pid)]));
 }
 
 /** CPU seconds the tree spent between two readings (a process that ended in between is not counted). */

@@ -1,6 +1,7 @@
 /** tune's result as a terminal table, as JSON, and as one self-contained HTML page with SVG charts. */
 import { configFlags, configSnippet, connections, describeConfig, units, type Trial } from './model.ts';
 import type { TuneResult } from './run.ts';
+import { tableLines } from '../commands/table.ts';
 
 const fixed = (value: number | null, digits: number) => (value === null ? '' : value.toFixed(digits));
 const whole = (value: number | null) => (value === null ? '' : String(Math.round(value)));
@@ -60,13 +61,7 @@ function table(trials: readonly Trial[], chosen: Trial | null): string {
     trial.skipped === null ? String(trial.failures) : '',
     trial.skipped === null ? '' : `skipped: ${trial.skipped}`,
   ]);
-  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((cell, column) => cell.padEnd(widths[column]!))
-      .join('  ')
-      .trimEnd();
-  return [line(header), ...rows.map(line)].join('\n');
+  return tableLines(header, rows).join('\n');
 }
 
 /** The --json document: the profile, every trial, the bottleneck and the recommendation (a trial's keys). */

@@ -244,7 +244,7 @@ async function runTrial(
     const [before, machineBefore] = [treeCpu(server.pid), machineCpuSeconds()];
     const load = await drive(server.port, paths, connections, duration);
     const [cpu, machine] = [cpuBetween(before, treeCpu(server.pid)), machineCpuSeconds() - machineBefore];
-    const tree = processTree(server.pid);
+    const tree = processTree([server.pid]);
     const trial: Trial = {
       ...config,
       reqPerSec: load.reqPerSec,

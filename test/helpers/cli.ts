@@ -21,9 +21,11 @@ export interface RunOptions {
   cwd?: string;
   /** What runs forkgate (default: this Node with the npm build, or FORKGATE_TEST_BIN). */
   command?: string[];
+  /** How long it may run before it is killed (default 15 s: a run that would start serving). */
+  timeoutMs?: number;
 }
 
-/** Bounded: a run that would start serving is killed after 15 s. */
+/** Bounded: killed after options.timeoutMs. */
 export function runCli(args: string[], options: RunOptions = {}): Promise<Run> {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const name of SETTING_ENV) delete env[name];
@@ -35,7 +37,7 @@ export function runCli(args: string[], options: RunOptions = {}): Promise<Run> {
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 15_000);
   return new Promise((resolve, reject) => {
     child.once('error', reject);
     child.once('close', (code, signal) => {
