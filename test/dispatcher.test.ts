@@ -6,9 +6,9 @@ import { EventEmitter } from 'node:events';
 import type * as http from 'node:http';
 import { test } from 'node:test';
 import type { HopHandler, HopRequest } from '../src/hop/pool.ts';
-import { STUCK_MS } from '../src/hop/protocol.ts';
 import { Dispatcher, newBackend, type Backend, type QueueRefusal } from '../src/proxy/dispatcher.ts';
 import { Exchange } from '../src/proxy/exchange.ts';
+import { STUCK_MIN_MS, StuckThreshold } from '../src/proxy/stuck-threshold.ts';
 import type { Logger } from '../src/log/logger.ts';
 import type { RecurringWarning } from '../src/log/recurring.ts';
 import { ManualClock } from './helpers/manual-clock.ts';
@@ -95,16 +95,16 @@ test('a backend just tried is passed over if there is another, and taken if not'
   assert.equal(ask(dispatcher, { avoid: a }).backend, a);
 });
 
-test(`stuck: requests in flight and no progress for more than ${STUCK_MS} ms ranks a backend after those that move`, () => {
+test(`stuck: requests in flight and no progress for more than ${STUCK_MIN_MS} ms ranks a backend after those that move`, () => {
   const {
     clock,
     dispatcher,
     backends: [a, b],
   } = setup(2, 8);
   assert.deepEqual(names([ask(dispatcher), ask(dispatcher)]), ['a', 'b']);
-  clock.advance(STUCK_MS);
+  clock.advance(STUCK_MIN_MS);
   dispatcher.progress(b!);
-  assert.equal(ask(dispatcher).backend, a, `at ${STUCK_MS} ms a is not stuck yet: a tie, whose turn it is`);
+  assert.equal(ask(dispatcher).backend, a, `at ${STUCK_MIN_MS} ms a is not stuck yet: a tie, whose turn it is`);
   clock.advance(1);
   assert.deepEqual(
     names([ask(dispatcher), ask(dispatcher), ask(dispatcher)]),
@@ -125,7 +125,7 @@ test('when every backend with room is stuck, the one that progressed last takes 
   ask(dispatcher);
   clock.advance(1);
   dispatcher.progress(b!);
-  clock.advance(STUCK_MS + 1);
+  clock.advance(STUCK_MIN_MS + 1);
   assert.deepEqual(
     names([ask(dispatcher), ask(dispatcher)]),
     ['b', 'b'],
@@ -165,42 +165,77 @@ function advanceWhileBMoves(clock: ManualClock, dispatcher: Dispatcher, b: Backe
 test('take-back: a stuck unit is asked for its waiting requests, at every check while it stays stuck', () => {
   const { clock, dispatcher, a, b } = stuckBesideMoving();
   const start = clock.now();
-  advanceWhileBMoves(clock, dispatcher, b, STUCK_MS);
-  assert.deepEqual(a.takeBackAsked, [], `not stuck within ${STUCK_MS} ms`);
-  advanceWhileBMoves(clock, dispatcher, b, STUCK_MS);
+  advanceWhileBMoves(clock, dispatcher, b, STUCK_MIN_MS);
+  assert.deepEqual(a.takeBackAsked, [], `not stuck within ${STUCK_MIN_MS} ms`);
+  advanceWhileBMoves(clock, dispatcher, b, STUCK_MIN_MS);
   assert.deepEqual(
     a.takeBackAsked.map((at) => at - start),
-    [STUCK_MS + STUCK_MS / 2, 2 * STUCK_MS],
-    `checked every ${STUCK_MS / 2} ms`,
+    [STUCK_MIN_MS + STUCK_MIN_MS / 2, 2 * STUCK_MIN_MS],
+    `checked every ${STUCK_MIN_MS / 2} ms`,
   );
   assert.deepEqual(b.takeBackAsked, [], 'never from a unit that moves');
   dispatcher.progress(a);
-  advanceWhileBMoves(clock, dispatcher, b, STUCK_MS);
+  advanceWhileBMoves(clock, dispatcher, b, STUCK_MIN_MS);
   assert.equal(a.takeBackAsked.length, 2, 'progress ends it');
 });
 
 test('take-back: never from an --upstream server, nor from a unit that has answered nothing yet (slow, not stuck)', () => {
   for (const options of [{ aOurs: false }, { aAnswered: false }]) {
     const { clock, dispatcher, a, b } = stuckBesideMoving(options);
-    advanceWhileBMoves(clock, dispatcher, b, 4 * STUCK_MS);
-    assert.ok(a.inFlight > 0 && clock.now() - a.lastProgressAt > STUCK_MS, 'a is stuck');
+    advanceWhileBMoves(clock, dispatcher, b, 4 * STUCK_MIN_MS);
+    assert.ok(a.inFlight > 0 && clock.now() - a.lastProgressAt > STUCK_MIN_MS, 'a is stuck');
     assert.deepEqual(a.takeBackAsked, [], JSON.stringify(options));
   }
 });
 
 test('take-back: not while no unit that moves has room for what would be taken back', () => {
   const { clock, dispatcher, a, b } = stuckBesideMoving({ bRoom: false });
-  advanceWhileBMoves(clock, dispatcher, b, 4 * STUCK_MS);
+  advanceWhileBMoves(clock, dispatcher, b, 4 * STUCK_MIN_MS);
   assert.deepEqual(a.takeBackAsked, []);
   dispatcher.release(b);
-  advanceWhileBMoves(clock, dispatcher, b, STUCK_MS);
+  advanceWhileBMoves(clock, dispatcher, b, STUCK_MIN_MS);
   assert.ok(a.takeBackAsked.length > 0, 'b has room again');
+});
+
+test('stuck threshold: quick gaps leave it at the floor; rare long ones (a burn now and then) do not move it', () => {
+  const threshold = new StuckThreshold();
+  for (let i = 0; i < 2000; i++) threshold.record(0.05 + (i % 10) / 100);
+  assert.equal(threshold.ms, STUCK_MIN_MS);
+  for (let i = 0; i < 4000; i++) threshold.record(i % 500 === 0 ? 20 : 0.1);
+  assert.equal(threshold.ms, STUCK_MIN_MS, 'one gap in 500 is 20 ms: still caught at the floor');
+});
+
+test('stuck threshold: a crowded host, whose units go quiet for ms at a time, raises it; a quiet one brings it back', () => {
+  const threshold = new StuckThreshold();
+  // 3 gaps in 100 are a unit descheduled for 8 ms, the rest quick requests.
+  for (let i = 0; i < 4000; i++) threshold.record(i % 100 < 3 ? 8 : 0.1);
+  assert.ok(threshold.ms >= 16 && threshold.ms <= 2 * 8 * 1.2, `twice the longest ordinary gap: ${threshold.ms}`);
+  for (let i = 0; i < 4000; i++) threshold.record(0.1);
+  assert.equal(threshold.ms, STUCK_MIN_MS, 'older gaps fade');
+  for (let i = 0; i < 4000; i++) threshold.record(i % 10 === 0 ? 500 : 0.1);
+  assert.equal(threshold.ms, 100, 'capped: past 100 ms a unit is stuck however slow the host');
+});
+
+test('stuck threshold: the dispatcher judges by it, from the gaps between the progress it sees', () => {
+  const { clock, dispatcher, a, b } = stuckBesideMoving();
+  // b answers every 0.25 ms, and every 20th time only after 8 ms: the host is crowded.
+  for (let i = 0; i < 2000; i++) {
+    clock.advance(i % 20 === 0 ? 8 : 0.25);
+    dispatcher.progress(b);
+    dispatcher.progress(a);
+  }
+  assert.ok(dispatcher.stuck.ms >= 16, `raised: ${dispatcher.stuck.ms}`);
+  const quietSince = clock.now();
+  advanceWhileBMoves(clock, dispatcher, b, 12);
+  assert.deepEqual(a.takeBackAsked, [], 'quiet for 12 ms on this host: not stuck');
+  advanceWhileBMoves(clock, dispatcher, b, dispatcher.stuck.ms);
+  assert.ok(a.takeBackAsked.length > 0 && a.takeBackAsked[0]! - quietSince > 12, 'stuck past the raised threshold');
 });
 
 test('take-back: no more checks once the dispatcher is closed', () => {
   const { clock, dispatcher, a, b } = stuckBesideMoving();
   dispatcher.close();
-  advanceWhileBMoves(clock, dispatcher, b, 4 * STUCK_MS);
+  advanceWhileBMoves(clock, dispatcher, b, 4 * STUCK_MIN_MS);
   assert.deepEqual(a.takeBackAsked, []);
 });
 
@@ -274,8 +309,8 @@ test('take-back through an exchange: only requests a client may repeat, each onc
     [b, []],
   ]);
   for (const unit of [a, b]) {
-    unit.pool.request = (head: Buffer, _expectBody: boolean, handler: HopHandler): HopRequest => {
-      const record = { line: head.toString('latin1').split('\r\n')[0]!, handler, withdrawn: false };
+    unit.pool.request = (head: string, _body: Buffer | null, _expectBody: boolean, handler: HopHandler): HopRequest => {
+      const record = { line: head.split('\r\n')[0]!, handler, withdrawn: false };
       sent.get(unit)!.push(record);
       const ignore = () => {};
       return {
@@ -290,7 +325,7 @@ test('take-back through an exchange: only requests a client may repeat, each onc
     };
     // Here every unanswered request is offered back; which ones the pool offers is its own test.
     unit.pool.takeBackWaiting = () => {
-      for (const record of [...sent.get(unit)!]) record.handler.takeBack?.();
+      for (const record of [...sent.get(unit)!]) record.handler.takeBack?.(clock.now());
     };
   }
   dispatcher.add(a);
@@ -314,7 +349,7 @@ test('take-back through an exchange: only requests a client may repeat, each onc
   ] as const)
     exchange(method, url);
   dispatcher.add(b);
-  for (let i = 0; i < 3 * STUCK_MS; i++) {
+  for (let i = 0; i < 3 * STUCK_MIN_MS; i++) {
     clock.advance(1);
     dispatcher.progress(b);
   }
@@ -324,7 +359,7 @@ test('take-back through an exchange: only requests a client may repeat, each onc
   assert.deepEqual(lines(b), ['GET /b', 'GET /get', 'DELETE /delete'], 'sent on to b');
   assert.deepEqual([a.inFlight, a.takenBack, b.inFlight], [1, 2, 2]);
   // Now b is stuck beside a unit that moves: what was taken back once stays.
-  for (let i = 0; i < 3 * STUCK_MS; i++) {
+  for (let i = 0; i < 3 * STUCK_MIN_MS; i++) {
     clock.advance(1);
     dispatcher.progress(a);
   }

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { HopPool, type ResponseHead } from '../src/hop/pool.ts';
-import { STUCK_MS } from '../src/hop/protocol.ts';
+import { STUCK_MIN_MS } from '../src/proxy/stuck-threshold.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-hop-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
@@ -55,8 +55,11 @@ function exchange(pool: HopPool, method = 'GET'): Promise<Outcome> {
   return new Promise((resolve) => {
     const outcome: Outcome = { body: '' };
     pool
-      .request(Buffer.from(`${method} / HTTP/1.1\r\nHost: x\r\n\r\n`), method !== 'HEAD', {
-        onHead: (head) => (outcome.head = head),
+      .request(`${method} / HTTP/1.1\r\nHost: x\r\n\r\n`, null, method !== 'HEAD', {
+        onHead: (head) => {
+          outcome.head = head;
+          return 'decoded';
+        },
         onData: (chunk) => (outcome.body += chunk.toString('latin1')),
         onEnd: () => resolve(outcome),
         onError: (error) => resolve({ ...outcome, error: error.message, code: (error as NodeJS.ErrnoException).code }),
@@ -182,8 +185,11 @@ test('a response that comes before the request is fully written: its connection 
   const pool = new HopPool({ socketPath: server.path });
   try {
     const answered = await new Promise<number>((resolve) => {
-      const upload = pool.request(Buffer.from('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf'), true, {
-        onHead: (head) => resolve(head.status),
+      const upload = pool.request('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf', null, true, {
+        onHead: (head) => {
+          resolve(head.status);
+          return 'decoded';
+        },
         onData: () => {},
         onEnd: () => upload.write('-rest'), // too late: dropped, never sent on a pooled connection
         onError: () => resolve(0),
@@ -207,9 +213,12 @@ test('a declined upgrade: its connection is closed after the answer, never poole
     const declined = await new Promise<Outcome>((resolve) => {
       const outcome: Outcome = { body: '' };
       pool
-        .request(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n'), true, {
+        .request('GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n', null, true, {
           onUpgrade: () => resolve({ ...outcome, error: 'switched protocols' }),
-          onHead: (head) => (outcome.head = head),
+          onHead: (head) => {
+            outcome.head = head;
+            return 'decoded';
+          },
           onData: (chunk) => (outcome.body += chunk.toString('latin1')),
           onEnd: () => resolve(outcome),
           onError: (error) => resolve({ ...outcome, error: error.message }),
@@ -251,8 +260,11 @@ test('withdraw: the withdrawal follows the request, both answers are dropped, th
   const pool = new HopPool({ socketPath: path });
   try {
     const calls: string[] = [];
-    const withdrawn = pool.request(Buffer.from('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n'), true, {
-      onHead: () => calls.push('head'),
+    const withdrawn = pool.request('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n', null, true, {
+      onHead: () => {
+        calls.push('head');
+        return 'decoded';
+      },
       onData: () => calls.push('data'),
       onEnd: () => calls.push('end'),
       onError: (error) => calls.push(`error ${error.message}`),
@@ -283,9 +295,9 @@ test('withdraw is refused once any byte of the answer has come', async () => {
   try {
     let handle!: ReturnType<HopPool['request']>;
     const interim = new Promise<void>((resolve) => {
-      handle = pool.request(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'), true, {
+      handle = pool.request('GET / HTTP/1.1\r\nHost: x\r\n\r\n', null, true, {
         onInterim: () => resolve(),
-        onHead: () => {},
+        onHead: () => 'decoded',
         onData: () => {},
         onEnd: () => {},
         onError: () => {},
@@ -323,13 +335,13 @@ test('a stuck unit is asked back for the requests behind its oldest unanswered o
     new Promise<void>((resolve) => {
       onSeen = resolve;
       pool
-        .request(Buffer.from(`GET ${target} HTTP/1.1\r\nHost: x\r\n\r\n`), true, {
+        .request(`GET ${target} HTTP/1.1\r\nHost: x\r\n\r\n`, null, true, {
           onInterim: () => confirmed(),
           takeBack: () => {
             offered.push(target);
             return false;
           },
-          onHead: () => {},
+          onHead: () => 'decoded',
           onData: () => {},
           onEnd: () => {},
           onError: () => {},
@@ -348,12 +360,12 @@ test('a stuck unit is asked back for the requests behind its oldest unanswered o
     const unanswered = pool.unanswered();
     assert.equal(unanswered.length, 3, 'the confirmed request is not waiting for its answer');
     const [, waiting, young] = unanswered;
-    pool.takeBackWaiting(waiting!.sentAt + STUCK_MS - 0.001);
-    assert.deepEqual(offered, [], `none sent ${STUCK_MS} ms ago yet`);
-    pool.takeBackWaiting(young!.sentAt + STUCK_MS - 0.001);
-    assert.deepEqual(offered, ['/waiting'], `only the one sent ${STUCK_MS} ms ago, never the oldest`);
+    pool.takeBackWaiting(waiting!.sentAt + STUCK_MIN_MS - 0.001, STUCK_MIN_MS);
+    assert.deepEqual(offered, [], `none sent ${STUCK_MIN_MS} ms ago yet`);
+    pool.takeBackWaiting(young!.sentAt + STUCK_MIN_MS - 0.001, STUCK_MIN_MS);
+    assert.deepEqual(offered, ['/waiting'], `only the one sent ${STUCK_MIN_MS} ms ago, never the oldest`);
     offered.length = 0;
-    pool.takeBackWaiting(young!.sentAt + STUCK_MS);
+    pool.takeBackWaiting(young!.sentAt + STUCK_MIN_MS, STUCK_MIN_MS);
     assert.deepEqual(offered, ['/waiting', '/young']);
   } finally {
     pool.close();

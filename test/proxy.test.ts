@@ -232,6 +232,64 @@ test('response bodies reach the client byte for byte: small and large, with a le
   }
 });
 
+/** A response as the client got it: status line, fields by lower-case name, and the body's bytes as sent. */
+function splitResponse(text: string) {
+  const end = text.indexOf('\r\n\r\n');
+  const [status, ...lines] = text.slice(0, end).split('\r\n');
+  const fields = new Map(lines.map((line) => [line.slice(0, line.indexOf(':')).toLowerCase(), line.slice(line.indexOf(':') + 1).trim()]));
+  return { status, fields, body: text.slice(end + 4) };
+}
+
+test("the relay keeps the unit's framing byte for byte: a length, chunked with trailers, HEAD, 204, 304, after a 1xx", async () => {
+  const forkgate = await start(['-w', '1', ...proxyArgs(PROXY)]);
+  const get = async (kind: string, method = 'GET', version = '1.1') =>
+    splitResponse(
+      (await exchange(forkgate.url, `${method} /framed?kind=${kind} HTTP/${version}\r\nHost: x\r\nConnection: close\r\n\r\n`)).received,
+    );
+  try {
+    const length = await get('length');
+    assert.equal(length.status, 'HTTP/1.1 200 OK');
+    assert.deepEqual(
+      [length.fields.get('content-length'), length.fields.get('transfer-encoding'), length.fields.get('x-app')],
+      ['5', undefined, 'a'],
+    );
+    assert.equal(length.fields.get('connection'), 'close', "the client's connection, not the hop's");
+    assert.equal(length.fields.get('keep-alive'), undefined);
+    assert.equal(length.body, 'hello');
+
+    const chunked = await get('chunked');
+    assert.equal(chunked.fields.get('transfer-encoding'), 'chunked');
+    assert.equal(chunked.body, '3\r\nhel\r\n2\r\nlo\r\n0\r\nx-digest: abc\r\n\r\n', 'chunks and trailers as the app framed them');
+
+    const head = await get('length', 'HEAD');
+    assert.deepEqual([head.status, head.fields.get('content-length'), head.body], ['HTTP/1.1 200 OK', '5', '']);
+    const noContent = await get('no-content');
+    assert.deepEqual([noContent.status, noContent.fields.get('x-app'), noContent.body], ['HTTP/1.1 204 No Content', 'a', '']);
+    const notModified = await get('not-modified');
+    assert.deepEqual([notModified.status, notModified.fields.get('etag'), notModified.body], ['HTTP/1.1 304 Not Modified', '"v1"', '']);
+    const hinted = await get('early-hints');
+    assert.deepEqual([hinted.status, hinted.body], ['HTTP/1.1 200 OK', 'hi'], 'the interim 103 stays at the proxy');
+
+    // An HTTP/1.0 client cannot take chunked: the body reaches it whole, ended by the close.
+    const old = await get('chunked', 'GET', '1.0');
+    assert.deepEqual([old.fields.get('transfer-encoding'), old.body], [undefined, 'hello']);
+
+    // All of them pipelined on one connection: each response ends where its framing says.
+    const kinds = ['length', 'chunked', 'no-content', 'not-modified', 'early-hints', 'length'];
+    const pipelined = kinds.map(
+      (kind, i) => `GET /framed?kind=${kind} HTTP/1.1\r\nHost: x\r\n${i === kinds.length - 1 ? 'Connection: close\r\n' : ''}\r\n`,
+    );
+    const { received } = await exchange(forkgate.url, pipelined.join(''));
+    assert.deepEqual(
+      [...received.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map(([, status]) => status),
+      ['200', '200', '204', '304', '200', '200'],
+    );
+    assert.ok(received.endsWith('\r\n\r\nhello'), received.slice(-100));
+  } finally {
+    await forkgate.stop();
+  }
+});
+
 test('a streamed response reaches the client chunk by chunk; a client that leaves drops the upstream request', async () => {
   const forkgate = await start(['-w', '1', ...proxyArgs(PROXY)]);
   try {

@@ -38,8 +38,9 @@ after(() => {
 /** Sent "now", by a clock ahead of the unit's: read on time however slow the machine. */
 const ON_TIME = () => Date.now() + 60_000;
 const LATE = () => Date.now() - 10;
-const request = (target: string, sentAt = ON_TIME()) =>
-  `GET ${target} HTTP/1.1\r\nHost: x\r\n${PEER_HEADER}: ${sentAt} IPv4 203.0.113.9 4000\r\n\r\n`;
+/** The late mark the proxy sends under a 4 ms stuck threshold. */
+const request = (target: string, sentAt = ON_TIME(), lateMark = 2) =>
+  `GET ${target} HTTP/1.1\r\nHost: x\r\n${PEER_HEADER}: ${sentAt} ${lateMark} IPv4 203.0.113.9 4000\r\n\r\n`;
 
 /** Writes the requests at once on a new connection; resolves with the status lines once `finals` final responses have come. */
 function send(payload: string, finals: number): Promise<string[]> {
@@ -74,6 +75,12 @@ test('a request whose handler awaits is confirmed started with a 102', async () 
 test('a request read late is confirmed at once, then runs', async () => {
   ran.length = 0;
   assert.deepEqual(await send(request('/now', LATE()), 1), ['102', '200']);
+  assert.deepEqual(ran, ['/now 203.0.113.9 false']);
+});
+
+test('late is judged by the mark the request came with: 10 ms after it was sent is on time under a mark of 60 ms', async () => {
+  ran.length = 0;
+  assert.deepEqual(await send(request('/now', Date.now() - 10, 60), 1), ['200']);
   assert.deepEqual(ran, ['/now 203.0.113.9 false']);
 });
 

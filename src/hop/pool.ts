@@ -7,7 +7,7 @@
  */
 import * as net from 'node:net';
 import { HopClosedError, HopParseError } from '../errors.ts';
-import { STUCK_MS, WITHDRAWAL } from './protocol.ts';
+import { WITHDRAWAL } from './protocol.ts';
 
 /** Largest response head accepted (status line and header fields). */
 const MAX_HEAD_BYTES = 64 * 1024;
@@ -27,17 +27,28 @@ export interface ResponseHead {
   readonly reason: string;
   /** Field names and values in turn, as sent. */
   readonly rawHeaders: string[];
+  /** Where the body ends is marked (a length, chunked, or no body), not left to the connection's close. */
+  readonly delimited: boolean;
+  /** The body comes chunked (as sent, it keeps that framing). */
+  readonly chunked: boolean;
 }
+
+/**
+ * decoded: onData gets the body's content (chunk framing and trailers removed). as-sent: onData gets the
+ * body's bytes as they came, framing and trailers included, for a relay that keeps the backend's framing.
+ */
+export type BodyMode = 'decoded' | 'as-sent';
 
 export interface HopHandler {
   /** An interim 1xx came (other than 101): the backend has the request in hand. */
   onInterim?(): void;
   /**
-   * The unit is stuck and nothing of the response has come: take the request back and send it
-   * elsewhere, if it may go. Returns whether it did.
+   * The unit is stuck and nothing of the response has come for `ageMs`: take the request back and send
+   * it elsewhere, if it may go. Returns whether it did.
    */
-  takeBack?(): boolean;
-  onHead(head: ResponseHead): void;
+  takeBack?(ageMs: number): boolean;
+  /** The response head came: how its body is to be handed on. */
+  onHead(head: ResponseHead): BodyMode;
   /**
    * Upgrade requests only: the backend switched protocols. The socket is the caller's from now on;
    * `rest` holds what the backend sent after its 101 head.
@@ -87,7 +98,7 @@ export interface HopRequest {
 }
 
 /** Reads a withdrawn request's answer and the withdrawal's, and drops them. */
-const DROP: HopHandler = { onHead() {}, onData() {}, onEnd() {}, onError() {} };
+const DROP: HopHandler = { onHead: () => 'as-sent', onData() {}, onEnd() {}, onError() {} };
 
 /** Connections open to backends in every pool, each a descriptor of the master's (its open-file budget). */
 let openConnections = 0;
@@ -109,10 +120,10 @@ export class HopPool {
   }
 
   /**
-   * Sends the request head (and any body bytes already in hand) on an idle connection or a new one.
-   * expectBody: false for HEAD. An upgrade request gives handler.onUpgrade.
+   * Sends the request head (latin1) and the body if it is all in hand, in one write, on an idle
+   * connection or a new one. expectBody: false for HEAD. An upgrade request gives handler.onUpgrade.
    */
-  request(head: Buffer, expectBody: boolean, handler: HopHandler): HopRequest {
+  request(head: string, body: Buffer | null, expectBody: boolean, handler: HopHandler): HopRequest {
     const now = Date.now();
     let connection: HopConnection | undefined;
     for (connection = this.idle.pop(); connection && !connection.usableAt(now); connection = this.idle.pop()) connection.destroy();
@@ -125,16 +136,16 @@ export class HopPool {
       this.open.add(opened);
       connection = opened;
     }
-    return connection.send(head, expectBody, handler);
+    return connection.send(head, body, expectBody, handler);
   }
 
   /**
    * For a stuck unit: offers back the requests waiting behind the one it is most likely busy with (the
-   * oldest), those sent STUCK_MS ago or more. Each request's handler decides whether it goes.
+   * oldest), those sent `stuckMs` ago or more. Each request's handler decides whether it goes.
    */
-  takeBackWaiting(now: number): void {
+  takeBackWaiting(now: number, stuckMs: number): void {
     const [, ...waiting] = this.unanswered();
-    for (const { sentAt, handler } of waiting) if (now - sentAt >= STUCK_MS) handler.takeBack?.();
+    for (const { sentAt, handler } of waiting) if (now - sentAt >= stuckMs) handler.takeBack?.(now - sentAt);
   }
 
   /** The requests out on this pool with nothing of their response back yet, oldest first. */
@@ -171,6 +182,45 @@ export class HopPool {
   }
 }
 
+/** One request on a connection: acts only while the connection still carries it. */
+class ConnectionRequest implements HopRequest {
+  private readonly connection: HopConnection;
+  private readonly generation: number;
+
+  constructor(connection: HopConnection, generation: number) {
+    this.connection = connection;
+    this.generation = generation;
+  }
+
+  write(data: Buffer | string): boolean {
+    return this.connection.isCurrent(this.generation) ? this.connection.write(data) : true;
+  }
+
+  whenDrained(callback: () => void): void {
+    if (this.connection.isCurrent(this.generation)) this.connection.whenDrained(this.generation, callback);
+  }
+
+  end(): void {
+    this.connection.endRequest(this.generation);
+  }
+
+  pause(): void {
+    if (this.connection.isCurrent(this.generation)) this.connection.pause();
+  }
+
+  resume(): void {
+    if (this.connection.isCurrent(this.generation)) this.connection.resume();
+  }
+
+  abort(): void {
+    if (this.connection.isCurrent(this.generation)) this.connection.abort();
+  }
+
+  withdraw(): boolean {
+    return this.connection.isCurrent(this.generation) && this.connection.withdraw();
+  }
+}
+
 type State = 'head' | 'fixed' | 'chunk-size' | 'chunk-data' | 'chunk-end' | 'trailers' | 'until-close' | 'done' | 'upgraded';
 
 const EMPTY = Buffer.alloc(0);
@@ -182,6 +232,8 @@ class HopConnection {
   private expectBody = true;
   private state: State = 'done';
   private pending: Buffer | null = null;
+  /** The current response's body goes to the handler as sent (BodyMode). */
+  private bodyAsSent = false;
   private remaining = 0;
   private reusable = false;
   private connected = false;
@@ -234,7 +286,7 @@ class HopConnection {
     return !this.socket.destroyed && now - this.idleSince < this.idleLimitMs;
   }
 
-  send(head: Buffer, expectBody: boolean, handler: HopHandler): HopRequest {
+  send(head: string, body: Buffer | null, expectBody: boolean, handler: HopHandler): HopRequest {
     this.handler = handler;
     this.expectBody = expectBody;
     this.state = 'head';
@@ -244,33 +296,54 @@ class HopConnection {
     this.answersToDrop = 0;
     this.requests++;
     this.sentAt = this.connected ? performance.now() : Infinity;
-    const generation = ++this.generation;
-    const current = () => this.generation === generation && this.handler !== null;
-    this.socket.write(head);
-    return {
-      write: (data) => (current() ? this.socket.write(data, 'latin1') : true),
-      whenDrained: (callback) => {
-        if (current()) this.socket.once('drain', () => current() && callback());
-      },
-      end: () => {
-        if (this.generation === generation) this.requestEnded = true;
-      },
-      pause: () => current() && this.socket.pause(),
-      resume: () => current() && this.socket.resume(),
-      abort: () => {
-        if (!current()) return;
-        this.handler = null;
-        this.destroy();
-      },
-      withdraw: () => {
-        if (!current() || this.bytesReceived || !this.requestEnded) return false;
-        this.generation++;
-        this.handler = DROP;
-        this.answersToDrop = 1;
-        this.socket.write(WITHDRAWAL);
-        return true;
-      },
-    };
+    if (body) {
+      this.socket.cork();
+      this.socket.write(head, 'latin1');
+      this.socket.write(body);
+      this.socket.uncork();
+    } else {
+      this.socket.write(head, 'latin1');
+    }
+    return new ConnectionRequest(this, ++this.generation);
+  }
+
+  /** Whether `generation` names the request out on the connection now. */
+  isCurrent(generation: number): boolean {
+    return this.generation === generation && this.handler !== null;
+  }
+
+  write(data: Buffer | string): boolean {
+    return this.socket.write(data, 'latin1');
+  }
+
+  whenDrained(generation: number, callback: () => void): void {
+    this.socket.once('drain', () => this.isCurrent(generation) && callback());
+  }
+
+  endRequest(generation: number): void {
+    if (this.generation === generation) this.requestEnded = true;
+  }
+
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
+  }
+
+  abort(): void {
+    this.handler = null;
+    this.destroy();
+  }
+
+  withdraw(): boolean {
+    if (this.bytesReceived || !this.requestEnded) return false;
+    this.generation++;
+    this.handler = DROP;
+    this.answersToDrop = 1;
+    this.socket.write(WITHDRAWAL);
+    return true;
   }
 
   destroy(): void {
@@ -303,18 +376,24 @@ class HopConnection {
     if (this.responseDone) this.finish(leftover.length > 0);
   }
 
-  /** Runs the read through the states until the response is complete; returns what is left of it. */
+  /**
+   * Runs the read through the states until the response is complete; returns what is left of it. A body
+   * handed on as sent goes in one piece per read: the bytes its states consumed.
+   */
   private parse(input: Buffer): Buffer {
     let data: Buffer = this.pending ? Buffer.concat([this.pending, input]) : input;
     this.pending = null;
-    while (data.length > 0 && this.handler && !this.responseDone && this.state !== 'upgraded') {
+    let bodyFrom: Buffer | null = null;
+    read: while (data.length > 0 && this.handler && !this.responseDone && this.state !== 'upgraded') {
+      if (bodyFrom === null && this.bodyAsSent && this.state !== 'head') bodyFrom = data;
       switch (this.state) {
         case 'head': {
           const end = data.indexOf(CRLF_CRLF);
           if (end < 0) {
             if (data.length > MAX_HEAD_BYTES) throw new HopParseError(`response head larger than ${MAX_HEAD_BYTES} bytes`);
             this.pending = data;
-            return EMPTY;
+            data = EMPTY;
+            break read;
           }
           const head = data.toString('latin1', 0, end);
           data = data.subarray(end + 4);
@@ -331,7 +410,8 @@ class HopConnection {
           if (end < 0) {
             if (data.length > 1024) throw new HopParseError('chunk size line too long');
             this.pending = data;
-            return EMPTY;
+            data = EMPTY;
+            break read;
           }
           const line = data.toString('latin1', 0, end);
           data = data.subarray(end + 2);
@@ -349,7 +429,8 @@ class HopConnection {
         case 'chunk-end': {
           if (data.length < 2) {
             this.pending = data;
-            return EMPTY;
+            data = EMPTY;
+            break read;
           }
           if (data[0] !== 13 || data[1] !== 10) throw new HopParseError('chunk not followed by CRLF');
           data = data.subarray(2);
@@ -357,30 +438,36 @@ class HopConnection {
           break;
         }
         case 'trailers': {
-          // Trailer fields are not relayed (the client side has sent its head already); skip to the empty line.
+          // Decoded, trailer fields are not relayed (the client side has sent its head already).
           const end = data.indexOf('\r\n');
           if (end < 0) {
             if (data.length > MAX_HEAD_BYTES) throw new HopParseError('trailers too long');
             this.pending = data;
-            return EMPTY;
+            data = EMPTY;
+            break read;
           }
           data = data.subarray(end + 2);
           if (end === 0) this.complete();
           break;
         }
         case 'until-close':
-          this.handler.onData(data);
-          return EMPTY;
+          if (!this.bodyAsSent) this.handler.onData(data);
+          data = EMPTY;
+          break;
       }
+    }
+    if (bodyFrom && this.handler) {
+      const consumed = bodyFrom.length - data.length - (this.pending?.length ?? 0);
+      if (consumed > 0) this.handler.onData(bodyFrom.subarray(0, consumed));
     }
     return data;
   }
 
-  /** Hands on up to `remaining` bytes of body (a fixed length, or a chunk); returns the rest of the read. */
+  /** Takes up to `remaining` bytes of body (a fixed length, or a chunk), handed on if decoded; returns the rest of the read. */
   private relayBody(data: Buffer): Buffer {
     const take = Math.min(this.remaining, data.length);
     this.remaining -= take;
-    this.handler!.onData(data.subarray(0, take));
+    if (!this.bodyAsSent) this.handler!.onData(data.subarray(0, take));
     return data.subarray(take);
   }
 
@@ -426,7 +513,9 @@ class HopConnection {
         }
       }
     }
-    const head = { status: statusCode, reason: status[3] ?? '', rawHeaders };
+    const delimited =
+      !this.expectBody || statusCode === 204 || statusCode === 304 || chunked || (!transferEncoded && contentLength !== null);
+    const head = { status: statusCode, reason: status[3] ?? '', rawHeaders, chunked, delimited };
     if (statusCode === 101) {
       const handler = this.handler!;
       if (!handler.onUpgrade) throw new HopParseError('101 Switching Protocols to a request that asked for no upgrade');
@@ -449,7 +538,7 @@ class HopConnection {
       contentLength = null;
     }
     this.headReceived = true;
-    this.handler!.onHead(head);
+    this.bodyAsSent = this.handler!.onHead(head) === 'as-sent';
     this.reusable = !connectionClose;
     if (!this.expectBody || statusCode === 204 || statusCode === 304) {
       this.complete();

@@ -11,17 +11,14 @@ import type { ProxiedPeer } from '../edge/proxy-protocol.ts';
 export const PEER_HEADER = 'x-forkgate-peer';
 
 /**
- * A unit with requests in flight that has shown no progress (answered, started answering or confirmed
- * one) for this long is stuck: the proxy ranks it last and takes back what has waited on it this long.
+ * The late mark the proxy sends with a request: half the stuck threshold at the time, in whole ms. A
+ * request read that long after it was sent may have been taken back meanwhile: the unit confirms it and
+ * looks again before running it. The proxy takes back only requests older than twice their mark, so
+ * with Date.now()'s millisecond steps every request it may have taken back reads as late.
  */
-export const STUCK_MS = 4;
-
-/**
- * A request read this long after it was sent may have been taken back meanwhile: the unit confirms it
- * and looks again before running it. Below STUCK_MS by more than Date.now()'s millisecond steps, so
- * every request the proxy may have taken back reads as late.
- */
-export const LATE_MS = STUCK_MS / 2;
+export function lateMark(stuckMs: number): number {
+  return Math.floor(stuckMs / 2);
+}
 
 export const WITHDRAWAL_HEADER = 'x-forkgate-withdrawal';
 /** Takes back the request before it on the connection, if the unit has not started it. */
@@ -30,6 +27,8 @@ export const WITHDRAWAL = `OPTIONS * HTTP/1.1\r\nHost: forkgate\r\n${WITHDRAWAL_
 export interface HopClient {
   /** When the proxy sent the request (Date.now()). */
   readonly sentAt: number;
+  /** Read this many ms after sentAt or later, the request may have been taken back (lateMark). */
+  readonly lateMs: number;
   /** Null for a client on a unix socket. */
   readonly peer: ProxiedPeer | null;
   /**
@@ -43,30 +42,31 @@ export interface HopClient {
 const encodedCertificates = new WeakMap<Socket, string>();
 
 /**
- * "sentAt family address port" ("unix - 0" without an address), then " tls authorized|unauthorized"
- * over TLS, and the client's certificate if it sent one. Call as the request goes out: a retry is sent
- * anew.
+ * "sentAt lateMs family address port" ("unix - 0" without an address), then " tls
+ * authorized|unauthorized" over TLS, and the client's certificate if it sent one. Call as the request
+ * goes out: a retry is sent anew.
  */
-export function encodeClient(socket: Socket): string {
+export function encodeClient(socket: Socket, lateMs: number): string {
   const { remoteAddress, remotePort, remoteFamily } = socket;
   const peer = remoteAddress ? `${remoteFamily} ${remoteAddress} ${remotePort ?? 0}` : 'unix - 0';
   const tls = socket as Partial<TLSSocket>;
-  if (!tls.encrypted) return `${Date.now()} ${peer}`;
+  if (!tls.encrypted) return `${Date.now()} ${lateMs} ${peer}`;
   let certificate = encodedCertificates.get(socket);
   if (certificate === undefined) {
     certificate = tls.getPeerX509Certificate?.()?.raw.toString('base64') ?? '';
     encodedCertificates.set(socket, certificate);
   }
-  return `${Date.now()} ${peer} tls ${tls.authorized ? 'authorized' : 'unauthorized'}${certificate ? ` ${certificate}` : ''}`;
+  return `${Date.now()} ${lateMs} ${peer} tls ${tls.authorized ? 'authorized' : 'unauthorized'}${certificate ? ` ${certificate}` : ''}`;
 }
 
 export function decodeClient(value: string): HopClient | null {
-  const [sentAt, family, address, port, tls, authorized, certificate] = value.split(' ');
+  const [sentAt, lateMs, family, address, port, tls, authorized, certificate] = value.split(' ');
   if (!address) return null;
   const peer: ProxiedPeer | null =
     (family === 'IPv4' || family === 'IPv6') && address !== '-' ? { family, address, port: Number(port) } : null;
   return {
     sentAt: Number(sentAt),
+    lateMs: Number(lateMs),
     peer,
     tls: tls === 'tls' ? { authorized: authorized === 'authorized', certificate: certificate || null } : null,
   };

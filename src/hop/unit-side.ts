@@ -10,7 +10,7 @@ import { interceptRequests, type AppServer, type EmitRequest } from '../edge/app
 import { configureParser } from '../edge/limits.ts';
 import { prepareRequestHeaders } from '../edge/request-headers.ts';
 import { presentClient } from './client-socket.ts';
-import { decodeClient, LATE_MS, PEER_HEADER, WITHDRAWAL_HEADER, type HopClient } from './protocol.ts';
+import { decodeClient, PEER_HEADER, WITHDRAWAL_HEADER, type HopClient } from './protocol.ts';
 
 /** The front enforced the limits; the unit's parser takes whatever it passed on. */
 const NO_LIMITS = { limitRequestLine: 0, limitRequestFields: 0, limitRequestFieldSize: 0, limitRequestBody: 0, headersTimeout: 0 };
@@ -47,7 +47,7 @@ export class UnitSide {
       return true;
     }
     const client = clientOf(req);
-    if (client && Date.now() - client.sentAt >= LATE_MS) {
+    if (client && Date.now() - client.sentAt >= client.lateMs) {
       // Confirmed at once: a busy unit reads many requests late, and the one it runs must not be taken
       // back. Looked at again once the rest of this read is parsed, in case a withdrawal follows it.
       res.writeProcessing();

@@ -5,8 +5,8 @@
  * requests wait here, first come first served, within --queue-limit and --queue-timeout.
  */
 import { HopPool, type HopTarget } from '../hop/pool.ts';
-import { STUCK_MS } from '../hop/protocol.ts';
 import { realClock, type Clock, type Timeout } from './clock.ts';
+import { StuckThreshold } from './stuck-threshold.ts';
 import { countQueueWait, countTakenBack } from '../metrics/proxy-counts.ts';
 
 /** One place requests can go: a worker's unit (process or thread) or an --upstream server. */
@@ -54,6 +54,8 @@ interface Waiter {
 
 export class Dispatcher {
   readonly clock: Clock;
+  /** When a unit with requests in flight counts as stuck, from the gaps between its signs of progress. */
+  readonly stuck = new StuckThreshold();
   private backends: Backend[] = [];
   private readonly queue: Waiter[] = [];
   private readonly queueLimit: number;
@@ -137,13 +139,13 @@ export class Dispatcher {
 
   /** The backend started answering a request, or confirmed it started one: progress without a release. */
   progress(backend: Backend): void {
-    backend.lastProgressAt = this.clock.now();
+    this.noteProgress(backend);
   }
 
   release(backend: Backend): void {
+    this.noteProgress(backend);
     backend.inFlight--;
     backend.answered = true;
-    backend.lastProgressAt = this.clock.now();
     this.serveQueue();
   }
 
@@ -173,21 +175,28 @@ export class Dispatcher {
     this.clock.setImmediate(() => {
       this.stuckCheck = null;
       const now = this.clock.now();
-      if (this.backends.some((backend) => backend.inFlight < backend.capacity && !isStuck(backend, now))) {
+      const stuckMs = this.stuck.ms;
+      if (this.backends.some((backend) => backend.inFlight < backend.capacity && !isStuck(backend, now, stuckMs))) {
         for (const backend of this.backends) {
-          if (backend.ours && backend.answered && isStuck(backend, now)) backend.pool.takeBackWaiting(now);
+          if (backend.ours && backend.answered && isStuck(backend, now, stuckMs)) backend.pool.takeBackWaiting(now, stuckMs);
         }
       }
       if (!this.closed && this.backends.some((backend) => backend.ours && backend.inFlight > 0)) {
-        this.stuckCheck = this.clock.setTimeout(() => this.checkStuck(), STUCK_MS / 2);
+        this.stuckCheck = this.clock.setTimeout(() => this.checkStuck(), stuckMs / 2);
       }
     });
+  }
+
+  private noteProgress(backend: Backend): void {
+    const now = this.clock.now();
+    if (backend.inFlight > 0) this.stuck.record(now - backend.lastProgressAt);
+    backend.lastProgressAt = now;
   }
 
   private take(backend: Backend): void {
     if (backend.inFlight === 0) backend.lastProgressAt = this.clock.now();
     backend.inFlight++;
-    if (backend.ours) this.stuckCheck ??= this.clock.setTimeout(() => this.checkStuck(), STUCK_MS);
+    if (backend.ours) this.stuckCheck ??= this.clock.setTimeout(() => this.checkStuck(), this.stuck.ms);
   }
 
   private serveQueue(): void {
@@ -209,6 +218,7 @@ export class Dispatcher {
   private pick(avoid?: Backend): Backend | null {
     const count = this.backends.length;
     const now = this.clock.now();
+    const stuckMs = this.stuck.ms;
     let best: Backend | null = null;
     let bestIndex = 0;
     let bestStuck = true;
@@ -216,7 +226,7 @@ export class Dispatcher {
       const index = (this.cursor + step) % count;
       const backend = this.backends[index]!;
       if (backend.inFlight >= backend.capacity || (backend === avoid && count > 1)) continue;
-      const stuck = isStuck(backend, now);
+      const stuck = isStuck(backend, now, stuckMs);
       if (best === null || (bestStuck && !stuck) || (stuck === bestStuck && less(backend, best, stuck))) {
         best = backend;
         bestIndex = index;
@@ -235,8 +245,8 @@ export class Dispatcher {
   }
 }
 
-function isStuck(backend: Backend, now: number): boolean {
-  return backend.inFlight > 0 && now - backend.lastProgressAt > STUCK_MS;
+function isStuck(backend: Backend, now: number, stuckMs: number): boolean {
+  return backend.inFlight > 0 && now - backend.lastProgressAt > stuckMs;
 }
 
 /** Whether a ranks before b, both making progress or both stuck. */

@@ -5,12 +5,12 @@
  */
 import type * as http from 'node:http';
 import type * as net from 'node:net';
-import { encodeClient, PEER_HEADER } from '../hop/protocol.ts';
+import { encodeClient, lateMark, PEER_HEADER } from '../hop/protocol.ts';
 import { OVER_LIMIT } from '../edge/refusal.ts';
 import type { Logger } from '../log/logger.ts';
 import type { RecurringWarning } from '../log/recurring.ts';
 import type { Backend, Dispatcher, QueueRefusal } from './dispatcher.ts';
-import type { HopRequest, ResponseHead } from '../hop/pool.ts';
+import type { BodyMode, HopFailure, HopHandler, HopRequest, ResponseHead } from '../hop/pool.ts';
 import { countBadGateway, countRetry, countShed } from '../metrics/proxy-counts.ts';
 
 /** Headers of one connection, not of the message (RFC 9110 §7.6.1), and those meant for this proxy. */
@@ -64,17 +64,16 @@ export interface ExchangeContext {
 }
 
 export class Exchange {
-  private readonly req: http.IncomingMessage;
+  readonly req: http.IncomingMessage;
   private readonly res: http.ServerResponse;
-  private readonly context: ExchangeContext;
+  readonly context: ExchangeContext;
   private chunks: Buffer[] = [];
   /** The whole body is in `chunks`: the request can be sent again. */
   private bodyComplete = false;
-  /** The attempt in progress: its request to the backend, and how it gives the backend's slot back. */
-  private upstream: HopRequest | null = null;
-  private releaseAttempt: (() => void) | null = null;
+  /** The attempt in progress. */
+  private attempt: Attempt | null = null;
   private cancelWait: () => void = () => {};
-  private clientGone = false;
+  clientGone = false;
   /** Tries on new connections that a backend reset with the request unread (see MAX_UNREAD_TRIES). */
   private unreadTries = 0;
   /** When the request first asked for a unit: --queue-timeout bounds its whole wait, retries included. */
@@ -93,8 +92,9 @@ export class Exchange {
       if (this.res.writableFinished) return;
       this.clientGone = true;
       this.cancelWait();
-      this.upstream?.abort();
-      this.releaseAttempt?.();
+      const attempt = this.attempt;
+      attempt?.upstream?.abort();
+      attempt?.release(false);
     });
     const { req } = this;
     if (!declaresBody(req)) {
@@ -138,97 +138,117 @@ export class Exchange {
   }
 
   private send(backend: Backend): void {
-    const { req, res, context } = this;
+    const { req, context } = this;
     if (this.clientGone) return context.dispatcher.release(backend);
-    let released = false;
-    /** The response's body has begun: its head went out with the first chunk. */
-    let bodyStarted = false;
-    const release = (takenBack = false) => {
-      if (released) return;
-      released = true;
-      this.upstream = null;
-      this.releaseAttempt = null;
-      if (takenBack) context.dispatcher.releaseTakenBack(backend);
-      else context.dispatcher.release(backend);
-    };
-    this.releaseAttempt = release;
     const streamed = !this.bodyComplete;
     // A body read in full goes with its length; one that streams keeps the client's length, or is chunked.
-    const length = this.chunks.reduce((sum, chunk) => sum + chunk.length, 0);
-    const hasBody = length > 0 || req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
-    const contentLength = streamed ? (req.headers['content-length'] ?? null) : hasBody ? String(length) : null;
+    const body = streamed || this.chunks.length === 0 ? null : this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+    const hasBody = body !== null || req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
+    const contentLength = streamed ? (req.headers['content-length'] ?? null) : hasBody ? String(body?.length ?? 0) : null;
     const chunkedOut = streamed && contentLength === null;
-    const head = this.requestHead(backend, contentLength, chunkedOut);
-    const body = streamed || length === 0 ? Buffer.from(head, 'latin1') : Buffer.concat([Buffer.from(head, 'latin1'), ...this.chunks]);
-    const upstream = backend.pool.request(body, req.method !== 'HEAD', {
-      onInterim: () => context.dispatcher.progress(backend),
-      takeBack: () => {
-        if (released || this.takenBack || !this.bodyComplete || !IDEMPOTENT.has(req.method!)) return false;
-        if (!upstream.withdraw()) return false;
-        this.takenBack = true;
-        release(true);
-        context.logger.debug(`proxy: ${req.method} ${req.url} waited behind a busy ${backend.name}: sent to another unit`);
-        this.dispatch(backend);
-        return true;
-      },
-      onHead: (response) => {
-        context.dispatcher.progress(backend);
-        this.relayHead(response, upstream);
-      },
-      onData: (chunk) => {
-        // Node writes the pending head and a first chunk given as a string in one write(), a Buffer in a
-        // writev() of two; latin1 keeps the bytes as they are.
-        const data = !bodyStarted && chunk.length <= SMALL_CHUNK ? chunk.toString('latin1') : chunk;
-        bodyStarted = true;
-        if (!res.write(data, 'latin1') && res.writableLength > context.bufferSize) upstream.pause();
-      },
-      onEnd: () => {
-        release();
-        res.end();
-      },
-      onError: (error: NodeJS.ErrnoException, { connected, reused, bytesReceived, headReceived }) => {
-        release();
-        if (this.clientGone) return;
-        if (headReceived) {
-          // The unit went away mid-response: the client must not take a cut body for a whole one.
-          return res.destroy();
-        }
-        const code = error.code ?? '';
-        if (code === 'EMFILE' || code === 'ENFILE') {
-          context.overBudget.note();
-          return respond(res, 503, OVER_LIMIT, {
-            'retry-after': '1',
-            'x-request-id': req.headers['x-request-id'],
-          });
-        }
-        const refused = !connected && CONNECT_ERRORS.has(code);
-        // Unread, it never ran: a repeatable one goes to another. A request the backend read is never
-        // retried: it may be what killed its unit, and must not take down the pool.
-        const unread =
-          !refused &&
-          !bytesReceived &&
-          UNREAD_ERRORS.has(code) &&
-          IDEMPOTENT.has(req.method!) &&
-          (reused || this.unreadTries < MAX_UNREAD_TRIES);
-        if (refused) context.onBackendDown(backend);
-        // A refusing backend leaves rotation, so each retry goes to another one, or waits for one.
-        if ((refused || unread) && this.bodyComplete) {
-          if (unread && reused) backend.pool.discardIdle();
-          else if (unread) this.unreadTries++;
-          context.logger.debug(`proxy: ${req.method} ${req.url} did not reach ${backend.name} (${error.message}): trying another`);
-          countRetry();
-          return this.dispatch(backend);
-        }
-        context.logger.warning(
-          `proxy: ${req.method} ${req.url} (request ${req.headers['x-request-id']}) to ${backend.name} failed: ${error.message}`,
-        );
-        countBadGateway();
-        respond(res, 502, 'Bad Gateway: the server behind forkgate failed to answer', { 'x-request-id': req.headers['x-request-id'] });
-      },
-    });
-    this.upstream = upstream;
-    if (streamed) this.streamBody(upstream, chunkedOut);
-    else upstream.end();
+    const attempt = new Attempt(this, backend, lateMark(context.dispatcher.stuck.ms));
+    this.attempt = attempt;
+    const head = this.requestHead(backend, contentLength, chunkedOut, attempt.lateMs);
+    attempt.upstream = backend.pool.request(head, body, req.method !== 'HEAD', attempt);
+    if (streamed) this.streamBody(attempt.upstream, chunkedOut);
+    else attempt.upstream.end();
+  }
+
+  /** An attempt ended: its slot goes back to the dispatcher. */
+  release(attempt: Attempt, takenBack: boolean): void {
+    if (this.attempt === attempt) this.attempt = null;
+    if (takenBack) this.context.dispatcher.releaseTakenBack(attempt.backend);
+    else this.context.dispatcher.release(attempt.backend);
+  }
+
+  /** The unit has not started the request: it goes to another, once, if repeating it is safe. */
+  takeBack(attempt: Attempt): boolean {
+    const { req } = this;
+    if (this.takenBack || !this.bodyComplete || !IDEMPOTENT.has(req.method!)) return false;
+    if (!attempt.upstream!.withdraw()) return false;
+    this.takenBack = true;
+    attempt.release(true);
+    this.context.logger.debug(`proxy: ${req.method} ${req.url} waited behind a busy ${attempt.backend.name}: sent to another unit`);
+    this.dispatch(attempt.backend);
+    return true;
+  }
+
+  /**
+   * Sends the response head on, then relays the body reading up to --buffer-size ahead of the client
+   * (Attempt.onData), so the unit is free as soon as it has answered, however slowly the client reads.
+   * A body whose end is marked goes to an HTTP/1.1 client as the unit framed it, its head written here;
+   * any other through Node's framing.
+   */
+  relayHead(response: ResponseHead, attempt: Attempt): BodyMode {
+    const { req, res } = this;
+    const asSent = response.delimited && req.httpVersionMajor === 1 && req.httpVersionMinor === 1;
+    // The edge gave every request an id; a unit echoes it, an upstream may not.
+    const addId =
+      !attempt.backend.ours && !response.rawHeaders.some((name, index) => index % 2 === 0 && name.toLowerCase() === 'x-request-id');
+    if (asSent) {
+      writeHeadAsSent(res, response, addId ? (req.headers['x-request-id'] as string) : null);
+    } else {
+      const headers = forwardedHeaders(response.rawHeaders, HOP_BY_HOP);
+      if (addId) headers.push('X-Request-Id', req.headers['x-request-id'] as string);
+      res.writeHead(response.status, response.reason, headers);
+    }
+    leaveWithClient(req.socket, res);
+    return asSent ? 'as-sent' : 'decoded';
+  }
+
+  /** A chunk of the response's body, as relayHead chose; a client this far behind holds the unit's reads back. */
+  relayData(chunk: Buffer | string, upstream: HopRequest): void {
+    const { res } = this;
+    if (res.write(chunk, 'latin1') || res.writableLength <= this.context.bufferSize) return;
+    upstream.pause();
+    res.once('drain', () => upstream.resume());
+  }
+
+  relayEnd(): void {
+    this.res.end();
+  }
+
+  /** The attempt failed: try another unit if the request never reached this one, else a 502. */
+  failed(attempt: Attempt, error: NodeJS.ErrnoException, { connected, reused, bytesReceived, headReceived }: HopFailure): void {
+    const { req, res, context } = this;
+    const { backend } = attempt;
+    if (this.clientGone) return;
+    if (headReceived) {
+      // The unit went away mid-response: the client must not take a cut body for a whole one.
+      res.destroy();
+      return;
+    }
+    const code = error.code ?? '';
+    if (code === 'EMFILE' || code === 'ENFILE') {
+      context.overBudget.note();
+      return respond(res, 503, OVER_LIMIT, {
+        'retry-after': '1',
+        'x-request-id': req.headers['x-request-id'],
+      });
+    }
+    const refused = !connected && CONNECT_ERRORS.has(code);
+    // Unread, it never ran: a repeatable one goes to another. A request the backend read is never
+    // retried: it may be what killed its unit, and must not take down the pool.
+    const unread =
+      !refused &&
+      !bytesReceived &&
+      UNREAD_ERRORS.has(code) &&
+      IDEMPOTENT.has(req.method!) &&
+      (reused || this.unreadTries < MAX_UNREAD_TRIES);
+    if (refused) context.onBackendDown(backend);
+    // A refusing backend leaves rotation, so each retry goes to another one, or waits for one.
+    if ((refused || unread) && this.bodyComplete) {
+      if (unread && reused) backend.pool.discardIdle();
+      else if (unread) this.unreadTries++;
+      context.logger.debug(`proxy: ${req.method} ${req.url} did not reach ${backend.name} (${error.message}): trying another`);
+      countRetry();
+      return this.dispatch(backend);
+    }
+    context.logger.warning(
+      `proxy: ${req.method} ${req.url} (request ${req.headers['x-request-id']}) to ${backend.name} failed: ${error.message}`,
+    );
+    countBadGateway();
+    respond(res, 502, 'Bad Gateway: the server behind forkgate failed to answer', { 'x-request-id': req.headers['x-request-id'] });
   }
 
   /**
@@ -260,33 +280,21 @@ export class Exchange {
     if (!full) req.resume();
   }
 
-  /**
-   * Sends the response head on, then relays the body reading up to --buffer-size ahead of the client
-   * (onData above), so the unit is free as soon as it has answered, however slowly the client reads.
-   */
-  private relayHead(response: ResponseHead, upstream: HopRequest): void {
-    const { req, res } = this;
-    const headers = forwardedHeaders(response.rawHeaders, HOP_BY_HOP);
-    // The edge gave every request an id; a unit echoes it, an upstream may not.
-    if (!headers.some((name, index) => index % 2 === 0 && name.length === 12 && name.toLowerCase() === 'x-request-id')) {
-      headers.push('X-Request-Id', req.headers['x-request-id'] as string);
-    }
-    res.writeHead(response.status, response.reason, headers);
-    res.on('drain', () => upstream.resume());
-    leaveWithClient(req.socket, res);
-  }
-
-  private requestHead(backend: Backend, contentLength: string | null, chunked: boolean): string {
+  private requestHead(backend: Backend, contentLength: string | null, chunked: boolean, lateMs: number): string {
     const { req } = this;
     let head = `${req.method} ${req.url} HTTP/1.1\r\n`;
-    const headers = forwardedHeaders(req.rawHeaders, NOT_FORWARDED, connectionTokens(req.headers.connection));
-    for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
+    const raw = req.rawHeaders;
+    const listed = connectionTokens(req.headers.connection);
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!.toLowerCase();
+      if (!NOT_FORWARDED.has(name) && !listed?.has(name)) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
+    }
     // An HTTP/1.0 client may leave Host out; HTTP/1.1 servers require one.
     if (req.headers.host === undefined) head += `Host: ${'host' in backend.target ? backend.target.host : 'localhost'}\r\n`;
     if (contentLength !== null) head += `Content-Length: ${contentLength}\r\n`;
     if (chunked) head += 'Transfer-Encoding: chunked\r\n';
     // The client travels to forkgate's own units only: internal headers never leave forkgate.
-    return backend.ours ? `${head}${PEER_HEADER}: ${encodeClient(req.socket)}\r\n\r\n` : `${head}\r\n`;
+    return backend.ours ? `${head}${PEER_HEADER}: ${encodeClient(req.socket, lateMs)}\r\n\r\n` : `${head}\r\n`;
   }
 
   private refuse(reason: QueueRefusal): void {
@@ -295,6 +303,105 @@ export class Exchange {
     countShed(reason);
     respond(this.res, 503, `Service Unavailable: ${reason}`, { 'retry-after': '1', 'x-request-id': this.req.headers['x-request-id'] });
   }
+}
+
+/** One try of an exchange on one backend: the handler of its request on the hop. */
+class Attempt implements HopHandler {
+  readonly backend: Backend;
+  /** The late mark sent with the request: it may be taken back only once twice as old (lateMark). */
+  readonly lateMs: number;
+  upstream: HopRequest | null = null;
+  private readonly exchange: Exchange;
+  private released = false;
+  /** The response's body has begun: its head went out with the first chunk. */
+  private bodyStarted = false;
+
+  constructor(exchange: Exchange, backend: Backend, lateMs: number) {
+    this.exchange = exchange;
+    this.backend = backend;
+    this.lateMs = lateMs;
+  }
+
+  /** Gives the backend's slot back, once. */
+  release(takenBack: boolean): void {
+    if (this.released) return;
+    this.released = true;
+    this.exchange.release(this, takenBack);
+  }
+
+  onInterim(): void {
+    this.exchange.context.dispatcher.progress(this.backend);
+  }
+
+  takeBack(ageMs: number): boolean {
+    return !this.released && ageMs >= 2 * this.lateMs && this.exchange.takeBack(this);
+  }
+
+  onHead(head: ResponseHead): BodyMode {
+    this.exchange.context.dispatcher.progress(this.backend);
+    return this.exchange.relayHead(head, this);
+  }
+
+  onData(chunk: Buffer): void {
+    // Node writes the pending head and a first chunk given as a string in one write(), a Buffer in a
+    // writev() of two; latin1 keeps the bytes as they are.
+    const data = !this.bodyStarted && chunk.length <= SMALL_CHUNK ? chunk.toString('latin1') : chunk;
+    this.bodyStarted = true;
+    this.exchange.relayData(data, this.upstream!);
+  }
+
+  onEnd(): void {
+    this.release(false);
+    this.exchange.relayEnd();
+  }
+
+  onError(error: Error, failure: HopFailure): void {
+    this.release(false);
+    this.exchange.failed(this, error, failure);
+  }
+}
+
+/**
+ * Writes the response head itself, Node's framing left out: the body follows as the unit framed it
+ * (a length, or chunked with any trailers). Sets what ServerResponse.writeHead would have, for the
+ * server's keep-alive handling (Node's own fields, the same since its first releases).
+ */
+function writeHeadAsSent(res: http.ServerResponse, response: ResponseHead, requestId: string | null): void {
+  const { status, reason, rawHeaders, chunked } = response;
+  let head = `HTTP/1.1 ${status} ${reason}\r\n`;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    const lower = name.toLowerCase();
+    // The framing travels as the unit chose it; the rest of the connection's fields are this one's.
+    if (!HOP_BY_HOP.has(lower) || (chunked && lower === 'transfer-encoding')) head += `${name}: ${rawHeaders[i + 1]}\r\n`;
+  }
+  if (requestId !== null) head += `X-Request-Id: ${requestId}\r\n`;
+  const raw = res as RawResponse;
+  if (res.shouldKeepAlive) {
+    const timeout = raw._keepAliveTimeout;
+    head += timeout
+      ? `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(timeout / 1000)}\r\n\r\n`
+      : 'Connection: keep-alive\r\n\r\n';
+  } else {
+    raw._last = true;
+    head += 'Connection: close\r\n\r\n';
+  }
+  res.statusCode = status;
+  res.statusMessage = reason;
+  raw.chunkedEncoding = false;
+  if (status === 204 || status === 304) raw._hasBody = false;
+  raw._header = head;
+  raw._headerSent = false;
+}
+
+/** ServerResponse's fields behind writeHead(). */
+interface RawResponse extends http.ServerResponse {
+  _header: string | null;
+  _headerSent: boolean;
+  _last: boolean;
+  _hasBody: boolean;
+  _keepAliveTimeout: number;
+  chunkedEncoding: boolean;
 }
 
 /** Per client connection: the responses relayed to it and not finished yet. */
@@ -316,12 +423,12 @@ export function declaresBody(req: http.IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0';
 }
 
-/** The raw header list without the names in `skip` (lower case) or named by the Connection header. */
-export function forwardedHeaders(raw: readonly string[], skip: ReadonlySet<string>, alsoSkip?: ReadonlySet<string>): string[] {
+/** The raw header list without the names in `skip` (lower case). */
+export function forwardedHeaders(raw: readonly string[], skip: ReadonlySet<string>): string[] {
   const kept: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!.toLowerCase();
-    if (skip.has(name) || alsoSkip?.has(name)) continue;
+    if (skip.has(name)) continue;
     kept.push(raw[i]!, raw[i + 1]!);
   }
   return kept;

@@ -23,7 +23,8 @@ export function openTunnel(
   onEnd: (error: Error | null) => void,
 ): void {
   const headers = forwardedHeaders(req.rawHeaders, ONLY_OURS);
-  if (backend.ours) headers.push(PEER_HEADER, encodeClient(req.socket));
+  // An upgrade is never taken back: the unit does not look at its late mark.
+  if (backend.ours) headers.push(PEER_HEADER, encodeClient(req.socket, 0));
   let text = `${req.method} ${req.url} HTTP/1.1\r\n`;
   for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
   text += '\r\n';
@@ -35,7 +36,7 @@ export function openTunnel(
     onEnd(error);
   };
   client.pause(); // nothing from the client reaches the unit before it has agreed to switch
-  const upstream = backend.pool.request(Buffer.from(text, 'latin1'), true, {
+  const upstream = backend.pool.request(text, null, true, {
     onUpgrade: (response, socket, rest) => {
       client.write(responseHead(response, new Set()));
       if (rest.length > 0) client.write(rest);
@@ -51,7 +52,10 @@ export function openTunnel(
       client.pipe(socket);
       client.resume();
     },
-    onHead: (response) => client.write(responseHead(response, REFRAMED)),
+    onHead: (response) => {
+      client.write(responseHead(response, REFRAMED));
+      return 'decoded';
+    },
     onData: (chunk) => client.write(chunk),
     onEnd: () => {
       client.end();
