@@ -1,15 +1,20 @@
 /**
  * The benchmark: forkgate against plain Node baselines, in one run, on one machine, with the same apps.
  *
- *   npm run bench                    full run (~10 min): every workload and configuration, 10 s each
+ *   npm run bench                    full run (~11 min): every workload and configuration, 10 s each
  *   npm run bench -- --quick         < 60 s: hello, cpu and io; the baselines and both balancers, 2 s each
- *   npm run bench -- --only cpu      one workload
+ *   npm run bench -- --only cpu      one workload: hello, cpu, io, mixed or tail
  *   npm run bench -- --repeat 3      each row the median of 3 runs, interleaved across servers
  *   npm run bench -- --metrics       hello, forkgate with and without --metrics-bind (scraped every second)
  *
  * Load comes from wrk (one thread, so it takes at most one of the cores); it shares the machine with the
  * server, so req/s alone cannot tell servers apart. The figure that does is the server's CPU time per
  * request: utime + stime of the server's whole process tree over the measured window, over requests done.
+ *
+ * `tail` is the exception: a saturated server's p99 is the queue of its bottleneck, not where requests
+ * were sent. Its load is paced well below capacity (scripts/paced-load.ts, each connection waiting after
+ * every response) and its app (bench/apps/tail.mjs) holds a process 20 ms on every 500th request, so its
+ * p99 and p99.9 show how many quick requests were dispatched to a busy process.
  *
  * Results: a markdown table on stdout and in bench/results/latest.md, raw numbers in latest.json
  * (quick and --metrics runs write quick.* / metrics.* so they never replace a full run; BENCH_RESULTS_DIR moves them).
@@ -19,8 +24,9 @@
  *
  * Fronts (hello and mixed, beside forkgate --balance proxy): one process forwarding each request to N plain
  * backends (`--serve plain APP SOCKET 1`, on unix sockets as forkgate's units are): nginx, http-proxy,
- * http-proxy-3 and node:http piping, in bench/fronts/. For them and forkgate, "front µs/req" is the CPU
- * of the front alone (forkgate's master), the proxy's own cost per request.
+ * http-proxy-3 and node:http piping, in bench/fronts/; for tail, nginx least_conn and HAProxy leastconn,
+ * which send each request to the backend with the fewest in progress. For them and forkgate, "front
+ * µs/req" is the CPU of the front alone (forkgate's master), the proxy's own cost per request.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import cluster from 'node:cluster';
@@ -37,6 +43,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const APPS = `${ROOT}bench/apps/`;
 const FRONTS = `${ROOT}bench/fronts/`;
 const SELF = fileURLToPath(import.meta.url);
+const PACED_LOAD = fileURLToPath(new URL('paced-load.ts', import.meta.url));
 const CLI = `${ROOT}dist/forkgate.cjs`;
 const HOST = '127.0.0.1';
 
@@ -47,6 +54,8 @@ interface Workload {
   connections: number;
   /** For io: the Little's-law ceiling, connections / 20 ms. */
   littleLimit?: number;
+  /** Each connection waits this long after a response before its next request (scripts/paced-load.ts); without it, wrk sends flat out. */
+  paceMs?: number;
 }
 
 const WORKLOADS: Workload[] = [
@@ -54,10 +63,14 @@ const WORKLOADS: Workload[] = [
   { name: 'cpu', connections: 64 },
   { name: 'io', connections: 256, littleLimit: 256 / 0.02 },
   { name: 'mixed', connections: 32 },
+  { name: 'tail', connections: 32, paceMs: 8 },
 ];
 
-/** What a configuration needs beyond Node and dist/: a build may predate --threads or --balance proxy; nginx may be absent. */
-type Requirement = '--threads' | '--balance proxy' | 'nginx' | '--metrics-bind';
+/** The workloads of --quick. */
+const QUICK = ['hello', 'cpu', 'io'];
+
+/** What a configuration needs beyond Node and dist/: a build may predate --threads or --balance proxy; nginx or HAProxy may be absent. */
+type Requirement = '--threads' | '--balance proxy' | 'nginx' | 'haproxy' | '--metrics-bind';
 
 interface ServerConfig {
   name: string;
@@ -111,7 +124,7 @@ function front(name: string, command: string, requires?: Requirement): ServerCon
       ];
     },
     readyPattern: /^bench: ready/m,
-    front: (roots) => processTree(roots.slice(0, 1)), // nginx: its master and its worker
+    front: (roots) => processTree(roots.slice(0, 1)), // nginx: its master and its worker; HAProxy: one process
     requires,
   };
 }
@@ -141,6 +154,9 @@ const NGINX = front('nginx (worker_processes 1)', 'nginx.mjs', 'nginx');
 const HTTP_PROXY = front('http-proxy', 'node.mjs http-proxy');
 /** What --balance proxy is measured against: nginx, the bar to aim at, and three Node forwarding engines on equal footing. */
 const PROXY_ROWS = [FG_PROXY, NGINX, HTTP_PROXY, front('http-proxy-3', 'node.mjs http-proxy-3'), front('node:http pipe', 'node.mjs pipe')];
+/** Fronts that send each request to the backend with the fewest in progress, as --balance proxy does. */
+const NGINX_LEAST_CONN = front('nginx least_conn (worker_processes 1)', 'nginx.mjs least_conn', 'nginx');
+const HAPROXY = front('HAProxy leastconn (nbthread 1)', 'haproxy.mjs', 'haproxy');
 
 /** What metrics cost: each forkgate mode without and with them. */
 const METRICS_ROWS = [FG_RR, withMetrics(FG_RR), FG_REUSEPORT, withMetrics(FG_REUSEPORT), FG_PROXY, withMetrics(FG_PROXY)];
@@ -168,15 +184,18 @@ const FULL_PLAN: Record<string, ServerConfig[]> = {
   ],
   io: [...BASE, forkgate(`-k sync -w ${N}`), forkgate(`-k sync -w ${2 * N + 1}`)],
   mixed: [...BASE, ...PROXY_ROWS],
+  tail: [PLAIN, CLUSTER, FG_RR, FG_PROXY, NGINX_LEAST_CONN, HAPROXY],
 };
 
 // ---------------------------------------------------------------- one measurement
 
-interface WrkResult {
+/** What wrk's report script and scripts/paced-load.ts print. */
+interface LoadResult {
   requests: number;
   durationUs: number;
   p50Us: number;
   p99Us: number;
+  p999Us: number;
   non2xx: number;
   socketErrors: number;
 }
@@ -191,6 +210,7 @@ interface Row {
   reqPerSec?: number;
   p50Ms?: number;
   p99Ms?: number;
+  p999Ms?: number;
   non2xx?: number;
   socketErrors?: number;
   processes?: number;
@@ -214,28 +234,33 @@ const WRK_SCRIPT = `
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    'BENCH_JSON {"requests":%.0f,"durationUs":%.0f,"p50Us":%.0f,"p99Us":%.0f,"non2xx":%.0f,"socketErrors":%.0f}\\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    'BENCH_JSON {"requests":%.0f,"durationUs":%.0f,"p50Us":%.0f,"p99Us":%.0f,"p999Us":%.0f,"non2xx":%.0f,"socketErrors":%.0f}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency:percentile(99.9),
     e.status, e.connect + e.read + e.write + e.timeout))
 end
 `;
 
 let wrkScriptPath = '';
 
-function runWrk(port: number, connections: number, seconds: number): Promise<WrkResult> {
-  const args = ['-t', '1', '-c', `${connections}`, '-d', `${seconds}s`, '--timeout', '5s', '-s', wrkScriptPath, `http://${HOST}:${port}/`];
+/** wrk, or the paced load for a paced workload: a process apart from the server either way. */
+function runLoad(workload: Workload, port: number, seconds: number): Promise<LoadResult> {
+  const { connections, paceMs } = workload;
+  const [command, args] =
+    paceMs === undefined
+      ? ['wrk', ['-t', '1', '-c', `${connections}`, '-d', `${seconds}s`, '--timeout', '5s', '-s', wrkScriptPath, `http://${HOST}:${port}/`]]
+      : [process.execPath, [PACED_LOAD, `${port}`, `${connections}`, `${paceMs}`, `${seconds}`]];
   return new Promise((resolve, reject) => {
-    const wrk = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const load = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
-    wrk.stdout.on('data', (chunk: Buffer) => (output += chunk));
-    wrk.stderr.on('data', (chunk: Buffer) => (output += chunk));
-    const guard = setTimeout(() => wrk.kill('SIGKILL'), (seconds + 15) * 1000); // wrk -d bounds it; this bounds a hang
-    wrk.on('error', reject);
-    wrk.on('exit', (code) => {
+    load.stdout.on('data', (chunk: Buffer) => (output += chunk));
+    load.stderr.on('data', (chunk: Buffer) => (output += chunk));
+    const guard = setTimeout(() => load.kill('SIGKILL'), (seconds + 15) * 1000); // its duration bounds it; this bounds a hang
+    load.on('error', reject);
+    load.on('exit', (code) => {
       clearTimeout(guard);
       const json = /^BENCH_JSON (.*)$/m.exec(output);
-      if (code === 0 && json) resolve(JSON.parse(json[1]!) as WrkResult);
-      else reject(new Error(`wrk exited ${code}: ${output.trim()}`));
+      if (code === 0 && json) resolve(JSON.parse(json[1]!) as LoadResult);
+      else reject(new Error(`${paceMs === undefined ? 'wrk' : 'paced load'} exited ${code}: ${output.trim()}`));
     });
   });
 }
@@ -261,7 +286,7 @@ function machineCpuSeconds(): number {
   return (user! + nice! + system!) / CLOCK_TICKS;
 }
 
-/** CPU seconds of this process plus its reaped children: the bench's own share, wrk's included. */
+/** CPU seconds of this process plus its reaped children: the bench's own share, its load's (wrk, paced-load) included. */
 function benchCpuSeconds(): number {
   const fields = statFields(process.pid)!;
   // utime, stime, cutime, cstime are stat fields 14 to 17
@@ -396,13 +421,13 @@ async function measure(workload: Workload, config: ServerConfig, timing: Timing,
   const scraper = config.metricsSocket ? setInterval(() => scrape(join(context.cwd, config.metricsSocket!(port))), 1000) : null;
   try {
     await server.ready(port, config.readyPattern);
-    await runWrk(port, workload.connections, timing.warmupSeconds);
+    await runLoad(workload, port, timing.warmupSeconds);
     const frontPids = new Set(config.front?.(server.roots));
     const [before, machineBefore, benchBefore] = [cpuSeconds(server.roots), machineCpuSeconds(), benchCpuSeconds()];
     // RSS at the end of the load, while the connections are still busy
     let memory = { rssMiB: 0, processes: 0 };
     const sampler = setTimeout(() => (memory = rssMiB(server.roots)), Math.max(0, timing.seconds - 0.5) * 1000);
-    const wrk = await runWrk(port, workload.connections, timing.seconds);
+    const load = await runLoad(workload, port, timing.seconds);
     clearTimeout(sampler);
     const [after, machineAfter, benchAfter] = [cpuSeconds(server.roots), machineCpuSeconds(), benchCpuSeconds()];
     let cpu = 0;
@@ -411,22 +436,23 @@ async function measure(workload: Workload, config: ServerConfig, timing: Timing,
       cpu += seconds - (before.get(pid) ?? 0);
       if (frontPids.has(pid)) frontCpu += seconds - (before.get(pid) ?? 0);
     }
-    const reqPerSec = wrk.requests / (wrk.durationUs / 1e6);
-    // What neither the server nor the bench and wrk used: another program competing for the cores.
-    const otherCores = (machineAfter - machineBefore - cpu - (benchAfter - benchBefore)) / (wrk.durationUs / 1e6);
+    const reqPerSec = load.requests / (load.durationUs / 1e6);
+    // What neither the server nor the bench and its load used: another program competing for the cores.
+    const otherCores = (machineAfter - machineBefore - cpu - (benchAfter - benchBefore)) / (load.durationUs / 1e6);
     return {
       ...row,
-      requests: wrk.requests,
+      requests: load.requests,
       reqPerSec,
-      p50Ms: wrk.p50Us / 1000,
-      p99Ms: wrk.p99Us / 1000,
-      non2xx: wrk.non2xx,
-      socketErrors: wrk.socketErrors,
+      p50Ms: load.p50Us / 1000,
+      p99Ms: load.p99Us / 1000,
+      p999Ms: load.p999Us / 1000,
+      non2xx: load.non2xx,
+      socketErrors: load.socketErrors,
       ...memory,
       cpuSeconds: cpu,
       otherCores: Math.max(0, otherCores),
-      cpuUsPerReq: wrk.requests > 0 ? (cpu * 1e6) / wrk.requests : undefined,
-      frontCpuUsPerReq: config.front && wrk.requests > 0 ? (frontCpu * 1e6) / wrk.requests : undefined,
+      cpuUsPerReq: load.requests > 0 ? (cpu * 1e6) / load.requests : undefined,
+      frontCpuUsPerReq: config.front && load.requests > 0 ? (frontCpu * 1e6) / load.requests : undefined,
       littleFraction: workload.littleLimit ? reqPerSec / workload.littleLimit : undefined,
     };
   } catch (error) {
@@ -469,13 +495,14 @@ function parseOptions(argv: string[]): { quick: boolean; only: string | undefine
 }
 
 /**
- * The row of median throughput among a configuration's repeated runs. The runs of a workload's
- * configurations are interleaved, so the machine's speed drift spreads over all of them alike.
+ * The row of median throughput among a configuration's repeated runs, or of median p99 for a paced
+ * workload (whose throughput the pace sets). The runs of a workload's configurations are interleaved, so
+ * the machine's speed drift spreads over all of them alike.
  */
-function medianRow(runs: Row[]): Row {
+function medianRow(runs: Row[], by: 'reqPerSec' | 'p99Ms'): Row {
   const failed = runs.find((row) => row.error ?? row.skipped);
   if (failed) return failed;
-  const sorted = [...runs].sort((a, b) => a.reqPerSec! - b.reqPerSec!);
+  const sorted = [...runs].sort((a, b) => a[by]! - b[by]!);
   return sorted[Math.floor(sorted.length / 2)]!;
 }
 
@@ -490,7 +517,7 @@ function ensureWrk(): void {
   process.exit(2);
 }
 
-/** A build from before --threads or --balance proxy rejects the flag with exit 2; nginx may not be installed. */
+/** A build from before --threads or --balance proxy rejects the flag with exit 2; nginx or HAProxy may not be installed. */
 function unavailable(cwd: string): Set<Requirement> {
   const rejects = (...flags: string[]) =>
     spawnSync(process.execPath, [CLI, ...flags, '--print-config'], { cwd, stdio: 'ignore' }).status === 2;
@@ -498,6 +525,7 @@ function unavailable(cwd: string): Set<Requirement> {
   if (rejects('--threads', '2')) missing.add('--threads');
   if (rejects('--balance', 'proxy')) missing.add('--balance proxy');
   if (spawnSync('nginx', ['-v'], { stdio: 'ignore' }).error !== undefined) missing.add('nginx');
+  if (spawnSync('haproxy', ['-v'], { stdio: 'ignore' }).error !== undefined) missing.add('haproxy');
   if (rejects('--metrics-bind', '127.0.0.1:0')) missing.add('--metrics-bind');
   return missing;
 }
@@ -560,6 +588,8 @@ const TARGETS: Target[] = [
   { workload: 'hello', metric: 'reqPerSec', server: FG_PROXY.name, reference: NGINX.name, note: 'nginx is the bar to aim at' },
   { workload: 'hello', metric: 'cpuUsPerReq', server: FG_PROXY.name, reference: NGINX.name },
   { workload: 'mixed', metric: 'p99Ms', server: FG_PROXY.name, reference: FG_RR.name, atMost: 0.5 },
+  { workload: 'tail', metric: 'p99Ms', server: FG_PROXY.name, reference: CLUSTER.name, atMost: 0.25 },
+  { workload: 'tail', metric: 'p99Ms', server: FG_PROXY.name, reference: HAPROXY.name, atMost: 0.5 },
   ...[FG_RR, FG_REUSEPORT, FG_PROXY].map(
     (config): Target => ({
       workload: 'hello',
@@ -623,8 +653,8 @@ function table(rows: Row[]): string {
   const percent = (fraction: number) => (fraction >= 0.1 ? (fraction * 100).toFixed(0) : (fraction * 100).toPrecision(2));
   const whole = (value: number | undefined) => (value === undefined ? '' : Math.round(value).toLocaleString('en-US'));
   const lines = [
-    '| workload | server | conns | req/s | p50 ms | p99 ms | non-2xx + socket errors | RSS MiB (procs) | CPU µs/req | front µs/req | req/s ÷ plain | µs/req ÷ plain | req/s ÷ cluster | µs/req ÷ cluster | note |',
-    '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|',
+    '| workload | server | conns | req/s | p50 ms | p99 ms | p99.9 ms | non-2xx + socket errors | RSS MiB (procs) | CPU µs/req | front µs/req | req/s ÷ plain | µs/req ÷ plain | req/s ÷ cluster | µs/req ÷ cluster | note |',
+    '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|',
   ];
   for (const row of rows) {
     const notes = row.error ? [`ERROR: ${row.error}`] : row.skipped ? [`skipped: ${row.skipped}`] : [];
@@ -640,6 +670,7 @@ function table(rows: Row[]): string {
         whole(row.reqPerSec),
         fixed(row.p50Ms, 2),
         fixed(row.p99Ms, 2),
+        fixed(row.p999Ms, 2),
         measured ? `${row.non2xx} + ${row.socketErrors}` : '',
         measured ? `${fixed(row.rssMiB, 0)} (${row.processes})` : '',
         fixed(row.cpuUsPerReq, 1),
@@ -682,7 +713,7 @@ async function main(): Promise<void> {
   const context: RunContext = { cwd, env, unavailable: unavailable(cwd) };
   const timing: Timing = options.quick ? { warmupSeconds: 1, seconds: 2 } : { warmupSeconds: 1, seconds: 10 };
   const only = options.metrics ? 'hello' : options.only;
-  const plan = WORKLOADS.filter((workload) => (only ? workload.name === only : !options.quick || workload.name !== 'mixed'));
+  const plan = WORKLOADS.filter((workload) => (only ? workload.name === only : !options.quick || QUICK.includes(workload.name)));
 
   const busyBefore = await busyCores();
   if (busyBefore > OTHER_LOAD_LIMIT) console.error(`warning: other programs kept ${busyBefore.toFixed(2)} cores busy before the run`);
@@ -700,7 +731,7 @@ async function main(): Promise<void> {
           measurementsLeft--;
           // Another program took a share of the cores: a full run measures again and keeps the least
           // disturbed, up to twice per row and while the run, with this retry and the rows left (each
-          // wrk's seconds plus ~1-2 s to start and stop the server; 3 s counted), ends within 14 minutes.
+          // load's seconds plus ~1-2 s to start and stop the server; 3 s counted), ends within 14 minutes.
           const secondsAhead = () => (measurementsLeft + 1) * (timing.warmupSeconds + timing.seconds + 3);
           const mayRetry = () =>
             !options.quick && Date.now() - started + secondsAhead() * 1000 < 14 * 60_000 && row.otherCores! > OTHER_LOAD_LIMIT;
@@ -718,7 +749,7 @@ async function main(): Promise<void> {
           );
         }
       }
-      for (const config of configs) rows.push(medianRow(runs.get(config)!));
+      for (const config of configs) rows.push(medianRow(runs.get(config)!, workload.paceMs === undefined ? 'reqPerSec' : 'p99Ms'));
     }
   } finally {
     rmSync(cwd, { recursive: true, force: true });
@@ -743,11 +774,19 @@ async function main(): Promise<void> {
     '',
     `wrk -t 1, ${timing.seconds} s per row after ${timing.warmupSeconds} s of warm-up, on the same machine as the server` +
       `${options.repeat > 1 ? `; each row the median (by req/s) of ${options.repeat} runs interleaved with the other servers'` : ''}. ` +
+      WORKLOADS.filter((workload) => workload.paceMs !== undefined)
+        .map(
+          (workload) =>
+            `${workload.name} is paced instead (scripts/paced-load.ts): ${workload.connections} keep-alive connections, each waiting ${workload.paceMs} ms ` +
+            `after a response before its next request, well below capacity; percentiles exact from every sample${options.repeat > 1 ? ', the median by p99' : ''}. `,
+        )
+        .join('') +
       "CPU µs/req: utime + stime of the server's whole process tree over the measured window, over requests completed. " +
       'RSS: VmRSS summed over that tree near the end of the load. "plain" = reuseport-plain (N processes with SO_REUSEPORT, no master). ' +
       "Little's limit for io: connections / 20 ms = 12,800 req/s. " +
       `"→ ${N} backends": one front process forwarding each request, round-robin over keep-alive connections, to ${N} plain Node processes on unix sockets ` +
-      '(bench/fronts/: nginx 1 worker process with upstream keepalive, http-proxy 1.18 and http-proxy-3 with a keep-alive http.Agent, http.request piped both ways with the same agent). ' +
+      '(bench/fronts/: nginx 1 worker process with upstream keepalive, http-proxy 1.18 and http-proxy-3 with a keep-alive http.Agent, http.request piped both ways with the same agent); ' +
+      'nginx least_conn and HAProxy leastconn (1 thread, http-reuse always) send each request to the backend with the fewest in progress instead. ' +
       "front µs/req: the CPU of the front alone (forkgate: its master; cluster: its primary), the forwarding's own cost per request.",
     '',
     ...(rows.some((row) => row.otherCores! > OTHER_LOAD_LIMIT)

@@ -1,12 +1,17 @@
-// The benchmark's quick mode runs end to end: every configuration measured, the table printed, no errors.
-// It checks the harness, not the numbers (the test suite runs beside it and shares the cores).
+// The benchmark's harness: quick mode end to end (every configuration measured, the table printed, no
+// errors), the paced load, and the least-connections fronts. It checks the harness, not the numbers (the
+// test suite runs beside it and shares the cores).
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import * as http from 'node:http';
+import type * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { test } from 'node:test';
-import { ROOT } from './helpers/forkgate.ts';
+import { eventually, FIXTURES, request, ROOT, startRequest } from './helpers/forkgate.ts';
+import { freePort } from './helpers/free-port.ts';
 
 const CONFIGURATIONS = ['single', 'reuseport-plain', 'cluster', 'forkgate --balance round-robin -w 2', 'forkgate --balance reuseport -w 2'];
 
@@ -34,9 +39,9 @@ test('npm run bench -- --quick prints a row per workload and configuration, with
         const server = configuration.replace('-w 2', `-w ${N}`);
         const row = stdout.split('\n').find((line) => line.startsWith(`| ${workload} | ${server} |`));
         assert.ok(row, `no row for ${workload} / ${server} in:\n${stdout}`);
-        // req/s, p50, p99 and CPU µs/req are numbers
+        // req/s, p50, p99, p99.9 and CPU µs/req are numbers
         const cells = row.split('|').map((cell) => cell.trim());
-        for (const column of [4, 5, 6, 9]) assert.match(cells[column]!, /^[\d,.]+$/, `column ${column} of ${row}`);
+        for (const column of [4, 5, 6, 7, 10]) assert.match(cells[column]!, /^[\d,.]+$/, `column ${column} of ${row}`);
       }
     }
     const json = JSON.parse(readFileSync(join(results, 'quick.json'), 'utf8')) as { rows: { reqPerSec?: number }[] };
@@ -45,4 +50,138 @@ test('npm run bench -- --quick prints a row per workload and configuration, with
   } finally {
     rmSync(results, { recursive: true, force: true });
   }
+});
+
+/** Runs a program to its end (bounded), with what it printed. */
+function run(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk));
+    const guard = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('exit', (code) => {
+      clearTimeout(guard);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+test('the paced load waits its pace after every response, on one connection each, and counts every answer', {
+  timeout: 30_000,
+}, async () => {
+  const PACE_MS = 50;
+  let served = 0;
+  const answeredAt = new Map<net.Socket, number>();
+  const gapsMs: number[] = [];
+  // Every 10th request answers after 100 ms, every 7th with a 503.
+  const server = http.createServer((req, res) => {
+    const previous = answeredAt.get(req.socket);
+    if (previous !== undefined) gapsMs.push(performance.now() - previous);
+    const count = ++served;
+    const answer = () => {
+      res.on('finish', () => answeredAt.set(req.socket, performance.now()));
+      res.statusCode = count % 7 === 0 ? 503 : 200;
+      res.end('ok\n');
+    };
+    if (count % 10 === 0) setTimeout(answer, 100);
+    else answer();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    const { port } = server.address() as net.AddressInfo;
+    const { code, stdout, stderr } = await run([`${ROOT}scripts/paced-load.ts`, `${port}`, '2', `${PACE_MS}`, '2'], 20_000);
+    assert.equal(code, 0, stderr);
+    const result = JSON.parse(/^BENCH_JSON (.*)$/m.exec(stdout)![1]!) as Record<string, number>;
+
+    assert.equal(answeredAt.size, 2, 'one keep-alive connection per loop');
+    assert.equal(result.requests, served);
+    assert.ok(served <= 2 * (2000 / PACE_MS + 1), `${served} requests in 2 s: more than the pace allows`);
+    assert.ok(served >= 10, `only ${served} requests`);
+    // (a timer counts from the event loop's cached clock, which may lag by a few ms under load)
+    assert.ok(Math.min(...gapsMs) >= PACE_MS * 0.8, `a request came ${Math.min(...gapsMs).toFixed(1)} ms after the previous answer`);
+    assert.equal(result.non2xx, Math.floor(served / 7));
+    assert.equal(result.socketErrors, 0);
+    // a tenth of the answers took 100 ms: p99 is one of them, p50 is not
+    assert.ok(result.p50Us! < 100_000 && result.p99Us! >= 100_000 && result.p999Us! >= result.p99Us!, stdout);
+  } finally {
+    server.close();
+  }
+});
+
+const noNginx = spawnSync('nginx', ['-v']).error !== undefined && 'nginx not installed';
+const noHaproxy = spawnSync('haproxy', ['-v']).error !== undefined && 'haproxy not installed';
+
+/** Output of a started process, kept to wait on. */
+function started(args: string[], cwd: string): { child: ChildProcess; output: () => string } {
+  const child = spawn(process.execPath, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout!.on('data', (chunk: Buffer) => (output += chunk));
+  child.stderr!.on('data', (chunk: Buffer) => (output += chunk));
+  return { child, output: () => output };
+}
+
+/**
+ * Which backends answered six requests sent one after another through the front `script args`, while the
+ * other backend has a request in progress (held 3 s); and that backend's pid.
+ */
+async function answeredWhileOneIsBusy(script: string, args: string[]): Promise<{ held: number; answered: number[] }> {
+  const cwd = mkdtempSync(join(tmpdir(), 'forkgate-front-test-'));
+  const processes: ChildProcess[] = [];
+  try {
+    const backends = ['b0.sock', 'b1.sock'].map((socket) =>
+      started([`${ROOT}scripts/bench.ts`, '--serve', 'plain', `${FIXTURES}bench-backend.mjs`, socket, '1'], cwd),
+    );
+    processes.push(...backends.map((backend) => backend.child));
+    await eventually(() => backends.every((backend) => backend.output().includes('bench: ready')), 'the backends');
+    const port = await freePort();
+    const front = started([`${ROOT}bench/fronts/${script}`, ...args, `${port}`, 'b0.sock', 'b1.sock'], cwd);
+    processes.push(front.child);
+    const url = `http://127.0.0.1:${port}/`;
+    await eventually(
+      () =>
+        request(url).then(
+          (reply) => reply.status === 200,
+          () => false,
+        ),
+      `the front: ${front.output()}`,
+    );
+
+    let holdDone = false;
+    const hold = startRequest(`${url}hold`).reply.finally(() => (holdDone = true));
+    const holding = await eventually(() => backends.find((backend) => backend.output().includes('holding')), 'the held request');
+    const answered: number[] = [];
+    for (let i = 0; i < 6; i++) answered.push(Number((await request(url)).headers['x-backend']));
+    assert.ok(!holdDone, 'the held request ended before the six others did: the test proves nothing');
+    await hold;
+    return { held: holding.child.pid!, answered };
+  } finally {
+    for (const child of processes) if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await Promise.all(
+      processes.map((child) => (child.exitCode ?? child.signalCode) !== null || new Promise((resolve) => child.once('exit', resolve))),
+    );
+    rmSync(cwd, { recursive: true, force: true });
+  }
+}
+
+test('HAProxy leastconn sends requests around a backend with one in progress', { skip: noHaproxy, timeout: 30_000 }, async () => {
+  const { held, answered } = await answeredWhileOneIsBusy('haproxy.mjs', []);
+  assert.ok(
+    answered.every((pid) => pid !== held),
+    `${answered} (held: ${held})`,
+  );
+});
+
+test('nginx least_conn sends requests around a backend with one in progress; plain nginx alternates', {
+  skip: noNginx,
+  timeout: 30_000,
+}, async () => {
+  const leastConn = await answeredWhileOneIsBusy('nginx.mjs', ['least_conn']);
+  assert.ok(
+    leastConn.answered.every((pid) => pid !== leastConn.held),
+    `${leastConn.answered} (held: ${leastConn.held})`,
+  );
+  const roundRobin = await answeredWhileOneIsBusy('nginx.mjs', []);
+  assert.equal(roundRobin.answered.filter((pid) => pid === roundRobin.held).length, 3, `${roundRobin.answered} (held: ${roundRobin.held})`);
 });

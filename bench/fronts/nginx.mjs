@@ -1,8 +1,9 @@
 // bench front: nginx with one worker process (forkgate's front is one process too) forwarding each
 // request, round-robin, to N plain backend processes on unix sockets, over upstream keep-alive
 // connections: the usual reverse-proxy configuration (nginx-examples/proxy.conf), less its headers.
+// With least_conn, each request goes to the backend with the fewest requests in progress instead.
 //
-//   node bench/fronts/nginx.mjs PORT SOCKET...
+//   node bench/fronts/nginx.mjs [least_conn] PORT SOCKET...
 //
 // This process writes nginx's configuration into a prefix of its own in the working directory (the bench's
 // temporary one), prints "bench: ready" (the bench then waits until a request goes through) and becomes
@@ -10,9 +11,10 @@
 import { existsSync, mkdtempSync, writeFileSync, writeSync } from 'node:fs';
 import { delimiter, join, resolve } from 'node:path';
 
-const [port, ...sockets] = process.argv.slice(2);
+const leastConn = process.argv[2] === 'least_conn';
+const [port, ...sockets] = process.argv.slice(leastConn ? 3 : 2);
 if (!/^\d+$/.test(port ?? '') || sockets.length === 0) {
-  console.error('usage: node bench/fronts/nginx.mjs PORT SOCKET...');
+  console.error('usage: node bench/fronts/nginx.mjs [least_conn] PORT SOCKET...');
   process.exit(2);
 }
 
@@ -29,6 +31,7 @@ http {
   access_log off;
   ${temp.join('\n  ')}
   upstream backends {
+    ${leastConn ? 'least_conn;' : ''}
     ${sockets.map((socket) => `server unix:${resolve(socket)};`).join('\n    ')}
     keepalive 64;
   }
