@@ -165,7 +165,7 @@ export class Edge {
   private prepareHeaders(req: IncomingMessage): string | undefined {
     const trusted = !this.forwardingTrusted || this.trustedConnections.has(req.socket);
     if (this.requestIds) return prepareRequestHeaders(req, trusted, null);
-    prepareForwardingHeaders(req, trusted);
+    prepareForwardingHeaders(req, trusted, null);
     return undefined;
   }
 

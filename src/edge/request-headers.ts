@@ -34,9 +34,9 @@ export function prepareRequestHeaders(req: IncomingMessage, trusted: boolean, re
   return prepare(req, trusted, removed, true)!;
 }
 
-/** Applies the forwarding policy only: X-Request-Id, if the request has one, is the app's like any header. */
-export function prepareForwardingHeaders(req: IncomingMessage, trusted: boolean): void {
-  prepare(req, trusted, null, false);
+/** The same without X-Request-Id: one the request has is the app's like any other header. */
+export function prepareForwardingHeaders(req: IncomingMessage, trusted: boolean, removed: string | null): void {
+  prepare(req, trusted, removed, false);
 }
 
 function prepare(req: IncomingMessage, trusted: boolean, removed: string | null, withId: boolean): string | undefined {
