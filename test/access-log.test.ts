@@ -2,7 +2,13 @@ import assert from 'node:assert/strict';
 import http, { IncomingMessage, ServerResponse } from 'node:http';
 import { Socket, type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { compileAccessLogFormat, DEFAULT_ACCESS_LOG_FORMAT, JSON_ACCESS_LOG_FORMAT, type AccessLogRecord } from '../src/log/access-log.ts';
+import {
+  accessLogUsesRequestId,
+  compileAccessLogFormat,
+  DEFAULT_ACCESS_LOG_FORMAT,
+  JSON_ACCESS_LOG_FORMAT,
+  type AccessLogRecord,
+} from '../src/log/access-log.ts';
 
 interface Fake {
   method?: string;
@@ -208,6 +214,17 @@ describe('the json access log format', () => {
     });
     const bare = JSON.parse(compileAccessLogFormat(JSON_ACCESS_LOG_FORMAT)({ ...record({ url: '/plain' }), remoteAddress: undefined }));
     assert.deepEqual([bare.remote_addr, bare.query, bare.referer, bare.user_agent, bare.request_id], [null, null, null, null, null]);
+  });
+});
+
+describe('which formats log the request id', () => {
+  test('json and the {x-request-id}i and {x-request-id}o lookups do, in any case; a literal %% before one does not', () => {
+    for (const format of [JSON_ACCESS_LOG_FORMAT, '%(h)s %({x-request-id}i)s', '%({X-Request-Id}o)s', '%%%({x-request-id}i)s']) {
+      assert.equal(accessLogUsesRequestId(format), true, format);
+    }
+    for (const format of [DEFAULT_ACCESS_LOG_FORMAT, '%%({x-request-id}i)s', '%({x-request-id}e)s', 'x-request-id']) {
+      assert.equal(accessLogUsesRequestId(format), false, format);
+    }
   });
 });
 

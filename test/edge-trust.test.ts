@@ -1,6 +1,6 @@
 // Whom the edge believes: forwarding headers from --forwarded-allow-ips only, PROXY headers from
 // --proxy-allow-from only; the app finds the client in req.socket.remoteAddress and X-Forwarded-For in
-// every balance mode and with threads; every request has an X-Request-Id.
+// every balance mode and with threads; requests get an X-Request-Id where ids are made, and only there.
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -23,7 +23,7 @@ const SPOOFED = {
 };
 const GET_CLOSE = 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n';
 
-test('forwarding headers from a trusted peer (loopback by default) are believed; X-Request-Id is made, echoed and logged', async () => {
+test('forwarding headers from a trusted peer (loopback by default) are believed; an access log of X-Request-Id has one made, echoed and logged', async () => {
   const logFile = join(scratch, 'access.log');
   const forkgate = await start([
     '-w',
@@ -58,7 +58,7 @@ test('forwarding headers from a trusted peer (loopback by default) are believed;
 
 for (const app of [ECHO, ECHO_FETCH]) {
   test(`forwarding headers from an untrusted peer are removed, X-Forwarded-For is the peer (${app.split('/').pop()})`, async () => {
-    const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--forwarded-allow-ips', '10.0.0.1', app]);
+    const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--forwarded-allow-ips', '10.0.0.1', '--request-id', app]);
     try {
       const reply = await request(forkgate.url, { headers: SPOOFED });
       const { headers } = JSON.parse(reply.body) as { headers: Record<string, string> };
@@ -87,6 +87,44 @@ for (const app of [ECHO, ECHO_FETCH]) {
         );
         assert.equal(rawHeaders[rawHeaders.findIndex((name) => name.toLowerCase() === 'x-forwarded-for') + 1], '127.0.0.1');
       }
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}
+
+for (const balance of ['round-robin', 'reuseport']) {
+  test(`--request-id: each request gets a new id, echoed; one the request brings is kept (${balance})`, async () => {
+    const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', '--request-id', ECHO]);
+    try {
+      const [first, second] = [await request(forkgate.url), await request(forkgate.url)];
+      const ids = [first, second].map((reply) => (JSON.parse(reply.body) as { headers: Record<string, string> }).headers['x-request-id']!);
+      for (const id of ids) assert.match(id, UUID);
+      assert.notEqual(ids[0], ids[1]);
+      assert.deepEqual([first.headers['x-request-id'], second.headers['x-request-id']], ids);
+      const brought = await request(forkgate.url, { headers: { 'x-request-id': 'from-the-balancer' } });
+      assert.equal((JSON.parse(brought.body) as { headers: Record<string, string> }).headers['x-request-id'], 'from-the-balancer');
+      assert.equal(brought.headers['x-request-id'], 'from-the-balancer');
+    } finally {
+      await forkgate.stop();
+    }
+  });
+
+  test(`without --request-id no id is made or echoed; one the request brings reaches the app as it came (${balance})`, async () => {
+    const logFile = join(scratch, `no-id-${balance}.log`);
+    // An access log that does not log the id asks for none.
+    const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', '--access-logfile', logFile, ECHO]);
+    try {
+      const bare = await request(forkgate.url);
+      const seen = JSON.parse(bare.body) as { headers: Record<string, string>; rawHeaders: string[] };
+      assert.equal(seen.headers['x-request-id'], undefined);
+      assert.equal(bare.headers['x-request-id'], undefined);
+      assert.ok(!seen.rawHeaders.some((name) => name.toLowerCase() === 'x-request-id'));
+      assert.equal(seen.headers['x-forwarded-for'], '127.0.0.1');
+      const brought = await request(forkgate.url, { headers: { 'x-request-id': 'from-the-balancer' } });
+      assert.equal((JSON.parse(brought.body) as { headers: Record<string, string> }).headers['x-request-id'], 'from-the-balancer');
+      assert.equal(brought.headers['x-request-id'], undefined);
+      await eventually(() => readFileSync(logFile, 'utf8').split('\n').length > 2, 'two access log lines');
     } finally {
       await forkgate.stop();
     }

@@ -268,6 +268,8 @@ test('--access-logformat json: one JSON object per request in the access log', a
     );
     assert.equal(typeof first.duration_us, 'number');
     assert.equal(second.path, '/second');
+    // The json format logs the request id, so a request that brings none is given one.
+    assert.match(second.request_id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   } finally {
     await forkgate.stop();
   }

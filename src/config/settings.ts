@@ -735,6 +735,15 @@ export const SETTINGS = [
     doc: 'Peers whose X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host and Forwarded headers are believed: IPs and CIDRs, comma-separated or repeated, * for all; unix socket peers always are. From any other peer forkgate removes X-Forwarded-Proto, X-Forwarded-Host and Forwarded and sets X-Forwarded-For to the peer, so the app always finds the client there.',
   }),
   setting({
+    name: 'request-id',
+    key: 'requestId',
+    kind: 'boolean',
+    section: 'Edge',
+    default: false,
+    validate: flag,
+    doc: "Give every request an X-Request-Id: the one it came with (a proxy in front may set it), else a new UUID. The app finds it in the request's headers, the response carries it back, the access log can log it. Without it forkgate adds none and an X-Request-Id a request brings is the app's like any other header. An access log that logs the id (json, %({x-request-id}i)s, %({x-request-id}o)s) turns it on, and so does --balance proxy, whose own log lines name the request.",
+  }),
+  setting({
     name: 'proxy-protocol',
     key: 'proxyProtocol',
     fixedUntilRestart: 'with-proxy',

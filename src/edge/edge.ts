@@ -2,7 +2,7 @@
  * The HTTP edge: what forkgate does between a client and the app (or the proxy's front), the same for
  * connections handed over by the master and accepted with SO_REUSEPORT, in processes and threads.
  * Per connection: the PROXY header, TLS, whether its forwarding headers are believed. Per request,
- * before the app sees it: the limits, the forwarding headers, X-Request-Id.
+ * before the app sees it: the limits, the forwarding headers, X-Request-Id (where requests get ids).
  */
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
@@ -14,10 +14,13 @@ import { interceptRequests, type AppServer } from './app-server.ts';
 import { configureParser, limitChunkedBody, requestLimitCheck, type LimitSettings, type Rejection } from './limits.ts';
 import type { ProxiedPeer } from './proxy-protocol.ts';
 import { readProxyHeader } from './read-proxy-header.ts';
-import { prepareRequestHeaders } from './request-headers.ts';
+import { makesRequestIds, prepareForwardingHeaders, prepareRequestHeaders, type RequestIdSettings } from './request-headers.ts';
 import { createTlsTerminator, secureContextOptions, type TlsSettings } from './tls.ts';
 
-export type EdgeSettings = LimitSettings & TlsSettings & Pick<Settings, 'forwardedAllowIps' | 'proxyProtocol' | 'proxyAllowFrom'>;
+export type EdgeSettings = LimitSettings &
+  TlsSettings &
+  RequestIdSettings &
+  Pick<Settings, 'forwardedAllowIps' | 'proxyProtocol' | 'proxyAllowFrom'>;
 
 export interface EdgeOptions {
   /** False in the proxy, which adds the id to the response head it relays itself (one header edit less). */
@@ -27,6 +30,7 @@ export interface EdgeOptions {
 export class Edge {
   private readonly server: AppServer;
   private readonly echoRequestId: boolean;
+  private readonly requestIds: boolean;
   private readonly logger: Logger;
   private readonly proxyProtocol: ProxyProtocolMode;
   private readonly proxyAllowed: AddressMatcher;
@@ -43,6 +47,7 @@ export class Edge {
   constructor(server: AppServer, settings: EdgeSettings, logger: Logger, { echoRequestId = true }: EdgeOptions = {}) {
     this.server = server;
     this.echoRequestId = echoRequestId;
+    this.requestIds = makesRequestIds(settings);
     this.logger = logger;
     this.proxyProtocol = settings.proxyProtocol;
     this.proxyAllowed = compileAddressMatcher(settings.proxyAllowFrom);
@@ -120,7 +125,7 @@ export class Edge {
     // pipelined behind it would wait for the keep-alive timeout, so the connection ends with this answer.
     if (req.headers.upgrade !== undefined) res.shouldKeepAlive = false;
     const id = this.prepareHeaders(req);
-    if (this.echoRequestId) res.setHeader('x-request-id', id);
+    if (id !== undefined && this.echoRequestId) res.setHeader('x-request-id', id);
     if (this.bodyLimit && req.headers['transfer-encoding'] !== undefined) {
       limitChunkedBody(req, this.bodyLimit, (exceeded) => {
         this.logRejection(req, exceeded);
@@ -156,10 +161,12 @@ export class Edge {
     socket.destroySoon();
   }
 
-  /** Applies the forwarding policy and X-Request-Id to the request; returns its id. */
-  private prepareHeaders(req: IncomingMessage): string {
+  /** Applies the forwarding policy and, where requests get ids, X-Request-Id; returns the id. */
+  private prepareHeaders(req: IncomingMessage): string | undefined {
     const trusted = !this.forwardingTrusted || this.trustedConnections.has(req.socket);
-    return prepareRequestHeaders(req, trusted, null);
+    if (this.requestIds) return prepareRequestHeaders(req, trusted, null);
+    prepareForwardingHeaders(req, trusted, null);
+    return undefined;
   }
 
   private logRejection(req: IncomingMessage, rejection: Rejection): void {

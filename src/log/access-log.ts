@@ -80,6 +80,13 @@ function valueOrNull(value: string | string[] | number | undefined): string | nu
   return Array.isArray(value) ? value.join(', ') : String(value);
 }
 
+/** Whether the format logs X-Request-Id: json does, and so do `%({x-request-id}i)s` and `%({x-request-id}o)s`. */
+export function accessLogUsesRequestId(format: string): boolean {
+  if (format === JSON_ACCESS_LOG_FORMAT) return true;
+  // `%%` is a literal percent, never the start of an atom.
+  return format.split('%%').some((part) => /%\(\{x-request-id\}[io]\)/i.test(part));
+}
+
 /**
  * Compiles an access log format once into a function that renders one line (no newline) per request:
  * 'json', or Gunicorn's atoms (`%(name)s`, `%%`). A `%` that starts no atom is kept as text: a typo shows in the log
