@@ -93,7 +93,7 @@ for (const app of [ECHO, ECHO_FETCH]) {
   });
 }
 
-for (const balance of ['round-robin', 'reuseport']) {
+for (const balance of ['round-robin', 'reuseport', 'proxy']) {
   test(`--request-id: each request gets a new id, echoed; one the request brings is kept (${balance})`, async () => {
     const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', '--request-id', ECHO]);
     try {

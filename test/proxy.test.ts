@@ -580,7 +580,11 @@ test('--threads 2 -w 1 --balance proxy: requests in flight at once are served by
 });
 
 test('the master applies the trust rules: spoofed forwarding headers from an untrusted peer are not believed, hop-by-hop headers stop at the master', async () => {
-  const forkgate = await start(['-w', '1', ...proxyArgs('--proxy-protocol', 'auto', '--forwarded-allow-ips', '10.1.0.0/16', ECHO)]);
+  const forkgate = await start([
+    '-w',
+    '1',
+    ...proxyArgs('--proxy-protocol', 'auto', '--forwarded-allow-ips', '10.1.0.0/16', '--request-id', ECHO),
+  ]);
   try {
     const reply = await request(forkgate.url, {
       headers: {

@@ -24,7 +24,7 @@ before(async () => {
     if (req.url === '/await') setTimeout(() => res.end('later'), 20);
     else res.end('now');
   });
-  const unit = new UnitSide(app);
+  const unit = new UnitSide(app, true);
   markListening(app, null);
   listener = net.createServer((socket) => unit.accept(socket));
   await new Promise<void>((resolve) => listener.listen(path, resolve));

@@ -63,7 +63,19 @@ export class ChaosServer {
     this.adminSocket = join(options.directory, 'admin.sock');
     this.pidFile = join(options.directory, 'forkgate.pid');
     this.receiptsFile = join(options.directory, 'receipts');
-    const args = [CLI, ...options.flags, '-b', '127.0.0.1:0', '--admin-bind', `unix:${this.adminSocket}`, '-p', this.pidFile, FIXTURE];
+    // --request-id: the proxy's 502 warnings then name the request (readHeld).
+    const args = [
+      CLI,
+      ...options.flags,
+      '--request-id',
+      '-b',
+      '127.0.0.1:0',
+      '--admin-bind',
+      `unix:${this.adminSocket}`,
+      '-p',
+      this.pidFile,
+      FIXTURE,
+    ];
     const [command, ...rest] = [...(options.launcher ?? []), process.execPath, ...args];
     this.process = spawn(command!, rest, {
       cwd: options.directory, // no forkgate.config.* is picked up there

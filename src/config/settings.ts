@@ -737,11 +737,12 @@ export const SETTINGS = [
   setting({
     name: 'request-id',
     key: 'requestId',
+    fixedUntilRestart: 'with-proxy',
     kind: 'boolean',
     section: 'Edge',
     default: false,
     validate: flag,
-    doc: "Give every request an X-Request-Id: the one it came with (a proxy in front may set it), else a new UUID. The app finds it in the request's headers, the response carries it back, the access log can log it. Without it forkgate adds none and an X-Request-Id a request brings is the app's like any other header. An access log that logs the id (json, %({x-request-id}i)s, %({x-request-id}o)s) turns it on, and so does --balance proxy, whose own log lines name the request.",
+    doc: "Give every request an X-Request-Id: the one it came with (a proxy in front may set it), else a new UUID. The app finds it in the request's headers, the response carries it back, the access log can log it. Without it forkgate adds none and an X-Request-Id a request brings is the app's like any other header. An access log that logs the id (json, %({x-request-id}i)s, %({x-request-id}o)s) turns it on. With --balance proxy the master's front gives the id, the units echo it, and the proxy's own warnings (502, 503) name it.",
   }),
   setting({
     name: 'proxy-protocol',

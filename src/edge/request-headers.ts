@@ -10,18 +10,14 @@ import { accessLogUsesRequestId } from '../log/access-log.ts';
 /** What only a trusted proxy may tell the app; from anyone else they are removed (X-Forwarded-For replaced). */
 const PROXY_ONLY_HEADERS = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded'] as const;
 
-export type RequestIdSettings = Pick<Settings, 'requestId' | 'balance' | 'accessLogfile' | 'accessLogformat'>;
+export type RequestIdSettings = Pick<Settings, 'requestId' | 'accessLogfile' | 'accessLogformat'>;
 
 /**
- * Whether requests get an X-Request-Id: asked for, named by the access log (as nginx makes $request_id
- * only where it is used), or behind forkgate's proxy, which names the id in its own log lines.
+ * Whether requests get an X-Request-Id: asked for, or named by the access log (as nginx makes $request_id
+ * only where it is used).
  */
 export function makesRequestIds(settings: RequestIdSettings): boolean {
-  return (
-    settings.requestId ||
-    settings.balance === 'proxy' ||
-    (settings.accessLogfile !== null && accessLogUsesRequestId(settings.accessLogformat))
-  );
+  return settings.requestId || (settings.accessLogfile !== null && accessLogUsesRequestId(settings.accessLogformat));
 }
 
 /**

@@ -8,7 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { interceptRequests, type AppServer, type EmitRequest } from '../edge/app-server.ts';
 import { configureParser } from '../edge/limits.ts';
-import { prepareRequestHeaders } from '../edge/request-headers.ts';
+import { prepareForwardingHeaders, prepareRequestHeaders } from '../edge/request-headers.ts';
 import { presentClient } from './client-socket.ts';
 import { decodeClient, PEER_HEADER, WITHDRAWAL_HEADER, type HopClient } from './protocol.ts';
 
@@ -17,20 +17,23 @@ const NO_LIMITS = { limitRequestLine: 0, limitRequestFields: 0, limitRequestFiel
 
 export class UnitSide {
   private readonly server: AppServer;
+  /** Whether requests get ids (makesRequestIds): the front made one for each, which the unit echoes. */
+  private readonly requestIds: boolean;
   /** The request read late on a connection, until it is looked at again. */
   private readonly lateRequests = new WeakMap<Socket, IncomingMessage>();
   /** Late requests the proxy took back. */
   private readonly withdrawn = new WeakSet<IncomingMessage>();
 
   /** Configures the app's server; call before it is marked listening. */
-  constructor(server: AppServer) {
+  constructor(server: AppServer, requestIds: boolean) {
     this.server = server;
+    this.requestIds = requestIds;
     configureParser(server, NO_LIMITS);
     interceptRequests(
       server,
       (event, req, res, emit) => this.onRequest(event, req, res, emit),
       (req) => {
-        this.prepare(req, clientOf(req));
+        this.prepare(req, null, clientOf(req));
         return true;
       },
     );
@@ -55,7 +58,7 @@ export class UnitSide {
       process.nextTick(() => this.serveLate(req, res, client, () => emit(event, req, res)));
       return true;
     }
-    res.setHeader('x-request-id', this.prepare(req, client));
+    this.prepare(req, res, client);
     const handled = emit(event, req, res);
     confirmStarted(res);
     return handled;
@@ -75,14 +78,16 @@ export class UnitSide {
       res.writeHead(204).end();
       return;
     }
-    res.setHeader('x-request-id', this.prepare(req, client));
+    this.prepare(req, res, client);
     emitRequest();
   }
 
-  /** Presents the request's client and applies the forwarding headers; returns its X-Request-Id. */
-  private prepare(req: IncomingMessage, client: HopClient | null): string {
+  /** Presents the request's client and applies the forwarding headers, and echoes the front's X-Request-Id. */
+  private prepare(req: IncomingMessage, res: ServerResponse | null, client: HopClient | null): void {
     presentClient(req.socket, client);
-    return prepareRequestHeaders(req, true, PEER_HEADER);
+    if (!this.requestIds) return prepareForwardingHeaders(req, true, PEER_HEADER);
+    const id = prepareRequestHeaders(req, true, PEER_HEADER);
+    res?.setHeader('x-request-id', id);
   }
 }
 

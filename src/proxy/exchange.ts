@@ -59,6 +59,8 @@ export interface ExchangeContext {
   readonly logger: Logger;
   /** The backend refused a connection: take it out of rotation. */
   readonly onBackendDown: (backend: Backend) => void;
+  /** Whether requests get ids (makesRequestIds): the edge gave each one. */
+  readonly requestIds: boolean;
   /** Notes a 503 for want of descriptors (EMFILE, ENFILE). */
   readonly overBudget: RecurringWarning;
 }
@@ -80,11 +82,14 @@ export class Exchange {
   private waitingSince: number | null = null;
   /** Taken back from a stuck unit: once, so that no request chases busy units around. */
   private takenBack = false;
+  /** The X-Request-Id the edge gave the request, where requests get ids. */
+  private readonly requestId: string | null;
 
   constructor(req: http.IncomingMessage, res: http.ServerResponse, context: ExchangeContext) {
     this.req = req;
     this.res = res;
     this.context = context;
+    this.requestId = context.requestIds ? (req.headers['x-request-id'] as string) : null;
   }
 
   start(): void {
@@ -182,14 +187,16 @@ export class Exchange {
   relayHead(response: ResponseHead, attempt: Attempt): BodyMode {
     const { req, res } = this;
     const asSent = response.delimited && req.httpVersionMajor === 1 && req.httpVersionMinor === 1;
-    // The edge gave every request an id; a unit echoes it, an upstream may not.
+    // A unit echoes the request's id, an upstream may not.
     const addId =
-      !attempt.backend.ours && !response.rawHeaders.some((name, index) => index % 2 === 0 && name.toLowerCase() === 'x-request-id');
+      this.requestId !== null &&
+      !attempt.backend.ours &&
+      !response.rawHeaders.some((name, index) => index % 2 === 0 && name.toLowerCase() === 'x-request-id');
     if (asSent) {
-      writeHeadAsSent(res, response, addId ? (req.headers['x-request-id'] as string) : null);
+      writeHeadAsSent(res, response, addId ? this.requestId : null);
     } else {
       const headers = forwardedHeaders(response.rawHeaders, HOP_BY_HOP);
-      if (addId) headers.push('X-Request-Id', req.headers['x-request-id'] as string);
+      if (addId) headers.push('X-Request-Id', this.requestId!);
       res.writeHead(response.status, response.reason, headers);
     }
     leaveWithClient(req.socket, res);
@@ -221,10 +228,7 @@ export class Exchange {
     const code = error.code ?? '';
     if (code === 'EMFILE' || code === 'ENFILE') {
       context.overBudget.note();
-      return respond(res, 503, OVER_LIMIT, {
-        'retry-after': '1',
-        'x-request-id': req.headers['x-request-id'],
-      });
+      return respond(res, 503, OVER_LIMIT, { 'retry-after': '1', ...this.idHeader() });
     }
     const refused = !connected && CONNECT_ERRORS.has(code);
     // Unread, it never ran: a repeatable one goes to another. A request the backend read is never
@@ -245,10 +249,10 @@ export class Exchange {
       return this.dispatch(backend);
     }
     context.logger.warning(
-      `proxy: ${req.method} ${req.url} (request ${req.headers['x-request-id']}) to ${backend.name} failed: ${error.message}`,
+      `proxy: ${req.method} ${req.url}${this.requestId ? ` (request ${this.requestId})` : ''} to ${backend.name} failed: ${error.message}`,
     );
     countBadGateway();
-    respond(res, 502, 'Bad Gateway: the server behind forkgate failed to answer', { 'x-request-id': req.headers['x-request-id'] });
+    respond(res, 502, 'Bad Gateway: the server behind forkgate failed to answer', this.idHeader());
   }
 
   /**
@@ -301,7 +305,12 @@ export class Exchange {
     if (this.clientGone) return;
     this.context.logger.warning(`proxy: ${this.req.method} ${this.req.url} answered 503: ${reason}`);
     countShed(reason);
-    respond(this.res, 503, `Service Unavailable: ${reason}`, { 'retry-after': '1', 'x-request-id': this.req.headers['x-request-id'] });
+    respond(this.res, 503, `Service Unavailable: ${reason}`, { 'retry-after': '1', ...this.idHeader() });
+  }
+
+  /** For an answer of the proxy's own: the request's id, where requests get ids. */
+  private idHeader(): http.OutgoingHttpHeaders {
+    return this.requestId === null ? {} : { 'x-request-id': this.requestId };
   }
 }
 

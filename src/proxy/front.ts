@@ -8,6 +8,7 @@ import type * as net from 'node:net';
 import type { Settings } from '../config/settings.ts';
 import { markListening } from '../edge/app-server.ts';
 import { Edge } from '../edge/edge.ts';
+import { makesRequestIds } from '../edge/request-headers.ts';
 import type { Logger } from '../log/logger.ts';
 import { Dispatcher, type Backend } from './dispatcher.ts';
 import { declaresBody, Exchange, type ExchangeContext } from './exchange.ts';
@@ -50,7 +51,14 @@ export class FrontProxy {
     this.keepAlive = settings.keepAlive > 0;
     this.gracefulTimeoutMs = settings.gracefulTimeout * 1000;
     this.dispatcher = new Dispatcher(settings.queueLimit, settings.queueTimeout);
-    this.context = { dispatcher: this.dispatcher, bufferSize: settings.bufferSize, logger, onBackendDown, overBudget: this.overBudget };
+    this.context = {
+      dispatcher: this.dispatcher,
+      bufferSize: settings.bufferSize,
+      logger,
+      onBackendDown,
+      overBudget: this.overBudget,
+      requestIds: makesRequestIds(settings),
+    };
     // An upgrade request with a body is served as an ordinary request, its Upgrade ignored (RFC 9110
     // §7.8 allows it): the body is then framed and sent like any other, never left for the tunnel.
     this.server = http.createServer({ shouldUpgradeCallback: (req) => !declaresBody(req) }, (req, res) => this.onRequest(req, res));

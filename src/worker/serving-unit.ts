@@ -11,6 +11,7 @@ import { ConnectionGate } from './connection-gate.ts';
 import { IdleConnections } from './idle-connections.ts';
 import { markListening, type AppServer } from '../edge/app-server.ts';
 import { Edge } from '../edge/edge.ts';
+import { makesRequestIds } from '../edge/request-headers.ts';
 import { UnitSide } from '../hop/unit-side.ts';
 import { refuseConnection } from '../edge/refusal.ts';
 import { connectionBudget } from '../config/descriptors.ts';
@@ -91,7 +92,7 @@ export class ServingUnit {
 
     server.keepAliveTimeout = settings.keepAlive * 1000;
     server.prependListener('request', (req, res) => this.onRequest(req, res));
-    const entry = options.internalHop ? new UnitSide(server) : new Edge(server, settings, options.logger);
+    const entry = options.internalHop ? new UnitSide(server, makesRequestIds(settings)) : new Edge(server, settings, options.logger);
     const idle = this.idle;
     this.gate = new ConnectionGate(workerClass.connectionLimit, (socket) => entry.accept(socket), idle && (() => idle.closeIdleLongest()));
     if (idle) server.on('connection', (socket: Socket) => idle.track(socket));
