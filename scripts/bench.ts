@@ -24,7 +24,8 @@
  *
  * Fronts (hello and mixed, beside forkgate --balance proxy): one process forwarding each request to N plain
  * backends (`--serve plain APP SOCKET 1`, on unix sockets as forkgate's units are): nginx, http-proxy,
- * http-proxy-3 and node:http piping, in bench/fronts/; for tail, nginx least_conn and HAProxy leastconn,
+ * http-proxy-3 and node:http piping, in bench/fronts/; for hello, also the floors of a Node front (the
+ * least relay on node:http's server, and an L4 relay with no HTTP at all); for tail, nginx least_conn and HAProxy leastconn,
  * which send each request to the backend with the fewest in progress. For them and forkgate, "front
  * µs/req" is the CPU of the front alone (forkgate's master), the proxy's own cost per request.
  */
@@ -154,6 +155,8 @@ const NGINX = front('nginx (worker_processes 1)', 'nginx.mjs', 'nginx');
 const HTTP_PROXY = front('http-proxy', 'node.mjs http-proxy');
 /** What --balance proxy is measured against: nginx, the bar to aim at, and three Node forwarding engines on equal footing. */
 const PROXY_ROWS = [FG_PROXY, NGINX, HTTP_PROXY, front('http-proxy-3', 'node.mjs http-proxy-3'), front('node:http pipe', 'node.mjs pipe')];
+/** The least a Node front costs: on node:http's server, and with no HTTP at all. */
+const NODE_FLOORS = [front('node:http floor', 'node.mjs floor'), front('Node L4 relay', 'node.mjs l4')];
 /** Fronts that send each request to the backend with the fewest in progress, as --balance proxy does. */
 const NGINX_LEAST_CONN = front('nginx least_conn (worker_processes 1)', 'nginx.mjs least_conn', 'nginx');
 const HAPROXY = front('HAProxy leastconn (nbthread 1)', 'haproxy.mjs', 'haproxy');
@@ -168,6 +171,7 @@ const FULL_PLAN: Record<string, ServerConfig[]> = {
     forkgate(`--balance round-robin -w ${2 * N + 1}`),
     forkgate(`--balance reuseport -w ${2 * N + 1}`),
     ...PROXY_ROWS,
+    ...NODE_FLOORS,
     withMetrics(FG_RR),
     withMetrics(FG_REUSEPORT),
     withMetrics(FG_PROXY),
@@ -566,7 +570,7 @@ function addRatios(rows: Row[]): void {
 /** A ratio of two rows of one workload that is a target for --balance proxy, or that puts one in context. */
 interface Target {
   workload: string;
-  metric: 'reqPerSec' | 'cpuUsPerReq' | 'frontCpuUsPerReq' | 'p99Ms';
+  metric: 'reqPerSec' | 'cpuUsPerReq' | 'frontCpuUsPerReq' | 'backendCpuUsPerReq' | 'p99Ms';
   server: string;
   reference: string;
   /** The bound the ratio must meet; without one, the ratio is there to be read. */
@@ -587,6 +591,40 @@ const TARGETS: Target[] = [
   },
   { workload: 'hello', metric: 'reqPerSec', server: FG_PROXY.name, reference: NGINX.name, note: 'nginx is the bar to aim at' },
   { workload: 'hello', metric: 'cpuUsPerReq', server: FG_PROXY.name, reference: NGINX.name },
+  { workload: 'hello', metric: 'frontCpuUsPerReq', server: FG_PROXY.name, reference: NGINX.name, atMost: 1.5 },
+  {
+    workload: 'hello',
+    metric: 'backendCpuUsPerReq',
+    server: FG_PROXY.name,
+    reference: NGINX.name,
+    atMost: 1.2,
+    note: "forkgate's units against plain Node processes",
+  },
+  {
+    workload: 'hello',
+    metric: 'frontCpuUsPerReq',
+    server: NODE_FLOORS[0]!.name,
+    reference: NGINX.name,
+    note: 'the least a front on node:http costs',
+  },
+  {
+    workload: 'hello',
+    metric: 'frontCpuUsPerReq',
+    server: NODE_FLOORS[1]!.name,
+    reference: NGINX.name,
+    note: "the least Node's sockets cost",
+  },
+  ...[FG_RR, FG_REUSEPORT].flatMap((config): Target[] => [
+    {
+      workload: 'hello',
+      metric: 'cpuUsPerReq',
+      server: config.name,
+      reference: CLUSTER.name,
+      atMost: 1.05,
+      note: 'every unconfigured feature free',
+    },
+    { workload: 'hello', metric: 'reqPerSec', server: config.name, reference: CLUSTER.name, atLeast: 0.97 },
+  ]),
   { workload: 'mixed', metric: 'p99Ms', server: FG_PROXY.name, reference: FG_RR.name, atMost: 0.5 },
   { workload: 'tail', metric: 'p99Ms', server: FG_PROXY.name, reference: CLUSTER.name, atMost: 0.25 },
   { workload: 'tail', metric: 'p99Ms', server: FG_PROXY.name, reference: HAPROXY.name, atMost: 0.5 },
@@ -606,6 +644,7 @@ const METRIC_LABELS: Record<Target['metric'], string> = {
   reqPerSec: 'req/s',
   cpuUsPerReq: 'CPU µs/req',
   frontCpuUsPerReq: 'front µs/req',
+  backendCpuUsPerReq: 'backends µs/req',
   p99Ms: 'p99',
 };
 
@@ -622,7 +661,7 @@ function evaluateTargets(rows: Row[]): TargetResult[] {
   return TARGETS.flatMap((target) => {
     const [row, reference] = [find(target.workload, target.server), find(target.workload, target.reference)];
     if (!row || !reference) return [];
-    const [value, base] = [row[target.metric], reference[target.metric]];
+    const [value, base] = [metricOf(row, target.metric), metricOf(reference, target.metric)];
     if (value === undefined || !base) {
       const reason = [row, reference].map((which) => which.skipped ?? which.error).find(Boolean);
       return { ...target, missing: `not measured${reason ? ` (${reason})` : ''}` };
@@ -631,6 +670,12 @@ function evaluateTargets(rows: Row[]): TargetResult[] {
     const met = target.atLeast !== undefined ? ratio >= target.atLeast : target.atMost !== undefined ? ratio <= target.atMost : undefined;
     return { ...target, ratio, met };
   });
+}
+
+/** A row's figure; the backends' CPU is the whole tree's less the front's. */
+function metricOf(row: Row, metric: Target['metric']): number | undefined {
+  if (metric !== 'backendCpuUsPerReq') return row[metric];
+  return row.cpuUsPerReq !== undefined && row.frontCpuUsPerReq !== undefined ? row.cpuUsPerReq - row.frontCpuUsPerReq : undefined;
 }
 
 function targetsTable(results: TargetResult[]): string {
@@ -785,13 +830,14 @@ async function main(): Promise<void> {
       'RSS: VmRSS summed over that tree near the end of the load. "plain" = reuseport-plain (N processes with SO_REUSEPORT, no master). ' +
       "Little's limit for io: connections / 20 ms = 12,800 req/s. " +
       `"→ ${N} backends": one front process forwarding each request, round-robin over keep-alive connections, to ${N} plain Node processes on unix sockets ` +
-      '(bench/fronts/: nginx 1 worker process with upstream keepalive, http-proxy 1.18 and http-proxy-3 with a keep-alive http.Agent, http.request piped both ways with the same agent); ' +
+      '(bench/fronts/: nginx 1 worker process with upstream keepalive, http-proxy 1.18 and http-proxy-3 with a keep-alive http.Agent, http.request piped both ways with the same agent; ' +
+      "node:http floor: the least relay on node:http's server, no edge, a response with a length passed on as it came; Node L4 relay: each client connection piped to one backend, no HTTP); " +
       'nginx least_conn and HAProxy leastconn (1 thread, http-reuse always) send each request to the backend with the fewest in progress instead. ' +
       "front µs/req: the CPU of the front alone (forkgate: its master; cluster: its primary), the forwarding's own cost per request.",
     '',
     ...(rows.some((row) => row.otherCores! > OTHER_LOAD_LIMIT)
       ? [
-          `**Warning: other programs used more than ${OTHER_LOAD_LIMIT} cores during the rows marked "busy machine"; their numbers are skewed.**`,
+          `**Warning: other programs used more than $OTHER_LOAD_LIMITcores during the rows marked "busy machine"; their numbers are skewed.**`,
           '',
         ]
       : []),
@@ -800,10 +846,10 @@ async function main(): Promise<void> {
     ...(targets.length > 0 ? ['## Targets', '', targetsTable(targets), ''] : []),
   ].join('\n');
   console.log(markdown);
-  const directory = process.env.BENCH_RESULTS_DIR ?? `${ROOT}bench/results`;
+  const directory = process.env.BENCH_RESULTS_DIR ?? `$ROOTbench/results`;
   mkdirSync(directory, { recursive: true });
   const base = options.metrics ? 'metrics' : options.quick ? 'quick' : 'latest';
-  writeFileSync(join(directory, `${base}.md`), markdown);
+  writeFileSync(join(directory, `$base.md`), markdown);
   writeFileSync(join(directory, `${base}.json`), `${JSON.stringify({ meta, rows, targets }, null, 2)}\n`);
   if (rows.some((row) => row.error)) process.exitCode = 1;
 }
