@@ -288,6 +288,11 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
       expect: [/'run' is neither a forkgate command nor an app file/],
     },
     {
+      name: 'a DogStatsD tag with a space',
+      args: ['--dogstatsd-tags', 'env:prod,my tag', LISTENER],
+      expect: [/--dogstatsd-tags: expected comma-separated tags without spaces, \|, # or @; got "env:prod,my tag"/],
+    },
+    {
       name: 'a command after an option',
       args: ['-w', '2', 'reload'],
       expect: [/'reload' is a command: it comes first, before any option \(see forkgate reload --help\)/],

@@ -247,6 +247,44 @@ test("statsd: a UDP listener receives Gunicorn's names from the workers and the 
   }
 });
 
+test('statsd with --dogstatsd-tags: every line carries the tags, counts and durations alike', async () => {
+  const udp = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
+  const lines: string[] = [];
+  udp.on('message', (datagram) => lines.push(...datagram.toString().split('\n')));
+  const port = (udp.address() as AddressInfo).port;
+  const forkgate = await start([
+    '-w',
+    '1',
+    '-b',
+    '127.0.0.1:0',
+    '--statsd-host',
+    `127.0.0.1:${port}`,
+    '--dogstatsd-tags',
+    'env:prod, web',
+    PROM_APP,
+  ]);
+  try {
+    await send(forkgate.url, 3);
+    await eventually(
+      () => lines.some((line) => /^gunicorn\.requests:\d+\|c\|#env:prod,web$/.test(line)),
+      `tagged counts; got ${lines.join(' ')}`,
+    );
+    assert.ok(
+      lines.some((line) => /^gunicorn\.request\.duration:\d+\.\d+\|ms\|#env:prod,web$/.test(line)),
+      lines.join(' '),
+    );
+    assert.deepEqual(
+      lines.filter((line) => line !== '' && !line.endsWith('|#env:prod,web')),
+      [],
+      'no line without the tags',
+    );
+  } finally {
+    assert.equal((await forkgate.stop()).code, 0);
+    udp.close();
+  }
+});
+
 test("threads: the app's prom-client metrics are summed over the threads; a thread that dies takes nothing back", async () => {
   const forkgate = await start(['-w', '1', '--threads', '2', '-b', '127.0.0.1:0', '--metrics-bind', '127.0.0.1:0', PROM_APP]);
   try {

@@ -162,6 +162,14 @@ function statsdAddress(raw: unknown): TcpAddress | null | Invalid {
   return { host: parsed.host, port: parsed.port };
 }
 
+/** DogStatsD tags, comma-separated as Gunicorn takes them: "env:prod,web". */
+function dogstatsdTags(raw: unknown): string | Invalid {
+  if (typeof raw !== 'string') return new Invalid('comma-separated tags');
+  const tags = raw.split(',').map((tag) => tag.trim());
+  if (raw.trim() === '') return '';
+  return tags.every((tag) => /^[^\s|#,@]+$/.test(tag)) ? tags.join(',') : new Invalid('comma-separated tags without spaces, |, # or @');
+}
+
 /** An external server the proxy fronts (--upstream): an address as --bind has them, but a descriptor. */
 export type Upstream = Exclude<BindAddress, { kind: 'fd' }>;
 
@@ -923,6 +931,15 @@ export const SETTINGS = [
     default: '',
     validate: text,
     doc: "Prefix for the statsd metrics' names (a '.' is added if missing), as Gunicorn's --statsd-prefix.",
+  }),
+  setting({
+    name: 'dogstatsd-tags',
+    key: 'dogstatsdTags',
+    meta: 'TAGS',
+    section: 'Metrics',
+    default: '',
+    validate: dogstatsdTags,
+    doc: "DogStatsD tags to add to every statsd metric, comma-separated (env:prod,web), as Gunicorn's --dogstatsd-tags: each line then ends in |#env:prod,web.",
   }),
   ...hookSettings,
 ] as const;

@@ -19,15 +19,18 @@ export class Statsd {
   private readonly socket: dgram.Socket;
   private readonly address: TcpAddress;
   private readonly prefix: string;
+  /** '|#tag,tag' (DogStatsD), or ''. */
+  private readonly tags: string;
   private readonly counts = new Map<string, number>();
   private readonly gauges = new Map<string, number>();
   private durations: number[] = [];
   private durationsSeen = 0;
   private readonly samplers: (() => void)[] = [];
 
-  constructor(address: TcpAddress, prefix: string) {
+  constructor(address: TcpAddress, prefix: string, tags: string) {
     this.address = address;
     this.prefix = prefix === '' || prefix.endsWith('.') ? prefix : `${prefix}.`;
+    this.tags = tags === '' ? '' : `|#${tags}`;
     this.socket = dgram.createSocket(isIPv6(address.host) ? 'udp6' : 'udp4');
     this.socket.on('error', () => {}); // the statsd server's absence is not ours to report
     this.socket.unref();
@@ -60,11 +63,12 @@ export class Statsd {
   private flush(): void {
     for (const sample of this.samplers) sample();
     const lines: string[] = [];
-    for (const [name, value] of this.counts) lines.push(`${this.prefix}${name}:${value}|c`);
-    for (const [name, value] of this.gauges) lines.push(`${this.prefix}${name}:${value}|g`);
+    const { prefix, tags } = this;
+    for (const [name, value] of this.counts) lines.push(`${prefix}${name}:${value}|c${tags}`);
+    for (const [name, value] of this.gauges) lines.push(`${prefix}${name}:${value}|g${tags}`);
     const rate = this.durationsSeen > 0 ? this.durations.length / this.durationsSeen : 1;
     const sampled = rate < 1 ? `|@${rate.toFixed(4)}` : '';
-    for (const ms of this.durations) lines.push(`${this.prefix}gunicorn.request.duration:${ms.toFixed(3)}|ms${sampled}`);
+    for (const ms of this.durations) lines.push(`${prefix}gunicorn.request.duration:${ms.toFixed(3)}|ms${sampled}${tags}`);
     this.counts.clear();
     this.gauges.clear();
     this.durations = [];
@@ -99,10 +103,10 @@ export function statsdRequestObserver(statsd: Statsd): (method: string, status: 
 let client: Statsd | null = null;
 
 /** This process's (or thread's) statsd client, which also counts its log messages (gunicorn.log.LEVEL). */
-export function statsdFor(settings: Pick<Settings, 'statsdHost' | 'statsdPrefix'>): Statsd | null {
+export function statsdFor(settings: Pick<Settings, 'statsdHost' | 'statsdPrefix' | 'dogstatsdTags'>): Statsd | null {
   if (!settings.statsdHost) return null;
   if (!client) {
-    client = new Statsd(settings.statsdHost, settings.statsdPrefix);
+    client = new Statsd(settings.statsdHost, settings.statsdPrefix, settings.dogstatsdTags);
     const statsd = client;
     observeLogs((level, withError) => statsd.increment(`gunicorn.log.${level === 'error' && withError ? 'exception' : level}`));
   }
