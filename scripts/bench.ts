@@ -837,7 +837,7 @@ async function main(): Promise<void> {
     '',
     ...(rows.some((row) => row.otherCores! > OTHER_LOAD_LIMIT)
       ? [
-          `**Warning: other programs used more than $OTHER_LOAD_LIMITcores during the rows marked "busy machine"; their numbers are skewed.**`,
+          `**Warning: other programs used more than ${OTHER_LOAD_LIMIT} cores during the rows marked "busy machine"; their numbers are skewed.**`,
           '',
         ]
       : []),
@@ -846,10 +846,10 @@ async function main(): Promise<void> {
     ...(targets.length > 0 ? ['## Targets', '', targetsTable(targets), ''] : []),
   ].join('\n');
   console.log(markdown);
-  const directory = process.env.BENCH_RESULTS_DIR ?? `$ROOTbench/results`;
+  const directory = process.env.BENCH_RESULTS_DIR ?? `${ROOT}bench/results`;
   mkdirSync(directory, { recursive: true });
   const base = options.metrics ? 'metrics' : options.quick ? 'quick' : 'latest';
-  writeFileSync(join(directory, `$base.md`), markdown);
+  writeFileSync(join(directory, `${base}.md`), markdown);
   writeFileSync(join(directory, `${base}.json`), `${JSON.stringify({ meta, rows, targets }, null, 2)}\n`);
   if (rows.some((row) => row.error)) process.exitCode = 1;
 }
