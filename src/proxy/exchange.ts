@@ -66,7 +66,7 @@ export interface ExchangeContext {
 }
 
 export class Exchange {
-  readonly req: http.IncomingMessage;
+  private readonly req: http.IncomingMessage;
   private readonly res: http.ServerResponse;
   readonly context: ExchangeContext;
   private chunks: Buffer[] = [];
@@ -75,7 +75,7 @@ export class Exchange {
   /** The attempt in progress. */
   private attempt: Attempt | null = null;
   private cancelWait: () => void = () => {};
-  clientGone = false;
+  private clientGone = false;
   /** Tries on new connections that a backend reset with the request unread (see MAX_UNREAD_TRIES). */
   private unreadTries = 0;
   /** When the request first asked for a unit: --queue-timeout bounds its whole wait, retries included. */
