@@ -160,3 +160,24 @@ test('only a connection between requests is closed for a new client: not one tha
     await forkgate.stop();
   }
 });
+
+for (const balance of ['round-robin', 'reuseport', 'proxy']) {
+  test(`a graceful stop closes a connection that has sent nothing, without waiting out --graceful-timeout (${balance})`, async () => {
+    const forkgate = await start(['-w', '1', '--balance', balance, '--graceful-timeout', '60', '-b', '127.0.0.1:0', OPS]);
+    const { hostname, port } = new URL(forkgate.url);
+    // A preconnected or pooled socket that sends nothing. The request after it is served once the silent
+    // one has been accepted and handed over: one worker takes its connections in order.
+    const silent = net.connect(Number(port), hostname);
+    const closed = new Promise<void>((resolve) => silent.on('close', () => resolve()));
+    silent.on('error', () => {});
+    try {
+      await new Promise<void>((resolve) => silent.once('connect', () => resolve()));
+      assert.equal((await request(`${forkgate.url}/`)).status, 200);
+      const stopped = forkgate.stop();
+      await within(30_000, 'the silent connection to be closed', closed);
+      assert.equal((await within(30_000, 'the stop', stopped)).code, 0);
+    } finally {
+      silent.destroy();
+    }
+  });
+}

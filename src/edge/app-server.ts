@@ -33,6 +33,34 @@ export function interceptRequests(
   } as AppServer['emit'];
 }
 
+/** Per server, each connection it serves with the bytes it had read when handed over (TLS: cleartext). */
+const handedOver = new WeakMap<AppServer, Map<Socket, number>>();
+
+/** Follows the server's connections for closeFreshConnections(); call before any is handed over. */
+export function trackConnections(server: AppServer): void {
+  const connections = new Map<Socket, number>();
+  handedOver.set(server, connections);
+  const forget = function (this: Socket) {
+    connections.delete(this);
+  };
+  server.on('connection', (socket: Socket) => {
+    connections.set(socket, socket.bytesRead);
+    socket.once('close', forget);
+  });
+}
+
+/**
+ * For a graceful stop, beside Node's closeIdleConnections(): closes the connections that have sent
+ * nothing since they came, which it leaves open (its header timer runs on them), so a client that only
+ * connected (a browser's preconnect, an idle pooled socket) does not hold the stop until
+ * --graceful-timeout. A connection that sent part of a request is left to its timeouts.
+ */
+export function closeFreshConnections(server: AppServer): void {
+  for (const [socket, bytesRead] of handedOver.get(server) ?? []) {
+    if (socket.bytesRead === bytesRead && !(socket as Socket & { _httpMessage?: unknown })._httpMessage) socket.destroy();
+  }
+}
+
 /**
  * Node's http.Server starts tracking connections (idle keep-alive closing, header and request
  * timeouts) on 'listening'. A server forkgate feeds with emit('connection') never listens, so it is told

@@ -6,7 +6,7 @@
 import * as http from 'node:http';
 import type * as net from 'node:net';
 import type { Settings } from '../config/settings.ts';
-import { markListening } from '../edge/app-server.ts';
+import { closeFreshConnections, markListening, trackConnections } from '../edge/app-server.ts';
 import { Edge } from '../edge/edge.ts';
 import { makesRequestIds } from '../edge/request-headers.ts';
 import type { Logger } from '../log/logger.ts';
@@ -68,6 +68,7 @@ export class FrontProxy {
     (this.server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     this.server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.onUpgrade(req, socket, head));
     this.edge = new Edge(this.server, settings, logger, { echoRequestId: false });
+    trackConnections(this.server);
     markListening(this.server, null);
   }
 
@@ -92,15 +93,19 @@ export class FrontProxy {
 
   /**
    * graceful: requests on open connections are still served, each response closing its connection;
-   * idle ones are closed after a quiet second; resolves once every connection is gone (at most
-   * --graceful-timeout), then refuses whatever still waits. quick: drops every connection now.
+   * idle ones, and those that have sent nothing yet, are closed after a quiet second; resolves once
+   * every connection is gone (at most --graceful-timeout), then refuses whatever still waits. quick:
+   * drops every connection now.
    */
   async close(mode: 'graceful' | 'quick'): Promise<void> {
     this.stopping = true;
     if (mode === 'graceful' && this.connections.size > 0) {
       this.server.keepAliveTimeout = Math.min(DRAIN_IDLE_MS, this.server.keepAliveTimeout || DRAIN_IDLE_MS);
       await new Promise<void>((resolve) => {
-        const idleClose = setTimeout(() => this.server.closeIdleConnections(), DRAIN_IDLE_MS);
+        const idleClose = setTimeout(() => {
+          this.server.closeIdleConnections();
+          closeFreshConnections(this.server);
+        }, DRAIN_IDLE_MS);
         const deadline = setTimeout(() => this.onDrained?.(), this.gracefulTimeoutMs);
         this.onDrained = () => {
           this.onDrained = null;

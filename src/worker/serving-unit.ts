@@ -9,7 +9,7 @@ import { runHook, type Hooks, type WorkerInfo } from '../hooks.ts';
 import type { Logger } from '../log/logger.ts';
 import { ConnectionGate } from './connection-gate.ts';
 import { IdleConnections } from './idle-connections.ts';
-import { markListening, type AppServer } from '../edge/app-server.ts';
+import { closeFreshConnections, markListening, trackConnections, type AppServer } from '../edge/app-server.ts';
 import { Edge } from '../edge/edge.ts';
 import { makesRequestIds } from '../edge/request-headers.ts';
 import { UnitSide } from '../hop/unit-side.ts';
@@ -96,6 +96,7 @@ export class ServingUnit {
     const idle = this.idle;
     this.gate = new ConnectionGate(workerClass.connectionLimit, (socket) => entry.accept(socket), idle && (() => idle.closeIdleLongest()));
     if (idle) server.on('connection', (socket: Socket) => idle.track(socket));
+    trackConnections(server);
     markListening(server, options.appAddress);
   }
 
@@ -112,13 +113,15 @@ export class ServingUnit {
   /**
    * No new requests on kept-alive connections; calls back once every connection has closed. A busy one
    * closes after its next response (`Connection: close`); an idle one once quiet for DRAIN_IDLE_MS (or
-   * its keep-alive timeout, if shorter), as closing it at once races a request the client may be sending.
+   * its keep-alive timeout, if shorter), as closing it at once races a request the client may be sending;
+   * one that has sent nothing yet after DRAIN_IDLE_MS.
    */
   drain(onDrained: () => void): void {
     this.draining = true;
     const quiet = Math.min(DRAIN_IDLE_MS, this.server.keepAliveTimeout);
     this.server.keepAliveTimeout = quiet;
     setTimeout(() => this.server.closeIdleConnections(), quiet).unref();
+    setTimeout(() => closeFreshConnections(this.server), DRAIN_IDLE_MS).unref();
     this.gate.whenIdle(onDrained);
   }
 
