@@ -693,6 +693,8 @@ test('an upgrade request with a body is served as an ordinary request: the body 
     } finally {
       client.destroy();
     }
+    // Its body will never come: the connection closes with the client, and holds no stop.
+    assert.equal((await forkgate.stop()).code, 0);
   } finally {
     await forkgate.stop();
   }

@@ -105,7 +105,18 @@ export class Exchange {
     if (!declaresBody(req)) {
       this.bodyComplete = true;
       this.dispatch();
-    } else if (this.context.bufferSize === 0) {
+      return;
+    }
+    // A client that half-closes before its body is all sent will never send the rest; Node's parser,
+    // stopped at an upgrade served as an ordinary request, would not say so, and the connection would
+    // wait half open for an answer that waits for the body.
+    const socket = req.socket;
+    const onClientEnd = () => {
+      if (!req.complete) socket.destroy();
+    };
+    socket.once('end', onClientEnd);
+    req.once('end', () => socket.off('end', onClientEnd));
+    if (this.context.bufferSize === 0) {
       this.dispatch();
     } else {
       this.readBody();

@@ -32,6 +32,8 @@ export class FrontProxy {
   private readonly context: ExchangeContext;
   /** Client connections open now, to know when a stop has finished them. */
   private readonly connections = new Set<net.Socket>();
+  /** Client connections past their PROXY header and TLS handshake, in the HTTP server's hands. */
+  private readonly delivered = new WeakSet<net.Socket>();
   /** Client connections and connections to backends together: what the open-file limit leaves the master. */
   private readonly budget = connectionBudget();
   private readonly overBudget: RecurringWarning;
@@ -69,6 +71,8 @@ export class FrontProxy {
     this.server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.onUpgrade(req, socket, head));
     this.edge = new Edge(this.server, settings, logger, { echoRequestId: false });
     trackConnections(this.server);
+    // A TLS socket names the connection it wraps as _parent, as the edge reads it.
+    this.server.on('connection', (socket: net.Socket & { _parent?: net.Socket }) => this.delivered.add(socket._parent ?? socket));
     markListening(this.server, null);
   }
 
@@ -93,9 +97,9 @@ export class FrontProxy {
 
   /**
    * graceful: requests on open connections are still served, each response closing its connection;
-   * idle ones, and those that have sent nothing yet, are closed after a quiet second; resolves once
-   * every connection is gone (at most --graceful-timeout), then refuses whatever still waits. quick:
-   * drops every connection now.
+   * idle ones, those that have sent nothing yet and those not past TLS, are closed after a quiet
+   * second; resolves once every connection is gone (at most --graceful-timeout), then refuses whatever
+   * still waits. quick: drops every connection now.
    */
   async close(mode: 'graceful' | 'quick'): Promise<void> {
     this.stopping = true;
@@ -105,6 +109,9 @@ export class FrontProxy {
         const idleClose = setTimeout(() => {
           this.server.closeIdleConnections();
           closeFreshConnections(this.server);
+          // Still in a PROXY header or a TLS handshake: a client gone mid-handshake leaves its half
+          // open until the handshake timeout.
+          for (const socket of this.connections) if (!this.delivered.has(socket)) socket.destroy();
         }, DRAIN_IDLE_MS);
         const deadline = setTimeout(() => this.onDrained?.(), this.gracefulTimeoutMs);
         this.onDrained = () => {
