@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tls from 'node:tls';
 import { after, describe, test } from 'node:test';
-import { eventually, FIXTURES, Forkgate, request, start } from './helpers/forkgate.ts';
+import { eventually, FIXTURES, Forkgate, request, start, within } from './helpers/forkgate.ts';
 import { makeCertificates, type Echo } from './helpers/edge.ts';
 
 const ECHO = `${FIXTURES}edge-echo.cjs`;
@@ -266,3 +266,23 @@ test('HUP with --balance proxy that turns TLS on: named in the log as taking a r
     await forkgate.stop();
   }
 });
+
+for (const balance of ['round-robin', 'proxy']) {
+  test(`a graceful stop closes a connection that never began its TLS handshake (${balance})`, { skip }, async () => {
+    const forkgate = await start(['-w', '1', '--balance', balance, '--graceful-timeout', '60', '-b', '127.0.0.1:0', ...tlsFlags(), ECHO]);
+    const { hostname, port } = new URL(forkgate.url);
+    const silent = net.connect(Number(port), hostname);
+    const closed = new Promise<void>((resolve) => silent.on('close', () => resolve()));
+    silent.on('error', () => {});
+    try {
+      await new Promise<void>((resolve) => silent.once('connect', () => resolve()));
+      // Served after it: one worker takes its connections in order, so the silent one is in hand.
+      assert.equal((await httpsGet(forkgate.url)).status, 200);
+      const stopped = forkgate.stop();
+      await within(30_000, 'the silent connection to be closed', closed);
+      assert.equal((await within(30_000, 'the stop', stopped)).code, 0);
+    } finally {
+      silent.destroy();
+    }
+  });
+}

@@ -4,21 +4,12 @@ import assert from 'node:assert/strict';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { test } from 'node:test';
-import { eventually, FIXTURES, request, start, startRequest } from './helpers/forkgate.ts';
+import { eventually, FIXTURES, request, start, startRequest, within } from './helpers/forkgate.ts';
 
 const OPS = `${FIXTURES}ops.cjs`;
 
 /** Far below the 65 s --keep-alive a connection waiting behind idle ones would wait. */
 const PROMPTLY_MS = 5_000;
-
-/** Rejects if the promise has not settled within ms. */
-function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer!: NodeJS.Timeout;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
-}
 
 /** A GET on the agent's connection; resolves with the status and that connection once the body has come. */
 function getOn(agent: http.Agent, url: string): Promise<{ status: number; socket: net.Socket }> {

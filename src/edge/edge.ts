@@ -41,11 +41,19 @@ export class Edge {
   /** The connections (as the app sees them) whose peer is in --forwarded-allow-ips. */
   private readonly trustedConnections = new WeakSet<Socket>();
   private readonly checkLimits: ReturnType<typeof requestLimitCheck>;
+  /** Accepted connections still in their PROXY header or TLS handshake, not yet the app server's. */
+  private readonly arriving = new Set<Socket>();
+  /** One 'close' listener shared by every arriving connection (each its `this`). */
+  private readonly forgetArriving: (this: Socket) => void;
   private readonly bodyLimit: number;
 
   /** Configures the server (the app's, or the proxy's in the master); call before it is marked listening. */
   constructor(server: AppServer, settings: EdgeSettings, logger: Logger, { echoRequestId = true }: EdgeOptions = {}) {
     this.server = server;
+    const arriving = this.arriving;
+    this.forgetArriving = function (this: Socket) {
+      arriving.delete(this);
+    };
     this.echoRequestId = echoRequestId;
     this.requestIds = makesRequestIds(settings);
     this.logger = logger;
@@ -59,7 +67,9 @@ export class Edge {
     this.tls?.on('secureConnection', (socket: TLSSocket) => {
       // A TLS socket reports the TCP peer. The client a PROXY header named is on the socket it wraps,
       // which Node keeps as _parent (internal, but there since 0.11, and the only way back to it).
-      if (this.proxyProtocol !== 'off') presentPeer(socket, peerOf((socket as TLSSocket & { _parent: Socket })._parent));
+      const wrapped = (socket as TLSSocket & { _parent: Socket })._parent;
+      if (this.proxyProtocol !== 'off') presentPeer(socket, peerOf(wrapped));
+      this.arriving.delete(wrapped);
       this.deliver(socket);
     });
     this.tls?.on('tlsClientError', (error: Error, socket: TLSSocket) =>
@@ -87,6 +97,9 @@ export class Edge {
 
   /** Takes a new connection through the PROXY header and TLS (as configured) into the app's server. */
   accept(socket: Socket): void {
+    if (this.proxyProtocol === 'off' && !this.tls) return this.deliver(socket);
+    this.arriving.add(socket);
+    socket.once('close', this.forgetArriving);
     if (this.proxyProtocol === 'off') return this.terminate(socket);
     const policy = { mode: this.proxyProtocol, allowed: this.proxyAllowed(socket.remoteAddress), timeoutMs: this.headersTimeoutMs };
     readProxyHeader(
@@ -94,11 +107,20 @@ export class Edge {
       policy,
       (source) => {
         if (source) presentPeer(socket, source);
+        if (!this.tls) this.arriving.delete(socket);
         this.terminate(socket);
         if (!this.tls) socket.resume(); // the reader left it paused; the HTTP parser now listens
       },
       (reason) => this.logger.debug(`Closed the connection from ${socket.remoteAddress ?? 'a unix socket'}: ${reason}`),
     );
+  }
+
+  /**
+   * For a graceful stop: closes the connections still in their PROXY header or TLS handshake, which
+   * the app's server has not seen, so a client that connected and went silent holds no stop.
+   */
+  closeArriving(): void {
+    for (const socket of this.arriving) socket.destroy();
   }
 
   private terminate(socket: Socket): void {

@@ -32,8 +32,6 @@ export class FrontProxy {
   private readonly context: ExchangeContext;
   /** Client connections open now, to know when a stop has finished them. */
   private readonly connections = new Set<net.Socket>();
-  /** Client connections past their PROXY header and TLS handshake, in the HTTP server's hands. */
-  private readonly delivered = new WeakSet<net.Socket>();
   /** Client connections and connections to backends together: what the open-file limit leaves the master. */
   private readonly budget = connectionBudget();
   private readonly overBudget: RecurringWarning;
@@ -71,8 +69,6 @@ export class FrontProxy {
     this.server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.onUpgrade(req, socket, head));
     this.edge = new Edge(this.server, settings, logger, { echoRequestId: false });
     trackConnections(this.server);
-    // A TLS socket names the connection it wraps as _parent, as the edge reads it.
-    this.server.on('connection', (socket: net.Socket & { _parent?: net.Socket }) => this.delivered.add(socket._parent ?? socket));
     markListening(this.server, null);
   }
 
@@ -109,9 +105,7 @@ export class FrontProxy {
         const idleClose = setTimeout(() => {
           this.server.closeIdleConnections();
           closeFreshConnections(this.server);
-          // Still in a PROXY header or a TLS handshake: a client gone mid-handshake leaves its half
-          // open until the handshake timeout.
-          for (const socket of this.connections) if (!this.delivered.has(socket)) socket.destroy();
+          this.edge.closeArriving();
         }, DRAIN_IDLE_MS);
         const deadline = setTimeout(() => this.onDrained?.(), this.gracefulTimeoutMs);
         this.onDrained = () => {

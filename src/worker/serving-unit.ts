@@ -46,6 +46,8 @@ export class ServingUnit {
   /** Behind the proxy even sync units keep connections alive: the proxy sends them one request at a time. */
   private readonly keepAlive: boolean;
   private readonly gate: ConnectionGate;
+  /** The HTTP edge connections come through; none behind forkgate's proxy, which applied it. */
+  private readonly edge: Edge | null;
   /** Kept-alive connections between requests, closed idle longest first for connections that wait. */
   private readonly idle: IdleConnections | null;
   private readonly retireAfter: number;
@@ -92,7 +94,8 @@ export class ServingUnit {
 
     server.keepAliveTimeout = settings.keepAlive * 1000;
     server.prependListener('request', (req, res) => this.onRequest(req, res));
-    const entry = options.internalHop ? new UnitSide(server, makesRequestIds(settings)) : new Edge(server, settings, options.logger);
+    this.edge = options.internalHop ? null : new Edge(server, settings, options.logger);
+    const entry = this.edge ?? new UnitSide(server, makesRequestIds(settings));
     const idle = this.idle;
     this.gate = new ConnectionGate(workerClass.connectionLimit, (socket) => entry.accept(socket), idle && (() => idle.closeIdleLongest()));
     if (idle) server.on('connection', (socket: Socket) => idle.track(socket));
@@ -114,14 +117,17 @@ export class ServingUnit {
    * No new requests on kept-alive connections; calls back once every connection has closed. A busy one
    * closes after its next response (`Connection: close`); an idle one once quiet for DRAIN_IDLE_MS (or
    * its keep-alive timeout, if shorter), as closing it at once races a request the client may be sending;
-   * one that has sent nothing yet after DRAIN_IDLE_MS.
+   * one that has sent nothing yet, or is still in its PROXY header or TLS handshake, after DRAIN_IDLE_MS.
    */
   drain(onDrained: () => void): void {
     this.draining = true;
     const quiet = Math.min(DRAIN_IDLE_MS, this.server.keepAliveTimeout);
     this.server.keepAliveTimeout = quiet;
     setTimeout(() => this.server.closeIdleConnections(), quiet).unref();
-    setTimeout(() => closeFreshConnections(this.server), DRAIN_IDLE_MS).unref();
+    setTimeout(() => {
+      closeFreshConnections(this.server);
+      this.edge?.closeArriving();
+    }, DRAIN_IDLE_MS).unref();
     this.gate.whenIdle(onDrained);
   }
 

@@ -200,3 +200,12 @@ export async function eventually<T>(probe: () => T | Promise<T>, what: string, t
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
+
+/** Rejects if the promise has not settled within ms. */
+export function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer!: NodeJS.Timeout;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
+}
