@@ -7,11 +7,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { eventually, FIXTURES, request, start } from './helpers/forkgate.ts';
-import { echoOf, exchange, ipv4Block, ipv6Block, proxyV2, statusOf } from './helpers/edge.ts';
+import { echoOf, exchange, ipv4Block, ipv6Block, proxyV2, statusOf, UUID } from './helpers/edge.ts';
 
 const ECHO = `${FIXTURES}edge-echo.cjs`;
 const ECHO_FETCH = `${FIXTURES}edge-echo-fetch.mjs`;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-edge-trust-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
 

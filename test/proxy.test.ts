@@ -9,12 +9,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { eventually, FIXTURES, request, start } from './helpers/forkgate.ts';
-import { echoOf, exchange, statusOf } from './helpers/edge.ts';
+import { echoOf, exchange, statusOf, UUID } from './helpers/edge.ts';
 
 const PROXY = `${FIXTURES}proxy.cjs`;
 const ECHO = `${FIXTURES}edge-echo.cjs`;
 const THREADS = `${FIXTURES}threads.cjs`;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-proxy-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
 

@@ -203,18 +203,15 @@ describe('the recommendation', () => {
     );
   });
 
+  /** The reasons for a CPU-bound app on MACHINE, with a load generator that took no CPU of its own. */
+  const explainCpuBound = (trials: Trial[], chosen: Trial | null) =>
+    explain({ profile: CPU_BOUND, machine: MACHINE, bottleneck: 'cpu', trials, recommendation: chosen, generator: { peakCpus: 0 } });
+
   test('the fastest, when it is also the choice, is set beside the next best and the largest', () => {
     const trials = [trial(config(1), 250, 140), trial(config(2), 480, 240), trial(config(1, 2), 490, 205), trial(config(5), 400, 500)];
     const chosen = recommend(trials, MACHINE);
     assert.equal(chosen, trials[2]);
-    const reasons = explain({
-      profile: CPU_BOUND,
-      machine: MACHINE,
-      bottleneck: 'cpu',
-      trials,
-      recommendation: chosen,
-      generator: { peakCpus: 0 },
-    });
+    const reasons = explainCpuBound(trials, chosen);
     assert.equal(
       reasons[1],
       '-w 1 --threads 2 serves 490 req/s (p99 10 ms) in 205 MiB, the most of the trials; -w 2 serves 480 req/s (p99 10 ms) in 240 MiB; -w 5 serves 400 req/s (p99 10 ms) in 500 MiB.',
@@ -226,14 +223,7 @@ describe('the recommendation', () => {
     assert.equal(latencyMeasurable(trials[1]!), false);
     const chosen = recommend(trials, MACHINE);
     assert.equal(chosen, trials[1]);
-    const reasons = explain({
-      profile: CPU_BOUND,
-      machine: MACHINE,
-      bottleneck: 'cpu',
-      trials,
-      recommendation: chosen,
-      generator: { peakCpus: 0 },
-    });
+    const reasons = explainCpuBound(trials, chosen);
     assert.equal(
       reasons[1],
       '-w 2 -k sync serves 480 req/s in 200 MiB, the most of the trials; -w 1 serves 250 req/s (p99 10 ms) in 140 MiB.',

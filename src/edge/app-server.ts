@@ -33,6 +33,17 @@ export function interceptRequests(
   } as AppServer['emit'];
 }
 
+/**
+ * What Node's http.Server keeps on a connection it serves: internal, but what its own
+ * closeIdleConnections() reads to tell an idle connection.
+ */
+export interface ServedSocket extends Socket {
+  /** The server's parser; null once the server has let go of the connection (upgrade, CONNECT). */
+  parser?: unknown;
+  /** The response being written; a pipelined request's response waits behind it. */
+  _httpMessage?: unknown;
+}
+
 /** Per server, each connection it serves with the bytes it had read when handed over (TLS: cleartext). */
 const handedOver = new WeakMap<AppServer, Map<Socket, number>>();
 
@@ -57,7 +68,7 @@ export function trackConnections(server: AppServer): void {
  */
 export function closeFreshConnections(server: AppServer): void {
   for (const [socket, bytesRead] of handedOver.get(server) ?? []) {
-    if (socket.bytesRead === bytesRead && !(socket as Socket & { _httpMessage?: unknown })._httpMessage) socket.destroy();
+    if (socket.bytesRead === bytesRead && !(socket as ServedSocket)._httpMessage) socket.destroy();
   }
 }
 

@@ -47,10 +47,9 @@ function good(status: number | null): boolean {
   return status !== null && status >= 200 && status < 400;
 }
 
-function table(trials: readonly Trial[], chosen: Trial | null): string {
-  const header = ['', 'CONFIG', 'UNITS', 'REQ/S', 'P50 MS', 'P99 MS', 'RSS MiB', 'CPU µs/REQ', 'FAILED', ''];
-  const rows = trials.map((trial) => [
-    trial === chosen ? '*' : '',
+/** A trial's configuration and figures, as both reports show them: config, units, req/s, p50, p99, RSS, CPU. */
+function measuredCells(trial: Trial): string[] {
+  return [
     describeConfig(trial),
     String(units(trial)),
     whole(trial.reqPerSec),
@@ -58,6 +57,14 @@ function table(trials: readonly Trial[], chosen: Trial | null): string {
     fixed(trial.p99Ms, 2),
     whole(trial.rssMiB),
     whole(trial.cpuUsPerReq),
+  ];
+}
+
+function table(trials: readonly Trial[], chosen: Trial | null): string {
+  const header = ['', 'CONFIG', 'UNITS', 'REQ/S', 'P50 MS', 'P99 MS', 'RSS MiB', 'CPU µs/REQ', 'FAILED', ''];
+  const rows = trials.map((trial) => [
+    trial === chosen ? '*' : '',
+    ...measuredCells(trial),
     trial.skipped === null ? String(trial.failures) : '',
     trial.skipped === null ? '' : `skipped: ${trial.skipped}`,
   ]);
@@ -229,16 +236,7 @@ export function renderHtml(result: TuneResult): string {
   ];
   const rows = result.trials
     .map((trial) => {
-      const cells = [
-        describeConfig(trial),
-        String(units(trial)),
-        whole(trial.reqPerSec),
-        fixed(trial.p50Ms, 2),
-        fixed(trial.p99Ms, 2),
-        whole(trial.rssMiB),
-        whole(trial.cpuUsPerReq),
-        trial.skipped === null ? String(trial.failures) : `skipped: ${trial.skipped}`,
-      ];
+      const cells = [...measuredCells(trial), trial.skipped === null ? String(trial.failures) : `skipped: ${trial.skipped}`];
       return `<tr${trial === result.recommendation ? ' class="chosen"' : ''}>${cells.map((cell) => `<td>${escapeHtml(cell)}</td>`).join('')}</tr>`;
     })
     .join('\n');

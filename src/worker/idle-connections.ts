@@ -1,16 +1,6 @@
 import type { Socket } from 'node:net';
+import type { ServedSocket } from '../edge/app-server.ts';
 import type { Logger } from '../log/logger.ts';
-
-/**
- * What Node's http.Server keeps on a connection it serves: internal, but what its own
- * closeIdleConnections() reads to tell an idle connection.
- */
-interface ServedSocket extends Socket {
-  /** The server's parser; null once the server has let go of the connection (upgrade, CONNECT). */
-  parser?: unknown;
-  /** The response being written; a pipelined request's response waits behind it. */
-  _httpMessage?: unknown;
-}
 
 /**
  * A unit's kept-alive connections in the order they went idle, closed idle-longest first to admit one

@@ -4,6 +4,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { join } from 'node:path';
 
+/** An X-Request-Id forkgate made: a version 4 UUID. */
+export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
 export interface Exchange {
   /** Everything the server wrote before the connection closed. */
   received: string;
