@@ -2,6 +2,8 @@
 // writes them. Requests read on time run at once; those read late are confirmed first and put aside if
 // a withdrawal follows them; one whose handler awaits is confirmed started.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
@@ -95,3 +97,23 @@ test('a withdrawal behind a request read on time is too late: the request runs',
   assert.deepEqual(await send(request('/now') + WITHDRAWAL, 2), ['200', '204']);
   assert.deepEqual(ran, ['/now 203.0.113.9 false']);
 });
+
+for (const route of ['/exit', '/throw']) {
+  test(`a handler that ends its unit (${route}) has its request confirmed before the unit's sockets close`, async () => {
+    const socketPath = join(scratch, `exiting${route.slice(1)}.sock`);
+    const unit = spawn(process.execPath, [join(import.meta.dirname, 'fixtures/exiting-unit.ts'), socketPath], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const exited = once(unit, 'exit');
+    await once(unit.stdout, 'data');
+    const socket = net.connect(socketPath);
+    let received = '';
+    socket.on('data', (chunk) => (received += chunk.toString('latin1')));
+    socket.on('error', () => {});
+    socket.write(request(route));
+    await once(socket, 'close');
+    await exited;
+    // The proxy takes back no request with any byte of its answer come: it fails, on this unit only.
+    assert.match(received, /^HTTP\/1\.1 102 Processing\r\n\r\n$/);
+  });
+}

@@ -23,6 +23,8 @@ export class UnitSide {
   private readonly lateRequests = new WeakMap<Socket, IncomingMessage>();
   /** Late requests the proxy took back. */
   private readonly withdrawn = new WeakSet<IncomingMessage>();
+  /** The response to the request whose handler is running now, read on time and so not yet confirmed. */
+  private running: ServerResponse | null = null;
 
   /** Configures the app's server; call before it is marked listening. */
   constructor(server: AppServer, requestIds: boolean) {
@@ -37,6 +39,12 @@ export class UnitSide {
         return true;
       },
     );
+    // A handler that ends the unit (process.exit, or a throw that crashes it) must not have its request
+    // taken back for another unit to run: the confirmation goes out before the unit's sockets close.
+    process.once('exit', () => {
+      const res = this.running;
+      if (res && !res.headersSent && !res.destroyed) res.writeProcessing();
+    });
   }
 
   /** Takes a connection from the proxy's pool into the app's server. */
@@ -59,7 +67,9 @@ export class UnitSide {
       return true;
     }
     this.prepare(req, res, client);
+    this.running = res;
     const handled = emit(event, req, res);
+    this.running = null; // not on a throw: the crash it leads to ends the unit with this request running
     confirmStarted(res);
     return handled;
   }
