@@ -286,3 +286,23 @@ for (const balance of ['round-robin', 'proxy']) {
     }
   });
 }
+
+for (const balance of ['round-robin', 'proxy']) {
+  test(`a client that half-closes in its TLS handshake has the connection closed, not held to --headers-timeout (${balance})`, {
+    skip,
+  }, async () => {
+    const forkgate = await start(['-w', '1', '--balance', balance, '--headers-timeout', '60', '-b', '127.0.0.1:0', ...tlsFlags(), ECHO]);
+    const { hostname, port } = new URL(forkgate.url);
+    const leaving = net.connect({ port: Number(port), host: hostname, allowHalfOpen: true });
+    leaving.on('error', () => {});
+    try {
+      await new Promise<void>((resolve) => leaving.once('connect', () => resolve()));
+      leaving.end(); // a FIN where the ClientHello was due; the read side stays open to see forkgate's
+      await within(10_000, 'forkgate to close the connection', new Promise((resolve) => leaving.once('end', resolve)));
+      assert.equal((await httpsGet(forkgate.url)).status, 200, 'the pool serves on');
+    } finally {
+      leaving.destroy();
+      await forkgate.stop();
+    }
+  });
+}

@@ -43,6 +43,8 @@ export class Edge {
   private readonly checkLimits: ReturnType<typeof requestLimitCheck>;
   /** Accepted connections still in their PROXY header or TLS handshake, not yet the app server's. */
   private readonly arriving = new Set<Socket>();
+  /** Connections in their TLS handshake that were half-open, as their TLS socket is to be once secure. */
+  private readonly halfOpenOnceSecure = new WeakSet<Socket>();
   /** One 'close' listener shared by every arriving connection (each its `this`). */
   private readonly forgetArriving: (this: Socket) => void;
   private readonly bodyLimit: number;
@@ -68,6 +70,7 @@ export class Edge {
       // A TLS socket reports the TCP peer. The client a PROXY header named is on the socket it wraps,
       // which Node keeps as _parent (internal, but there since 0.11, and the only way back to it).
       const wrapped = (socket as TLSSocket & { _parent: Socket })._parent;
+      socket.allowHalfOpen = this.halfOpenOnceSecure.has(wrapped);
       if (this.proxyProtocol !== 'off') presentPeer(socket, peerOf(wrapped));
       this.arriving.delete(wrapped);
       this.deliver(socket);
@@ -124,9 +127,12 @@ export class Edge {
   }
 
   private terminate(socket: Socket): void {
-    if (this.tls)
-      this.tls.emit('connection', socket); // 'secureConnection' delivers it once the handshake is done
-    else this.deliver(socket);
+    if (!this.tls) return this.deliver(socket);
+    // A TLS socket is half-open as the connection it wraps, but not in its handshake: there a client's
+    // FIN would leave the connection open until the handshake timeout.
+    if (socket.allowHalfOpen) this.halfOpenOnceSecure.add(socket);
+    socket.allowHalfOpen = false;
+    this.tls.emit('connection', socket); // 'secureConnection' delivers it once the handshake is done
   }
 
   /** Hands the connection, as the app will see it, to the app's server. */

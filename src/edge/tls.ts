@@ -19,8 +19,6 @@ export function createTlsTerminator(settings: TlsSettings): tls.Server | null {
     requestCert: settings.certReqs !== 'none',
     rejectUnauthorized: settings.certReqs === 'required',
     ALPNProtocols: ['http/1.1'],
-    // What the HTTP server decides on a client's half-close needs the TLS socket to stay writable.
-    allowHalfOpen: true,
     // A client that never finishes its handshake is a slowloris too.
     ...(settings.headersTimeout > 0 ? { handshakeTimeout: settings.headersTimeout * 1000 } : {}),
   });
