@@ -873,9 +873,14 @@ async function serveBaseline([mode, app, address, workers]: string[]): Promise<v
   if (onSocket) rmSync(address!, { force: true }); // left by an earlier server killed with the same port in its name
   http
     .createServer(listener)
-    .listen(onSocket ? { path: address } : { host: HOST, port: Number(address), reusePort: mode === 'reuseport' }, () => {
-      if (mode !== 'cluster') console.log('bench: ready');
-    });
+    .listen(
+      onSocket
+        ? { path: address, readableAll: true, writableAll: true }
+        : { host: HOST, port: Number(address), reusePort: mode === 'reuseport' },
+      () => {
+        if (mode !== 'cluster') console.log('bench: ready');
+      },
+    );
 }
 
 if (process.argv[2] === '--serve') await serveBaseline(process.argv.slice(3));

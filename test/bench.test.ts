@@ -126,7 +126,7 @@ function started(args: string[], cwd: string): { child: ChildProcess; output: ()
  * Which backends answered six requests sent one after another through the front `script args`, while the
  * other backend has a request in progress (held 3 s); and that backend's pid.
  */
-async function answeredWhileOneIsBusy(script: string, args: string[]): Promise<{ held: number; answered: number[] }> {
+async function answeredWhileOneIsBusy(script: string, args: string[]): Promise<{ held: number; answered: number[]; servingUser: string }> {
   const cwd = mkdtempSync(join(tmpdir(), 'forkgate-front-test-'));
   const processes: ChildProcess[] = [];
   try {
@@ -155,7 +155,7 @@ async function answeredWhileOneIsBusy(script: string, args: string[]): Promise<{
     for (let i = 0; i < 6; i++) answered.push(Number((await request(url)).headers['x-backend']));
     assert.ok(!holdDone, 'the held request ended before the six others did: the test proves nothing');
     await hold;
-    return { held: holding.child.pid!, answered };
+    return { held: holding.child.pid!, answered, servingUser: servingUser(front.child.pid!) };
   } finally {
     for (const child of processes) if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
     await Promise.all(
@@ -165,8 +165,19 @@ async function answeredWhileOneIsBusy(script: string, args: string[]): Promise<{
   }
 }
 
+/** Who the front's process that serves runs as: nginx's worker, or HAProxy itself (run as root, it drops to its user). */
+function servingUser(pid: number): string {
+  const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(' ').filter(Boolean);
+  const serving = children[0] ?? String(pid);
+  const uid = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${serving}/status`, 'utf8'))![1]!;
+  return spawnSync('id', ['-nu', uid], { encoding: 'utf8' }).stdout.trim();
+}
+
+const asRoot = process.getuid?.() === 0;
+
 test('HAProxy leastconn sends requests around a backend with one in progress', { skip: noHaproxy, timeout: 30_000 }, async () => {
-  const { held, answered } = await answeredWhileOneIsBusy('haproxy.mjs', []);
+  const { held, answered, servingUser } = await answeredWhileOneIsBusy('haproxy.mjs', []);
+  if (asRoot) assert.equal(servingUser, 'haproxy', 'run as root, HAProxy serves as its own user, as Debian runs it');
   assert.ok(
     answered.every((pid) => pid !== held),
     `${answered} (held: ${held})`,
@@ -178,6 +189,7 @@ test('nginx least_conn sends requests around a backend with one in progress; pla
   timeout: 30_000,
 }, async () => {
   const leastConn = await answeredWhileOneIsBusy('nginx.mjs', ['least_conn']);
+  if (asRoot) assert.equal(leastConn.servingUser, 'www-data', "run as root, nginx's worker serves as www-data, as Debian runs it");
   assert.ok(
     leastConn.answered.every((pid) => pid !== leastConn.held),
     `${leastConn.answered} (held: ${leastConn.held})`,

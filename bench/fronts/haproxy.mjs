@@ -8,7 +8,7 @@
 // This process writes HAProxy's configuration into a directory of its own in the working directory (the
 // bench's temporary one), prints "bench: ready" (the bench then waits until a request goes through) and
 // becomes HAProxy, in the foreground (-db): the process the bench started, measured and stops is HAProxy.
-import { existsSync, mkdtempSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, writeFileSync, writeSync } from 'node:fs';
 import { delimiter, join, resolve } from 'node:path';
 
 const [port, ...sockets] = process.argv.slice(2);
@@ -17,12 +17,17 @@ if (!/^\d+$/.test(port ?? '') || sockets.length === 0) {
   process.exit(2);
 }
 
+const asRoot = process.getuid?.() === 0;
 const directory = mkdtempSync(join(process.cwd(), 'haproxy-'));
+// Run as root, HAProxy drops to its own user, as Debian's configuration has it: it passes through the
+// bench's directory (mkdtemp makes it 0700) to the backends' sockets, which they make writable for all.
+if (asRoot) chmodSync(process.cwd(), 0o711);
 writeFileSync(
   `${directory}/haproxy.cfg`,
   `
 global
   nbthread 1
+  ${asRoot ? 'user haproxy\n  group haproxy' : ''}
 
 defaults
   mode http

@@ -8,7 +8,7 @@
 // This process writes nginx's configuration into a prefix of its own in the working directory (the bench's
 // temporary one), prints "bench: ready" (the bench then waits until a request goes through) and becomes
 // nginx, in the foreground: the process the bench started, measured and stops is nginx's master itself.
-import { existsSync, mkdtempSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, writeFileSync, writeSync } from 'node:fs';
 import { delimiter, join, resolve } from 'node:path';
 
 const leastConn = process.argv[2] === 'least_conn';
@@ -18,13 +18,16 @@ if (!/^\d+$/.test(port ?? '') || sockets.length === 0) {
   process.exit(2);
 }
 
+const asRoot = process.getuid?.() === 0;
 const prefix = mkdtempSync(join(process.cwd(), 'nginx-'));
+// Run as root, nginx runs its worker as www-data, as Debian's does: it passes through the bench's
+// directories (mkdtemp makes them 0700) to the backends' sockets, which they make writable for all.
+if (asRoot) for (const directory of [process.cwd(), prefix]) chmodSync(directory, 0o711);
 const temp = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((name) => `${name}_temp_path ${prefix}/${name};`);
 writeFileSync(
   `${prefix}/nginx.conf`,
   `
-# Run as root, nginx would start its worker as nobody, who cannot reach the sockets in the bench's directory.
-${process.getuid?.() === 0 ? 'user root;' : ''}
+${asRoot ? 'user www-data;' : ''}
 worker_processes 1;
 events { worker_connections 1024; }
 http {
