@@ -230,6 +230,8 @@ interface Row {
   vsCluster?: { reqPerSec: number; cpuUsPerReq: number };
   /** io only: req/s over connections / 20 ms. */
   littleFraction?: number;
+  /** A paced workload's wait between a response and the next request: its req/s is the load's, not the server's. */
+  paceMs?: number;
 }
 
 // wrk's done() hook prints the numbers as JSON: sturdier than parsing its human-readable report.
@@ -418,7 +420,7 @@ interface Timing {
 }
 
 async function measure(workload: Workload, config: ServerConfig, timing: Timing, context: RunContext): Promise<Row> {
-  const row: Row = { workload: workload.name, server: config.name, connections: workload.connections };
+  const row: Row = { workload: workload.name, server: config.name, connections: workload.connections, paceMs: workload.paceMs };
   if (config.requires && context.unavailable.has(config.requires)) return { ...row, skipped: `${config.requires} not available` };
   const port = await freePort();
   const server = new Server(config.commands(`${APPS}${workload.name}.mjs`, port), context.cwd, context.env);
