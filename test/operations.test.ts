@@ -1,6 +1,7 @@
 // Operations: max-requests recycling, hung-worker timeout, HUP reload, USR1 log reopening, access log.
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import * as http from 'node:http';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -115,6 +116,31 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
       for (const [pid, count] of late)
         assert.ok(count <= slack, `worker ${pid} served ${count} past its limit while another served: ${answeredBy.join(' ')}`);
     } finally {
+      await forkgate.stop();
+    }
+  });
+}
+
+for (const balance of ['round-robin', 'proxy']) {
+  test(`--max-requests closes a keep-alive connection at the limit: its next requests go to other workers (${balance})`, async () => {
+    const forkgate = await start(['-w', '4', '--balance', balance, '--max-requests', '5', '-b', '127.0.0.1:0', OPS]);
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      // One client on one keep-alive connection at a time, as curl with several URLs.
+      const answeredBy: string[] = [];
+      let closedAtLimit = 0;
+      for (let i = 0; i < 12; i++) {
+        const reply = await request(`${forkgate.url}/pid`, { agent });
+        assert.equal(reply.status, 200);
+        answeredBy.push(reply.body);
+        if (reply.headers.connection === 'close') closedAtLimit++;
+      }
+      const served = new Map<string, number>();
+      for (const pid of answeredBy) served.set(pid, (served.get(pid) ?? 0) + 1);
+      assert.ok(Math.max(...served.values()) <= 5, `a worker served past its limit of 5: ${answeredBy.join(' ')}`);
+      assert.ok(balance === 'proxy' || closedAtLimit >= 2, `expected Connection: close at each limit: ${answeredBy.join(' ')}`);
+    } finally {
+      agent.destroy();
       await forkgate.stop();
     }
   });

@@ -159,7 +159,9 @@ export class ServingUnit {
     this.requests++;
     this.inFlight++;
     this.recorder?.started(res);
-    if (!this.keepAlive || this.draining) res.shouldKeepAlive = false;
+    // At its --max-requests, a unit's keep-alive connections close after their current response: their
+    // clients' next requests go to a unit that may serve them.
+    if (!this.keepAlive || this.draining || this.requests >= this.retireAfter) res.shouldKeepAlive = false;
     const { hooks, workerInfo, logger } = this.options;
     if (!this.accessLog && !hooks.preRequest && !hooks.postRequest) {
       res.on('close', this.responseClosed); // a response closes once; one shared listener, nothing per request
