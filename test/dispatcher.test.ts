@@ -54,7 +54,7 @@ test('the least busy backend takes the request, wherever the rotation stands', (
     backends: [a, b],
   } = setup(2, 4);
   assert.deepEqual(names([ask(dispatcher), ask(dispatcher), ask(dispatcher)]), ['a', 'b', 'a']);
-  dispatcher.release(b!);
+  dispatcher.release(b!, false);
   assert.deepEqual(names([ask(dispatcher), ask(dispatcher)]), ['b', 'b'], 'b had none in flight, then one to the two of a');
   assert.deepEqual([a!.inFlight, b!.inFlight], [2, 2]);
 });
@@ -65,7 +65,7 @@ test('ties rotate: equally busy backends take turns', () => {
   for (let i = 0; i < 6; i++) {
     const granted = ask(dispatcher);
     order.push(granted.backend!.name);
-    dispatcher.release(granted.backend!);
+    dispatcher.release(granted.backend!, false);
   }
   assert.deepEqual(order, ['a', 'b', 'c', 'a', 'b', 'c']);
 });
@@ -79,7 +79,7 @@ test('a backend at capacity takes no more: the request waits for a slot', () => 
   assert.deepEqual(names(asks), ['a', 'a', null]);
   assert.equal(asks[2]!.refused, null, 'queued, not refused');
   assert.equal(dispatcher.load().queued, 1);
-  dispatcher.release(a!);
+  dispatcher.release(a!, false);
   assert.equal(asks[2]!.backend, a, 'the freed slot goes to the waiting request');
   dispatcher.setCapacity(a!, 3);
   assert.equal(ask(dispatcher).backend, a, 'more capacity is room at once');
@@ -134,6 +134,35 @@ test('when every backend with room is stuck, the one that progressed last takes 
   assert.deepEqual([a!.inFlight, b!.inFlight], [1, 3]);
 });
 
+test('a unit whose requests have all started (their handlers await) is busy, not stuck: long requests spread by fewest in flight', () => {
+  const { clock, dispatcher } = setup(4, 8);
+  // Eight long requests 50 ms apart, each confirmed started at once, as a handler awaiting a timer is.
+  const granted: string[] = [];
+  for (let i = 0; i < 8; i++) {
+    const { backend: unit } = ask(dispatcher);
+    dispatcher.started(unit!);
+    granted.push(unit!.name);
+    clock.advance(50);
+  }
+  assert.deepEqual([...granted].sort(), ['a', 'a', 'b', 'b', 'c', 'c', 'd', 'd'], granted.join(' '));
+});
+
+test('an open tunnel neither makes its unit stuck nor keeps the stuck check running', () => {
+  const {
+    clock,
+    dispatcher,
+    backends: [a, b],
+  } = setup(2, 8);
+  for (let i = 0; i < 3; i++) dispatcher.started(ask(dispatcher, { avoid: b }).backend!); // three tunnels on a, switched
+  const waiting = ask(dispatcher, { avoid: a }).backend!; // b's request, not started
+  clock.advance(1000);
+  assert.equal(ask(dispatcher).backend, a, 'b is stuck; a, with its tunnels only, moves, though it has more in flight');
+  dispatcher.release(waiting, false);
+  dispatcher.started(a!);
+  clock.advance(1000);
+  assert.equal(clock.pendingTimers(), 0, 'nothing waits to start: no stuck check runs while the tunnels stay open');
+});
+
 /**
  * a and b (ours, room for 4) have both answered once; then a holds two requests and stops making
  * progress while b moves. Returns the moment a counts as stuck at the latest check.
@@ -146,8 +175,8 @@ function stuckBesideMoving(options: { aOurs?: boolean; aAnswered?: boolean; bRoo
   const b = backend('b', bRoom ? 4 : 1);
   dispatcher.add(a);
   dispatcher.add(b);
-  if (aAnswered) dispatcher.release(ask(dispatcher, { avoid: b }).backend!);
-  dispatcher.release(ask(dispatcher, { avoid: a }).backend!);
+  if (aAnswered) dispatcher.release(ask(dispatcher, { avoid: b }).backend!, false);
+  dispatcher.release(ask(dispatcher, { avoid: a }).backend!, false);
   ask(dispatcher, { avoid: b });
   ask(dispatcher, { avoid: b });
   ask(dispatcher, { avoid: a });
@@ -192,7 +221,7 @@ test('take-back: not while no unit that moves has room for what would be taken b
   const { clock, dispatcher, a, b } = stuckBesideMoving({ bRoom: false });
   advanceWhileBMoves(clock, dispatcher, b, 4 * STUCK_MIN_MS);
   assert.deepEqual(a.takeBackAsked, []);
-  dispatcher.release(b);
+  dispatcher.release(b, false);
   advanceWhileBMoves(clock, dispatcher, b, STUCK_MIN_MS);
   assert.ok(a.takeBackAsked.length > 0, 'b has room again');
 });
@@ -247,9 +276,9 @@ test('the queue is first come, first served', () => {
   const busy = ask(dispatcher);
   const waiting = [ask(dispatcher), ask(dispatcher), ask(dispatcher)];
   waiting[1]!.cancel();
-  dispatcher.release(busy.backend!);
+  dispatcher.release(busy.backend!, false);
   assert.deepEqual(names(waiting), ['a', null, null]);
-  dispatcher.release(a!);
+  dispatcher.release(a!, false);
   assert.deepEqual(names(waiting), ['a', null, 'a'], 'the one that left is skipped');
   assert.equal(waiting[1]!.refused, null);
 });

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { markListening } from '../src/edge/app-server.ts';
-import { PEER_HEADER, WITHDRAWAL } from '../src/hop/protocol.ts';
+import { AWAITING_HEADER, PEER_HEADER, WITHDRAWAL } from '../src/hop/protocol.ts';
 import { UnitSide } from '../src/hop/unit-side.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-unit-side-'));
@@ -45,7 +45,12 @@ const request = (target: string, sentAt = ON_TIME(), lateMark = 2) =>
   `GET ${target} HTTP/1.1\r\nHost: x\r\n${PEER_HEADER}: ${sentAt} ${lateMark} IPv4 203.0.113.9 4000\r\n\r\n`;
 
 /** Writes the requests at once on a new connection; resolves with the status lines once `finals` final responses have come. */
-function send(payload: string, finals: number): Promise<string[]> {
+async function send(payload: string, finals: number): Promise<string[]> {
+  return [...(await sendRaw(payload, finals)).matchAll(/HTTP\/1\.1 (\d{3}) /g)].map(([, status]) => status!);
+}
+
+/** The same, resolving with the answers as they came. */
+function sendRaw(payload: string, finals: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(path);
     let received = '';
@@ -56,7 +61,7 @@ function send(payload: string, finals: number): Promise<string[]> {
       if (statuses.filter((status) => !status.startsWith('1')).length < finals) return;
       clearTimeout(timer);
       socket.destroy();
-      resolve(statuses);
+      resolve(received);
     });
     socket.write(payload);
   });
@@ -72,6 +77,13 @@ test('a request whose handler awaits is confirmed started with a 102', async () 
   ran.length = 0;
   assert.deepEqual(await send(request('/await'), 1), ['102', '200']);
   assert.deepEqual(ran, ['/await 203.0.113.9 false']);
+});
+
+test('only a handler that awaits is confirmed as awaiting: a request read late is confirmed plainly first', async () => {
+  const awaiting = `HTTP/1.1 102 Processing\r\n${AWAITING_HEADER}: 1\r\n\r\n`;
+  assert.ok((await sendRaw(request('/await'), 1)).startsWith(`${awaiting}HTTP/1.1 200 `));
+  assert.ok((await sendRaw(request('/await', LATE()), 1)).startsWith(`HTTP/1.1 102 Processing\r\n\r\n${awaiting}HTTP/1.1 200 `));
+  assert.ok((await sendRaw(request('/now', LATE()), 1)).startsWith('HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 200 '));
 });
 
 test('a request read late is confirmed at once, then runs', async () => {

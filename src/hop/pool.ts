@@ -7,7 +7,7 @@
  */
 import * as net from 'node:net';
 import { HopClosedError, HopParseError } from '../errors.ts';
-import { WITHDRAWAL } from './protocol.ts';
+import { AWAITING_HEADER, WITHDRAWAL } from './protocol.ts';
 
 /** Largest response head accepted (status line and header fields). */
 const MAX_HEAD_BYTES = 64 * 1024;
@@ -40,8 +40,11 @@ export interface ResponseHead {
 export type BodyMode = 'decoded' | 'as-sent';
 
 export interface HopHandler {
-  /** An interim 1xx came (other than 101): the backend has the request in hand. */
-  onInterim?(): void;
+  /**
+   * An interim 1xx came (other than 101): the backend has the request in hand; `awaiting`: a unit of
+   * forkgate's says its handler returned without answering (AWAITING_HEADER).
+   */
+  onInterim?(awaiting: boolean): void;
   /**
    * The unit is stuck and nothing of the response has come for `ageMs`: take the request back and send
    * it elsewhere, if it may go. Returns whether it did.
@@ -529,7 +532,7 @@ class HopConnection {
     }
     if (statusCode >= 100 && statusCode < 200) {
       // Interim (100 Continue, 102 Processing, 103 Early Hints): the final response follows.
-      this.handler!.onInterim?.();
+      this.handler!.onInterim?.(rawHeaders.some((name, i) => i % 2 === 0 && name.toLowerCase() === AWAITING_HEADER));
       return;
     }
     if (transferEncoded && contentLength !== null) {

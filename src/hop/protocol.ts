@@ -20,6 +20,13 @@ export function lateMark(stuckMs: number): number {
   return Math.floor(stuckMs / 2);
 }
 
+/**
+ * The unit's confirmation that a request's handler returned without answering: it awaits something, and
+ * the unit's event loop is free. A plain 102 says only that the unit has the request in hand.
+ */
+export const AWAITING_HEADER = 'x-forkgate-awaiting';
+export const AWAITING = `HTTP/1.1 102 Processing\r\n${AWAITING_HEADER}: 1\r\n\r\n`;
+
 export const WITHDRAWAL_HEADER = 'x-forkgate-withdrawal';
 /** Takes back the request before it on the connection, if the unit has not started it. */
 export const WITHDRAWAL = `OPTIONS * HTTP/1.1\r\nHost: forkgate\r\n${WITHDRAWAL_HEADER}: previous\r\n\r\n`;

@@ -10,7 +10,7 @@ import { interceptRequests, type AppServer, type EmitRequest } from '../edge/app
 import { configureParser } from '../edge/limits.ts';
 import { prepareForwardingHeaders, prepareRequestHeaders } from '../edge/request-headers.ts';
 import { presentClient } from './client-socket.ts';
-import { decodeClient, PEER_HEADER, WITHDRAWAL_HEADER, type HopClient } from './protocol.ts';
+import { AWAITING, decodeClient, PEER_HEADER, WITHDRAWAL_HEADER, type HopClient } from './protocol.ts';
 
 /** The front enforced the limits; the unit's parser takes whatever it passed on. */
 const NO_LIMITS = { limitRequestLine: 0, limitRequestFields: 0, limitRequestFieldSize: 0, limitRequestBody: 0, headersTimeout: 0 };
@@ -90,6 +90,7 @@ export class UnitSide {
     }
     this.prepare(req, res, client);
     emitRequest();
+    confirmStarted(res);
   }
 
   /** Presents the request's client and applies the forwarding headers, and echoes the front's X-Request-Id. */
@@ -107,13 +108,20 @@ function clientOf(req: IncomingMessage): HopClient | null {
 }
 
 /**
- * A request whose handler returned without answering (it awaits something) is confirmed started, so the
- * proxy never takes it back. After the promise job the handler queued first (one awaiting something
- * settled has answered by then), and before anything else the unit does.
+ * A request whose handler returned without answering (it awaits something) is confirmed awaiting: the
+ * proxy never takes it back, and counts it as started, not as holding the unit. After the promise job
+ * the handler queued first (one awaiting something settled has answered by then), and before anything
+ * else the unit does.
  */
 function confirmStarted(res: ServerResponse): void {
   if (res.writableEnded) return;
   queueMicrotask(() => {
-    if (!res.headersSent && !res.writableEnded && !res.destroyed) res.writeProcessing();
+    // writeProcessing's own path, which writes no header: straight on the socket, or after the head.
+    if (!res.headersSent && !res.writableEnded && !res.destroyed) (res as RawWriter)._writeRaw(AWAITING, 'latin1');
   });
+}
+
+/** ServerResponse's raw write, behind writeProcessing() and writeContinue(). */
+interface RawWriter extends ServerResponse {
+  _writeRaw(data: string, encoding: BufferEncoding): boolean;
 }

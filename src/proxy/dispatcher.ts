@@ -21,7 +21,12 @@ export interface Backend {
   /** A unit of forkgate's, which may have requests taken back (an --upstream server may not). */
   readonly ours: boolean;
   inFlight: number;
-  /** When it last showed progress, or became busy. */
+  /**
+   * Of those, requests it has shown no sign of having started (no interim answer, no response head):
+   * only these can wait behind something long. One whose handler awaits, and an open tunnel, cannot.
+   */
+  unstarted: number;
+  /** When it last showed progress, or got a request to start while it had none. */
   lastProgressAt: number;
   /** It has answered a request: a unit just started is slow at first, not stuck. */
   answered: boolean;
@@ -31,7 +36,18 @@ export interface Backend {
 
 /** A backend as it enters rotation: nothing in flight, nothing answered yet. */
 export function newBackend(name: string, target: HopTarget, capacity: number, ours: boolean): Backend {
-  return { name, target, pool: new HopPool(target), capacity, ours, inFlight: 0, lastProgressAt: 0, answered: false, takenBack: 0 };
+  return {
+    name,
+    target,
+    pool: new HopPool(target),
+    capacity,
+    ours,
+    inFlight: 0,
+    unstarted: 0,
+    lastProgressAt: 0,
+    answered: false,
+    takenBack: 0,
+  };
 }
 
 /** A backend in rotation, as /status shows it. */
@@ -137,14 +153,22 @@ export class Dispatcher {
     };
   }
 
-  /** The backend started answering a request, or confirmed it started one: progress without a release. */
+  /** The backend's first sign of a request: it confirmed it started it, or began answering it. */
+  started(backend: Backend): void {
+    this.noteProgress(backend);
+    backend.unstarted--;
+  }
+
+  /** A later sign of progress on a request it has started. */
   progress(backend: Backend): void {
     this.noteProgress(backend);
   }
 
-  release(backend: Backend): void {
+  /** The request is over; `started`: the backend had shown a sign of it (started was called). */
+  release(backend: Backend, started: boolean): void {
     this.noteProgress(backend);
     backend.inFlight--;
+    if (!started) backend.unstarted--;
     backend.answered = true;
     this.serveQueue();
   }
@@ -152,6 +176,7 @@ export class Dispatcher {
   /** A request taken back from the backend: its slot is free, but the backend made no progress. */
   releaseTakenBack(backend: Backend): void {
     backend.inFlight--;
+    backend.unstarted--;
     backend.takenBack++;
     countTakenBack();
   }
@@ -181,7 +206,7 @@ export class Dispatcher {
           if (backend.ours && backend.answered && isStuck(backend, now, stuckMs)) backend.pool.takeBackWaiting(now, stuckMs);
         }
       }
-      if (!this.closed && this.backends.some((backend) => backend.ours && backend.inFlight > 0)) {
+      if (!this.closed && this.backends.some((backend) => backend.ours && backend.unstarted > 0)) {
         this.stuckCheck = this.clock.setTimeout(() => this.checkStuck(), stuckMs / 2);
       }
     });
@@ -189,13 +214,14 @@ export class Dispatcher {
 
   private noteProgress(backend: Backend): void {
     const now = this.clock.now();
-    if (backend.inFlight > 0) this.stuck.record(now - backend.lastProgressAt);
+    if (backend.unstarted > 0) this.stuck.record(now - backend.lastProgressAt);
     backend.lastProgressAt = now;
   }
 
   private take(backend: Backend): void {
-    if (backend.inFlight === 0) backend.lastProgressAt = this.clock.now();
+    if (backend.unstarted === 0) backend.lastProgressAt = this.clock.now();
     backend.inFlight++;
+    backend.unstarted++;
     if (backend.ours) this.stuckCheck ??= this.clock.setTimeout(() => this.checkStuck(), this.stuck.ms);
   }
 
@@ -246,7 +272,7 @@ export class Dispatcher {
 }
 
 function isStuck(backend: Backend, now: number, stuckMs: number): boolean {
-  return backend.inFlight > 0 && now - backend.lastProgressAt > stuckMs;
+  return backend.unstarted > 0 && now - backend.lastProgressAt > stuckMs;
 }
 
 /** Whether a ranks before b, both making progress or both stuck. */

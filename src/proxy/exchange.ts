@@ -155,7 +155,7 @@ export class Exchange {
 
   private send(backend: Backend): void {
     const { req, context } = this;
-    if (this.clientGone) return context.dispatcher.release(backend);
+    if (this.clientGone) return context.dispatcher.release(backend, false);
     const streamed = !this.bodyComplete;
     // A body read in full goes with its length; one that streams keeps the client's length, or is chunked.
     const body = streamed || this.chunks.length === 0 ? null : this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
@@ -174,7 +174,7 @@ export class Exchange {
   release(attempt: Attempt, takenBack: boolean): void {
     if (this.attempt === attempt) this.attempt = null;
     if (takenBack) this.context.dispatcher.releaseTakenBack(attempt.backend);
-    else this.context.dispatcher.release(attempt.backend);
+    else this.context.dispatcher.release(attempt.backend, attempt.started);
   }
 
   /** The unit has not started the request: it goes to another, once, if repeating it is safe. */
@@ -333,6 +333,8 @@ class Attempt implements HopHandler {
   upstream: HopRequest | null = null;
   private readonly exchange: Exchange;
   private released = false;
+  /** The unit has shown a sign of the request: an interim answer or the response head. */
+  started = false;
   /** The response's body has begun: its head went out with the first chunk. */
   private bodyStarted = false;
 
@@ -349,8 +351,10 @@ class Attempt implements HopHandler {
     this.exchange.release(this, takenBack);
   }
 
-  onInterim(): void {
-    this.exchange.context.dispatcher.progress(this.backend);
+  /** A unit confirmed it has the request in hand: progress, but the request holds the unit until it awaits or answers. */
+  onInterim(awaiting: boolean): void {
+    if (awaiting) this.signOfProgress();
+    else this.exchange.context.dispatcher.progress(this.backend);
   }
 
   takeBack(ageMs: number): boolean {
@@ -358,7 +362,7 @@ class Attempt implements HopHandler {
   }
 
   onHead(head: ResponseHead): BodyMode {
-    this.exchange.context.dispatcher.progress(this.backend);
+    this.signOfProgress();
     return this.exchange.relayHead(head, this);
   }
 
@@ -378,6 +382,13 @@ class Attempt implements HopHandler {
   onError(error: Error, failure: HopFailure): void {
     this.release(false);
     this.exchange.failed(this, error, failure);
+  }
+
+  private signOfProgress(): void {
+    const { dispatcher } = this.exchange.context;
+    if (this.started) return dispatcher.progress(this.backend);
+    this.started = true;
+    dispatcher.started(this.backend);
   }
 }
 

@@ -142,11 +142,23 @@ export class FrontProxy {
 
   private tunnel(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
     const cancel = this.dispatcher.acquire(
-      (backend) =>
-        openTunnel(backend, req, socket, head, (error) => {
-          this.dispatcher.release(backend);
-          if (error) this.logger.debug(`proxy: upgrade ${req.url} to ${backend.name} ended: ${error.message}`);
-        }),
+      (backend) => {
+        let started = false;
+        openTunnel(
+          backend,
+          req,
+          socket,
+          head,
+          () => {
+            started = true;
+            this.dispatcher.started(backend);
+          },
+          (error) => {
+            this.dispatcher.release(backend, started);
+            if (error) this.logger.debug(`proxy: upgrade ${req.url} to ${backend.name} ended: ${error.message}`);
+          },
+        );
+      },
       (reason) => {
         socket.end(`HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
         this.logger.warning(`proxy: upgrade ${req.url} answered 503: ${reason}`);

@@ -14,12 +14,16 @@ const ONLY_OURS = new Set([PEER_HEADER]);
 /** A declined upgrade's answer is relayed close-delimited: these framing headers no longer apply. */
 const REFRAMED = new Set(['connection', 'keep-alive', 'content-length', 'transfer-encoding']);
 
-/** Calls onEnd once, when the tunnel is closed (or could not be opened, or the upgrade was declined). */
+/**
+ * Calls onStarted when the unit answers (it switched, or declined), and onEnd once, when the tunnel is
+ * closed (or could not be opened, or the upgrade was declined).
+ */
 export function openTunnel(
   backend: Backend,
   req: IncomingMessage,
   client: net.Socket,
   head: Buffer,
+  onStarted: () => void,
   onEnd: (error: Error | null) => void,
 ): void {
   const headers = forwardedHeaders(req.rawHeaders, ONLY_OURS);
@@ -38,6 +42,7 @@ export function openTunnel(
   client.pause(); // nothing from the client reaches the unit before it has agreed to switch
   const upstream = backend.pool.request(text, null, true, {
     onUpgrade: (response, socket, rest) => {
+      onStarted();
       client.write(responseHead(response, new Set()));
       if (rest.length > 0) client.write(rest);
       if (head.length > 0) socket.write(head);
@@ -53,6 +58,7 @@ export function openTunnel(
       client.resume();
     },
     onHead: (response) => {
+      onStarted();
       client.write(responseHead(response, REFRAMED));
       return 'decoded';
     },

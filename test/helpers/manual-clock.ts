@@ -29,6 +29,11 @@ export class ManualClock implements Clock {
     this.timers = this.timers.filter((timer) => timer !== timeout);
   }
 
+  /** Timers set and not yet run nor cleared. */
+  pendingTimers(): number {
+    return this.timers.length;
+  }
+
   setImmediate(callback: () => void): void {
     this.immediates.push(callback);
   }
