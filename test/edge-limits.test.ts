@@ -64,6 +64,9 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
       assert.equal(await status('POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'), 400);
       assert.equal(await status(get('/', 'host: b\r\nUpgrade: echo\r\nConnection: Upgrade\r\n')), 400);
       assert.equal(await status('CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n'), 405);
+      // HTTP/1.x only, as Gunicorn: an HTTP/2.0 or HTTP/0.9 request line is a 400.
+      assert.equal(await status('GET / HTTP/2.0\r\nHost: x\r\n\r\n'), 400);
+      assert.equal(await status('GET /\r\n\r\n'), 400);
       // An upgrade request is held to the same limits.
       const upgrade = 'Upgrade: echo\r\nConnection: Upgrade\r\n';
       assert.equal(await status(get('/', upgrade)), 101);

@@ -207,6 +207,9 @@ export class Edge {
  * refuses a missing one itself), and Transfer-Encoding in an HTTP/1.0 request (§6.1), as nginx does.
  */
 function framingProblem(req: IncomingMessage): Rejection | null {
+  // Node's parser takes HTTP/2.0 and HTTP/0.9 request lines too; this server speaks HTTP/1.x only, and a
+  // request line of another version is malformed here, as in Gunicorn.
+  if (req.httpVersionMajor !== 1) return { status: 400, reason: `HTTP/${req.httpVersion} request line: HTTP/1.x only` };
   if (req.httpVersionMinor === 0 && req.headers['transfer-encoding'] !== undefined) {
     return { status: 400, reason: 'Transfer-Encoding in an HTTP/1.0 request' };
   }
