@@ -9,7 +9,7 @@ import { formatUpstream, type Settings } from './config/settings.ts';
 import { workerEnvironment } from './config/env-file.ts';
 import { resolveSettings, type SettingSources } from './config/load.ts';
 import { renderHelp, renderPrintConfig } from './config/help.ts';
-import { checkCertificates } from './edge/tls.ts';
+import { readCertificates, type Certificates } from './edge/tls.ts';
 import { ExitCode, ForkgateError, SettingError, UsageError } from './errors.ts';
 import { Logger } from './log/logger.ts';
 import { Arbiter } from './master/arbiter.ts';
@@ -63,7 +63,7 @@ async function main(argv: string[], command: CommandName | null): Promise<number
   }
   const notAnApp = settings.app ? commandWordProblem(settings.app, process.cwd()) : null;
   if (notAnApp) throw new UsageError(notAnApp);
-  checkCertificates(settings); // relative to --chdir, as the workers read them
+  const certificates = readCertificates(settings); // after --chdir (relative paths are its), before anything listens
   const workerEnv = workerEnvironment(settings.envFile, sources.env);
   let logger: Logger;
   try {
@@ -71,15 +71,15 @@ async function main(argv: string[], command: CommandName | null): Promise<number
   } catch (error) {
     throw new SettingError(`--error-logfile: cannot open ${settings.errorLogfile}: ${(error as Error).message}`);
   }
-  if (settings.checkConfig) return checkConfig(settings, workerEnv, logger);
-  const code = await new Arbiter(resolved, sources, workerEnv, logger).run();
+  if (settings.checkConfig) return checkConfig(settings, certificates, workerEnv, logger);
+  const code = await new Arbiter(resolved, sources, certificates, workerEnv, logger).run();
   logger.close();
   return code;
 }
 
-async function checkConfig(settings: Settings, env: NodeJS.ProcessEnv, logger: Logger): Promise<number> {
+async function checkConfig(settings: Settings, certificates: Certificates | null, env: NodeJS.ProcessEnv, logger: Logger): Promise<number> {
   if (!settings.app) return print(`Config OK: fronting ${settings.upstream.map(formatUpstream).join(', ')}\n`);
-  const boot = await checkBoot(settings, env, prepareWorkerIdentity(settings));
+  const boot = await checkBoot(settings, certificates, env, prepareWorkerIdentity(settings));
   if ('shape' in boot) return print(`Config OK: ${settings.app} loads as a ${boot.shape} app\n`);
   logger.error(`Config check failed: ${settings.app} does not load:${boot.failure}`);
   return ExitCode.runtimeFailure;

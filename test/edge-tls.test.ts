@@ -2,7 +2,7 @@
 // behind a PROXY header, and client certificates (mutual TLS). The certificates are made for each run with openssl.
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import * as tls from 'node:tls';
 import { after, describe, test } from 'node:test';
 import { eventually, FIXTURES, Forkgate, request, start, within } from './helpers/forkgate.ts';
 import { makeCertificates, type Echo } from './helpers/edge.ts';
+import { install } from './helpers/install.ts';
 
 const ECHO = `${FIXTURES}edge-echo.cjs`;
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-edge-tls-'));
@@ -252,6 +253,84 @@ for (const balance of ['round-robin', 'proxy']) {
     }
   });
 }
+
+for (const mode of [
+  ['--balance', 'round-robin'],
+  ['--balance', 'reuseport'],
+  ['--threads', '2'],
+]) {
+  test(`a replaced worker serves the certificate the master read, whatever is on disk now (${mode.join(' ')})`, { skip }, async () => {
+    const live = mkdtempSync(join(scratch, 'live-'));
+    const [cert, key] = [join(live, 'cert.pem'), join(live, 'key.pem')];
+    copyFileSync(certs.files.serverCert, cert);
+    copyFileSync(certs.files.serverKey, key);
+    const forkgate = await start([
+      '-w',
+      '1',
+      ...mode,
+      '--log-level',
+      'debug',
+      '-b',
+      '127.0.0.1:0',
+      '--certfile',
+      cert,
+      '--keyfile',
+      key,
+      ECHO,
+    ]);
+    try {
+      const served = await servedFingerprint(forkgate.url);
+      assert.equal(served, new X509Certificate(readFileSync(certs.files.serverCert)).fingerprint256);
+      writeFileSync(cert, 'truncated by a renewal gone wrong\n');
+      rmSync(key);
+      const [doomed] = forkgate.workerPids();
+      process.kill(doomed!, 'SIGKILL');
+      await eventually(
+        () => forkgate.count(/Worker \(pid:\d+\) ready/) === 2 || forkgate.count(/Worker failed to boot/) > 0,
+        'the replacement to boot',
+        20_000,
+      );
+      assert.doesNotMatch(forkgate.output, /Worker failed to boot/);
+      assert.equal(await servedFingerprint(forkgate.url), served);
+      assert.equal((await httpsGet(forkgate.url)).status, 200);
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}
+
+test('--user: a key file only root may read serves, as the master reads it', {
+  skip: skip || (process.getuid?.() !== 0 && 'needs root'),
+}, async () => {
+  const installed = install(['edge-echo.cjs']);
+  const key = join(scratch, 'root-only.key');
+  copyFileSync(certs.files.serverKey, key);
+  chmodSync(key, 0o600);
+  const forkgate = await start(
+    [
+      '-w',
+      '1',
+      '--user',
+      'nobody',
+      '-b',
+      '127.0.0.1:0',
+      '--certfile',
+      certs.files.serverCert,
+      '--keyfile',
+      key,
+      installed.app('edge-echo.cjs'),
+    ],
+    { command: installed.command, cwd: installed.dir },
+  );
+  try {
+    const [worker] = forkgate.workerPids();
+    assert.match(readFileSync(`/proc/${worker}/status`, 'utf8'), /^Uid:\t65534\t/m, 'the worker runs as nobody');
+    assert.equal((await httpsGet(forkgate.url)).status, 200);
+  } finally {
+    await forkgate.stop();
+    installed.remove();
+  }
+});
 
 test('HUP with --balance proxy that turns TLS on: named in the log as taking a restart; plain HTTP serves on', { skip }, async () => {
   const config = join(scratch, 'tls-toggle.json');

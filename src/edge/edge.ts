@@ -15,7 +15,7 @@ import { configureParser, limitChunkedBody, requestLimitCheck, type LimitSetting
 import type { ProxiedPeer } from './proxy-protocol.ts';
 import { readProxyHeader } from './read-proxy-header.ts';
 import { makesRequestIds, prepareForwardingHeaders, prepareRequestHeaders, type RequestIdSettings } from './request-headers.ts';
-import { createTlsTerminator, secureContextOptions, type TlsSettings } from './tls.ts';
+import { createTlsTerminator, secureContextOptions, type Certificates, type TlsSettings } from './tls.ts';
 
 export type EdgeSettings = LimitSettings &
   TlsSettings &
@@ -49,8 +49,17 @@ export class Edge {
   private readonly forgetArriving: (this: Socket) => void;
   private readonly bodyLimit: number;
 
-  /** Configures the server (the app's, or the proxy's in the master); call before it is marked listening. */
-  constructor(server: AppServer, settings: EdgeSettings, logger: Logger, { echoRequestId = true }: EdgeOptions = {}) {
+  /**
+   * Configures the server (the app's, or the proxy's in the master); call before it is marked listening.
+   * With certificates (the master's, never read here) it terminates TLS.
+   */
+  constructor(
+    server: AppServer,
+    settings: EdgeSettings,
+    certificates: Certificates | null,
+    logger: Logger,
+    { echoRequestId = true }: EdgeOptions = {},
+  ) {
     this.server = server;
     const arriving = this.arriving;
     this.forgetArriving = function (this: Socket) {
@@ -65,7 +74,7 @@ export class Edge {
     this.forwardingTrusted = settings.forwardedAllowIps.includes('*') ? null : compileAddressMatcher(settings.forwardedAllowIps);
     this.checkLimits = requestLimitCheck(settings);
     this.bodyLimit = settings.limitRequestBody;
-    this.tls = createTlsTerminator(settings);
+    this.tls = createTlsTerminator(settings, certificates);
     this.tls?.on('secureConnection', (socket: TLSSocket) => {
       // A TLS socket reports the TCP peer. The client a PROXY header named is on the socket it wraps,
       // which Node keeps as _parent (internal, but there since 0.11, and the only way back to it).
@@ -88,14 +97,9 @@ export class Edge {
     server.on('connect', (req: IncomingMessage, socket: Socket) => this.refuseConnect(req, socket));
   }
 
-  /** Reads the certificate files anew (HUP) for the handshakes to come; an unreadable file keeps the old ones. */
-  reloadCertificates(settings: TlsSettings): void {
-    if (!this.tls || !settings.certfile) return;
-    try {
-      this.tls.setSecureContext(secureContextOptions(settings));
-    } catch (error) {
-      this.logger.error(`Keeping the current certificate: ${(error as Error).message}`);
-    }
+  /** HUP: the certificates the master read anew serve the handshakes to come. */
+  renewCertificates(certificates: Certificates | null): void {
+    if (this.tls && certificates) this.tls.setSecureContext(secureContextOptions(certificates));
   }
 
   /** Takes a new connection through the PROXY header and TLS (as configured) into the app's server. */

@@ -1,7 +1,8 @@
 /**
  * TLS termination in the worker (--certfile, --keyfile, --ca-certs, --cert-reqs). A tls.Server that
  * never listens does the server side of every handshake: Node's own handshake timeout, client
- * certificate checks and error handling, applied to the sockets forkgate feeds it.
+ * certificate checks and error handling, applied to the sockets forkgate feeds it. Only the master
+ * reads the files (readCertificates).
  */
 import { X509Certificate } from 'node:crypto';
 import * as tls from 'node:tls';
@@ -11,11 +12,22 @@ import { SettingError } from '../errors.ts';
 
 export type TlsSettings = Pick<Settings, 'certfile' | 'keyfile' | 'caCerts' | 'certReqs' | 'headersTimeout'>;
 
-/** Null without --certfile. The files are read here, at worker boot: a HUP's new workers read them anew. */
-export function createTlsTerminator(settings: TlsSettings): tls.Server | null {
-  if (!settings.certfile) return null;
+/**
+ * The PEM contents of the certificate files, as the master read and checked them at start or on the
+ * last HUP that could serve. Workers are given these and never read the files: a replaced worker
+ * serves what the master kept, and a key only root may read serves under --user, as with nginx.
+ */
+export interface Certificates {
+  readonly cert: string;
+  readonly key: string;
+  readonly ca: string | null;
+}
+
+/** Null without certificates (no --certfile). */
+export function createTlsTerminator(settings: TlsSettings, certificates: Certificates | null): tls.Server | null {
+  if (!certificates) return null;
   return new tls.Server({
-    ...secureContextOptions(settings),
+    ...secureContextOptions(certificates),
     requestCert: settings.certReqs !== 'none',
     rejectUnauthorized: settings.certReqs === 'required',
     ALPNProtocols: ['http/1.1'],
@@ -24,21 +36,22 @@ export function createTlsTerminator(settings: TlsSettings): tls.Server | null {
   });
 }
 
-/** Reads and checks the certificate files now (at start, on HUP), before anything depends on them. */
-export function checkCertificates(settings: TlsSettings): void {
-  if (settings.certfile) secureContextOptions(settings);
+export function secureContextOptions({ cert, key, ca }: Certificates): tls.SecureContextOptions {
+  return ca === null ? { cert, key } : { cert, key, ca };
 }
 
 /**
- * The certificate, key and CA files' contents, read now and checked to make a secure context: a file
- * that cannot serve is a SettingError naming the setting, the file and what is wrong with it.
+ * Reads the certificate, key and CA files now (at start, on HUP) and checks that they make a secure
+ * context; null without --certfile. A file that cannot serve is a SettingError naming the setting,
+ * the file and what is wrong with it.
  */
-export function secureContextOptions(settings: TlsSettings): tls.SecureContextOptions {
-  const certfile = settings.certfile!;
-  const cert = readSettingFile('certfile', certfile);
+export function readCertificates(settings: TlsSettings): Certificates | null {
+  const certfile = settings.certfile;
+  if (!certfile) return null;
+  const cert = readPem('certfile', certfile);
   check(() => tls.createSecureContext({ cert }), `--certfile ${certfile}: no PEM certificate in it`);
   // Like Python's load_cert_chain, a certfile may carry the key too.
-  const key = settings.keyfile ? readSettingFile('keyfile', settings.keyfile) : cert;
+  const key = settings.keyfile ? readPem('keyfile', settings.keyfile) : cert;
   check(
     () => tls.createSecureContext({ key }),
     settings.keyfile
@@ -51,11 +64,16 @@ export function secureContextOptions(settings: TlsSettings): tls.SecureContextOp
       ? `--keyfile ${settings.keyfile}: not the private key of the certificate in --certfile ${certfile}`
       : `--certfile ${certfile}: its private key is not its certificate's`,
   );
-  if (!settings.caCerts) return { cert, key };
-  const ca = readSettingFile('ca-certs', settings.caCerts);
+  if (!settings.caCerts) return { cert, key, ca: null };
+  const ca = readPem('ca-certs', settings.caCerts);
   // A secure context ignores a CA file without a certificate; every client certificate would then fail.
   check(() => new X509Certificate(ca), `--ca-certs ${settings.caCerts}: no PEM certificate in it`);
   return { cert, key, ca };
+}
+
+/** As text, the form that travels to the workers over IPC; checked in that form too. */
+function readPem(setting: string, path: string): string {
+  return readSettingFile(setting, path).toString('utf8');
 }
 
 function check(attempt: () => unknown, problem: string): void {

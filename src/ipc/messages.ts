@@ -5,6 +5,7 @@
 import type { ChildProcess } from 'node:child_process';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Settings } from '../config/settings.ts';
+import type { Certificates } from '../edge/tls.ts';
 import { ForkgateError, type ErrorCode, type ExitCode } from '../errors.ts';
 
 /** Which shape the app's module had; logged at boot so users see what forkgate understood. */
@@ -48,6 +49,8 @@ export type MasterMessage =
       readonly workerId: number;
       readonly generation: number;
       readonly settings: Settings;
+      /** What TLS serves with: the master reads the files, the workers never do. Null behind the proxy. */
+      readonly certificates: Certificates | null;
       readonly listen: ListenPlan;
       /** What `server.address()` answers for an app that calls listen() itself. */
       readonly appAddress: AddressInfo | string | null;
@@ -119,7 +122,10 @@ export type FromThreadMessage =
 /** workerData of a serving thread; the role marker tells the shared entry point what to run. */
 export interface ThreadData {
   readonly role: 'forkgate-thread';
-  readonly boot: Pick<Extract<MasterMessage, { type: 'boot' }>, 'workerId' | 'generation' | 'settings' | 'listen' | 'appAddress'>;
+  readonly boot: Pick<
+    Extract<MasterMessage, { type: 'boot' }>,
+    'workerId' | 'generation' | 'settings' | 'certificates' | 'listen' | 'appAddress'
+  >;
 }
 
 export function sendToWorker(child: ChildProcess, message: MasterMessage, socket?: Socket, onSent?: (error: Error | null) => void): void {

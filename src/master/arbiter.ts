@@ -13,7 +13,7 @@ import { connectionBudget, openFileLimit } from '../config/descriptors.ts';
 import { workerEnvironment } from '../config/env-file.ts';
 import { applyThreads, resolveSettings, type ResolvedSettings, type SettingSources } from '../config/load.ts';
 import { changedSettings, fixedUntilRestart, formatUpstream, type Settings } from '../config/settings.ts';
-import { checkCertificates } from '../edge/tls.ts';
+import { readCertificates, type Certificates } from '../edge/tls.ts';
 import { ExitCode, ListenError } from '../errors.ts';
 import { describeBootError, isProtocolMessage, type SerializedError, type WorkerMessage } from '../ipc/messages.ts';
 import { count } from '../log/count.ts';
@@ -63,6 +63,8 @@ interface WorkerExit {
 export class Arbiter {
   private readonly sources: SettingSources;
   private settings: Settings;
+  /** The certificate files' contents as the start or the last HUP read them: every worker serves these. */
+  private certificates: Certificates | null;
   /** What the workers start with, -e aside: the master's environment over the --env-file files (HUP reads them again). */
   private workerEnv: NodeJS.ProcessEnv;
   private readonly logger: Logger;
@@ -111,15 +113,22 @@ export class Arbiter {
     settings: () => this.settings,
   });
 
-  constructor(resolved: ResolvedSettings, sources: SettingSources, workerEnv: NodeJS.ProcessEnv, logger: Logger) {
+  constructor(
+    resolved: ResolvedSettings,
+    sources: SettingSources,
+    certificates: Certificates | null,
+    workerEnv: NodeJS.ProcessEnv,
+    logger: Logger,
+  ) {
     this.sources = sources;
     this.settings = resolved.settings;
+    this.certificates = certificates;
     this.workerEnv = workerEnv;
     this.logger = logger;
     this.frontsUpstreams = resolved.settings.upstream.length > 0;
     this.target = this.frontsUpstreams ? 0 : resolved.settings.workers;
     this.inherited = inheritanceFrom(sources.env);
-    this.balancer = createBalancer(resolved.settings, logger, this.inherited);
+    this.balancer = createBalancer(resolved.settings, certificates, logger, this.inherited);
     if (resolved.workersReason) logger.debug(resolved.workersReason);
   }
 
@@ -406,12 +415,15 @@ export class Arbiter {
       this.exits.push({ worker, code, signal });
       this.wake();
     });
+    const listen = this.balancer.listenPlan();
     worker.send({
       type: 'boot',
       workerId: worker.id,
       generation: worker.generation,
       settings,
-      listen: this.balancer.listenPlan(),
+      // Behind the proxy the master terminates TLS: the key stays out of the processes that run the app.
+      certificates: listen.mode === 'proxy' ? null : this.certificates,
+      listen,
       appAddress: this.balancer.appAddress(),
     });
     this.logger.info(`Booting worker with pid: ${worker.pid}`);
@@ -501,11 +513,12 @@ export class Arbiter {
     const fixed = fixedUntilRestart('always');
     const kept: Settings = { ...next, ...Object.fromEntries(fixed.map(({ key }) => [key, this.settings[key]])) };
     let workerEnv: NodeJS.ProcessEnv;
+    let certificates: Certificates | null;
     try {
       // The balance mode and binds wait for a restart: the threads asked for must fit the running ones.
       applyThreads(kept, `the running --balance ${kept.balance}`);
-      // New workers (the proxy's front) would read them: a file that cannot serve keeps the old ones.
-      checkCertificates(kept);
+      // A file that cannot serve keeps the old certificates, for new workers (the proxy's front) too.
+      certificates = readCertificates(kept);
       workerEnv = workerEnvironment(kept.envFile, this.sources.env);
     } catch (error) {
       this.logger.error(`Reload aborted, settings unchanged: ${(error as Error).message}`);
@@ -520,9 +533,10 @@ export class Arbiter {
     const changed = changedSettings(fixed, this.settings, next);
     if (changed.length > 0) this.logger.warning(`${changed.join(', ')}: take effect on restart, not on reload`);
     this.settings = kept;
+    this.certificates = certificates;
     this.workerEnv = workerEnv;
     this.retitle();
-    this.balancer.settingsChanged(this.settings);
+    this.balancer.settingsChanged(this.settings, certificates);
     this.generation++;
     // New code deserves a fresh start: forget the back-off of the code it replaces.
     this.backOff.reset();

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { nominalAddress } from '../config/bind.ts';
 import type { Settings } from '../config/settings.ts';
+import type { Certificates } from '../edge/tls.ts';
 import { describeBootError, isProtocolMessage, type ListenPlan, type SerializedError, type WorkerMessage } from '../ipc/messages.ts';
 import type { AppShape } from '../ipc/messages.ts';
 import type { WorkerIdentity } from './privileges.ts';
@@ -17,14 +18,19 @@ import { spawnWorkerProcess, START_GRACE_MS } from './worker-process.ts';
 /** The app's shape once the worker was ready; else what follows "does not load:" in the log. */
 export type BootCheck = { readonly shape: AppShape } | { readonly failure: string };
 
-export async function checkBoot(settings: Settings, env: NodeJS.ProcessEnv, identity: WorkerIdentity | null): Promise<BootCheck> {
+export async function checkBoot(
+  settings: Settings,
+  certificates: Certificates | null,
+  env: NodeJS.ProcessEnv,
+  identity: WorkerIdentity | null,
+): Promise<BootCheck> {
   // Behind the proxy a unit serves a unix socket of its own (and leaves TLS to the master); elsewhere it
   // is handed connections, which binds nothing (reuseport would join the port of a running server).
   const directory = settings.balance === 'proxy' ? fs.mkdtempSync(join(tmpdir(), 'forkgate-check-')) : null;
   try {
     if (directory && identity) fs.chownSync(directory, identity.uid, identity.gid);
     const listen: ListenPlan = directory ? { mode: 'proxy', directory } : { mode: 'handoff' };
-    return await bootOneWorker(settings, env, identity, listen);
+    return await bootOneWorker(settings, directory ? null : certificates, env, identity, listen);
   } finally {
     if (directory) fs.rmSync(directory, { recursive: true, force: true });
   }
@@ -32,6 +38,7 @@ export async function checkBoot(settings: Settings, env: NodeJS.ProcessEnv, iden
 
 function bootOneWorker(
   settings: Settings,
+  certificates: Certificates | null,
   env: NodeJS.ProcessEnv,
   identity: WorkerIdentity | null,
   listen: ListenPlan,
@@ -67,6 +74,7 @@ function bootOneWorker(
       workerId: worker.id,
       generation: worker.generation,
       settings,
+      certificates,
       listen,
       appAddress: nominalAddress(settings.bind[0]),
     });

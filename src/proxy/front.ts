@@ -8,6 +8,7 @@ import type * as net from 'node:net';
 import type { Settings } from '../config/settings.ts';
 import { closeFreshConnections, markListening, trackConnections } from '../edge/app-server.ts';
 import { Edge } from '../edge/edge.ts';
+import type { Certificates } from '../edge/tls.ts';
 import { makesRequestIds } from '../edge/request-headers.ts';
 import type { Logger } from '../log/logger.ts';
 import { Dispatcher, type Backend } from './dispatcher.ts';
@@ -40,7 +41,7 @@ export class FrontProxy {
   /** Set while a graceful stop waits for the last connection to close. */
   private onDrained: (() => void) | null = null;
 
-  constructor(settings: Settings, logger: Logger, onBackendDown: (backend: Backend) => void) {
+  constructor(settings: Settings, certificates: Certificates | null, logger: Logger, onBackendDown: (backend: Backend) => void) {
     this.logger = logger;
     this.tls = settings.certfile !== null;
     this.overBudget = new RecurringWarning(
@@ -67,14 +68,14 @@ export class FrontProxy {
     // which the proxy only has a moment later: its connection ends after that response.
     (this.server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     this.server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.onUpgrade(req, socket, head));
-    this.edge = new Edge(this.server, settings, logger, { echoRequestId: false });
+    this.edge = new Edge(this.server, settings, certificates, logger, { echoRequestId: false });
     trackConnections(this.server);
     markListening(this.server, null);
   }
 
   /** HUP: a renewed certificate is served from the next handshake on. */
-  reloadCertificates(settings: Settings): void {
-    this.edge.reloadCertificates(settings);
+  renewCertificates(certificates: Certificates | null): void {
+    this.edge.renewCertificates(certificates);
   }
 
   accept(socket: net.Socket): void {

@@ -11,6 +11,7 @@ import { ConnectionGate } from './connection-gate.ts';
 import { IdleConnections } from './idle-connections.ts';
 import { closeFreshConnections, markListening, trackConnections, type AppServer } from '../edge/app-server.ts';
 import { Edge } from '../edge/edge.ts';
+import type { Certificates } from '../edge/tls.ts';
 import { makesRequestIds } from '../edge/request-headers.ts';
 import { UnitSide } from '../hop/unit-side.ts';
 import { refuseConnection } from '../edge/refusal.ts';
@@ -26,6 +27,8 @@ export interface ServingUnitOptions {
   readonly server: AppServer;
   readonly workerClass: WorkerClass;
   readonly settings: Settings;
+  /** With these the edge terminates TLS. */
+  readonly certificates: Certificates | null;
   readonly appAddress: AddressInfo | string | null;
   /** Called once, when the unit has served its --max-requests (+ jitter). */
   readonly onRetire: (reason: string) => void;
@@ -94,7 +97,7 @@ export class ServingUnit {
 
     server.keepAliveTimeout = settings.keepAlive * 1000;
     server.prependListener('request', (req, res) => this.onRequest(req, res));
-    this.edge = options.internalHop ? null : new Edge(server, settings, options.logger);
+    this.edge = options.internalHop ? null : new Edge(server, settings, options.certificates, options.logger);
     const entry = this.edge ?? new UnitSide(server, makesRequestIds(settings));
     const idle = this.idle;
     this.gate = new ConnectionGate(workerClass.connectionLimit, (socket) => entry.accept(socket), idle && (() => idle.closeIdleLongest()));

@@ -4,6 +4,7 @@ import { threadId } from 'node:worker_threads';
 import type { AddressInfo } from 'node:net';
 import type { Settings } from '../config/settings.ts';
 import { nominalAddress } from '../config/bind.ts';
+import type { Certificates } from '../edge/tls.ts';
 import { ListenError } from '../errors.ts';
 import { NO_TRAFFIC, type AppShape, type ListenPlan, type WorkerStats } from '../ipc/messages.ts';
 import type { Hooks } from '../hooks.ts';
@@ -46,6 +47,7 @@ export interface UnitBoot {
   readonly workerId: number;
   readonly generation: number;
   readonly settings: Settings;
+  readonly certificates: Certificates | null;
   readonly listen: ListenPlan;
   readonly appAddress: AddressInfo | string | null;
 }
@@ -86,6 +88,7 @@ export class UnitRunner implements Units {
       server: app.server,
       workerClass: workerClassFor(settings),
       settings,
+      certificates: this.boot.certificates,
       appAddress,
       onRetire: this.onRetire,
       hooks: this.hooks,

@@ -1,4 +1,5 @@
 import type { Settings } from '../../config/settings.ts';
+import type { Certificates } from '../../edge/tls.ts';
 import type { BackendLoad } from '../../proxy/dispatcher.ts';
 import type { ListenPlan } from '../../ipc/messages.ts';
 import type { SocketAccess, WorkerIdentity } from '../privileges.ts';
@@ -43,8 +44,11 @@ export interface Balancer {
   closed(worker: WorkerHandle, connections: number): void;
   /** What waits in the master, and the proxy's backends in rotation (for /status and health). */
   load(): BalancerLoad;
-  /** HUP brought new settings (bind and balance excepted: those take a restart); warns of what else does. */
-  settingsChanged(settings: Settings): void;
+  /**
+   * HUP brought new settings (bind and balance excepted: those take a restart) and the certificates
+   * read with them; warns of what else takes a restart.
+   */
+  settingsChanged(settings: Settings, certificates: Certificates | null): void;
   /** What a USR2 successor takes over, and the listening descriptors it inherits (round-robin). */
   inheritance(): { inheritance: Inheritance; fds: number[] };
   /** A USR2 successor serves on the listening sockets now: stop listening, leaving unix socket files in place. */

@@ -1,5 +1,6 @@
 import { reusePortSupported } from '../../config/bind.ts';
 import type { Settings } from '../../config/settings.ts';
+import type { Certificates } from '../../edge/tls.ts';
 import type { TcpListenAddress } from '../../ipc/messages.ts';
 import type { Logger } from '../../log/logger.ts';
 import type { Inheritance } from '../upgrade.ts';
@@ -10,13 +11,21 @@ import { RoundRobinBalancer } from './round-robin.ts';
 
 export type { Balancer } from './balancer.ts';
 
-export function createBalancer(settings: Settings, logger: Logger, inherited: Inheritance | null): Balancer {
+/** certificates: the front's with --balance proxy, which terminates TLS in the master. */
+export function createBalancer(
+  settings: Settings,
+  certificates: Certificates | null,
+  logger: Logger,
+  inherited: Inheritance | null,
+): Balancer {
   // A USR2 successor serves what its predecessor listened on, whatever --bind says now.
   if (inherited?.mode === 'handoff') {
     const fds = Array.from({ length: inherited.fdCount }, (_, index) => ({ kind: 'fd' as const, fd: 3 + index }));
-    return settings.balance === 'proxy' ? new ProxyBalancer(fds, settings, logger) : new RoundRobinBalancer(fds, settings, logger);
+    return settings.balance === 'proxy'
+      ? new ProxyBalancer(fds, settings, certificates, logger)
+      : new RoundRobinBalancer(fds, settings, logger);
   }
-  if (settings.balance === 'proxy') return new ProxyBalancer(settings.bind, settings, logger);
+  if (settings.balance === 'proxy') return new ProxyBalancer(settings.bind, settings, certificates, logger);
   const shared = inherited?.mode === 'reuseport' ? inherited.addresses : reusePortAddresses(settings, logger);
   if (!shared) return new RoundRobinBalancer(settings.bind, settings, logger);
   ensureRequestMigration(logger);

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BindAddress } from '../../config/bind.ts';
 import { changedSettings, fixedUntilRestart, type Settings } from '../../config/settings.ts';
+import type { Certificates } from '../../edge/tls.ts';
 import type { ListenPlan } from '../../ipc/messages.ts';
 import type { Logger } from '../../log/logger.ts';
 import { newBackend, type Backend } from '../../proxy/dispatcher.ts';
@@ -16,7 +17,7 @@ import type { Inheritance } from '../upgrade.ts';
 import type { WorkerHandle } from '../worker-handle.ts';
 import type { Balancer, BalancerLoad } from './balancer.ts';
 
-/** What the master's front applies once, at start (Edge, FrontProxy, Upstreams); HUP re-reads the certificate. */
+/** What the master's front applies once, at start (Edge, FrontProxy, Upstreams); HUP renews the certificate. */
 const APPLIED_AT_START = fixedUntilRestart('with-proxy');
 
 /**
@@ -37,11 +38,11 @@ export class ProxyBalancer implements Balancer {
   /** Holds the units' sockets: only the master and the workers' user may connect to them. */
   private directory: string | null = null;
 
-  constructor(addresses: readonly BindAddress[], settings: Settings, logger: Logger) {
+  constructor(addresses: readonly BindAddress[], settings: Settings, certificates: Certificates | null, logger: Logger) {
     this.started = settings;
     this.settings = settings;
     this.logger = logger;
-    this.front = new FrontProxy(settings, logger, (backend) => this.onBackendDown(backend));
+    this.front = new FrontProxy(settings, certificates, logger, (backend) => this.onBackendDown(backend));
     this.listeners = new MasterListeners(
       addresses,
       settings.backlog,
@@ -118,9 +119,9 @@ export class ProxyBalancer implements Balancer {
     return this.front.dispatcher.load();
   }
 
-  settingsChanged(settings: Settings): void {
+  settingsChanged(settings: Settings, certificates: Certificates | null): void {
     this.settings = settings;
-    this.front.reloadCertificates(settings);
+    this.front.renewCertificates(certificates);
     // Units report their capacity as they start; upstreams are there all along.
     this.upstreams?.setCapacity(settings.workerConnections);
     const changed = changedSettings(APPLIED_AT_START, this.started, settings);
