@@ -19,7 +19,7 @@ export const EXIT_MEANINGS: Readonly<Record<ExitCode, string>> = {
   [ExitCode.runtimeFailure]:
     'runtime failure, such as an address that cannot be bound (in use, not permitted), in every balance mode, where the settings are valid but the machine refuses them now (`Cannot listen: …` names it), or a command that reaches no admin endpoint or whose action fails there',
   [ExitCode.usage]:
-    "bad usage or config (a setting, or a file one names, such as `--certfile`), said in one line before anything listens (but for a file only the workers' `--user` cannot read); a command the admin endpoint refuses as given",
+    'bad usage or config (a setting, or a file one names, such as `--certfile`), said in one line before anything listens; a command the admin endpoint refuses as given',
   [ExitCode.bootFailure]: 'the app could not boot: its own error, or what forkgate could not find or read (one line)',
 };
 

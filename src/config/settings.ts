@@ -781,7 +781,7 @@ export const SETTINGS = [
     section: 'Edge',
     default: null as string | null,
     validate: optionalText,
-    doc: 'Serve HTTPS: each worker (with --balance proxy, the master) terminates TLS with this PEM certificate (chain) file. It is read at start and again on HUP, so a renewed certificate needs no restart.',
+    doc: 'Serve HTTPS: each worker (with --balance proxy, the master) terminates TLS with this PEM certificate (chain) file. The master reads it (and --keyfile, --ca-certs) at start and again on HUP, so a renewed certificate needs no restart, and gives the workers the contents.',
   }),
   setting({
     name: 'keyfile',
