@@ -3,7 +3,7 @@
 // beside it (the single binary, a global install).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -68,4 +68,28 @@ test('a .ts file written as CommonJS (require, module.exports) in that project s
   const result = spawnSync(command!, [...args, '--check-config', 'legacy.ts'], { cwd: project, encoding: 'utf8', timeout: 30_000 });
   assert.equal(result.status, 0, result.stderr);
   assert.equal(result.stdout, 'Config OK: legacy.ts loads as a listener app\n');
+});
+
+test('the npm package ships the bundles and their types, never the single binary built beside them', () => {
+  // A copy of this package's manifest beside a dist/ as a full build leaves it: what would `npm pack` take?
+  const packed = mkdtempSync(join(tmpdir(), 'forkgate-pack-'));
+  try {
+    writeFileSync(join(packed, 'package.json'), readFileSync(`${ROOT}package.json`));
+    mkdirSync(join(packed, 'dist/types'), { recursive: true });
+    for (const file of ['forkgate', 'forkgate.cjs', 'forkgate.cjs.map', 'index.cjs', 'autocannon.cjs', 'types/index.d.ts'])
+      writeFileSync(join(packed, 'dist', file), '');
+    const pack = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: packed, encoding: 'utf8' });
+    assert.equal(pack.status, 0, pack.stderr);
+    const shipped = (JSON.parse(pack.stdout) as [{ files: { path: string }[] }])[0].files.map(({ path }) => path).sort();
+    assert.deepEqual(shipped, [
+      'dist/autocannon.cjs',
+      'dist/forkgate.cjs',
+      'dist/forkgate.cjs.map',
+      'dist/index.cjs',
+      'dist/types/index.d.ts',
+      'package.json',
+    ]);
+  } finally {
+    rmSync(packed, { recursive: true, force: true });
+  }
 });
