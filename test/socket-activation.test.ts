@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { takeActivatedSockets } from '../src/config/bind.ts';
 import { resolveSettings } from '../src/config/load.ts';
-import { FIXTURES, request, ROOT, start } from './helpers/forkgate.ts';
+import { FIXTURES, listenBacklog, request, ROOT, start } from './helpers/forkgate.ts';
 import { freePort } from './helpers/free-port.ts';
 
 const missing = (command: string) =>
@@ -59,6 +59,22 @@ test('under systemd-socket-activate: serves the passed socket; workers get no LI
         `worker ${pid}`,
       );
     }
+  } finally {
+    assert.equal((await forkgate.stop()).code, 0);
+  }
+});
+
+test('under systemd-socket-activate: the passed socket is listened on with --backlog', {
+  skip: missing('systemd-socket-activate'),
+}, async () => {
+  const port = await freePort();
+  const launcher = ['systemd-socket-activate', '-l', `127.0.0.1:${port}`];
+  const forkgate = await start(['-w', '1', '--backlog', '1000', `${FIXTURES}ops.cjs`], { launcher, waitReady: false });
+  try {
+    await forkgate.waitFor(new RegExp(`Listening on 127\\.0\\.0\\.1:${port} as 3`));
+    assert.equal((await request(`http://127.0.0.1:${port}/pid`)).status, 200);
+    await forkgate.ready();
+    assert.equal(listenBacklog(port), 1000);
   } finally {
     assert.equal((await forkgate.stop()).code, 0);
   }

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { childPids, eventually, isAlive, request, start } from './helpers/forkgate.ts';
+import { childPids, eventually, isAlive, listenBacklog, request, start } from './helpers/forkgate.ts';
 import { freshConnectionLoad, keepAliveLoad } from './helpers/load.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-upgrade-'));
@@ -75,6 +75,27 @@ for (const balance of ['round-robin', 'proxy']) {
       successors.push(Number(successorPid));
       assert.deepEqual(await forkgate.exited, { code: 0, signal: null });
       assert.equal((await request('http://x/', { socketPath })).body, 'v2');
+      process.kill(Number(successorPid), 'SIGTERM');
+      await eventually(() => !isAlive(Number(successorPid)), 'the new master to stop');
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}
+
+for (const balance of ['round-robin', 'proxy']) {
+  test(`USR2 keeps --backlog on the socket the new master inherits (${balance})`, async () => {
+    const app = join(scratch, `backlog-${balance}.cjs`);
+    writeFileSync(app, appSource('v1'));
+    const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', '--backlog', '1000', app]);
+    try {
+      const port = Number(new URL(forkgate.url).port);
+      assert.equal(listenBacklog(port), 1000);
+      forkgate.signal('SIGUSR2');
+      const [, successorPid] = (await forkgate.waitFor(/Upgrading: started a new master \(pid:(\d+)\)/)) as [string, string];
+      successors.push(Number(successorPid));
+      assert.deepEqual(await forkgate.exited, { code: 0, signal: null }, 'the new master serves, the old one has gone');
+      assert.equal(listenBacklog(port), 1000);
       process.kill(Number(successorPid), 'SIGTERM');
       await eventually(() => !isAlive(Number(successorPid)), 'the new master to stop');
     } finally {

@@ -464,7 +464,7 @@ export const SETTINGS = [
     section: 'Server socket',
     default: 2048,
     validate: wholeNumber(1),
-    doc: 'Maximum number of pending connections in the listen queue.',
+    doc: 'Maximum number of pending connections in the listen queue, on every socket the master listens on: also one systemd passes (set its Backlog= to match) or a USR2 predecessor hands on.',
   }),
   setting({
     name: 'socket-mode',

@@ -7,7 +7,8 @@ import type { SocketAccess } from './privileges.ts';
 
 /**
  * Listens on any bind form; rejects with the OS error (address in use, permission denied). A unix
- * socket it creates gets `access`; a descriptor (systemd's, a predecessor's) is left as it is.
+ * socket it creates gets `access`; a descriptor (systemd's, a predecessor's) keeps its owner and mode,
+ * but is listened on again, with `backlog`.
  */
 export async function listenOn(server: net.Server, address: BindAddress, access: SocketAccess, backlog?: number): Promise<void> {
   if (address.kind === 'unix') removeStaleSocket(address.path);
@@ -15,14 +16,15 @@ export async function listenOn(server: net.Server, address: BindAddress, access:
     server.once('error', reject);
     const options =
       address.kind === 'tcp'
-        ? { host: address.host, port: address.port, backlog }
+        ? { host: address.host, port: address.port }
         : address.kind === 'unix'
-          ? { path: address.path, backlog }
-          : { fd: address.fd, backlog };
+          ? { path: address.path }
+          : { fd: address.fd };
     // bind() creates the file under the umask, within listen(): the socket has its mode from the start.
     const umask = address.kind === 'unix' ? process.umask(~access.mode & 0o777) : null;
     try {
-      server.listen(options, () => {
+      // Given beside the options: Node ignores { fd, backlog } and listens on a descriptor with 511.
+      server.listen(options, backlog, () => {
         server.off('error', reject);
         resolve();
       });

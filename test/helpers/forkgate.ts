@@ -2,7 +2,7 @@
  * Starts real forkgate processes for the integration tests and waits on real readiness (the master's
  * log lines), never on sleeps. FORKGATE_TEST_BIN=path runs the single binary instead of the npm build.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import { fileURLToPath } from 'node:url';
@@ -134,6 +134,14 @@ export function childPids(parent: number): number[] {
     }
   }
   return pids.sort((a, b) => a - b);
+}
+
+/** The listen backlog of the socket listening on this TCP port, as the kernel has it (ss's Send-Q). */
+export function listenBacklog(port: number): number {
+  const line = execFileSync('ss', ['-ltnH', `sport = :${port}`], { encoding: 'utf8' }).trim();
+  const [, , sendQueue] = line.split(/\s+/);
+  if (line.includes('\n') || sendQueue === undefined) throw new Error(`expected one listening socket on port ${port}, ss says:\n${line}`);
+  return Number(sendQueue);
 }
 
 export function isAlive(pid: number): boolean {
