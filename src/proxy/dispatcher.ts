@@ -5,7 +5,7 @@
  * requests wait here, first come first served, within --queue-limit and --queue-timeout.
  */
 import { HopPool, type HopTarget } from '../hop/pool.ts';
-import { realClock, type Clock, type Timeout } from './clock.ts';
+import { realClock, type Clock, type Timeout } from '../clock.ts';
 import { StuckThreshold } from './stuck-threshold.ts';
 import { countQueueWait, countTakenBack } from '../metrics/proxy-counts.ts';
 

@@ -1,5 +1,5 @@
 /** A clock that moves only when a test advances it: timers and immediates run in order, at their time. */
-import type { Clock, Timeout } from '../../src/proxy/clock.ts';
+import type { Clock, Timeout } from '../../src/clock.ts';
 
 interface Timer {
   readonly at: number;
