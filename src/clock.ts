@@ -1,4 +1,4 @@
-/** Time as the dispatcher reads and schedules it; tests drive a clock of their own. */
+/** Time as the dispatcher and the recurring warnings read and schedule it; tests drive a clock of their own. */
 export interface Clock {
   /** Milliseconds, monotonic: performance.now(), the scale the hop's pool stamps requests on. */
   now(): number;
@@ -9,7 +9,10 @@ export interface Clock {
 }
 
 /** A scheduled callback, as the clock that scheduled it knows it. */
-export type Timeout = object;
+export interface Timeout {
+  /** The pending callback keeps no process alive. */
+  unref(): void;
+}
 
 export const realClock: Clock = {
   now: () => performance.now(),

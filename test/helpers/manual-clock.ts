@@ -1,7 +1,7 @@
 /** A clock that moves only when a test advances it: timers and immediates run in order, at their time. */
 import type { Clock, Timeout } from '../../src/clock.ts';
 
-interface Timer {
+interface Timer extends Timeout {
   readonly at: number;
   readonly callback: () => void;
 }
@@ -20,7 +20,7 @@ export class ManualClock implements Clock {
   }
 
   setTimeout(callback: () => void, ms: number): Timeout {
-    const timer: Timer = { at: this.time + Math.max(0, ms), callback };
+    const timer: Timer = { at: this.time + Math.max(0, ms), callback, unref() {} };
     this.timers.push(timer);
     return timer;
   }
