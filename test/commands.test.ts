@@ -97,6 +97,21 @@ test('status prints the pool as a table, and with --json the /status document as
   }
 });
 
+test('status and top speak of one worker in the singular', async () => {
+  const socketPath = join(scratch, 'one.sock');
+  const master = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, OPS]);
+  try {
+    const table = await forkgate(['status', '--admin', `unix:${socketPath}`]);
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, /^generation 1, 1\/1 worker, /m);
+    const top = await forkgate(['top', '--frames', '2', '--admin', `unix:${socketPath}`]);
+    assert.equal(top.code, 0, top.stderr);
+    assert.match(top.stdout, /^1 worker \(1 wanted\)$/m);
+  } finally {
+    await master.stop();
+  }
+});
+
 test('over TCP, actions carry the token of --admin-token-file; without one, or with the wrong one, exit 2 saying so; exit 1 if the master cannot read its own', async () => {
   const tokenFile = join(scratch, 'tcp.token');
   const wrongFile = join(scratch, 'wrong.token');

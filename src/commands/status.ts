@@ -1,4 +1,5 @@
 /** `forkgate status`: the admin endpoint's /status as a table, or as it is (--json). */
+import { count } from '../log/count.ts';
 import type { PoolStatus } from '../master/admin.ts';
 import { adminTarget, get } from './admin-client.ts';
 import { ADMIN_OPTION, parseOptions, type Command } from './command.ts';
@@ -43,7 +44,7 @@ export function renderStatus(status: PoolStatus): string {
       : [];
   return [
     `master ${status.master.pid} (forkgate ${status.master.version}, Node ${status.master.node}), up ${status.master.uptimeSeconds} s, ${status.ready ? 'ready' : 'NOT READY'}`,
-    `generation ${status.generation}, ${status.workers.length}/${status.target} workers, ${status.workerClass}${status.threads > 1 ? ` × ${status.threads} threads` : ''}, balance ${status.balance}, restarts ${status.restarts}${last}`,
+    `generation ${status.generation}, ${status.workers.length}/${count(status.target, 'worker')}, ${status.workerClass}${status.threads > 1 ? ` × ${status.threads} threads` : ''}, balance ${status.balance}, restarts ${status.restarts}${last}`,
     ...proxy,
     '',
     ...tableLines(header, rows),

@@ -5,6 +5,7 @@ import { quantileMs } from '../metrics/quantile.ts';
 import { DURATION_BUCKETS } from '../metrics/report.ts';
 import { formatBindAddress } from '../config/bind.ts';
 import { AdminUnreachableError, UsageError } from '../errors.ts';
+import { count } from '../log/count.ts';
 import { adminTarget, type AdminTarget } from './admin-client.ts';
 import { ADMIN_OPTION, parseOptions, type Command } from './command.ts';
 import { tableLines } from './table.ts';
@@ -79,7 +80,7 @@ function follow(target: AdminTarget, onSnapshot: (pool: PoolSnapshot) => boolean
 
 export function renderTop(pool: PoolSnapshot, previous: PoolSnapshot): string {
   const seconds = (pool.at - previous.at) / 1000;
-  const delta = pool.durationBuckets.map((count, i) => count - (previous.durationBuckets[i] ?? 0));
+  const delta = pool.durationBuckets.map((bucket, i) => bucket - (previous.durationBuckets[i] ?? 0));
   const ms = (q: number) => {
     const value = quantileMs(DURATION_BUCKETS, delta, q);
     return value === null ? '-' : value.toFixed(1);
@@ -105,7 +106,7 @@ export function renderTop(pool: PoolSnapshot, previous: PoolSnapshot): string {
     .map((restart) => `  ${new Date(restart.at).toISOString().slice(11, 19)}  slot ${restart.slot}  pid ${restart.pid}  ${restart.reason}`);
   return [
     `${Math.round((pool.requests - previous.requests) / seconds)} req/s  p50 ${ms(0.5)} ms  p99 ${ms(0.99)} ms  ${pool.requests} requests since start  queued ${pool.queued}`,
-    `${pool.workers.length} workers (${pool.target} wanted)`,
+    `${count(pool.workers.length, 'worker')} (${pool.target} wanted)`,
     '',
     ...tableLines(header, rows),
     ...(restarts.length > 0 ? ['', 'last restarts:', ...restarts] : []),
