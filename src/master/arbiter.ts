@@ -351,10 +351,13 @@ export class Arbiter {
   /** Silent past --timeout: logs where its JavaScript is stuck (file:line), then kills and so replaces it. */
   private async killHung(worker: WorkerHandle): Promise<void> {
     worker.condemn('hung');
-    this.logger.critical(`WORKER TIMEOUT (pid:${worker.pid}): event loop silent for ${this.settings.timeout} s`);
+    const port = worker.inspectorPort;
+    // Node's "Debugger attached." follows on the worker's own stderr, which the master does not read: this says why.
+    const reading = port ? '; reading its stack through the inspector' : '';
+    this.logger.critical(`WORKER TIMEOUT (pid:${worker.pid}): event loop silent for ${this.settings.timeout} s${reading}`);
     // Nothing more for it while its stack is read; what it was sent and never took goes elsewhere at its exit.
     this.balancer.remove(worker);
-    const stack = worker.inspectorPort ? await captureBlockedStack(worker.pid, worker.inspectorPort, STACK_BUDGET_MS) : null;
+    const stack = port ? await captureBlockedStack(worker.pid, port, STACK_BUDGET_MS) : null;
     this.logger.critical(
       stack ? `Worker (pid:${worker.pid}) was blocked at:\n${stack}` : `Worker (pid:${worker.pid}): its stack could not be read`,
     );
