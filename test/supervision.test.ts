@@ -117,6 +117,18 @@ for (const balance of ['round-robin', 'proxy']) {
   });
 }
 
+test('a worker that dies on its own after it was ready, before any request, is a crash loop: its restarts back off', async () => {
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', `${FIXTURES}crashes-after-boot.cjs`]);
+  try {
+    await forkgate.waitFor(
+      /before it served a request[\s\S]*Next worker start in 500 ms \(failure 1 in a row\)[\s\S]*Next worker start in 1000 ms \(failure 2 in a row\)/,
+      20_000,
+    );
+  } finally {
+    await forkgate.stop();
+  }
+});
+
 test('a worker that fails to boot after the pool served is retried with exponential back-off while the others serve', async () => {
   const mark = join(scratch, 'fail-boot');
   const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', `${FIXTURES}boot-fails-when.cjs`], { env: { FAIL_BOOT_MARK: mark } });

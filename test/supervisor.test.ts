@@ -185,12 +185,25 @@ describe('boot back-off', () => {
       return cause;
     };
     const [served, survivor] = [unit(), unit()];
+    served.served();
     assert.equal(exit(served, 1, 10), 'crashed');
     assert.equal(plan([survivor], 2, { now: 10, backOff }).spawn, 1, 'replaced at once');
 
     const replacement = unit('booting', 10);
     assert.equal(exit(replacement, 3, 20), 'boot-failure');
     assert.equal(plan([survivor], 2, { now: 20, backOff }).startAt, 520, 'its replacement failed to boot: the next start waits');
+  });
+
+  test('a unit that was ready but ended on its own before its first request is a boot failure: a crash loop backs off', () => {
+    const backOff = new BootBackOff();
+    const delays = [0, 1, 2].map((i) => {
+      const crashesAfterReady = unit('ready', 1000 * i);
+      assert.equal(crashesAfterReady.exited({ code: 1 }).cause, 'boot-failure');
+      return backOff.failed(1000 * i + 200);
+    });
+    assert.deepEqual(delays, [500, 1000, 2000]);
+    const killed = unit();
+    assert.equal(killed.exited({ code: null, signal: 'SIGKILL' }).cause, 'killed', "someone else's kill is no crash loop");
   });
 });
 

@@ -105,6 +105,8 @@ export type WorkerMessage =
   | { readonly type: 'closed'; readonly connections: number }
   /** The worker reached --max-requests and asks to be replaced. */
   | { readonly type: 'retire'; readonly reason: string }
+  /** Its first request (once): from then on its ending on its own is a crash, not a failed boot. */
+  | { readonly type: 'serving' }
   /** seq: the collect-metrics this answers; null for the last report, sent as the worker exits. */
   | { readonly type: 'metrics'; readonly seq: number | null; readonly report: WorkerReport };
 
@@ -117,6 +119,7 @@ export type FromThreadMessage =
   | { readonly type: 'boot-error'; readonly error: SerializedError }
   | { readonly type: 'heartbeat'; readonly stats: WorkerStats }
   | { readonly type: 'retire'; readonly reason: string }
+  | { readonly type: 'serving' }
   | { readonly type: 'metrics'; readonly seq: number | null; readonly report: UnitReport };
 
 /** workerData of a serving thread; the role marker tells the shared entry point what to run. */

@@ -300,7 +300,8 @@ export class Arbiter {
       if (exit.restart) this.restarts++;
       switch (exit.cause) {
         case 'boot-failure': {
-          const report = bootError ? describeBootError(bootError) : ` ${describeExit(code, signal)} before it was ready`;
+          const before = worker.readyAt === null ? 'it was ready' : 'it served a request';
+          const report = bootError ? describeBootError(bootError) : ` ${describeExit(code, signal)} before ${before}`;
           this.onBootFailure(report, worker, bootError?.forkgate?.exitCode ?? ExitCode.bootFailure);
           break;
         }
@@ -438,7 +439,6 @@ export class Arbiter {
     switch (message.type) {
       case 'ready':
         if (!worker.ready(Date.now())) return;
-        this.backOff.reset(); // a worker booted: the crash loop, if any, is over
         worker.endpoints = message.endpoints;
         this.reloader?.watch(message.loadedFiles);
         this.logger.debug(`Worker (pid:${worker.pid}) ready, app shape: ${message.shape}`);
@@ -468,6 +468,10 @@ export class Arbiter {
         return;
       case 'metrics':
         return this.metrics.reported(worker, message.seq, message.report);
+      case 'serving':
+        worker.served();
+        this.backOff.reset(); // a worker serves: the crash loop, if any, is over
+        return;
       case 'retire':
         if (!worker.retire('spent')) return;
         this.logger.info(`Worker (pid:${worker.pid}) ${message.reason}: replacing it`);

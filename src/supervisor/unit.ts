@@ -16,8 +16,9 @@ export type RetireReason = 'reload' | 'spent' | 'over-memory';
 export type KillReason = 'hung' | 'overstayed';
 
 /**
- * boot-failure: died before it was ready; killed: by a signal its supervisor did not send; crashed: ended
- * on its own while it should serve (or failed while draining); drained: finished as it was asked to.
+ * boot-failure: died before it was ready, or ended on its own after, before its first request; killed: by
+ * a signal its supervisor did not send; crashed: ended on its own while it should serve, having served
+ * (or failed while draining); drained: finished as it was asked to.
  */
 export type ExitCause = 'boot-failure' | 'killed' | 'crashed' | 'drained' | KillReason;
 
@@ -44,6 +45,7 @@ export class Unit {
   private drainUntil = Infinity;
   private heardAt: number;
   private heardYet = false;
+  private servedYet = false;
   /** Resident memory, as it last reported it (0: not measured). */
   rss = 0;
   /** The signal its supervisor last sent, to tell its own kills from anyone else's. */
@@ -93,6 +95,11 @@ export class Unit {
     return this.readyAtTime !== null && (this.current === 'ready' || this.current === 'retiring') && this.killedForReason === null;
   }
 
+  /** It took its first request. */
+  served(): void {
+    this.servedYet = true;
+  }
+
   heartbeat(now: number): void {
     this.heardAt = now;
     this.heardYet = true;
@@ -137,6 +144,8 @@ export class Unit {
     else if (signal !== null && signal !== this.signalSent) cause = 'killed';
     else if (this.killedForReason) cause = this.killedForReason;
     else if (from === 'draining' && clean) cause = 'drained';
+    // Ready, then gone before its first request: a crash loop, never a poison request.
+    else if (from === 'ready' && !this.servedYet) cause = 'boot-failure';
     else cause = 'crashed';
     this.moveTo('exited');
     return { cause, restart: from !== 'draining' };
@@ -155,9 +164,9 @@ const BACK_OFF_MAX_MS = 30_000;
 const QUIET_MS = 60_000;
 
 /**
- * Boot failures in a row, and when the next start may be. Only boot failures count: a unit that was
- * ready and died is replaced at once (it may have died of a client's request, and a back-off would turn
- * one bad request into an outage). A unit that boots ends the crash loop, and so does new code (reload).
+ * Boot failures in a row, and when the next start may be. Only boot failures count: a unit that served
+ * and died is replaced at once (it may have died of a client's request, and a back-off would turn one bad
+ * request into an outage). A unit that serves ends the crash loop, and so does new code (reload).
  */
 export class BootBackOff {
   private count = 0;

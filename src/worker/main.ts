@@ -85,13 +85,16 @@ class Worker {
     try {
       this.hooks = await loadWorkerHooks(this.settings.config);
       await runHook(this.hooks, 'postFork', this.logger, this.info);
-      const onRetire = (reason: string) => sendToMaster({ type: 'retire', reason });
+      const supervisor = {
+        retire: (reason: string) => sendToMaster({ type: 'retire', reason }),
+        serving: () => sendToMaster({ type: 'serving' }),
+      };
       const onEndpointsChanged = (endpoints: string[]) => {
         if (this.ready && !this.draining) sendToMaster({ type: 'endpoints', endpoints });
       };
       this.units = usesThreads(this.settings)
-        ? new ThreadPool(this.boot, this.logger, onEndpointsChanged)
-        : new UnitRunner(this.boot, this.logger, this.hooks, onRetire);
+        ? new ThreadPool(this.boot, this.logger, onEndpointsChanged, supervisor.serving)
+        : new UnitRunner(this.boot, this.logger, this.hooks, supervisor);
       const shape = await this.units.start();
       await runHook(this.hooks, 'postWorkerInit', this.logger, this.info);
       this.ready = true;

@@ -23,6 +23,13 @@ import { recorderFor, type RequestRecorder } from '../metrics/recorder.ts';
 /** How long a draining unit lets an idle keep-alive connection stay before closing it. */
 const DRAIN_IDLE_MS = 1000;
 
+export interface UnitSupervisor {
+  /** Once, when the unit has served its --max-requests (+ jitter). */
+  retire(reason: string): void;
+  /** Once, at its first request: from then on, its ending on its own is a crash, not a failed boot. */
+  serving(): void;
+}
+
 export interface ServingUnitOptions {
   readonly server: AppServer;
   readonly workerClass: WorkerClass;
@@ -30,8 +37,8 @@ export interface ServingUnitOptions {
   /** With these the edge terminates TLS. */
   readonly certificates: Certificates | null;
   readonly appAddress: AddressInfo | string | null;
-  /** Called once, when the unit has served its --max-requests (+ jitter). */
-  readonly onRetire: (reason: string) => void;
+  /** What the unit tells whoever supervises it (the master, or its worker's thread pool). */
+  readonly supervisor: UnitSupervisor;
   readonly hooks: Pick<Hooks, 'preRequest' | 'postRequest'>;
   readonly workerInfo: WorkerInfo;
   readonly logger: Logger;
@@ -54,7 +61,7 @@ export class ServingUnit {
   /** Kept-alive connections between requests, closed idle longest first for connections that wait. */
   private readonly idle: IdleConnections | null;
   private readonly retireAfter: number;
-  private readonly onRetire: (reason: string) => void;
+  private readonly supervisor: UnitSupervisor;
   private readonly accessLog: { sink: LogSink; format: ReturnType<typeof compileAccessLogFormat> } | null;
   private readonly options: ServingUnitOptions;
   /** The connections it may hold: its share of what the open-file limit leaves (threads share one). */
@@ -79,7 +86,7 @@ export class ServingUnit {
     this.responseClosed = function (this: ServerResponse) {
       unit.responseDone(this);
     };
-    this.onRetire = options.onRetire;
+    this.supervisor = options.supervisor;
     this.recorder = recorderFor(settings);
     this.budget = Math.floor(connectionBudget() / settings.threads);
     this.overBudget = new RecurringWarning(
@@ -177,7 +184,8 @@ export class ServingUnit {
         if (logRecord) this.accessLog!.sink.write(`${this.accessLog!.format(logRecord())}\n`);
       });
     }
-    if (this.requests === this.retireAfter) this.onRetire(`served ${this.requests} requests (--max-requests)`);
+    if (this.requests === 1) this.supervisor.serving();
+    if (this.requests === this.retireAfter) this.supervisor.retire(`served ${this.requests} requests (--max-requests)`);
   }
 }
 

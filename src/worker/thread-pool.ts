@@ -41,6 +41,9 @@ export class ThreadPool implements Units {
   private draining = false;
   private shape: AppShape | null = null;
   private readonly onEndpointsChanged: (endpoints: string[]) => void;
+  private readonly onServing: () => void;
+  /** Some thread has taken a request. */
+  private servedYet = false;
   /** The endpoints the proxy was last told of (the worker's ready message tells the first ones). */
   private publishedEndpoints: readonly string[] = [];
   private readonly backOff = new BootBackOff();
@@ -48,11 +51,13 @@ export class ThreadPool implements Units {
   /** Set while the back-off holds a start: the pool looks again then. */
   private wakeTimer: NodeJS.Timeout | null = null;
 
-  constructor(boot: UnitBoot, logger: Logger, onEndpointsChanged: (endpoints: string[]) => void) {
+  /** onServing: once, at the worker's first request (whichever thread took it). */
+  constructor(boot: UnitBoot, logger: Logger, onEndpointsChanged: (endpoints: string[]) => void, onServing: () => void) {
     this.boot = boot;
     this.settings = boot.settings;
     this.logger = logger;
     this.onEndpointsChanged = onEndpointsChanged;
+    this.onServing = onServing;
   }
 
   start(): Promise<AppShape> {
@@ -149,12 +154,17 @@ export class ThreadPool implements Units {
     switch (message.type) {
       case 'ready':
         if (!serving.ready(Date.now())) return;
-        this.backOff.reset(); // a thread booted: the crash loop, if any, is over
         serving.endpoint = message.endpoint;
         this.shape = message.shape;
         this.logger.debug(`Thread ${serving.id} ready`);
         this.supervise();
         this.publishEndpoints();
+        return;
+      case 'serving':
+        serving.served();
+        this.backOff.reset(); // a thread serves: the crash loop, if any, is over
+        if (!this.servedYet) this.onServing();
+        this.servedYet = true;
         return;
       case 'heartbeat':
         serving.stats = message.stats;
@@ -190,7 +200,8 @@ export class ThreadPool implements Units {
 
   /** The threads that serve go on; the next start waits. */
   private onBootFailure(serving: ServingThread, code: number): void {
-    const detail = serving.bootError ? describeBootError(serving.bootError) : ` exited with code ${code} before it was ready`;
+    const before = serving.readyAt === null ? 'it was ready' : 'it served a request';
+    const detail = serving.bootError ? describeBootError(serving.bootError) : ` exited with code ${code} before ${before}`;
     if (detail !== this.lastBootErrorShown) this.logger.error(`Thread failed to boot:${detail}`);
     this.lastBootErrorShown = detail;
     const delay = this.backOff.failed(Date.now());

@@ -37,7 +37,10 @@ export async function runThread(data: ThreadData): Promise<void> {
   try {
     // Each thread is an isolate of its own: it imports the config file for its request hooks too.
     const hooks = await loadWorkerHooks(settings.config);
-    runner = new UnitRunner(data.boot, logger, hooks, (reason) => post({ type: 'retire', reason }));
+    runner = new UnitRunner(data.boot, logger, hooks, {
+      retire: (reason) => post({ type: 'retire', reason }),
+      serving: () => post({ type: 'serving' }),
+    });
     const shape = await runner.start();
     post({ type: 'ready', shape, endpoint: runner.endpoints()[0] ?? null });
   } catch (error) {

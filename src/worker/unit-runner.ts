@@ -12,7 +12,7 @@ import type { Logger } from '../log/logger.ts';
 import { acceptFailures, type RecurringWarning } from '../log/recurring.ts';
 import { loadApp, parseAppSpec, type LoadedApp } from './app-loader.ts';
 import { workerClassFor } from './classes/index.ts';
-import { ServingUnit } from './serving-unit.ts';
+import { ServingUnit, type UnitSupervisor } from './serving-unit.ts';
 
 /** What a worker process serves through: one unit in its own thread, or a pool of worker threads. */
 export interface Units {
@@ -60,7 +60,7 @@ export interface UnitBoot {
 export class UnitRunner implements Units {
   private readonly boot: UnitBoot;
   private readonly logger: Logger;
-  private readonly onRetire: (reason: string) => void;
+  private readonly supervisor: UnitSupervisor;
   private readonly listeners: net.Server[] = [];
   private unit: ServingUnit | null = null;
   private readonly acceptFailed: RecurringWarning<Error>;
@@ -68,11 +68,11 @@ export class UnitRunner implements Units {
 
   private readonly hooks: Hooks;
 
-  constructor(boot: UnitBoot, logger: Logger, hooks: Hooks, onRetire: (reason: string) => void) {
+  constructor(boot: UnitBoot, logger: Logger, hooks: Hooks, supervisor: UnitSupervisor) {
     this.boot = boot;
     this.logger = logger;
     this.hooks = hooks;
-    this.onRetire = onRetire;
+    this.supervisor = supervisor;
     this.acceptFailed = acceptFailures(logger);
   }
 
@@ -90,7 +90,7 @@ export class UnitRunner implements Units {
       settings,
       certificates: this.boot.certificates,
       appAddress,
-      onRetire: this.onRetire,
+      supervisor: this.supervisor,
       hooks: this.hooks,
       workerInfo: { pid: process.pid, id: this.boot.workerId, generation: this.boot.generation },
       logger: this.logger,
