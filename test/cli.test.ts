@@ -9,7 +9,9 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
+import { resolveSettings } from '../src/config/load.ts';
 import { BALANCE_MODES, SETTINGS, WORKER_CLASSES, type Setting } from '../src/config/settings.ts';
+import { SettingError } from '../src/errors.ts';
 import { runCli, SETTING_ENV } from './helpers/cli.ts';
 import { eventually, FIXTURES, request, ROOT, start } from './helpers/forkgate.ts';
 
@@ -151,7 +153,36 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
       args: ['--zzzzzzzz', LISTENER],
       expect: [/unknown option '--zzzzzzzz'; see forkgate --help/],
     },
-    { name: 'flag missing its value', args: [LISTENER, '--workers'], expect: [/--workers <value>' argument missing/] },
+    {
+      name: 'flag missing its value',
+      args: [LISTENER, '--bind'],
+      expect: [/^forkgate: error: --bind: missing its value \(--bind ADDRESS\); see forkgate --help$/m],
+    },
+    {
+      name: 'flag followed by another flag where its value goes',
+      args: ['--bind', '-w', '2', LISTENER],
+      expect: [
+        /^forkgate: error: --bind: missing its value \(--bind ADDRESS\), or write --bind=-w if '-w' is the value; see forkgate --help$/m,
+      ],
+    },
+    {
+      name: 'flag missing its value in FORKGATE_CMD_ARGS',
+      args: [LISTENER],
+      env: { FORKGATE_CMD_ARGS: '-w 2 --timeout' },
+      expect: [/^forkgate: error: FORKGATE_CMD_ARGS --timeout: missing its value \(--timeout SECONDS\); see forkgate --help$/m],
+    },
+    // A negative number is the value, for the setting to judge, not an option.
+    {
+      name: 'negative --timeout',
+      args: ['--timeout', '-5', LISTENER],
+      expect: [/^forkgate: error: --timeout: expected a whole number ≥ 0; got "-5"$/m],
+    },
+    { name: 'negative -t', args: ['-t', '-5', LISTENER], expect: [/^forkgate: error: --timeout: expected a whole number ≥ 0; got "-5"$/m] },
+    {
+      name: 'a negative fraction for -w',
+      args: ['-w', '-0.5', LISTENER],
+      expect: [/--workers: expected a whole number ≥ 1 or 'auto'.*; got "-0\.5"$/m],
+    },
     { name: 'non-numeric --workers', args: ['--workers', 'abc', LISTENER], expect: [/--workers: expected/, /'auto'/, /got "abc"/] },
     { name: 'zero workers', args: ['-w', '0', LISTENER], expect: [/--workers: expected a whole number ≥ 1 or 'auto'/] },
     {
@@ -318,6 +349,19 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
       assert.doesNotMatch(output, /Booting worker|Listening at|Starting forkgate/);
     });
   }
+
+  test('every flag that takes a value says so by name when it has none', async () => {
+    const valued = all.filter((entry) => entry.key !== 'app' && (entry.kind === 'string' || entry.kind === 'list'));
+    assert.ok(valued.length > 10);
+    for (const entry of valued) {
+      const flag = `--${entry.name}`;
+      await assert.rejects(resolveSettings({ argv: [LISTENER, flag], env: {}, cwd: tempDir() }), (error: Error) => {
+        assert.ok(error instanceof SettingError, `${flag}: ${error.stack}`);
+        assert.equal(error.message, `${flag}: missing its value (${flag} ${entry.meta ?? 'VALUE'}); see forkgate --help`);
+        return true;
+      });
+    }
+  });
 
   test('on an older Node, one line names it, the Node forkgate needs and what to do, exit 2', { skip: olderNodeSkip }, async () => {
     const result = await run(['--version'], { command: [OLDER_NODE!.path, CLI] });

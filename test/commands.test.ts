@@ -232,7 +232,9 @@ test('a command used wrongly exits 2 with one line, asking nothing of the endpoi
     [['scale', '2', '3'], /got '2', '3'/],
     [['scale', '2', '--workers', '3'], /^forkgate: error: scale: unknown option '--workers'; see forkgate scale --help\n$/],
     [['stop', 'now'], /^forkgate: error: stop: takes options only; got 'now' \(see forkgate stop --help\)\n$/],
-    [['status', '--admin'], /^forkgate: error: status: Option '--admin <value>' argument missing/],
+    [['status', '--admin'], /^forkgate: error: status: --admin: missing its value \(--admin VALUE\); see forkgate status --help\n$/],
+    // A negative number is the value, for the command to judge.
+    [['top', '--frames', '-3'], /^forkgate: error: top: --frames: expected a whole number ≥ 1; got '-3'\n$/],
     [['status', '--admin', 'unix:'], /^forkgate: error: status: --admin: expected HOST:PORT or unix:PATH; 'unix:' has no socket path/],
     [['reload'], /^forkgate: error: reload: no admin endpoint/],
   ];

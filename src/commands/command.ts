@@ -1,6 +1,7 @@
 /** What every command is: its usage for --help, and a run that returns what it prints. */
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import type { SettingSources } from '../config/load.ts';
+import { attachOptionValues } from '../config/option-values.ts';
 import { UsageError } from '../errors.ts';
 
 export interface Command {
@@ -31,8 +32,10 @@ export function parseOptions<Options extends ParseArgsOptionsConfig>(
   options: Options,
   allowPositionals = false,
 ) {
+  const attached = attachOptionValues(argv, options);
+  if ('problem' in attached) throw new UsageError(`${attached.problem}; see forkgate ${name} --help`);
   try {
-    return parseArgs({ args: argv, options, strict: true, allowPositionals });
+    return parseArgs({ args: attached.args, options, strict: true, allowPositionals });
   } catch (error) {
     const { code, message } = error as Error & { code?: string };
     if (!code?.startsWith('ERR_PARSE_ARGS')) throw error;

@@ -11,6 +11,7 @@ import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { SettingError } from '../errors.ts';
 import { reusePortSupported, type BindAddress } from './bind.ts';
 import { autoWorkerCount, effectiveCpuCount } from './cpu.ts';
+import { attachOptionValues } from './option-values.ts';
 import { Invalid, SETTINGS, type Setting, type SettingValues, type Settings } from './settings.ts';
 
 export const CONFIG_FILE_NAMES = ['forkgate.config.ts', 'forkgate.config.mjs', 'forkgate.config.js', 'forkgate.config.json'];
@@ -130,9 +131,11 @@ function parseCommandLine(argv: readonly string[], sourcePrefix: string): { laye
       ...(entry.short ? { short: entry.short } : {}),
     };
   }
+  const attached = attachOptionValues(argv, options, (name) => settingNamed(name)?.meta ?? 'VALUE');
+  if ('problem' in attached) throw new SettingError(`${sourcePrefix}${attached.problem}; see forkgate --help`);
   let parsed: ReturnType<typeof parseArgs<{ options: typeof options; allowPositionals: true; allowNegative: true; strict: true }>>;
   try {
-    parsed = parseArgs({ args: [...argv], options, allowPositionals: true, allowNegative: true, strict: true });
+    parsed = parseArgs({ args: attached.args, options, allowPositionals: true, allowNegative: true, strict: true });
   } catch (error) {
     throw new SettingError(`${sourcePrefix}${explainParseError(error as Error & { code?: string })}`);
   }
@@ -235,8 +238,12 @@ function closestSetting(name: string): string | undefined {
   return best?.name;
 }
 
+function settingNamed(name: string): Setting | undefined {
+  return (SETTINGS as readonly Setting[]).find((entry) => entry.name === name);
+}
+
 function toKey(name: string): string {
-  return (SETTINGS as readonly Setting[]).find((entry) => entry.name === name)?.key ?? name;
+  return settingNamed(name)?.key ?? name;
 }
 
 function editDistance(a: string, b: string): number {
