@@ -314,6 +314,16 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
       ],
     },
     {
+      name: 'a mistyped command',
+      args: ['statsu'],
+      expect: [/'statsu' is neither a forkgate command \(did you mean forkgate status\?\) nor an app file \(no statsu\./],
+    },
+    {
+      name: 'a mistyped command with options after it',
+      args: ['relaod', '-w', '2'],
+      expect: [/'relaod' is neither a forkgate command \(did you mean forkgate reload\?\) nor an app file/],
+    },
+    {
       name: 'another word that looks like a command',
       args: ['run', '-w', '2'],
       expect: [/'run' is neither a forkgate command nor an app file/],

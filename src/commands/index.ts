@@ -6,6 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { nearest } from '../config/did-you-mean.ts';
 import type { SettingSources } from '../config/load.ts';
 import { appExtensions } from '../worker/app-loader.ts';
 import type { Command } from './command.ts';
@@ -45,8 +46,9 @@ export function commandWordProblem(app: string, cwd: string): string | null {
   if (['', ...appExtensions].some((extension) => existsSync(join(cwd, app + extension)))) return null;
   if (isCommand(app)) return `'${app}' is a command: it comes first, before any option (see forkgate ${app} --help)`;
   const files = `${app}.{${appExtensions.map((extension) => extension.slice(1)).join(',')}}`;
+  const guess = nearest(app.toLowerCase(), Object.keys(COMMANDS));
   return (
-    `'${app}' is neither a forkgate command nor an app file (no ${files} in ${cwd}); ` +
+    `'${app}' is neither a forkgate command${guess ? ` (did you mean forkgate ${guess}?)` : ''} nor an app file (no ${files} in ${cwd}); ` +
     `the commands are ${Object.keys(COMMANDS).join(', ')} (forkgate COMMAND --help), and an app is PATH[:EXPORT], such as app.js`
   );
 }

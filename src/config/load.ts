@@ -11,6 +11,7 @@ import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { SettingError } from '../errors.ts';
 import { reusePortSupported, type BindAddress } from './bind.ts';
 import { autoWorkerCount, effectiveCpuCount } from './cpu.ts';
+import { nearest } from './did-you-mean.ts';
 import { attachOptionValues } from './option-values.ts';
 import { Invalid, SETTINGS, type Setting, type SettingValues, type Settings } from './settings.ts';
 
@@ -225,17 +226,14 @@ async function readConfigFile(file: string): Promise<Layer> {
   return layer;
 }
 
-/** A typo's nearest setting name (by edit distance), to suggest in the error. */
+/** A typo's nearest setting name (by its flag or its config key), to suggest in the error. */
 function closestSetting(name: string): string | undefined {
-  const wanted = name.toLowerCase().replaceAll('_', '-');
-  let best: { name: string; distance: number } | undefined;
+  const settingOf = new Map<string, string>();
   for (const entry of SETTINGS as readonly Setting[]) {
-    for (const candidate of [entry.name, entry.key.toLowerCase()]) {
-      const distance = editDistance(wanted, candidate);
-      if (distance <= 2 && (!best || distance < best.distance)) best = { name: entry.name, distance };
-    }
+    for (const candidate of [entry.name, entry.key.toLowerCase()]) if (!settingOf.has(candidate)) settingOf.set(candidate, entry.name);
   }
-  return best?.name;
+  const found = nearest(name.toLowerCase().replaceAll('_', '-'), settingOf.keys());
+  return found === undefined ? undefined : settingOf.get(found);
 }
 
 function settingNamed(name: string): Setting | undefined {
@@ -244,18 +242,6 @@ function settingNamed(name: string): Setting | undefined {
 
 function toKey(name: string): string {
   return settingNamed(name)?.key ?? name;
-}
-
-function editDistance(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    const current = [i];
-    for (let j = 1; j <= b.length; j++) {
-      current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    previous = current;
-  }
-  return previous[b.length]!;
 }
 
 /** Splits FORKGATE_CMD_ARGS like a shell would for the simple cases: spaces, single and double quotes. */
