@@ -12,6 +12,7 @@ import { renderHelp, renderPrintConfig } from './config/help.ts';
 import { readCertificates, type Certificates } from './edge/tls.ts';
 import { ExitCode, ForkgateError, SettingError, UsageError } from './errors.ts';
 import { Logger } from './log/logger.ts';
+import { readAdminToken } from './master/admin.ts';
 import { Arbiter } from './master/arbiter.ts';
 import { registerModuleHooks } from './module-hooks.ts';
 import { checkBoot } from './master/boot-check.ts';
@@ -64,6 +65,8 @@ async function main(argv: string[], command: CommandName | null): Promise<number
   const notAnApp = settings.app ? commandWordProblem(settings.app, process.cwd()) : null;
   if (notAnApp) throw new UsageError(notAnApp);
   const certificates = readCertificates(settings); // after --chdir (relative paths are its), before anything listens
+  // A token file that cannot serve fails the start, not the first action.
+  if (settings.adminTokenFile) readAdminToken(settings.adminTokenFile);
   const workerEnv = workerEnvironment(settings.envFile, sources.env);
   let logger: Logger;
   try {

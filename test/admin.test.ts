@@ -228,27 +228,6 @@ test('over a unix socket with --admin-token-file, actions need the bearer token 
   }
 });
 
-test('an unreadable or empty --admin-token-file stops the start: exit 2, one line naming it', async () => {
-  const empty = join(scratch, 'empty.token');
-  writeFileSync(empty, ' \n');
-  for (const tokenFile of [join(scratch, 'missing.token'), empty, scratch]) {
-    const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', '127.0.0.1:0', '--admin-token-file', tokenFile, OPS], {
-      waitReady: false,
-    });
-    try {
-      await eventually(() => forkgate.process.exitCode !== null, `forkgate to exit at once (--admin-token-file ${tokenFile})`);
-      assert.equal(forkgate.process.exitCode, 2, forkgate.output);
-      const lines = forkgate.output.split('\n').filter((line) => line.includes('--admin-token-file'));
-      assert.equal(lines.length, 1, forkgate.output);
-      assert.match(lines[0]!, new RegExp(`^\\[ERROR\\] .*--admin-token-file: .*${tokenFile.replaceAll('.', '\\.')}`));
-      assert.doesNotMatch(forkgate.output, /^\s+at /m, 'no stack trace');
-      assert.doesNotMatch(forkgate.output, /Listening at/, 'nothing was bound');
-    } finally {
-      await forkgate.stop();
-    }
-  }
-});
-
 test('TTIN and POST /workers/+1 never take the pool past 4 workers per CPU', async () => {
   const socketPath = join(scratch, 'cap.sock');
   // One CPU for the master, as its affinity: the maximum is then 4 workers.

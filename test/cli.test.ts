@@ -299,6 +299,23 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
       files: { 'forkgate.config.json': '{ "envFile": ["."] }' },
       expect: [/^forkgate: error: --env-file \/\S+: cannot read it: illegal operation on a directory \(EISDIR\)$/m],
     },
+    // The token file is read at start as the certificates are: one line before anything starts, not a log line.
+    {
+      name: 'missing --admin-token-file',
+      args: ['--admin-bind', '127.0.0.1:0', '--admin-token-file', 'missing.token', LISTENER],
+      expect: [/^forkgate: error: --admin-token-file missing\.token: cannot read it: no such file or directory \(ENOENT\)$/m],
+    },
+    {
+      name: '--admin-token-file that is no file',
+      args: ['--admin-token-file', '.', LISTENER],
+      expect: [/^forkgate: error: --admin-token-file \.: cannot read it: illegal operation on a directory \(EISDIR\)$/m],
+    },
+    {
+      name: 'empty --admin-token-file, from a config file',
+      args: [LISTENER],
+      files: { 'forkgate.config.json': '{ "adminBind": "127.0.0.1:0", "adminTokenFile": "empty.token" }', 'empty.token': ' \n' },
+      expect: [/^forkgate: error: --admin-token-file empty\.token: holds no token \(the file is empty\)$/m],
+    },
     {
       name: 'two apps',
       args: [LISTENER, `${FIXTURES}ops.cjs`],

@@ -133,7 +133,7 @@ test('over TCP, actions carry the token of --admin-token-file; without one, or w
     await failed(
       ['reload', '--admin', address, '--admin-token-file', join(scratch, 'missing.token')],
       2,
-      /^forkgate: error: reload: --admin-token-file: cannot read \S+missing\.token \(ENOENT\)\n$/,
+      /^forkgate: error: reload: --admin-token-file \S+missing\.token: cannot read it: no such file or directory \(ENOENT\)\n$/,
     );
     assert.equal(master.count(/Handling admin request/), 0, 'nothing was done');
     await done(
@@ -147,7 +147,7 @@ test('over TCP, actions carry the token of --admin-token-file; without one, or w
     await failed(
       ['scale', '1', '--admin', address, '--admin-token-file', copy],
       1,
-      /^forkgate: error: scale: --admin-token-file: cannot read \S+tcp\.token \(ENOENT\)\n$/,
+      /^forkgate: error: scale: --admin-token-file \S+tcp\.token: cannot read it: no such file or directory \(ENOENT\)\n$/,
     );
     assert.equal(master.workerPids().length, 2, 'the pool stays');
   } finally {

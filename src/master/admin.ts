@@ -5,10 +5,10 @@
  * --admin-token-file token over TCP; over a unix socket its mode (0600) guards them, unless a token is set.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import type { BindAddress } from '../config/bind.ts';
+import { readSettingFile } from '../config/setting-file.ts';
 import { SettingError } from '../errors.ts';
 import type { BalancerLoad } from './balance/balancer.ts';
 import { closeForSuccessor, listeningFd, listenOn } from './listen.ts';
@@ -222,15 +222,7 @@ function sameSecret(given: string, token: string): boolean {
 
 /** The token in --admin-token-file, trimmed; a file that cannot be read or holds none is a bad setting. */
 export function readAdminToken(file: string): string {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (error) {
-    throw new SettingError(
-      `--admin-token-file: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`,
-    );
-  }
-  const token = text.trim();
-  if (token === '') throw new SettingError(`--admin-token-file: ${file} is empty`);
+  const token = readSettingFile('admin-token-file', file).toString('utf8').trim();
+  if (token === '') throw new SettingError(`--admin-token-file ${file}: holds no token (the file is empty)`);
   return token;
 }

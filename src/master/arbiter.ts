@@ -22,7 +22,7 @@ import { VERSION } from '../version.ts';
 import { loadAppOnce } from '../worker/unit-runner.ts';
 import { workerClassFor } from '../worker/classes/index.ts';
 import { createBalancer, type Balancer } from './balance/index.ts';
-import { AdminEndpoint, readAdminToken, type AdminActions, type PoolStatus, type ResizeOutcome } from './admin.ts';
+import { AdminEndpoint, type AdminActions, type PoolStatus, type ResizeOutcome } from './admin.ts';
 import {
   handOverLogFile,
   prepareWorkerIdentity,
@@ -149,8 +149,6 @@ export class Arbiter {
     try {
       this.identity = prepareWorkerIdentity(settings);
       clientSockets = resolveSocketAccess(settings.socketMode, settings.socketGroup, this.identity);
-      // A token file that cannot serve fails the start, not the first action.
-      if (settings.adminTokenFile) readAdminToken(settings.adminTokenFile);
     } catch (error) {
       logger.error((error as Error).message);
       return ExitCode.usage;
