@@ -968,7 +968,13 @@ export function fixedUntilRestart(scope: 'always' | 'with-proxy'): { key: keyof 
   return SETTINGS.filter((entry) => entry.fixedUntilRestart === scope).map(({ key, name }) => ({ key: key as keyof Settings, name }));
 }
 
-/** The settings among `fixed` whose value differs between the two, as the CLI names them (--name). */
-export function changedSettings(fixed: readonly { key: keyof Settings; name: string }[], before: Settings, after: Settings): string[] {
-  return fixed.filter(({ key }) => JSON.stringify(before[key]) !== JSON.stringify(after[key])).map(({ name }) => `--${name}`);
+/**
+ * What a reload leaves for a restart, as a sentence ("--bind takes effect on restart, not on reload"):
+ * the settings among `fixed` whose value differs between the two, or null if none does.
+ */
+export function restartNotice(fixed: readonly { key: keyof Settings; name: string }[], before: Settings, after: Settings): string | null {
+  const names = fixed.filter(({ key }) => JSON.stringify(before[key]) !== JSON.stringify(after[key])).map(({ name }) => `--${name}`);
+  if (names.length === 0) return null;
+  const subject = names.length === 1 ? `${names[0]} takes` : `${names.slice(0, -1).join(', ')} and ${names.at(-1)} take`;
+  return `${subject} effect on restart, not on reload`;
 }

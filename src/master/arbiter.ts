@@ -12,7 +12,7 @@ import { effectiveCpuCount } from '../config/cpu.ts';
 import { connectionBudget, openFileLimit } from '../config/descriptors.ts';
 import { workerEnvironment } from '../config/env-file.ts';
 import { applyThreads, resolveSettings, type ResolvedSettings, type SettingSources } from '../config/load.ts';
-import { changedSettings, fixedUntilRestart, formatUpstream, type Settings } from '../config/settings.ts';
+import { fixedUntilRestart, formatUpstream, restartNotice, type Settings } from '../config/settings.ts';
 import { readCertificates, type Certificates } from '../edge/tls.ts';
 import { ExitCode, ListenError } from '../errors.ts';
 import { describeBootError, isProtocolMessage, type SerializedError, type WorkerMessage } from '../ipc/messages.ts';
@@ -535,8 +535,8 @@ export class Arbiter {
       this.logger.error(`Reload aborted, settings unchanged: --error-logfile: ${(error as Error).message}`);
       return;
     }
-    const changed = changedSettings(fixed, this.settings, next);
-    if (changed.length > 0) this.logger.warning(`${changed.join(', ')}: take effect on restart, not on reload`);
+    const notice = restartNotice(fixed, this.settings, next);
+    if (notice) this.logger.warning(notice);
     this.settings = kept;
     this.certificates = certificates;
     this.workerEnv = workerEnv;

@@ -3,7 +3,7 @@ import type * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BindAddress } from '../../config/bind.ts';
-import { changedSettings, fixedUntilRestart, type Settings } from '../../config/settings.ts';
+import { fixedUntilRestart, restartNotice, type Settings } from '../../config/settings.ts';
 import type { Certificates } from '../../edge/tls.ts';
 import type { ListenPlan } from '../../ipc/messages.ts';
 import type { Logger } from '../../log/logger.ts';
@@ -124,8 +124,8 @@ export class ProxyBalancer implements Balancer {
     this.front.renewCertificates(certificates);
     // Units report their capacity as they start; upstreams are there all along.
     this.upstreams?.setCapacity(settings.workerConnections);
-    const changed = changedSettings(APPLIED_AT_START, this.started, settings);
-    if (changed.length > 0) this.logger.warning(`${changed.join(', ')}: with --balance proxy, take effect on restart, not on reload`);
+    const notice = restartNotice(APPLIED_AT_START, this.started, settings);
+    if (notice) this.logger.warning(`with --balance proxy, ${notice}`);
     // The front is an HTTPS server or a plain one: a reload renews its certificate, not its kind.
     if ((settings.certfile === null) !== (this.started.certfile === null)) {
       this.logger.warning(
