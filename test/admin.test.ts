@@ -166,6 +166,40 @@ test('over TCP without --admin-token-file, actions are refused with 403 naming i
   }
 });
 
+test('a path the endpoint does not serve is 404 whatever the method (POST /reload/ too); a known one asked wrongly is 405 with Allow', async () => {
+  const socketPath = join(scratch, 'paths.sock');
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, OPS]);
+  try {
+    await forkgate.waitFor(/Admin endpoint at: /);
+    const ask = (method: string, path: string) => request(`http://localhost${path}`, { method, socketPath });
+    for (const [method, path] of [
+      ['POST', '/reload/'],
+      ['POST', '/stopp'],
+      ['POST', '/status/'],
+      ['GET', '/reload/'],
+      ['DELETE', '/nowhere'],
+    ] as const) {
+      const missing = await ask(method, path);
+      assert.equal(missing.status, 404, `${method} ${path}`);
+      assert.match(JSON.parse(missing.body).error, new RegExp(`^no ${path}; try GET /, `));
+    }
+    for (const [method, path, allow] of [
+      ['GET', '/reload', 'POST'],
+      ['PUT', '/workers/2', 'POST'],
+      ['POST', '/status', 'GET, HEAD'],
+      ['DELETE', '/', 'GET, HEAD'],
+    ] as const) {
+      const wrong = await ask(method, path);
+      assert.equal(wrong.status, 405, `${method} ${path}`);
+      assert.equal(wrong.headers.allow, allow, `${method} ${path}`);
+      assert.equal(JSON.parse(wrong.body).error, `${method} ${path} is not allowed; use ${allow}`);
+    }
+    assert.equal(forkgate.count(/Handling (signal|admin request)/), 0, 'no action was taken');
+  } finally {
+    await forkgate.stop();
+  }
+});
+
 test('with --admin-token-file, an action without the bearer token or with a wrong one is refused with 401', async () => {
   const tokenFile = join(scratch, 'refused.token');
   writeFileSync(tokenFile, 'the-right-token\n');

@@ -69,6 +69,8 @@ export interface AdminActions {
   snapshot(): Promise<PoolSnapshot>;
 }
 
+/** What GET (and HEAD) reach; POST reaches the actions. */
+const PAGES = ['/', '/events', '/healthz', '/readyz', '/status', '/metrics'];
 const POOL_SIZE = /^\/workers\/([+-]?)(\d+)$/;
 const POOL_SIZE_FORMS = '/workers/N (the pool size), /workers/+N or /workers/-N';
 
@@ -132,7 +134,16 @@ function handle(req: http.IncomingMessage, res: http.ServerResponse, guard: Guar
   const refused = browserRefusal(req, guard.overTcp);
   if (refused) return reply(403, { error: refused });
   const path = new URL(req.url ?? '/', 'http://admin').pathname;
-  if (req.method === 'POST' && (path === '/reload' || path === '/stop' || path.startsWith('/workers/'))) {
+  const action = path === '/reload' || path === '/stop' || path.startsWith('/workers/');
+  if (!action && !PAGES.includes(path)) {
+    return reply(404, { error: `no ${path}; try GET ${PAGES.join(', ')}, or POST /reload, /stop, ${POOL_SIZE_FORMS}` });
+  }
+  // A known path asked with the other method: 405, saying which one it takes.
+  const allowed = action ? 'POST' : 'GET, HEAD';
+  if (!allowed.split(', ').includes(req.method ?? '')) {
+    return reply(405, { error: `${req.method} ${path} is not allowed; use ${allowed}` }, { allow: allowed });
+  }
+  if (action) {
     const denied = actionRefusal(req, guard);
     if (denied) return reply(denied.status, { error: denied.error }, denied.status === 401 ? { 'www-authenticate': 'Bearer' } : {});
     const request = `POST ${path}`;
@@ -147,7 +158,6 @@ function handle(req: http.IncomingMessage, res: http.ServerResponse, guard: Guar
     if ('refused' in outcome) return reply(400, { error: outcome.refused, target: outcome.target });
     return reply(202, { accepted: path, target: outcome.target, previous: outcome.previous });
   }
-  if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, { error: `${req.method} ${path} is not allowed` });
   switch (path) {
     case '/healthz':
       return actions.healthy() ? reply(200, { status: 'ok' }) : reply(503, { status: 'no worker is serving' });
@@ -161,8 +171,6 @@ function handle(req: http.IncomingMessage, res: http.ServerResponse, guard: Guar
       return sendDashboard(res);
     case '/events':
       return streamSnapshots(req, res, () => actions.snapshot());
-    default:
-      return reply(404, { error: `no ${path}; try /, /healthz, /readyz, /status, /metrics` });
   }
 }
 
