@@ -164,13 +164,43 @@ test('-k sync --threads 2: each thread serves one request at a time and closes',
   }
 });
 
-test('threads with round-robin or a unix socket: exit 2 with the reason', () => {
-  for (const args of [
-    ['--balance', 'round-robin'],
-    ['-b', 'unix:/tmp/forkgate-threads.sock'],
-  ]) {
+test('threads with round-robin, or reuseport behind a unix socket: exit 2 naming the mode that reaches them', () => {
+  for (const [args, said] of [
+    [
+      ['--balance', 'round-robin'],
+      /^forkgate: error: --balance: round-robin cannot reach threads; .*use --balance reuseport \(TCP binds\) or proxy\n$/,
+    ],
+    [['--balance', 'round-robin', '-b', 'unix:/tmp/forkgate-threads.sock'], /round-robin cannot reach threads; .*use --balance proxy\n$/],
+    [
+      ['--balance', 'reuseport', '-b', 'unix:/tmp/forkgate-threads.sock'],
+      /reuseport cannot reach threads behind a unix: or fd:\/\/ bind .*use --balance proxy\n$/,
+    ],
+  ] as const) {
     const result = spawnSync(process.execPath, [`${ROOT}dist/forkgate.cjs`, '--threads', '2', ...args, THREADS], { encoding: 'utf8' });
     assert.equal(result.status, 2, result.stderr);
-    assert.match(result.stderr, /cannot hand an accepted socket to a worker thread/);
+    assert.match(result.stderr, said);
+  }
+});
+
+test('--threads behind a unix socket: the proxy takes requests to every thread', async () => {
+  const socketPath = join(scratch, 'threads.sock');
+  const printed = spawnSync(
+    process.execPath,
+    [`${ROOT}dist/forkgate.cjs`, '--threads', '2', '-b', `unix:${socketPath}`, '--print-config'],
+    {
+      encoding: 'utf8',
+    },
+  );
+  assert.match(printed.stdout, /^balance = proxy$/m);
+  const forkgate = await start(['-w', '1', '--threads', '2', '-b', `unix:${socketPath}`, THREADS]);
+  try {
+    await forkgate.waitFor(/Using worker class gthread, balance proxy\n/);
+    const seen = new Set<number>();
+    for (let i = 0; i < 200 && seen.size < 2; i++) {
+      seen.add((JSON.parse((await request('http://localhost/who', { socketPath })).body) as Who).threadId);
+    }
+    assert.equal(seen.size, 2, 'both threads answered');
+  } finally {
+    assert.equal((await forkgate.stop()).code, 0);
   }
 });

@@ -83,21 +83,32 @@ export async function resolveSettings(sources: SettingSources): Promise<Resolved
 
 /**
  * --threads > 1 implies gthread, as in Gunicorn, and a balance mode that reaches threads: Node cannot
- * move an accepted socket into a worker thread, so each thread must accept for itself with SO_REUSEPORT.
+ * move an accepted socket into a worker thread, so each thread accepts for itself with SO_REUSEPORT on
+ * TCP binds, or, behind a unix: or fd:// bind (which no two sockets share), takes requests from the proxy.
  * balanceSource: where --balance was set (then it is not changed); a reload passes the running mode.
  */
 export function applyThreads(values: SettingValues, balanceSource: string | undefined): void {
   if (values.threads > 1 && values.workerClass === 'async') values.workerClass = 'gthread';
   if (values.threads === 1 && values.workerClass !== 'gthread') return;
   if (values.balance === 'proxy') return; // the proxy reaches each thread on a unix socket of its own
-  const why =
-    'Node cannot hand an accepted socket to a worker thread, so threads accept for themselves with SO_REUSEPORT (or take requests from --balance proxy)';
-  if (!values.bind.every((address) => address.kind === 'tcp')) {
-    throw new SettingError(`--threads ${values.threads}: expected TCP binds (HOST:PORT) only; ${why}`);
+  const tcpOnly = values.bind.every((address) => address.kind === 'tcp');
+  const why = 'Node cannot hand an accepted socket to a worker thread';
+  if (balanceSource && values.balance === 'round-robin') {
+    throw new SettingError(
+      `${balanceSource}: round-robin cannot reach threads; ${why}: use --balance ${tcpOnly ? 'reuseport (TCP binds) or proxy' : 'proxy'}`,
+    );
   }
-  if (!reusePortSupported()) throw new SettingError(`--threads: not available on ${process.platform}; ${why}`);
-  if (values.balance === 'round-robin' && balanceSource) {
-    throw new SettingError(`${balanceSource}: round-robin cannot reach threads; ${why}: use --balance reuseport`);
+  if (!tcpOnly) {
+    if (balanceSource) {
+      throw new SettingError(
+        `${balanceSource}: reuseport cannot reach threads behind a unix: or fd:// bind (no two sockets share one); use --balance proxy`,
+      );
+    }
+    values.balance = 'proxy';
+    return;
+  }
+  if (!reusePortSupported()) {
+    throw new SettingError(`--threads: SO_REUSEPORT is not available on ${process.platform}, and ${why}: use --balance proxy`);
   }
   values.balance = 'reuseport';
 }

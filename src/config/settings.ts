@@ -526,7 +526,7 @@ export const SETTINGS = [
     section: 'Worker processes',
     default: 1,
     validate: wholeNumber(1),
-    doc: 'Serving threads (worker_threads) per worker process, each with its own event loop and copy of the app; they run in parallel. > 1 implies -k gthread (or sync threads with -k sync) and --balance reuseport.',
+    doc: 'Serving threads (worker_threads) per worker process, each with its own event loop and copy of the app; they run in parallel. > 1 implies -k gthread (or sync threads with -k sync) and --balance reuseport (proxy behind a unix: or fd:// bind).',
   }),
   setting({
     name: 'worker-connections',
