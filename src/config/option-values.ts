@@ -17,7 +17,8 @@ export function attachOptionValues(
 ): { args: string[] } | { problem: string } {
   const { tokens } = parseArgs({ args: [...args], options, allowPositionals: true, strict: false, tokens: true });
   const attached = [...args];
-  for (const token of tokens.toReversed()) {
+  const joins: { index: number; value: string }[] = [];
+  for (const token of tokens) {
     if (token.kind !== 'option' || options[token.name]?.type !== 'string' || token.inlineValue) continue;
     const flag = `--${token.name}`;
     const usage = `${flag} ${meta(token.name)}`;
@@ -27,9 +28,13 @@ export function attachOptionValues(
     if (!NEGATIVE_NUMBER.test(token.value)) {
       return { problem: `${flag}: missing its value (${usage}), or write ${flag}=${token.value} if '${token.value}' is the value` };
     }
-    // A short option takes its value attached (-t-5), alone or ending a group of short options.
-    const word = attached[token.index]!;
-    attached.splice(token.index, 2, word.startsWith('--') ? `${word}=${token.value}` : `${word}${token.value}`);
+    joins.push({ index: token.index, value: token.value });
+  }
+  // From the last, so that each index still points at its option; a short option takes its value
+  // attached (-t-5), alone or ending a group of short options.
+  for (const { index, value } of joins.toReversed()) {
+    const word = attached[index]!;
+    attached.splice(index, 2, word.startsWith('--') ? `${word}=${value}` : `${word}${value}`);
   }
   return { args: attached };
 }
