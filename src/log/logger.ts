@@ -1,3 +1,4 @@
+import * as fs from 'node:fs';
 import { ForkgateError } from '../errors.ts';
 import { LogSink } from './sink.ts';
 
@@ -29,14 +30,14 @@ export class Logger {
   private threshold: number;
 
   constructor(target: string, level: LogLevel) {
-    this.sink = new LogSink(target, 2);
+    this.sink = errorLogSink(target);
     this.threshold = LOG_LEVELS.indexOf(level);
   }
 
   /** HUP re-reads the settings: the same logger follows a new level or file (or throws, unchanged). */
   configure(target: string, level: LogLevel): void {
     if (target !== this.sink.target) {
-      const sink = new LogSink(target, 2);
+      const sink = errorLogSink(target);
       this.sink.close();
       this.sink = sink;
     }
@@ -79,6 +80,12 @@ export class Logger {
     const detail = error === undefined ? '' : `\n${describeError(error)}`;
     this.sink.write(`[${LABELS[level]}] ${timestamp()} [${process.pid}] ${message}${detail}\n`);
   }
+}
+
+/** An error log file that cannot be written to says so on stderr, if anywhere: never through itself. */
+function errorLogSink(target: string): LogSink {
+  const onTrouble = target === '-' ? undefined : (message: string) => fs.writeSync(2, `forkgate: error log ${message}\n`);
+  return new LogSink(target, 2, { onTrouble });
 }
 
 export function describeError(error: unknown): string {

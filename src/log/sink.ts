@@ -1,28 +1,38 @@
 import * as fs from 'node:fs';
+import { count } from './count.ts';
+
+/** Told, in a sentence, when a sink starts dropping lines it cannot write and when it writes again. */
+export type SinkTrouble = (message: string) => void;
 
 /**
  * A log destination: '-' (stdout or stderr) or a file opened for append. Writes are synchronous, so no
  * line is lost when a process exits or crashes; `batched` sinks (the access log) write one event-loop
- * turn's lines at once. A reopen (USR1) that fails throws, and the lines go on to the old file.
+ * turn's lines at once. A reopen (USR1) that fails throws, and the lines go on to the old file. A write
+ * that fails (a full disk, a reader that went away) drops its lines and never ends the process.
  */
 export class LogSink {
   readonly target: string;
   private readonly standardFd: 1 | 2;
   private readonly batched: boolean;
+  private readonly onTrouble: SinkTrouble;
   private fd: number;
   private pending: string[] = [];
   private flushScheduled = false;
+  /** Why writes fail, while they do; and the lines dropped meanwhile. */
+  private failure: string | null = null;
+  private dropped = 0;
 
-  constructor(target: string, standardFd: 1 | 2, options: { batched?: boolean } = {}) {
+  constructor(target: string, standardFd: 1 | 2, options: { batched?: boolean; onTrouble?: SinkTrouble } = {}) {
     this.target = target;
     this.standardFd = standardFd;
     this.batched = options.batched ?? false;
+    this.onTrouble = options.onTrouble ?? (() => {});
     this.fd = this.open();
   }
 
   write(line: string): void {
     if (!this.batched) {
-      writeFully(this.fd, line);
+      this.put(line);
       return;
     }
     this.pending.push(line);
@@ -37,7 +47,7 @@ export class LogSink {
     if (this.pending.length === 0) return;
     const text = this.pending.join('');
     this.pending = [];
-    writeFully(this.fd, text);
+    this.put(text);
   }
 
   reopen(): void {
@@ -55,6 +65,30 @@ export class LogSink {
 
   private open(): number {
     return this.target === '-' ? this.standardFd : fs.openSync(this.target, 'a');
+  }
+
+  private put(text: string): void {
+    try {
+      writeFully(this.fd, text);
+    } catch (error) {
+      this.dropped += text.split('\n').length - 1;
+      if (this.failure !== null) return;
+      this.failure = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+      this.tell(`cannot write (${this.failure}): its lines are dropped until it can`);
+      return;
+    }
+    if (this.failure === null) return;
+    const lost = `${count(this.dropped, 'line')} lost (${this.failure})`;
+    this.failure = null;
+    this.dropped = 0;
+    this.tell(`writes again, ${lost}`);
+  }
+
+  private tell(what: string): void {
+    const name = this.target === '-' ? (this.standardFd === 1 ? 'stdout' : 'stderr') : this.target;
+    try {
+      this.onTrouble(`${name}: ${what}`);
+    } catch {}
   }
 }
 

@@ -97,7 +97,10 @@ export class ServingUnit {
       settings.maxRequests > 0 ? settings.maxRequests + Math.floor(Math.random() * (settings.maxRequestsJitter + 1)) : Infinity;
     this.accessLog = settings.accessLogfile
       ? {
-          sink: new LogSink(settings.accessLogfile, 1, { batched: true }),
+          sink: new LogSink(settings.accessLogfile, 1, {
+            batched: true,
+            onTrouble: (message) => options.logger.warning(`Access log ${message}`),
+          }),
           format: compileAccessLogFormat(settings.accessLogformat),
         }
       : null;
