@@ -12,6 +12,7 @@ import { renderHelp, renderPrintConfig } from './config/help.ts';
 import { readCertificates, type Certificates } from './edge/tls.ts';
 import { ExitCode, ForkgateError, SettingError, UsageError } from './errors.ts';
 import { Logger } from './log/logger.ts';
+import { outliveOutputReaders } from './log/sink.ts';
 import { readAdminToken } from './master/admin.ts';
 import { Arbiter } from './master/arbiter.ts';
 import { registerModuleHooks } from './module-hooks.ts';
@@ -75,6 +76,7 @@ async function main(argv: string[], command: CommandName | null): Promise<number
     throw new SettingError(`--error-logfile: cannot open ${settings.errorLogfile}: ${(error as Error).message}`);
   }
   if (settings.checkConfig) return checkConfig(settings, certificates, workerEnv, logger);
+  outliveOutputReaders();
   const code = await new Arbiter(resolved, sources, certificates, workerEnv, logger).run();
   logger.close();
   return code;

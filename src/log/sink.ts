@@ -92,6 +92,16 @@ export class LogSink {
   }
 }
 
+/**
+ * A reader of stdout or stderr that went away (a log shipper that exited, `| head`) must not end the
+ * process at its next console line or Node warning (an unhandled EPIPE 'error'): that output is lost,
+ * not the requests.
+ */
+export function outliveOutputReaders(): void {
+  process.stdout.on('error', () => {});
+  process.stderr.on('error', () => {});
+}
+
 /** stdout may be a non-blocking pipe shared with the parent: retry EAGAIN rather than drop the line. */
 function writeFully(fd: number, text: string): void {
   let buffer = Buffer.from(text);

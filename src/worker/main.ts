@@ -10,6 +10,7 @@ import type { Settings } from '../config/settings.ts';
 import { heartbeatInterval, isProtocolMessage, NO_TRAFFIC, sendToMaster, serializeError, type MasterMessage } from '../ipc/messages.ts';
 import { ExitCode } from '../errors.ts';
 import { Logger } from '../log/logger.ts';
+import { outliveOutputReaders } from '../log/sink.ts';
 import { handoffCapacity, usesThreads } from './classes/index.ts';
 import { ThreadPool } from './thread-pool.ts';
 import { processTitle } from '../process-title.ts';
@@ -70,6 +71,7 @@ class Worker {
     // The master is gone (even killed with SIGKILL): finish what is in flight and leave no orphan.
     process.on('disconnect', () => this.drain());
     process.on('uncaughtException', (error) => this.crash(error));
+    outliveOutputReaders();
 
     let rss = 0;
     const heartbeat = () => {
