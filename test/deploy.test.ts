@@ -15,6 +15,8 @@ interface Container {
   run: string[];
   /** The preStop hook's sleep, in seconds (0 without one). */
   preStop: number;
+  /** resources.limits.memory in MiB (NaN without one). */
+  memoryLimitMiB: number;
 }
 
 function manifest(file: string): { grace: number; containers: Container[] } {
@@ -31,18 +33,26 @@ function manifest(file: string): { grace: number; containers: Container[] } {
         return items ? [...items.matchAll(/^ {12}- (.*)$/gm)].map(([, item]) => JSON.parse(item!) as string) : null;
       };
       const sleep = /command: \["sleep", "(\d+)"\]/.exec(block)?.[1];
-      return { name: block.split('\n')[0]!.trim(), run: list('command') ?? list('args') ?? [], preStop: Number(sleep ?? 0) };
+      const memory = /limits: \{.*memory: (\d+)Mi/.exec(block)?.[1];
+      return {
+        name: block.split('\n')[0]!.trim(),
+        run: list('command') ?? list('args') ?? [],
+        preStop: Number(sleep ?? 0),
+        memoryLimitMiB: Number(memory),
+      };
     });
   return { grace, containers };
 }
 
-/** --graceful-timeout=N or --graceful-timeout N; 30 s if not given. */
-function gracefulTimeout(container: Container): number {
-  const at = container.run.findIndex((arg) => arg.startsWith('--graceful-timeout'));
-  if (at < 0) return 30;
+/** --NAME=N or --NAME N, as a number; the default if not given. */
+function flag(container: Container, name: string, otherwise: number): number {
+  const at = container.run.findIndex((arg) => arg === `--${name}` || arg.startsWith(`--${name}=`));
+  if (at < 0) return otherwise;
   const [, value = container.run[at + 1]] = container.run[at]!.split('=');
   return Number(value);
 }
+
+const gracefulTimeout = (container: Container) => flag(container, 'graceful-timeout', 30);
 
 test('the sidecar pod stops in order: forkgate answers what it took before the app gets TERM, all before SIGKILL', () => {
   const { grace, containers } = manifest('kubernetes-sidecar.yaml');
@@ -68,4 +78,13 @@ test('the forkgate pod drains before SIGKILL: preStop + --graceful-timeout fits 
   const { grace, containers } = manifest('kubernetes.yaml');
   const [forkgate] = containers;
   assert.ok(grace >= forkgate!.preStop + gracefulTimeout(forkgate!) + FORKGATE_EXIT_S, `grace ${grace} s`);
+});
+
+test("the sidecar's memory limit holds the request bodies its queue may hold, each up to --buffer-size", () => {
+  const forkgate = manifest('kubernetes-sidecar.yaml').containers.find((container) => container.name === 'forkgate')!;
+  const upstreams = forkgate.run.filter((arg) => arg.startsWith('--upstream=')).length;
+  const held = flag(forkgate, 'queue-limit', 1024) + upstreams * flag(forkgate, 'worker-connections', 1000);
+  const bodiesMiB = (held * flag(forkgate, 'buffer-size', 1_048_576)) / 1_048_576;
+  // Measured: an idle sidecar's master near 70 MiB of RSS; 64 MiB more leaves room for responses read ahead.
+  assert.ok(forkgate.memoryLimitMiB >= 70 + bodiesMiB + 64, `limit ${forkgate.memoryLimitMiB} MiB for ${bodiesMiB} MiB of bodies`);
 });
