@@ -80,7 +80,7 @@ test('status prints the pool as a table, and with --json the /status document as
   try {
     const table = await forkgate(['status', '--admin', `unix:${socketPath}`]);
     assert.equal(table.code, 0, table.stderr);
-    assert.match(table.stdout, new RegExp(`^master ${master.pid} .*\\ngeneration 1, 2/2 workers`));
+    assert.match(table.stdout, new RegExp(`^master ${master.pid} .*\\ngeneration 1, 2/2 workers, .*, unplanned restarts 0`));
     assert.match(table.stdout, /^PID\s+GEN\s+STATE\s+REQUESTS/m);
 
     const json = await forkgate(['status', '--json', '--admin', `unix:${socketPath}`]);

@@ -44,7 +44,7 @@ export function renderStatus(status: PoolStatus): string {
       : [];
   return [
     `master ${status.master.pid} (forkgate ${status.master.version}, Node ${status.master.node}), up ${status.master.uptimeSeconds} s, ${status.ready ? 'ready' : 'NOT READY'}`,
-    `generation ${status.generation}, ${status.workers.length}/${count(status.target, 'worker')}, ${status.workerClass}${status.threads > 1 ? ` × ${status.threads} threads` : ''}, balance ${status.balance}, restarts ${status.restarts}${last}`,
+    `generation ${status.generation}, ${status.workers.length}/${count(status.target, 'worker')}, ${status.workerClass}${status.threads > 1 ? ` × ${status.threads} threads` : ''}, balance ${status.balance}, unplanned restarts ${status.restarts}${last}`,
     ...proxy,
     '',
     ...tableLines(header, rows),

@@ -40,6 +40,10 @@ export interface PoolStatus extends BalancerLoad {
   workerClass: string;
   threads: number;
   ready: boolean;
+  /**
+   * Workers replaced because they left while they should have served (a crash, a kill, a hang), not as
+   * asked (a reload, --max-requests, --max-memory); forkgate_worker_restarts_total counts both, by reason.
+   */
   restarts: number;
   lastExit: { pid: number; reason: string } | null;
   workers: WorkerStatus[];
