@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { eventually, FIXTURES, request, start } from './helpers/forkgate.ts';
-import { echoOf, exchange, statusOf } from './helpers/edge.ts';
+import { echoOf, exchange, statusOf, type Exchange } from './helpers/edge.ts';
 
 const ECHO = `${FIXTURES}edge-echo.cjs`;
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-edge-limits-'));
@@ -159,3 +159,103 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
     }
   });
 }
+
+/**
+ * Streams a body far over the limit in 64 KiB writes, as curl does: on past the answer until all is
+ * sent, reading what comes back. Then ends its side, or with `hold` stays open and silent.
+ */
+function upload(url: string, framing: 'chunked' | 'length', options: { hold?: boolean } = {}): Promise<Exchange & { stopped: number }> {
+  const total = 8 * 1024 * 1024;
+  const piece = Buffer.alloc(64 * 1024, 'a');
+  const head =
+    framing === 'chunked'
+      ? 'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n'
+      : `POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${total}\r\n\r\n`;
+  const frame = framing === 'chunked' ? [Buffer.from(`${piece.length.toString(16)}\r\n`), piece, Buffer.from('\r\n')] : [piece];
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    // Half-open: the server's FIN after its answer does not end the upload.
+    const socket = net.connect({ port: Number(port), host: hostname, allowHalfOpen: true });
+    const chunks: Buffer[] = [];
+    let reset = false;
+    let sent = 0;
+    let stopped = 0;
+    const pump = () => {
+      while (sent < total && !socket.destroyed) {
+        sent += piece.length;
+        if (!socket.write(Buffer.concat(frame))) return void socket.once('drain', pump);
+      }
+      stopped = performance.now();
+      if (options.hold) resolve({ received: Buffer.concat(chunks).toString('latin1'), reset, stopped });
+      else socket.end();
+    };
+    socket.once('connect', () => {
+      socket.write(head);
+      pump();
+    });
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code === 'ECONNRESET' || error.code === 'EPIPE') reset = true;
+      else reject(error);
+    });
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve({ received: Buffer.concat(chunks).toString('latin1'), reset, stopped });
+    });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`the upload did not finish; the server sent: ${Buffer.concat(chunks).toString('latin1').slice(0, 200)}`));
+    }, 15_000);
+  });
+}
+
+/** Whether a response arrived to its last byte, by its framing. */
+function whole(received: string): boolean {
+  const bodyAt = received.indexOf('\r\n\r\n') + 4;
+  if (bodyAt < 4) return false;
+  const head = received.slice(0, bodyAt);
+  if (/^transfer-encoding: chunked\r$/im.test(head)) return received.endsWith('\r\n0\r\n\r\n');
+  const length = /^content-length: (\d+)\r$/im.exec(head);
+  return length !== null && received.length - bodyAt === Number(length[1]);
+}
+
+for (const balance of ['round-robin', 'proxy']) {
+  test(`a client still sending a body over the limit reads the whole 413 before the connection closes, never a reset (${balance})`, async () => {
+    const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', '--limit-request-body', '1000', ECHO]);
+    try {
+      const [pid] = forkgate.workerPids();
+      for (let attempt = 0; attempt < 3; attempt++) {
+        for (const framing of ['chunked', 'length'] as const) {
+          const answered = await upload(forkgate.url, framing);
+          assert.equal(statusOf(answered), 413, `${framing}, attempt ${attempt}: ${answered.received.slice(0, 200)}`);
+          assert.ok(whole(answered.received), `${framing}, attempt ${attempt}: a cut answer: ${answered.received}`);
+          assert.equal(answered.reset, false, `${framing}, attempt ${attempt}: the connection was reset`);
+        }
+      }
+      assert.equal((await request(`${forkgate.url}/`)).status, 200);
+      assert.deepEqual(forkgate.workerPids(), [pid]);
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}
+
+test('a refused client that stops sending but keeps its connection open frees its slot after five quiet seconds', async () => {
+  const admin = join(scratch, 'admin-linger.sock');
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--limit-request-body', '1000', '--admin-bind', `unix:${admin}`, ECHO]);
+  const openConnections = async () => {
+    const status = JSON.parse((await request('http://admin/status', { socketPath: admin })).body) as { workers: { connections: number }[] };
+    return status.workers[0]!.connections;
+  };
+  try {
+    const held = await upload(forkgate.url, 'chunked', { hold: true });
+    assert.equal(statusOf(held), 413);
+    await eventually(async () => (await openConnections()) === 1, 'the worker to report the connection');
+    await eventually(async () => (await openConnections()) === 0, 'the lingering connection to close');
+    const lingered = performance.now() - held.stopped;
+    // Heartbeats carry the count once a second.
+    assert.ok(lingered > 4000 && lingered < 8000, `closed ${Math.round(lingered)} ms after the client went quiet`);
+  } finally {
+    await forkgate.stop();
+  }
+});

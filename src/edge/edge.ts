@@ -12,6 +12,7 @@ import type { ProxyProtocolMode, Settings } from '../config/settings.ts';
 import type { Logger } from '../log/logger.ts';
 import { interceptRequests, type AppServer } from './app-server.ts';
 import { configureParser, limitChunkedBody, requestLimitCheck, type LimitSettings, type Rejection } from './limits.ts';
+import { Lingering } from './linger.ts';
 import type { ProxiedPeer } from './proxy-protocol.ts';
 import { readProxyHeader } from './read-proxy-header.ts';
 import { makesRequestIds, prepareForwardingHeaders, prepareRequestHeaders, type RequestIdSettings } from './request-headers.ts';
@@ -48,6 +49,8 @@ export class Edge {
   /** One 'close' listener shared by every arriving connection (each its `this`). */
   private readonly forgetArriving: (this: Socket) => void;
   private readonly bodyLimit: number;
+  /** Connections refused while their client may still be sending, closing once it has the answer. */
+  private readonly lingering = new Lingering();
 
   /**
    * Configures the server (the app's, or the proxy's in the master); call before it is marked listening.
@@ -130,6 +133,11 @@ export class Edge {
     for (const socket of this.arriving) socket.destroy();
   }
 
+  /** For a graceful stop: closes the refused connections still lingering after their answer. */
+  closeLingering(): void {
+    this.lingering.closeAll();
+  }
+
   private terminate(socket: Socket): void {
     if (!this.tls) return this.deliver(socket);
     // A TLS socket is half-open as the connection it wraps, but not in its handshake: there a client's
@@ -149,6 +157,7 @@ export class Edge {
     const rejection = this.checkLimits?.(req) ?? framingProblem(req);
     if (rejection) {
       this.logRejection(req, rejection);
+      this.lingering.closeAfterResponse(req.socket);
       res.writeHead(rejection.status, { 'content-type': 'text/plain', connection: 'close' });
       res.end(`${rejection.reason}\n`);
       return false;
@@ -163,7 +172,7 @@ export class Edge {
         this.logRejection(req, exceeded);
         // Only the response in service may be answered: an earlier pipelined one may still be writing.
         if (!res.headersSent && res.socket) req.socket.write(rawResponse(exceeded));
-        req.socket.destroySoon();
+        this.lingering.close(req.socket);
       });
     }
     return true;
@@ -190,7 +199,7 @@ export class Edge {
     // Node has let go of an upgrade's socket: its errors are nobody's but ours, and end nothing but it.
     socket.on('error', () => {});
     socket.write(rawResponse(rejection));
-    socket.destroySoon();
+    this.lingering.close(socket);
   }
 
   /** Applies the forwarding policy and, where requests get ids, X-Request-Id; returns the id. */

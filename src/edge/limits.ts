@@ -72,7 +72,8 @@ export function requestLimitCheck(limits: LimitSettings): ((req: IncomingMessage
 /**
  * A chunked body has no length up front: its bytes are counted as Node's parser hands them to the
  * request, and the count passing the limit closes the connection (after a 413 if the response has not
- * started). The app never gets the bytes past the limit, nor an end that would pass for a complete body.
+ * started, lingering). The app never gets the bytes past the limit, nor an end that would pass for a
+ * complete body.
  */
 export function limitChunkedBody(req: IncomingMessage, limit: number, onExceeded: (rejection: Rejection) => void): void {
   let received = 0;
@@ -85,6 +86,7 @@ export function limitChunkedBody(req: IncomingMessage, limit: number, onExceeded
       exceeded = true;
       onExceeded({ status: 413, reason: `chunked body passed ${limit} bytes` });
     }
-    return false;
+    // Dropped, yet reported taken: false would have Node's parser stop reading a lingering connection.
+    return true;
   };
 }

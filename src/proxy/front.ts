@@ -94,9 +94,9 @@ export class FrontProxy {
 
   /**
    * graceful: requests on open connections are still served, each response closing its connection;
-   * idle ones, those that have sent nothing yet and those not past TLS, are closed after a quiet
-   * second; resolves once every connection is gone (at most --graceful-timeout), then refuses whatever
-   * still waits. quick: drops every connection now.
+   * idle ones, those that have sent nothing yet, those not past TLS and those lingering after a
+   * refusal are closed after a quiet second; resolves once every connection is gone (at most
+   * --graceful-timeout), then refuses whatever still waits. quick: drops every connection now.
    */
   async close(mode: 'graceful' | 'quick'): Promise<void> {
     this.stopping = true;
@@ -107,6 +107,7 @@ export class FrontProxy {
           this.server.closeIdleConnections();
           closeFreshConnections(this.server);
           this.edge.closeArriving();
+          this.edge.closeLingering();
         }, DRAIN_IDLE_MS);
         const deadline = setTimeout(() => this.onDrained?.(), this.gracefulTimeoutMs);
         this.onDrained = () => {

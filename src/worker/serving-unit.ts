@@ -130,7 +130,8 @@ export class ServingUnit {
    * No new requests on kept-alive connections; calls back once every connection has closed. A busy one
    * closes after its next response (`Connection: close`); an idle one once quiet for DRAIN_IDLE_MS (or
    * its keep-alive timeout, if shorter), as closing it at once races a request the client may be sending;
-   * one that has sent nothing yet, or is still in its PROXY header or TLS handshake, after DRAIN_IDLE_MS.
+   * one that has sent nothing yet, is still in its PROXY header or TLS handshake, or lingers after a
+   * refusal, after DRAIN_IDLE_MS.
    */
   drain(onDrained: () => void): void {
     this.draining = true;
@@ -140,6 +141,7 @@ export class ServingUnit {
     setTimeout(() => {
       closeFreshConnections(this.server);
       this.edge?.closeArriving();
+      this.edge?.closeLingering();
     }, DRAIN_IDLE_MS).unref();
     this.gate.whenIdle(onDrained);
   }
