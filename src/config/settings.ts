@@ -717,7 +717,7 @@ export const SETTINGS = [
     section: 'Edge',
     default: 0,
     validate: wholeNumber(0),
-    doc: 'Largest request body in bytes (0: no limit). A larger Content-Length is answered 413 before the app sees the request; a chunked body is counted as it arrives and the connection closed once it passes the limit (after a 413 if the response has not started).',
+    doc: 'Largest request body in bytes (0: no limit). A larger Content-Length is answered 413 before the app sees the request; a chunked body is counted as it arrives and the connection closed once it passes the limit (after a 413 if the response has not started). Either way the connection lingers, as in nginx: what the client still sends is read and dropped until it closes, 5 s without a byte, or 30 s in all, so it reads the answer rather than a reset.',
   }),
   setting({
     name: 'headers-timeout',
