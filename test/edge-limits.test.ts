@@ -259,3 +259,17 @@ test('a refused client that stops sending but keeps its connection open frees it
     await forkgate.stop();
   }
 });
+
+test('a sync worker does not linger: a refused client that keeps its connection open does not hold the worker', async () => {
+  const forkgate = await start(['-w', '1', '-k', 'sync', '-b', '127.0.0.1:0', '--limit-request-body', '1000', ECHO]);
+  try {
+    const held = await upload(forkgate.url, 'chunked', { hold: true });
+    assert.equal(statusOf(held), 413);
+    // Lingering would keep the worker's one connection for five quiet seconds.
+    const served = performance.now();
+    assert.equal((await request(`${forkgate.url}/`)).status, 200);
+    assert.ok(performance.now() - served < 3000, `the next client waited ${Math.round(performance.now() - served)} ms`);
+  } finally {
+    await forkgate.stop();
+  }
+});

@@ -26,6 +26,11 @@ export type EdgeSettings = LimitSettings &
 export interface EdgeOptions {
   /** False in the proxy, which adds the id to the response head it relays itself (one header edit less). */
   readonly echoRequestId?: boolean;
+  /**
+   * False for a sync worker: a refused client that lingers would hold its one connection, and so the
+   * worker, for the lingering bounds; the connection closes at once (the answer may be lost).
+   */
+  readonly linger?: boolean;
 }
 
 export class Edge {
@@ -50,7 +55,7 @@ export class Edge {
   private readonly forgetArriving: (this: Socket) => void;
   private readonly bodyLimit: number;
   /** Connections refused while their client may still be sending, closing once it has the answer. */
-  private readonly lingering = new Lingering();
+  private readonly lingering: Lingering | null;
 
   /**
    * Configures the server (the app's, or the proxy's in the master); call before it is marked listening.
@@ -61,8 +66,9 @@ export class Edge {
     settings: EdgeSettings,
     certificates: Certificates | null,
     logger: Logger,
-    { echoRequestId = true }: EdgeOptions = {},
+    { echoRequestId = true, linger = true }: EdgeOptions = {},
   ) {
+    this.lingering = linger ? new Lingering() : null;
     this.server = server;
     const arriving = this.arriving;
     this.forgetArriving = function (this: Socket) {
@@ -135,7 +141,13 @@ export class Edge {
 
   /** For a graceful stop: closes the refused connections still lingering after their answer. */
   closeLingering(): void {
-    this.lingering.closeAll();
+    this.lingering?.closeAll();
+  }
+
+  /** After its answer, a connection whose client may still be sending. */
+  private closeRefused(socket: Socket): void {
+    if (this.lingering) this.lingering.close(socket);
+    else socket.destroySoon();
   }
 
   private terminate(socket: Socket): void {
@@ -157,7 +169,7 @@ export class Edge {
     const rejection = this.checkLimits?.(req) ?? framingProblem(req);
     if (rejection) {
       this.logRejection(req, rejection);
-      this.lingering.closeAfterResponse(req.socket);
+      this.lingering?.closeAfterResponse(req.socket);
       res.writeHead(rejection.status, { 'content-type': 'text/plain', connection: 'close' });
       res.end(`${rejection.reason}\n`);
       return false;
@@ -172,7 +184,7 @@ export class Edge {
         this.logRejection(req, exceeded);
         // Only the response in service may be answered: an earlier pipelined one may still be writing.
         if (!res.headersSent && res.socket) req.socket.write(rawResponse(exceeded));
-        this.lingering.close(req.socket);
+        this.closeRefused(req.socket);
       });
     }
     return true;
@@ -199,7 +211,7 @@ export class Edge {
     // Node has let go of an upgrade's socket: its errors are nobody's but ours, and end nothing but it.
     socket.on('error', () => {});
     socket.write(rawResponse(rejection));
-    this.lingering.close(socket);
+    this.closeRefused(socket);
   }
 
   /** Applies the forwarding policy and, where requests get ids, X-Request-Id; returns the id. */

@@ -107,7 +107,9 @@ export class ServingUnit {
 
     server.keepAliveTimeout = settings.keepAlive * 1000;
     server.prependListener('request', (req, res) => this.onRequest(req, res));
-    this.edge = options.internalHop ? null : new Edge(server, settings, options.certificates, options.logger);
+    this.edge = options.internalHop
+      ? null
+      : new Edge(server, settings, options.certificates, options.logger, { linger: workerClass.connectionLimit > 1 });
     const entry = this.edge ?? new UnitSide(server, makesRequestIds(settings));
     const idle = this.idle;
     this.gate = new ConnectionGate(workerClass.connectionLimit, (socket) => entry.accept(socket), idle && (() => idle.closeIdleLongest()));
