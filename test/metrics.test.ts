@@ -9,7 +9,8 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { eventually, FIXTURES, isAlive, request, ROOT, start, type Forkgate } from './helpers/forkgate.ts';
+import { setTimeout } from 'node:timers/promises';
+import { eventually, FIXTURES, isAlive, request, ROOT, start, within, type Forkgate } from './helpers/forkgate.ts';
 import { Browser, CHROMIUM, NO_CHROMIUM } from './helpers/chromium.ts';
 import { freePort } from './helpers/free-port.ts';
 import type { PoolSnapshot } from '../src/metrics/pool-metrics.ts';
@@ -480,6 +481,28 @@ test('in a real headless Chromium the dashboard shows the workers, follows reque
   }
 });
 
+test('a second master given the same --metrics-bind exits 1 naming it; the first serves on', async () => {
+  const port = await freePort();
+  const bind = `127.0.0.1:${port}`;
+  const first = await start(['-w', '1', '-b', '127.0.0.1:0', '--metrics-bind', bind, OPS]);
+  const second = await start(['-w', '1', '-b', '127.0.0.1:0', '--metrics-bind', bind, OPS], { waitReady: false });
+  try {
+    const exit = await within(20_000, 'the second master exits', second.exited);
+    assert.equal(exit.code, 1, second.output);
+    assert.match(
+      second.output,
+      new RegExp(`Cannot serve metrics: listen EADDRINUSE: address already in use ${bind.replaceAll('.', '\\.')}\n`),
+    );
+    assert.doesNotMatch(second.output, /Metrics at:|^\s+at /m);
+    await send(first.url, 3);
+    const samples = await scrape(`http://${bind}/metrics`);
+    assert.equal(value(samples, 'forkgate_http_requests_total{method="GET",code="200"}'), 3);
+  } finally {
+    await second.stop();
+    assert.equal((await first.stop()).code, 0);
+  }
+});
+
 test('USR2: the new master serves --metrics-bind on the same port and socket file, then alone', async () => {
   const scratch = mkdtempSync(join(tmpdir(), 'forkgate-metrics-'));
   const port = await freePort();
@@ -487,15 +510,37 @@ test('USR2: the new master serves --metrics-bind on the same port and socket fil
   const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--metrics-bind', `127.0.0.1:${port}`, OPS]);
   let successor = 0;
   try {
+    // Scraped all through the upgrade: every scrape answers, from one master or the other. Paced, as
+    // prom-client's event loop lag has no sample in a scrape within 10 ms of the last (NaN).
+    let oldGone = false;
+    void forkgate.exited.then(() => (oldGone = true));
+    const scrapes = (async () => {
+      const statuses: number[] = [];
+      const deadline = Date.now() + 30_000;
+      while (!oldGone && statuses.length < 1_000 && Date.now() < deadline) {
+        statuses.push((await request(`http://127.0.0.1:${port}/metrics`).catch(() => ({ status: 0 }))).status);
+        await setTimeout(20);
+      }
+      return statuses;
+    })();
     forkgate.signal('SIGUSR2');
     const [, pid] = (await forkgate.waitFor(/Upgrading: started a new master \(pid:(\d+)\)/)) as [string, string];
     successor = Number(pid);
+    await forkgate.waitFor(new RegExp(`\\[${successor}\\] Metrics at: http://127\\.0\\.0\\.1:${port}/metrics`));
     await forkgate.waitFor(new RegExp(`New master \\(pid:${successor}\\) is serving: this one stops`));
     assert.equal((await forkgate.exited).code, 0);
+    const statuses = await scrapes;
+    assert.ok(statuses.length > 0, 'scraped during the upgrade');
+    assert.deepEqual(
+      statuses.filter((status) => status !== 200),
+      [],
+      `${statuses.length} scrapes`,
+    );
     await send(forkgate.url, 4);
     const samples = await scrape(`http://127.0.0.1:${port}/metrics`);
     assert.equal(value(samples, 'forkgate_http_requests_total{method="GET",code="200"}'), 4);
   } finally {
+    await forkgate.stop();
     if (successor && isAlive(successor)) process.kill(successor, 'SIGTERM');
     await eventually(() => !successor || !isAlive(successor), 'the new master gone');
   }
@@ -510,6 +555,7 @@ test('USR2: the new master serves --metrics-bind on the same port and socket fil
     assert.equal(reply.status, 200);
     assert.match(reply.body, /forkgate_workers\{state="ready"\} 1/);
   } finally {
+    await unix.stop();
     if (successor && isAlive(successor)) process.kill(successor, 'SIGTERM');
     await eventually(() => !successor || !isAlive(successor), 'the new master gone');
     rmSync(scratch, { recursive: true, force: true });

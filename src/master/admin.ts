@@ -13,7 +13,7 @@ import { SettingError } from '../errors.ts';
 import type { BalancerLoad } from './balance/balancer.ts';
 import { closeForSuccessor, listeningFd, listenOn } from './listen.ts';
 import type { SocketAccess } from './privileges.ts';
-import type { AdminSocket } from './upgrade.ts';
+import type { EndpointSocket } from './upgrade.ts';
 import { serveMetrics, type Exposition } from '../metrics/endpoint.ts';
 import { sendDashboard, streamSnapshots } from '../metrics/dashboard.ts';
 import type { PoolSnapshot } from '../metrics/pool-metrics.ts';
@@ -116,7 +116,7 @@ export class AdminEndpoint {
   }
 
   /** The listening socket, for a USR2 successor to inherit. */
-  socket(): AdminSocket {
+  socket(): EndpointSocket {
     return { fd: listeningFd(this.server), address: this.address };
   }
 

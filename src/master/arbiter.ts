@@ -169,7 +169,7 @@ export class Arbiter {
     else logger.info(`Using worker class ${settings.workerClass}, balance ${balanceName(this.balancer)}`);
     const shortfall = descriptorShortfall(settings, this.balancer.mode === 'proxy', this.target);
     if (shortfall) logger.warning(shortfall);
-    // A USR2 successor serves on its predecessor's admin socket, whatever --admin-bind says now.
+    // A USR2 successor serves on its predecessor's endpoint sockets, whatever --admin-bind and --metrics-bind say now.
     const inheritedAdmin = this.inherited?.admin;
     const adminBind = inheritedAdmin?.address ?? settings.adminBind;
     if (adminBind) {
@@ -182,7 +182,9 @@ export class Arbiter {
         return ExitCode.runtimeFailure;
       }
     }
-    if (settings.metricsBind && !(await this.metrics.listen(settings.metricsBind, logger))) {
+    const inheritedMetrics = this.inherited?.metrics;
+    const metricsBind = inheritedMetrics?.address ?? settings.metricsBind;
+    if (metricsBind && !(await this.metrics.listen(metricsBind, inheritedMetrics?.fd, logger))) {
       await this.balancer.close('quick');
       return ExitCode.runtimeFailure;
     }
@@ -620,7 +622,8 @@ export class Arbiter {
     const pidFile = this.settings.pid;
     if (pidFile && fs.existsSync(pidFile)) fs.renameSync(pidFile, `${pidFile}.oldbin`);
     const { inheritance, fds } = this.balancer.inheritance();
-    const successor = startSuccessor(inheritance, fds, this.admin?.socket() ?? null, this.sources.env);
+    const endpoints = { admin: this.admin?.socket() ?? null, metrics: this.metrics.socket() };
+    const successor = startSuccessor(inheritance, fds, endpoints, this.sources.env);
     this.successor = successor;
     this.logger.info(`Upgrading: started a new master (pid:${successor.pid})`);
     successor.on('message', (message: UpgradedMessage) => {

@@ -3,9 +3,9 @@
  * can scrape over a network the admin endpoint's actions must not be reachable from.
  */
 import * as http from 'node:http';
-import * as net from 'node:net';
-import type { BindAddress } from '../config/bind.ts';
-import { closeForSuccessor, listenOn } from '../master/listen.ts';
+import { formatBindAddress, type BindAddress } from '../config/bind.ts';
+import { closeForSuccessor, listeningFd, listenOn } from '../master/listen.ts';
+import type { EndpointSocket } from '../master/upgrade.ts';
 
 export type Exposition = () => Promise<{ contentType: string; text: string }>;
 
@@ -24,17 +24,20 @@ export function serveMetrics(req: http.IncomingMessage, res: http.ServerResponse
 }
 
 export class MetricsEndpoint {
+  /** Where scrapes reach it: the port chosen for HOST:0; after USR2, the address the first master bound. */
+  private readonly address: BindAddress;
   private readonly server: http.Server;
 
-  private constructor(server: http.Server) {
+  private constructor(server: http.Server, address: BindAddress) {
     this.server = server;
+    this.address = address;
   }
 
   /**
-   * A TCP port is bound with SO_REUSEPORT, so a USR2 successor binds it beside this master; a unix socket
-   * is made mode 0600, as the admin endpoint's.
+   * Listens on `address` alone, as the admin endpoint does (a unix socket made mode 0600), or, in a USR2
+   * successor, on the descriptor its predecessor handed over: no other master binds it meanwhile.
    */
-  static async start(address: BindAddress, exposition: Exposition): Promise<MetricsEndpoint> {
+  static async start(address: BindAddress, inheritedFd: number | undefined, exposition: Exposition): Promise<MetricsEndpoint> {
     const server = http.createServer((req, res) => {
       const path = new URL(req.url ?? '/', 'http://metrics').pathname;
       const refuse = (status: number, text: string, headers: http.OutgoingHttpHeaders = {}) => {
@@ -46,26 +49,21 @@ export class MetricsEndpoint {
         return refuse(405, `${req.method} is not allowed: only GET /metrics`, { allow: 'GET, HEAD' });
       serveMetrics(req, res, exposition);
     });
-    if (address.kind === 'tcp') {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen({ host: address.host, port: address.port, reusePort: true }, () => {
-          server.off('error', reject);
-          resolve();
-        });
-      });
-    } else {
-      await listenOn(server, address, { mode: 0o600 });
-    }
-    return new MetricsEndpoint(server);
+    await listenOn(server, inheritedFd === undefined ? address : { kind: 'fd', fd: inheritedFd }, { mode: 0o600 });
+    const bound = server.address();
+    const reachable: BindAddress = bound && typeof bound === 'object' ? { kind: 'tcp', host: bound.address, port: bound.port } : address;
+    return new MetricsEndpoint(server, reachable);
   }
 
-  /** Where scrapes reach it, for the log (the port chosen for HOST:0). */
+  /** Where scrapes reach it, for the log. */
   url(): string {
-    const bound = this.server.address();
-    if (typeof bound === 'string') return `unix:${bound}`;
-    const host = bound && net.isIPv6(bound.address) ? `[${bound.address}]` : bound?.address;
-    return `http://${host}:${bound?.port}/metrics`;
+    const bound = formatBindAddress(this.address);
+    return this.address.kind === 'tcp' ? `http://${bound}/metrics` : bound;
+  }
+
+  /** The listening socket, for a USR2 successor to inherit. */
+  socket(): EndpointSocket {
+    return { fd: listeningFd(this.server), address: this.address };
   }
 
   close(): void {

@@ -10,6 +10,7 @@
 import type { Registry } from 'prom-client';
 import { formatUpstream, type Settings } from '../config/settings.ts';
 import type { BalancerLoad } from '../master/balance/balancer.ts';
+import type { EndpointSocket } from '../master/upgrade.ts';
 import type { WorkerHandle } from '../master/worker-handle.ts';
 import type { Exit, RetireReason } from '../supervisor/unit.ts';
 import type { BindAddress } from '../config/bind.ts';
@@ -113,11 +114,14 @@ export class PoolMetrics {
     });
   }
 
-  /** --metrics-bind; false (the error logged) when the address cannot be bound. */
-  async listen(address: BindAddress, logger: Logger): Promise<boolean> {
+  /**
+   * --metrics-bind, or in a USR2 successor the descriptor its predecessor handed over; false (the error
+   * logged) when the address cannot be bound.
+   */
+  async listen(address: BindAddress, inheritedFd: number | undefined, logger: Logger): Promise<boolean> {
     this.start();
     try {
-      this.endpoint = await MetricsEndpoint.start(address, () => this.exposition());
+      this.endpoint = await MetricsEndpoint.start(address, inheritedFd, () => this.exposition());
     } catch (error) {
       logger.error(`Cannot serve metrics: ${(error as Error).message}`);
       return false;
@@ -128,6 +132,11 @@ export class PoolMetrics {
 
   close(): void {
     this.endpoint?.close();
+  }
+
+  /** The --metrics-bind listening socket, for a USR2 successor to inherit. */
+  socket(): EndpointSocket | null {
+    return this.endpoint?.socket() ?? null;
   }
 
   /** USR2: the successor serves --metrics-bind from now on. */
