@@ -4,8 +4,9 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as dgram from 'node:dgram';
 import * as http from 'node:http';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
+import { linkSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -226,7 +227,7 @@ test("statsd: a UDP listener receives Gunicorn's names from the workers and the 
   await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
   const lines: string[] = [];
   udp.on('message', (datagram) => lines.push(...datagram.toString().split('\n')));
-  const port = (udp.address() as AddressInfo).port;
+  const port = (udp.address() as net.AddressInfo).port;
   const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', '--statsd-host', `127.0.0.1:${port}`, '--statsd-prefix', 'app', PROM_APP]);
   try {
     await send(forkgate.url, 20);
@@ -253,7 +254,7 @@ test('statsd with --dogstatsd-tags: every line carries the tags, counts and dura
   await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
   const lines: string[] = [];
   udp.on('message', (datagram) => lines.push(...datagram.toString().split('\n')));
-  const port = (udp.address() as AddressInfo).port;
+  const port = (udp.address() as net.AddressInfo).port;
   const forkgate = await start([
     '-w',
     '1',
@@ -500,6 +501,33 @@ test('a second master given the same --metrics-bind exits 1 naming it; the first
   } finally {
     await second.stop();
     assert.equal((await first.stop()).code, 0);
+  }
+});
+
+test('unix: a socket file left by a crash is replaced; one a master serves on is left to it', async () => {
+  const scratch = mkdtempSync(join(tmpdir(), 'forkgate-metrics-'));
+  const socketPath = join(scratch, 'metrics.sock');
+  // A crashed server's socket file: nothing listens on it any more.
+  const crashed = net.createServer().listen(socketPath);
+  await once(crashed, 'listening');
+  linkSync(socketPath, `${socketPath}.kept`);
+  await new Promise((resolve) => crashed.close(resolve));
+  renameSync(`${socketPath}.kept`, socketPath);
+  const first = await start(['-w', '1', '-b', '127.0.0.1:0', '--metrics-bind', `unix:${socketPath}`, OPS]);
+  const second = await start(['-w', '1', '-b', '127.0.0.1:0', '--metrics-bind', `unix:${socketPath}`, OPS], { waitReady: false });
+  try {
+    await first.waitFor(new RegExp(`Metrics at: unix:${socketPath.replaceAll('.', '\\.')}\n`));
+    const exit = await within(20_000, 'the second master exits', second.exited);
+    assert.equal(exit.code, 1, second.output);
+    assert.ok(second.output.includes(`Cannot serve metrics: listen EADDRINUSE: address already in use ${socketPath}\n`), second.output);
+    await send(first.url, 2);
+    const reply = await request('http://localhost/metrics', { socketPath });
+    assert.equal(reply.status, 200);
+    assert.match(reply.body, /^forkgate_http_requests_total\{method="GET",code="200"\} 2$/m);
+  } finally {
+    await second.stop();
+    assert.equal((await first.stop()).code, 0);
+    rmSync(scratch, { recursive: true, force: true });
   }
 });
 

@@ -11,7 +11,7 @@ import type { SocketAccess } from './privileges.ts';
  * but is listened on again, with `backlog`.
  */
 export async function listenOn(server: net.Server, address: BindAddress, access: SocketAccess, backlog?: number): Promise<void> {
-  if (address.kind === 'unix') removeStaleSocket(address.path);
+  if (address.kind === 'unix') await removeStaleSocket(address.path);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     const options =
@@ -59,13 +59,30 @@ export function closeForSuccessor(server: net.Server): void {
   fs.renameSync(spare, path);
 }
 
-/** A socket file left by a crashed run would make listen() fail with EADDRINUSE. */
-function removeStaleSocket(path: string): void {
+/**
+ * A socket file left by a crashed run would make listen() fail with EADDRINUSE. One a server still
+ * answers on (another master's) is left to it: listen() then fails, naming the path.
+ */
+async function removeStaleSocket(path: string): Promise<void> {
   try {
-    if (fs.statSync(path).isSocket()) fs.unlinkSync(path);
+    if (!fs.statSync(path).isSocket()) return;
   } catch {
-    // absent: nothing to remove
+    return; // absent: nothing to remove
   }
+  if (await answered(path)) return;
+  fs.rmSync(path, { force: true });
+}
+
+/** Whether something may listen on the socket file: only a refused connection says nothing does. */
+function answered(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.connect(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', (error: NodeJS.ErrnoException) => resolve(error.code !== 'ECONNREFUSED'));
+  });
 }
 
 /**
