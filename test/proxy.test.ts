@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { eventually, FIXTURES, request, start } from './helpers/forkgate.ts';
 import { echoOf, exchange, statusOf, UUID } from './helpers/edge.ts';
@@ -516,27 +516,6 @@ test("a killed worker's unit socket is removed from the units' directory", async
     for (const name of await sockets()) assert.ok(existsSync(name), name);
   } finally {
     await forkgate.stop();
-  }
-});
-
-test("a master killed outright leaves its units' directory; the next master removes it, and no living one's", async () => {
-  const admin = join(scratch, 'killed-master-admin.sock');
-  const killed = await start(['-w', '1', '--admin-bind', `unix:${admin}`, ...proxyArgs(PROXY)]);
-  const [unitSocket] = (JSON.parse((await request('http://admin/status', { socketPath: admin })).body).backends as { name: string }[]).map(
-    ({ name }) => name,
-  );
-  const left = dirname(unitSocket!);
-  const living = mkdtempSync(join(tmpdir(), `forkgate-units-${process.pid}-`));
-  killed.process.kill('SIGKILL');
-  await killed.exited;
-  assert.ok(existsSync(left), `${left}: a master killed outright cannot remove it`);
-  const next = await start(['-w', '1', ...proxyArgs(PROXY)]);
-  try {
-    assert.ok(!existsSync(left), `${left} is still there`);
-    assert.ok(existsSync(living), "a living master's directory is kept");
-  } finally {
-    await next.stop();
-    rmSync(living, { recursive: true, force: true });
   }
 });
 

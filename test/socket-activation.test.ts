@@ -81,7 +81,7 @@ test('under systemd-socket-activate: the passed socket is listened on with --bac
 });
 
 test('deploy/forkgate.socket and forkgate.service pass systemd-analyze verify', { skip: missing('systemd-analyze') }, () => {
-  const dir = mkdtempSync(join(tmpdir(), 'forkgate-systemd-units-'));
+  const dir = mkdtempSync(join(tmpdir(), 'forkgate-units-'));
   try {
     for (const unit of ['forkgate.socket', 'forkgate.service']) {
       // verify checks that ExecStart exists: the installed path becomes this machine's node.

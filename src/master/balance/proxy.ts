@@ -58,8 +58,7 @@ export class ProxyBalancer implements Balancer {
 
   async listen(clients: SocketAccess, owner: WorkerIdentity | null): Promise<void> {
     if (!this.upstreams) {
-      removeDeadMastersDirectories();
-      this.directory = fs.mkdtempSync(join(tmpdir(), `${UNITS_DIRECTORY}${process.pid}-`));
+      this.directory = fs.mkdtempSync(join(tmpdir(), 'forkgate-units-'));
       if (owner) fs.chownSync(this.directory, owner.uid, owner.gid);
     }
     await this.listeners.listen(clients);
@@ -154,29 +153,5 @@ export class ProxyBalancer implements Balancer {
     // A unit that refuses connections is on its way out; its worker's exit or next report follows.
     this.logger.debug(`proxy: ${backend.name} refused a connection: out of rotation`);
     this.retire(backend);
-  }
-}
-
-/** The units' directory, named by its master's pid: what a master killed outright leaves is found again. */
-const UNITS_DIRECTORY = 'forkgate-units-';
-
-/** Removes the units' directories of masters that are gone (killed outright, they could not). */
-function removeDeadMastersDirectories(): void {
-  for (const name of fs.readdirSync(tmpdir())) {
-    const pid = Number(new RegExp(`^${UNITS_DIRECTORY}(\\d+)-`).exec(name)?.[1] ?? Number.NaN);
-    if (Number.isNaN(pid) || alive(pid)) continue;
-    try {
-      fs.rmSync(join(tmpdir(), name), { recursive: true, force: true });
-    } catch {} // another user's: theirs to remove
-  }
-}
-
-/** Whether the process exists (EPERM: it does, another user's). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
