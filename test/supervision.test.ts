@@ -1,5 +1,6 @@
 // Supervision and operability: admin endpoint, readiness on TERM, --max-memory, workers that die, back-off, --user.
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -121,9 +122,34 @@ test('a worker that dies on its own after it was ready, before any request, is a
   const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', `${FIXTURES}crashes-after-boot.cjs`]);
   try {
     await forkgate.waitFor(
-      /before it served a request[\s\S]*Next worker start in 500 ms \(failure 1 in a row\)[\s\S]*Next worker start in 1000 ms \(failure 2 in a row\)/,
+      /1 before any client came[\s\S]*Next worker start in 500 ms \(failure 1 in a row\)[\s\S]*Next worker start in 1000 ms \(failure 2 in a row\)/,
       20_000,
     );
+  } finally {
+    await forkgate.stop();
+  }
+});
+
+test('a worker a WebSocket client killed, or one stopped from outside while idle, is replaced at once: no back-off', async () => {
+  const forkgate = await start(['-w', '1', '--log-level', 'debug', '-b', '127.0.0.1:0', `${FIXTURES}websocket.cjs`]);
+  const replacedAndReady = async (gone: number) => {
+    await eventually(() => forkgate.workerPids().length === 1 && forkgate.workerPids()[0] !== gone, `a replacement for ${gone}`);
+    await forkgate.waitFor(new RegExp(`Worker \\(pid:${forkgate.workerPids()[0]}\\) ready`));
+  };
+  try {
+    for (let death = 1; death <= 3; death++) {
+      const [worker] = forkgate.workerPids();
+      const client = new WebSocket(forkgate.url.replace('http', 'ws'));
+      await once(client, 'open');
+      client.send('exit');
+      await once(client, 'close');
+      await replacedAndReady(worker!);
+    }
+    const [idle] = forkgate.workerPids();
+    process.kill(idle!, 'SIGTERM');
+    await replacedAndReady(idle!);
+    assert.equal(forkgate.count(/Worker \(pid:\d+\) exited with code 1/), 3);
+    assert.doesNotMatch(forkgate.output, /Next worker start|failed to boot/);
   } finally {
     await forkgate.stop();
   }

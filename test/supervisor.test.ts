@@ -180,7 +180,7 @@ describe('boot back-off', () => {
     const backOff = new BootBackOff();
     /** What the arbiter and the thread pool do with an exit: a boot failure holds the next start. */
     const exit = (gone: Unit, code: number, now: number) => {
-      const { cause } = gone.exited({ code });
+      const { cause } = gone.exited({ code }, 0);
       if (cause === 'boot-failure') backOff.failed(now);
       return cause;
     };
@@ -194,16 +194,23 @@ describe('boot back-off', () => {
     assert.equal(plan([survivor], 2, { now: 20, backOff }).startAt, 520, 'its replacement failed to boot: the next start waits');
   });
 
-  test('a unit that was ready but ended on its own before its first request is a boot failure: a crash loop backs off', () => {
+  test('a unit that failed on its own soon after it was ready, before any client came, is a boot failure: a crash loop backs off', () => {
     const backOff = new BootBackOff();
     const delays = [0, 1, 2].map((i) => {
       const crashesAfterReady = unit('ready', 1000 * i);
-      assert.equal(crashesAfterReady.exited({ code: 1 }).cause, 'boot-failure');
+      assert.equal(crashesAfterReady.exited({ code: 1 }, 1000 * i + 200).cause, 'boot-failure');
       return backOff.failed(1000 * i + 200);
     });
     assert.deepEqual(delays, [500, 1000, 2000]);
     const killed = unit();
-    assert.equal(killed.exited({ code: null, signal: 'SIGKILL' }).cause, 'killed', "someone else's kill is no crash loop");
+    assert.equal(killed.exited({ code: null, signal: 'SIGKILL' }, 0).cause, 'killed', "someone else's kill is no crash loop");
+    const stopped = unit();
+    assert.equal(stopped.exited({ code: 0 }, 200).cause, 'crashed', 'one that stopped cleanly (TERM from outside) did not fail');
+    const idleLong = unit('ready', 0);
+    assert.equal(idleLong.exited({ code: 1 }, 60_000).cause, 'crashed', 'one that served a minute, idle, then failed is no crash loop');
+    const visited = unit();
+    visited.served();
+    assert.equal(visited.exited({ code: 1 }, 200).cause, 'crashed', 'a client came: it may have been what killed it');
   });
 });
 
@@ -211,35 +218,35 @@ describe('exits', () => {
   test('each exit gets one cause, and counts as a restart unless the unit was draining', () => {
     const drained = unit();
     drained.drain(1000);
-    assert.deepEqual(drained.exited({ code: 0 }), { cause: 'drained', restart: false });
+    assert.deepEqual(drained.exited({ code: 0 }, 0), { cause: 'drained', restart: false });
     assert.equal(drained.state, 'exited');
 
     const failedDraining = unit();
     failedDraining.drain(1000);
-    assert.deepEqual(failedDraining.exited({ code: 1 }), { cause: 'crashed', restart: false });
+    assert.deepEqual(failedDraining.exited({ code: 1 }, 0), { cause: 'crashed', restart: false });
 
     const quit = unit();
     quit.drain(1000);
     quit.signalSent = 'SIGQUIT';
-    assert.deepEqual(quit.exited({ code: null, signal: 'SIGQUIT' }), { cause: 'drained', restart: false }, 'its own signal');
+    assert.deepEqual(quit.exited({ code: null, signal: 'SIGQUIT' }, 0), { cause: 'drained', restart: false }, 'its own signal');
 
     const oom = unit();
-    assert.deepEqual(oom.exited({ code: null, signal: 'SIGKILL' }), { cause: 'killed', restart: true }, "someone else's signal");
+    assert.deepEqual(oom.exited({ code: null, signal: 'SIGKILL' }, 0), { cause: 'killed', restart: true }, "someone else's signal");
 
     const hung = unit();
     hung.condemn('hung');
     hung.signalSent = 'SIGKILL';
-    assert.deepEqual(hung.exited({ code: null, signal: 'SIGKILL' }), { cause: 'hung', restart: true });
+    assert.deepEqual(hung.exited({ code: null, signal: 'SIGKILL' }, 0), { cause: 'hung', restart: true });
 
     const overstayed = unit();
     overstayed.drain(1000);
     overstayed.condemn('overstayed');
     overstayed.signalSent = 'SIGKILL';
-    assert.deepEqual(overstayed.exited({ code: null, signal: 'SIGKILL' }), { cause: 'overstayed', restart: false });
+    assert.deepEqual(overstayed.exited({ code: null, signal: 'SIGKILL' }, 0), { cause: 'overstayed', restart: false });
 
     const retiredWhileBooting = unit('booting');
     retiredWhileBooting.retire('reload');
-    assert.equal(retiredWhileBooting.exited({ code: 1 }).cause, 'crashed', 'retired before it was ready: not a boot failure');
+    assert.equal(retiredWhileBooting.exited({ code: 1 }, 0).cause, 'crashed', 'retired before it was ready: not a boot failure');
   });
 
   test('a unit retired while booting serves on once ready; a draining one is never ready again', () => {

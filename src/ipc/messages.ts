@@ -105,7 +105,7 @@ export type WorkerMessage =
   | { readonly type: 'closed'; readonly connections: number }
   /** The worker reached --max-requests and asks to be replaced. */
   | { readonly type: 'retire'; readonly reason: string }
-  /** Its first request (once): from then on its ending on its own is a crash, not a failed boot. */
+  /** Its first client (once): from then on its failing is a crash, not a failed boot. */
   | { readonly type: 'serving' }
   /** seq: the collect-metrics this answers; null for the last report, sent as the worker exits. */
   | { readonly type: 'metrics'; readonly seq: number | null; readonly report: WorkerReport };

@@ -288,7 +288,7 @@ export class Arbiter {
   private reapWorkers(): void {
     for (const cause of this.failedSpawns.splice(0)) if (!this.stopping) this.onBootFailure(cause, null, ExitCode.bootFailure);
     for (const { worker, code, signal } of this.exits.splice(0)) {
-      const exit = worker.exited({ code, signal });
+      const exit = worker.exited({ code, signal }, Date.now());
       this.workers.delete(worker);
       this.metrics.workerExited(worker, exit, this.stopping !== null);
       this.balancer.remove(worker);
@@ -300,7 +300,7 @@ export class Arbiter {
       if (exit.restart) this.restarts++;
       switch (exit.cause) {
         case 'boot-failure': {
-          const before = worker.readyAt === null ? 'it was ready' : 'it served a request';
+          const before = worker.readyAt === null ? 'it was ready' : 'any client came';
           const report = bootError ? describeBootError(bootError) : ` ${describeExit(code, signal)} before ${before}`;
           this.onBootFailure(report, worker, bootError?.forkgate?.exitCode ?? ExitCode.bootFailure);
           break;

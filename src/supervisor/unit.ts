@@ -16,9 +16,9 @@ export type RetireReason = 'reload' | 'spent' | 'over-memory';
 export type KillReason = 'hung' | 'overstayed';
 
 /**
- * boot-failure: died before it was ready, or ended on its own after, before its first request; killed: by
- * a signal its supervisor did not send; crashed: ended on its own while it should serve, having served
- * (or failed while draining); drained: finished as it was asked to.
+ * boot-failure: died before it was ready, or failed on its own soon after, before any client came (a
+ * crash loop); killed: by a signal its supervisor did not send; crashed: ended on its own while it
+ * should serve (or failed while draining); drained: finished as it was asked to.
  */
 export type ExitCause = 'boot-failure' | 'killed' | 'crashed' | 'drained' | KillReason;
 
@@ -95,7 +95,7 @@ export class Unit {
     return this.readyAtTime !== null && (this.current === 'ready' || this.current === 'retiring') && this.killedForReason === null;
   }
 
-  /** It took its first request. */
+  /** Its first client came (a connection, whatever it asks). */
   served(): void {
     this.servedYet = true;
   }
@@ -135,7 +135,7 @@ export class Unit {
   }
 
   /** It is gone: the one place an exit gets its cause. */
-  exited(ending: Ending): Exit {
+  exited(ending: Ending, now: number): Exit {
     const from = this.current;
     const signal = ending.signal ?? null;
     const clean = ending.code === 0 || (signal !== null && signal === this.signalSent);
@@ -144,8 +144,8 @@ export class Unit {
     else if (signal !== null && signal !== this.signalSent) cause = 'killed';
     else if (this.killedForReason) cause = this.killedForReason;
     else if (from === 'draining' && clean) cause = 'drained';
-    // Ready, then gone before its first request: a crash loop, never a poison request.
-    else if (from === 'ready' && !this.servedYet) cause = 'boot-failure';
+    // Failed soon after it was ready, before any client came: a crash loop, never a poison request.
+    else if (from === 'ready' && !clean && !this.servedYet && now - this.readyAtTime! < CRASH_LOOP_UPTIME_MS) cause = 'boot-failure';
     else cause = 'crashed';
     this.moveTo('exited');
     return { cause, restart: from !== 'draining' };
@@ -156,6 +156,9 @@ export class Unit {
     this.current = state;
   }
 }
+
+/** A unit that fails on its own this soon after it is ready, before any client came, failed to boot. */
+const CRASH_LOOP_UPTIME_MS = 10_000;
 
 /** After a boot failure the next start waits 500 ms, doubling up to 30 s (PM2's exp_backoff_restart_delay). */
 const BACK_OFF_FIRST_MS = 500;

@@ -26,7 +26,7 @@ const DRAIN_IDLE_MS = 1000;
 export interface UnitSupervisor {
   /** Once, when the unit has served its --max-requests (+ jitter). */
   retire(reason: string): void;
-  /** Once, at its first request: from then on, its ending on its own is a crash, not a failed boot. */
+  /** Once, at its first client (a connection, whatever it asks): from then on, its failing is a crash, not a failed boot. */
   serving(): void;
 }
 
@@ -62,6 +62,8 @@ export class ServingUnit {
   private readonly idle: IdleConnections | null;
   private readonly retireAfter: number;
   private readonly supervisor: UnitSupervisor;
+  /** A connection has come (its supervisor was told, once). */
+  private clientCame = false;
   private readonly accessLog: { sink: LogSink; format: ReturnType<typeof compileAccessLogFormat> } | null;
   private readonly options: ServingUnitOptions;
   /** The connections it may hold: its share of what the open-file limit leaves (threads share one). */
@@ -112,7 +114,12 @@ export class ServingUnit {
       : new Edge(server, settings, options.certificates, options.logger, { linger: workerClass.connectionLimit > 1 });
     const entry = this.edge ?? new UnitSide(server, makesRequestIds(settings));
     const idle = this.idle;
-    this.gate = new ConnectionGate(workerClass.connectionLimit, (socket) => entry.accept(socket), idle && (() => idle.closeIdleLongest()));
+    const admit = (socket: Socket) => {
+      if (!this.clientCame) this.supervisor.serving();
+      this.clientCame = true;
+      entry.accept(socket);
+    };
+    this.gate = new ConnectionGate(workerClass.connectionLimit, admit, idle && (() => idle.closeIdleLongest()));
     if (idle) server.on('connection', (socket: Socket) => idle.track(socket));
     trackConnections(server);
     markListening(server, options.appAddress);
@@ -191,7 +198,6 @@ export class ServingUnit {
         if (logRecord) this.accessLog!.sink.write(`${this.accessLog!.format(logRecord())}\n`);
       });
     }
-    if (this.requests === 1) this.supervisor.serving();
     if (this.requests === this.retireAfter) this.supervisor.retire(`served ${this.requests} requests (--max-requests)`);
   }
 }

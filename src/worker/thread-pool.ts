@@ -51,7 +51,7 @@ export class ThreadPool implements Units {
   /** Set while the back-off holds a start: the pool looks again then. */
   private wakeTimer: NodeJS.Timeout | null = null;
 
-  /** onServing: once, at the worker's first request (whichever thread took it). */
+  /** onServing: once, at the worker's first client (whichever thread it came to). */
   constructor(boot: UnitBoot, logger: Logger, onEndpointsChanged: (endpoints: string[]) => void, onServing: () => void) {
     this.boot = boot;
     this.settings = boot.settings;
@@ -184,7 +184,7 @@ export class ThreadPool implements Units {
   }
 
   private onExit(serving: ServingThread, code: number): void {
-    const exit = serving.exited({ code });
+    const exit = serving.exited({ code }, Date.now());
     this.threads.delete(serving);
     threadExited(serving.id);
     this.publishEndpoints();
@@ -200,7 +200,7 @@ export class ThreadPool implements Units {
 
   /** The threads that serve go on; the next start waits. */
   private onBootFailure(serving: ServingThread, code: number): void {
-    const before = serving.readyAt === null ? 'it was ready' : 'it served a request';
+    const before = serving.readyAt === null ? 'it was ready' : 'any client came';
     const detail = serving.bootError ? describeBootError(serving.bootError) : ` exited with code ${code} before ${before}`;
     if (detail !== this.lastBootErrorShown) this.logger.error(`Thread failed to boot:${detail}`);
     this.lastBootErrorShown = detail;
