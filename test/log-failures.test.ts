@@ -28,7 +28,13 @@ test('an error log on a full disk: said on stderr; the master lives on and repla
     process.kill(Number(first), 'SIGKILL'); // the master logs the kill: more lines for the full disk
     await eventually(async () => (await request(`${url}/pid`).catch(() => null))?.body !== first || null, 'a replacement');
     assert.ok(isAlive(forkgate.pid), 'the master lives on');
-    assert.equal(forkgate.count(/forkgate: error log \/dev\/full: cannot write \(ENOSPC\): its lines are dropped until it can/), 1);
+    assert.equal(
+      forkgate.count(
+        new RegExp(`forkgate \\[${forkgate.pid}\\]: error log /dev/full: cannot write \\(ENOSPC\\): its lines are dropped until it can`),
+      ),
+      1,
+      "the master's, once",
+    );
   } finally {
     await forkgate.stop();
   }

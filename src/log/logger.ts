@@ -84,7 +84,8 @@ export class Logger {
 
 /** An error log file that cannot be written to says so on stderr, if anywhere: never through itself. */
 function errorLogSink(target: string): LogSink {
-  const onTrouble = target === '-' ? undefined : (message: string) => fs.writeSync(2, `forkgate: error log ${message}\n`);
+  // Each process says it for itself: the pid tells the master's line from its workers'.
+  const onTrouble = target === '-' ? undefined : (message: string) => fs.writeSync(2, `forkgate [${process.pid}]: error log ${message}\n`);
   return new LogSink(target, 2, { onTrouble });
 }
 
