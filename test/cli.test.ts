@@ -336,6 +336,11 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
       expect: [/'statsu' is neither a forkgate command \(did you mean forkgate status\?\) nor an app file \(no statsu\./],
     },
     {
+      name: 'a mistyped command, two letters swapped',
+      args: ['tpo'],
+      expect: [/'tpo' is neither a forkgate command \(did you mean forkgate top\?\) nor an app file/],
+    },
+    {
       name: 'a mistyped command with options after it',
       args: ['relaod', '-w', '2'],
       expect: [/'relaod' is neither a forkgate command \(did you mean forkgate reload\?\) nor an app file/],
