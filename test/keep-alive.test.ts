@@ -5,6 +5,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import { test } from 'node:test';
 import { eventually, FIXTURES, request, start, startRequest, within } from './helpers/forkgate.ts';
+import { exchange as send } from './helpers/edge.ts';
 
 const OPS = `${FIXTURES}ops.cjs`;
 
@@ -169,6 +170,19 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
       assert.equal((await within(30_000, 'the stop', stopped)).code, 0);
     } finally {
       silent.destroy();
+    }
+  });
+}
+
+for (const balance of ['round-robin', 'reuseport', 'proxy']) {
+  test(`a client that half-closes after its request (nc, some health checkers) gets the whole answer, late as it comes (${balance})`, async () => {
+    const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', OPS]);
+    try {
+      const answered = await send(forkgate.url, 'GET /slow?ms=300 HTTP/1.1\r\nHost: x\r\n\r\n', { end: true });
+      assert.match(answered.received, /^HTTP\/1\.1 200 [\s\S]*slept 300 ms/, JSON.stringify(answered.received.slice(0, 200)));
+      assert.equal((await request(`${forkgate.url}/pid`)).status, 200, 'the worker serves on');
+    } finally {
+      await forkgate.stop();
     }
   });
 }
