@@ -133,8 +133,11 @@ test('a worker that dies on its own after it was ready, before any request, is a
 test('a worker a WebSocket client killed, or one stopped from outside while idle, is replaced at once: no back-off', async () => {
   const forkgate = await start(['-w', '1', '--log-level', 'debug', '-b', '127.0.0.1:0', `${FIXTURES}websocket.cjs`]);
   const replacedAndReady = async (gone: number) => {
-    await eventually(() => forkgate.workerPids().length === 1 && forkgate.workerPids()[0] !== gone, `a replacement for ${gone}`);
-    await forkgate.waitFor(new RegExp(`Worker \\(pid:${forkgate.workerPids()[0]}\\) ready`));
+    const replacement = await eventually(() => {
+      const pids = forkgate.workerPids();
+      return pids.length === 1 && pids[0] !== gone ? pids[0] : null;
+    }, `a replacement for ${gone}`);
+    await forkgate.waitFor(new RegExp(`Worker \\(pid:${replacement}\\) ready`));
   };
   try {
     for (let death = 1; death <= 3; death++) {
