@@ -3,7 +3,6 @@
  * app, the configuration's flags), ready once its master logs that the pool serves, stopped with TERM.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import * as net from 'node:net';
 import { isSea } from 'node:sea';
 import { AppLoadError, ExitCode, SettingError, type ForkgateError } from '../errors.ts';
 import { TuneError } from '../errors.ts';
@@ -17,13 +16,13 @@ const STOP_TIMEOUT_MS = 10_000;
 const running = new Set<TrialServer>();
 
 export class TrialServer {
-  readonly port: number;
+  /** The port it bound (it is given port 0, and says which in its log): known once it is ready. */
+  port = 0;
   private readonly child: ChildProcess;
   private log = '';
   private readonly exited: Promise<number | null>;
 
-  private constructor(port: number, child: ChildProcess) {
-    this.port = port;
+  private constructor(child: ChildProcess) {
     this.child = child;
     const keep = (chunk: Buffer) => (this.log = (this.log + chunk.toString()).slice(-50_000));
     child.stdout!.on('data', keep);
@@ -33,9 +32,8 @@ export class TrialServer {
     void this.exited.then(() => running.delete(this));
   }
 
-  /** Starts `forkgate FLAGS -b 127.0.0.1:PORT APP` and waits until its pool serves. */
+  /** Starts `forkgate FLAGS -b 127.0.0.1:0 APP` and waits until its pool serves. */
   static async start(app: string, config: Config, env: NodeJS.ProcessEnv): Promise<TrialServer> {
-    const port = await freePort();
     const args = [
       ...(isSea() ? [] : [process.argv[1]!]),
       // all four, even the defaults: the config file and the environment may set them otherwise
@@ -47,8 +45,9 @@ export class TrialServer {
       config.workerClass,
       '--balance',
       config.balance,
+      // Port 0: a port picked here and bound there could be taken in between.
       '-b',
-      `127.0.0.1:${port}`,
+      '127.0.0.1:0',
       // the readiness line is read from the log, whatever the config file says about it
       '--error-logfile',
       '-',
@@ -57,7 +56,7 @@ export class TrialServer {
       app,
     ];
     const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    const server = new TrialServer(port, child);
+    const server = new TrialServer(child);
     await server.ready(app, config.workers);
     return server;
   }
@@ -72,7 +71,10 @@ export class TrialServer {
     let exitCode: number | null | undefined;
     void this.exited.then((code) => (exitCode = code));
     for (;;) {
-      if (line.test(this.log)) return;
+      if (line.test(this.log)) {
+        this.port = Number(/Listening at: http:\/\/127\.0\.0\.1:(\d+)/.exec(this.log)![1]);
+        return;
+      }
       if (exitCode !== undefined) throw this.bootFailure(app, exitCode);
       if (Date.now() > deadline) {
         await this.stop();
@@ -107,16 +109,4 @@ export class TrialServer {
   static terminateAll(): void {
     for (const server of running) server.child.kill('SIGTERM');
   }
-}
-
-/** A port free right now on 127.0.0.1. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.on('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
 }
