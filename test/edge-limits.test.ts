@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { eventually, FIXTURES, request, start } from './helpers/forkgate.ts';
-import { echoOf, exchange, statusOf, type Exchange } from './helpers/edge.ts';
+import { collect, echoOf, exchange, statusOf, type Exchange } from './helpers/edge.ts';
 
 const ECHO = `${FIXTURES}edge-echo.cjs`;
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-edge-limits-'));
@@ -173,40 +173,31 @@ function upload(url: string, framing: 'chunked' | 'length', options: { hold?: bo
       : `POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${total}\r\n\r\n`;
   const frame = framing === 'chunked' ? [Buffer.from(`${piece.length.toString(16)}\r\n`), piece, Buffer.from('\r\n')] : [piece];
   const { hostname, port } = new URL(url);
-  return new Promise((resolve, reject) => {
-    // Half-open: the server's FIN after its answer does not end the upload.
-    const socket = net.connect({ port: Number(port), host: hostname, allowHalfOpen: true });
-    const chunks: Buffer[] = [];
-    let reset = false;
-    let sent = 0;
-    let stopped = 0;
+  // Half-open: the server's FIN after its answer does not end the upload.
+  const socket = net.connect({ port: Number(port), host: hostname, allowHalfOpen: true });
+  const { sofar, closed } = collect(socket, 'the upload did not finish');
+  let stopped = 0;
+  const sent = new Promise<void>((resolve) => {
+    let written = 0;
     const pump = () => {
-      while (sent < total && !socket.destroyed) {
-        sent += piece.length;
+      while (written < total && !socket.destroyed) {
+        written += piece.length;
         if (!socket.write(Buffer.concat(frame))) return void socket.once('drain', pump);
       }
       stopped = performance.now();
-      if (options.hold) resolve({ received: Buffer.concat(chunks).toString('latin1'), reset, stopped });
-      else socket.end();
+      resolve();
     };
     socket.once('connect', () => {
       socket.write(head);
       pump();
     });
-    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
-    socket.on('error', (error: NodeJS.ErrnoException) => {
-      if (error.code === 'ECONNRESET' || error.code === 'EPIPE') reset = true;
-      else reject(error);
-    });
-    socket.on('close', () => {
-      clearTimeout(timer);
-      resolve({ received: Buffer.concat(chunks).toString('latin1'), reset, stopped });
-    });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`the upload did not finish; the server sent: ${Buffer.concat(chunks).toString('latin1').slice(0, 200)}`));
-    }, 15_000);
   });
+  if (options.hold) {
+    closed.catch(() => {}); // the test closes what it held
+    return Promise.race([sent.then(() => ({ ...sofar(), stopped })), closed.then((done) => ({ ...done, stopped }))]);
+  }
+  void sent.then(() => socket.end());
+  return closed.then((done) => ({ ...done, stopped }));
 }
 
 /** Whether a response arrived to its last byte, by its framing. */

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tls from 'node:tls';
 import { after, describe, test } from 'node:test';
-import { eventually, FIXTURES, Forkgate, request, start, within } from './helpers/forkgate.ts';
+import { eventually, FIXTURES, Forkgate, request, silentConnection, start, within } from './helpers/forkgate.ts';
 import { makeCertificates, type Echo } from './helpers/edge.ts';
 import { install } from './helpers/install.ts';
 
@@ -349,12 +349,8 @@ test('HUP with --balance proxy that turns TLS on: named in the log as taking a r
 for (const balance of ['round-robin', 'proxy']) {
   test(`a graceful stop closes a connection that never began its TLS handshake (${balance})`, { skip }, async () => {
     const forkgate = await start(['-w', '1', '--balance', balance, '--graceful-timeout', '60', '-b', '127.0.0.1:0', ...tlsFlags(), ECHO]);
-    const { hostname, port } = new URL(forkgate.url);
-    const silent = net.connect(Number(port), hostname);
-    const closed = new Promise<void>((resolve) => silent.on('close', () => resolve()));
-    silent.on('error', () => {});
+    const { socket: silent, closed } = await silentConnection(forkgate.url);
     try {
-      await new Promise<void>((resolve) => silent.once('connect', () => resolve()));
       // Served after it: one worker takes its connections in order, so the silent one is in hand.
       assert.equal((await httpsGet(forkgate.url)).status, 200);
       const stopped = forkgate.stop();

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { test } from 'node:test';
-import { eventually, FIXTURES, request, start, startRequest, within } from './helpers/forkgate.ts';
+import { eventually, FIXTURES, request, silentConnection, start, startRequest, within } from './helpers/forkgate.ts';
 import { exchange as send } from './helpers/edge.ts';
 
 const OPS = `${FIXTURES}ops.cjs`;
@@ -156,14 +156,10 @@ test('only a connection between requests is closed for a new client: not one tha
 for (const balance of ['round-robin', 'reuseport', 'proxy']) {
   test(`a graceful stop closes a connection that has sent nothing, without waiting out --graceful-timeout (${balance})`, async () => {
     const forkgate = await start(['-w', '1', '--balance', balance, '--graceful-timeout', '60', '-b', '127.0.0.1:0', OPS]);
-    const { hostname, port } = new URL(forkgate.url);
-    // A preconnected or pooled socket that sends nothing. The request after it is served once the silent
-    // one has been accepted and handed over: one worker takes its connections in order.
-    const silent = net.connect(Number(port), hostname);
-    const closed = new Promise<void>((resolve) => silent.on('close', () => resolve()));
-    silent.on('error', () => {});
+    // The request after the silent connection is served once it has been accepted and handed over: one
+    // worker takes its connections in order.
+    const { socket: silent, closed } = await silentConnection(forkgate.url);
     try {
-      await new Promise<void>((resolve) => silent.once('connect', () => resolve()));
       assert.equal((await request(`${forkgate.url}/`)).status, 200);
       const stopped = forkgate.stop();
       await within(30_000, 'the silent connection to be closed', closed);

@@ -24,13 +24,22 @@ export function exchange(
   options: { end?: boolean } = {},
 ): Promise<Exchange> {
   const { hostname, port } = new URL(url);
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(Number(port), hostname, () => {
-      for (const part of Array.isArray(payload) ? payload : [payload]) socket.write(part);
-      if (options.end) socket.end();
-    });
-    const chunks: Buffer[] = [];
-    let reset = false;
+  const socket = net.connect(Number(port), hostname, () => {
+    for (const part of Array.isArray(payload) ? payload : [payload]) socket.write(part);
+    if (options.end) socket.end();
+  });
+  return collect(socket, 'the server kept the connection open').closed;
+}
+
+/**
+ * What comes back on a connection: so far (`sofar`), and all of it once it closes (`closed`, rejected if
+ * it is still open after 15 s, with `stuck` and what came). A reset is noted, not an error.
+ */
+export function collect(socket: net.Socket, stuck: string): { sofar: () => Exchange; closed: Promise<Exchange> } {
+  const chunks: Buffer[] = [];
+  let reset = false;
+  const sofar = () => ({ received: Buffer.concat(chunks).toString('latin1'), reset });
+  const closed = new Promise<Exchange>((resolve, reject) => {
     socket.on('data', (chunk: Buffer) => chunks.push(chunk));
     socket.on('error', (error: NodeJS.ErrnoException) => {
       if (error.code === 'ECONNRESET' || error.code === 'EPIPE') reset = true;
@@ -38,13 +47,14 @@ export function exchange(
     });
     socket.on('close', () => {
       clearTimeout(timer);
-      resolve({ received: Buffer.concat(chunks).toString('latin1'), reset });
+      resolve(sofar());
     });
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new Error(`the server kept the connection open; it sent: ${Buffer.concat(chunks).toString('latin1').slice(0, 200)}`));
+      reject(new Error(`${stuck}; it sent: ${sofar().received.slice(0, 200)}`));
     }, 15_000);
   });
+  return { sofar, closed };
 }
 
 /** The status code of the first response in an exchange, or null if the server sent nothing. */

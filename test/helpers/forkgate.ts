@@ -6,6 +6,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import { fileURLToPath } from 'node:url';
+import * as net from 'node:net';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const FIXTURES = `${ROOT}test/fixtures/apps/`;
@@ -216,4 +217,14 @@ export function within<T>(ms: number, what: string, promise: Promise<T>): Promis
     timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
   });
   return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
+}
+
+/** A connection that sends nothing (a preconnected or pooled socket), once connected; `closed`: once the server closes it. */
+export async function silentConnection(url: string): Promise<{ socket: net.Socket; closed: Promise<void> }> {
+  const { hostname, port } = new URL(url);
+  const socket = net.connect(Number(port), hostname);
+  const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+  socket.on('error', () => {});
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+  return { socket, closed };
 }
