@@ -56,7 +56,7 @@ export function trackConnections(server: AppServer): void {
   };
   server.on('connection', (socket: Socket) => {
     connections.set(socket, socket.bytesRead);
-    socket.once('close', forget);
+    socket.on('close', forget); // a close comes once: no per-connection wrapper, as once() would make
   });
 }
 

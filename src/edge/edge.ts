@@ -49,8 +49,6 @@ export class Edge {
   private readonly checkLimits: ReturnType<typeof requestLimitCheck>;
   /** Accepted connections still in their PROXY header or TLS handshake, not yet the app server's. */
   private readonly arriving = new Set<Socket>();
-  /** Connections in their TLS handshake that were half-open, as their TLS socket is to be once secure. */
-  private readonly halfOpenOnceSecure = new WeakSet<Socket>();
   /** One 'close' listener shared by every arriving connection (each its `this`). */
   private readonly forgetArriving: (this: Socket) => void;
   private readonly bodyLimit: number;
@@ -88,7 +86,7 @@ export class Edge {
       // A TLS socket reports the TCP peer. The client a PROXY header named is on the socket it wraps,
       // which Node keeps as _parent (internal, but there since 0.11, and the only way back to it).
       const wrapped = (socket as TLSSocket & { _parent: Socket })._parent;
-      socket.allowHalfOpen = this.halfOpenOnceSecure.has(wrapped);
+      socket.allowHalfOpen = true; // as the connection it wraps: a client's half-close still gets its answer
       if (this.proxyProtocol !== 'off') presentPeer(socket, peerOf(wrapped));
       this.arriving.delete(wrapped);
       this.deliver(socket);
@@ -132,15 +130,12 @@ export class Edge {
   }
 
   /**
-   * For a graceful stop: closes the connections still in their PROXY header or TLS handshake, which
-   * the app's server has not seen, so a client that connected and went silent holds no stop.
+   * For a graceful stop: closes the connections the app's server does not serve, so none holds the stop:
+   * those still in their PROXY header or TLS handshake (a client that connected and went silent), and
+   * those lingering after a refusal.
    */
-  closeArriving(): void {
+  closeUnserved(): void {
     for (const socket of this.arriving) socket.destroy();
-  }
-
-  /** For a graceful stop: closes the refused connections still lingering after their answer. */
-  closeLingering(): void {
     this.lingering?.closeAll();
   }
 
@@ -152,9 +147,8 @@ export class Edge {
 
   private terminate(socket: Socket): void {
     if (!this.tls) return this.deliver(socket);
-    // A TLS socket is half-open as the connection it wraps, but not in its handshake: there a client's
-    // FIN would leave the connection open until the handshake timeout.
-    if (socket.allowHalfOpen) this.halfOpenOnceSecure.add(socket);
+    // Every connection comes half-open; a TLS socket takes that from the one it wraps, but not in its
+    // handshake: there a client's FIN would leave the connection open until the handshake timeout.
     socket.allowHalfOpen = false;
     this.tls.emit('connection', socket); // 'secureConnection' delivers it once the handshake is done
   }

@@ -485,6 +485,7 @@ class HopConnection {
     let chunked = false;
     let transferEncoded = false;
     let connectionClose = minor === '0';
+    let awaiting = false;
     for (let i = 1; i < lines.length; i++) {
       const line = lines[i]!;
       const colon = line.indexOf(':');
@@ -493,6 +494,9 @@ class HopConnection {
       const value = line.slice(colon + 1).trim();
       rawHeaders.push(name, value);
       switch (name.toLowerCase()) {
+        case AWAITING_HEADER:
+          awaiting = true;
+          break;
         case 'content-length':
           if (!/^\d{1,15}$/.test(value) || (contentLength !== null && contentLength !== Number(value))) {
             throw new HopParseError(`invalid Content-Length '${value}'`);
@@ -532,7 +536,7 @@ class HopConnection {
     }
     if (statusCode >= 100 && statusCode < 200) {
       // Interim (100 Continue, 102 Processing, 103 Early Hints): the final response follows.
-      this.handler!.onInterim?.(rawHeaders.some((name, i) => i % 2 === 0 && name.toLowerCase() === AWAITING_HEADER));
+      this.handler!.onInterim?.(awaiting);
       return;
     }
     if (transferEncoded && contentLength !== null) {

@@ -300,8 +300,7 @@ export class Arbiter {
       if (exit.restart) this.restarts++;
       switch (exit.cause) {
         case 'boot-failure': {
-          const before = worker.readyAt === null ? 'it was ready' : 'any client came';
-          const report = bootError ? describeBootError(bootError) : ` ${describeExit(code, signal)} before ${before}`;
+          const report = bootError ? describeBootError(bootError) : ` ${describeExit(code, signal)} before ${worker.failedBefore}`;
           this.onBootFailure(report, worker, bootError?.forkgate?.exitCode ?? ExitCode.bootFailure);
           break;
         }

@@ -106,8 +106,7 @@ export class FrontProxy {
         const idleClose = setTimeout(() => {
           this.server.closeIdleConnections();
           closeFreshConnections(this.server);
-          this.edge.closeArriving();
-          this.edge.closeLingering();
+          this.edge.closeUnserved();
         }, DRAIN_IDLE_MS);
         const deadline = setTimeout(() => this.onDrained?.(), this.gracefulTimeoutMs);
         this.onDrained = () => {

@@ -70,6 +70,11 @@ export class Unit {
     return this.retiredForReason;
   }
 
+  /** What a boot failure happened before, for the log: readiness, or (a crash loop) its first client. */
+  get failedBefore(): string {
+    return this.readyAtTime === null ? 'it was ready' : 'any client came';
+  }
+
   /** Set once its supervisor decided to kill it: it is not judged again. */
   get killedFor(): KillReason | null {
     return this.killedForReason;

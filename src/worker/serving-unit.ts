@@ -128,7 +128,7 @@ export class ServingUnit {
 
   offer(socket: Socket): void {
     // A client that half-closes after its request (nc, some health checkers) still gets its answer;
-    // the app's server then closes the connection after it (httpAllowHalfOpen, set below).
+    // the app's server then closes the connection after it (httpAllowHalfOpen, set in the constructor).
     socket.allowHalfOpen = true;
     if (this.gate.open < this.budget) return this.gate.offer(socket);
     this.overBudget.note();
@@ -153,8 +153,7 @@ export class ServingUnit {
     setTimeout(() => this.server.closeIdleConnections(), quiet).unref();
     setTimeout(() => {
       closeFreshConnections(this.server);
-      this.edge?.closeArriving();
-      this.edge?.closeLingering();
+      this.edge?.closeUnserved();
     }, DRAIN_IDLE_MS).unref();
     this.gate.whenIdle(onDrained);
   }

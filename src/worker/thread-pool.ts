@@ -200,8 +200,7 @@ export class ThreadPool implements Units {
 
   /** The threads that serve go on; the next start waits. */
   private onBootFailure(serving: ServingThread, code: number): void {
-    const before = serving.readyAt === null ? 'it was ready' : 'any client came';
-    const detail = serving.bootError ? describeBootError(serving.bootError) : ` exited with code ${code} before ${before}`;
+    const detail = serving.bootError ? describeBootError(serving.bootError) : ` exited with code ${code} before ${serving.failedBefore}`;
     if (detail !== this.lastBootErrorShown) this.logger.error(`Thread failed to boot:${detail}`);
     this.lastBootErrorShown = detail;
     const delay = this.backOff.failed(Date.now());
