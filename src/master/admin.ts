@@ -11,8 +11,7 @@ import type { BindAddress } from '../config/bind.ts';
 import { readSettingFile } from '../config/setting-file.ts';
 import { SettingError } from '../errors.ts';
 import type { BalancerLoad } from './balance/balancer.ts';
-import { closeForSuccessor, listeningFd, listenOn } from './listen.ts';
-import type { SocketAccess } from './privileges.ts';
+import { closeForSuccessor, listenEndpoint, listeningFd } from './listen.ts';
 import type { EndpointSocket } from './upgrade.ts';
 import { serveMetrics, type Exposition } from '../metrics/endpoint.ts';
 import { sendDashboard, streamSnapshots } from '../metrics/dashboard.ts';
@@ -78,9 +77,6 @@ const PAGES = ['/', '/events', '/healthz', '/readyz', '/status', '/metrics'];
 const POOL_SIZE = /^\/workers\/([+-]?)(\d+)$/;
 const POOL_SIZE_FORMS = '/workers/N (the pool size), /workers/+N or /workers/-N';
 
-/** A unix socket for the endpoint lets in only the master's user (and root), whatever the umask. */
-const ADMIN_SOCKET: SocketAccess = { mode: 0o600 };
-
 /** What decides who may ask: over TCP a browser can, and actions need the token in --admin-token-file. */
 interface Guard {
   readonly overTcp: boolean;
@@ -109,10 +105,7 @@ export class AdminEndpoint {
   ): Promise<AdminEndpoint> {
     const guard: Guard = { overTcp: address.kind === 'tcp', tokenFile };
     const server = http.createServer((req, res) => handle(req, res, guard, actions));
-    await listenOn(server, inheritedFd === undefined ? address : { kind: 'fd', fd: inheritedFd }, ADMIN_SOCKET);
-    const bound = server.address();
-    const reachable: BindAddress = bound && typeof bound === 'object' ? { kind: 'tcp', host: bound.address, port: bound.port } : address;
-    return new AdminEndpoint(server, reachable);
+    return new AdminEndpoint(server, await listenEndpoint(server, address, inheritedFd));
   }
 
   /** The listening socket, for a USR2 successor to inherit. */

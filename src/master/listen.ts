@@ -36,6 +36,17 @@ export async function listenOn(server: net.Server, address: BindAddress, access:
   if (address.kind === 'unix' && access.owner) fs.lchownSync(address.path, access.owner.uid, access.owner.gid);
 }
 
+/**
+ * A master's own endpoint (admin, metrics): listens alone on its address (a unix socket lets in only the
+ * master's user and root, whatever the umask), or in a USR2 successor on the descriptor handed over;
+ * returns where it is reached (a TCP port 0 resolved).
+ */
+export async function listenEndpoint(server: net.Server, address: BindAddress, inheritedFd: number | undefined): Promise<BindAddress> {
+  await listenOn(server, inheritedFd === undefined ? address : { kind: 'fd', fd: inheritedFd }, { mode: 0o600 });
+  const bound = server.address();
+  return bound && typeof bound === 'object' ? { kind: 'tcp', host: bound.address, port: bound.port } : address;
+}
+
 /** A listening server's descriptor, for a USR2 successor to inherit. */
 export function listeningFd(server: net.Server): number {
   // A listening net.Server exposes no public descriptor; its handle's fd is what spawn() can pass on.

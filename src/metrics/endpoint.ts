@@ -4,7 +4,7 @@
  */
 import * as http from 'node:http';
 import { formatBindAddress, type BindAddress } from '../config/bind.ts';
-import { closeForSuccessor, listeningFd, listenOn } from '../master/listen.ts';
+import { closeForSuccessor, listenEndpoint, listeningFd } from '../master/listen.ts';
 import type { EndpointSocket } from '../master/upgrade.ts';
 
 export type Exposition = () => Promise<{ contentType: string; text: string }>;
@@ -49,10 +49,7 @@ export class MetricsEndpoint {
         return refuse(405, `${req.method} is not allowed: only GET /metrics`, { allow: 'GET, HEAD' });
       serveMetrics(req, res, exposition);
     });
-    await listenOn(server, inheritedFd === undefined ? address : { kind: 'fd', fd: inheritedFd }, { mode: 0o600 });
-    const bound = server.address();
-    const reachable: BindAddress = bound && typeof bound === 'object' ? { kind: 'tcp', host: bound.address, port: bound.port } : address;
-    return new MetricsEndpoint(server, reachable);
+    return new MetricsEndpoint(server, await listenEndpoint(server, address, inheritedFd));
   }
 
   /** Where scrapes reach it, for the log. */
