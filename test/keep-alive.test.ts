@@ -171,12 +171,40 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
 }
 
 for (const balance of ['round-robin', 'reuseport', 'proxy']) {
-  test(`a client that half-closes after its request (nc, some health checkers) gets the whole answer, late as it comes (${balance})`, async () => {
+  test(`a client that half-closes after its request (nc, some health checkers) gets its answer, late as it comes (${balance})`, async () => {
     const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', OPS]);
     try {
-      const answered = await send(forkgate.url, 'GET /slow?ms=300 HTTP/1.1\r\nHost: x\r\n\r\n', { end: true });
-      assert.match(answered.received, /^HTTP\/1\.1 200 [\s\S]*slept 300 ms/, JSON.stringify(answered.received.slice(0, 200)));
+      const answered = await send(forkgate.url, 'GET /late?ms=300 HTTP/1.1\r\nHost: x\r\n\r\n', { end: true });
+      assert.match(answered.received, /^HTTP\/1\.1 200 [\s\S]*answered after 300 ms/, JSON.stringify(answered.received.slice(0, 200)));
       assert.equal((await request(`${forkgate.url}/pid`)).status, 200, 'the worker serves on');
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}
+
+for (const balance of ['round-robin', 'reuseport', 'proxy']) {
+  test(`a client that closes while its answer streams is leaving: the app's response closes, not at its next write (${balance})`, async () => {
+    const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', `${FIXTURES}proxy.cjs`]);
+    try {
+      const { port } = new URL(forkgate.url);
+      const socket = net.connect(Number(port), '127.0.0.1');
+      let received = '';
+      await new Promise<void>((resolve, reject) => {
+        socket.on('data', (chunk: Buffer) => {
+          received += chunk.toString('latin1');
+          if (received.includes('first chunk')) resolve();
+        });
+        socket.on('error', reject);
+        socket.write('GET /stream HTTP/1.1\r\nHost: x\r\n\r\n');
+      });
+      // FIN only, as a client that leaves sends: the app writes nothing more for 10 s on its own.
+      socket.end();
+      await eventually(
+        async () => (await request(`${forkgate.url}/stream-stats`)).body === JSON.stringify({ open: 0, closedEarly: 1 }),
+        "the app's response to close when the client left",
+      );
+      socket.destroy();
     } finally {
       await forkgate.stop();
     }

@@ -94,6 +94,9 @@ export class Edge {
     this.tls?.on('tlsClientError', (error: Error, socket: TLSSocket) =>
       this.logger.debug(`TLS handshake with ${socket.remoteAddress ?? 'a unix socket'} failed: ${error.message}`),
     );
+    // A client that half-closes after its request (nc, some health checkers) still gets its answer, and
+    // the connection ends after it; one that closes while the answer is under way is leaving (deliver).
+    (server as AppServer & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     configureParser(server, settings);
     interceptRequests(
       server,
@@ -111,6 +114,7 @@ export class Edge {
 
   /** Takes a new connection through the PROXY header and TLS (as configured) into the app's server. */
   accept(socket: Socket): void {
+    socket.allowHalfOpen = true;
     if (this.proxyProtocol === 'off' && !this.tls) return this.deliver(socket);
     this.arriving.add(socket);
     socket.once('close', this.forgetArriving);
@@ -156,6 +160,7 @@ export class Edge {
   /** Hands the connection, as the app will see it, to the app's server. */
   private deliver(socket: Socket): void {
     if (this.forwardingTrusted?.(socket.remoteAddress)) this.trustedConnections.add(socket);
+    socket.once('end', leaveIfAnswering);
     this.server.emit('connection', socket);
   }
 
@@ -264,4 +269,15 @@ function rawResponse({ status, reason }: Rejection): string {
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: text/plain\r\n` +
     `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
   );
+}
+
+/**
+ * A client that closes its connection while an answer is under way (its head sent) is leaving, as
+ * nginx's 499: the connection closes, and whatever writes the answer (the app, or the proxy and the unit
+ * behind it) knows at once rather than at its next write. `_httpMessage` is the response Node's server is
+ * writing on the socket (internal, but there since 0.x).
+ */
+function leaveIfAnswering(this: Socket): void {
+  const res = (this as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (res?.headersSent && !res.writableFinished) this.destroy();
 }

@@ -4,7 +4,6 @@
  * other failure is a 502 (or a cut response). Every outcome gives the unit back exactly once.
  */
 import type * as http from 'node:http';
-import type * as net from 'node:net';
 import { encodeClient, lateMark, PEER_HEADER } from '../hop/protocol.ts';
 import { OVER_LIMIT } from '../edge/refusal.ts';
 import type { Logger } from '../log/logger.ts';
@@ -210,7 +209,6 @@ export class Exchange {
       if (addId) headers.push('X-Request-Id', this.requestId!);
       res.writeHead(response.status, response.reason, headers);
     }
-    leaveWithClient(req.socket, res);
     return asSent ? 'as-sent' : 'decoded';
   }
 
@@ -433,20 +431,6 @@ interface RawResponse extends http.ServerResponse {
   _hasBody: boolean;
   _keepAliveTimeout: number;
   chunkedEncoding: boolean;
-}
-
-/** Per client connection: the responses relayed to it and not finished yet. */
-const relaying = new WeakMap<net.Socket, number>();
-
-/**
- * A client that closes while an answer is under way is leaving (nginx's 499), and takes the upstream
- * requests along; one that half-closes before still gets its answer. One listener per connection.
- */
-function leaveWithClient(socket: net.Socket, res: http.ServerResponse): void {
-  const relayed = relaying.get(socket);
-  if (relayed === undefined) socket.once('end', () => relaying.get(socket)! > 0 && socket.destroy());
-  relaying.set(socket, (relayed ?? 0) + 1);
-  res.once('finish', () => relaying.set(socket, relaying.get(socket)! - 1));
 }
 
 /** Whether the request says a body follows (a length other than 0, or a transfer coding). */

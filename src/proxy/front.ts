@@ -64,9 +64,6 @@ export class FrontProxy {
     // §7.8 allows it): the body is then framed and sent like any other, never left for the tunnel.
     this.server = http.createServer({ shouldUpgradeCallback: (req) => !declaresBody(req) }, (req, res) => this.onRequest(req, res));
     this.server.keepAliveTimeout = settings.keepAlive * 1000;
-    // A client that half-closes after its request (nc, some health checkers) still gets the answer,
-    // which the proxy only has a moment later: its connection ends after that response.
-    (this.server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     this.server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.onUpgrade(req, socket, head));
     this.edge = new Edge(this.server, settings, certificates, logger, { echoRequestId: false });
     trackConnections(this.server);

@@ -108,7 +108,6 @@ export class ServingUnit {
       : null;
 
     server.keepAliveTimeout = settings.keepAlive * 1000;
-    (server as AppServer & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     server.prependListener('request', (req, res) => this.onRequest(req, res));
     this.edge = options.internalHop
       ? null
@@ -127,9 +126,6 @@ export class ServingUnit {
   }
 
   offer(socket: Socket): void {
-    // A client that half-closes after its request (nc, some health checkers) still gets its answer;
-    // the app's server then closes the connection after it (httpAllowHalfOpen, set in the constructor).
-    socket.allowHalfOpen = true;
     if (this.gate.open < this.budget) return this.gate.offer(socket);
     this.overBudget.note();
     refuseConnection(socket, this.options.settings.certfile !== null);
