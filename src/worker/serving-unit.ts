@@ -128,7 +128,7 @@ export class ServingUnit {
   offer(socket: Socket): void {
     if (this.gate.open < this.budget) return this.gate.offer(socket);
     this.overBudget.note();
-    refuseConnection(socket, this.options.settings.certfile !== null);
+    refuseConnection(socket, this.options.certificates !== null);
   }
 
   stats(): WorkerStats {
