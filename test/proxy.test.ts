@@ -19,11 +19,14 @@ after(() => rmSync(scratch, { recursive: true, force: true }));
 
 const proxyArgs = (...more: string[]) => ['--balance', 'proxy', '-b', '127.0.0.1:0', ...more];
 
-/** Starts /spin in the background and resolves once the app is spinning (its pid written to the mark file). */
-async function startSpin(url: string, ms: number, name: string) {
+/**
+ * Starts /spin in the background and resolves once the app is spinning (its pid written to the mark
+ * file); with a log, the unit first appends `spin <pid>` to it.
+ */
+async function startSpin(url: string, ms: number, name: string, log?: string) {
   const mark = join(scratch, name);
   const state = { done: false };
-  const reply = request(`${url}/spin?ms=${ms}&mark=${mark}`).finally(() => (state.done = true));
+  const reply = request(`${url}/spin?ms=${ms}&mark=${mark}${log ? `&log=${log}` : ''}`).finally(() => (state.done = true));
   const pid = await eventually(() => existsSync(mark) && readFileSync(mark, 'utf8'), 'the app to start spinning');
   return { pid, reply, state };
 }
@@ -135,9 +138,10 @@ test('requests sent to a unit before it started to spin are taken back and answe
   }
 });
 
-test('requests a unit has started and awaits are never taken back, even when the unit then spins', async () => {
+test('requests a unit has started and awaits are never taken back, even when the unit then spins', async (t) => {
   const forkgate = await start(['-w', '2', '--log-level', 'debug', ...proxyArgs(PROXY)]);
   const log = join(scratch, 'awaited.log');
+  const idsOf = (lines: string[]) => lines.map((line) => Number(line.split(' ')[0]));
   try {
     // Both units answer first: the master takes requests back only from a unit that has answered.
     const answeredBy = new Set<string>();
@@ -145,14 +149,12 @@ test('requests a unit has started and awaits are never taken back, even when the
     assert.equal(answeredBy.size, 2, 'both units answered');
     const replies = Array.from({ length: 12 }, (_, id) => request(`${forkgate.url}/wait?ms=1000&id=${id}&log=${log}`));
     // Every one has started (logged as its handler began, confirmed to the proxy right after)...
-    await eventually(() => existsSync(log) && readFileSync(log, 'utf8').trim().split('\n').length === 12, 'the 12 requests to start');
-    // ...and now a unit stops making progress: what it has started stays with it.
-    const before = forkgate.output.length;
-    const spin = await startSpin(forkgate.url, 600, 'awaited-spin');
-    const startedIn = readFileSync(log, 'utf8')
-      .trim()
-      .split('\n')
-      .map((line) => line.split(' ')[1]);
+    const lines = () => (existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n') : []);
+    await eventually(() => new Set(idsOf(lines())).size === 12, 'the 12 requests to start');
+    // ...and now a unit stops making progress: what it has started stays with it. Its "spin" line in
+    // the log parts what ran before the spin from what ran after.
+    const spin = await startSpin(forkgate.url, 600, 'awaited-spin', log);
+    const startedIn = lines().map((line) => line.split(' ')[1]);
     assert.ok(startedIn.includes(String(spin.pid)), 'the spinning unit has some of the awaited requests');
     // The other unit keeps answering meanwhile: the spinning one is stuck beside a unit that moves, so
     // whatever it has not started is taken back now.
@@ -163,16 +165,23 @@ test('requests a unit has started and awaits are never taken back, even when the
       (await Promise.all(replies)).map(({ status }) => status),
       Array(12).fill(200),
     );
-    const runs = readFileSync(log, 'utf8')
-      .trim()
-      .split('\n')
-      .map((line) => Number(line.split(' ')[0]));
+    const all = lines();
+    const spinAt = all.indexOf(`spin ${spin.pid}`);
+    const before = idsOf(all.slice(0, spinAt));
     assert.deepEqual(
-      runs.sort((a, b) => a - b),
-      [...Array(12).keys()],
-      'each request ran exactly once',
+      idsOf(all.slice(spinAt + 1)).filter((id) => before.includes(id)),
+      [],
+      'no request started before the spin ran again after it',
     );
-    assert.doesNotMatch(forkgate.output.slice(before), /waited behind a busy/);
+    // While the 12 were dispatched, one the proxy took back just as its unit read it ran twice (the
+    // race docs/architecture.md names): never more than that.
+    const runs = before.sort((a, b) => a - b);
+    assert.deepEqual([...new Set(runs)], [...Array(12).keys()], 'each request ran');
+    assert.ok(
+      [...Array(12).keys()].every((id) => runs.filter((run) => run === id).length <= 2),
+      `each request ran at most twice: ${runs.join(' ')}`,
+    );
+    t.diagnostic(`${runs.length - 12} of the 12 ran twice as they were dispatched`);
   } finally {
     await forkgate.stop();
   }
