@@ -5,7 +5,8 @@
  *   npm run bench -- --quick         < 60 s: hello, cpu and io; the baselines and both balancers, 2 s each
  *   npm run bench -- --only cpu      one workload: hello, cpu, io, mixed or tail
  *   npm run bench -- --repeat 3      each row the median of 3 runs, interleaved across servers
- *   npm run bench -- --metrics       hello, forkgate with and without --metrics-bind (scraped every second)
+ *   npm run bench -- --metrics       hello, forkgate with and without --metrics-bind (scraped every second),
+ *                                    and with it under --cpu-prof: the share of CPU the metrics code takes
  *
  * Load comes from wrk (one thread, so it takes at most one of the cores); it shares the machine with the
  * server, so req/s alone cannot tell servers apart. The figure that does is the server's CPU time per
@@ -39,6 +40,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { isAlive, processTree, statFields } from '../src/tune/proc.ts';
+import { profileShare } from './profile-share.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const APPS = `${ROOT}bench/apps/`;
@@ -84,6 +86,8 @@ interface ServerConfig {
   requires?: Requirement;
   /** A unix socket (in the working directory) that serves /metrics, scraped every second while measured. */
   metricsSocket?: (port: number) => string;
+  /** Its processes write CPU profiles, which tell the share of its CPU its metrics take (metricsPercent). */
+  profiled?: boolean;
 }
 
 const N = availableParallelism();
@@ -161,8 +165,13 @@ const NODE_FLOORS = [front('node:http floor', 'node.mjs floor'), front('Node L4 
 const NGINX_LEAST_CONN = front('nginx least_conn (worker_processes 1)', 'nginx.mjs least_conn', 'nginx');
 const HAPROXY = front('HAProxy leastconn (nbthread 1)', 'haproxy.mjs', 'haproxy');
 
-/** What metrics cost: each forkgate mode without and with them. */
-const METRICS_ROWS = [FG_RR, withMetrics(FG_RR), FG_REUSEPORT, withMetrics(FG_REUSEPORT), FG_PROXY, withMetrics(FG_PROXY)];
+/** The same with metrics, its processes profiled: what share of their CPU the metrics code takes. */
+function profiled(config: ServerConfig): ServerConfig {
+  return { ...withMetrics(config), name: `${config.name} + metrics, profiled`, profiled: true };
+}
+
+/** What metrics cost: each forkgate mode without and with them, and with them profiled. */
+const METRICS_ROWS = [FG_RR, FG_REUSEPORT, FG_PROXY].flatMap((config) => [config, withMetrics(config), profiled(config)]);
 
 /** The configurations each workload runs in a full run; --quick keeps BASE for hello, cpu and io. */
 const FULL_PLAN: Record<string, ServerConfig[]> = {
@@ -232,6 +241,8 @@ interface Row {
   littleFraction?: number;
   /** A paced workload's wait between a response and the next request: its req/s is the load's, not the server's. */
   paceMs?: number;
+  /** A profiled row: the percent of its processes' sampled CPU with forkgate's metrics code on the stack. */
+  metricsPercent?: number;
 }
 
 // wrk's done() hook prints the numbers as JSON: sturdier than parsing its human-readable report.
@@ -420,21 +431,27 @@ interface Timing {
 }
 
 async function measure(workload: Workload, config: ServerConfig, timing: Timing, context: RunContext): Promise<Row> {
-  const row: Row = { workload: workload.name, server: config.name, connections: workload.connections, paceMs: workload.paceMs };
-  if (config.requires && context.unavailable.has(config.requires)) return { ...row, skipped: `${config.requires} not available` };
+  const named: Row = { workload: workload.name, server: config.name, connections: workload.connections, paceMs: workload.paceMs };
+  if (config.requires && context.unavailable.has(config.requires)) return { ...named, skipped: `${config.requires} not available` };
   const port = await freePort();
-  const server = new Server(config.commands(`${APPS}${workload.name}.mjs`, port), context.cwd, context.env);
+  const profiles = config.profiled ? mkdtempSync(join(context.cwd, 'profiles-')) : null;
+  const env = profiles ? { ...context.env, NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profiles}` } : context.env;
+  const server = new Server(config.commands(`${APPS}${workload.name}.mjs`, port), context.cwd, env);
   const scraper = config.metricsSocket ? setInterval(() => scrape(join(context.cwd, config.metricsSocket!(port))), 1000) : null;
+  const window = { fromUs: 0, toUs: 0 };
+  let row: Row;
   try {
     await server.ready(port, config.readyPattern);
     await runLoad(workload, port, timing.warmupSeconds);
     const frontPids = new Set(config.front?.(server.roots));
     const [before, machineBefore, benchBefore] = [cpuSeconds(server.roots), machineCpuSeconds(), benchCpuSeconds()];
+    window.fromUs = Number(process.hrtime.bigint() / 1000n);
     // RSS at the end of the load, while the connections are still busy
     let memory = { rssMiB: 0, processes: 0 };
     const sampler = setTimeout(() => (memory = rssMiB(server.roots)), Math.max(0, timing.seconds - 0.5) * 1000);
     const load = await runLoad(workload, port, timing.seconds);
     clearTimeout(sampler);
+    window.toUs = Number(process.hrtime.bigint() / 1000n);
     const [after, machineAfter, benchAfter] = [cpuSeconds(server.roots), machineCpuSeconds(), benchCpuSeconds()];
     let cpu = 0;
     let frontCpu = 0;
@@ -445,8 +462,8 @@ async function measure(workload: Workload, config: ServerConfig, timing: Timing,
     const reqPerSec = load.requests / (load.durationUs / 1e6);
     // What neither the server nor the bench and its load used: another program competing for the cores.
     const otherCores = (machineAfter - machineBefore - cpu - (benchAfter - benchBefore)) / (load.durationUs / 1e6);
-    return {
-      ...row,
+    row = {
+      ...named,
       requests: load.requests,
       reqPerSec,
       p50Ms: load.p50Us / 1000,
@@ -462,11 +479,16 @@ async function measure(workload: Workload, config: ServerConfig, timing: Timing,
       littleFraction: workload.littleLimit ? reqPerSec / workload.littleLimit : undefined,
     };
   } catch (error) {
-    return { ...row, error: (error as Error).message.replace(/\s+/g, ' ').slice(0, 300) };
+    row = { ...named, error: (error as Error).message.replace(/\s+/g, ' ').slice(0, 300) };
   } finally {
     if (scraper) clearInterval(scraper);
-    await server.stop();
+    await server.stop(); // a graceful stop: each process writes its profile as it exits
   }
+  if (profiles && row.requests !== undefined) {
+    const share = profileShare(profiles, CLI, /\bsrc\/metrics\//, window);
+    row.metricsPercent = share.busyMs > 0 ? (100 * share.matchedMs) / share.busyMs : undefined;
+  }
+  return row;
 }
 
 // ---------------------------------------------------------------- the run
@@ -572,9 +594,10 @@ function addRatios(rows: Row[]): void {
 /** A ratio of two rows of one workload that is a target for --balance proxy, or that puts one in context. */
 interface Target {
   workload: string;
-  metric: 'reqPerSec' | 'cpuUsPerReq' | 'frontCpuUsPerReq' | 'backendCpuUsPerReq' | 'p99Ms';
+  metric: 'reqPerSec' | 'cpuUsPerReq' | 'frontCpuUsPerReq' | 'backendCpuUsPerReq' | 'p99Ms' | 'metricsPercent';
   server: string;
-  reference: string;
+  /** The row the server's figure is divided by; without one, the figure itself is held to the bound. */
+  reference?: string;
   /** The bound the ratio must meet; without one, the ratio is there to be read. */
   atLeast?: number;
   atMost?: number;
@@ -637,7 +660,16 @@ const TARGETS: Target[] = [
       server: withMetrics(config).name,
       reference: config.name,
       atMost: 1.02,
-      note: 'what metrics cost',
+      note: 'what metrics cost, as far as two runs tell it',
+    }),
+  ),
+  ...[FG_RR, FG_REUSEPORT, FG_PROXY].map(
+    (config): Target => ({
+      workload: 'hello',
+      metric: 'metricsPercent',
+      server: profiled(config).name,
+      atMost: 2,
+      note: 'what metrics cost, from CPU profiles of one run',
     }),
   ),
 ];
@@ -648,6 +680,7 @@ const METRIC_LABELS: Record<Target['metric'], string> = {
   frontCpuUsPerReq: 'front µs/req',
   backendCpuUsPerReq: 'backends µs/req',
   p99Ms: 'p99',
+  metricsPercent: 'metrics % of CPU',
 };
 
 interface TargetResult extends Target {
@@ -661,11 +694,12 @@ interface TargetResult extends Target {
 function evaluateTargets(rows: Row[]): TargetResult[] {
   const find = (workload: string, server: string) => rows.find((row) => row.workload === workload && row.server === server);
   return TARGETS.flatMap((target) => {
-    const [row, reference] = [find(target.workload, target.server), find(target.workload, target.reference)];
-    if (!row || !reference) return [];
-    const [value, base] = [metricOf(row, target.metric), metricOf(reference, target.metric)];
+    const row = find(target.workload, target.server);
+    const reference = target.reference === undefined ? null : find(target.workload, target.reference);
+    if (!row || reference === undefined) return [];
+    const [value, base] = [metricOf(row, target.metric), reference ? metricOf(reference, target.metric) : 1];
     if (value === undefined || !base) {
-      const reason = [row, reference].map((which) => which.skipped ?? which.error).find(Boolean);
+      const reason = [row, reference].map((which) => which?.skipped ?? which?.error).find(Boolean);
       return { ...target, missing: `not measured${reason ? ` (${reason})` : ''}` };
     }
     const ratio = value / base;
@@ -681,13 +715,13 @@ function metricOf(row: Row, metric: Target['metric']): number | undefined {
 }
 
 function targetsTable(results: TargetResult[]): string {
-  const lines = ['| workload | ratio | value | target |', '|---|---|--:|---|'];
+  const lines = ['| workload | figure | value | target |', '|---|---|--:|---|'];
   for (const result of results) {
     const bound = result.atLeast !== undefined ? `≥ ${result.atLeast}` : result.atMost !== undefined ? `≤ ${result.atMost}` : '';
     const verdict = result.missing ?? (result.met === undefined ? '' : result.met ? `${bound}: met` : `${bound}: **not met**`);
     const target = [verdict, result.note].filter(Boolean).join('; ');
     lines.push(
-      `| ${result.workload} | ${METRIC_LABELS[result.metric]}: ${result.server} ÷ ${result.reference} | ${result.ratio?.toFixed(2) ?? ''} | ${target} |`,
+      `| ${result.workload} | ${METRIC_LABELS[result.metric]}: ${result.server}${result.reference ? ` ÷ ${result.reference}` : ''} | ${result.ratio?.toFixed(2) ?? ''} | ${target} |`,
     );
   }
   return lines.join('\n');
@@ -706,6 +740,7 @@ function table(rows: Row[]): string {
   for (const row of rows) {
     const notes = row.error ? [`ERROR: ${row.error}`] : row.skipped ? [`skipped: ${row.skipped}`] : [];
     if (row.littleFraction !== undefined) notes.push(`${percent(row.littleFraction)} % of Little's limit`);
+    if (row.metricsPercent !== undefined) notes.push(`metrics: ${row.metricsPercent.toFixed(2)} % of its CPU (profiled)`);
     if (row.otherCores! > OTHER_LOAD_LIMIT) notes.push(`busy machine: other programs used ${row.otherCores!.toFixed(2)} cores`);
     const note = notes.join('; ');
     const measured = row.requests !== undefined;

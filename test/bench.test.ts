@@ -1,9 +1,9 @@
 // The benchmark's harness: quick mode end to end (every configuration measured, the table printed, no
-// errors), the paced load, and the least-connections fronts. It checks the harness, not the numbers (the
+// errors), the paced load, the least-connections fronts, and reading a share of CPU from profiles. It checks the harness, not the numbers (the
 // test suite runs beside it and shares the cores).
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import type * as net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -12,6 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { test } from 'node:test';
 import { eventually, FIXTURES, request, ROOT, startRequest } from './helpers/forkgate.ts';
 import { freePort } from './helpers/free-port.ts';
+import { profileShare } from '../scripts/profile-share.ts';
 
 const CONFIGURATIONS = ['single', 'reuseport-plain', 'cluster', 'forkgate --balance round-robin -w 2', 'forkgate --balance reuseport -w 2'];
 
@@ -196,4 +197,38 @@ test('nginx least_conn sends requests around a backend with one in progress; pla
   );
   const roundRobin = await answeredWhileOneIsBusy('nginx.mjs', []);
   assert.equal(roundRobin.answered.filter((pid) => pid === roundRobin.held).length, 3, `${roundRobin.answered} (held: ${roundRobin.held})`);
+});
+
+test("a share of CPU from profiles: samples in the window with the modules' code on their stack, idle left out", () => {
+  const directory = mkdtempSync(join(tmpdir(), 'forkgate-profiles-'));
+  try {
+    // A bundle of two lines, the first from src/metrics/recorder.ts, the second from src/edge/edge.ts.
+    const bundle = join(directory, 'bundle.cjs');
+    writeFileSync(bundle, 'a()\nb()\n');
+    writeFileSync(
+      `${bundle}.map`,
+      JSON.stringify({ version: 3, sources: ['../src/metrics/recorder.ts', '../src/edge/edge.ts'], names: [], mappings: 'AAAA;ACAA' }),
+    );
+    const frame = (functionName: string, url: string, lineNumber: number) => ({ functionName, url, lineNumber, columnNumber: 0 });
+    const url = `file://${bundle}`;
+    const profile = {
+      startTime: 1_000,
+      nodes: [
+        { id: 1, callFrame: frame('(root)', '', -1), children: [2, 3, 5] },
+        { id: 2, callFrame: frame('recorded', url, 0), children: [4] },
+        { id: 3, callFrame: frame('edge', url, 1) },
+        // Node's own code called from the metrics': counted with them.
+        { id: 4, callFrame: frame('write', 'node:internal/streams', 10) },
+        { id: 5, callFrame: frame('(idle)', '', -1) },
+      ],
+      // at 1,100 (before the window), then 1,300, 1,600, 1,700, 1,900 and 2,400 (after it)
+      samples: [2, 4, 3, 5, 2, 3],
+      timeDeltas: [100, 200, 300, 100, 200, 500],
+    };
+    writeFileSync(join(directory, 'one.cpuprofile'), JSON.stringify(profile));
+    const share = profileShare(directory, bundle, /\bsrc\/metrics\//, { fromUs: 1_200, toUs: 2_000 });
+    assert.deepEqual(share, { busyMs: 0.7, matchedMs: 0.4 });
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
 });
