@@ -37,7 +37,7 @@ function httpsGet(url: string, options: { cert?: Buffer; key?: Buffer; proxyHead
       socket.write(options.proxyHeader);
     }
     const client = tls.connect({ host, port: Number(port), socket, ca: certs.ca, cert: options.cert, key: options.key }, () =>
-      client.end('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'),
+      client.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'),
     );
     let received = '';
     client.setEncoding('utf8');

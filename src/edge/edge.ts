@@ -86,7 +86,6 @@ export class Edge {
       // A TLS socket reports the TCP peer. The client a PROXY header named is on the socket it wraps,
       // which Node keeps as _parent (internal, but there since 0.11, and the only way back to it).
       const wrapped = (socket as TLSSocket & { _parent: Socket })._parent;
-      socket.allowHalfOpen = true; // as the connection it wraps: a client's half-close still gets its answer
       if (this.proxyProtocol !== 'off') presentPeer(socket, peerOf(wrapped));
       this.arriving.delete(wrapped);
       this.deliver(socket);
@@ -94,9 +93,6 @@ export class Edge {
     this.tls?.on('tlsClientError', (error: Error, socket: TLSSocket) =>
       this.logger.debug(`TLS handshake with ${socket.remoteAddress ?? 'a unix socket'} failed: ${error.message}`),
     );
-    // A client that half-closes after its request (nc, some health checkers) still gets its answer, and
-    // the connection ends after it; one that closes while the answer is under way is leaving (deliver).
-    (server as AppServer & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     configureParser(server, settings);
     interceptRequests(
       server,
@@ -114,7 +110,6 @@ export class Edge {
 
   /** Takes a new connection through the PROXY header and TLS (as configured) into the app's server. */
   accept(socket: Socket): void {
-    socket.allowHalfOpen = true;
     if (this.proxyProtocol === 'off' && !this.tls) return this.deliver(socket);
     this.arriving.add(socket);
     socket.once('close', this.forgetArriving);
@@ -151,8 +146,8 @@ export class Edge {
 
   private terminate(socket: Socket): void {
     if (!this.tls) return this.deliver(socket);
-    // Every connection comes half-open; a TLS socket takes that from the one it wraps, but not in its
-    // handshake: there a client's FIN would leave the connection open until the handshake timeout.
+    // The master's listener takes connections half-open, as http.Server's does; in a handshake a client's
+    // FIN must close the connection, which would otherwise stay open until the handshake timeout.
     socket.allowHalfOpen = false;
     this.tls.emit('connection', socket); // 'secureConnection' delivers it once the handshake is done
   }
@@ -160,7 +155,6 @@ export class Edge {
   /** Hands the connection, as the app will see it, to the app's server. */
   private deliver(socket: Socket): void {
     if (this.forwardingTrusted?.(socket.remoteAddress)) this.trustedConnections.add(socket);
-    socket.once('end', leaveIfAnswering);
     this.server.emit('connection', socket);
   }
 
@@ -269,15 +263,4 @@ function rawResponse({ status, reason }: Rejection): string {
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: text/plain\r\n` +
     `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
   );
-}
-
-/**
- * A client that closes its connection while an answer is under way (its head sent) is leaving, as
- * nginx's 499: the connection closes, and whatever writes the answer (the app, or the proxy and the unit
- * behind it) knows at once rather than at its next write. `_httpMessage` is the response Node's server is
- * writing on the socket (internal, but there since 0.x).
- */
-function leaveIfAnswering(this: Socket): void {
-  const res = (this as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
-  if (res?.headersSent && !res.writableFinished) this.destroy();
 }

@@ -106,15 +106,6 @@ export class Exchange {
       this.dispatch();
       return;
     }
-    // A client that half-closes before its body is all sent will never send the rest; Node's parser,
-    // stopped at an upgrade served as an ordinary request, would not say so, and the connection would
-    // wait half open for an answer that waits for the body.
-    const socket = req.socket;
-    const onClientEnd = () => {
-      if (!req.complete) socket.destroy();
-    };
-    socket.once('end', onClientEnd);
-    req.once('end', () => socket.off('end', onClientEnd));
     if (this.context.bufferSize === 0) {
       this.dispatch();
     } else {
