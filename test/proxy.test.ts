@@ -319,6 +319,28 @@ test('a streamed response reaches the client chunk by chunk; a client that leave
   }
 });
 
+test('a head the app sends before its body reaches the client at once, as server-sent events need', async () => {
+  const forkgate = await start(['-w', '1', ...proxyArgs(PROXY)]);
+  try {
+    const { status, body } = await new Promise<{ status: number; body: Promise<string> }>((resolve, reject) => {
+      http
+        .get(`${forkgate.url}/head-first`, { agent: false }, (res) => {
+          res.setEncoding('utf8');
+          let text = '';
+          res.on('data', (chunk: string) => (text += chunk));
+          resolve({ status: res.statusCode!, body: new Promise((done) => res.on('end', () => done(text))) });
+        })
+        .on('error', reject);
+    });
+    // The head came while the app still holds its body: only /release ends it.
+    assert.equal(status, 200);
+    assert.equal((await request(`${forkgate.url}/release`)).body, '1');
+    assert.equal(await body, 'released\n');
+  } finally {
+    await forkgate.stop();
+  }
+});
+
 for (const [bufferSize, firstPart] of [
   ['0', 'part-one'],
   ['1024', 'x'.repeat(2000)],

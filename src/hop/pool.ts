@@ -31,6 +31,11 @@ export interface ResponseHead {
   readonly delimited: boolean;
   /** The body comes chunked (as sent, it keeps that framing). */
   readonly chunked: boolean;
+  /**
+   * A body is coming and none of it came with the head (an app that sent its head first, as for server-
+   * sent events): the head should reach the client now rather than with the body's first bytes.
+   */
+  readonly bodyLater: boolean;
 }
 
 /**
@@ -522,7 +527,8 @@ class HopConnection {
     }
     const delimited =
       !this.expectBody || statusCode === 204 || statusCode === 304 || chunked || (!transferEncoded && contentLength !== null);
-    const head = { status: statusCode, reason: status[3] ?? '', rawHeaders, chunked, delimited };
+    const bodyLater = rest.length === 0 && this.expectBody && statusCode !== 204 && statusCode !== 304 && contentLength !== 0;
+    const head = { status: statusCode, reason: status[3] ?? '', rawHeaders, chunked, delimited, bodyLater };
     if (statusCode === 101) {
       const handler = this.handler!;
       if (!handler.onUpgrade) throw new HopParseError('101 Switching Protocols to a request that asked for no upgrade');

@@ -200,6 +200,7 @@ export class Exchange {
       if (addId) headers.push('X-Request-Id', this.requestId!);
       res.writeHead(response.status, response.reason, headers);
     }
+    if (response.bodyLater) res.flushHeaders();
     return asSent ? 'as-sent' : 'decoded';
   }
 
