@@ -196,6 +196,23 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
       expect: [/--bind: expected HOST:PORT, \[IPv6\]:PORT, HOST \(port 8000\), unix:PATH or fd:\/\/N/, /nonsense:port:x/],
     },
     { name: 'bad port in --bind', args: ['-b', '127.0.0.1:99999', LISTENER], expect: [/--bind: expected/, /no valid port \(0-65535\)/] },
+    // The bind's default port is the app's: the admin endpoint would take it, or fail on it.
+    {
+      name: '--admin-bind without a port',
+      args: ['--admin-bind', '127.0.0.1', LISTENER],
+      expect: [/--admin-bind: expected HOST:PORT or unix:PATH; got "127\.0\.0\.1"$/m],
+    },
+    // A TLS setting without a certificate would leave the server plain HTTP, without a word.
+    ...(['--keyfile key.pem', '--ca-certs ca.pem', '--cert-reqs required'] as const).map((flag) => ({
+      name: `${flag} without --certfile`,
+      args: [...flag.split(' '), LISTENER],
+      expect: [
+        new RegExp(
+          `^forkgate: error: ${flag.split(' ')[0]}: has no effect without --certfile \\(TLS is served only with a certificate\\)$`,
+          'm',
+        ),
+      ],
+    })),
     {
       name: 'unknown --balance',
       args: ['--balance', 'magic', LISTENER],

@@ -69,6 +69,7 @@ export async function resolveSettings(sources: SettingSources): Promise<Resolved
   const raw = values as SettingValues;
   applyUpstreams(raw, sourceOf.get('balance'));
   applyThreads(raw, sourceOf.get('balance'));
+  requireCertfile(raw, sourceOf);
   let workersReason: string | null = null;
   let workers: number;
   if (raw.workers === 'auto') {
@@ -111,6 +112,20 @@ export function applyThreads(values: SettingValues, balanceSource: string | unde
     throw new SettingError(`--threads: SO_REUSEPORT is not available on ${process.platform}, and ${why}: use --balance proxy`);
   }
   values.balance = 'reuseport';
+}
+
+/**
+ * A TLS setting without --certfile would be ignored without a word: plain HTTP served where --cert-reqs
+ * required was meant to refuse every client without a certificate.
+ */
+function requireCertfile(values: SettingValues, sourceOf: ReadonlyMap<string, string>): void {
+  if (values.certfile !== null) return;
+  for (const key of ['keyfile', 'caCerts', 'certReqs'] as const) {
+    const source = sourceOf.get(key);
+    if (source && (key !== 'certReqs' || values.certReqs !== 'none')) {
+      throw new SettingError(`${source}: has no effect without --certfile (TLS is served only with a certificate)`);
+    }
+  }
 }
 
 /** --upstream fronts external servers: it replaces the app and only the proxy can do it. */

@@ -146,7 +146,10 @@ function bindList(raw: unknown): BindAddress[] | Invalid {
 function singleBind(raw: unknown): BindAddress | null | Invalid {
   if (raw === null) return null;
   const parsed = typeof raw === 'string' ? parseBindAddress(raw) : 'not a string';
-  if (typeof parsed === 'string' || parsed.kind === 'fd') return new Invalid('HOST:PORT or unix:PATH');
+  // A port of its own: a bind's default port, 8000, is the app's.
+  if (typeof parsed === 'string' || parsed.kind === 'fd' || (parsed.kind === 'tcp' && !/:\d+$/.test(raw as string))) {
+    return new Invalid('HOST:PORT or unix:PATH');
+  }
   return parsed;
 }
 
