@@ -58,18 +58,28 @@ interface KnownLimit {
   readonly fault: string;
   readonly modes: readonly Mode[];
   readonly why: string;
-  readonly excuses: (record: RequestRecord) => boolean;
+  readonly excuses: (record: RequestRecord, watch: PoolWatch) => boolean;
   readonly problem?: RegExp;
 }
+/** Refused, or reset unanswered on a connection no unit had answered on: queued to a listener that died. */
+function refusedByNoListener(record: RequestRecord): boolean {
+  return (
+    (record.failure === 'connect' && /ECONNREFUSED/.test(record.detail ?? '')) ||
+    (record.failure === 'reset' && record.bytesReceived === 0 && !record.reused)
+  );
+}
+
+/** Without a listening socket in the master, no worker alive means connections refused. */
+const NO_LISTENER = 'the master holds no listening socket: while no worker lives, connections are refused, or reset if queued';
+
 const KNOWN_LIMITS: readonly KnownLimit[] = [
+  { fault: 'kill-all', modes: ['reuseport', 'threads'], why: NO_LISTENER, excuses: refusedByNoListener },
   {
-    fault: 'kill-all',
+    // Killed every 500 ms, a worker whose replacement boots slower than that can be the last one alive.
+    fault: 'kill-repeat',
     modes: ['reuseport', 'threads'],
-    why: 'the master holds no listening socket: while no worker lives, connections are refused, or reset if queued',
-    // Refused, or reset unanswered on a connection no unit had answered on: queued to a listener that died.
-    excuses: (record) =>
-      (record.failure === 'connect' && /ECONNREFUSED/.test(record.detail ?? '')) ||
-      (record.failure === 'reset' && record.bytesReceived === 0 && !record.reused),
+    why: `${NO_LISTENER} (a replacement slower than the kills left none)`,
+    excuses: (record, watch) => refusedByNoListener(record) && watch.emptyNear(record.sentAt, 100),
   },
   {
     fault: 'idle',
@@ -295,7 +305,7 @@ async function runOne(mode: Mode, fault: Fault, options: Options, env: NodeJS.Pr
     const judgement = judge(records, watch.faulted, watch.goneAt, server.readHeld(), mode !== 'proxy');
     const limit = KNOWN_LIMITS.find((known) => known.fault === fault.name && known.modes.includes(mode));
     if (limit) {
-      const excused = judgement.unallowed.filter(limit.excuses);
+      const excused = judgement.unallowed.filter((record) => limit.excuses(record, watch));
       const problems = context.problems.filter((problem) => limit.problem?.test(problem));
       if (excused.length + problems.length > 0) {
         judgement.unallowed = judgement.unallowed.filter((record) => !excused.includes(record));

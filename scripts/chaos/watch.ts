@@ -102,6 +102,11 @@ export class PoolWatch {
     return longest;
   }
 
+  /** Whether a sample within `marginMs` of `at` found a master alive and no worker serving. */
+  emptyNear(at: number, marginMs: number): boolean {
+    return this.samples.some((sample) => Math.abs(sample.at - at) <= marginMs && sample.masterAlive && sample.serving === 0);
+  }
+
   /** Whether some sample since `from` found the pool short. */
   dippedSince(from: number): boolean {
     return this.samples.some((sample) => sample.at >= from && !sample.full);
