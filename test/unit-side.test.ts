@@ -13,17 +13,23 @@ import { after, before, test } from 'node:test';
 import { markListening } from '../src/edge/app-server.ts';
 import { AWAITING_HEADER, PEER_HEADER, WITHDRAWAL } from '../src/hop/protocol.ts';
 import { UnitSide } from '../src/hop/unit-side.ts';
+import { eventually } from './helpers/forkgate.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'forkgate-unit-side-'));
 const path = join(scratch, 'unit.sock');
 /** What the app ran: "path client-address peer-header-seen". */
 const ran: string[] = [];
+/** Responses that closed before they ended. */
+const closedEarly: string[] = [];
 let listener: net.Server;
 
 before(async () => {
   const app = http.createServer((req, res) => {
     ran.push(`${req.url} ${req.socket.remoteAddress} ${req.headers[PEER_HEADER] !== undefined}`);
+    res.on('close', () => res.writableEnded || closedEarly.push(req.url!));
     if (req.url === '/await') setTimeout(() => res.end('later'), 20);
+    else if (req.url === '/stream')
+      res.writeHead(200).write('first\n'); // and nothing more, ever
     else res.end('now');
   });
   const unit = new UnitSide(app, true);
@@ -104,10 +110,26 @@ test('a request read late with a withdrawal behind it is put aside: both answere
   assert.deepEqual(ran, ['/after 203.0.113.9 false'], 'the connection serves on');
 });
 
-test('a withdrawal behind a request read on time is too late: the request runs', async () => {
+test('a withdrawal behind a request read on time is too late: the request runs, and the connection ends after its answer', async () => {
   ran.length = 0;
-  assert.deepEqual(await send(request('/now') + WITHDRAWAL, 2), ['200', '204']);
+  const socket = net.connect(path);
+  let received = '';
+  socket.on('data', (chunk) => (received += chunk.toString('latin1')));
+  socket.write(request('/now') + WITHDRAWAL);
+  await once(socket, 'end');
+  socket.destroy();
+  assert.match(received, /^HTTP\/1\.1 200 [\s\S]*now$/);
   assert.deepEqual(ran, ['/now 203.0.113.9 false']);
+});
+
+test('a withdrawal behind a stream read on time: the proxy sent it elsewhere, so this copy closes rather than run on', async () => {
+  closedEarly.length = 0;
+  const socket = net.connect(path);
+  socket.resume();
+  socket.write(request('/stream') + WITHDRAWAL);
+  await once(socket, 'end');
+  socket.destroy(); // as the proxy does with a connection the unit ends
+  await eventually(() => closedEarly.includes('/stream'), "the stream's response to close");
 });
 
 for (const route of ['/exit', '/throw']) {

@@ -74,10 +74,15 @@ export class UnitSide {
     return handled;
   }
 
-  /** The proxy took back the request before this one on the connection: put it aside, if not started. */
+  /**
+   * The proxy took back the request before this one on the connection: put it aside, if not started.
+   * Started, it has gone to another unit all the same, and its answer here reaches no one: the
+   * connection ends after what is written, so its response closes rather than run on (a stream for good).
+   */
   private withdraw(req: IncomingMessage, res: ServerResponse): void {
     const late = this.lateRequests.get(req.socket);
-    if (late) this.withdrawn.add(late);
+    if (!late) return void req.socket.end();
+    this.withdrawn.add(late);
     res.writeHead(204).end();
   }
 
