@@ -186,7 +186,6 @@ async function leave(url: string, target: string, until: string): Promise<void> 
     socket.write(`GET ${target} HTTP/1.1\r\nHost: x\r\n\r\n`, () => until === '' && resolve());
   });
   socket.end();
-  socket.on('close', () => socket.destroy());
 }
 
 for (const balance of ['round-robin', 'reuseport', 'proxy']) {

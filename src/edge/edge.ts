@@ -146,9 +146,6 @@ export class Edge {
 
   private terminate(socket: Socket): void {
     if (!this.tls) return this.deliver(socket);
-    // The master's listener takes connections half-open, as http.Server's does; in a handshake a client's
-    // FIN must close the connection, which would otherwise stay open until the handshake timeout.
-    socket.allowHalfOpen = false;
     this.tls.emit('connection', socket); // 'secureConnection' delivers it once the handshake is done
   }
 

@@ -43,13 +43,7 @@ export class ProxyBalancer implements Balancer {
     this.settings = settings;
     this.logger = logger;
     this.front = new FrontProxy(settings, certificates, logger, (backend) => this.onBackendDown(backend));
-    this.listeners = new MasterListeners(
-      addresses,
-      settings.backlog,
-      { noDelay: true, allowHalfOpen: true },
-      (socket) => this.front.accept(socket),
-      logger,
-    );
+    this.listeners = new MasterListeners(addresses, settings.backlog, { noDelay: true }, (socket) => this.front.accept(socket), logger);
     this.upstreams =
       settings.upstream.length > 0
         ? new Upstreams(settings.upstream, settings.workerConnections, settings.upstreamHealth, this.front.dispatcher, logger)
