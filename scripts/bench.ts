@@ -26,7 +26,7 @@
  * Fronts (hello and mixed, beside forkgate --balance proxy): one process forwarding each request to N plain
  * backends (`--serve plain APP SOCKET 1`, on unix sockets as forkgate's units are): nginx, http-proxy,
  * http-proxy-3 and node:http piping, in bench/fronts/; for hello, also the floors of a Node front (the
- * least relay on node:http's server, and an L4 relay with no HTTP at all); for tail, nginx least_conn and HAProxy leastconn,
+ * least relay on node:http's server, the same on llhttp driven directly, and an L4 relay with no HTTP at all); for tail, nginx least_conn and HAProxy leastconn,
  * which send each request to the backend with the fewest in progress. For them and forkgate, "front
  * µs/req" is the CPU of the front alone (forkgate's master), the proxy's own cost per request.
  */
@@ -159,8 +159,12 @@ const NGINX = front('nginx (worker_processes 1)', 'nginx.mjs', 'nginx');
 const HTTP_PROXY = front('http-proxy', 'node.mjs http-proxy');
 /** What --balance proxy is measured against: nginx, the bar to aim at, and three Node forwarding engines on equal footing. */
 const PROXY_ROWS = [FG_PROXY, NGINX, HTTP_PROXY, front('http-proxy-3', 'node.mjs http-proxy-3'), front('node:http pipe', 'node.mjs pipe')];
-/** The least a Node front costs: on node:http's server, and with no HTTP at all. */
-const NODE_FLOORS = [front('node:http floor', 'node.mjs floor'), front('Node L4 relay', 'node.mjs l4')];
+/** The least a Node front costs: on node:http's server, on llhttp driven directly, and with no HTTP at all. */
+const NODE_FLOORS = [
+  front('node:http floor', 'node.mjs floor'),
+  front('llhttp floor', 'node.mjs llhttp'),
+  front('Node L4 relay', 'node.mjs l4'),
+];
 /** Fronts that send each request to the backend with the fewest in progress, as --balance proxy does. */
 const NGINX_LEAST_CONN = front('nginx least_conn (worker_processes 1)', 'nginx.mjs least_conn', 'nginx');
 const HAPROXY = front('HAProxy leastconn (nbthread 1)', 'haproxy.mjs', 'haproxy');
@@ -637,6 +641,13 @@ const TARGETS: Target[] = [
     metric: 'frontCpuUsPerReq',
     server: NODE_FLOORS[1]!.name,
     reference: NGINX.name,
+    note: "the least a front on Node's HTTP parser costs, without node:http's server",
+  },
+  {
+    workload: 'hello',
+    metric: 'frontCpuUsPerReq',
+    server: NODE_FLOORS[2]!.name,
+    reference: NGINX.name,
     note: "the least Node's sockets cost",
   },
   ...[FG_RR, FG_REUSEPORT].flatMap((config): Target[] => [
@@ -868,7 +879,7 @@ async function main(): Promise<void> {
       "Little's limit for io: connections / 20 ms = 12,800 req/s. " +
       `"→ ${N} backends": one front process forwarding each request, round-robin over keep-alive connections, to ${N} plain Node processes on unix sockets ` +
       '(bench/fronts/: nginx 1 worker process with upstream keepalive, http-proxy 1.18 and http-proxy-3 with a keep-alive http.Agent, http.request piped both ways with the same agent; ' +
-      "node:http floor: the least relay on node:http's server, no edge, a response with a length passed on as it came; Node L4 relay: each client connection piped to one backend, no HTTP); " +
+      "node:http floor: the least relay on node:http's server, no edge, a response with a length passed on as it came; llhttp floor: the same relay on node:http's parser driven directly, each socket read natively into it, no IncomingMessage or ServerResponse; Node L4 relay: each client connection piped to one backend, no HTTP); " +
       'nginx least_conn and HAProxy leastconn (1 thread, http-reuse always) send each request to the backend with the fewest in progress instead. ' +
       "front µs/req: the CPU of the front alone (forkgate: its master; cluster: its primary), the forwarding's own cost per request.",
     '',
