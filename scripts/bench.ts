@@ -3,7 +3,7 @@
  *
  *   npm run bench                    full run (~11 min): every workload and configuration, 10 s each
  *   npm run bench -- --quick         < 60 s: hello, cpu and io; the baselines and both balancers, 2 s each
- *   npm run bench -- --only cpu      one workload: hello, cpu, io, mixed or tail
+ *   npm run bench -- --only cpu      one workload: hello, cpu, io, mixed, paced or tail
  *   npm run bench -- --repeat 3      each row the median of 3 runs, interleaved across servers
  *   npm run bench -- --metrics       hello, forkgate with and without --metrics-bind (scraped every second),
  *                                    and with it under --cpu-prof: the share of CPU the metrics code takes
@@ -15,7 +15,8 @@
  * `tail` is the exception: a saturated server's p99 is the queue of its bottleneck, not where requests
  * were sent. Its load is paced well below capacity (scripts/paced-load.ts, each connection waiting after
  * every response) and its app (bench/apps/tail.mjs) holds a process 20 ms on every 500th request, so its
- * p99 and p99.9 show how many quick requests were dispatched to a busy process.
+ * p99 and p99.9 show how many quick requests were dispatched to a busy process. `paced` is the same load
+ * on hello, with no slow request: each server's p99 floor on this machine, which tail's cannot go below.
  *
  * Results: a markdown table on stdout and in bench/results/latest.md, raw numbers in latest.json
  * (quick and --metrics runs write quick.* / metrics.* so they never replace a full run; BENCH_RESULTS_DIR moves them).
@@ -59,6 +60,8 @@ interface Workload {
   littleLimit?: number;
   /** Each connection waits this long after a response before its next request (scripts/paced-load.ts); without it, wrk sends flat out. */
   paceMs?: number;
+  /** The app in bench/apps/ it runs, if not the one named after it. */
+  app?: string;
 }
 
 const WORKLOADS: Workload[] = [
@@ -66,6 +69,7 @@ const WORKLOADS: Workload[] = [
   { name: 'cpu', connections: 64 },
   { name: 'io', connections: 256, littleLimit: 256 / 0.02 },
   { name: 'mixed', connections: 32 },
+  { name: 'paced', connections: 32, paceMs: 8, app: 'hello' },
   { name: 'tail', connections: 32, paceMs: 8 },
 ];
 
@@ -201,6 +205,7 @@ const FULL_PLAN: Record<string, ServerConfig[]> = {
   ],
   io: [...BASE, forkgate(`-k sync -w ${N}`), forkgate(`-k sync -w ${2 * N + 1}`)],
   mixed: [...BASE, ...PROXY_ROWS],
+  paced: [CLUSTER, FG_RR, FG_PROXY, NGINX_LEAST_CONN, HAPROXY],
   tail: [PLAIN, CLUSTER, FG_RR, FG_PROXY, NGINX_LEAST_CONN, HAPROXY],
 };
 
@@ -434,13 +439,24 @@ interface Timing {
   seconds: number;
 }
 
+/** How the paced workloads load the server (they share their connections and pace). */
+function pacedLoadText(repeat: number): string {
+  const paced = WORKLOADS.filter((workload) => workload.paceMs !== undefined);
+  const [{ connections, paceMs }] = paced as [Workload];
+  const names = paced.map((workload) => `${workload.name}${workload.app ? ` (the ${workload.app} app)` : ''}`).join(' and ');
+  return (
+    `${names} ${paced.length > 1 ? 'are' : 'is'} paced instead (scripts/paced-load.ts): ${connections} keep-alive connections, each waiting ${paceMs} ms ` +
+    `after a response before its next request, well below capacity; percentiles exact from every sample${repeat > 1 ? ', the median by p99' : ''}. `
+  );
+}
+
 async function measure(workload: Workload, config: ServerConfig, timing: Timing, context: RunContext): Promise<Row> {
   const named: Row = { workload: workload.name, server: config.name, connections: workload.connections, paceMs: workload.paceMs };
   if (config.requires && context.unavailable.has(config.requires)) return { ...named, skipped: `${config.requires} not available` };
   const port = await freePort();
   const profiles = config.profiled ? mkdtempSync(join(context.cwd, 'profiles-')) : null;
   const env = profiles ? { ...context.env, NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profiles}` } : context.env;
-  const server = new Server(config.commands(`${APPS}${workload.name}.mjs`, port), context.cwd, env);
+  const server = new Server(config.commands(`${APPS}${workload.app ?? workload.name}.mjs`, port), context.cwd, env);
   const scraper = config.metricsSocket ? setInterval(() => scrape(join(context.cwd, config.metricsSocket!(port))), 1000) : null;
   const window = { fromUs: 0, toUs: 0 };
   let row: Row;
@@ -662,6 +678,13 @@ const TARGETS: Target[] = [
     { workload: 'hello', metric: 'reqPerSec', server: config.name, reference: CLUSTER.name, atLeast: 0.97 },
   ]),
   { workload: 'mixed', metric: 'p99Ms', server: FG_PROXY.name, reference: FG_RR.name, atMost: 0.5 },
+  {
+    workload: 'paced',
+    metric: 'p99Ms',
+    server: FG_PROXY.name,
+    reference: CLUSTER.name,
+    note: "with no slow request: the floor under tail's ratio on this machine",
+  },
   { workload: 'tail', metric: 'p99Ms', server: FG_PROXY.name, reference: CLUSTER.name, atMost: 0.25 },
   { workload: 'tail', metric: 'p99Ms', server: FG_PROXY.name, reference: HAPROXY.name, atMost: 0.5 },
   ...[FG_RR, FG_REUSEPORT, FG_PROXY].map(
@@ -867,13 +890,7 @@ async function main(): Promise<void> {
     '',
     `wrk -t 1, ${timing.seconds} s per row after ${timing.warmupSeconds} s of warm-up, on the same machine as the server` +
       `${options.repeat > 1 ? `; each row the median (by req/s) of ${options.repeat} runs interleaved with the other servers'` : ''}. ` +
-      WORKLOADS.filter((workload) => workload.paceMs !== undefined)
-        .map(
-          (workload) =>
-            `${workload.name} is paced instead (scripts/paced-load.ts): ${workload.connections} keep-alive connections, each waiting ${workload.paceMs} ms ` +
-            `after a response before its next request, well below capacity; percentiles exact from every sample${options.repeat > 1 ? ', the median by p99' : ''}. `,
-        )
-        .join('') +
+      pacedLoadText(options.repeat) +
       "CPU µs/req: utime + stime of the server's whole process tree over the measured window, over requests completed. " +
       'RSS: VmRSS summed over that tree near the end of the load. "plain" = reuseport-plain (N processes with SO_REUSEPORT, no master). ' +
       "Little's limit for io: connections / 20 ms = 12,800 req/s. " +
