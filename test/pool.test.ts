@@ -1,5 +1,7 @@
 // The pre-fork core: pool size, spreading, respawn, TTIN/TTOU, graceful TERM, orphans, boot failure.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import * as net from 'node:net';
 import { after, describe, test } from 'node:test';
 import { eventually, FIXTURES, isAlive, request, start, startRequest, type Forkgate } from './helpers/forkgate.ts';
 
@@ -45,6 +47,57 @@ for (const balance of ['round-robin', 'reuseport'] as const) {
     });
   });
 }
+
+/** A keep-alive connection that asked which worker serves it, left open: its socket and the worker's pid. */
+function openConnection(url: string): Promise<{ socket: net.Socket; pid: string }> {
+  const { hostname, port } = new URL(url);
+  const socket = net.connect(Number(port), hostname);
+  socket.write(`GET /pid HTTP/1.1\r\nHost: ${hostname}\r\n\r\n`);
+  return new Promise((resolve, reject) => {
+    let received = '';
+    socket.on('data', (chunk) => {
+      received += chunk;
+      const body = /\r\n\r\n(\d+)$/.exec(received);
+      if (body) resolve({ socket, pid: body[1]! });
+    });
+    socket.once('close', () => reject(new Error(`connection closed before its answer: ${received}`)));
+  });
+}
+
+/** TCP connections the server on `port` has not closed yet (established, or closed by the client only), from /proc/net/tcp. */
+function openAt(port: number): number {
+  const local = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  return readFileSync('/proc/net/tcp', 'utf8')
+    .split('\n')
+    .filter((line) => {
+      const [, address, , state] = line.trim().split(/\s+/);
+      return address?.endsWith(local) && (state === '01' || state === '08');
+    }).length;
+}
+
+test('round-robin: connections that closed leave the count, so new ones go to the worker with the fewest', async () => {
+  const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', OPS]);
+  try {
+    // 21 open at once: the workers last counted 11 and 10 as they took them.
+    const opened = [];
+    for (let i = 0; i < 21; i++) opened.push(await openConnection(forkgate.url));
+    for (const { socket } of opened) socket.destroy();
+    const { port } = new URL(forkgate.url);
+    await eventually(() => openAt(Number(port)) === 0, 'the workers closing their side');
+    // Counted still as 11 and 10, two new connections would both go to the one that had 10.
+    await eventually(
+      async () => {
+        const pair = [await openConnection(forkgate.url), await openConnection(forkgate.url)];
+        for (const { socket } of pair) socket.destroy();
+        return pair[0]!.pid !== pair[1]!.pid;
+      },
+      'two connections open at once served by both workers',
+      5000,
+    );
+  } finally {
+    await forkgate.stop();
+  }
+});
 
 test('TERM lets an in-flight request finish, exits 0 and leaves no process behind', async () => {
   const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', '--graceful-timeout', '10', OPS]);

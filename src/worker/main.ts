@@ -21,6 +21,9 @@ import { answerMaster, sendLastReport } from '../metrics/worker-side.ts';
 
 type BootMessage = Extract<MasterMessage, { type: 'boot' }>;
 
+/** How stale the round-robin master's count of a keep-alive worker's connections may grow. */
+const CLOSED_REPORT_MS = 50;
+
 export async function runWorker(): Promise<void> {
   printWarningsWithForkgateHint();
   const boot = await nextBootMessage();
@@ -46,15 +49,20 @@ class Worker {
   private units: Units | null = null;
   private ready = false;
   private draining = false;
-  /** The master hands this worker no more connections than it serves: it must hear when one closes. */
-  private readonly reportsClosed: boolean;
+  /**
+   * How this worker tells the round-robin master that connections closed: at once where the master hands
+   * it no more than it serves (it must hear of room as it comes), at most every CLOSED_REPORT_MS where
+   * it takes any number (the master's least-loaded pick needs fresh counts, not one message per close).
+   */
+  private readonly closedReport: 'at-once' | 'coalesced' | null;
+  private closedReportTimer: NodeJS.Timeout | null = null;
 
   constructor(boot: BootMessage, logger: Logger) {
     this.boot = boot;
     this.settings = boot.settings;
     this.logger = logger;
     this.info = { pid: process.pid, id: boot.workerId, generation: boot.generation };
-    this.reportsClosed = boot.listen.mode === 'handoff' && handoffCapacity(boot.settings) !== Infinity;
+    this.closedReport = boot.listen.mode !== 'handoff' ? null : handoffCapacity(boot.settings) === Infinity ? 'coalesced' : 'at-once';
   }
 
   async start(): Promise<void> {
@@ -106,6 +114,14 @@ class Worker {
     }
   }
 
+  private reportClosed(): void {
+    if (this.closedReport === 'at-once') return sendToMaster({ type: 'closed', connections: this.units!.stats().connections });
+    this.closedReportTimer ??= setTimeout(() => {
+      this.closedReportTimer = null;
+      sendToMaster({ type: 'closed', connections: this.units!.stats().connections });
+    }, CLOSED_REPORT_MS).unref();
+  }
+
   private onMessage(message: MasterMessage, socket: Socket | undefined): void {
     switch (message.type) {
       case 'connection': {
@@ -117,7 +133,7 @@ class Worker {
         }
         this.units.offer(socket);
         sendToMaster({ type: 'accepted', seq: message.seq, ok: true, connections: this.units.stats().connections });
-        if (this.reportsClosed) socket.once('close', () => sendToMaster({ type: 'closed', connections: this.units!.stats().connections }));
+        if (this.closedReport) socket.once('close', () => this.reportClosed());
         return;
       }
       case 'drain':
