@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { takeActivatedSockets } from '../src/config/bind.ts';
 import { resolveSettings } from '../src/config/load.ts';
-import { FIXTURES, listenBacklog, request, ROOT, start } from './helpers/forkgate.ts';
+import { FIXTURES, listenBacklog, request, ROOT, start, within } from './helpers/forkgate.ts';
 import { freePort } from './helpers/free-port.ts';
 
 const missing = (command: string) =>
@@ -96,5 +96,16 @@ test('deploy/forkgate.socket and forkgate.service pass systemd-analyze verify', 
     assert.equal(result.stderr, '', 'no warnings');
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('fd://N naming no socket given to forkgate: one line naming it, exit 2, never an abort', async () => {
+  // 20: not open in the master; 0: open, but the terminal or a pipe, not a socket.
+  for (const fd of [20, 0]) {
+    const forkgate = await start(['-w', '1', '-b', `fd://${fd}`, `${FIXTURES}ops.cjs`], { waitReady: false });
+    const exit = await within(20_000, 'the master exits', forkgate.exited);
+    assert.deepEqual(exit, { code: 2, signal: null }, forkgate.output);
+    assert.match(forkgate.output, new RegExp(`--bind fd://${fd}: descriptor ${fd} is not a socket given to forkgate`));
+    assert.doesNotMatch(forkgate.output, /Listening at|^\s+at /m);
   }
 });

@@ -14,7 +14,7 @@ import { workerEnvironment } from '../config/env-file.ts';
 import { applyThreads, resolveSettings, type ResolvedSettings, type SettingSources } from '../config/load.ts';
 import { fixedUntilRestart, formatUpstream, restartNotice, type Settings } from '../config/settings.ts';
 import { readCertificates, type Certificates } from '../edge/tls.ts';
-import { ExitCode, ListenError } from '../errors.ts';
+import { ExitCode, ListenError, SettingError } from '../errors.ts';
 import { describeBootError, isProtocolMessage, type SerializedError, type WorkerMessage } from '../ipc/messages.ts';
 import { count } from '../log/count.ts';
 import type { Logger } from '../log/logger.ts';
@@ -157,7 +157,7 @@ export class Arbiter {
     try {
       await this.balancer.listen(clientSockets, this.identity);
     } catch (error) {
-      const failure = new ListenError(error as Error);
+      const failure = error instanceof SettingError ? error : new ListenError(error as Error);
       logger.error(failure.message);
       await this.balancer.close('quick');
       return failure.exitCode;

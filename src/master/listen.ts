@@ -4,6 +4,7 @@ import { formatBindAddress, type BindAddress } from '../config/bind.ts';
 import type { Logger } from '../log/logger.ts';
 import { acceptFailures, type RecurringWarning } from '../log/recurring.ts';
 import type { SocketAccess } from './privileges.ts';
+import { SettingError } from '../errors.ts';
 
 /**
  * Listens on any bind form; rejects with the OS error (address in use, permission denied). A unix
@@ -12,6 +13,7 @@ import type { SocketAccess } from './privileges.ts';
  */
 export async function listenOn(server: net.Server, address: BindAddress, access: SocketAccess, backlog?: number): Promise<void> {
   if (address.kind === 'unix') await removeStaleSocket(address.path);
+  if (address.kind === 'fd') assertSocketGiven(address.fd);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     const options =
@@ -34,6 +36,18 @@ export async function listenOn(server: net.Server, address: BindAddress, access:
   });
   // lchown: a name swapped for a symbolic link meanwhile gives away no other file.
   if (address.kind === 'unix' && access.owner) fs.lchownSync(address.path, access.owner.uid, access.owner.gid);
+}
+
+/** fd://N must be a socket this process was given: Node aborts the process listening on any other descriptor. */
+function assertSocketGiven(fd: number): void {
+  let socket = false;
+  try {
+    socket = fs.fstatSync(fd).isSocket();
+  } catch {} // not open
+  if (!socket)
+    throw new SettingError(
+      `--bind fd://${fd}: descriptor ${fd} is not a socket given to forkgate (by systemd's LISTEN_FDS or the process that started it)`,
+    );
 }
 
 /**
