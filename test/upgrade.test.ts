@@ -1,6 +1,6 @@
 // USR2 binary upgrade under load: a new master takes the sockets over, the old one drains and exits.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -103,3 +103,46 @@ for (const balance of ['round-robin', 'proxy']) {
     }
   });
 }
+
+test('a USR2 whose new master fails to start leaves the pid file naming the master that serves on', async () => {
+  const app = join(scratch, 'failing-upgrade.cjs');
+  const pidFile = join(scratch, 'failing-upgrade.pid');
+  writeFileSync(app, appSource('v1'));
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--pid', pidFile, app]);
+  try {
+    writeFileSync(app, `throw new Error('broken release');\n`);
+    forkgate.signal('SIGUSR2');
+    const [, successorPid] = (await forkgate.waitFor(/Upgrading: started a new master \(pid:(\d+)\)/)) as [string, string];
+    successors.push(Number(successorPid));
+    await forkgate.waitFor(/Upgrade failed: the new master exited with code 3 before it served; serving on/);
+    assert.equal(readFileSync(pidFile, 'utf8'), `${forkgate.pid}\n`);
+    assert.equal(existsSync(`${pidFile}.oldbin`), false);
+    assert.equal((await request(`${forkgate.url}/`)).body, 'v1');
+  } finally {
+    await forkgate.stop();
+  }
+  assert.equal(existsSync(pidFile), false, 'removed by the master it named, as it stops');
+});
+
+test("a second master given a live master's --pid file refuses to start, naming it; the file stays", async () => {
+  const app = join(scratch, 'pid-taken.cjs');
+  const pidFile = join(scratch, 'pid-taken.pid');
+  writeFileSync(app, appSource('v1'));
+  const first = await start(['-w', '1', '-b', '127.0.0.1:0', '--pid', pidFile, app]);
+  try {
+    const second = await start(['-w', '1', '-b', '127.0.0.1:0', '--pid', pidFile, app], { waitReady: false });
+    assert.deepEqual(await second.exited, { code: 2, signal: null }, second.output);
+    assert.match(second.output, new RegExp(`--pid ${pidFile}: already running as pid ${first.pid} \\(or the file is stale: remove it\\)`));
+    assert.doesNotMatch(second.output, /Listening at|^\s+at /m);
+    assert.equal(readFileSync(pidFile, 'utf8'), `${first.pid}\n`);
+  } finally {
+    await first.stop();
+  }
+  writeFileSync(pidFile, '999999999\n'); // stale: no such process
+  const third = await start(['-w', '1', '-b', '127.0.0.1:0', '--pid', pidFile, app]);
+  try {
+    assert.equal(readFileSync(pidFile, 'utf8'), `${third.pid}\n`, 'a stale file is taken over');
+  } finally {
+    await third.stop();
+  }
+});

@@ -147,6 +147,7 @@ export class Arbiter {
     if (settings.umask !== null) process.umask(parseInt(settings.umask, 8)); // inherited by the workers
     let clientSockets: SocketAccess;
     try {
+      if (settings.pid && !this.inherited) refuseRunningMaster(settings.pid);
       this.identity = prepareWorkerIdentity(settings);
       clientSockets = resolveSocketAccess(settings.socketMode, settings.socketGroup, this.identity);
     } catch (error) {
@@ -603,9 +604,12 @@ export class Arbiter {
     await this.balancerClosed;
     await this.hook('onExit', this.masterInfo());
     for (const [signal, listener] of this.signalListeners) process.off(signal, listener);
+    // Only this master's own: the file may name another by now (a successor, or the master whose failed
+    // successor this one was).
     if (this.settings.pid) {
-      if (readPid(this.settings.pid) === process.pid) fs.rmSync(this.settings.pid, { force: true });
-      fs.rmSync(`${this.settings.pid}.oldbin`, { force: true });
+      for (const file of [this.settings.pid, `${this.settings.pid}.oldbin`]) {
+        if (readPid(file) === process.pid) fs.rmSync(file, { force: true });
+      }
     }
     this.admin?.close();
     this.metrics.close();
@@ -633,9 +637,13 @@ export class Arbiter {
     });
     successor.once('exit', (code, signal) => {
       if (this.stopping) return;
-      this.logger.error(`Upgrade failed: the new master ${describeExit(code, signal)} before it served; serving on`);
-      if (pidFile && fs.existsSync(`${pidFile}.oldbin`)) fs.renameSync(`${pidFile}.oldbin`, pidFile);
+      if (pidFile) {
+        fs.writeFileSync(pidFile, `${process.pid}\n`);
+        fs.rmSync(`${pidFile}.oldbin`, { force: true });
+      }
       this.successor = null;
+      // Said once the pid file is back: whoever reads the line may act on the file at once.
+      this.logger.error(`Upgrade failed: the new master ${describeExit(code, signal)} before it served; serving on`);
     });
   }
 
@@ -749,6 +757,24 @@ function descriptorShortfall(settings: Settings, proxy: boolean, workers: number
 
 function balanceName(balancer: Balancer): string {
   return balancer.mode === 'handoff' ? 'round-robin' : balancer.mode;
+}
+
+/** A pid file naming a live process is that master's, as Gunicorn has it: a second one would take it over. */
+function refuseRunningMaster(file: string): void {
+  const pid = readPid(file);
+  if (!pid || pid === process.pid || !processExists(pid)) return; // absent, or stale
+  throw new SettingError(
+    `--pid ${file}: already running as pid ${pid} (or the file is stale: remove it); stop that master or give this one another --pid file`,
+  );
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 function readPid(file: string): number | null {
