@@ -517,19 +517,28 @@ describe('an address that cannot be bound exits 1, with "Cannot listen:" naming 
     });
   }
 
-  test("a port the workers' --user may not bind (reuseport): the worker says so, exit 1", { skip: !asRoot && 'needs root' }, async (t) => {
+  test("a port the workers' --user may not bind (reuseport): one line before any worker boots, exit 2", {
+    skip: !asRoot && 'needs root',
+  }, async (t) => {
     const unprivileged = Number(readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8'));
     const port = await freePortBelow(unprivileged);
     if (port === null) return t.skip('every user may bind every port here, or no privileged port is free');
     const { dir, command } = reachableByAll({ 'app.cjs': 'module.exports = (req, res) => res.end();\n' });
-    const result = await run(['--balance', 'reuseport', '--user', 'nobody', '-b', `127.0.0.1:${port}`, 'app.cjs'], { cwd: dir, command });
-    const output = result.stdout + result.stderr;
-    assert.equal(result.code, 1, output);
-    assert.match(
-      output,
-      new RegExp(`Worker failed to boot \\(pid:\\d+\\): Cannot listen: listen EACCES: permission denied 127\\.0\\.0\\.1:${port}\n`),
-    );
-    assert.doesNotMatch(output, /the app cannot start|^\s+at /m);
+    for (const flags of [
+      ['--balance', 'reuseport'],
+      ['--threads', '2'],
+    ]) {
+      const result = await run([...flags, '--user', 'nobody', '-b', `127.0.0.1:${port}`, 'app.cjs'], { cwd: dir, command });
+      const output = result.stdout + result.stderr;
+      assert.equal(result.code, 2, output);
+      assert.match(
+        output,
+        new RegExp(
+          `--bind 127\\.0\\.0\\.1:${port}: with --balance reuseport \\(and --threads\\) the workers bind for themselves, and as --user they may not bind ports below ${unprivileged}; use --balance round-robin`,
+        ),
+      );
+      assert.doesNotMatch(output, /Listening at|Booting worker|the app cannot start|^\s+at /m);
+    }
   });
 });
 

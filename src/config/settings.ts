@@ -625,7 +625,7 @@ export const SETTINGS = [
     section: 'Process',
     default: null as string | null,
     validate: optionalText,
-    doc: 'Run workers as this user (name or uid). The master keeps its privileges to bind (port 80 too), spawn, and create the log files the workers write. The user must be able to run the Node executable (or the binary) and read forkgate and the app.',
+    doc: 'Run workers as this user (name or uid). The master keeps its privileges to bind (port 80 too; not with --balance reuseport, where the workers bind for themselves), spawn, and create the log files the workers write. The user must be able to run the Node executable (or the binary) and read forkgate and the app.',
   }),
   setting({
     name: 'group',

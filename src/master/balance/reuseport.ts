@@ -5,6 +5,8 @@ import type { Logger } from '../../log/logger.ts';
 import type { ListenPlan, TcpListenAddress } from '../../ipc/messages.ts';
 import type { Inheritance } from '../upgrade.ts';
 import type { Balancer, BalancerLoad } from './balancer.ts';
+import type { SocketAccess, WorkerIdentity } from '../privileges.ts';
+import { SettingError } from '../../errors.ts';
 
 /**
  * Every worker binds each address itself with SO_REUSEPORT and the kernel spreads connections; the
@@ -27,10 +29,12 @@ export class ReusePortBalancer implements Balancer {
   /**
    * Binds each address once and lets it go, so that an address the workers could not bind fails the
    * start here, as in the other modes, before "Listening at:". Port 0 means "any free port": the one
-   * picked here is the one every worker binds.
+   * picked here is the one every worker binds. Workers started as --user bind as that user: a port
+   * below the unprivileged range is refused here rather than by every worker as it boots.
    */
-  async listen(): Promise<void> {
+  async listen(_clients: SocketAccess, workers: WorkerIdentity | null): Promise<void> {
     if (this.inherited) return;
+    if (workers && workers.uid !== 0) refusePrivilegedPorts(this.addresses);
     const bound: TcpListenAddress[] = [];
     for (const address of this.addresses) bound.push({ ...address, port: await bindOnce(address) });
     this.addresses = bound;
@@ -66,6 +70,20 @@ export class ReusePortBalancer implements Balancer {
   accepted(): void {}
   closed(): void {}
   async close(): Promise<void> {}
+}
+
+const UNPRIVILEGED_PORT_START = '/proc/sys/net/ipv4/ip_unprivileged_port_start';
+
+function refusePrivilegedPorts(addresses: readonly TcpListenAddress[]): void {
+  let start = 1024;
+  try {
+    start = Number(readFileSync(UNPRIVILEGED_PORT_START, 'utf8'));
+  } catch {} // not Linux, or an older one: the classic limit
+  const privileged = addresses.find(({ port }) => port !== 0 && port < start);
+  if (!privileged) return;
+  throw new SettingError(
+    `--bind ${privileged.host}:${privileged.port}: with --balance reuseport (and --threads) the workers bind for themselves, and as --user they may not bind ports below ${start}; use --balance round-robin (the master binds), or a port from ${start} up`,
+  );
 }
 
 const MIGRATE_REQ = '/proc/sys/net/ipv4/tcp_migrate_req';
