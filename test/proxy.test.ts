@@ -763,3 +763,41 @@ test('long requests spread over the units by fewest in flight: a unit whose hand
     await forkgate.stop();
   }
 });
+
+test('an answer before a body larger than --buffer-size: the rest is read and dropped, and the connection serves on', async () => {
+  const forkgate = await start(proxyArgs('-w', '1', '--buffer-size', '65536', PROXY));
+  try {
+    const size = 1024 * 1024;
+    const bodies = {
+      length: [`Content-Length: ${size}`, Buffer.alloc(size, 'x')],
+      chunked: [
+        'Transfer-Encoding: chunked',
+        Buffer.concat([Buffer.from(`${size.toString(16)}\r\n`), Buffer.alloc(size, 'x'), Buffer.from('\r\n0\r\n\r\n')]),
+      ],
+    } as const;
+    for (const [framing, [header, body]] of Object.entries(bodies)) {
+      const { port } = new URL(forkgate.url);
+      const socket = net.connect(Number(port), '127.0.0.1');
+      socket.setEncoding('latin1');
+      // The default route answers without reading the body; /pid follows on the same connection.
+      socket.write(`POST /early HTTP/1.1\r\nHost: x\r\n${header}\r\n\r\n`);
+      socket.write(body);
+      socket.write('GET /pid HTTP/1.1\r\nHost: x\r\n\r\n');
+      const received = await new Promise<string>((resolve, reject) => {
+        let text = '';
+        const timer = setTimeout(() => reject(new Error(`${framing}: no answer to the request after the body; got ${text}`)), 10_000);
+        socket.on('data', (chunk: string) => {
+          text += chunk;
+          if (/\r\n\r\n\d+$/.test(text) && text.split('HTTP/1.1 ').length === 3) {
+            clearTimeout(timer);
+            resolve(text);
+          }
+        });
+      });
+      socket.destroy();
+      assert.match(received, /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nok \d+HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\n\d+$/, framing);
+    }
+  } finally {
+    await forkgate.stop();
+  }
+});

@@ -86,7 +86,8 @@ export interface HopFailure {
 export interface HopRequest {
   /**
    * Body bytes, already framed as the head said (raw, or chunked by the caller); strings are latin1.
-   * Returns false when the connection's buffer is full: wait for whenDrained.
+   * Returns false when the connection's buffer is full: wait for whenDrained. Once the request is over
+   * (answered, failed), what is written is dropped.
    */
   write(data: Buffer | string): boolean;
   whenDrained(callback: () => void): void;
@@ -205,7 +206,8 @@ class ConnectionRequest implements HopRequest {
   }
 
   whenDrained(callback: () => void): void {
-    if (this.connection.isCurrent(this.generation)) this.connection.whenDrained(this.generation, callback);
+    if (this.connection.isCurrent(this.generation)) this.connection.whenDrained(callback);
+    else callback(); // over: what is still written is dropped, and must not wait
   }
 
   end(): void {
@@ -324,8 +326,13 @@ class HopConnection {
     return this.socket.write(data, 'latin1');
   }
 
-  whenDrained(generation: number, callback: () => void): void {
-    this.socket.once('drain', () => this.isCurrent(generation) && callback());
+  /** Calls back once the socket takes writes again, or is gone (a backend that answered before the whole body came). */
+  whenDrained(callback: () => void): void {
+    const done = () => {
+      this.socket.off('drain', done).off('close', done);
+      callback();
+    };
+    this.socket.once('drain', done).once('close', done);
   }
 
   endRequest(generation: number): void {
