@@ -267,6 +267,7 @@ test("the relay keeps the unit's framing byte for byte: a length, chunked with t
 
     const chunked = await get('chunked');
     assert.equal(chunked.fields.get('transfer-encoding'), 'chunked');
+    assert.equal(chunked.fields.get('trailer'), 'x-digest', 'the trailers announced with them');
     assert.equal(chunked.body, '3\r\nhel\r\n2\r\nlo\r\n0\r\nx-digest: abc\r\n\r\n', 'chunks and trailers as the app framed them');
 
     const head = await get('length', 'HEAD');
@@ -280,7 +281,7 @@ test("the relay keeps the unit's framing byte for byte: a length, chunked with t
 
     // An HTTP/1.0 client cannot take chunked: the body reaches it whole, ended by the close.
     const old = await get('chunked', 'GET', '1.0');
-    assert.deepEqual([old.fields.get('transfer-encoding'), old.body], [undefined, 'hello']);
+    assert.deepEqual([old.fields.get('transfer-encoding'), old.fields.get('trailer'), old.body], [undefined, undefined, 'hello']);
 
     // All of them pipelined on one connection: each response ends where its framing says.
     const kinds = ['length', 'chunked', 'no-content', 'not-modified', 'early-hints', 'length'];

@@ -393,8 +393,11 @@ function writeHeadAsSent(res: http.ServerResponse, response: ResponseHead, reque
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
     const lower = name.toLowerCase();
-    // The framing travels as the unit chose it; the rest of the connection's fields are this one's.
-    if (!HOP_BY_HOP.has(lower) || (chunked && lower === 'transfer-encoding')) head += `${name}: ${rawHeaders[i + 1]}\r\n`;
+    // The framing travels as the unit chose it, with the trailers it announces; the rest of the
+    // connection's fields are this one's.
+    if (!HOP_BY_HOP.has(lower) || (chunked && (lower === 'transfer-encoding' || lower === 'trailer'))) {
+      head += `${name}: ${rawHeaders[i + 1]}\r\n`;
+    }
   }
   if (requestId !== null) head += `X-Request-Id: ${requestId}\r\n`;
   const raw = res as RawResponse;
