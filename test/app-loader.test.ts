@@ -287,6 +287,14 @@ describe('load errors', () => {
     });
   });
 
+  it('a directory: its file asked for, not a stack from the module loader', async () => {
+    const dir = join(fixtures, '..');
+    await assert.rejects(loadApp(parseAppSpec(dir), options()), {
+      name: 'AppLoadError',
+      message: `app ${dir} is a directory (from '${dir}'); name the app's file in it, such as ${join(dir, 'index.js')}`,
+    });
+  });
+
   it('missing named export lists the exports there are', async () => {
     await assert.rejects(loadApp(parseAppSpec('factory.mjs:createAp'), options()), (error) => {
       assert.ok(error instanceof AppLoadError);

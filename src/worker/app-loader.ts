@@ -2,13 +2,13 @@
  * Turns whatever the user's module exports (or the server it starts itself) into one http.Server that
  * the worker feeds accepted connections into. The server never binds a port of its own.
  */
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, statSync } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { userInfo } from 'node:os';
-import { dirname, extname, resolve } from 'node:path';
+import { dirname, extname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { getRequestListener } from '@hono/node-server';
 import { AppLoadError } from '../errors.ts';
@@ -91,14 +91,20 @@ type Listener = (this: unknown, req: http.IncomingMessage, res: http.ServerRespo
 function findAppFile(spec: AppSpec, cwd: string): string {
   const path = resolve(cwd, spec.path);
   const hasAppExtension = (appExtensions as readonly string[]).includes(extname(path));
+  let directory = false;
   for (const candidate of [path, ...(hasAppExtension ? [] : appExtensions.map((ext) => path + ext))]) {
     try {
       accessSync(candidate, constants.R_OK);
-      return candidate;
+      if (!statSync(candidate).isDirectory()) return candidate;
+      directory = true;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'EACCES') throw new AppLoadError(unreadableMessage(candidate, spec));
     }
   }
+  if (directory)
+    throw new AppLoadError(
+      `app ${path} is a directory (from '${spec.path}'); name the app's file in it, such as ${join(path, 'index.js')}`,
+    );
   throw new AppLoadError(`cannot find app file ${path} (from '${spec.path}')`);
 }
 
