@@ -15,6 +15,8 @@ interface Fake {
   url?: string;
   headers?: Record<string, string>;
   status?: number;
+  /** The client left before the answer: no head was sent. */
+  unanswered?: boolean;
   responseHeaders?: Record<string, string | string[] | number>;
   bodyBytes?: number;
   durationNs?: bigint;
@@ -29,8 +31,9 @@ function record(fake: Fake = {}): AccessLogRecord {
   req.httpVersion = '1.1';
   req.headers = fake.headers ?? {};
   const res = new ServerResponse(req);
-  res.statusCode = fake.status ?? 200;
   for (const [name, value] of Object.entries(fake.responseHeaders ?? {})) res.setHeader(name, value);
+  if (fake.unanswered) res.statusCode = fake.status ?? 200;
+  else res.writeHead(fake.status ?? 200); // the head as sent, with no socket to send it on
   return {
     req,
     res,
@@ -88,6 +91,11 @@ describe('access log atoms', () => {
 
   test('status and body size', () => {
     assert.equal(render('%(s)s', { status: 404 }), '404');
+    assert.equal(
+      render('%(s)s', { unanswered: true }),
+      '499',
+      "a client that left before the answer, as nginx logs it, not Node's preset 200",
+    );
     assert.equal(render('%(B)s %(b)s', { bodyBytes: 512 }), '512 512');
     assert.equal(render('%(B)s %(b)s', { bodyBytes: 0 }), '0 -');
   });

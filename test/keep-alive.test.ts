@@ -2,8 +2,11 @@
 // idle longest to admit a new connection, and never one with a request in progress.
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
-import { test } from 'node:test';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
 import { eventually, FIXTURES, request, silentConnection, start, startRequest, within } from './helpers/forkgate.ts';
 
 const OPS = `${FIXTURES}ops.cjs`;
@@ -188,13 +191,27 @@ async function leave(url: string, target: string, until: string): Promise<void> 
   socket.end();
 }
 
+const logs = mkdtempSync(join(tmpdir(), 'forkgate-keep-alive-'));
+after(() => rmSync(logs, { recursive: true, force: true }));
+
 for (const balance of ['round-robin', 'reuseport', 'proxy']) {
-  for (const [when, target, until] of [
-    ['before its answer starts', '/held', ''],
-    ['while its answer streams', '/stream', 'first chunk'],
+  for (const [when, target, until, logged] of [
+    ['before its answer starts', '/held', '', '499 -'],
+    ['while its answer streams', '/stream', 'first chunk', '200 '],
   ] as const) {
     test(`a client that closes ${when} is leaving, as nginx and Node take it: the app's response closes at once (${balance})`, async () => {
-      const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', `${FIXTURES}proxy.cjs`]);
+      const accessLog = join(logs, `${balance}-${target.slice(1)}.log`);
+      const forkgate = await start([
+        '-w',
+        '1',
+        '--balance',
+        balance,
+        '-b',
+        '127.0.0.1:0',
+        '--access-logfile',
+        accessLog,
+        `${FIXTURES}proxy.cjs`,
+      ]);
       try {
         // The app writes nothing more for 10 s on its own: only the client's leaving can close it sooner.
         await leave(forkgate.url, target, until);
@@ -202,6 +219,13 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
           async () => (await request(`${forkgate.url}/stream-stats`)).body === JSON.stringify({ open: 0, closedEarly: 1 }),
           "the app's response to close when the client left",
         );
+        // nginx's 499 for a client gone before any answer; the status sent for one gone mid-answer.
+        const line = await eventually(
+          () =>
+            existsSync(accessLog) ? readFileSync(accessLog, 'utf8').match(new RegExp(`"GET ${target} HTTP/1\\.1" .*`))?.[0] : undefined,
+          `the access log line of ${target}`,
+        );
+        assert.ok(line.startsWith(`"GET ${target} HTTP/1.1" ${logged}`), line);
       } finally {
         await forkgate.stop();
       }

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { answeredStatus } from './status.ts';
 
 export interface AccessLogRecord {
   req: IncomingMessage;
@@ -32,7 +33,7 @@ const ATOMS: Record<string, Atom> = {
   U: (r) => valueOrDash(pathOf(r.req.url ?? '')),
   q: (r) => escapeLogValue(queryOf(r.req.url ?? '')),
   H: (r) => `HTTP/${r.req.httpVersion}`,
-  s: (r) => String(r.res.statusCode),
+  s: (r) => String(answeredStatus(r.res)),
   B: (r) => String(r.bodyBytes),
   b: (r) => (r.bodyBytes === 0 ? '-' : String(r.bodyBytes)),
   f: (r) => valueOrDash(r.req.headers.referer),
@@ -65,7 +66,7 @@ function jsonRecord(r: AccessLogRecord): string {
     path: pathOf(url),
     query: query || null,
     protocol: `HTTP/${req.httpVersion}`,
-    status: r.res.statusCode,
+    status: answeredStatus(r.res),
     bytes: r.bodyBytes,
     referer: req.headers.referer ?? null,
     user_agent: req.headers['user-agent'] ?? null,

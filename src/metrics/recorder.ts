@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks';
 import type { Settings } from '../config/settings.ts';
 import { DURATION_BUCKETS, type RequestCounts } from './report.ts';
 import { statsdFor, statsdRequestObserver } from './statsd.ts';
+import { answeredStatus } from '../log/status.ts';
 
 /** When the request came (performance.now()), kept on its response. */
 const STARTED = Symbol('forkgate.started');
@@ -41,7 +42,7 @@ export class RequestRecorder {
       statuses = new Float64Array(MAX_STATUS + 1);
       this.byMethod.set(method, statuses);
     }
-    const status = res.statusCode;
+    const status = answeredStatus(res);
     statuses[status > 0 && status < MAX_STATUS ? status : MAX_STATUS]!++;
     let bucket = 0;
     while (bucket < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[bucket]!) bucket++;
