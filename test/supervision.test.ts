@@ -198,7 +198,7 @@ test('--user and --group: workers run as that user, the master keeps root', asRo
   }
 });
 
-test('--user that cannot reach the executable (a private home): exit 3 with one line naming both', asRoot, async () => {
+test('--user that cannot reach the executable (a private home): exit 2 before any worker, one line naming both', asRoot, async () => {
   const installed = install(['ops.cjs']);
   chmodSync(installed.dir, 0o700);
   try {
@@ -207,16 +207,36 @@ test('--user that cannot reach the executable (a private home): exit 3 with one 
       cwd: installed.dir,
       waitReady: false,
     });
-    assert.deepEqual(await forkgate.exited, { code: 3, signal: null }, forkgate.output);
+    assert.deepEqual(await forkgate.exited, { code: 2, signal: null }, forkgate.output);
     const errors = forkgate.output.split('\n').filter((line) => line.startsWith('[ERROR]'));
     assert.equal(errors.length, 1, forkgate.output);
     assert.ok(
       errors[0]!.endsWith(
-        `Cannot start a worker: user nobody cannot run ${installed.executable} (EACCES): it must be executable by that user, and every directory above it searchable`,
+        `--user nobody: the workers cannot run ${installed.executable}: they may not enter the directory ${installed.dir}`,
       ),
       errors[0],
     );
-    assert.doesNotMatch(forkgate.output, /Booting worker|undefined|^\s+at /m);
+    assert.doesNotMatch(forkgate.output, /Listening at|Booting worker|undefined|^\s+at /m);
+  } finally {
+    installed.remove();
+  }
+});
+
+test('--user that can run Node but not read the bundle (npm): exit 2 naming it', {
+  skip: (process.env.FORKGATE_TEST_BIN && 'the binary is its own bundle') || asRoot.skip,
+}, async () => {
+  const installed = install(['ops.cjs']);
+  const bundle = installed.command.at(-1)!;
+  chmodSync(bundle, 0o600);
+  try {
+    const forkgate = await start(['-w', '2', '--user', 'nobody', '-b', '127.0.0.1:0', installed.app('ops.cjs')], {
+      command: installed.command,
+      cwd: installed.dir,
+      waitReady: false,
+    });
+    assert.deepEqual(await forkgate.exited, { code: 2, signal: null }, forkgate.output);
+    assert.match(forkgate.output, new RegExp(`--user nobody: the workers cannot read ${bundle}, which they run: they may not read it\n`));
+    assert.doesNotMatch(forkgate.output, /Listening at|Booting worker|MODULE_NOT_FOUND|^\s+at /m);
   } finally {
     installed.remove();
   }

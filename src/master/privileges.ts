@@ -3,7 +3,9 @@
  * (child_process sets gid, drops supplementary groups, then sets uid) before they load the app. Who
  * owns the unix sockets the master binds for clients follows from them (--socket-group).
  */
-import { chownSync, closeSync, openSync, readFileSync } from 'node:fs';
+import { chownSync, closeSync, openSync, readFileSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { isSea } from 'node:sea';
 import type { Settings } from '../config/settings.ts';
 import { SettingError } from '../errors.ts';
 
@@ -26,7 +28,37 @@ export function prepareWorkerIdentity(
       throw new SettingError(`${setting} ${file}: cannot create it for the workers: ${(error as Error).message}`);
     }
   }
+  // Each worker runs the executable and, from npm, forkgate's script: both must be within the user's reach.
+  const who = settings.user !== null ? `--user ${settings.user}` : `--group ${settings.group}`;
+  const cannotRun = closedTo(identity, process.execPath, EXECUTE);
+  if (cannotRun) throw new SettingError(`${who}: the workers cannot run ${process.execPath}: ${cannotRun}`);
+  const script = isSea() ? null : process.argv[1]!; // the single binary is its own script
+  const cannotRead = script ? closedTo(identity, script, READ) : null;
+  if (cannotRead) throw new SettingError(`${who}: the workers cannot read ${script}, which they run: ${cannotRead}`);
   return identity;
+}
+
+const EXECUTE = 0o1;
+const READ = 0o4;
+
+/**
+ * Why a process with only the identity's uid and gid (workers get no supplementary groups) cannot read
+ * or execute `file` (`access`): the first directory above it it may not enter, or the file itself; null
+ * if it can. Checked from the permission bits, owner's, else group's, else others', as the kernel does.
+ */
+function closedTo(identity: WorkerIdentity, file: string, access: typeof EXECUTE | typeof READ): string | null {
+  if (identity.uid === 0) return null;
+  const allows = (path: string, bit: number) => {
+    const stat = statSync(path);
+    const shift = stat.uid === identity.uid ? 6 : stat.gid === identity.gid ? 3 : 0;
+    return ((stat.mode >> shift) & bit) !== 0;
+  };
+  const directories: string[] = []; // from the root down
+  for (let directory = dirname(file); directories[0] !== directory; directory = dirname(directory)) directories.unshift(directory);
+  const directory = directories.find((path) => !allows(path, 0o1));
+  if (directory) return `they may not enter the directory ${directory}`;
+  if (allows(file, access)) return null;
+  return access === READ ? 'they may not read it' : 'they may not execute it';
 }
 
 /** Node has no getpwnam(): names are looked up in the passwd and group files, numbers taken as they are. */
