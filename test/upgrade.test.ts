@@ -146,3 +146,37 @@ test("a second master given a live master's --pid file refuses to start, naming 
     await third.stop();
   }
 });
+
+test('USR2: health checks on the admin endpoint say healthy throughout; the new master answers them once it serves', async () => {
+  const app = join(scratch, 'slow-boot.mjs');
+  const socketPath = join(scratch, 'admin-usr2.sock');
+  // Its workers take a second to boot: long enough for a check to reach the new master before it serves.
+  writeFileSync(app, `await new Promise((resolve) => setTimeout(resolve, 1000));\nexport default (req, res) => res.end('v1');\n`);
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--admin-bind', `unix:${socketPath}`, app]);
+  try {
+    const answers = new Map<string, number>();
+    let upgrading = true;
+    const poll = (async () => {
+      for (let i = 0; upgrading && i < 5000; i++) {
+        for (const path of ['/healthz', '/readyz']) {
+          const { status } = await request(`http://localhost${path}`, { socketPath });
+          answers.set(`${path} ${status}`, (answers.get(`${path} ${status}`) ?? 0) + 1);
+        }
+      }
+    })();
+    forkgate.signal('SIGUSR2');
+    const [, successorPid] = (await forkgate.waitFor(/Upgrading: started a new master \(pid:(\d+)\)/)) as [string, string];
+    successors.push(Number(successorPid));
+    assert.deepEqual(await forkgate.exited, { code: 0, signal: null });
+    upgrading = false;
+    await poll;
+    assert.deepEqual([...answers.keys()].sort(), ['/healthz 200', '/readyz 200'], JSON.stringify([...answers]));
+    assert.ok(answers.get('/readyz 200')! >= 10, `checked throughout: ${JSON.stringify([...answers])}`);
+    const status = JSON.parse((await request('http://localhost/status', { socketPath })).body) as { master: { pid: number } };
+    assert.equal(status.master.pid, Number(successorPid), 'the new master answers now');
+    process.kill(Number(successorPid), 'SIGTERM');
+    await eventually(() => !isAlive(Number(successorPid)), 'the new master to stop');
+  } finally {
+    await forkgate.stop();
+  }
+});

@@ -98,6 +98,8 @@ export class Arbiter {
   private ticker: NodeJS.Timeout | null = null;
   private identity: WorkerIdentity | null = null;
   private admin: AdminEndpoint | null = null;
+  /** A USR2 successor serves on this master's sockets now. */
+  private handedOver = false;
   /** From TERM on: /readyz answers 503 (during --shutdown-delay the pool still serves). */
   private leaving = false;
   private readonly startedAt = Date.now();
@@ -130,6 +132,35 @@ export class Arbiter {
     this.inherited = inheritanceFrom(sources.env);
     this.balancer = createBalancer(resolved.settings, certificates, logger, this.inherited);
     if (resolved.workersReason) logger.debug(resolved.workersReason);
+  }
+
+  /**
+   * The admin and metrics endpoints: on --admin-bind and --metrics-bind, or, in a USR2 successor, on its
+   * predecessor's sockets whatever they say now. False if one cannot listen (said in the log).
+   */
+  private async serveEndpoints(): Promise<boolean> {
+    const { settings, logger } = this;
+    const inheritedAdmin = this.inherited?.admin;
+    const adminBind = inheritedAdmin?.address ?? settings.adminBind;
+    if (adminBind) {
+      try {
+        this.admin = await AdminEndpoint.start(adminBind, inheritedAdmin?.fd, settings.adminTokenFile, this.adminActions());
+        logger.info(`Admin endpoint at: ${formatBindAddress(this.admin.address)}`);
+      } catch (error) {
+        logger.error(`Cannot serve the admin endpoint: ${(error as Error).message}`);
+        return false;
+      }
+    }
+    const inheritedMetrics = this.inherited?.metrics;
+    const metricsBind = inheritedMetrics?.address ?? settings.metricsBind;
+    return !metricsBind || (await this.metrics.listen(metricsBind, inheritedMetrics?.fd, logger));
+  }
+
+  /** A USR2 successor whose pool is ready: its predecessor's endpoints, then word that it serves. */
+  private async takeOver(): Promise<void> {
+    if (await this.serveEndpoints()) return notifyPredecessor(this.sources.env);
+    this.exitCode = ExitCode.runtimeFailure; // the predecessor serves on
+    this.stop('quick');
   }
 
   /** Serves until stopped; resolves with the process exit code. */
@@ -170,22 +201,9 @@ export class Arbiter {
     else logger.info(`Using worker class ${settings.workerClass}, balance ${balanceName(this.balancer)}`);
     const shortfall = descriptorShortfall(settings, this.balancer.mode === 'proxy', this.target);
     if (shortfall) logger.warning(shortfall);
-    // A USR2 successor serves on its predecessor's endpoint sockets, whatever --admin-bind and --metrics-bind say now.
-    const inheritedAdmin = this.inherited?.admin;
-    const adminBind = inheritedAdmin?.address ?? settings.adminBind;
-    if (adminBind) {
-      try {
-        this.admin = await AdminEndpoint.start(adminBind, inheritedAdmin?.fd, settings.adminTokenFile, this.adminActions());
-        logger.info(`Admin endpoint at: ${formatBindAddress(this.admin.address)}`);
-      } catch (error) {
-        logger.error(`Cannot serve the admin endpoint: ${(error as Error).message}`);
-        await this.balancer.close('quick');
-        return ExitCode.runtimeFailure;
-      }
-    }
-    const inheritedMetrics = this.inherited?.metrics;
-    const metricsBind = inheritedMetrics?.address ?? settings.metricsBind;
-    if (metricsBind && !(await this.metrics.listen(metricsBind, inheritedMetrics?.fd, logger))) {
+    // A USR2 successor takes its predecessor's endpoints over once its pool is ready (tick), so that
+    // health checks keep reaching a master that serves.
+    if (!this.inherited && !(await this.serveEndpoints())) {
       await this.balancer.close('quick');
       return ExitCode.runtimeFailure;
     }
@@ -340,7 +358,7 @@ export class Arbiter {
       if (this.settings.pid) fs.writeFileSync(this.settings.pid, `${process.pid}\n`);
       if (this.target > 0) this.logger.info(`Ready: ${count(plan.ready, 'worker')} serving`);
       else this.logger.info(`Ready: proxying to ${count(this.settings.upstream.length, 'upstream')}`);
-      notifyPredecessor(this.sources.env);
+      if (this.inherited) void this.takeOver();
       void this.hook('whenReady', this.masterInfo());
     }
   }
@@ -649,6 +667,7 @@ export class Arbiter {
 
   /** The new master serves from now on: this one closes its copies of the listening sockets. */
   private handOverSockets(): void {
+    this.handedOver = true;
     const admin = this.admin;
     this.admin = null;
     try {
@@ -677,11 +696,14 @@ export class Arbiter {
 
   private adminActions(): AdminActions {
     // With --upstream there are no workers: serving means an upstream in rotation.
+    // Once a USR2 successor serves, the address belongs to it: a check this master still answers (its
+    // connection came before the hand-over) speaks for the successor, not for this draining pool.
     const serving = () =>
-      this.frontsUpstreams ? this.balancer.load().backends.length > 0 : [...this.workers].some((worker) => worker.serves);
+      this.handedOver ||
+      (this.frontsUpstreams ? this.balancer.load().backends.length > 0 : [...this.workers].some((worker) => worker.serves));
     return {
       healthy: serving,
-      ready: () => !this.leaving && this.poolReadyOnce && serving(),
+      ready: () => this.handedOver || (!this.leaving && this.poolReadyOnce && serving()),
       reload: (request) => this.queueSignal('SIGHUP', `Handling admin request: ${request}`),
       stop: (request) => this.queueSignal('SIGTERM', `Handling admin request: ${request}`),
       resize: (change, request) => {
