@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { chmodSync, copyFileSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { resolveSettings } from '../src/config/load.ts';
@@ -500,6 +500,15 @@ describe("a boot failure of forkgate's own finding is one line, without a stack"
 describe('an address that cannot be bound exits 1, with "Cannot listen:" naming it, in every balance mode', {
   concurrency: PARALLEL,
 }, () => {
+  test('a unix socket in a directory that does not exist: the directory named, not a permission problem', async () => {
+    const socket = join(tempDir(), 'missing', 'app.sock');
+    const result = await run(['-b', `unix:${socket}`, LISTENER], { cwd: tempDir() });
+    const output = result.stdout + result.stderr;
+    assert.equal(result.code, 1, output);
+    assert.match(output, new RegExp(`Cannot listen: unix:${escapeRegExp(socket)}: no such directory ${escapeRegExp(dirname(socket))}\n`));
+    assert.doesNotMatch(output, /EACCES|Listening at|^\s+at /m);
+  });
+
   for (const balance of BALANCE_MODES) {
     test(`a port another server holds fails before "Listening at:" (${balance})`, async () => {
       const occupied = net.createServer().listen(0, '127.0.0.1');

@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import { dirname } from 'node:path';
 import { formatBindAddress, type BindAddress } from '../config/bind.ts';
 import type { Logger } from '../log/logger.ts';
 import { acceptFailures, type RecurringWarning } from '../log/recurring.ts';
@@ -12,7 +13,12 @@ import { SettingError } from '../errors.ts';
  * but is listened on again, with `backlog`.
  */
 export async function listenOn(server: net.Server, address: BindAddress, access: SocketAccess, backlog?: number): Promise<void> {
-  if (address.kind === 'unix') await removeStaleSocket(address.path);
+  if (address.kind === 'unix') {
+    // libuv reports a missing directory as EACCES, which sends one looking for a permission problem.
+    const directory = dirname(address.path);
+    if (!fs.existsSync(directory)) throw new Error(`unix:${address.path}: no such directory ${directory}`);
+    await removeStaleSocket(address.path);
+  }
   if (address.kind === 'fd') assertSocketGiven(address.fd);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
