@@ -194,7 +194,11 @@ function upload(url: string, framing: 'chunked' | 'length', options: { hold?: bo
   });
   if (options.hold) {
     closed.catch(() => {}); // the test closes what it held
-    return Promise.race([sent.then(() => ({ ...sofar(), stopped })), closed.then((done) => ({ ...done, stopped }))]);
+    // The answer can trail the last write: once all is sent, wait for it whole (or for the close).
+    const answered = sent.then(() =>
+      eventually(() => (whole(sofar().received) ? { ...sofar(), stopped } : null), 'the answer to the held upload', 5000),
+    );
+    return Promise.race([answered, closed.then((done) => ({ ...done, stopped }))]);
   }
   void sent.then(() => socket.end());
   return closed.then((done) => ({ ...done, stopped }));
@@ -255,7 +259,9 @@ test('a sync worker does not linger: a refused client that keeps its connection 
   const forkgate = await start(['-w', '1', '-k', 'sync', '-b', '127.0.0.1:0', '--limit-request-body', '1000', ECHO]);
   try {
     const held = await upload(forkgate.url, 'chunked', { hold: true });
-    assert.equal(statusOf(held), 413);
+    // Closing on the unread rest of the upload resets the connection, which may destroy the 413 before
+    // the client reads it: the price of not lingering, which a sync worker pays to stay free.
+    assert.ok(statusOf(held) === 413 || (statusOf(held) === null && held.reset), JSON.stringify(held).slice(0, 200));
     // Lingering would keep the worker's one connection for five quiet seconds.
     const served = performance.now();
     assert.equal((await request(`${forkgate.url}/`)).status, 200);
