@@ -1,7 +1,7 @@
 // Layers point one way: a module imports only from its own layer and those below it
 // (docs/architecture.md, "Layers"). Bottom first. The metrics have a file at each layer they serve.
 const layers = [
-  ['^src/(errors|version|node-version|module-hooks|clock)\\.ts$'],
+  ['^src/(errors|version|node-version|module-hooks|clock|proc)\\.ts$'],
   ['^src/log/'],
   ['^src/hooks\\.ts$'],
   ['^src/config/', '^src/process-title\\.ts$'],

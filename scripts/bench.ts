@@ -40,7 +40,7 @@ import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { isAlive, processTree, statFields } from '../src/tune/proc.ts';
+import { isAlive, processTree, statFields } from '../src/proc.ts';
 import { profileShare } from './profile-share.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));

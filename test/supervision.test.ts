@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { eventually, FIXTURES, ROOT, request, start, startRequest, type Forkgate } from './helpers/forkgate.ts';
-import { install } from './helpers/install.ts';
+import { install, type Installation } from './helpers/install.ts';
 import { keepAliveLoad } from './helpers/load.ts';
 
 const OPS = `${FIXTURES}ops.cjs`;
@@ -198,15 +198,20 @@ test('--user and --group: workers run as that user, the master keeps root', asRo
   }
 });
 
+/** The installed ops.cjs under --user nobody, not waiting for it to serve. */
+function startAsNobody(installed: Installation) {
+  return start(['-w', '2', '--user', 'nobody', '-b', '127.0.0.1:0', installed.app('ops.cjs')], {
+    command: installed.command,
+    cwd: installed.dir,
+    waitReady: false,
+  });
+}
+
 test('--user that cannot reach the executable (a private home): exit 2 before any worker, one line naming both', asRoot, async () => {
   const installed = install(['ops.cjs']);
   chmodSync(installed.dir, 0o700);
   try {
-    const forkgate = await start(['-w', '2', '--user', 'nobody', '-b', '127.0.0.1:0', installed.app('ops.cjs')], {
-      command: installed.command,
-      cwd: installed.dir,
-      waitReady: false,
-    });
+    const forkgate = await startAsNobody(installed);
     assert.deepEqual(await forkgate.exited, { code: 2, signal: null }, forkgate.output);
     const errors = forkgate.output.split('\n').filter((line) => line.startsWith('[ERROR]'));
     assert.equal(errors.length, 1, forkgate.output);
@@ -229,11 +234,7 @@ test('--user that can run Node but not read the bundle (npm): exit 2 naming it',
   const bundle = installed.command.at(-1)!;
   chmodSync(bundle, 0o600);
   try {
-    const forkgate = await start(['-w', '2', '--user', 'nobody', '-b', '127.0.0.1:0', installed.app('ops.cjs')], {
-      command: installed.command,
-      cwd: installed.dir,
-      waitReady: false,
-    });
+    const forkgate = await startAsNobody(installed);
     assert.deepEqual(await forkgate.exited, { code: 2, signal: null }, forkgate.output);
     assert.match(forkgate.output, new RegExp(`--user nobody: the workers cannot read ${bundle}, which they run: they may not read it\n`));
     assert.doesNotMatch(forkgate.output, /Listening at|Booting worker|MODULE_NOT_FOUND|^\s+at /m);

@@ -9,7 +9,7 @@ import { closeSync, existsSync, fstatSync, openSync, readdirSync, readFileSync, 
 import * as http from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { isAlive, processTree, statFields } from '../../src/tune/proc.ts';
+import { isAlive, processTree, statFields } from '../../src/proc.ts';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const CLI = `${ROOT}dist/forkgate.cjs`;

@@ -3,7 +3,7 @@
  * at its size (from /status, checked against /proc; from the master's child processes in /proc when
  * /status does not answer), and when each unit a fault hit was seen gone.
  */
-import { isAlive } from '../../src/tune/proc.ts';
+import { isAlive } from '../../src/proc.ts';
 import { isRunning, poolFromProc, unitAlive, workerThreads, type ChaosServer, type PoolStatus } from './server.ts';
 import type { FaultedUnit } from './verdict.ts';
 

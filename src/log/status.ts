@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 
 /** nginx's status for a request whose client left before any answer came. */
-export const CLIENT_CLOSED = 499;
+const CLIENT_CLOSED = 499;
 
 /** The status a finished request is logged and counted with: Node presets 200 on responses never sent. */
 export function answeredStatus(res: ServerResponse): number {

@@ -15,6 +15,7 @@ import { applyThreads, resolveSettings, type ResolvedSettings, type SettingSourc
 import { fixedUntilRestart, formatUpstream, restartNotice, type Settings } from '../config/settings.ts';
 import { readCertificates, type Certificates } from '../edge/tls.ts';
 import { ExitCode, ListenError, SettingError } from '../errors.ts';
+import { isAlive } from '../proc.ts';
 import { describeBootError, isProtocolMessage, type SerializedError, type WorkerMessage } from '../ipc/messages.ts';
 import { count } from '../log/count.ts';
 import type { Logger } from '../log/logger.ts';
@@ -784,19 +785,10 @@ function balanceName(balancer: Balancer): string {
 /** A pid file naming a live process is that master's, as Gunicorn has it: a second one would take it over. */
 function refuseRunningMaster(file: string): void {
   const pid = readPid(file);
-  if (!pid || pid === process.pid || !processExists(pid)) return; // absent, or stale
+  if (!pid || pid === process.pid || !isAlive(pid)) return; // absent, or stale
   throw new SettingError(
     `--pid ${file}: already running as pid ${pid} (or the file is stale: remove it); stop that master or give this one another --pid file`,
   );
-}
-
-function processExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 function readPid(file: string): number | null {

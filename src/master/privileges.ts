@@ -55,7 +55,7 @@ function closedTo(identity: WorkerIdentity, file: string, access: typeof EXECUTE
   };
   const directories: string[] = []; // from the root down
   for (let directory = dirname(file); directories[0] !== directory; directory = dirname(directory)) directories.unshift(directory);
-  const directory = directories.find((path) => !allows(path, 0o1));
+  const directory = directories.find((path) => !allows(path, EXECUTE)); // search permission
   if (directory) return `they may not enter the directory ${directory}`;
   if (allows(file, access)) return null;
   return access === READ ? 'they may not read it' : 'they may not execute it';

@@ -20,7 +20,7 @@ import {
   type Profile,
   type Trial,
 } from './model.ts';
-import { childrenOf, cpuBetween, cpuSeconds, machineCpuSeconds, processTree, rssMiB, runQueueSeconds, treeCpu } from './proc.ts';
+import { childrenOf, cpuBetween, cpuSeconds, machineCpuSeconds, processTree, rssMiB, runQueueSeconds, treeCpu } from '../proc.ts';
 import type { Progress } from './progress.ts';
 import { TrialServer } from './server.ts';
 

@@ -115,10 +115,11 @@ class Worker {
   }
 
   private reportClosed(): void {
-    if (this.closedReport === 'at-once') return sendToMaster({ type: 'closed', connections: this.units!.stats().connections });
+    const report = () => sendToMaster({ type: 'closed', connections: this.units!.stats().connections });
+    if (this.closedReport === 'at-once') return report();
     this.closedReportTimer ??= setTimeout(() => {
       this.closedReportTimer = null;
-      sendToMaster({ type: 'closed', connections: this.units!.stats().connections });
+      report();
     }, CLOSED_REPORT_MS).unref();
   }
 

@@ -1,4 +1,4 @@
-/** Processes as Linux's /proc shows them: trees, CPU time, resident memory (tune, and the bench and chaos scripts). */
+/** Processes as Linux's /proc shows them: alive or not, trees, CPU time, resident memory (the master's pid file, tune, the bench and chaos scripts). */
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 
