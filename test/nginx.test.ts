@@ -169,6 +169,7 @@ describe('nginx-examples', { skip: noNginx || noWorkerUser }, () => {
 
   /** forkgate where workers under --user nobody can read it, installed once. */
   let installed: Installation | undefined;
+  after(() => installed?.remove());
   for (const [label, socketArgs, groupOfUser] of [
     ["as forkgate makes it (0666, the workers' user and group)", [], 'nobody'],
     ['0660 for group www-data (--socket-mode, --socket-group)', ['--socket-mode', '0660', '--socket-group', 'www-data'], 'www-data'],

@@ -1,6 +1,6 @@
 // Worker classes: async caps connections in service without dropping any; sync serves one at a time.
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -51,7 +51,8 @@ for (const balance of ['round-robin', 'reuseport']) {
 }
 
 test('sync, round-robin: connections beyond what the workers serve wait in the master, and outlive a worker that dies', async () => {
-  const admin = join(mkdtempSync(join(tmpdir(), 'forkgate-sync-')), 'admin.sock');
+  const scratch = mkdtempSync(join(tmpdir(), 'forkgate-sync-'));
+  const admin = join(scratch, 'admin.sock');
   const forkgate = await start(['-w', '1', '-k', 'sync', '-b', '127.0.0.1:0', '--admin-bind', `unix:${admin}`, OPS]);
   const queued = async () => JSON.parse((await request('http://admin/status', { socketPath: admin })).body).queued as number;
   try {
@@ -73,5 +74,6 @@ test('sync, round-robin: connections beyond what the workers serve wait in the m
     );
   } finally {
     await forkgate.stop();
+    rmSync(scratch, { recursive: true, force: true });
   }
 });

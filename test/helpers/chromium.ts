@@ -47,8 +47,8 @@ export class Browser {
         `--user-data-dir=${profile}`,
         'about:blank',
       ],
-      // its own process group: its helper processes go with it
-      { stdio: ['ignore', 'ignore', 'pipe'], detached: true },
+      // its own process group: its helper processes go with it; its singleton socket's directory in the profile
+      { stdio: ['ignore', 'ignore', 'pipe'], detached: true, env: { ...process.env, TMPDIR: profile } },
     );
     const browser = new Browser(child, profile);
     try {
