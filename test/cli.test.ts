@@ -250,6 +250,12 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
       expect: [/FORKGATE_CMD_ARGS unknown option '--wokers' \(did you mean --workers\?\)/],
     },
     {
+      name: 'a misspelled FORKGATE_ variable',
+      args: [LISTENER],
+      env: { FORKGATE_WORKER: '4' },
+      expect: [/FORKGATE_WORKER: not a forkgate setting \(did you mean FORKGATE_WORKERS\?\)/],
+    },
+    {
       name: 'app in FORKGATE_CMD_ARGS',
       args: [LISTENER],
       env: { FORKGATE_CMD_ARGS: '-w 2 other.js' },
@@ -639,6 +645,7 @@ describe('precedence: default < config file < environment < FORKGATE_CMD_ARGS < 
     assert.equal(await workers([], { FORKGATE_WORKERS: '4' }), '4');
     assert.equal(await workers([], { FORKGATE_WORKERS: '4', WEB_CONCURRENCY: '3' }), '4', 'FORKGATE_WORKERS beats WEB_CONCURRENCY');
     assert.equal(await workers([], { FORKGATE_WORKERS: '', WEB_CONCURRENCY: '3' }), '3', 'an empty variable counts as unset');
+    assert.equal(await workers([], { FORKGATE_SHOP_REGION: 'eu' }), '2', "a FORKGATE_ name near no setting's is the app's own");
     assert.equal(await workers([], { FORKGATE_WORKERS: '4', FORKGATE_CMD_ARGS: '--workers 5' }), '5');
     assert.equal(await workers(['-w', '6'], { FORKGATE_WORKERS: '4', FORKGATE_CMD_ARGS: '--workers 5' }), '6');
     assert.equal(await workers(['--workers=6'], { FORKGATE_CMD_ARGS: "--workers '5'" }), '6');

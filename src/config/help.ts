@@ -58,7 +58,8 @@ export function renderSettingsMarkdown(): string {
     '',
     'Precedence, lowest first: default < config file < environment < `FORKGATE_CMD_ARGS` < command line.',
     'A config file is `-c FILE`, else the first of `./forkgate.config.{ts,mjs,js,json}` present; it',
-    'exports an object of the keys below (`export default defineConfig({ workers: 4 })`).',
+    'exports an object of the keys below (`export default defineConfig({ workers: 4 })`). An unknown key, and a',
+    "`FORKGATE_` variable a letter or two from a setting's (`FORKGATE_WORKER`), stop forkgate with exit 2.",
   ];
   for (const [section, entries] of sections()) {
     lines.push('', `## ${section}`);

@@ -191,6 +191,7 @@ function explainParseError(error: Error & { code?: string }): string {
 }
 
 function readEnvironment(env: NodeJS.ProcessEnv): Layer {
+  refuseMisspelledVariables(env);
   const layer: Layer = new Map();
   for (const entry of SETTINGS as readonly Setting[]) {
     const source = entry.env.find((candidate) => env[candidate.name] !== undefined && env[candidate.name] !== '');
@@ -201,6 +202,25 @@ function readEnvironment(env: NodeJS.ProcessEnv): Layer {
     layer.set(entry.key, { raw: source.map ? source.map(text) : text, source: `${source.name}=${text}${named}` });
   }
   return layer;
+}
+
+const PREFIX = 'FORKGATE_';
+
+/**
+ * A FORKGATE_ variable one or two letters from a setting's is a typo that would otherwise be ignored
+ * without a word; other FORKGATE_ names may be an app's own and are left alone.
+ */
+function refuseMisspelledVariables(env: NodeJS.ProcessEnv): void {
+  const known = new Set([
+    'FORKGATE_CMD_ARGS',
+    ...(SETTINGS as readonly Setting[]).flatMap((entry) => entry.env.map((source) => source.name)),
+  ]);
+  const suffixes = [...known].filter((name) => name.startsWith(PREFIX)).map((name) => name.slice(PREFIX.length));
+  for (const name of Object.keys(env)) {
+    if (!name.startsWith(PREFIX) || known.has(name)) continue;
+    const guess = nearest(name.slice(PREFIX.length), suffixes);
+    if (guess) throw new SettingError(`${name}: not a forkgate setting (did you mean ${PREFIX}${guess}?); see forkgate --help`);
+  }
 }
 
 function discoverConfigFile(cwd: string): string | null {
