@@ -7,6 +7,7 @@ import { mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { runCli } from './helpers/cli.ts';
 import { FIXTURES, request, start } from './helpers/forkgate.ts';
 
 const BINARY = process.env.FORKGATE_TEST_BIN;
@@ -40,6 +41,17 @@ test('--node-option starts the worker processes with those Node options', async 
   } finally {
     assert.equal((await forkgate.stop()).code, 0);
   }
+});
+
+test('a Node option Node refuses stops forkgate with exit 2, naming --node-option', async () => {
+  const result = await runCli(['--node-option=--max-old-space-size=lots', '-b', '127.0.0.1:0', APP], { cwd: dir });
+  assert.equal(result.code, 2, result.stderr);
+  assert.match(result.stderr, /illegal value for flag --max-old-space-size=lots/, "Node's own message");
+  assert.match(
+    result.stderr,
+    /Worker failed to boot \(pid:\d+\): Node refused its options \(exit 9, its message is above\): see --node-option\n/,
+  );
+  assert.doesNotMatch(result.stderr, /the app cannot start/);
 });
 
 test('--version names forkgate and the Node 24 it is built on', binaryOnly, () => {

@@ -412,7 +412,7 @@ export const SETTINGS = [
     section: 'App',
     default: [] as string[],
     validate: nodeOptions,
-    doc: 'Start the worker processes with this Node option (repeatable; write --node-option=--max-old-space-size=512). The single binary ignores NODE_OPTIONS: this is how its workers get Node options.',
+    doc: "Start the worker processes with this Node option (repeatable; write --node-option=--max-old-space-size=512). The single binary ignores NODE_OPTIONS: this is how its workers get Node options. An option Node refuses stops forkgate at start (exit 2) after Node's own message.",
   }),
   setting({
     name: 'preload',

@@ -54,6 +54,8 @@ const STACK_BUDGET_MS = 2000;
 const QUICK_STOP_MS = 1000;
 /** TTIN and POST /workers/... stop at the larger of --workers and this many per CPU: no runaway fork. */
 const MAX_WORKERS_PER_CPU = 4;
+/** Node's exit code for an option it does not know, or a bad value. */
+const NODE_INVALID_ARGUMENT = 9;
 
 interface WorkerExit {
   readonly worker: WorkerHandle;
@@ -320,6 +322,11 @@ export class Arbiter {
       if (exit.restart) this.restarts++;
       switch (exit.cause) {
         case 'boot-failure': {
+          if (this.refusedNodeOptions(worker, code)) {
+            const report = ` Node refused its options (exit ${code}, its message is above): see --node-option`;
+            this.onBootFailure(report, worker, ExitCode.usage);
+            break;
+          }
           const report = bootError ? describeBootError(bootError) : ` ${describeExit(code, signal)} before ${worker.failedBefore}`;
           this.onBootFailure(report, worker, bootError?.forkgate?.exitCode ?? ExitCode.bootFailure);
           break;
@@ -466,6 +473,7 @@ export class Arbiter {
         this.wake();
         return;
       case 'started':
+        worker.nodeStarted = true;
         worker.inspectorPort = message.inspectorPort;
         return;
       case 'boot-error':
@@ -503,6 +511,11 @@ export class Arbiter {
     if (!worker.drain(Date.now() + this.settings.gracefulTimeout * 1000)) return;
     this.balancer.remove(worker);
     worker.send({ type: 'drain' });
+  }
+
+  /** Node stopped the worker at its --node-option values, before running any of forkgate. */
+  private refusedNodeOptions(worker: WorkerHandle, code: number | null): boolean {
+    return code === NODE_INVALID_ARGUMENT && !worker.nodeStarted && this.settings.nodeOption.length > 0;
   }
 
   /**

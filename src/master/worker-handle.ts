@@ -13,6 +13,8 @@ export class WorkerHandle extends Unit {
   endpoints: readonly string[] = [];
   /** Loopback port of the inspector SIGUSR1 starts in this worker (for a hung worker's stack). */
   inspectorPort: number | null = null;
+  /** Node got as far as running forkgate in it (its first message came). */
+  nodeStarted = false;
 
   constructor(id: number, generation: number, child: ChildProcess, now: number) {
     super(id, now);
