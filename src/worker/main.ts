@@ -79,6 +79,8 @@ class Worker {
     // The master is gone (even killed with SIGKILL): finish what is in flight and leave no orphan.
     process.on('disconnect', () => this.drain());
     process.on('uncaughtException', (error) => this.crash(error));
+    // However it ends (an app's own process.exit too), the lines of the requests it answered are written.
+    process.on('exit', () => this.units?.flushLogs());
     outliveOutputReaders();
 
     let rss = 0;
@@ -179,7 +181,6 @@ class Worker {
   }
 
   private exit(code: number): void {
-    this.units?.flushLogs();
     this.logger.close();
     // A crashed worker leaves at once: it must not serve on while it reports.
     if (code === 0) sendLastReport(this.settings, null, () => process.exit(code));

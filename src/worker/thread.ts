@@ -27,12 +27,13 @@ export async function runThread(data: ThreadData): Promise<void> {
     if (message.type === 'reopen-logs') return runner?.reopenLogs(message.files);
     if (message.type === 'collect-metrics') return void answerProcess(message.seq, settings, post);
     const stop = () => {
-      runner?.flushLogs();
       sendLastReport(settings, post, () => process.exit(0)); // in a worker thread this ends the thread only
     };
     if (runner) runner.drain(stop);
     else stop();
   });
+  // However the thread ends (an app's own process.exit too), the lines of the requests it answered are written.
+  process.on('exit', () => runner?.flushLogs());
   setInterval(() => post({ type: 'heartbeat', stats: runner?.stats() ?? NO_TRAFFIC }), heartbeatInterval(settings.timeout)).unref();
   try {
     // Each thread is an isolate of its own: it imports the config file for its request hooks too.
