@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import http, { IncomingMessage, ServerResponse } from 'node:http';
-import { Socket, type AddressInfo } from 'node:net';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { connect, Socket, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
   accessLogUsesRequestId,
@@ -9,6 +12,10 @@ import {
   JSON_ACCESS_LOG_FORMAT,
   type AccessLogRecord,
 } from '../src/log/access-log.ts';
+import { answeredStatus } from '../src/log/status.ts';
+import { eventually, FIXTURES, request, start, startRequest } from './helpers/forkgate.ts';
+
+const OPS = `${FIXTURES}ops.cjs`;
 
 interface Fake {
   method?: string;
@@ -37,6 +44,7 @@ function record(fake: Fake = {}): AccessLogRecord {
   return {
     req,
     res,
+    status: answeredStatus(res),
     startedAt: fake.startedAt ?? Date.UTC(2026, 10, 27, 6, 41, 58),
     durationNs: fake.durationNs ?? 1_234_567_891n,
     bodyBytes: fake.bodyBytes ?? 512,
@@ -252,6 +260,7 @@ describe('access log on a real server', () => {
           format({
             req,
             res,
+            status: res.statusCode,
             startedAt,
             durationNs: process.hrtime.bigint() - started,
             bodyBytes: Buffer.byteLength(body),
@@ -308,5 +317,87 @@ describe('access log on a real server', () => {
   test('quotes in the URL are escaped', async () => {
     const line = await get('/say"hi"');
     assert.match(line, / "GET \/say\\"hi\\" HTTP\/1\.1" 200 /);
+  });
+});
+
+describe("forkgate's own answers in the access log, each request once", () => {
+  const scratch = mkdtempSync(join(tmpdir(), 'forkgate-access-'));
+  after(() => rmSync(scratch, { recursive: true, force: true }));
+  // who wrote each line: the master's pid or a unit's
+  const FORMAT = '%(s)s %(U)s %(p)s';
+
+  /** The first line of what the server answers to these raw bytes. */
+  function rawAnswer(url: string, text: string): Promise<string> {
+    const { hostname, port } = new URL(url);
+    return new Promise((resolve, reject) => {
+      const socket = connect(Number(port), hostname, () => socket.end(text));
+      let answer = '';
+      socket.setEncoding('latin1').on('data', (chunk: string) => (answer += chunk));
+      socket.on('close', () => resolve(answer.split('\r\n')[0]!));
+      socket.on('error', reject);
+    });
+  }
+
+  /** The log's lines once it has `count` of them (never more: each request is logged once). */
+  async function lines(file: string, count: number): Promise<string[]> {
+    const read = () => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean) : []);
+    await eventually(() => read().length >= count, `${count} access log lines`).catch((error: Error) => {
+      throw new Error(`${error.message}; it has: ${read().join(' | ')}`);
+    });
+    return read().sort();
+  }
+
+  const TWO_HOSTS = 'GET /two-hosts HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n';
+  const UPGRADE_TWO_HOSTS = 'GET /upgrade HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n';
+
+  test('round-robin: the edge refusing a request logs it in the worker, as the app its own', async () => {
+    const log = join(scratch, 'round-robin.log');
+    const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--access-logfile', log, '--access-logformat', FORMAT, OPS]);
+    try {
+      const [worker] = forkgate.workerPids();
+      assert.equal((await request(`${forkgate.url}/pid`)).status, 200);
+      assert.equal(await rawAnswer(forkgate.url, TWO_HOSTS), 'HTTP/1.1 400 Bad Request');
+      assert.equal(await rawAnswer(forkgate.url, UPGRADE_TWO_HOSTS), 'HTTP/1.1 400 Bad Request');
+      assert.deepEqual(await lines(log, 3), [`200 /pid <${worker}>`, `400 /two-hosts <${worker}>`, `400 /upgrade <${worker}>`]);
+    } finally {
+      await forkgate.stop();
+    }
+  });
+
+  test('proxy: the master logs its refusals, 502, 503 and a client gone while queued; a unit what it answered', async () => {
+    const log = join(scratch, 'proxy.log');
+    const admin = join(scratch, 'admin.sock');
+    const forkgate = await start([
+      ...['-w', '1', '-k', 'sync', '--balance', 'proxy', '--queue-timeout', '1', '-b', '127.0.0.1:0', '--admin-bind', `unix:${admin}`],
+      ...['--access-logfile', log, '--access-logformat', FORMAT, OPS],
+    ]);
+    const master = forkgate.process.pid!;
+    const queued = async () => JSON.parse((await request('http://admin/status', { socketPath: admin })).body).queued as number;
+    try {
+      const [worker] = forkgate.workerPids();
+      assert.equal(await rawAnswer(forkgate.url, TWO_HOSTS), 'HTTP/1.1 400 Bad Request');
+      assert.equal(await rawAnswer(forkgate.url, UPGRADE_TWO_HOSTS), 'HTTP/1.1 400 Bad Request');
+      // The one sync unit is busy: what comes meanwhile waits in the master's queue.
+      const slow = startRequest(`${forkgate.url}/slow?ms=4000`);
+      await slow.headers;
+      const timedOut = request(`${forkgate.url}/queue-timeout`);
+      const gone = connect(Number(new URL(forkgate.url).port), '127.0.0.1', () => gone.write('GET /gone HTTP/1.1\r\nHost: a\r\n\r\n'));
+      gone.on('error', () => {});
+      await eventually(async () => (await queued()) === 2, 'two requests queued');
+      gone.destroy();
+      assert.equal((await timedOut).status, 503);
+      assert.equal((await slow.reply).status, 200);
+      assert.equal((await request(`${forkgate.url}/exit`, { method: 'POST' })).status, 502, 'its unit died with it');
+      assert.deepEqual(await lines(log, 6), [
+        `200 /slow <${worker}>`,
+        `400 /two-hosts <${master}>`,
+        `400 /upgrade <${master}>`,
+        `499 /gone <${master}>`,
+        `502 /exit <${master}>`,
+        `503 /queue-timeout <${master}>`,
+      ]);
+    } finally {
+      await forkgate.stop();
+    }
   });
 });

@@ -360,7 +360,16 @@ test('take-back through an exchange: only requests a client may repeat, each onc
   dispatcher.add(a);
   dispatcher.add(b);
   const logger = { debug() {}, warning() {} } as unknown as Logger;
-  const context = { dispatcher, bufferSize: 0, logger, onBackendDown() {}, overBudget: {} as RecurringWarning, requestIds: true };
+  const context = {
+    dispatcher,
+    bufferSize: 0,
+    logger,
+    onBackendDown() {},
+    overBudget: {} as RecurringWarning,
+    requestIds: true,
+    accessLog: null,
+    logsEveryRequest: false,
+  };
   const exchange = (method: string, url: string) => {
     const res = Object.assign(new EventEmitter(), { writableFinished: false, end() {} }) as unknown as http.ServerResponse;
     new Exchange(clientRequest(method, url), res, context).start();

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as net from 'node:net';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -293,10 +293,18 @@ test("HUP applies a new --worker-connections to the upstreams (each one's reques
   }
 });
 
-test('the edge limits apply in front of upstreams', async () => {
+test('the edge limits apply in front of upstreams; the master logs every request, refused or served', async () => {
   const port = await freePort();
   const upstream = await spawnUpstream(String(port), 'limited');
-  const forkgate = await front(['--upstream', `http://127.0.0.1:${port}`]);
+  const log = join(scratch, 'limits-access.log');
+  const forkgate = await front([
+    '--upstream',
+    `http://127.0.0.1:${port}`,
+    '--access-logfile',
+    log,
+    '--access-logformat',
+    '%(s)s %(U)s %(p)s',
+  ]);
   try {
     const fields = (count: number) => Array.from({ length: count }, (_, i) => `X-Field-${i}: ${i}\r\n`).join('');
     const status = async (payload: string) => statusOf(await exchange(forkgate.url, payload));
@@ -306,7 +314,19 @@ test('the edge limits apply in front of upstreams', async () => {
     assert.equal(await status(`GET /who HTTP/1.1\r\nHost: x\r\n${fields(100)}\r\n`), 431);
     assert.equal(await status(`GET /${'a'.repeat(4094 - 13)} HTTP/1.1\r\nHost: x\r\n\r\n`), 414);
     assert.equal(await status('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'), 400);
+    assert.equal(await status('GET /two-hosts HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n'), 400);
     assert.equal(await served(), servedBefore + 1, 'only the accepted request reached the upstream');
+    const master = forkgate.process.pid!;
+    // What Node's parser refused (431, the first 400) has no request to log, as in Gunicorn.
+    const expected = [`200 /who <${master}>`, `400 /two-hosts <${master}>`, `414 /${'a'.repeat(4094 - 13)} <${master}>`];
+    // after the requests that found the upstream serving (front()), each of these once
+    const logged = () =>
+      readFileSync(log, 'utf8')
+        .split('\n')
+        .filter((line) => line && line !== `200 / <${master}>`)
+        .sort();
+    await eventually(() => logged().length >= expected.length, 'the access log lines');
+    assert.deepEqual(logged(), expected);
   } finally {
     await forkgate.stop();
     await upstream.kill();

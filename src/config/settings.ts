@@ -875,7 +875,7 @@ export const SETTINGS = [
     section: 'Logging',
     default: null as string | null,
     validate: optionalText,
-    doc: "Access log file ('-' for stdout). Off by default.",
+    doc: "Access log file ('-' for stdout). Off by default. A line per request, whoever answered it: the app, or forkgate refusing it (a 4xx from the edge; with --balance proxy the master's 502, 503, and 499 for a client gone while its request waited, written by the master, so %(p)s is its pid; in front of --upstream servers the master writes every line). Requests Node's parser refuses before they are whole (431, a malformed request line) are not logged, as in Gunicorn.",
   }),
   setting({
     name: 'access-logformat',

@@ -9,6 +9,7 @@ import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { compileAddressMatcher, type AddressMatcher } from '../config/addresses.ts';
 import type { ProxyProtocolMode, Settings } from '../config/settings.ts';
+import type { AccessLog } from '../log/access-log.ts';
 import type { Logger } from '../log/logger.ts';
 import { interceptRequests, type AppServer } from './app-server.ts';
 import { configureParser, limitChunkedBody, requestLimitCheck, type LimitSettings, type Rejection } from './limits.ts';
@@ -31,6 +32,8 @@ export interface EdgeOptions {
    * worker, for the lingering bounds; the connection closes at once (the answer may be lost).
    */
   readonly linger?: boolean;
+  /** Where the requests it refuses are logged, as the app's are. */
+  readonly accessLog?: AccessLog | null;
 }
 
 export class Edge {
@@ -54,6 +57,7 @@ export class Edge {
   private readonly bodyLimit: number;
   /** Connections refused while their client may still be sending, closing once it has the answer. */
   private readonly lingering: Lingering | null;
+  private accessLog: AccessLog | null;
 
   /**
    * Configures the server (the app's, or the proxy's in the master); call before it is marked listening.
@@ -64,8 +68,9 @@ export class Edge {
     settings: EdgeSettings,
     certificates: Certificates | null,
     logger: Logger,
-    { echoRequestId = true, linger = true }: EdgeOptions = {},
+    { echoRequestId = true, linger = true, accessLog = null }: EdgeOptions = {},
   ) {
+    this.accessLog = accessLog;
     this.lingering = linger ? new Lingering() : null;
     this.server = server;
     const arriving = this.arriving;
@@ -101,6 +106,10 @@ export class Edge {
     );
     // Node drops a CONNECT without a listener unanswered.
     server.on('connect', (req: IncomingMessage, socket: Socket) => this.refuseConnect(req, socket));
+  }
+
+  logRefusalsTo(accessLog: AccessLog | null): void {
+    this.accessLog = accessLog;
   }
 
   /** HUP: the certificates the master read anew serve the handshakes to come. */
@@ -159,6 +168,7 @@ export class Edge {
     const rejection = this.checkLimits?.(req) ?? framingProblem(req);
     if (rejection) {
       this.logRejection(req, rejection);
+      this.accessLog?.track(req, res);
       this.lingering?.closeAfterResponse(req.socket);
       res.writeHead(rejection.status, { 'content-type': 'text/plain', connection: 'close' });
       res.end(`${rejection.reason}\n`);
@@ -200,6 +210,7 @@ export class Edge {
     this.logRejection(req, rejection);
     // Node has let go of an upgrade's socket: its errors are nobody's but ours, and end nothing but it.
     socket.on('error', () => {});
+    this.accessLog?.answered(req, rejection.status, Buffer.byteLength(`${rejection.reason}\n`));
     socket.write(rawResponse(rejection));
     this.closeRefused(socket);
   }

@@ -1,9 +1,14 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from './logger.ts';
+import { LogSink } from './sink.ts';
 import { answeredStatus } from './status.ts';
 
 export interface AccessLogRecord {
   req: IncomingMessage;
-  res: ServerResponse;
+  /** null for an answer written on the connection itself (a refused upgrade). */
+  res: ServerResponse | null;
+  /** As answered: 499 when the client left before any answer. */
+  status: number;
   /** Date.now() at request start (ms). */
   startedAt: number;
   /** process.hrtime.bigint() delta. */
@@ -33,7 +38,7 @@ const ATOMS: Record<string, Atom> = {
   U: (r) => valueOrDash(pathOf(r.req.url ?? '')),
   q: (r) => escapeLogValue(queryOf(r.req.url ?? '')),
   H: (r) => `HTTP/${r.req.httpVersion}`,
-  s: (r) => String(answeredStatus(r.res)),
+  s: (r) => String(r.status),
   B: (r) => String(r.bodyBytes),
   b: (r) => (r.bodyBytes === 0 ? '-' : String(r.bodyBytes)),
   f: (r) => valueOrDash(r.req.headers.referer),
@@ -66,13 +71,13 @@ function jsonRecord(r: AccessLogRecord): string {
     path: pathOf(url),
     query: query || null,
     protocol: `HTTP/${req.httpVersion}`,
-    status: answeredStatus(r.res),
+    status: r.status,
     bytes: r.bodyBytes,
     referer: req.headers.referer ?? null,
     user_agent: req.headers['user-agent'] ?? null,
     duration_us: Number(r.durationNs / NS_PER_US),
     pid: r.pid,
-    request_id: valueOrNull(r.res.getHeader('x-request-id') ?? req.headers['x-request-id']),
+    request_id: valueOrNull(r.res?.getHeader('x-request-id') ?? req.headers['x-request-id']),
   });
 }
 
@@ -146,7 +151,7 @@ function atom(name: string): Atom {
     case 'i':
       return (r) => valueOrDash(r.req.headers[key]);
     case 'o':
-      return (r) => valueOrDash(r.res.getHeader(key) ?? writtenHeader(r.res, key));
+      return (r) => valueOrDash(r.res ? (r.res.getHeader(key) ?? writtenHeader(r.res, key)) : undefined);
     case 'e': {
       // POSIX environment names are case-sensitive: find the real spelling once.
       const variable = Object.keys(process.env).find((k) => k.toLowerCase() === key) ?? key;
@@ -230,4 +235,94 @@ function escapeLogValue(value: string): string {
     copied = i + 1;
   }
   return copied === 0 ? value : escaped + value.slice(copied);
+}
+
+/** When a request began, for its %(t)s and its duration. */
+export interface RequestStart {
+  readonly at: number;
+  readonly ns: bigint;
+}
+
+export function requestStart(): RequestStart {
+  return { at: Date.now(), ns: process.hrtime.bigint() };
+}
+
+/**
+ * The access log of one process: a line per request as its response closes, whoever answered it (the
+ * app, or forkgate's edge and proxy refusing it). batched: a worker's many lines go out once per
+ * event-loop turn; the master's few at once.
+ */
+export class AccessLog {
+  private readonly sink: LogSink;
+  private readonly format: (record: AccessLogRecord) => string;
+
+  constructor(settings: { accessLogfile: string; accessLogformat: string }, logger: Logger, batched: boolean) {
+    this.sink = new LogSink(settings.accessLogfile, 1, {
+      batched,
+      onTrouble: (message) => logger.warning(`Access log ${message}`),
+    });
+    this.format = compileAccessLogFormat(settings.accessLogformat);
+  }
+
+  get file(): string {
+    return this.sink.target;
+  }
+
+  /** Logs the request once its response has closed, counting the body bytes written from now on. */
+  track(req: IncomingMessage, res: ServerResponse, start: RequestStart = requestStart()): void {
+    let bodyBytes = 0;
+    const count = (chunk: unknown, encoding?: unknown) => {
+      if (typeof chunk === 'string')
+        bodyBytes += Buffer.byteLength(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
+      else if (chunk instanceof Uint8Array) bodyBytes += chunk.byteLength;
+    };
+    const write = res.write;
+    const end = res.end;
+    res.write = function (this: ServerResponse, chunk: unknown, ...rest: unknown[]) {
+      count(chunk, rest[0]);
+      return (write as (...args: unknown[]) => boolean).call(this, chunk, ...rest);
+    } as ServerResponse['write'];
+    res.end = function (this: ServerResponse, chunk?: unknown, ...rest: unknown[]) {
+      if (typeof chunk !== 'function') count(chunk, rest[0]);
+      return (end as (...args: unknown[]) => ServerResponse).call(this, chunk, ...rest);
+    } as ServerResponse['end'];
+    res.once('close', () => this.write(req, res, answeredStatus(res), bodyBytes, start));
+  }
+
+  /** An answer written on the connection itself, with no response object. */
+  answered(req: IncomingMessage, status: number, bodyBytes: number, start: RequestStart = requestStart()): void {
+    this.write(req, null, status, bodyBytes, start);
+  }
+
+  /** USR1: reopens the file if it is among those moved; on failure, writes on to the old one. */
+  reopen(files: readonly string[], logger: Logger): void {
+    if (!files.includes(this.sink.target)) return;
+    try {
+      this.sink.reopen();
+    } catch (error) {
+      logger.error(`Access log not reopened, writing on to the old file: ${(error as Error).message}`);
+    }
+  }
+
+  flush(): void {
+    this.sink.flush();
+  }
+
+  close(): void {
+    this.sink.close();
+  }
+
+  private write(req: IncomingMessage, res: ServerResponse | null, status: number, bodyBytes: number, start: RequestStart): void {
+    const record = {
+      req,
+      res,
+      status,
+      startedAt: start.at,
+      durationNs: process.hrtime.bigint() - start.ns,
+      bodyBytes,
+      remoteAddress: req.socket.remoteAddress,
+      pid: process.pid,
+    };
+    this.sink.write(`${this.format(record)}\n`);
+  }
 }

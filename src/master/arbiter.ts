@@ -602,6 +602,7 @@ export class Arbiter {
       }
     });
     this.logger.reopen(files);
+    this.balancer.reopenLogs(files);
     for (const worker of this.workers) worker.send({ type: 'reopen-logs', files });
   }
 

@@ -6,6 +6,7 @@
 import type * as http from 'node:http';
 import { encodeClient, lateMark, PEER_HEADER } from '../hop/protocol.ts';
 import { OVER_LIMIT } from '../edge/refusal.ts';
+import { requestStart, type AccessLog, type RequestStart } from '../log/access-log.ts';
 import type { Logger } from '../log/logger.ts';
 import type { RecurringWarning } from '../log/recurring.ts';
 import type { Backend, Dispatcher, QueueRefusal } from './dispatcher.ts';
@@ -62,6 +63,10 @@ export interface ExchangeContext {
   readonly requestIds: boolean;
   /** Notes a 503 for want of descriptors (EMFILE, ENFILE). */
   readonly overBudget: RecurringWarning;
+  /** Where the proxy's own answers are logged; the units log those they give. */
+  accessLog: AccessLog | null;
+  /** Upstreams log nothing here: every request is logged by the proxy. */
+  logsEveryRequest: boolean;
 }
 
 export class Exchange {
@@ -83,20 +88,28 @@ export class Exchange {
   private takenBack = false;
   /** The X-Request-Id the edge gave the request, where requests get ids. */
   private readonly requestId: string | null;
+  /** When it came, where the proxy's own answers are logged. */
+  private readonly arrivedAt: RequestStart | null;
+  /** A unit's response head went to the client: the unit logs the request. */
+  private relayed = false;
 
   constructor(req: http.IncomingMessage, res: http.ServerResponse, context: ExchangeContext) {
     this.req = req;
     this.res = res;
     this.context = context;
     this.requestId = context.requestIds ? (req.headers['x-request-id'] as string) : null;
+    this.arrivedAt = context.accessLog ? requestStart() : null;
   }
 
   start(): void {
+    if (this.context.logsEveryRequest) this.context.accessLog?.track(this.req, this.res, this.arrivedAt!);
     this.res.once('close', () => {
       if (this.res.writableFinished) return;
       this.clientGone = true;
       this.cancelWait();
       const attempt = this.attempt;
+      // Gone before any unit had the request: only the proxy knows of it.
+      if (!attempt && !this.relayed && !this.context.logsEveryRequest) this.context.accessLog?.answered(this.req, 499, 0, this.arrivedAt!);
       attempt?.upstream?.abort();
       attempt?.release(false);
     });
@@ -187,6 +200,7 @@ export class Exchange {
    */
   relayHead(response: ResponseHead, attempt: Attempt): BodyMode {
     const { req, res } = this;
+    this.relayed = true;
     const asSent = response.delimited && req.httpVersionMajor === 1 && req.httpVersionMinor === 1;
     // A unit echoes the request's id, an upstream may not.
     const addId =
@@ -229,7 +243,7 @@ export class Exchange {
     const code = error.code ?? '';
     if (code === 'EMFILE' || code === 'ENFILE') {
       context.overBudget.note();
-      return respond(res, 503, OVER_LIMIT, { 'retry-after': '1', ...this.idHeader() });
+      return this.answer(503, OVER_LIMIT, { 'retry-after': '1' });
     }
     const refused = !connected && CONNECT_ERRORS.has(code);
     // Unread, it never ran: a repeatable one goes to another. A request the backend read is never
@@ -253,7 +267,7 @@ export class Exchange {
       `proxy: ${req.method} ${req.url}${this.requestId ? ` (request ${this.requestId})` : ''} to ${backend.name} failed: ${error.message}`,
     );
     countBadGateway();
-    respond(res, 502, 'Bad Gateway: the server behind forkgate failed to answer', this.idHeader());
+    this.answer(502, 'Bad Gateway: the server behind forkgate failed to answer');
   }
 
   /**
@@ -306,12 +320,17 @@ export class Exchange {
     if (this.clientGone) return;
     this.context.logger.warning(`proxy: ${this.req.method} ${this.req.url} answered 503: ${reason}`);
     countShed(reason);
-    respond(this.res, 503, `Service Unavailable: ${reason}`, { 'retry-after': '1', ...this.idHeader() });
+    this.answer(503, `Service Unavailable: ${reason}`, { 'retry-after': '1' });
   }
 
-  /** For an answer of the proxy's own: the request's id, where requests get ids. */
-  private idHeader(): http.OutgoingHttpHeaders {
-    return this.requestId === null ? {} : { 'x-request-id': this.requestId };
+  /** An answer of the proxy's own, with the request's id where requests get ids. */
+  private answer(status: number, message: string, headers: http.OutgoingHttpHeaders = {}): void {
+    const { req, res } = this;
+    if (!this.context.logsEveryRequest) this.context.accessLog?.track(req, res, this.arrivedAt!);
+    const body = `${message}\n`;
+    const id = this.requestId === null ? {} : { 'x-request-id': this.requestId };
+    res.writeHead(status, { ...headers, ...id, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
   }
 }
 
@@ -456,10 +475,4 @@ function connectionTokens(connection: string | undefined): ReadonlySet<string> |
     .map((token) => token.trim());
   if (tokens.length === 1 && (tokens[0] === 'keep-alive' || tokens[0] === 'close')) return undefined;
   return new Set(tokens.filter((token) => !VOUCHED.has(token)));
-}
-
-function respond(res: http.ServerResponse, status: number, message: string, headers: http.OutgoingHttpHeaders = {}): void {
-  const body = `${message}\n`;
-  res.writeHead(status, { ...headers, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
-  res.end(body);
 }

@@ -10,6 +10,7 @@ import { closeFreshConnections, markListening, trackConnections } from '../edge/
 import { Edge } from '../edge/edge.ts';
 import type { Certificates } from '../edge/tls.ts';
 import { makesRequestIds } from '../edge/request-headers.ts';
+import type { AccessLog } from '../log/access-log.ts';
 import type { Logger } from '../log/logger.ts';
 import { Dispatcher, type Backend } from './dispatcher.ts';
 import { declaresBody, Exchange, type ExchangeContext } from './exchange.ts';
@@ -59,6 +60,8 @@ export class FrontProxy {
       onBackendDown,
       overBudget: this.overBudget,
       requestIds: makesRequestIds(settings),
+      accessLog: null,
+      logsEveryRequest: false,
     };
     // An upgrade request with a body is served as an ordinary request, its Upgrade ignored (RFC 9110
     // §7.8 allows it): the body is then framed and sent like any other, never left for the tunnel.
@@ -68,6 +71,16 @@ export class FrontProxy {
     this.edge = new Edge(this.server, settings, certificates, logger, { echoRequestId: false });
     trackConnections(this.server);
     markListening(this.server, null);
+  }
+
+  /**
+   * Where the master's own answers (refusals, 502, 503, a client gone while queued) are logged; every
+   * request's, in front of upstreams, which log nothing here.
+   */
+  logRequestsTo(accessLog: AccessLog | null, everyRequest: boolean): void {
+    this.context.accessLog = accessLog;
+    this.context.logsEveryRequest = everyRequest;
+    this.edge.logRefusalsTo(accessLog);
   }
 
   /** HUP: a renewed certificate is served from the next handshake on. */
@@ -158,6 +171,7 @@ export class FrontProxy {
         );
       },
       (reason) => {
+        this.context.accessLog?.answered(req, 503, 0);
         socket.end(`HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
         this.logger.warning(`proxy: upgrade ${req.url} answered 503: ${reason}`);
       },

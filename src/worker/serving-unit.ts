@@ -2,8 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Settings } from '../config/settings.ts';
 import type { WorkerStats } from '../ipc/messages.ts';
-import { compileAccessLogFormat } from '../log/access-log.ts';
-import { LogSink } from '../log/sink.ts';
+import { AccessLog } from '../log/access-log.ts';
 import type { WorkerClass } from './classes/index.ts';
 import { runHook, type Hooks, type WorkerInfo } from '../hooks.ts';
 import type { Logger } from '../log/logger.ts';
@@ -64,7 +63,7 @@ export class ServingUnit {
   private readonly supervisor: UnitSupervisor;
   /** A connection has come (its supervisor was told, once). */
   private clientCame = false;
-  private readonly accessLog: { sink: LogSink; format: ReturnType<typeof compileAccessLogFormat> } | null;
+  private readonly accessLog: AccessLog | null;
   private readonly options: ServingUnitOptions;
   /** The connections it may hold: its share of what the open-file limit leaves (threads share one). */
   private readonly budget: number;
@@ -98,20 +97,17 @@ export class ServingUnit {
     this.retireAfter =
       settings.maxRequests > 0 ? settings.maxRequests + Math.floor(Math.random() * (settings.maxRequestsJitter + 1)) : Infinity;
     this.accessLog = settings.accessLogfile
-      ? {
-          sink: new LogSink(settings.accessLogfile, 1, {
-            batched: true,
-            onTrouble: (message) => options.logger.warning(`Access log ${message}`),
-          }),
-          format: compileAccessLogFormat(settings.accessLogformat),
-        }
+      ? new AccessLog({ accessLogfile: settings.accessLogfile, accessLogformat: settings.accessLogformat }, options.logger, true)
       : null;
 
     server.keepAliveTimeout = settings.keepAlive * 1000;
     server.prependListener('request', (req, res) => this.onRequest(req, res));
     this.edge = options.internalHop
       ? null
-      : new Edge(server, settings, options.certificates, options.logger, { linger: workerClass.connectionLimit > 1 });
+      : new Edge(server, settings, options.certificates, options.logger, {
+          linger: workerClass.connectionLimit > 1,
+          accessLog: this.accessLog,
+        });
     const entry = this.edge ?? new UnitSide(server, makesRequestIds(settings));
     const idle = this.idle;
     const admit = (socket: Socket) => {
@@ -155,17 +151,11 @@ export class ServingUnit {
   }
 
   reopenLogs(files: readonly string[]): void {
-    const sink = this.accessLog?.sink;
-    if (!sink || !files.includes(sink.target)) return;
-    try {
-      sink.reopen();
-    } catch (error) {
-      this.options.logger.error(`Access log not reopened, writing on to the old file: ${(error as Error).message}`);
-    }
+    this.accessLog?.reopen(files, this.options.logger);
   }
 
   flushLogs(): void {
-    this.accessLog?.sink.flush();
+    this.accessLog?.flush();
   }
 
   /** A response closed: one request less in flight, and its connection may have gone idle. */
@@ -189,45 +179,13 @@ export class ServingUnit {
     if (!this.accessLog && !hooks.preRequest && !hooks.postRequest) {
       res.on('close', this.responseClosed); // a response closes once; one shared listener, nothing per request
     } else {
-      const logRecord = this.accessLog ? startAccessRecord(req, res) : null;
       if (hooks.preRequest) void runHook(hooks, 'preRequest', logger, workerInfo, req);
       res.once('close', () => {
         this.responseDone(res);
         if (hooks.postRequest) void runHook(hooks, 'postRequest', logger, workerInfo, req, res);
-        if (logRecord) this.accessLog!.sink.write(`${this.accessLog!.format(logRecord())}\n`);
       });
+      this.accessLog?.track(req, res);
     }
     if (this.requests === this.retireAfter) this.supervisor.retire(`served ${this.requests} requests (--max-requests)`);
   }
-}
-
-/** Counts body bytes as they are written and returns a function that completes the record at the end. */
-function startAccessRecord(req: IncomingMessage, res: ServerResponse) {
-  const startedAt = Date.now();
-  const startedNs = process.hrtime.bigint();
-  let bodyBytes = 0;
-  const count = (chunk: unknown, encoding?: unknown) => {
-    if (typeof chunk === 'string')
-      bodyBytes += Buffer.byteLength(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
-    else if (chunk instanceof Uint8Array) bodyBytes += chunk.byteLength;
-  };
-  const write = res.write;
-  const end = res.end;
-  res.write = function (this: ServerResponse, chunk: unknown, ...rest: unknown[]) {
-    count(chunk, rest[0]);
-    return (write as (...args: unknown[]) => boolean).call(this, chunk, ...rest);
-  } as ServerResponse['write'];
-  res.end = function (this: ServerResponse, chunk?: unknown, ...rest: unknown[]) {
-    if (typeof chunk !== 'function') count(chunk, rest[0]);
-    return (end as (...args: unknown[]) => ServerResponse).call(this, chunk, ...rest);
-  } as ServerResponse['end'];
-  return () => ({
-    req,
-    res,
-    startedAt,
-    durationNs: process.hrtime.bigint() - startedNs,
-    bodyBytes,
-    remoteAddress: req.socket.remoteAddress,
-    pid: process.pid,
-  });
 }

@@ -49,6 +49,8 @@ export interface Balancer {
    * read with them; warns of what else takes a restart.
    */
   settingsChanged(settings: Settings, certificates: Certificates | null): void;
+  /** USR1: the log files the master writes for the balancer (the proxy's access log), if among `files`, reopen. */
+  reopenLogs(files: readonly string[]): void;
   /** What a USR2 successor takes over, and the listening descriptors it inherits (round-robin). */
   inheritance(): { inheritance: Inheritance; fds: number[] };
   /** A USR2 successor serves on the listening sockets now: stop listening, leaving unix socket files in place. */

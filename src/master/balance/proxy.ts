@@ -6,6 +6,7 @@ import type { BindAddress } from '../../config/bind.ts';
 import { fixedUntilRestart, restartNotice, type Settings } from '../../config/settings.ts';
 import type { Certificates } from '../../edge/tls.ts';
 import type { ListenPlan } from '../../ipc/messages.ts';
+import { AccessLog } from '../../log/access-log.ts';
 import type { Logger } from '../../log/logger.ts';
 import { newBackend, type Backend } from '../../proxy/dispatcher.ts';
 import { FrontProxy } from '../../proxy/front.ts';
@@ -35,6 +36,8 @@ export class ProxyBalancer implements Balancer {
   private readonly front: FrontProxy;
   private readonly upstreams: Upstreams | null;
   private readonly units = new Map<WorkerHandle, Backend[]>();
+  /** The master's own lines in the access log (see FrontProxy.logRequestsTo). */
+  private accessLog: AccessLog | null = null;
   /** Holds the units' sockets: only the master and the workers' user may connect to them. */
   private directory: string | null = null;
 
@@ -51,6 +54,8 @@ export class ProxyBalancer implements Balancer {
   }
 
   async listen(clients: SocketAccess, owner: WorkerIdentity | null): Promise<void> {
+    // Now that the workers' user has its log files (had the master made them, they would be root's).
+    this.openAccessLog(this.settings);
     if (!this.upstreams) {
       this.directory = fs.mkdtempSync(join(tmpdir(), 'forkgate-units-'));
       if (owner) fs.chownSync(this.directory, owner.uid, owner.gid);
@@ -114,7 +119,12 @@ export class ProxyBalancer implements Balancer {
   }
 
   settingsChanged(settings: Settings, certificates: Certificates | null): void {
+    const previous = this.settings;
     this.settings = settings;
+    if (settings.accessLogfile !== previous.accessLogfile || settings.accessLogformat !== previous.accessLogformat) {
+      this.accessLog?.close();
+      this.openAccessLog(settings);
+    }
     this.front.renewCertificates(certificates);
     // Units report their capacity as they start; upstreams are there all along.
     this.upstreams?.setCapacity(settings.workerConnections);
@@ -128,12 +138,23 @@ export class ProxyBalancer implements Balancer {
     }
   }
 
+  reopenLogs(files: readonly string[]): void {
+    this.accessLog?.reopen(files, this.logger);
+  }
+
   async close(mode: 'graceful' | 'quick'): Promise<void> {
     this.listeners.close();
     await this.front.close(mode);
+    this.accessLog?.close();
     this.upstreams?.stop();
     // Units listen on descriptors they hold; the directory's names are no longer needed.
     if (this.directory) fs.rmSync(this.directory, { recursive: true, force: true });
+  }
+
+  private openAccessLog(settings: Settings): void {
+    const { accessLogfile, accessLogformat } = settings;
+    this.accessLog = accessLogfile ? new AccessLog({ accessLogfile, accessLogformat }, this.logger, false) : null;
+    this.front.logRequestsTo(this.accessLog, this.upstreams !== null);
   }
 
   /** Out of rotation; what it has in flight finishes, and its idle pooled connections close now. */

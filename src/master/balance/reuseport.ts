@@ -53,6 +53,8 @@ export class ReusePortBalancer implements Balancer {
     return nominalAddress(first && { kind: 'tcp', host: first.host, port: first.port });
   }
 
+  reopenLogs(): void {} // the workers write every line
+
   handOver(): void {} // the successor's workers bind the addresses themselves
 
   inheritance(): { inheritance: Inheritance; fds: number[] } {

@@ -124,6 +124,8 @@ export class RoundRobinBalancer implements Balancer {
     this.distributeWaiting();
   }
 
+  reopenLogs(): void {} // the workers write every line
+
   handOver(): void {
     this.listeners.handOver();
   }
