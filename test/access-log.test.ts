@@ -396,6 +396,8 @@ describe("forkgate's own answers in the access log, each request once", () => {
         `502 /exit <${master}>`,
         `503 /queue-timeout <${master}>`,
       ]);
+      assert.match(forkgate.output, /proxy: GET \/queue-timeout answered 503: queue timeout\n/);
+      assert.match(forkgate.output, /proxy: POST \/exit to \S+ failed: /);
     } finally {
       await forkgate.stop();
     }

@@ -7,7 +7,7 @@ import type * as http from 'node:http';
 import { test } from 'node:test';
 import type { HopHandler, HopRequest } from '../src/hop/pool.ts';
 import { Dispatcher, newBackend, type Backend, type QueueRefusal } from '../src/proxy/dispatcher.ts';
-import { Exchange } from '../src/proxy/exchange.ts';
+import { Exchange, proxyFailures } from '../src/proxy/exchange.ts';
 import { STUCK_MIN_MS, StuckThreshold } from '../src/proxy/stuck-threshold.ts';
 import type { Logger } from '../src/log/logger.ts';
 import type { RecurringWarning } from '../src/log/recurring.ts';
@@ -366,6 +366,7 @@ test('take-back through an exchange: only requests a client may repeat, each onc
     logger,
     onBackendDown() {},
     overBudget: {} as RecurringWarning,
+    failures: proxyFailures(logger),
     requestIds: true,
     accessLog: null,
     logsEveryRequest: false,

@@ -8,7 +8,7 @@ import { encodeClient, lateMark, PEER_HEADER } from '../hop/protocol.ts';
 import { OVER_LIMIT } from '../edge/refusal.ts';
 import { requestStart, type AccessLog, type RequestStart } from '../log/access-log.ts';
 import type { Logger } from '../log/logger.ts';
-import type { RecurringWarning } from '../log/recurring.ts';
+import { RecurringWarning } from '../log/recurring.ts';
 import type { Backend, Dispatcher, QueueRefusal } from './dispatcher.ts';
 import type { BodyMode, HopFailure, HopHandler, HopRequest, ResponseHead } from '../hop/pool.ts';
 import { countBadGateway, countRetry, countShed } from '../metrics/proxy-counts.ts';
@@ -63,6 +63,8 @@ export interface ExchangeContext {
   readonly requestIds: boolean;
   /** Notes a 503 for want of descriptors (EMFILE, ENFILE). */
   readonly overBudget: RecurringWarning;
+  /** Notes a 502 and a 503 (the queue full or timed out): one line for a burst of them. */
+  readonly failures: ProxyFailures;
   /** Where the proxy's own answers are logged; the units log those they give. */
   accessLog: AccessLog | null;
   /** Upstreams log nothing here: every request is logged by the proxy. */
@@ -263,9 +265,7 @@ export class Exchange {
       countRetry();
       return this.dispatch(backend);
     }
-    context.logger.warning(
-      `proxy: ${req.method} ${req.url}${this.requestId ? ` (request ${this.requestId})` : ''} to ${backend.name} failed: ${error.message}`,
-    );
+    context.failures.badGateway.note({ request: `${this.describe()} to ${backend.name}`, cause: error.message });
     countBadGateway();
     this.answer(502, 'Bad Gateway: the server behind forkgate failed to answer');
   }
@@ -318,9 +318,14 @@ export class Exchange {
 
   private refuse(reason: QueueRefusal): void {
     if (this.clientGone) return;
-    this.context.logger.warning(`proxy: ${this.req.method} ${this.req.url} answered 503: ${reason}`);
+    this.context.failures.shed.note({ request: this.describe(), cause: reason });
     countShed(reason);
     this.answer(503, `Service Unavailable: ${reason}`, { 'retry-after': '1' });
+  }
+
+  /** The request, for the error log: its method, URL and id. */
+  private describe(): string {
+    return `${this.req.method} ${this.req.url}${this.requestId ? ` (request ${this.requestId})` : ''}`;
   }
 
   /** An answer of the proxy's own, with the request's id where requests get ids. */
@@ -332,6 +337,25 @@ export class Exchange {
     res.writeHead(status, { ...headers, ...id, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
     res.end(body);
   }
+}
+
+/** The warnings for requests the proxy answers 502 and 503, each told by its latest request. */
+export interface ProxyFailures {
+  readonly badGateway: RecurringWarning<FailedRequest>;
+  readonly shed: RecurringWarning<FailedRequest>;
+}
+
+interface FailedRequest {
+  readonly request: string;
+  readonly cause: string;
+}
+
+export function proxyFailures(logger: Pick<Logger, 'warning'>): ProxyFailures {
+  const warning = (status: number, verb: string) =>
+    new RecurringWarning<FailedRequest>(logger, (times, { request, cause }) =>
+      times === 1 ? `proxy: ${request} ${verb}: ${cause}` : `proxy: ${times} requests answered ${status}, the latest ${request}: ${cause}`,
+    );
+  return { badGateway: warning(502, 'failed'), shed: warning(503, 'answered 503') };
 }
 
 /** One try of an exchange on one backend: the handler of its request on the hop. */

@@ -13,7 +13,7 @@ import { makesRequestIds } from '../edge/request-headers.ts';
 import type { AccessLog } from '../log/access-log.ts';
 import type { Logger } from '../log/logger.ts';
 import { Dispatcher, type Backend } from './dispatcher.ts';
-import { declaresBody, Exchange, type ExchangeContext } from './exchange.ts';
+import { declaresBody, Exchange, proxyFailures, type ExchangeContext } from './exchange.ts';
 import { openTunnel } from './tunnel.ts';
 import { hopConnectionCount } from '../hop/pool.ts';
 import { refuseConnection } from '../edge/refusal.ts';
@@ -59,6 +59,7 @@ export class FrontProxy {
       logger,
       onBackendDown,
       overBudget: this.overBudget,
+      failures: proxyFailures(logger),
       requestIds: makesRequestIds(settings),
       accessLog: null,
       logsEveryRequest: false,
@@ -173,7 +174,7 @@ export class FrontProxy {
       (reason) => {
         this.context.accessLog?.answered(req, 503, 0);
         socket.end(`HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-        this.logger.warning(`proxy: upgrade ${req.url} answered 503: ${reason}`);
+        this.context.failures.shed.note({ request: `upgrade ${req.url}`, cause: reason });
       },
     );
     socket.once('close', cancel);
