@@ -63,7 +63,7 @@ for (const balance of ['round-robin', 'reuseport', 'proxy']) {
 }
 
 for (const balance of ['round-robin', 'proxy']) {
-  test(`USR2 on a unix socket: the old master leaves the socket file to the new one, which serves on it (${balance})`, async () => {
+  test(`USR2 on a unix socket: the old master leaves the socket file to the new one, which serves on it, names it, and removes it on stop (${balance})`, async () => {
     const socketPath = join(scratch, `app-${balance}.sock`);
     const app = join(scratch, `unix-${balance}.cjs`);
     writeFileSync(app, appSource('v1'));
@@ -75,8 +75,10 @@ for (const balance of ['round-robin', 'proxy']) {
       successors.push(Number(successorPid));
       assert.deepEqual(await forkgate.exited, { code: 0, signal: null });
       assert.equal((await request('http://x/', { socketPath })).body, 'v2');
+      assert.ok(forkgate.output.includes(`Listening at: unix:${socketPath} (${successorPid})`), forkgate.output);
       process.kill(Number(successorPid), 'SIGTERM');
       await eventually(() => !isAlive(Number(successorPid)), 'the new master to stop');
+      assert.equal(existsSync(socketPath), false, 'the socket file went with the master that served on it');
     } finally {
       await forkgate.stop();
     }

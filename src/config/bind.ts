@@ -2,7 +2,8 @@
 export type BindAddress =
   | { readonly kind: 'tcp'; readonly host: string; readonly port: number }
   | { readonly kind: 'unix'; readonly path: string }
-  | { readonly kind: 'fd'; readonly fd: number };
+  /** origin: a USR2 predecessor's socket, as it was bound (named so in the log, its file removed on stop). */
+  | { readonly kind: 'fd'; readonly fd: number; readonly origin?: BindAddress };
 
 export const BIND_FORMS = 'HOST:PORT, [IPv6]:PORT, HOST (port 8000), unix:PATH or fd://N';
 
@@ -46,7 +47,7 @@ export function formatBindAddress(address: BindAddress): string {
     case 'unix':
       return `unix:${address.path}`;
     case 'fd':
-      return `fd://${address.fd}`;
+      return address.origin ? formatBindAddress(address.origin) : `fd://${address.fd}`;
   }
 }
 

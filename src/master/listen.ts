@@ -104,6 +104,12 @@ async function removeStaleSocket(path: string): Promise<void> {
   fs.rmSync(path, { force: true });
 }
 
+function removeSocketFile(path: string): void {
+  try {
+    if (fs.lstatSync(path).isSocket()) fs.rmSync(path);
+  } catch {} // gone already
+}
+
 /** Whether something may listen on the socket file: only a refused connection says nothing does. */
 function answered(path: string): Promise<boolean> {
   return new Promise((resolve) => {
@@ -127,6 +133,8 @@ export class MasterListeners {
   private readonly onConnection: (socket: net.Socket) => void;
   private readonly servers: net.Server[] = [];
   private readonly acceptFailed: RecurringWarning<Error>;
+  /** A USR2 successor serves on them: their files are its own. */
+  private handedOver = false;
 
   constructor(
     addresses: readonly BindAddress[],
@@ -172,13 +180,26 @@ export class MasterListeners {
     return this.servers.map(listeningFd);
   }
 
+  /** What each listener was bound to in the first place, for a USR2 successor to name them (fds() order). */
+  origins(): BindAddress[] {
+    return this.addresses.map((address) => (address.kind === 'fd' && address.origin) || address);
+  }
+
   /** A USR2 successor serves on them now: this master stops listening, leaving unix socket files in place. */
   handOver(): void {
+    this.handedOver = true;
     for (const server of this.servers) closeForSuccessor(server);
   }
 
-  /** Stops listening (at once); connections already accepted are the balancer's to finish. */
+  /**
+   * Stops listening (at once); connections already accepted are the balancer's to finish. A unix socket
+   * goes with its file, as libuv removes the file of one it bound: a predecessor's too.
+   */
   close(): void {
     for (const server of this.servers) server.close();
+    if (this.handedOver) return;
+    for (const address of this.addresses) {
+      if (address.kind === 'fd' && address.origin?.kind === 'unix') removeSocketFile(address.origin.path);
+    }
   }
 }

@@ -1,6 +1,7 @@
 /**
  * USR2 binary upgrade: the master starts a successor (the executable at its path now, settings read
- * afresh) with its listeners as descriptors 3, 4, … (reuseport addresses by value) and the endpoints'
+ * afresh) with its listeners as descriptors 3, 4, … and the addresses they were bound to (reuseport
+ * addresses by value) and the endpoints'
  * sockets (the admin endpoint's, --metrics-bind's) after them. Both serve until the successor's pool is ready; then the old master drains and exits.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -12,7 +13,7 @@ const INHERIT_ENV = 'FORKGATE_INHERIT';
 
 /** What a successor takes over instead of binding its --bind, --admin-bind and --metrics-bind addresses. */
 export type Inheritance = (
-  | { readonly mode: 'handoff'; readonly fdCount: number }
+  | { readonly mode: 'handoff'; readonly addresses: readonly BindAddress[] }
   | { readonly mode: 'reuseport'; readonly addresses: readonly TcpListenAddress[] }
 ) & { readonly [name in EndpointName]?: EndpointSocket };
 

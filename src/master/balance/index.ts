@@ -20,7 +20,7 @@ export function createBalancer(
 ): Balancer {
   // A USR2 successor serves what its predecessor listened on, whatever --bind says now.
   if (inherited?.mode === 'handoff') {
-    const fds = Array.from({ length: inherited.fdCount }, (_, index) => ({ kind: 'fd' as const, fd: 3 + index }));
+    const fds = inherited.addresses.map((origin, index) => ({ kind: 'fd' as const, fd: 3 + index, origin }));
     return settings.balance === 'proxy'
       ? new ProxyBalancer(fds, settings, certificates, logger)
       : new RoundRobinBalancer(fds, settings, logger);

@@ -111,7 +111,7 @@ export class ProxyBalancer implements Balancer {
 
   inheritance(): { inheritance: Inheritance; fds: number[] } {
     const fds = this.listeners.fds();
-    return { inheritance: { mode: 'handoff', fdCount: fds.length }, fds };
+    return { inheritance: { mode: 'handoff', addresses: this.listeners.origins() }, fds };
   }
 
   load(): BalancerLoad {

@@ -132,7 +132,7 @@ export class RoundRobinBalancer implements Balancer {
 
   inheritance(): { inheritance: Inheritance; fds: number[] } {
     const fds = this.listeners.fds();
-    return { inheritance: { mode: 'handoff', fdCount: fds.length }, fds };
+    return { inheritance: { mode: 'handoff', addresses: this.listeners.origins() }, fds };
   }
 
   async close(): Promise<void> {
