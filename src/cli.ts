@@ -12,7 +12,7 @@ import { renderHelp, renderPrintConfig } from './config/help.ts';
 import { readCertificates, type Certificates } from './edge/tls.ts';
 import { ExitCode, ForkgateError, SettingError, UsageError } from './errors.ts';
 import { Logger } from './log/logger.ts';
-import { outliveOutputReaders } from './log/sink.ts';
+import { outliveOutputReaders, unwritable } from './log/sink.ts';
 import { readAdminToken } from './master/admin.ts';
 import { Arbiter } from './master/arbiter.ts';
 import { registerModuleHooks } from './module-hooks.ts';
@@ -74,6 +74,13 @@ async function main(argv: string[], command: CommandName | null): Promise<number
     logger = new Logger(settings.errorLogfile, settings.logLevel);
   } catch (error) {
     throw new SettingError(`--error-logfile: cannot open ${settings.errorLogfile}: ${(error as Error).message}`);
+  }
+  for (const [setting, file] of [
+    ['--access-logfile', settings.accessLogfile],
+    ['--pid', settings.pid],
+  ] as const) {
+    const problem = file && file !== '-' ? unwritable(file) : null;
+    if (problem) throw new SettingError(`${setting} ${file}: cannot write it: ${problem}`);
   }
   if (settings.checkConfig) return checkConfig(settings, certificates, workerEnv, logger);
   outliveOutputReaders();

@@ -250,6 +250,16 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
       expect: [/FORKGATE_CMD_ARGS unknown option '--wokers' \(did you mean --workers\?\)/],
     },
     {
+      name: 'a --pid file in no directory: told before anything listens, not a crash once the pool serves',
+      args: ['--pid', '/nonexistent/forkgate-dir/app.pid', LISTENER],
+      expect: [/--pid \/nonexistent\/forkgate-dir\/app\.pid: cannot write it: no such directory \/nonexistent\/forkgate-dir/],
+    },
+    {
+      name: 'an --access-logfile in no directory: the setting, not the app failing to boot',
+      args: ['--access-logfile', '/nonexistent/forkgate-dir/access.log', LISTENER],
+      expect: [/--access-logfile \/nonexistent\/forkgate-dir\/access\.log: cannot write it: no such directory/],
+    },
+    {
       name: 'a misspelled FORKGATE_ variable',
       args: [LISTENER],
       env: { FORKGATE_WORKER: '4' },
@@ -781,19 +791,11 @@ describe('--check-config', { concurrency: PARALLEL }, () => {
   });
 
   test('a log file the --user cannot be given names its setting, exit 2', { skip: !asRoot && 'needs root' }, async () => {
-    const result = await run([
-      '--check-config',
-      '--user',
-      'nobody',
-      '--access-logfile',
-      '/nonexistent/forkgate/access.log',
-      'listener.cjs',
-    ]);
+    // a directory where the file would be: root may write there, but no file can be made of it
+    const directory = tempDir();
+    const result = await run(['--check-config', '--user', 'nobody', '--access-logfile', directory, 'listener.cjs']);
     assert.equal(result.code, 2, result.stdout + result.stderr);
-    assert.match(
-      result.stderr,
-      /^forkgate: error: --access-logfile \/nonexistent\/forkgate\/access\.log: cannot create it for the workers: ENOENT/,
-    );
+    assert.match(result.stderr, new RegExp(`^forkgate: error: --access-logfile ${directory}: cannot create it for the workers: EISDIR`));
     assert.equal(result.stderr.split('\n').length, 2, `one line: ${result.stderr}`);
   });
 

@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { count } from './count.ts';
 
 /** Told, in a sentence, when a sink starts dropping lines it cannot write and when it writes again. */
@@ -112,5 +113,21 @@ function writeFully(fd: number, text: string): void {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EAGAIN') throw error;
     }
+  }
+}
+
+/**
+ * Why this process could not write `file` (a log, the pid file), or null: checked before anything
+ * listens, so that a path no one can write is told as the setting's fault, not found by a worker.
+ */
+export function unwritable(file: string): string | null {
+  const directory = path.dirname(file);
+  if (!fs.existsSync(directory)) return `no such directory ${directory}`;
+  try {
+    fs.accessSync(directory, fs.constants.W_OK | fs.constants.X_OK);
+    if (fs.existsSync(file)) fs.accessSync(file, fs.constants.W_OK);
+    return null;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code ?? (error as Error).message;
   }
 }

@@ -19,6 +19,7 @@ import { isAlive } from '../proc.ts';
 import { describeBootError, isProtocolMessage, type SerializedError, type WorkerMessage } from '../ipc/messages.ts';
 import { count } from '../log/count.ts';
 import type { Logger } from '../log/logger.ts';
+import { unwritable } from '../log/sink.ts';
 import { VERSION } from '../version.ts';
 import { loadAppOnce } from '../worker/unit-runner.ts';
 import { workerClassFor } from '../worker/classes/index.ts';
@@ -363,7 +364,7 @@ export class Arbiter {
     } else if (!this.poolReadyOnce && plan.ready >= this.target) {
       this.poolReadyOnce = true;
       // The pid file names a master that serves: a USR2 successor takes it over only now.
-      if (this.settings.pid) fs.writeFileSync(this.settings.pid, `${process.pid}\n`);
+      if (this.settings.pid) this.writePidFile(this.settings.pid);
       if (this.target > 0) this.logger.info(`Ready: ${count(plan.ready, 'worker')} serving`);
       else this.logger.info(`Ready: proxying to ${count(this.settings.upstream.length, 'upstream')}`);
       if (this.inherited) void this.takeOver();
@@ -563,6 +564,11 @@ export class Arbiter {
       this.logger.error(`Reload aborted, settings unchanged: ${(error as Error).message}`);
       return;
     }
+    const logProblem = next.accessLogfile && next.accessLogfile !== '-' ? unwritable(next.accessLogfile) : null;
+    if (logProblem) {
+      this.logger.error(`Reload aborted, settings unchanged: --access-logfile ${next.accessLogfile}: cannot write it: ${logProblem}`);
+      return;
+    }
     try {
       this.logger.configure(next.errorLogfile, next.logLevel);
     } catch (error) {
@@ -604,6 +610,15 @@ export class Arbiter {
     this.logger.reopen(files);
     this.balancer.reopenLogs(files);
     for (const worker of this.workers) worker.send({ type: 'reopen-logs', files });
+  }
+
+  /** Checked at start; a file system that fails later (full, read-only) costs the file, not the master. */
+  private writePidFile(file: string): void {
+    try {
+      fs.writeFileSync(file, `${process.pid}\n`);
+    } catch (error) {
+      this.logger.error(`--pid ${file}: cannot write it: ${(error as Error).message}`);
+    }
   }
 
   /** A reload renames the master (--name), as it does the workers it starts. */
@@ -671,7 +686,7 @@ export class Arbiter {
     successor.once('exit', (code, signal) => {
       if (this.stopping) return;
       if (pidFile) {
-        fs.writeFileSync(pidFile, `${process.pid}\n`);
+        this.writePidFile(pidFile);
         fs.rmSync(`${pidFile}.oldbin`, { force: true });
       }
       this.successor = null;
