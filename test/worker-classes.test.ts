@@ -77,3 +77,27 @@ test('sync, round-robin: connections beyond what the workers serve wait in the m
     rmSync(scratch, { recursive: true, force: true });
   }
 });
+
+test('sync, round-robin: a graceful stop serves the connections waiting in the master before the workers drain', async () => {
+  const scratch = mkdtempSync(join(tmpdir(), 'forkgate-sync-'));
+  const admin = join(scratch, 'admin.sock');
+  const forkgate = await start(['-w', '1', '-k', 'sync', '-b', '127.0.0.1:0', '--admin-bind', `unix:${admin}`, OPS]);
+  const queued = async () => JSON.parse((await request('http://admin/status', { socketPath: admin })).body).queued as number;
+  try {
+    const slow = startRequest(`${forkgate.url}/slow?ms=300`);
+    await slow.headers;
+    // accepted by the master, their worker busy: they wait in the master when the stop comes
+    const waiting = Array.from({ length: 3 }, () => request(`${forkgate.url}/pid`));
+    await eventually(async () => (await queued()) === 3, 'three connections waiting in the master');
+    forkgate.signal('SIGTERM');
+    const replies = await Promise.all([slow.reply, ...waiting]);
+    assert.deepEqual(
+      replies.map((reply) => reply.status),
+      Array(4).fill(200),
+    );
+    assert.deepEqual(await forkgate.exited, { code: 0, signal: null });
+  } finally {
+    await forkgate.stop();
+    rmSync(scratch, { recursive: true, force: true });
+  }
+});

@@ -39,10 +39,14 @@ export class RoundRobinBalancer implements Balancer {
   private readonly tls: boolean;
   /** Connections one worker may have at once (see handoffCapacity); the rest wait here. */
   private capacity: number;
+  private gracefulTimeoutMs: number;
+  /** Set while a graceful stop waits for the connections waiting here to go to workers. */
+  private handedOut: (() => void) | null = null;
 
   constructor(addresses: readonly BindAddress[], settings: Settings, logger: Logger) {
     this.tls = settings.certfile !== null;
     this.capacity = handoffCapacity(settings);
+    this.gracefulTimeoutMs = settings.gracefulTimeout * 1000;
     this.overBudget = new RecurringWarning(
       logger,
       (refused) =>
@@ -83,6 +87,7 @@ export class RoundRobinBalancer implements Balancer {
   /** Connections waiting here go to workers with room, in arrival order. */
   private distributeWaiting(): void {
     for (const socket of this.waiting.splice(0)) this.distribute(socket);
+    if (this.waiting.length === 0) this.handedOut?.();
   }
 
   remove(worker: WorkerHandle): void {
@@ -121,6 +126,7 @@ export class RoundRobinBalancer implements Balancer {
   }
   settingsChanged(settings: Settings): void {
     this.capacity = handoffCapacity(settings);
+    this.gracefulTimeoutMs = settings.gracefulTimeout * 1000;
     this.distributeWaiting();
   }
 
@@ -135,9 +141,23 @@ export class RoundRobinBalancer implements Balancer {
     return { inheritance: { mode: 'handoff', addresses: this.listeners.origins() }, fds };
   }
 
-  async close(): Promise<void> {
+  /**
+   * graceful: what waits here was accepted (a sync pool's queue), so it goes to the workers before they
+   * drain, a USR2 predecessor's too; for --graceful-timeout at most, while a worker is ready.
+   */
+  async close(mode: 'graceful' | 'quick'): Promise<void> {
     this.listeners.close();
-    if (this.ready.length === 0) for (const socket of this.waiting.splice(0)) socket.destroy();
+    if (mode === 'graceful' && this.waiting.length > 0 && this.ready.length > 0) {
+      await new Promise<void>((resolve) => {
+        const deadline = setTimeout(() => this.handedOut?.(), this.gracefulTimeoutMs);
+        this.handedOut = () => {
+          this.handedOut = null;
+          clearTimeout(deadline);
+          resolve();
+        };
+      });
+    }
+    for (const socket of this.waiting.splice(0)) socket.destroy();
   }
 
   /**
