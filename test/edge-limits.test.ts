@@ -270,3 +270,18 @@ test('a sync worker does not linger: a refused client that keeps its connection 
     await forkgate.stop();
   }
 });
+
+for (const balance of ['round-robin', 'proxy']) {
+  test(`bytes the parser refuses after a request: that request is answered first, then the 400 (${balance})`, async () => {
+    const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', `${FIXTURES}ops.cjs`]);
+    try {
+      // an answer that comes later than the bad bytes; Node's own handler would write its 400 instead
+      const { received } = await exchange(forkgate.url, `${get('/slow?ms=100')}NOT HTTP\r\n\r\n`);
+      const heads = received.match(/^HTTP\/1\.1 \d{3}/gm);
+      assert.deepEqual(heads, ['HTTP/1.1 200', 'HTTP/1.1 400'], received);
+      assert.match(received, /slept 100 ms/);
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}

@@ -83,3 +83,13 @@ export function markListening(server: AppServer, address: AddressInfo | string |
   server.address = () => address;
   server.emit('listening');
 }
+
+/** Runs once the responses Node is writing on the connection, for requests read before now, are done. */
+export function afterAnswers(socket: Socket, then: () => void): void {
+  // The response Node is writing on the connection; the next pipelined one follows it there.
+  const answering = (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+  if (!answering) return then();
+  answering.once('close', () => {
+    if (!socket.destroyed) afterAnswers(socket, then);
+  });
+}

@@ -11,7 +11,7 @@ import { compileAddressMatcher, type AddressMatcher } from '../config/addresses.
 import type { ProxyProtocolMode, Settings } from '../config/settings.ts';
 import type { AccessLog } from '../log/access-log.ts';
 import type { Logger } from '../log/logger.ts';
-import { interceptRequests, type AppServer } from './app-server.ts';
+import { afterAnswers, interceptRequests, type AppServer } from './app-server.ts';
 import { configureParser, limitChunkedBody, requestLimitCheck, type LimitSettings, type Rejection } from './limits.ts';
 import { Lingering } from './linger.ts';
 import type { ProxiedPeer } from './proxy-protocol.ts';
@@ -106,6 +106,7 @@ export class Edge {
     );
     // Node drops a CONNECT without a listener unanswered.
     server.on('connect', (req: IncomingMessage, socket: Socket) => this.refuseConnect(req, socket));
+    server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => this.onClientError(error, socket));
   }
 
   logRefusalsTo(accessLog: AccessLog | null): void {
@@ -206,6 +207,24 @@ export class Edge {
     this.refuseSocket(req, socket, { status: 405, reason: 'CONNECT is not supported here' });
   }
 
+  /**
+   * Bytes Node's parser refuses (or a request that timed out): the requests read before them are
+   * answered first, as nginx answers a pipeline, then this one, and the connection closes. Node's own
+   * handler would write the 400 over an answer still to come and drop the connection at once.
+   */
+  private onClientError(error: NodeJS.ErrnoException, socket: Socket): void {
+    if (this.server.listenerCount('clientError') > 1 || failedConnections.has(socket)) return; // the app's, or told already
+    failedConnections.add(socket);
+    if (error.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
+    const status = CLIENT_ERROR_STATUS[error.code ?? ''] ?? 400;
+    this.logger.debug(`Invalid request from ip=${socket.remoteAddress}: ${status} ${error.code ?? error.message}`);
+    socket.on('error', () => {});
+    afterAnswers(socket, () => {
+      socket.write(rawResponse({ status, reason: STATUS_CODES[status]! }));
+      this.closeRefused(socket);
+    });
+  }
+
   private refuseSocket(req: IncomingMessage, socket: Socket, rejection: Rejection): void {
     this.logRejection(req, rejection);
     // Node has let go of an upgrade's socket: its errors are nobody's but ours, and end nothing but it.
@@ -265,6 +284,16 @@ function presentPeer(socket: Socket, peer: ProxiedPeer): void {
 }
 
 /** A response written straight to the socket, for when there is no ServerResponse to write it with. */
+/** The answers Node's own clientError handler gives, by error code; any other is a 400. */
+const CLIENT_ERROR_STATUS: Readonly<Record<string, number>> = {
+  HPE_HEADER_OVERFLOW: 431,
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: 413,
+  ERR_HTTP_REQUEST_TIMEOUT: 408,
+};
+
+/** Connections whose bytes the parser refused: it reports each later read of them again. */
+const failedConnections = new WeakSet<Socket>();
+
 function rawResponse({ status, reason }: Rejection): string {
   const body = `${reason}\n`;
   return (

@@ -6,7 +6,7 @@
 import * as http from 'node:http';
 import type * as net from 'node:net';
 import type { Settings } from '../config/settings.ts';
-import { closeFreshConnections, markListening, trackConnections } from '../edge/app-server.ts';
+import { afterAnswers, closeFreshConnections, markListening, trackConnections } from '../edge/app-server.ts';
 import { Edge } from '../edge/edge.ts';
 import type { Certificates } from '../edge/tls.ts';
 import { makesRequestIds } from '../edge/request-headers.ts';
@@ -144,17 +144,8 @@ export class FrontProxy {
 
   private onUpgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
     socket.on('error', () => {}); // Node has let go of the socket: its errors end only the tunnel
-    this.afterAnswers(socket, () => this.tunnel(req, socket, head));
-  }
-
-  /** Runs once the requests pipelined before an upgrade are answered: their answers come first. */
-  private afterAnswers(socket: net.Socket, then: () => void): void {
-    // The response Node is writing on the connection; the next pipelined one follows it there.
-    const answering = (socket as net.Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
-    if (!answering) return then();
-    answering.once('close', () => {
-      if (!socket.destroyed) this.afterAnswers(socket, then);
-    });
+    // The requests pipelined before it are answered first.
+    afterAnswers(socket, () => this.tunnel(req, socket, head));
   }
 
   private tunnel(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
