@@ -285,3 +285,27 @@ for (const balance of ['round-robin', 'proxy']) {
     }
   });
 }
+
+for (const balance of ['round-robin', 'proxy']) {
+  test(`Expect: 100-continue over --limit-request-body is answered 413, never invited to send (${balance})`, async () => {
+    const forkgate = await start(['-w', '1', '--balance', balance, '-b', '127.0.0.1:0', '--limit-request-body', '1000', ECHO]);
+    try {
+      const expecting = (length: number) =>
+        `POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${length}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`;
+      // the head alone: a client that waits for 100 Continue before its body
+      const refused = await exchange(forkgate.url, expecting(5000));
+      assert.match(refused.received, /^HTTP\/1\.1 413 /, refused.received);
+      assert.doesNotMatch(refused.received, /100 Continue/);
+
+      const { hostname, port } = new URL(forkgate.url);
+      const socket = net.connect(Number(port), hostname, () => socket.write(expecting(3)));
+      const reply = collect(socket, 'the accepted upload to be answered');
+      await eventually(() => reply.sofar().received.startsWith('HTTP/1.1 100 Continue\r\n'), 'the invitation to send the body');
+      socket.write('abc'); // not end(): Node ends a connection its client half-closed before answering
+      const { received } = await reply.closed;
+      assert.match(received, /HTTP\/1\.1 200 /, received);
+    } finally {
+      await forkgate.stop();
+    }
+  });
+}

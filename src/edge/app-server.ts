@@ -15,13 +15,13 @@ const SOCKET_EVENTS = new Set<string | symbol>(['upgrade', 'connect']);
 /**
  * Puts forkgate in front of the server's listeners: Node emits a request to all of them at once, and a
  * request forkgate refuses must reach none, forkgate's own included. onRequest emits the request when
- * it will; onSocket says whether an upgrade (or CONNECT) goes on.
+ * it will; onSocket says whether an upgrade (or CONNECT) goes on. Returns the emit that skips them.
  */
 export function interceptRequests(
   server: AppServer,
   onRequest: (event: string | symbol, req: http.IncomingMessage, res: http.ServerResponse, emit: EmitRequest) => boolean,
   onSocket: (req: http.IncomingMessage, socket: Socket) => boolean,
-): void {
+): EmitRequest {
   const emit = server.emit as (this: AppServer, ...args: unknown[]) => boolean;
   const emitRequest: EmitRequest = (event, req, res) => emit.call(server, event, req, res);
   // Runs for every event of the server: `arguments` passed on as they are costs no array per call.
@@ -31,6 +31,7 @@ export function interceptRequests(
     // biome-ignore lint/complexity/noArguments: a rest parameter would allocate an array on every event
     return emit.apply(this, arguments as unknown as unknown[]);
   } as AppServer['emit'];
+  return emitRequest;
 }
 
 /**

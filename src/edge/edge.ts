@@ -99,11 +99,18 @@ export class Edge {
       this.logger.debug(`TLS handshake with ${socket.remoteAddress ?? 'a unix socket'} failed: ${error.message}`),
     );
     configureParser(server, settings);
-    interceptRequests(
+    const emitAdmitted = interceptRequests(
       server,
       (event, req, res, emit) => (this.admitRequest(req, res) ? emit(event, req, res) : true),
       (req, socket) => this.admitUpgrade(req, socket),
     );
+    // With a listener, Node leaves Expect: 100-continue to it: a request the limits refuse gets its
+    // answer instead of an invitation to send the body. An app's own listener decides for itself.
+    server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+      if (server.listenerCount('checkContinue') > 1) return;
+      res.writeContinue();
+      emitAdmitted('request', req, res);
+    });
     // Node drops a CONNECT without a listener unanswered.
     server.on('connect', (req: IncomingMessage, socket: Socket) => this.refuseConnect(req, socket));
     server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => this.onClientError(error, socket));
