@@ -120,6 +120,7 @@ test('kill -9 of a worker: no counter goes backwards, the restart is counted, sl
     const url = await metricsUrl(forkgate);
     await send(forkgate.url, REQUESTS);
     const before = await scrape(url);
+    assert.equal(before.get('forkgate_worker_restarts_total{reason="killed"}'), 0, 'every reason is there before its first restart');
     const victim = forkgate.workerPids()[0]!;
     process.kill(victim, 'SIGKILL');
     await forkgate.waitFor(/was killed by SIGKILL/);
@@ -141,6 +142,22 @@ test('kill -9 of a worker: no counter goes backwards, the restart is counted, sl
     assert.equal(value(await scrape(url), 'forkgate_http_requests_total{method="GET",code="200"}'), REQUESTS + 10);
   } finally {
     assert.equal((await forkgate.stop()).code, 0);
+  }
+});
+
+test('a worker that crashes once ready, before any client (a crash loop), is a crash restart, not a boot failure', async () => {
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', '--metrics-bind', '127.0.0.1:0', `${FIXTURES}crash-on-signal.cjs`]);
+  try {
+    const url = await metricsUrl(forkgate);
+    process.kill(forkgate.workerPids()[0]!, 'SIGUSR2');
+    await forkgate.waitFor(/Worker crashed: uncaught exception/);
+    const samples = await eventually(async () => {
+      const scraped = await scrape(url);
+      return value(scraped, 'forkgate_worker_restarts_total{reason="crash"}') === 1 ? scraped : null;
+    }, 'the crash counted');
+    assert.equal(value(samples, 'forkgate_worker_boot_failures_total'), 0);
+  } finally {
+    await forkgate.stop();
   }
 });
 
@@ -184,7 +201,9 @@ test("the app's own prom-client counter and histogram are summed over 2 workers,
       async () => value(await scrape(url), 'forkgate_workers{state="ready"}') === 2 && !forkgate.workerPids().includes(victim),
       'a replacement',
     );
-    assert.equal(value(await scrape(url), 'app_hits_total{path="/a"}'), 30);
+    const replaced = await scrape(url);
+    assert.equal(value(replaced, 'app_hits_total{path="/a"}'), 30);
+    assert.equal(value(replaced, 'app_up'), 2, "the killed worker's gauge went with it");
     await eventually(() => Date.now() - killedAt > 5500, 'its report folded', 10_000);
     await send(forkgate.url, 5, '/a');
     const later = await scrape(url);

@@ -61,7 +61,8 @@ export interface PoolSnapshot {
 }
 
 /** Why a worker was replaced, as forkgate_worker_restarts_total labels it. */
-export type RestartReason = 'crash' | 'killed' | 'timeout' | 'max-requests' | 'max-memory' | 'reload';
+const RESTART_REASONS = ['crash', 'killed', 'timeout', 'max-requests', 'max-memory', 'reload'] as const;
+export type RestartReason = (typeof RESTART_REASONS)[number];
 
 export interface PoolView {
   workers(): Iterable<WorkerHandle>;
@@ -91,7 +92,8 @@ export class PoolMetrics {
   private readonly retiredSlots = new Map<number, SlotTotals>();
   private retiredApp: MetricsJson[] = [];
   private appFolded: Promise<void> = Promise.resolve();
-  private readonly restarts = new Map<RestartReason, number>();
+  /** Every reason from the start, at 0: rate() and increase() see the first restart. */
+  private readonly restarts = new Map<RestartReason, number>(RESTART_REASONS.map((reason) => [reason, 0]));
   private bootFailures = 0;
   private recentRestarts: PoolSnapshot['restarts'] = [];
   private seq = 0;
@@ -179,7 +181,7 @@ export class PoolMetrics {
     if (ledger) ledger.exitedAt = Date.now();
     this.waiting.get(-worker.pid)?.();
     if (stopping) return;
-    if (exit.cause === 'boot-failure') {
+    if (exit.cause === 'boot-failure' && worker.readyAt === null) {
       this.bootFailures++;
       return;
     }
@@ -231,7 +233,10 @@ export class PoolMetrics {
     this.foldExited();
     await this.appFolded;
     const app = [...this.retiredApp];
-    for (const ledger of this.ledgers.values()) if (ledger.report) app.push(...ledger.report.app);
+    // An exited worker's gauges are gone with it; its counters stay until they join the retired totals.
+    for (const ledger of this.ledgers.values()) {
+      if (ledger.report) app.push(...(ledger.exitedAt === null ? ledger.report.app : ledger.report.app.map(countersOnly)));
+    }
     // An app's metric named like forkgate's own would make the exposition ambiguous: forkgate's is kept.
     const appMetrics = app.map((metrics) => metrics.filter((metric) => !metric.name.startsWith('forkgate_')));
     const { Registry } = await import('prom-client');
@@ -463,9 +468,8 @@ function restartReason(worker: WorkerHandle, exit: Exit): RestartReason | null {
     case 'killed':
       return 'killed';
     case 'crashed':
+    case 'boot-failure': // one that was ready: a crash loop, replaced with back-off
       return 'crash';
-    case 'boot-failure':
-      return null;
     case 'drained':
     case 'overstayed':
       return worker.retiredFor === null ? null : RETIRE_REASONS[worker.retiredFor];

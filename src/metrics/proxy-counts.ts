@@ -5,8 +5,8 @@
 import { DURATION_BUCKETS } from './report.ts';
 
 export const proxyCounts = {
-  /** 503s by reason: queue full, queue timeout, stopping. */
-  shed: new Map<string, number>(),
+  /** 503s by reason; every one from the start, so that rate() sees the first. */
+  shed: new Map<string, number>(['queue full', 'queue timeout', 'stopping'].map((reason) => [reason, 0])),
   badGateway: 0,
   retries: 0,
   takenBack: 0,
