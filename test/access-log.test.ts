@@ -364,6 +364,28 @@ describe("forkgate's own answers in the access log, each request once", () => {
     }
   });
 
+  test('a HEAD is logged with no body bytes, and a request cut by a bad chunk with the 400 it got, at once', async () => {
+    const log = join(scratch, 'bytes.log');
+    const args = ['-w', '1', '-b', '127.0.0.1:0', '--access-logfile', log, '--access-logformat', '%(m)s %(s)s %(b)s'];
+    const forkgate = await start([...args, `${FIXTURES}edge-echo.cjs`]);
+    try {
+      assert.equal((await request(forkgate.url, { method: 'HEAD' })).status, 200);
+      // the connection stays open: the answer comes as the bad bytes do, not when the client leaves
+      const { hostname, port } = new URL(forkgate.url);
+      const socket = connect(Number(port), hostname, () =>
+        socket.write('POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n'),
+      );
+      let answer = '';
+      socket.setEncoding('latin1').on('data', (chunk: string) => (answer += chunk));
+      socket.on('error', () => {});
+      await eventually(() => answer.startsWith('HTTP/1.1 400 '), 'the 400', 5000);
+      socket.destroy();
+      assert.deepEqual(await lines(log, 2), ['HEAD 200 -', 'POST 400 -']);
+    } finally {
+      await forkgate.stop();
+    }
+  });
+
   test('proxy: the master logs its refusals, 502, 503 and a client gone while queued; a unit what it answered', async () => {
     const log = join(scratch, 'proxy.log');
     const admin = join(scratch, 'admin.sock');

@@ -10,6 +10,7 @@ import type { TLSSocket } from 'node:tls';
 import { compileAddressMatcher, type AddressMatcher } from '../config/addresses.ts';
 import type { ProxyProtocolMode, Settings } from '../config/settings.ts';
 import type { AccessLog } from '../log/access-log.ts';
+import { markAnsweredRaw } from '../log/status.ts';
 import type { Logger } from '../log/logger.ts';
 import { afterAnswers, interceptRequests, type AppServer } from './app-server.ts';
 import { configureParser, limitChunkedBody, requestLimitCheck, type LimitSettings, type Rejection } from './limits.ts';
@@ -191,7 +192,10 @@ export class Edge {
       limitChunkedBody(req, this.bodyLimit, (exceeded) => {
         this.logRejection(req, exceeded);
         // Only the response in service may be answered: an earlier pipelined one may still be writing.
-        if (!res.headersSent && res.socket) req.socket.write(rawResponse(exceeded));
+        if (!res.headersSent && res.socket) {
+          markAnsweredRaw(res, exceeded.status);
+          req.socket.write(rawResponse(exceeded));
+        }
         this.closeRefused(req.socket);
       });
     }
@@ -226,8 +230,17 @@ export class Edge {
     const status = CLIENT_ERROR_STATUS[error.code ?? ''] ?? 400;
     this.logger.debug(`Invalid request from ip=${socket.remoteAddress}: ${status} ${error.code ?? error.message}`);
     socket.on('error', () => {});
+    const answer = rawResponse({ status, reason: STATUS_CODES[status]! });
+    const reading = (socket as ParsedSocket).parser?.incoming;
+    if (reading && !reading.complete) {
+      // Inside a request's body (a bad chunk): it can never be whole, so it is answered now, as Node does.
+      const answering = (socket as ParsedSocket)._httpMessage;
+      if (answering && !answering.headersSent) markAnsweredRaw(answering, status);
+      if (!answering?.headersSent) socket.write(answer);
+      return this.closeRefused(socket);
+    }
     afterAnswers(socket, () => {
-      socket.write(rawResponse({ status, reason: STATUS_CODES[status]! }));
+      socket.write(answer);
       this.closeRefused(socket);
     });
   }
@@ -297,6 +310,12 @@ const CLIENT_ERROR_STATUS: Readonly<Record<string, number>> = {
   HPE_CHUNK_EXTENSIONS_OVERFLOW: 413,
   ERR_HTTP_REQUEST_TIMEOUT: 408,
 };
+
+/** What Node's http.Server keeps on a connection it serves: its parser, and the response going out. */
+interface ParsedSocket extends Socket {
+  parser?: { incoming: IncomingMessage | null } | null;
+  _httpMessage?: ServerResponse | null;
+}
 
 /** Connections whose bytes the parser refused: it reports each later read of them again. */
 const failedConnections = new WeakSet<Socket>();

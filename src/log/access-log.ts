@@ -286,7 +286,9 @@ export class AccessLog {
       if (typeof chunk !== 'function') count(chunk, rest[0]);
       return (end as (...args: unknown[]) => ServerResponse).call(this, chunk, ...rest);
     } as ServerResponse['end'];
-    res.once('close', () => this.write(req, res, answeredStatus(res), bodyBytes, start));
+    // Node sends no body for HEAD, 204 and 304, whatever the app wrote.
+    const sent = () => ((res as ServerResponse & { _hasBody?: boolean })._hasBody === false ? 0 : bodyBytes);
+    res.once('close', () => this.write(req, res, answeredStatus(res), sent(), start));
   }
 
   /** An answer written on the connection itself, with no response object. */
