@@ -182,3 +182,26 @@ test('USR2: health checks on the admin endpoint say healthy throughout; the new 
     await forkgate.stop();
   }
 });
+
+test('USR2 with a new --bind in the config file says that it serves on the sockets it took over', async () => {
+  const dir = mkdtempSync(join(scratch, 'rebind-'));
+  const app = join(dir, 'app.cjs');
+  writeFileSync(app, appSource('v1'));
+  writeFileSync(join(dir, 'forkgate.config.json'), JSON.stringify({ bind: ['127.0.0.1:0'] }));
+  const forkgate = await start(['-w', '1', app], { cwd: dir });
+  try {
+    writeFileSync(join(dir, 'forkgate.config.json'), JSON.stringify({ bind: ['127.0.0.1:1'] }));
+    forkgate.signal('SIGUSR2');
+    const [, successorPid] = (await forkgate.waitFor(/Upgrading: started a new master \(pid:(\d+)\)/)) as [string, string];
+    successors.push(Number(successorPid));
+    await forkgate.waitFor(
+      /--bind 127\.0\.0\.1:1: an upgrade serves on the sockets it takes over \(127\.0\.0\.1:0\); a new --bind takes a restart/,
+    );
+    assert.deepEqual(await forkgate.exited, { code: 0, signal: null });
+    assert.equal((await request(`${forkgate.url}/`)).body, 'v1');
+    process.kill(Number(successorPid), 'SIGTERM');
+    await eventually(() => !isAlive(Number(successorPid)), 'the new master to stop');
+  } finally {
+    await forkgate.stop();
+  }
+});

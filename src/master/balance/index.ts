@@ -1,4 +1,4 @@
-import { reusePortSupported } from '../../config/bind.ts';
+import { formatBindAddress, reusePortSupported, type BindAddress } from '../../config/bind.ts';
 import type { Settings } from '../../config/settings.ts';
 import type { Certificates } from '../../edge/tls.ts';
 import type { TcpListenAddress } from '../../ipc/messages.ts';
@@ -19,6 +19,7 @@ export function createBalancer(
   inherited: Inheritance | null,
 ): Balancer {
   // A USR2 successor serves what its predecessor listened on, whatever --bind says now.
+  if (inherited) warnOfNewBinds(settings, inherited, logger);
   if (inherited?.mode === 'handoff') {
     const fds = inherited.addresses.map((origin, index) => ({ kind: 'fd' as const, fd: 3 + index, origin }));
     return settings.balance === 'proxy'
@@ -30,6 +31,16 @@ export function createBalancer(
   if (!shared) return new RoundRobinBalancer(settings.bind, settings, logger);
   ensureRequestMigration(logger);
   return new ReusePortBalancer(shared, settings.backlog, inherited !== null);
+}
+
+function warnOfNewBinds(settings: Settings, inherited: Inheritance, logger: Logger): void {
+  const serving =
+    inherited.mode === 'handoff' ? inherited.addresses : inherited.addresses.map((address) => ({ kind: 'tcp' as const, ...address }));
+  const named = (addresses: readonly BindAddress[]) => addresses.map(formatBindAddress).join(', ');
+  if (named(serving) === named(settings.bind)) return;
+  logger.warning(
+    `--bind ${named(settings.bind)}: an upgrade serves on the sockets it takes over (${named(serving)}); a new --bind takes a restart`,
+  );
 }
 
 /** The addresses every worker binds with SO_REUSEPORT, or null (with the reason logged) for round-robin. */
