@@ -632,8 +632,20 @@ test('forkgate top prints the pool from the admin endpoint, frame by frame', asy
     );
     assert.equal(unreachable.status, 1);
     assert.match(unreachable.stderr, /^forkgate: error: top: cannot reach the admin endpoint/);
-  } finally {
+
+    // watched while it stops: top says so and fails, rather than leave the last frame as if all were well
+    const watching = spawn(process.execPath, [`${ROOT}dist/forkgate.cjs`, 'top', '--admin', `unix:${socketPath}`]);
+    let shown = '';
+    let told = '';
+    watching.stdout.setEncoding('utf8').on('data', (chunk: string) => (shown += chunk));
+    watching.stderr.setEncoding('utf8').on('data', (chunk: string) => (told += chunk));
+    const ended = new Promise<number | null>((resolve) => watching.once('exit', resolve));
+    await eventually(() => /req\/s/.test(shown), 'a first frame');
     assert.equal((await forkgate.stop()).code, 0);
+    assert.equal(await within(10_000, 'top to end', ended), 1);
+    assert.match(told, /^forkgate: error: top: the master at unix:\S+ stopped: its stream of the pool ended\n$/);
+  } finally {
+    await forkgate.stop();
     rmSync(scratch, { recursive: true, force: true });
   }
 });

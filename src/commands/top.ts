@@ -37,7 +37,7 @@ export const top: Command = {
   },
 };
 
-/** Reads /events until `onSnapshot` returns false or the stream ends (the master stopped). */
+/** Reads /events until `onSnapshot` returns false; rejects if the stream ends first (the master stopped). */
 function follow(target: AdminTarget, onSnapshot: (pool: PoolSnapshot) => boolean): Promise<void> {
   const { address } = target;
   const where = address.kind === 'unix' ? { socketPath: address.path } : { host: address.host, port: address.port };
@@ -65,7 +65,8 @@ function follow(target: AdminTarget, onSnapshot: (pool: PoolSnapshot) => boolean
           }
         }
       });
-      res.on('end', resolve);
+      // The master stopped (or went away) while it was watched: said, and not a success.
+      res.on('close', () => reject(new AdminUnreachableError(`the master at ${endpoint} stopped: its stream of the pool ended`)));
     });
     req.on('error', (error: NodeJS.ErrnoException) => {
       reject(
