@@ -84,8 +84,13 @@ async function main(argv: string[], command: CommandName | null): Promise<number
   }
   if (settings.checkConfig) return checkConfig(settings, certificates, workerEnv, logger);
   outliveOutputReaders();
-  const code = await new Arbiter(resolved, sources, certificates, workerEnv, logger).run();
+  const arbiter = new Arbiter(resolved, sources, certificates, workerEnv, logger);
+  const code = await arbiter.run();
   logger.close();
+  // A start that failed is told where it was started too (a terminal, systemd's journal), not only in the file.
+  if (code !== ExitCode.ok && !arbiter.served && settings.errorLogfile !== '-' && logger.firstError) {
+    process.stderr.write(`forkgate: error: ${logger.firstError} (the error log: ${settings.errorLogfile})\n`);
+  }
   return code;
 }
 

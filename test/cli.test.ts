@@ -799,6 +799,17 @@ describe('--check-config', { concurrency: PARALLEL }, () => {
     assert.equal(result.stderr.split('\n').length, 2, `one line: ${result.stderr}`);
   });
 
+  test('a start that fails with --error-logfile says why on stderr too, naming the file', async () => {
+    const log = join(tempDir(), 'error.log');
+    const result = await run(['-b', '127.0.0.1:0', '--error-logfile', log, 'no-such-app.js']);
+    assert.equal(result.code, 3, result.stderr);
+    assert.match(
+      result.stderr,
+      /^forkgate: error: Worker failed to boot \(pid:\d+\): cannot find app file .*no-such-app\.js .*\(the error log: .*error\.log\)\n$/,
+    );
+    assert.match(readFileSync(log, 'utf8'), /cannot find app file/);
+  });
+
   test('exits 2 on a bad setting before loading the app', async () => {
     const result = await run(['--check-config', '-w', 'x', 'listener.cjs'], { cwd: FIXTURES });
     assert.equal(result.code, 2);

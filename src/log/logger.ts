@@ -28,6 +28,8 @@ export function observeLogs(observer: (level: LogLevel, withError: boolean) => v
 export class Logger {
   private sink: LogSink;
   private threshold: number;
+  /** The first error this logger wrote: what a start that fails is told by on stderr too. */
+  firstError: string | null = null;
 
   constructor(target: string, level: LogLevel) {
     this.sink = errorLogSink(target);
@@ -77,6 +79,7 @@ export class Logger {
   private log(level: LogLevel, message: string, error?: unknown): void {
     if (onLogged && LOG_LEVELS.indexOf(level) >= WARNING) onLogged(level, error !== undefined);
     if (LOG_LEVELS.indexOf(level) < this.threshold) return;
+    if (LOG_LEVELS.indexOf(level) > WARNING) this.firstError ??= message;
     const detail = error === undefined ? '' : `\n${describeError(error)}`;
     this.sink.write(`[${LABELS[level]}] ${timestamp()} [${process.pid}] ${message}${detail}\n`);
   }

@@ -93,6 +93,11 @@ export class Arbiter {
   private exitCode: number = ExitCode.ok;
   /** Set once the first full pool is ready: boot failures before it end the master (exit 3). */
   private poolReadyOnce = false;
+
+  /** Whether the pool was ever ready: a stop before it is a failed start. */
+  get served(): boolean {
+    return this.poolReadyOnce;
+  }
   private lastBootErrorShown: string | null = null;
   /** Boot failures after the pool served delay the next start (a worker that served and died: none). */
   private readonly backOff = new BootBackOff();
