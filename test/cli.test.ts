@@ -260,6 +260,11 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
       expect: [/--access-logfile \/nonexistent\/forkgate-dir\/access\.log: cannot write it: no such directory/],
     },
     {
+      name: "two of forkgate's own listeners on one address: the settings named, not 'address already in use'",
+      args: ['-b', '127.0.0.1:7390', '--metrics-bind', '127.0.0.1:7390', LISTENER],
+      expect: [/--metrics-bind 127\.0\.0\.1:7390: --bind listens there already/],
+    },
+    {
       name: 'a misspelled FORKGATE_ variable',
       args: [LISTENER],
       env: { FORKGATE_WORKER: '4' },

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { SettingError } from '../errors.ts';
-import { reusePortSupported, type BindAddress } from './bind.ts';
+import { formatBindAddress, reusePortSupported, type BindAddress } from './bind.ts';
 import { autoWorkerCount, effectiveCpuCount } from './cpu.ts';
 import { nearest } from './did-you-mean.ts';
 import { attachOptionValues } from './option-values.ts';
@@ -70,6 +70,7 @@ export async function resolveSettings(sources: SettingSources): Promise<Resolved
   applyUpstreams(raw, sourceOf.get('balance'));
   applyThreads(raw, sourceOf.get('balance'));
   requireCertfile(raw, sourceOf);
+  refuseSharedAddresses(raw);
   let workersReason: string | null = null;
   let workers: number;
   if (raw.workers === 'auto') {
@@ -112,6 +113,26 @@ export function applyThreads(values: SettingValues, balanceSource: string | unde
     throw new SettingError(`--threads: SO_REUSEPORT is not available on ${process.platform}, and ${why}: use --balance proxy`);
   }
   values.balance = 'reuseport';
+}
+
+/**
+ * Two of forkgate's own listeners on one address would fail at start as if another program held it
+ * ("address already in use"): the settings that clash are named instead. Port 0 is never shared.
+ */
+function refuseSharedAddresses(values: SettingValues): void {
+  const named: [string, BindAddress][] = [
+    ...values.bind.map((address): [string, BindAddress] => ['--bind', address]),
+    ...(values.adminBind ? [['--admin-bind', values.adminBind] as [string, BindAddress]] : []),
+    ...(values.metricsBind ? [['--metrics-bind', values.metricsBind] as [string, BindAddress]] : []),
+  ];
+  const seen = new Map<string, string>();
+  for (const [setting, address] of named) {
+    if (address.kind === 'tcp' && address.port === 0) continue;
+    const key = formatBindAddress(address);
+    const first = seen.get(key);
+    if (first) throw new SettingError(`${setting} ${key}: ${first === setting ? 'given twice' : `${first} listens there already`}`);
+    seen.set(key, setting);
+  }
 }
 
 /**
