@@ -855,7 +855,7 @@ export const SETTINGS = [
     default: [] as Upstream[],
     validate: upstreamList,
     format: (upstreams) => upstreams.map(formatUpstream).join(','),
-    doc: 'Front these HTTP servers (repeatable: http://HOST[:PORT], port 80 by default, or unix:PATH), in any language, instead of an app: no workers are started, and the proxy (--balance proxy) dispatches, queues, buffers and applies the edge for them, each upstream taking up to --worker-connections requests at once; one that refuses a connection or fails --upstream-health is out of rotation until it is back.',
+    doc: 'Front these HTTP servers (repeatable: http://HOST[:PORT], port 80 by default, or unix:PATH), in any language, instead of an app: no workers are started, and the proxy (--balance proxy) dispatches, queues, buffers and applies the edge for them, each upstream taking up to --worker-connections requests at once; one that refuses a connection or fails --upstream-health is out of rotation until it is back. With none in rotation, requests wait for one to come back (a restart, a deploy) up to --queue-timeout, then get a 503: lower --queue-timeout to fail sooner.',
   }),
   setting({
     name: 'upstream-health',
