@@ -566,6 +566,16 @@ test('a --socket-group the master cannot give exits 2 and says why: no such grou
   }
 });
 
+test('a rejection no one handles ends the worker, which the log calls by its name', async () => {
+  const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', `${FIXTURES}chaos.cjs`]);
+  try {
+    await request(`${forkgate.url}/reject`).catch(() => {}); // the worker dies with the request in hand
+    await forkgate.waitFor(/Worker crashed: unhandled promise rejection\nError: chaos: unhandled rejection in a request/);
+  } finally {
+    await forkgate.stop();
+  }
+});
+
 test('a throwing listener answers 500 and the worker lives on', async () => {
   const forkgate = await start(['-w', '1', '-b', '127.0.0.1:0', `${FIXTURES}throws.cjs`]);
   try {
@@ -574,6 +584,9 @@ test('a throwing listener answers 500 and the worker lives on', async () => {
     assert.equal((await request(`${forkgate.url}/reject`)).status, 500);
     assert.equal((await request(`${forkgate.url}/`)).status, 200);
     assert.deepEqual(forkgate.workerPids(), [pid]);
+    // the error log names the request, as Gunicorn's does
+    await forkgate.waitFor(/Error handling request GET \/throw\n/);
+    await forkgate.waitFor(/Error handling request GET \/reject\n/);
   } finally {
     await forkgate.stop();
   }

@@ -37,8 +37,8 @@ export interface LoadOptions {
   readonly address: AddressInfo | string | null;
   /** How long to wait for an app that exports nothing to call listen() while it still waits on something (ms). */
   readonly listenWaitMs: number;
-  /** Called with an error thrown or rejected by the app's request listener (after 500 is sent). */
-  readonly onListenerError: (error: unknown) => void;
+  /** Called with an error thrown or rejected by the app's request listener (after 500 is sent), and its request where known. */
+  readonly onListenerError: (error: unknown, req?: http.IncomingMessage) => void;
 }
 
 /** Extensions tried, in order, when the path names a file without one (`app:create()` like Gunicorn). */
@@ -194,10 +194,10 @@ function fetchListener(app: { fetch: (...args: unknown[]) => unknown }, onError:
 }
 
 /** A throw or rejection from a bare listener must answer 500, not end the worker with an uncaughtException. */
-function guarded(listener: Listener, onError: (error: unknown) => void): http.RequestListener {
+function guarded(listener: Listener, onError: LoadOptions['onListenerError']): http.RequestListener {
   const fail = (res: http.ServerResponse, error: unknown): void => {
     answerFailure(res);
-    onError(error);
+    onError(error, res.req);
   };
   return function guardedListener(this: unknown, req, res) {
     try {
@@ -220,7 +220,7 @@ function answerFailure(res: http.ServerResponse): void {
   res.writeHead(500, { 'content-type': 'text/plain' }).end('Internal Server Error');
 }
 
-function guardRequestListeners(server: AppServer, onError: (error: unknown) => void): void {
+function guardRequestListeners(server: AppServer, onError: LoadOptions['onListenerError']): void {
   const listeners = server.listeners('request') as Listener[];
   server.removeAllListeners('request');
   for (const listener of listeners) server.on('request', guarded(listener, onError));

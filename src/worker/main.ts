@@ -78,7 +78,7 @@ class Worker {
     // SIGUSR1 is left to Node: it starts the inspector, through which the master reads a hung stack.
     // The master is gone (even killed with SIGKILL): finish what is in flight and leave no orphan.
     process.on('disconnect', () => this.drain());
-    process.on('uncaughtException', (error) => this.crash(error));
+    process.on('uncaughtException', (error, origin) => this.crash(error, origin));
     // However it ends (an app's own process.exit too), the lines of the requests it answered are written.
     process.on('exit', () => this.units?.flushLogs());
     outliveOutputReaders();
@@ -174,9 +174,9 @@ class Worker {
     }
   }
 
-  private crash(error: Error): void {
+  private crash(error: Error, origin: NodeJS.UncaughtExceptionOrigin): void {
     if (!this.ready && !this.draining) return this.failBoot(error);
-    this.logger.error('Worker crashed: uncaught exception', error);
+    this.logger.error(`Worker crashed: ${origin === 'unhandledRejection' ? 'unhandled promise rejection' : 'uncaught exception'}`, error);
     this.exit(ExitCode.runtimeFailure);
   }
 

@@ -82,7 +82,8 @@ export class UnitRunner implements Units {
       cwd: process.cwd(),
       address: appAddress,
       listenWaitMs: (settings.timeout || 30) * 1000,
-      onListenerError: (error) => this.logger.error('Error handling request', error),
+      // As Gunicorn says it, with the request (the id, where requests get one, is in its headers).
+      onListenerError: (error, req) => this.logger.error(`Error handling request${req ? ` ${req.method} ${req.url}` : ''}`, error),
     });
     const unit = new ServingUnit({
       server: app.server,
