@@ -21,8 +21,12 @@ export interface MetricJson {
 /** A registry's metrics: what AggregatorRegistry.aggregate takes, one array per registry. */
 export type MetricsJson = readonly MetricJson[];
 
-/** Upper bounds (seconds) of the request duration histogram: prom-client's defaults. */
-export const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const;
+/**
+ * Upper bounds (seconds) of the request duration histogram: prom-client's defaults, and below them the
+ * sub-millisecond and millisecond bounds a Node app's requests mostly fall in (with 5 ms lowest, every
+ * fast app's p50 and p99 read 2.5 and 5 ms).
+ */
+export const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const;
 
 /** Counters only: each is the total since the unit started, so a later report never holds less. */
 export interface RequestCounts {
