@@ -33,6 +33,10 @@ test('activated sockets are the binds only when no source gives one', async () =
   assert.deepEqual(await resolve([]), activatedSockets);
   assert.deepEqual(await resolve(['-b', '127.0.0.1:9000']), [{ kind: 'tcp', host: '127.0.0.1', port: 9000 }]);
   assert.deepEqual(await resolve([], { PORT: '9001' }), [{ kind: 'tcp', host: '0.0.0.0', port: 9001 }]);
+  // passed over: said at start, since systemd's connections would wait on them unanswered
+  const { warnings } = await resolveSettings({ argv: [], env: { PORT: '9001' }, cwd: FIXTURES, activatedSockets });
+  assert.deepEqual(warnings, ['--bind is set by PORT=9001 (--bind): the socket systemd passed (LISTEN_FDS) goes unused']);
+  assert.deepEqual((await resolveSettings({ argv: [], env: {}, cwd: FIXTURES, activatedSockets })).warnings, []);
 });
 
 test('under systemd-socket-activate: serves the passed socket; workers get no LISTEN_* variables', {

@@ -23,6 +23,8 @@ export interface ResolvedSettings {
   readonly configFile: string | null;
   /** How `--workers auto` was computed, for the debug log. */
   readonly workersReason: string | null;
+  /** Said at start: a choice the settings made that would otherwise go unseen. */
+  readonly warnings: readonly string[];
 }
 
 export interface SettingSources {
@@ -61,7 +63,15 @@ export async function resolveSettings(sources: SettingSources): Promise<Resolved
     }
   }
   if (cli.app !== undefined) values.app = cli.app;
-  if (!sourceOf.has('bind') && sources.activatedSockets?.length) values.bind = sources.activatedSockets;
+  const warnings: string[] = [];
+  const activated = sources.activatedSockets?.length ?? 0;
+  if (activated > 0 && !sourceOf.has('bind')) values.bind = sources.activatedSockets;
+  else if (activated > 0) {
+    // systemd holds the connections made to its sockets meanwhile: they would wait unanswered.
+    const passed =
+      activated === 1 ? 'the socket systemd passed (LISTEN_FDS) goes' : `the ${activated} sockets systemd passed (LISTEN_FDS) go`;
+    warnings.push(`--bind is set by ${sourceOf.get('bind')}: ${passed} unused`);
+  }
   values.config = configFile;
   // Where forkgate starts, not --chdir: Node itself looks for an --env-file on its command line there.
   values.envFile = (values.envFile as string[]).map((file) => path.resolve(sources.cwd, file));
@@ -80,7 +90,7 @@ export async function resolveSettings(sources: SettingSources): Promise<Resolved
   } else {
     workers = raw.workers;
   }
-  return { settings: { ...raw, workers }, configFile, workersReason };
+  return { settings: { ...raw, workers }, configFile, workersReason, warnings };
 }
 
 /**

@@ -141,6 +141,7 @@ export class Arbiter {
     this.inherited = inheritanceFrom(sources.env);
     this.balancer = createBalancer(resolved.settings, certificates, logger, this.inherited);
     if (resolved.workersReason) logger.debug(resolved.workersReason);
+    for (const warning of resolved.warnings) logger.warning(warning);
   }
 
   /**
