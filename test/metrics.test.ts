@@ -268,6 +268,17 @@ test("statsd: a UDP listener receives Gunicorn's names from the workers and the 
   }
 });
 
+test('statsd to a host whose name does not resolve: said once by the master, and serving goes on', async () => {
+  const forkgate = await start(['-w', '2', '-b', '127.0.0.1:0', '--statsd-host', 'no-such-host.invalid:8125', OPS]);
+  try {
+    await forkgate.waitFor(/--statsd-host no-such-host\.invalid:8125: cannot be reached \(\w+\); its metrics are dropped until it can\n/);
+    assert.equal((await request(`${forkgate.url}/pid`)).status, 200);
+    assert.equal(forkgate.count(/--statsd-host no-such-host/), 1, 'once, by the master alone');
+  } finally {
+    await forkgate.stop();
+  }
+});
+
 test('statsd with --dogstatsd-tags: every line carries the tags, counts and durations alike', async () => {
   const udp = dgram.createSocket('udp4');
   await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));

@@ -19,6 +19,7 @@ import { isAlive } from '../proc.ts';
 import { describeBootError, isProtocolMessage, type SerializedError, type WorkerMessage } from '../ipc/messages.ts';
 import { count } from '../log/count.ts';
 import type { Logger } from '../log/logger.ts';
+import { statsdFor } from '../metrics/statsd.ts';
 import { unwritable } from '../log/sink.ts';
 import { VERSION } from '../version.ts';
 import { loadAppOnce } from '../worker/unit-runner.ts';
@@ -162,6 +163,12 @@ export class Arbiter {
       }
     }
     const inheritedMetrics = this.inherited?.metrics;
+    // Only the master says so: each worker's client drops its datagrams the same way.
+    statsdFor(settings)?.whenUnreachable((reason) =>
+      logger.warning(
+        `--statsd-host ${settings.statsdHost!.host}:${settings.statsdHost!.port}: cannot be reached (${reason}); its metrics are dropped until it can`,
+      ),
+    );
     const metricsBind = inheritedMetrics?.address ?? settings.metricsBind;
     return !metricsBind || (await this.metrics.listen(metricsBind, inheritedMetrics?.fd, logger));
   }

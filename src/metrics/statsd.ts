@@ -5,6 +5,7 @@
  * more than a quiet one. A send that fails is dropped: nothing ever waits on the statsd server.
  */
 import * as dgram from 'node:dgram';
+import * as dns from 'node:dns';
 import { isIPv6 } from 'node:net';
 import type { Settings, TcpAddress } from '../config/settings.ts';
 import { observeLogs } from '../log/logger.ts';
@@ -26,15 +27,45 @@ export class Statsd {
   private durations: number[] = [];
   private durationsSeen = 0;
   private readonly samplers: (() => void)[] = [];
+  private readonly family: 4 | 6;
+  /** The host's address once looked up; null while its name does not resolve. */
+  private resolved: string | null = null;
+  private lookingUp = false;
+  private told = false;
+  private tellUnreachable: ((reason: string) => void) | null = null;
 
   constructor(address: TcpAddress, prefix: string, tags: string) {
     this.address = address;
     this.prefix = prefix === '' || prefix.endsWith('.') ? prefix : `${prefix}.`;
     this.tags = tags === '' ? '' : `|#${tags}`;
-    this.socket = dgram.createSocket(isIPv6(address.host) ? 'udp6' : 'udp4');
+    this.family = isIPv6(address.host) ? 6 : 4;
+    this.socket = dgram.createSocket(this.family === 6 ? 'udp6' : 'udp4');
     this.socket.on('error', () => {}); // the statsd server's absence is not ours to report
     this.socket.unref();
+    this.lookUp();
     setInterval(() => this.flush(), FLUSH_MS).unref();
+  }
+
+  /** Told once when the statsd host's name does not resolve (again once it resolved and then did not). */
+  whenUnreachable(tell: (reason: string) => void): void {
+    this.tellUnreachable = tell;
+  }
+
+  /** The host's address, looked up once, as Gunicorn's client does, not for every datagram. */
+  private lookUp(): void {
+    if (this.lookingUp) return;
+    this.lookingUp = true;
+    dns.lookup(this.address.host, { family: this.family }, (error, address) => {
+      this.lookingUp = false;
+      if (!error) {
+        this.resolved = address;
+        this.told = false;
+        return;
+      }
+      if (this.told) return;
+      this.told = true;
+      this.tellUnreachable?.(error.code ?? error.message);
+    });
   }
 
   /** Runs before each flush, to set gauges. */
@@ -85,7 +116,8 @@ export class Statsd {
   }
 
   private send(datagram: string): void {
-    this.socket.send(datagram, this.address.port, this.address.host, () => {});
+    if (this.resolved) this.socket.send(datagram, this.address.port, this.resolved, () => {});
+    else this.lookUp(); // dropped meanwhile
   }
 }
 
