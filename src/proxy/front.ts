@@ -134,12 +134,7 @@ export class FrontProxy {
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     if (this.stopping || !this.keepAlive) res.shouldKeepAlive = false;
-    const exchange = new Exchange(req, res, this.context);
-    // Pipelined behind a response still going out (Node queues it without the connection): it starts
-    // when it gets the connection, so that a client's requests run in order, one at a time, and what
-    // the master holds for a client that sends without reading stays one response's --buffer-size.
-    if (res.socket) exchange.start();
-    else res.once('socket', () => exchange.start());
+    new Exchange(req, res, this.context).start();
   }
 
   private onUpgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
