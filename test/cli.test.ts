@@ -255,6 +255,11 @@ describe('bad usage exits 2, says what is wrong and starts nothing', { concurren
       expect: [/--pid \/nonexistent\/forkgate-dir\/app\.pid: cannot write it: no such directory \/nonexistent\/forkgate-dir/],
     },
     {
+      name: 'an --access-logfile that is a directory: the setting, not a worker failing to boot',
+      args: ['--access-logfile', '/tmp', LISTENER],
+      expect: [/--access-logfile \/tmp: cannot write it: it is a directory/],
+    },
+    {
       name: 'an --access-logfile in no directory: the setting, not the app failing to boot',
       args: ['--access-logfile', '/nonexistent/forkgate-dir/access.log', LISTENER],
       expect: [/--access-logfile \/nonexistent\/forkgate-dir\/access\.log: cannot write it: no such directory/],
@@ -796,11 +801,11 @@ describe('--check-config', { concurrency: PARALLEL }, () => {
   });
 
   test('a log file the --user cannot be given names its setting, exit 2', { skip: !asRoot && 'needs root' }, async () => {
-    // a directory where the file would be: root may write there, but no file can be made of it
+    // a directory where the file would be: refused before any worker is given it
     const directory = tempDir();
     const result = await run(['--check-config', '--user', 'nobody', '--access-logfile', directory, 'listener.cjs']);
     assert.equal(result.code, 2, result.stdout + result.stderr);
-    assert.match(result.stderr, new RegExp(`^forkgate: error: --access-logfile ${directory}: cannot create it for the workers: EISDIR`));
+    assert.match(result.stderr, new RegExp(`^forkgate: error: --access-logfile ${directory}: cannot write it: it is a directory`));
     assert.equal(result.stderr.split('\n').length, 2, `one line: ${result.stderr}`);
   });
 

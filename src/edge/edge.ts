@@ -303,7 +303,6 @@ function presentPeer(socket: Socket, peer: ProxiedPeer): void {
   });
 }
 
-/** A response written straight to the socket, for when there is no ServerResponse to write it with. */
 /** The answers Node's own clientError handler gives, by error code; any other is a 400. */
 const CLIENT_ERROR_STATUS: Readonly<Record<string, number>> = {
   HPE_HEADER_OVERFLOW: 431,
@@ -320,6 +319,7 @@ interface ParsedSocket extends Socket {
 /** Connections whose bytes the parser refused: it reports each later read of them again. */
 const failedConnections = new WeakSet<Socket>();
 
+/** A response written straight to the socket, for when there is no ServerResponse to write it with. */
 function rawResponse({ status, reason }: Rejection): string {
   const body = `${reason}\n`;
   return (

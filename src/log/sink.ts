@@ -125,7 +125,9 @@ export function unwritable(file: string): string | null {
   if (!fs.existsSync(directory)) return `no such directory ${directory}`;
   try {
     fs.accessSync(directory, fs.constants.W_OK | fs.constants.X_OK);
-    if (fs.existsSync(file)) fs.accessSync(file, fs.constants.W_OK);
+    if (!fs.existsSync(file)) return null;
+    if (fs.statSync(file).isDirectory()) return 'it is a directory';
+    fs.accessSync(file, fs.constants.W_OK);
     return null;
   } catch (error) {
     return (error as NodeJS.ErrnoException).code ?? (error as Error).message;

@@ -7,6 +7,7 @@ import type * as http from 'node:http';
 import { encodeClient, lateMark, PEER_HEADER } from '../hop/protocol.ts';
 import { OVER_LIMIT } from '../edge/refusal.ts';
 import { requestStart, type AccessLog, type RequestStart } from '../log/access-log.ts';
+import { answeredStatus } from '../log/status.ts';
 import type { Logger } from '../log/logger.ts';
 import { RecurringWarning } from '../log/recurring.ts';
 import type { Backend, Dispatcher, QueueRefusal } from './dispatcher.ts';
@@ -111,7 +112,8 @@ export class Exchange {
       this.cancelWait();
       const attempt = this.attempt;
       // Gone before any unit had the request: only the proxy knows of it.
-      if (!attempt && !this.relayed && !this.context.logsEveryRequest) this.context.accessLog?.answered(this.req, 499, 0, this.arrivedAt!);
+      if (!attempt && !this.relayed && !this.context.logsEveryRequest)
+        this.context.accessLog?.answered(this.req, answeredStatus(this.res), 0, this.arrivedAt!);
       attempt?.upstream?.abort();
       attempt?.release(false);
     });
