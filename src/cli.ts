@@ -12,7 +12,7 @@ import { renderHelp, renderPrintConfig } from './config/help.ts';
 import { readCertificates, type Certificates } from './edge/tls.ts';
 import { ExitCode, ForkgateError, SettingError, UsageError } from './errors.ts';
 import { Logger } from './log/logger.ts';
-import { outliveOutputReaders, unwritable } from './log/sink.ts';
+import { outliveOutputReaders, unwritableFile } from './log/sink.ts';
 import { readAdminToken } from './master/admin.ts';
 import { Arbiter } from './master/arbiter.ts';
 import { registerModuleHooks } from './module-hooks.ts';
@@ -75,13 +75,8 @@ async function main(argv: string[], command: CommandName | null): Promise<number
   } catch (error) {
     throw new SettingError(`--error-logfile: cannot open ${settings.errorLogfile}: ${(error as Error).message}`);
   }
-  for (const [setting, file] of [
-    ['--access-logfile', settings.accessLogfile],
-    ['--pid', settings.pid],
-  ] as const) {
-    const problem = file && file !== '-' ? unwritable(file) : null;
-    if (problem) throw new SettingError(`${setting} ${file}: cannot write it: ${problem}`);
-  }
+  const unwritable = unwritableFile('--access-logfile', settings.accessLogfile) ?? unwritableFile('--pid', settings.pid);
+  if (unwritable) throw new SettingError(unwritable);
   if (settings.checkConfig) return checkConfig(settings, certificates, workerEnv, logger);
   outliveOutputReaders();
   const arbiter = new Arbiter(resolved, sources, certificates, workerEnv, logger);

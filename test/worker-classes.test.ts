@@ -50,11 +50,17 @@ for (const balance of ['round-robin', 'reuseport']) {
   });
 }
 
-test('sync, round-robin: connections beyond what the workers serve wait in the master, and outlive a worker that dies', async () => {
+/** One sync worker behind round-robin, and how many connections wait in the master (from /status). */
+async function startSyncWorker() {
   const scratch = mkdtempSync(join(tmpdir(), 'forkgate-sync-'));
   const admin = join(scratch, 'admin.sock');
   const forkgate = await start(['-w', '1', '-k', 'sync', '-b', '127.0.0.1:0', '--admin-bind', `unix:${admin}`, OPS]);
   const queued = async () => JSON.parse((await request('http://admin/status', { socketPath: admin })).body).queued as number;
+  return { forkgate, queued, scratch };
+}
+
+test('sync, round-robin: connections beyond what the workers serve wait in the master, and outlive a worker that dies', async () => {
+  const { forkgate, queued, scratch } = await startSyncWorker();
   try {
     const [worker] = forkgate.workerPids();
     const slow = startRequest(`${forkgate.url}/slow?ms=5000`);
@@ -79,10 +85,7 @@ test('sync, round-robin: connections beyond what the workers serve wait in the m
 });
 
 test('sync, round-robin: a graceful stop serves the connections waiting in the master before the workers drain', async () => {
-  const scratch = mkdtempSync(join(tmpdir(), 'forkgate-sync-'));
-  const admin = join(scratch, 'admin.sock');
-  const forkgate = await start(['-w', '1', '-k', 'sync', '-b', '127.0.0.1:0', '--admin-bind', `unix:${admin}`, OPS]);
-  const queued = async () => JSON.parse((await request('http://admin/status', { socketPath: admin })).body).queued as number;
+  const { forkgate, queued, scratch } = await startSyncWorker();
   try {
     const slow = startRequest(`${forkgate.url}/slow?ms=300`);
     await slow.headers;

@@ -39,10 +39,13 @@ export function interceptRequests(
  * closeIdleConnections() reads to tell an idle connection.
  */
 export interface ServedSocket extends Socket {
-  /** The server's parser; null once the server has let go of the connection (upgrade, CONNECT). */
-  parser?: unknown;
+  /**
+   * The server's parser, with the request it is reading; null once the server has let go of the
+   * connection (upgrade, CONNECT).
+   */
+  parser?: { incoming: http.IncomingMessage | null } | null;
   /** The response being written; a pipelined request's response waits behind it. */
-  _httpMessage?: unknown;
+  _httpMessage?: http.ServerResponse | null;
 }
 
 /** Per server, each connection it serves with the bytes it had read when handed over (TLS: cleartext). */
@@ -88,7 +91,7 @@ export function markListening(server: AppServer, address: AddressInfo | string |
 /** Runs once the responses Node is writing on the connection, for requests read before now, are done. */
 export function afterAnswers(socket: Socket, then: () => void): void {
   // The response Node is writing on the connection; the next pipelined one follows it there.
-  const answering = (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+  const answering = (socket as ServedSocket)._httpMessage;
   if (!answering) return then();
   answering.once('close', () => {
     if (!socket.destroyed) afterAnswers(socket, then);

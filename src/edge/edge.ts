@@ -12,7 +12,7 @@ import type { ProxyProtocolMode, Settings } from '../config/settings.ts';
 import type { AccessLog } from '../log/access-log.ts';
 import { markAnsweredRaw } from '../log/status.ts';
 import type { Logger } from '../log/logger.ts';
-import { afterAnswers, interceptRequests, type AppServer } from './app-server.ts';
+import { afterAnswers, interceptRequests, type AppServer, type ServedSocket } from './app-server.ts';
 import { configureParser, limitChunkedBody, requestLimitCheck, type LimitSettings, type Rejection } from './limits.ts';
 import { Lingering } from './linger.ts';
 import type { ProxiedPeer } from './proxy-protocol.ts';
@@ -231,10 +231,10 @@ export class Edge {
     this.logger.debug(`Invalid request from ip=${socket.remoteAddress}: ${status} ${error.code ?? error.message}`);
     socket.on('error', () => {});
     const answer = rawResponse({ status, reason: STATUS_CODES[status]! });
-    const reading = (socket as ParsedSocket).parser?.incoming;
+    const reading = (socket as ServedSocket).parser?.incoming;
     if (reading && !reading.complete) {
       // Inside a request's body (a bad chunk): it can never be whole, so it is answered now, as Node does.
-      const answering = (socket as ParsedSocket)._httpMessage;
+      const answering = (socket as ServedSocket)._httpMessage;
       if (answering && !answering.headersSent) markAnsweredRaw(answering, status);
       if (!answering?.headersSent) socket.write(answer);
       return this.closeRefused(socket);
@@ -309,12 +309,6 @@ const CLIENT_ERROR_STATUS: Readonly<Record<string, number>> = {
   HPE_CHUNK_EXTENSIONS_OVERFLOW: 413,
   ERR_HTTP_REQUEST_TIMEOUT: 408,
 };
-
-/** What Node's http.Server keeps on a connection it serves: its parser, and the response going out. */
-interface ParsedSocket extends Socket {
-  parser?: { incoming: IncomingMessage | null } | null;
-  _httpMessage?: ServerResponse | null;
-}
 
 /** Connections whose bytes the parser refused: it reports each later read of them again. */
 const failedConnections = new WeakSet<Socket>();

@@ -264,10 +264,6 @@ export class AccessLog {
     this.format = compileAccessLogFormat(settings.accessLogformat);
   }
 
-  get file(): string {
-    return this.sink.target;
-  }
-
   /** Logs the request once its response has closed, counting the body bytes written from now on. */
   track(req: IncomingMessage, res: ServerResponse, start: RequestStart = requestStart()): void {
     let bodyBytes = 0;
@@ -298,12 +294,8 @@ export class AccessLog {
 
   /** USR1: reopens the file if it is among those moved; on failure, writes on to the old one. */
   reopen(files: readonly string[], logger: Logger): void {
-    if (!files.includes(this.sink.target)) return;
-    try {
-      this.sink.reopen();
-    } catch (error) {
-      logger.error(`Access log not reopened, writing on to the old file: ${(error as Error).message}`);
-    }
+    const failure = this.sink.reopenAmong(files);
+    if (failure) logger.error(`Access log not reopened, writing on to the old file: ${failure.message}`);
   }
 
   flush(): void {

@@ -64,12 +64,8 @@ export class Logger {
 
   /** USR1: the error log file opens afresh if it is among `files`; if that fails, it logs on to the old one. */
   reopen(files: readonly string[]): void {
-    if (!files.includes(this.sink.target)) return;
-    try {
-      this.sink.reopen();
-    } catch (error) {
-      this.error(`Error log not reopened, writing on to the old file: ${(error as Error).message}`);
-    }
+    const failure = this.sink.reopenAmong(files);
+    if (failure) this.error(`Error log not reopened, writing on to the old file: ${failure.message}`);
   }
 
   close(): void {

@@ -8,7 +8,7 @@ export type SinkTrouble = (message: string) => void;
 /**
  * A log destination: '-' (stdout or stderr) or a file opened for append. Writes are synchronous, so no
  * line is lost when a process exits or crashes; `batched` sinks (the access log) write one event-loop
- * turn's lines at once. A reopen (USR1) that fails throws, and the lines go on to the old file. A write
+ * turn's lines at once. A reopen (USR1) that fails says why, and the lines go on to the old file. A write
  * that fails (a full disk, a reader that went away) drops its lines and never ends the process.
  */
 export class LogSink {
@@ -51,12 +51,21 @@ export class LogSink {
     this.put(text);
   }
 
-  reopen(): void {
+  /**
+   * USR1: opens the file afresh if it is among those logrotate moved. Returns why it could not (then
+   * the lines go on to the old file), for its owner to log.
+   */
+  reopenAmong(files: readonly string[]): Error | null {
+    if (this.target === '-' || !files.includes(this.target)) return null;
     this.flush();
-    if (this.target === '-') return;
     const previous = this.fd;
-    this.fd = this.open();
+    try {
+      this.fd = this.open();
+    } catch (error) {
+      return error as Error;
+    }
     fs.closeSync(previous);
+    return null;
   }
 
   close(): void {
@@ -117,10 +126,15 @@ function writeFully(fd: number, text: string): void {
 }
 
 /**
- * Why this process could not write `file` (a log, the pid file), or null: checked before anything
- * listens, so that a path no one can write is told as the setting's fault, not found by a worker.
+ * Why this process could not write the file a setting names (a log, the pid file), or null: checked
+ * before anything listens, so that a path no one can write is told as the setting's fault.
  */
-export function unwritable(file: string): string | null {
+export function unwritableFile(setting: string, file: string | null): string | null {
+  const problem = file && file !== '-' ? unwritable(file) : null;
+  return problem && `${setting} ${file}: cannot write it: ${problem}`;
+}
+
+function unwritable(file: string): string | null {
   const directory = path.dirname(file);
   if (!fs.existsSync(directory)) return `no such directory ${directory}`;
   try {

@@ -20,7 +20,7 @@ import { describeBootError, isProtocolMessage, type SerializedError, type Worker
 import { count } from '../log/count.ts';
 import type { Logger } from '../log/logger.ts';
 import { statsdFor } from '../metrics/statsd.ts';
-import { unwritable } from '../log/sink.ts';
+import { unwritableFile } from '../log/sink.ts';
 import { VERSION } from '../version.ts';
 import { loadAppOnce } from '../worker/unit-runner.ts';
 import { workerClassFor } from '../worker/classes/index.ts';
@@ -143,6 +143,13 @@ export class Arbiter {
     this.balancer = createBalancer(resolved.settings, certificates, logger, this.inherited);
     if (resolved.workersReason) logger.debug(resolved.workersReason);
     for (const warning of resolved.warnings) logger.warning(warning);
+    // Only the master says so: each worker's client drops its datagrams the same way.
+    const { statsdHost } = resolved.settings;
+    statsdFor(resolved.settings)?.whenUnreachable((reason) =>
+      logger.warning(
+        `--statsd-host ${statsdHost!.host}:${statsdHost!.port}: cannot be reached (${reason}); its metrics are dropped until it can`,
+      ),
+    );
   }
 
   /**
@@ -163,12 +170,6 @@ export class Arbiter {
       }
     }
     const inheritedMetrics = this.inherited?.metrics;
-    // Only the master says so: each worker's client drops its datagrams the same way.
-    statsdFor(settings)?.whenUnreachable((reason) =>
-      logger.warning(
-        `--statsd-host ${settings.statsdHost!.host}:${settings.statsdHost!.port}: cannot be reached (${reason}); its metrics are dropped until it can`,
-      ),
-    );
     const metricsBind = inheritedMetrics?.address ?? settings.metricsBind;
     return !metricsBind || (await this.metrics.listen(metricsBind, inheritedMetrics?.fd, logger));
   }
@@ -577,9 +578,9 @@ export class Arbiter {
       this.logger.error(`Reload aborted, settings unchanged: ${(error as Error).message}`);
       return;
     }
-    const logProblem = next.accessLogfile && next.accessLogfile !== '-' ? unwritable(next.accessLogfile) : null;
-    if (logProblem) {
-      this.logger.error(`Reload aborted, settings unchanged: --access-logfile ${next.accessLogfile}: cannot write it: ${logProblem}`);
+    const unwritable = unwritableFile('--access-logfile', next.accessLogfile);
+    if (unwritable) {
+      this.logger.error(`Reload aborted, settings unchanged: ${unwritable}`);
       return;
     }
     try {
